@@ -1,0 +1,124 @@
+//! The few `bpf(2)` commands aya 0.14 does not expose: program test runs,
+//! batched map updates and forced link detach.
+
+use std::{
+    ffi::CString,
+    io,
+    os::{
+        fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
+        unix::ffi::OsStrExt as _,
+    },
+    path::Path,
+};
+
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+const BPF_LINK_DETACH: libc::c_long = 34;
+
+/// Size given to the kernel for every attribute block: larger than each
+/// command's part of `union bpf_attr`, smaller than the union, zero-filled.
+const ATTR_SIZE: usize = 128;
+
+#[repr(C, align(8))]
+struct Attr([u8; ATTR_SIZE]);
+
+impl Attr {
+    const fn new() -> Self {
+        Self([0; ATTR_SIZE])
+    }
+
+    fn put_u32(&mut self, offset: usize, value: u32) {
+        self.0[offset..offset + 4].copy_from_slice(&value.to_ne_bytes());
+    }
+
+    fn put_u64(&mut self, offset: usize, value: u64) {
+        self.0[offset..offset + 8].copy_from_slice(&value.to_ne_bytes());
+    }
+
+    fn get_u32(&self, offset: usize) -> u32 {
+        let mut bytes = [0; 4];
+        bytes.copy_from_slice(&self.0[offset..offset + 4]);
+        u32::from_ne_bytes(bytes)
+    }
+
+    fn call(&mut self, cmd: libc::c_long) -> io::Result<libc::c_long> {
+        // SAFETY: `self` is a zero-initialised attribute block of ATTR_SIZE
+        // bytes whose pointer fields point at buffers the caller keeps alive
+        // for the duration of the call.
+        let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, self.0.as_mut_ptr(), ATTR_SIZE) };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(rc)
+        }
+    }
+}
+
+/// Outcome of `BPF_PROG_TEST_RUN` on one frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TestRun {
+    /// The program's return value (an `XDP_*` action).
+    pub action: u32,
+    /// Mean run time per repetition in nanoseconds, as the kernel measured it.
+    pub duration_ns: u32,
+}
+
+/// Runs an XDP program on `frame` `repeat` times (`BPF_PROG_TEST_RUN`).
+pub fn prog_test_run(prog: BorrowedFd<'_>, frame: &[u8], repeat: u32) -> io::Result<TestRun> {
+    let size = u32::try_from(frame.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
+    let mut attr = Attr::new();
+    attr.put_u32(0, fd_u32(prog));
+    attr.put_u32(8, size);
+    attr.put_u64(16, frame.as_ptr() as u64);
+    attr.put_u32(32, repeat);
+    attr.call(BPF_PROG_TEST_RUN)?;
+    Ok(TestRun {
+        action: attr.get_u32(4),
+        duration_ns: attr.get_u32(36),
+    })
+}
+
+/// Writes `count` key/value pairs in one call (`BPF_MAP_UPDATE_BATCH`).
+/// `keys` and `values` are packed arrays of the map's key and value size.
+/// Returns how many pairs the kernel stored, which is `count` on success.
+pub fn map_update_batch(
+    map: BorrowedFd<'_>,
+    keys: &[u8],
+    values: &[u8],
+    count: u32,
+) -> io::Result<u32> {
+    let mut attr = Attr::new();
+    attr.put_u64(16, keys.as_ptr() as u64);
+    attr.put_u64(24, values.as_ptr() as u64);
+    attr.put_u32(32, count);
+    attr.put_u32(36, fd_u32(map));
+    attr.call(BPF_MAP_UPDATE_BATCH)?;
+    Ok(attr.get_u32(32))
+}
+
+/// Detaches a BPF link from its hook even while other descriptors or pins
+/// still refer to it (`BPF_LINK_DETACH`).
+pub fn link_detach(link: BorrowedFd<'_>) -> io::Result<()> {
+    let mut attr = Attr::new();
+    attr.put_u32(0, fd_u32(link));
+    attr.call(BPF_LINK_DETACH).map(drop)
+}
+
+/// Opens a pinned BPF object (`BPF_OBJ_GET`).
+pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
+    let path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+    let mut attr = Attr::new();
+    attr.put_u64(0, path.as_ptr() as u64);
+    let fd = attr.call(BPF_OBJ_GET)?;
+    let fd = i32::try_from(fd).map_err(|_| io::Error::other("descriptor out of range"))?;
+    // SAFETY: the kernel just returned this descriptor to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn fd_u32(fd: BorrowedFd<'_>) -> u32 {
+    // A valid descriptor is never negative.
+    fd.as_raw_fd().unsigned_abs()
+}

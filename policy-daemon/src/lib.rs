@@ -1,0 +1,3 @@
+//! spamwall: a Postfix policy server that bans abusive SMTP clients in the
+//! kernel with XDP.
+pub mod dataplane;

@@ -1,0 +1,198 @@
+//! The contract between spamwall's XDP program and the daemon that feeds it.
+//!
+//! Both sides compile this crate: the eBPF program for `bpfel-unknown-none`,
+//! the daemon for the host with the `user` feature, which adds the
+//! [`aya::Pod`] impls the map APIs need. Every type that crosses the boundary
+//! is `#[repr(C)]`, `Copy`, free of enums, `bool` and `Option`, with any
+//! padding spelled out, so both compilers agree on every byte.
+#![no_std]
+
+/// Name of the XDP program in the object file and of its pin under the pin
+/// directory (`bpftool prog show pinned <dir>/xdp_spamwall`).
+pub const PROGRAM_NAME: &str = "xdp_spamwall";
+
+/// Exact IPv4 bans: `BPF_MAP_TYPE_LRU_HASH`, key `[u8; 4]` (network order),
+/// value [`BanValue`].
+pub const MAP_BANS_V4: &str = "bans_v4";
+/// Exact IPv6 bans: `BPF_MAP_TYPE_LRU_HASH`, key `[u8; 16]`, value [`BanValue`].
+pub const MAP_BANS_V6: &str = "bans_v6";
+/// IPv4 prefix bans: `BPF_MAP_TYPE_LPM_TRIE`, key `struct bpf_lpm_trie_key`
+/// (`u32` prefix length, then `[u8; 4]`), value [`BanValue`].
+pub const MAP_PREFIX_V4: &str = "prefix_v4";
+/// IPv6 prefix bans: `BPF_MAP_TYPE_LPM_TRIE`, key `struct bpf_lpm_trie_key`
+/// (`u32` prefix length, then `[u8; 16]`), value [`BanValue`].
+pub const MAP_PREFIX_V6: &str = "prefix_v6";
+/// Program settings: `BPF_MAP_TYPE_ARRAY` of one [`XdpConfig`].
+pub const MAP_CONFIG: &str = "xdp_config";
+/// Destination ports in scope when [`XdpConfig::ports_only`] is set:
+/// `BPF_MAP_TYPE_ARRAY` of [`PORT_BITMAP_WORDS`] `u64` words, bit `p % 64` of
+/// word `p / 64` set for port `p`.
+pub const MAP_PORTS: &str = "xdp_ports";
+/// Packet counters: `BPF_MAP_TYPE_PERCPU_ARRAY` of `u64`, indexed by [`Counter`].
+pub const MAP_STATS: &str = "xdp_stats";
+
+/// Every map, in the order the daemon reports them.
+pub const MAP_NAMES: [&str; 7] = [
+    MAP_BANS_V4,
+    MAP_BANS_V6,
+    MAP_PREFIX_V4,
+    MAP_PREFIX_V6,
+    MAP_CONFIG,
+    MAP_PORTS,
+    MAP_STATS,
+];
+
+/// Sub-directory of the pin directory that holds one link per interface,
+/// named `<interface>.<mode>` (mode `native` or `skb`).
+pub const LINK_PIN_DIR: &str = "links";
+
+/// Default capacity of each exact-address LRU map. LRU maps can evict before
+/// they are full, so the default sits well above any expected ban count.
+pub const DEFAULT_CAPACITY: u32 = 1 << 20;
+/// Default capacity of each prefix trie.
+pub const DEFAULT_PREFIX_CAPACITY: u32 = 1 << 16;
+/// Words in the [`MAP_PORTS`] bitmap: one bit for each of the 65,536 ports.
+pub const PORT_BITMAP_WORDS: u32 = 65_536 / 64;
+
+/// What the program stores for each ban.
+///
+/// The program reads only `expires_ns`; `source` and `count` are carried for
+/// the daemon so the maps alone can be listed after a restart.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BanValue {
+    /// Absolute expiry on the kernel's monotonic clock (`bpf_ktime_get_ns`,
+    /// `CLOCK_MONOTONIC`), in nanoseconds; [`BanValue::PERMANENT`] never expires.
+    pub expires_ns: u64,
+    /// Where the ban came from, one of the `SOURCE_*` constants.
+    pub source: u32,
+    /// How many times this address has been banned.
+    pub count: u32,
+}
+
+impl BanValue {
+    /// `expires_ns` value of a ban without expiry.
+    pub const PERMANENT: u64 = 0;
+
+    /// Whether the ban still holds at monotonic time `now_ns`.
+    #[inline(always)]
+    pub const fn is_live(&self, now_ns: u64) -> bool {
+        self.expires_ns == Self::PERMANENT || now_ns < self.expires_ns
+    }
+}
+
+/// Ban source: Postfix policy verdict.
+pub const SOURCE_POLICY: u32 = 1;
+/// Ban source: `spamwall ban` on the command line.
+pub const SOURCE_CLI: u32 = 2;
+/// Ban source: log watcher rule.
+pub const SOURCE_LOGWATCH: u32 = 3;
+/// Ban source: another node of the fleet.
+pub const SOURCE_FLEET: u32 = 4;
+
+/// Program settings, the single entry of [`MAP_CONFIG`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpConfig {
+    /// Non-zero: enforce bans only on TCP/UDP packets whose destination port
+    /// is set in [`MAP_PORTS`]; zero: enforce on all traffic.
+    pub ports_only: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+}
+
+/// Index of each per-CPU counter in [`MAP_STATS`]. Every packet the program
+/// sees moves exactly one of them.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// IP packet from a source that is not banned.
+    Passed = 0,
+    /// IPv4 packet from a banned source, dropped.
+    DroppedV4 = 1,
+    /// IPv6 packet from a banned source, dropped.
+    DroppedV6 = 2,
+    /// Packet whose only matching bans have expired, passed.
+    ExpiredPassed = 3,
+    /// Frame that could not be parsed (truncated, bad header), passed.
+    MalformedPassed = 4,
+    /// Frame that is not IPv4 or IPv6 (ARP, unknown EtherType), passed.
+    NonIpPassed = 5,
+    /// Packet from a banned source to a port outside the enforced ports, passed.
+    OutOfScopePassed = 6,
+}
+
+impl Counter {
+    /// Number of counters, the size of [`MAP_STATS`].
+    pub const COUNT: u32 = 7;
+    /// All counters in index order.
+    pub const ALL: [Counter; Self::COUNT as usize] = [
+        Counter::Passed,
+        Counter::DroppedV4,
+        Counter::DroppedV6,
+        Counter::ExpiredPassed,
+        Counter::MalformedPassed,
+        Counter::NonIpPassed,
+        Counter::OutOfScopePassed,
+    ];
+
+    /// Index in [`MAP_STATS`].
+    #[inline(always)]
+    pub const fn index(self) -> u32 {
+        self as u32
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: both are `#[repr(C)]`, `Copy`, made only of integers and
+    // byte arrays with no implicit padding (pinned by the layout tests).
+    unsafe impl aya::Pod for super::BanValue {}
+    unsafe impl aya::Pod for super::XdpConfig {}
+}
+
+#[cfg(test)]
+mod tests {
+    use core::mem::{align_of, offset_of, size_of};
+
+    use super::*;
+
+    #[test]
+    fn ban_value_layout_is_fixed() {
+        assert_eq!(size_of::<BanValue>(), 16);
+        assert_eq!(align_of::<BanValue>(), 8);
+        assert_eq!(offset_of!(BanValue, expires_ns), 0);
+        assert_eq!(offset_of!(BanValue, source), 8);
+        assert_eq!(offset_of!(BanValue, count), 12);
+    }
+
+    #[test]
+    fn config_layout_is_fixed() {
+        assert_eq!(size_of::<XdpConfig>(), 8);
+        assert_eq!(offset_of!(XdpConfig, reserved), 4);
+    }
+
+    #[test]
+    fn counters_are_dense_and_ordered() {
+        for (i, counter) in Counter::ALL.iter().enumerate() {
+            assert_eq!(counter.index() as usize, i);
+        }
+    }
+
+    #[test]
+    fn map_names_fit_the_kernel_limit() {
+        // BPF_OBJ_NAME_LEN is 16 including the terminating NUL.
+        for name in MAP_NAMES.iter().chain([PROGRAM_NAME].iter()) {
+            assert!(name.len() < 16, "{name} is too long for a BPF object name");
+        }
+    }
+
+    #[test]
+    fn expiry_is_exclusive_and_zero_is_permanent() {
+        let ban = BanValue { expires_ns: 100, source: SOURCE_CLI, count: 1 };
+        assert!(ban.is_live(99));
+        assert!(!ban.is_live(100));
+        let permanent = BanValue { expires_ns: BanValue::PERMANENT, ..ban };
+        assert!(permanent.is_live(u64::MAX));
+    }
+}
