@@ -1,3 +1,11 @@
 //! spamwall: a Postfix policy server that bans abusive SMTP clients in the
 //! kernel with XDP.
+//!
+//! One module per outside world: [`dataplane`] is the only one that talks
+//! to the kernel's BPF subsystem, [`control`] owns the control socket.
+pub mod bans;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod dataplane;

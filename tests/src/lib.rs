@@ -1,1 +1,31 @@
+//! Shared support for spamwall's kernel tests and benchmarks.
+//!
+//! - [`frames`] builds the Ethernet frames fed to the XDP program;
+//! - [`privilege`] decides whether a kernel test can run here;
+//! - [`pin`] gives each test its own bpffs pin directory and removes it.
+//!
+//! Tests that touch kernel state run serially (`--test-threads=1`) and
+//! panic with a message rather than return a `Result`.
 
+pub mod frames;
+pub mod pin;
+pub mod privilege;
+
+use spamwall::dataplane::Capacities;
+
+pub use pin::PinDir;
+pub use privilege::require_root;
+
+/// `XDP_DROP`, as returned by the program.
+pub const XDP_DROP: u32 = 1;
+/// `XDP_PASS`, as returned by the program.
+pub const XDP_PASS: u32 = 2;
+
+/// Small maps for verdict tests: loading a test dataplane stays fast and
+/// cheap in kernel memory, and the program sees the same map types.
+pub const TEST_CAPACITIES: Capacities = Capacities {
+    v4: 4096,
+    v6: 4096,
+    prefix_v4: 256,
+    prefix_v6: 256,
+};

@@ -43,7 +43,8 @@ pub const MAP_NAMES: [&str; 7] = [
 ];
 
 /// Sub-directory of the pin directory that holds one link per interface,
-/// named `<interface>.<mode>` (mode `native` or `skb`).
+/// named `<interface>:<mode>` (mode `native` or `skb`; `.` and `%` in the
+/// interface name percent-encoded, since bpffs refuses dots).
 pub const LINK_PIN_DIR: &str = "links";
 
 /// Default capacity of each exact-address LRU map. LRU maps can evict before

@@ -1,1 +1,242 @@
-fn main() {}
+//! `cargo xtask`: set-up, build, run, test and benchmark orchestration for
+//! spamwall. Orchestration only: everything real happens in child processes.
+
+mod cmd;
+mod setup;
+
+use std::env;
+use std::fmt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::cmd::{display, run};
+
+#[derive(Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "spamwall development tasks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what the build and the tests need (idempotent; apt and bpffs need root)
+    Setup,
+    /// Build the whole workspace
+    Build {
+        /// Build with the release profile
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build the daemon and run it in the foreground with packaging/spamwall.toml
+    Run {
+        /// Extra arguments for `spamwall run`
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// fmt, clippy, unit tests, then the (root, serial) integration tests
+    Test {
+        /// Only fmt, clippy and the unit tests
+        #[arg(long, conflicts_with = "args")]
+        unit: bool,
+        /// Extra arguments for the integration test run (e.g. a test filter)
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run a benchmark
+    Bench {
+        /// Benchmark name (available: xdp)
+        name: String,
+        /// Extra arguments for the benchmark binary
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+/// A benchmark `cargo xtask bench NAME` can run.
+struct Bench {
+    name: &'static str,
+    package: &'static str,
+    target: &'static str,
+}
+
+const BENCHES: &[Bench] = &[Bench {
+    name: "xdp",
+    package: "spamwall-tests",
+    target: "xdp",
+}];
+
+/// A usage error: reported like any error, but exits with code 2.
+#[derive(Debug)]
+struct UsageError(String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match prepend_cargo_bin_to_path().and_then(|()| dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            if err.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn dispatch(task: Task) -> Result<()> {
+    match task {
+        Task::Setup => setup::setup(),
+        Task::Build { release } => build(release),
+        Task::Run { args } => run_daemon(&args),
+        Task::Test { unit, args } => test(unit, &args),
+        Task::Bench { name, args } => bench(&name, &args),
+    }
+}
+
+/// Child processes (aya-build in particular) must find bpf-linker, which
+/// `cargo install` puts in `~/.cargo/bin`.
+fn prepend_cargo_bin_to_path() -> Result<()> {
+    let bin = setup::cargo_bin()?;
+    let path = env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = env::split_paths(&path).collect();
+    if dirs.first() == Some(&bin) {
+        return Ok(());
+    }
+    dirs.insert(0, bin);
+    let path = env::join_paths(dirs).context("cannot prepend ~/.cargo/bin to PATH")?;
+    // SAFETY: called from main before any other thread is started.
+    unsafe { env::set_var("PATH", path) };
+    Ok(())
+}
+
+/// The workspace root: the parent of xtask's manifest directory.
+fn root() -> Result<&'static Path> {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask's manifest directory has no parent")
+}
+
+fn target_dir() -> Result<PathBuf> {
+    let root = root()?;
+    Ok(match env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root.join(dir),
+        _ => root.join("target"),
+    })
+}
+
+/// The daemon binary the integration tests and benchmarks drive.
+fn spamwall_bin() -> Result<PathBuf> {
+    Ok(target_dir()?.join("release/spamwall"))
+}
+
+/// `cargo ARGS` from the workspace root.
+fn cargo(args: &[&str]) -> Result<Command> {
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root()?).args(args);
+    Ok(cmd)
+}
+
+fn build_daemon() -> Result<()> {
+    run(&mut cargo(&["build", "--release", "-p", "policy-daemon"])?)
+}
+
+fn build(release: bool) -> Result<()> {
+    setup::ensure()?;
+    let mut cmd = cargo(&["build"])?;
+    if release {
+        cmd.arg("--release");
+    }
+    run(cmd.arg("--workspace"))
+}
+
+fn run_daemon(args: &[String]) -> Result<()> {
+    setup::ensure()?;
+    build_daemon()?;
+    let root = root()?;
+    let mut cmd = Command::new(spamwall_bin()?);
+    cmd.current_dir(root)
+        .arg("run")
+        .arg("--config")
+        .arg(root.join("packaging/spamwall.toml"))
+        .args(args);
+    let line = display(&cmd);
+    eprintln!("==> {line}");
+    // exec: signals (Ctrl-C, SIGTERM) and the exit status are the daemon's own.
+    let err = cmd.exec();
+    Err(err).with_context(|| format!("cannot exec `{line}`"))
+}
+
+fn test(unit: bool, args: &[String]) -> Result<()> {
+    setup::ensure()?;
+    let mut steps = vec![
+        ("format", cargo(&["fmt", "--all", "--", "--check"])?),
+        (
+            "clippy",
+            cargo(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])?,
+        ),
+        (
+            "unit tests",
+            cargo(&["test", "--workspace", "--exclude", "spamwall-tests"])?,
+        ),
+    ];
+    if !unit {
+        steps.push((
+            "release build",
+            cargo(&["build", "--release", "-p", "policy-daemon"])?,
+        ));
+        let mut integration = cargo(&["test", "-p", "spamwall-tests", "--", "--test-threads=1"])?;
+        integration.env("SPAMWALL_BIN", spamwall_bin()?).args(args);
+        steps.push(("integration tests", integration));
+    }
+    let total = steps.len();
+    for (index, (label, mut cmd)) in steps.into_iter().enumerate() {
+        run(&mut cmd)
+            .with_context(|| format!("test step {}/{total} ({label}) failed", index + 1))?;
+    }
+    eprintln!("test: all {total} steps passed");
+    Ok(())
+}
+
+fn bench(name: &str, args: &[String]) -> Result<()> {
+    let Some(bench) = BENCHES.iter().find(|bench| bench.name == name) else {
+        let available: Vec<&str> = BENCHES.iter().map(|bench| bench.name).collect();
+        return Err(UsageError(format!(
+            "unknown benchmark {name} (available: {})",
+            available.join(", ")
+        ))
+        .into());
+    };
+    setup::ensure()?;
+    build_daemon()?;
+    let mut cmd = cargo(&["bench", "-p", bench.package, "--bench", bench.target])?;
+    cmd.env("SPAMWALL_BIN", spamwall_bin()?);
+    if !args.is_empty() {
+        cmd.arg("--").args(args);
+    }
+    run(&mut cmd)
+}

@@ -66,19 +66,19 @@ pub enum DataplaneError {
         "pinned map {path} does not fit this program ({detail}); `spamwall xdp detach --purge` removes it together with the bans it holds"
     )]
     IncompatiblePin { path: PathBuf, detail: String },
-    #[error("loading the XDP program: {source} (needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, or root)")]
+    #[error("loading the XDP program: {} (needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, or root)", error_chain(source))]
     Load { source: EbpfError },
     #[error("the XDP object has no map {name}")]
     MissingMap { name: &'static str },
-    #[error("map {name}: {source}")]
+    #[error("map {name}: {}", error_chain(source))]
     Map { name: &'static str, source: MapError },
-    #[error("program {PROGRAM_NAME}: {source}")]
+    #[error("program {PROGRAM_NAME}: {}", error_chain(source))]
     Program { source: ProgramError },
     #[error("interface {interface} does not exist")]
     UnknownInterface { interface: String },
     #[error("attaching XDP to {interface}: {detail}")]
     Attach { interface: String, detail: String },
-    #[error("pinning {path}: {source}")]
+    #[error("pinning {path}: {}", error_chain(source))]
     Pin { path: PathBuf, source: PinError },
     #[error("BPF_PROG_TEST_RUN: {source}")]
     TestRun { source: io::Error },
@@ -134,6 +134,16 @@ impl AttachedMode {
 impl fmt::Display for AttachedMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.suffix())
+    }
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Native => "native",
+            Self::Skb => "skb",
+        })
     }
 }
 
@@ -334,7 +344,7 @@ impl Dataplane {
     }
 
     /// Attaches the program to `interface` and pins the link as
-    /// `<pin_dir>/links/<interface>.<mode>`. An existing pinned link in an
+    /// `<pin_dir>/links/<interface>:<mode>`. An existing pinned link in an
     /// acceptable mode is kept and its program swapped atomically, so drops
     /// never pause across a restart.
     pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<Attachment> {
@@ -378,7 +388,7 @@ impl Dataplane {
                         interface: interface.to_owned(),
                         detail: "the kernel attached through netlink, which cannot be pinned (needs Linux 5.9 or later)".to_owned(),
                     })?;
-                    let path = links_dir.join(format!("{interface}.{candidate}"));
+                    let path = links_dir.join(link_pin_file(interface, candidate));
                     fd_link
                         .pin(&path)
                         .map_err(|source| DataplaneError::Pin { path, source })?;
@@ -770,10 +780,30 @@ fn link_pins(links_dir: &Path, interface: Option<&str>) -> Result<Vec<(PathBuf, 
     Ok(pins)
 }
 
+/// `<interface>:<mode>`. bpffs refuses names with a dot, which VLAN
+/// interfaces (`eth0.100`) have: `%` and `.` are percent-encoded.
+fn link_pin_file(interface: &str, mode: AttachedMode) -> String {
+    let encoded = interface.replace('%', "%25").replace('.', "%2E");
+    format!("{encoded}:{mode}")
+}
+
 fn link_pin_name(path: &Path) -> Option<(String, AttachedMode)> {
     let file = path.file_name()?.to_str()?;
-    let (name, suffix) = file.rsplit_once('.')?;
-    Some((name.to_owned(), AttachedMode::from_suffix(suffix)?))
+    let (encoded, suffix) = file.rsplit_once(':')?;
+    let mut name = String::with_capacity(encoded.len());
+    let mut rest = encoded;
+    while let Some(at) = rest.find('%') {
+        name.push_str(&rest[..at]);
+        let escape = rest.get(at..at + 3)?;
+        name.push(match escape {
+            "%2E" => '.',
+            "%25" => '%',
+            _ => return None,
+        });
+        rest = &rest[at + 3..];
+    }
+    name.push_str(rest);
+    Some((name, AttachedMode::from_suffix(suffix)?))
 }
 
 fn detach_link_pin(path: &Path) -> Result<()> {
@@ -904,4 +934,23 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_pin_names_round_trip_without_dots() {
+        for interface in ["eth0", "eth0.100", "odd%name.x", "%2E"] {
+            for mode in [AttachedMode::Native, AttachedMode::Skb] {
+                let file = link_pin_file(interface, mode);
+                assert!(!file.contains('.'), "{file} has a dot, which bpffs refuses");
+                let parsed = link_pin_name(Path::new(&file));
+                assert_eq!(parsed, Some((interface.to_owned(), mode)), "{file}");
+            }
+        }
+        assert_eq!(link_pin_name(Path::new("eth0:turbo")), None);
+        assert_eq!(link_pin_name(Path::new("bad%zz:skb")), None);
+    }
 }

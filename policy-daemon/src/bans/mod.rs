@@ -1,0 +1,468 @@
+//! The ban manager: the one path every ban takes, whatever its source.
+//!
+//! It validates the address or prefix, enforces the allowlist, turns a ban
+//! length into an absolute expiry on the kernel's clock and writes the
+//! kernel maps. The maps are the record: each value carries the expiry, the
+//! source and how often the address was banned, so a restarted daemon lists
+//! exactly what the kernel enforces.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    net::IpAddr,
+    str::FromStr,
+    time::{Duration, SystemTime},
+};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use xdp_common::{BanValue, SOURCE_CLI, SOURCE_FLEET, SOURCE_LOGWATCH, SOURCE_POLICY};
+
+use crate::dataplane::{Dataplane, DataplaneError, PacketCounters, monotonic_now_ns};
+
+/// Why an address cannot be banned.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BanError {
+    #[error("{input:?} is not an IP address or CIDR prefix")]
+    NotAnAddress { input: String },
+    #[error("{input} has host bits set; the prefix is {network}")]
+    HostBits { input: String, network: IpNet },
+    #[error("{} is in the allowlist ({}); not banned", target_to_string(target), target_to_string(entry))]
+    Allowlisted { target: IpNet, entry: IpNet },
+    #[error("{}: {message}", target_to_string(target))]
+    Kernel { target: IpNet, message: String },
+}
+
+/// Parses a ban target: an IPv4 or IPv6 address (optionally in brackets, as
+/// Postfix logs it), or a CIDR prefix without host bits. IPv4-mapped IPv6
+/// addresses become IPv4.
+pub fn parse_target(input: &str) -> Result<IpNet, BanError> {
+    let text = input.trim();
+    let text = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    let not_an_address = || BanError::NotAnAddress { input: input.to_owned() };
+    if let Ok(addr) = IpAddr::from_str(text) {
+        return Ok(IpNet::from(addr.to_canonical()));
+    }
+    let net = IpNet::from_str(text).map_err(|_| not_an_address())?;
+    if net.trunc() != net {
+        return Err(BanError::HostBits { input: input.to_owned(), network: net.trunc() });
+    }
+    Ok(canonical_net(net))
+}
+
+/// `::ffff:a.b.c.d/(96+n)` is the IPv4 prefix `a.b.c.d/n`.
+fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        _ => net,
+    }
+}
+
+/// Addresses and prefixes that are never banned. Loopback is always in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Allowlist(Vec<IpNet>);
+
+impl Allowlist {
+    /// The given entries plus loopback (127.0.0.0/8 and ::1).
+    pub fn new(entries: impl IntoIterator<Item = IpNet>) -> Self {
+        let mut nets: Vec<IpNet> = loopback().into_iter().collect();
+        for net in entries {
+            if !nets.contains(&net) {
+                nets.push(net);
+            }
+        }
+        Self(nets)
+    }
+
+    /// The allowlist entry that overlaps `target`, if any: a prefix ban
+    /// that would cover an allowlisted address is refused too.
+    pub fn covers(&self, target: &IpNet) -> Option<IpNet> {
+        self.0
+            .iter()
+            .find(|entry| entry.contains(&target.network()) || target.contains(&entry.network()))
+            .copied()
+    }
+
+    /// The entries, loopback first.
+    pub fn entries(&self) -> &[IpNet] {
+        &self.0
+    }
+}
+
+impl Default for Allowlist {
+    fn default() -> Self {
+        Self::new([])
+    }
+}
+
+fn loopback() -> [IpNet; 2] {
+    [
+        IpNet::V4(ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(127, 0, 0, 0), 8).unwrap_or_default()),
+        IpNet::from(IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
+    ]
+}
+
+/// Who asked for a ban.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Policy,
+    Cli,
+    Logwatch,
+    Fleet,
+}
+
+impl Source {
+    /// The code stored in the kernel map value.
+    pub const fn code(self) -> u32 {
+        match self {
+            Self::Policy => SOURCE_POLICY,
+            Self::Cli => SOURCE_CLI,
+            Self::Logwatch => SOURCE_LOGWATCH,
+            Self::Fleet => SOURCE_FLEET,
+        }
+    }
+
+    /// The source for a stored code; unknown codes read as `cli`.
+    pub const fn from_code(code: u32) -> Self {
+        match code {
+            SOURCE_POLICY => Self::Policy,
+            SOURCE_LOGWATCH => Self::Logwatch,
+            SOURCE_FLEET => Self::Fleet,
+            _ => Self::Cli,
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Policy => "policy",
+            Self::Cli => "cli",
+            Self::Logwatch => "logwatch",
+            Self::Fleet => "fleet",
+        })
+    }
+}
+
+/// One active ban as `list` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanEntry {
+    /// Address or CIDR prefix; a single address is written without `/32`
+    /// or `/128`.
+    #[serde(with = "target_text")]
+    pub addr: IpNet,
+    /// RFC 3339 UTC expiry, `None` for permanent.
+    #[serde(with = "rfc3339_opt")]
+    pub expires_at: Option<SystemTime>,
+    pub source: Source,
+    pub reason: String,
+    /// Times this address has been banned.
+    pub count: u32,
+}
+
+/// Figures for `stats`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanStats {
+    pub bans_active: u64,
+    pub bans_v4: u64,
+    pub bans_v6: u64,
+    pub prefixes_v4: u64,
+    pub prefixes_v6: u64,
+    #[serde(flatten)]
+    pub packets: PacketCounters,
+    /// Live bans found missing from an LRU map.
+    pub evicted: u64,
+    pub policy_requests: u64,
+}
+
+/// Settings the manager applies to every ban.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BanPolicy {
+    pub allowlist: Allowlist,
+    /// Length of a ban that names none; `None` is permanent.
+    pub default_bantime: Option<Duration>,
+}
+
+/// The one path for bans into the kernel.
+#[derive(Debug)]
+pub struct BanManager {
+    dataplane: Dataplane,
+    policy: BanPolicy,
+    reasons: HashMap<IpNet, String>,
+}
+
+/// A ban length as requested: the configured default, a length, or none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BanLength {
+    Default,
+    Permanent,
+    #[serde(with = "secs")]
+    For(Duration),
+}
+
+impl BanManager {
+    pub fn new(dataplane: Dataplane, policy: BanPolicy) -> Self {
+        Self { dataplane, policy, reasons: HashMap::new() }
+    }
+
+    /// The kernel side, for attach and status.
+    pub fn dataplane_mut(&mut self) -> &mut Dataplane {
+        &mut self.dataplane
+    }
+
+    /// The kernel side, read-only.
+    pub fn dataplane(&self) -> &Dataplane {
+        &self.dataplane
+    }
+
+    /// Replaces the allowlist and default ban length (on reload).
+    pub fn set_policy(&mut self, policy: BanPolicy) {
+        self.policy = policy;
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &BanPolicy {
+        &self.policy
+    }
+
+    /// Bans `target`. A repeated ban replaces the expiry and counts up.
+    /// Returns the ban as it now stands.
+    pub fn ban(
+        &mut self,
+        target: IpNet,
+        length: BanLength,
+        source: Source,
+        reason: &str,
+    ) -> Result<BanEntry, BanError> {
+        let target = canonical_net(target.trunc());
+        if let Some(entry) = self.policy.allowlist.covers(&target) {
+            return Err(BanError::Allowlisted { target, entry });
+        }
+        let kernel = |e: DataplaneError| BanError::Kernel { target, message: e.to_string() };
+        let now = monotonic_now_ns();
+        let previous = self.dataplane.get(target).map_err(kernel)?;
+        let count = previous
+            .filter(|v| v.is_live(now))
+            .map_or(0, |v| v.count)
+            .saturating_add(1);
+        let duration = match length {
+            BanLength::Default => self.policy.default_bantime,
+            BanLength::Permanent => None,
+            BanLength::For(d) if d.is_zero() => None,
+            BanLength::For(d) => Some(d),
+        };
+        let expires_ns = duration.map_or(BanValue::PERMANENT, |d| {
+            now.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)).max(1)
+        });
+        let value = BanValue { expires_ns, source: source.code(), count };
+        self.dataplane.insert(target, value).map_err(kernel)?;
+        self.reasons.insert(target, reason.to_owned());
+        Ok(self.entry(target, value, now, SystemTime::now()))
+    }
+
+    /// Lifts the ban on exactly `target`; `false` when there was none.
+    pub fn unban(&mut self, target: IpNet) -> Result<bool, BanError> {
+        let target = canonical_net(target.trunc());
+        self.reasons.remove(&target);
+        self.dataplane
+            .remove(target)
+            .map_err(|e| BanError::Kernel { target, message: e.to_string() })
+    }
+
+    /// Every live ban, sorted by address.
+    pub fn list(&self) -> Result<Vec<BanEntry>, DataplaneError> {
+        let now = monotonic_now_ns();
+        let wall = SystemTime::now();
+        let mut bans: Vec<BanEntry> = self
+            .dataplane
+            .entries()?
+            .into_iter()
+            .filter(|(_, value)| value.is_live(now))
+            .map(|(net, value)| self.entry(net, value, now, wall))
+            .collect();
+        bans.sort_by(|a, b| a.addr.cmp(&b.addr));
+        Ok(bans)
+    }
+
+    /// Ban counts and packet counters.
+    pub fn stats(&self) -> Result<BanStats, DataplaneError> {
+        let now = monotonic_now_ns();
+        let mut stats = BanStats { packets: self.dataplane.counters()?, ..BanStats::default() };
+        for (net, value) in self.dataplane.entries()? {
+            if !value.is_live(now) {
+                continue;
+            }
+            stats.bans_active += 1;
+            match net {
+                IpNet::V4(n) if n.prefix_len() == 32 => stats.bans_v4 += 1,
+                IpNet::V6(n) if n.prefix_len() == 128 => stats.bans_v6 += 1,
+                IpNet::V4(_) => stats.prefixes_v4 += 1,
+                IpNet::V6(_) => stats.prefixes_v6 += 1,
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Deletes expired entries from the maps (the program already ignores
+    /// them); returns how many went.
+    pub fn sweep(&mut self) -> Result<usize, DataplaneError> {
+        let now = monotonic_now_ns();
+        let mut removed = 0;
+        for (net, value) in self.dataplane.entries()? {
+            if !value.is_live(now) && self.dataplane.remove(net)? {
+                self.reasons.remove(&net);
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    fn entry(&self, addr: IpNet, value: BanValue, now_ns: u64, wall: SystemTime) -> BanEntry {
+        let expires_at = (value.expires_ns != BanValue::PERMANENT)
+            .then(|| wall + Duration::from_nanos(value.expires_ns.saturating_sub(now_ns)));
+        BanEntry {
+            addr,
+            expires_at,
+            source: Source::from_code(value.source),
+            reason: self.reasons.get(&addr).cloned().unwrap_or_default(),
+            count: value.count,
+        }
+    }
+}
+
+/// A target as an administrator writes it: `192.0.2.7`, `2001:db8::/64`.
+pub fn target_to_string(net: &IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() { net.addr().to_string() } else { net.to_string() }
+}
+
+mod target_text {
+    use ipnet::IpNet;
+    use serde::{Deserialize, Deserializer, Serializer, de};
+
+    pub fn serialize<S: Serializer>(value: &IpNet, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::target_to_string(value))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<IpNet, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse_target(&text).map_err(de::Error::custom)
+    }
+}
+
+mod rfc3339_opt {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize, Deserializer, Serializer, de};
+
+    pub fn serialize<S: Serializer>(value: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(time) => s.serialize_str(&humantime::format_rfc3339_seconds(*time).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| humantime::parse_rfc3339(&text).map_err(de::Error::custom))
+            .transpose()
+    }
+}
+
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(value.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(text: &str) -> IpNet {
+        text.parse().expect("test net")
+    }
+
+    #[test]
+    fn targets_parse_and_normalise() {
+        assert_eq!(parse_target("192.0.2.7"), Ok(net("192.0.2.7/32")));
+        assert_eq!(parse_target(" 2001:db8::1 "), Ok(net("2001:db8::1/128")));
+        assert_eq!(parse_target("[2001:db8::1]"), Ok(net("2001:db8::1/128")));
+        assert_eq!(parse_target("::ffff:192.0.2.7"), Ok(net("192.0.2.7/32")));
+        assert_eq!(parse_target("::ffff:192.0.2.0/120"), Ok(net("192.0.2.0/24")));
+        assert_eq!(parse_target("198.51.100.0/24"), Ok(net("198.51.100.0/24")));
+        assert_eq!(parse_target("2001:db8:1:2::/64"), Ok(net("2001:db8:1:2::/64")));
+    }
+
+    #[test]
+    fn bad_targets_name_the_input() {
+        for input in ["", "example.com", "192.0.2.256", "192.0.2.0/33", "1.2.3", "192.0.2.7; rm"] {
+            let error = parse_target(input).expect_err(input);
+            assert!(error.to_string().contains(&format!("{input:?}")), "{error}");
+        }
+        let error = parse_target("192.0.2.5/24").expect_err("host bits");
+        assert_eq!(
+            error,
+            BanError::HostBits { input: "192.0.2.5/24".into(), network: net("192.0.2.0/24") }
+        );
+        assert!(error.to_string().contains("192.0.2.0/24"));
+    }
+
+    #[test]
+    fn allowlist_always_holds_loopback_and_catches_overlaps() {
+        let allow = Allowlist::new([net("192.0.2.0/24"), net("2001:db8::/32")]);
+        assert_eq!(allow.covers(&net("127.0.0.53/32")), Some(net("127.0.0.0/8")));
+        assert_eq!(allow.covers(&net("::1/128")), Some(net("::1/128")));
+        assert_eq!(allow.covers(&net("192.0.2.9/32")), Some(net("192.0.2.0/24")));
+        // A wider prefix that would swallow an allowlisted range is refused.
+        assert_eq!(allow.covers(&net("192.0.0.0/16")), Some(net("192.0.2.0/24")));
+        assert_eq!(allow.covers(&net("0.0.0.0/0")), Some(net("127.0.0.0/8")));
+        assert_eq!(allow.covers(&net("2001:db8:5::/48")), Some(net("2001:db8::/32")));
+        assert_eq!(allow.covers(&net("198.51.100.1/32")), None);
+        assert_eq!(allow.covers(&net("2001:db9::/32")), None);
+    }
+
+    #[test]
+    fn sources_round_trip_through_their_codes() {
+        for source in [Source::Policy, Source::Cli, Source::Logwatch, Source::Fleet] {
+            assert_eq!(Source::from_code(source.code()), source);
+        }
+    }
+
+    #[test]
+    fn ban_entry_json_shape() {
+        let entry = BanEntry {
+            addr: net("192.0.2.7/32"),
+            expires_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)),
+            source: Source::Cli,
+            reason: "test".into(),
+            count: 2,
+        };
+        let json = serde_json::to_value(&entry).expect("json");
+        assert_eq!(json["addr"], "192.0.2.7");
+        assert_eq!(json["expires_at"], "2027-01-15T08:00:00Z");
+        assert_eq!(json["source"], "cli");
+        assert_eq!(json["count"], 2);
+        let permanent = BanEntry { expires_at: None, addr: net("2001:db8::/64"), ..entry };
+        let json = serde_json::to_value(&permanent).expect("json");
+        assert!(json["expires_at"].is_null());
+        assert_eq!(json["addr"], "2001:db8::/64");
+        let back: BanEntry = serde_json::from_value(json).expect("round trip");
+        assert_eq!(back, permanent);
+    }
+}

@@ -1,0 +1,443 @@
+//! The `spamwall` command line: argument parsing and the client verbs.
+//!
+//! Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error
+//! (including a refused address).
+
+use std::{
+    fmt::Write as _,
+    io::Write as _,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::SystemTime,
+};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    bans::{BanEntry, BanLength, parse_target, target_to_string},
+    config::{BanTime, Config, resolve_path},
+    control::{self, Request, Response, Status},
+    daemon, dataplane,
+};
+
+/// Default control socket when no configuration file is found.
+const DEFAULT_SOCKET: &str = "/run/spamwall/control.sock";
+
+/// spamwall: a Postfix policy server that bans abusive SMTP clients in the
+/// kernel with XDP.
+#[derive(Debug, Parser)]
+#[command(name = "spamwall", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file [default: $SPAMWALL_CONFIG, then /etc/spamwall/spamwall.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Control socket of the daemon [default: daemon.control_socket of the configuration]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground
+    Run,
+    /// Ban addresses or CIDR prefixes
+    Ban(BanArgs),
+    /// Lift bans
+    Unban {
+        /// Addresses or CIDR prefixes, exactly as banned
+        #[arg(required = true, value_name = "ADDR|CIDR")]
+        targets: Vec<String>,
+    },
+    /// List active bans
+    List(JsonFlag),
+    /// Show ban counts and packet counters
+    Stats(JsonFlag),
+    /// Show backends, interfaces and settings
+    Status(JsonFlag),
+    /// Check a configuration file and exit
+    CheckConfig {
+        /// File to check [default: as for --config]
+        path: Option<PathBuf>,
+    },
+    /// Manage the pinned XDP program without the daemon
+    #[command(subcommand)]
+    Xdp(XdpCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct BanArgs {
+    /// Addresses or CIDR prefixes (IPv4 and IPv6)
+    #[arg(required = true, value_name = "ADDR|CIDR")]
+    pub targets: Vec<String>,
+    /// Ban length: 90s, 10m, 1h, 1w, or 0/permanent [default: ban.bantime]
+    #[arg(long = "for", value_name = "DURATION")]
+    pub duration: Option<String>,
+    /// Why, shown by `list`
+    #[arg(long, default_value = "manual ban", value_name = "TEXT")]
+    pub reason: String,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum XdpCommand {
+    /// Detach the pinned program from interfaces (stop the daemon first)
+    Detach {
+        /// Only this interface [default: all, and unpin the program]
+        #[arg(long, value_name = "IFACE")]
+        iface: Option<String>,
+        /// Also delete the pinned maps and with them every ban
+        #[arg(long, conflicts_with = "iface")]
+        purge: bool,
+    },
+}
+
+/// A failure with its exit code.
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Self {
+        Self { code: 2, message: message.into() }
+    }
+
+    fn runtime(message: impl Into<String>) -> Self {
+        Self { code: 1, message: message.into() }
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            if !failure.message.is_empty() {
+                eprintln!("spamwall: {}", failure.message);
+            }
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<(), Failure> {
+    match &cli.command {
+        Command::Run => run_daemon(cli.config.as_deref()),
+        Command::CheckConfig { path } => check_config(path.as_deref().or(cli.config.as_deref())),
+        Command::Xdp(XdpCommand::Detach { iface, purge }) => {
+            let config = load_config(cli.config.as_deref())?;
+            let detached = dataplane::detach(&config.daemon.bpf_pin_dir, iface.as_deref(), *purge)
+                .map_err(|e| Failure::runtime(e.to_string()))?;
+            if detached.interfaces.is_empty() && !detached.program && !detached.maps {
+                println!("nothing pinned under {}", config.daemon.bpf_pin_dir.display());
+            }
+            for interface in &detached.interfaces {
+                println!("detached from {interface}");
+            }
+            if detached.program {
+                println!("unpinned program");
+            }
+            if detached.maps {
+                println!("removed pinned maps and their bans");
+            }
+            Ok(())
+        }
+        Command::Ban(args) => ban(&socket(&cli)?, args),
+        Command::Unban { targets } => unban(&socket(&cli)?, targets),
+        Command::List(flag) => list(&socket(&cli)?, flag.json),
+        Command::Stats(flag) => stats(&socket(&cli)?, flag.json),
+        Command::Status(flag) => status(&socket(&cli)?, flag.json),
+    }
+}
+
+fn load_config(flag: Option<&Path>) -> Result<Config, Failure> {
+    let path = resolve_path(flag);
+    Config::load(&path).map_err(|e| Failure::usage(e.to_string()))
+}
+
+fn run_daemon(flag: Option<&Path>) -> Result<(), Failure> {
+    let path = resolve_path(flag);
+    let config = Config::load(&path).map_err(|e| Failure::usage(e.to_string()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::runtime(format!("starting the runtime: {e}")))?;
+    runtime
+        .block_on(daemon::run(path, config))
+        .map_err(|e| Failure::runtime(e.to_string()))
+}
+
+fn check_config(flag: Option<&Path>) -> Result<(), Failure> {
+    let path = resolve_path(flag);
+    let config = Config::load(&path).map_err(|e| Failure::usage(e.to_string()))?;
+    let interfaces = if config.xdp.interfaces.is_empty() {
+        "none (bans not enforced)".to_owned()
+    } else {
+        config.xdp.interfaces.join(", ")
+    };
+    println!("{}: OK", path.display());
+    println!("  interfaces: {interfaces} (mode {})", config.xdp.mode);
+    println!("  ports: {}", ports_text(&config.xdp.ports));
+    println!("  bantime: {}", config.ban.bantime);
+    println!("  control socket: {}", config.daemon.control_socket.display());
+    Ok(())
+}
+
+/// The socket to reach the daemon: `--socket`, else the configuration's,
+/// else the default. A configuration that is named but broken is an error.
+fn socket(cli: &Cli) -> Result<PathBuf, Failure> {
+    if let Some(socket) = &cli.socket {
+        return Ok(socket.clone());
+    }
+    let path = resolve_path(cli.config.as_deref());
+    let named = cli.config.is_some() || std::env::var_os(crate::config::CONFIG_ENV).is_some();
+    if !named && !path.exists() {
+        return Ok(PathBuf::from(DEFAULT_SOCKET));
+    }
+    Config::load(&path)
+        .map(|config| config.daemon.control_socket)
+        .map_err(|e| Failure::usage(e.to_string()))
+}
+
+fn ask(socket: &Path, request: &Request) -> Result<Response, Failure> {
+    match control::request(socket, request) {
+        Ok(Response::Error { message }) => Err(Failure::runtime(format!("the daemon answered: {message}"))),
+        Ok(response) => Ok(response),
+        Err(error) => Err(Failure::runtime(error.to_string())),
+    }
+}
+
+fn unexpected(response: &Response) -> Failure {
+    Failure::runtime(format!("unexpected answer from the daemon: {response:?}"))
+}
+
+/// Checks every target before anything is sent: one bad address and
+/// nothing is banned.
+fn check_targets(targets: &[String]) -> Result<(), Failure> {
+    let errors: Vec<String> = targets
+        .iter()
+        .filter_map(|t| parse_target(t).err().map(|e| e.to_string()))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::usage(format!("{}; nothing was sent", errors.join("; "))))
+    }
+}
+
+fn ban(socket: &Path, args: &BanArgs) -> Result<(), Failure> {
+    check_targets(&args.targets)?;
+    let length = match &args.duration {
+        None => BanLength::Default,
+        Some(text) => match text.parse::<BanTime>().map_err(|e| Failure::usage(format!("--for: {e}")))? {
+            BanTime(None) => BanLength::Permanent,
+            BanTime(Some(duration)) => BanLength::For(duration),
+        },
+    };
+    let request = Request::Ban { targets: args.targets.clone(), length, reason: args.reason.clone() };
+    let Response::Banned { banned, refused } = ask(socket, &request)? else {
+        return Err(Failure::runtime("unexpected answer to ban"));
+    };
+    for entry in &banned {
+        println!("banned {} {} (count {})", target_to_string(&entry.addr), until(entry.expires_at), entry.count);
+    }
+    refusals(&refused)
+}
+
+fn unban(socket: &Path, targets: &[String]) -> Result<(), Failure> {
+    check_targets(targets)?;
+    let response = ask(socket, &Request::Unban { targets: targets.to_vec() })?;
+    let Response::Unbanned { unbanned, not_banned, refused } = response else {
+        return Err(unexpected(&response));
+    };
+    for target in unbanned {
+        println!("unbanned {target}");
+    }
+    for target in not_banned {
+        println!("{target} was not banned");
+    }
+    refusals(&refused)
+}
+
+fn refusals(refused: &[control::Refusal]) -> Result<(), Failure> {
+    if refused.is_empty() {
+        return Ok(());
+    }
+    for refusal in refused {
+        eprintln!("spamwall: refused {}: {}", refusal.target, refusal.reason);
+    }
+    Err(Failure::usage(String::new()))
+}
+
+fn until(expires_at: Option<SystemTime>) -> String {
+    expires_at.map_or_else(
+        || "permanently".to_owned(),
+        |time| format!("until {}", humantime::format_rfc3339_seconds(time)),
+    )
+}
+
+fn list(socket: &Path, json: bool) -> Result<(), Failure> {
+    let response = ask(socket, &Request::List)?;
+    let Response::Bans { bans } = response else {
+        return Err(unexpected(&response));
+    };
+    if json {
+        return print_json(&bans);
+    }
+    if bans.is_empty() {
+        println!("no active bans");
+        return Ok(());
+    }
+    print_out(&ban_table(&bans))
+}
+
+/// The human form of `list`.
+pub fn ban_table(bans: &[BanEntry]) -> String {
+    let mut out = format!("{:<40} {:<21} {:<9} {:>5}  REASON\n", "ADDRESS", "EXPIRES (UTC)", "SOURCE", "COUNT");
+    for ban in bans {
+        let expires = ban
+            .expires_at
+            .map_or_else(|| "permanent".to_owned(), |t| humantime::format_rfc3339_seconds(t).to_string());
+        let _ = writeln!(
+            out,
+            "{:<40} {:<21} {:<9} {:>5}  {}",
+            target_to_string(&ban.addr),
+            expires,
+            ban.source.to_string(),
+            ban.count,
+            ban.reason
+        );
+    }
+    out
+}
+
+fn stats(socket: &Path, json: bool) -> Result<(), Failure> {
+    let response = ask(socket, &Request::Stats)?;
+    let Response::Stats { stats } = response else {
+        return Err(unexpected(&response));
+    };
+    if json {
+        return print_json(&stats);
+    }
+    let value = serde_json::to_value(stats).map_err(|e| Failure::runtime(e.to_string()))?;
+    let mut out = String::new();
+    if let serde_json::Value::Object(fields) = value {
+        for (key, value) in fields {
+            let _ = writeln!(out, "{key:<22} {value}");
+        }
+    }
+    print_out(&out)
+}
+
+fn status(socket: &Path, json: bool) -> Result<(), Failure> {
+    let response = ask(socket, &Request::Status)?;
+    let Response::Status { status } = response else {
+        return Err(unexpected(&response));
+    };
+    if json {
+        return print_json(&status);
+    }
+    print_out(&status_text(&status))
+}
+
+fn status_text(status: &Status) -> String {
+    let mut out = format!(
+        "spamwall {} (pid {}), running since {}\nconfig: {}\n",
+        status.version, status.pid, status.started_at, status.config
+    );
+    for backend in &status.backends {
+        let state = if backend.active { "active" } else { "inactive" };
+        let _ = writeln!(out, "backend {}: {state}, {}", backend.name, backend.detail);
+    }
+    for attachment in &status.interfaces {
+        let _ = writeln!(out, "interface {}: {} mode", attachment.interface, attachment.mode);
+    }
+    let _ = writeln!(out, "program id {}, pinned under {}", status.program_id, status.pin_dir);
+    let _ = writeln!(out, "ports: {}", ports_text(&status.ports));
+    let _ = writeln!(out, "active bans: {}", status.bans_active);
+    let _ = writeln!(
+        out,
+        "capacity: {} IPv4, {} IPv6, {} IPv4 prefixes, {} IPv6 prefixes",
+        status.capacity_v4, status.capacity_v6, status.capacity_prefix_v4, status.capacity_prefix_v6
+    );
+    let allow: Vec<String> = status.allowlist.iter().map(ToString::to_string).collect();
+    let _ = writeln!(out, "allowlist: {}", allow.join(", "));
+    let _ = writeln!(out, "default bantime: {}", status.default_bantime);
+    out
+}
+
+fn ports_text(ports: &[u16]) -> String {
+    if ports.is_empty() {
+        "all traffic".to_owned()
+    } else {
+        ports.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
+    let mut text = serde_json::to_string_pretty(value).map_err(|e| Failure::runtime(e.to_string()))?;
+    text.push('\n');
+    print_out(&text)
+}
+
+/// Writes to stdout; a closed pipe (`spamwall list | head`) is not an error.
+fn print_out(text: &str) -> Result<(), Failure> {
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::runtime(error.to_string())),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_work_after_the_verb() {
+        let cli = Cli::try_parse_from(["spamwall", "ban", "192.0.2.7", "--for", "1h", "--socket", "/tmp/s"])
+            .expect("parse");
+        assert_eq!(cli.socket.as_deref(), Some(Path::new("/tmp/s")));
+        let Command::Ban(args) = cli.command else { panic!("not ban") };
+        assert_eq!(args.targets, ["192.0.2.7"]);
+        assert_eq!(args.duration.as_deref(), Some("1h"));
+    }
+
+    #[test]
+    fn bad_targets_are_all_named_and_nothing_is_sent() {
+        let failure = check_targets(&["192.0.2.7".into(), "nope".into(), "10.0.0.1/8".into()])
+            .expect_err("bad targets");
+        assert_eq!(failure.code, 2);
+        assert!(failure.message.contains("\"nope\""), "{}", failure.message);
+        assert!(failure.message.contains("10.0.0.0/8"), "{}", failure.message);
+        assert!(failure.message.contains("nothing was sent"), "{}", failure.message);
+    }
+
+    #[test]
+    fn ban_table_lists_every_field() {
+        let bans = [BanEntry {
+            addr: "2001:db8::/64".parse().expect("net"),
+            expires_at: None,
+            source: crate::bans::Source::Cli,
+            reason: "spam run".into(),
+            count: 3,
+        }];
+        let table = ban_table(&bans);
+        assert!(table.contains("2001:db8::/64") && table.contains("permanent"), "{table}");
+        assert!(table.contains("cli") && table.contains("spam run") && table.contains('3'), "{table}");
+    }
+}

@@ -1,0 +1,459 @@
+//! The TOML configuration: sections, defaults and one validation pass.
+//!
+//! Unknown keys are errors naming the key and its line. Every value has a
+//! documented default, so an empty file is a valid configuration.
+
+use std::{
+    fmt, fs,
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, de};
+
+use crate::{
+    bans::{Allowlist, parse_target},
+    dataplane::{AttachMode, Capacities},
+};
+
+/// Where the configuration is looked for when neither `--config` nor
+/// `SPAMWALL_CONFIG` names one.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/spamwall/spamwall.toml";
+/// Environment variable naming the configuration file.
+pub const CONFIG_ENV: &str = "SPAMWALL_CONFIG";
+
+/// A configuration that cannot be used, with the file it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config {path}:\n  {}", problems.join("\n  "))]
+    Invalid { path: PathBuf, problems: Vec<String> },
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub daemon: DaemonConfig,
+    pub xdp: XdpConfig,
+    pub ban: BanConfig,
+}
+
+/// `[daemon]`: where the daemon keeps its socket, state and pins.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// UNIX socket the CLI talks to. Default `/run/spamwall/control.sock`.
+    pub control_socket: PathBuf,
+    /// Persistent state. Default `/var/lib/spamwall`.
+    pub state_dir: PathBuf,
+    /// bpffs directory for the pinned program, maps and links.
+    /// Default `/sys/fs/bpf/spamwall`.
+    pub bpf_pin_dir: PathBuf,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            control_socket: PathBuf::from("/run/spamwall/control.sock"),
+            state_dir: PathBuf::from("/var/lib/spamwall"),
+            bpf_pin_dir: PathBuf::from("/sys/fs/bpf/spamwall"),
+        }
+    }
+}
+
+/// `[xdp]`: where and how the program is attached.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct XdpConfig {
+    /// Interfaces to attach to. Default none: bans are kept but not enforced.
+    pub interfaces: Vec<String>,
+    /// `auto` (native, then skb), `native` or `skb`. Default `auto`.
+    pub mode: AttachMode,
+    /// Destination ports bans apply to; empty (the default) means all traffic.
+    pub ports: Vec<u16>,
+}
+
+/// `[ban]`: ban policy and map sizes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BanConfig {
+    /// Ban length when none is given. Default 1 hour; `"permanent"` or 0
+    /// for no expiry.
+    pub bantime: BanTime,
+    /// Addresses and prefixes that are never banned, on any path. Loopback
+    /// (127.0.0.0/8, ::1) is always included.
+    #[serde(deserialize_with = "deserialize_allowlist")]
+    pub allowlist: Allowlist,
+    /// Where bans are enforced, in order. Default `["xdp"]`.
+    pub backends: Vec<Backend>,
+    /// Capacity of the exact IPv4 ban map. Default 1,048,576.
+    pub capacity_v4: u32,
+    /// Capacity of the exact IPv6 ban map. Default 1,048,576.
+    pub capacity_v6: u32,
+    /// Capacity of the IPv4 prefix trie. Default 65,536.
+    pub capacity_prefix_v4: u32,
+    /// Capacity of the IPv6 prefix trie. Default 65,536.
+    pub capacity_prefix_v6: u32,
+}
+
+impl Default for BanConfig {
+    fn default() -> Self {
+        let capacities = Capacities::default();
+        Self {
+            bantime: BanTime(Some(Duration::from_secs(3600))),
+            allowlist: Allowlist::default(),
+            backends: vec![Backend::Xdp],
+            capacity_v4: capacities.v4,
+            capacity_v6: capacities.v6,
+            capacity_prefix_v4: capacities.prefix_v4,
+            capacity_prefix_v6: capacities.prefix_v6,
+        }
+    }
+}
+
+impl BanConfig {
+    /// Map sizes as the dataplane takes them.
+    pub const fn capacities(&self) -> Capacities {
+        Capacities {
+            v4: self.capacity_v4,
+            v6: self.capacity_v6,
+            prefix_v4: self.capacity_prefix_v4,
+            prefix_v6: self.capacity_prefix_v6,
+        }
+    }
+}
+
+/// A ban backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The XDP program's maps.
+    Xdp,
+    /// fail2ban's control socket.
+    Fail2ban,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Xdp => "xdp",
+            Self::Fail2ban => "fail2ban",
+        })
+    }
+}
+
+/// A ban length; `None` is permanent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BanTime(pub Option<Duration>);
+
+impl FromStr for BanTime {
+    type Err = String;
+
+    /// Accepts humantime durations (`90s`, `10m`, `1h`, `1w`, `1h 30m`),
+    /// a plain number of seconds, and `0` or `permanent` for no expiry.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("permanent") {
+            return Ok(Self(None));
+        }
+        let duration = match text.parse::<u64>() {
+            Ok(secs) => Duration::from_secs(secs),
+            Err(_) => humantime::parse_duration(text)
+                .map_err(|e| format!("invalid duration {text:?}: {e} (examples: 90s, 10m, 1h, 1w, permanent)"))?,
+        };
+        Ok(Self((!duration.is_zero()).then_some(duration)))
+    }
+}
+
+impl fmt::Display for BanTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            None => f.write_str("permanent"),
+            Some(d) => write!(f, "{}", humantime::format_duration(d)),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BanTime {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Seconds(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Seconds(secs) => Ok(Self((secs != 0).then(|| Duration::from_secs(secs)))),
+            Raw::Text(text) => text.parse().map_err(de::Error::custom),
+        }
+    }
+}
+
+fn deserialize_allowlist<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Allowlist, D::Error> {
+    let entries = Vec::<String>::deserialize(deserializer)?;
+    let mut nets: Vec<IpNet> = Vec::with_capacity(entries.len());
+    for entry in &entries {
+        nets.push(
+            parse_target(entry).map_err(|e| de::Error::custom(format!("allowlist entry {e}")))?,
+        );
+    }
+    Ok(Allowlist::new(nets))
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|error| match error {
+            ParseError::Syntax(message) => ConfigError::Parse { path: path.to_owned(), message },
+            ParseError::Invalid(problems) => ConfigError::Invalid { path: path.to_owned(), problems },
+        })
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        let config: Self = toml::from_str(text).map_err(|e| ParseError::Syntax(toml_message(&e, text)))?;
+        let problems = config.problems();
+        if problems.is_empty() { Ok(config) } else { Err(ParseError::Invalid(problems)) }
+    }
+
+    /// Every semantic problem, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut seen = Vec::new();
+        for interface in &self.xdp.interfaces {
+            if interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ', '\0']) {
+                problems.push(format!("xdp.interfaces: {interface:?} is not a valid interface name"));
+            } else if seen.contains(&interface) {
+                problems.push(format!("xdp.interfaces: {interface} is listed twice"));
+            }
+            seen.push(interface);
+        }
+        if self.xdp.ports.contains(&0) {
+            problems.push("xdp.ports: port 0 cannot be enforced; list ports from 1 to 65535".to_owned());
+        }
+        if self.ban.backends.is_empty() {
+            problems.push("ban.backends: at least one backend is needed (\"xdp\")".to_owned());
+        }
+        if self.ban.backends.contains(&Backend::Fail2ban) {
+            problems.push(
+                "ban.backends: the fail2ban backend is not available in this version; use [\"xdp\"]"
+                    .to_owned(),
+            );
+        }
+        for (key, value) in [
+            ("ban.capacity_v4", self.ban.capacity_v4),
+            ("ban.capacity_v6", self.ban.capacity_v6),
+            ("ban.capacity_prefix_v4", self.ban.capacity_prefix_v4),
+            ("ban.capacity_prefix_v6", self.ban.capacity_prefix_v6),
+        ] {
+            if value == 0 {
+                problems.push(format!("{key}: must be at least 1"));
+            }
+        }
+        for (key, path) in [
+            ("daemon.control_socket", &self.daemon.control_socket),
+            ("daemon.state_dir", &self.daemon.state_dir),
+            ("daemon.bpf_pin_dir", &self.daemon.bpf_pin_dir),
+        ] {
+            if !path.is_absolute() {
+                problems.push(format!("{key}: {} is not an absolute path", path.display()));
+            }
+        }
+        problems
+    }
+}
+
+/// Why configuration text was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ParseError {
+    /// TOML syntax, unknown key or wrong type, with line and column.
+    Syntax(String),
+    /// Semantic problems, one per key.
+    Invalid(Vec<String>),
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Syntax(message) => f.write_str(message),
+            Self::Invalid(problems) => f.write_str(&problems.join("; ")),
+        }
+    }
+}
+
+/// toml's message with the line and column first and the source excerpt
+/// dropped, e.g. `line 3, column 1: unknown field `colour`, expected …`.
+fn toml_message(error: &toml::de::Error, input: &str) -> String {
+    let message = error.message().trim_end();
+    match error.span() {
+        Some(span) => {
+            let before = &input[..span.start.min(input.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message.to_owned(),
+    }
+}
+
+/// The configuration path to use: `--config`, then `SPAMWALL_CONFIG`, then
+/// the default.
+pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
+    flag.map(Path::to_path_buf)
+        .or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid(text: &str) -> Vec<String> {
+        match Config::parse(text) {
+            Err(ParseError::Invalid(problems)) => problems,
+            other => panic!("expected validation problems, got {other:?}"),
+        }
+    }
+
+    fn syntax(text: &str) -> String {
+        match Config::parse(text) {
+            Err(ParseError::Syntax(message)) => message,
+            other => panic!("expected a syntax error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let config = Config::parse("").expect("empty config");
+        assert_eq!(config.daemon.control_socket, Path::new("/run/spamwall/control.sock"));
+        assert_eq!(config.daemon.state_dir, Path::new("/var/lib/spamwall"));
+        assert_eq!(config.daemon.bpf_pin_dir, Path::new("/sys/fs/bpf/spamwall"));
+        assert!(config.xdp.interfaces.is_empty());
+        assert_eq!(config.xdp.mode, AttachMode::Auto);
+        assert!(config.xdp.ports.is_empty());
+        assert_eq!(config.ban.bantime, BanTime(Some(Duration::from_secs(3600))));
+        assert_eq!(config.ban.backends, vec![Backend::Xdp]);
+        assert_eq!(config.ban.capacity_v4, 1 << 20);
+        assert!(config.ban.allowlist.covers(&"127.0.0.1/32".parse().expect("net")).is_some());
+        assert!(config.ban.allowlist.covers(&"::1/128".parse().expect("net")).is_some());
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let config = Config::parse(
+            r#"
+            [daemon]
+            control_socket = "/tmp/s.sock"
+            [xdp]
+            interfaces = ["eth0", "eth1.100"]
+            mode = "skb"
+            ports = [25, 465, 587]
+            [ban]
+            bantime = "10m"
+            allowlist = ["192.0.2.0/24", "2001:db8::1"]
+            capacity_v4 = 1000
+            "#,
+        )
+        .expect("valid config");
+        assert_eq!(config.xdp.interfaces, ["eth0", "eth1.100"]);
+        assert_eq!(config.xdp.mode, AttachMode::Skb);
+        assert_eq!(config.xdp.ports, [25, 465, 587]);
+        assert_eq!(config.ban.bantime, BanTime(Some(Duration::from_secs(600))));
+        assert_eq!(config.ban.capacities().v4, 1000);
+        let allow = &config.ban.allowlist;
+        assert!(allow.covers(&"192.0.2.77/32".parse().expect("net")).is_some());
+        assert!(allow.covers(&"2001:db8::1/128".parse().expect("net")).is_some());
+        assert!(allow.covers(&"127.0.0.1/32".parse().expect("net")).is_some(), "loopback stays allowed");
+        assert!(allow.covers(&"198.51.100.1/32".parse().expect("net")).is_none());
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let message = syntax("[xdp]\ninterfaces = []\ncolour = \"red\"\n");
+        assert!(message.contains("colour"), "{message}");
+        assert!(message.contains("line 3"), "{message}");
+    }
+
+    #[test]
+    fn unknown_section_is_named() {
+        let message = syntax("[xpd]\n");
+        assert!(message.contains("xpd"), "{message}");
+        assert!(message.contains("line 1"), "{message}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let message = syntax("[xdp]\nports = \"25\"\n");
+        assert!(message.contains("line 2"), "{message}");
+        let message = syntax("[xdp]\nports = [70000]\n");
+        assert!(message.contains("line 2"), "{message}");
+    }
+
+    #[test]
+    fn bad_mode_lists_the_choices() {
+        let message = syntax("[xdp]\nmode = \"turbo\"\n");
+        assert!(message.contains("turbo") && message.contains("skb"), "{message}");
+    }
+
+    #[test]
+    fn bad_allowlist_entry_is_named() {
+        let message = syntax("[ban]\nallowlist = [\"10.0.0.0/8\", \"not-an-ip\"]\n");
+        assert!(message.contains("not-an-ip"), "{message}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!("90s".parse(), Ok(BanTime(Some(Duration::from_secs(90)))));
+        assert_eq!("1w".parse(), Ok(BanTime(Some(Duration::from_secs(7 * 86400)))));
+        assert_eq!("3600".parse(), Ok(BanTime(Some(Duration::from_secs(3600)))));
+        assert_eq!("permanent".parse(), Ok(BanTime(None)));
+        assert_eq!("0".parse(), Ok(BanTime(None)));
+        assert!("soon".parse::<BanTime>().unwrap_err().contains("soon"));
+        let config = Config::parse("[ban]\nbantime = 0\n").expect("integer bantime");
+        assert_eq!(config.ban.bantime, BanTime(None));
+        let message = syntax("[ban]\nbantime = \"forever\"\n");
+        assert!(message.contains("forever") && message.contains("line 2"), "{message}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let problems = invalid(
+            r#"
+            [daemon]
+            state_dir = "relative/dir"
+            [xdp]
+            interfaces = ["eth0", "eth0", "this-name-is-too-long"]
+            ports = [0, 25]
+            [ban]
+            backends = ["fail2ban"]
+            capacity_v6 = 0
+            "#,
+        );
+        let all = problems.join("\n");
+        for needle in [
+            "daemon.state_dir",
+            "listed twice",
+            "this-name-is-too-long",
+            "xdp.ports",
+            "fail2ban",
+            "ban.capacity_v6",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn config_path_resolution_prefers_the_flag() {
+        assert_eq!(resolve_path(Some(Path::new("/x.toml"))), Path::new("/x.toml"));
+    }
+}

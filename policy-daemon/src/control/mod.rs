@@ -1,0 +1,110 @@
+//! The control socket: request and response types shared by the daemon and
+//! the CLI, the server loop and the client call.
+//!
+//! One JSON object per line. A connection may carry several requests.
+
+mod client;
+mod server;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+pub use client::{ClientError, request};
+pub use server::{BindError, bind, serve};
+
+use crate::{
+    bans::{BanEntry, BanLength, BanStats},
+    dataplane::Attachment,
+};
+
+/// Largest request line the daemon accepts.
+pub const MAX_REQUEST_BYTES: u64 = 16 << 20;
+
+/// A command sent to the daemon.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Request {
+    /// Ban each target (address or CIDR text).
+    Ban { targets: Vec<String>, length: BanLength, reason: String },
+    /// Lift the ban on each target.
+    Unban { targets: Vec<String> },
+    /// Every active ban.
+    List,
+    /// Ban counts and packet counters.
+    Stats,
+    /// Backends, interfaces and settings.
+    Status,
+}
+
+/// The daemon's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    Banned { banned: Vec<BanEntry>, refused: Vec<Refusal> },
+    Unbanned { unbanned: Vec<String>, not_banned: Vec<String>, refused: Vec<Refusal> },
+    Bans { bans: Vec<BanEntry> },
+    Stats { stats: BanStats },
+    Status { status: Box<Status> },
+    Error { message: String },
+}
+
+/// A target the daemon would not act on, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub target: String,
+    pub reason: String,
+}
+
+/// What `spamwall status` shows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub pid: u32,
+    /// RFC 3339 UTC start time.
+    pub started_at: String,
+    pub config: String,
+    pub pin_dir: String,
+    pub program_id: u32,
+    pub backends: Vec<BackendStatus>,
+    pub interfaces: Vec<Attachment>,
+    /// Enforced destination ports; empty means all traffic.
+    pub ports: Vec<u16>,
+    pub bans_active: u64,
+    pub capacity_v4: u32,
+    pub capacity_v6: u32,
+    pub capacity_prefix_v4: u32,
+    pub capacity_prefix_v6: u32,
+    pub allowlist: Vec<IpNet>,
+    pub default_bantime: String,
+}
+
+/// One ban backend and its health.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendStatus {
+    pub name: String,
+    pub active: bool,
+    pub detail: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_have_a_stable_wire_form() {
+        let request = Request::Ban {
+            targets: vec!["192.0.2.7".into()],
+            length: BanLength::For(std::time::Duration::from_secs(90)),
+            reason: "manual".into(),
+        };
+        let text = serde_json::to_string(&request).expect("json");
+        assert_eq!(
+            text,
+            r#"{"command":"ban","targets":["192.0.2.7"],"length":{"for":90},"reason":"manual"}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&text).expect("parse"), request);
+        assert_eq!(serde_json::to_string(&Request::List).expect("json"), r#"{"command":"list"}"#);
+        let default = serde_json::to_string(&BanLength::Default).expect("json");
+        assert_eq!(default, r#""default""#);
+    }
+}

@@ -1,0 +1,884 @@
+//! Verdicts of the XDP program on crafted frames, through
+//! `BPF_PROG_TEST_RUN` against the real maps.
+//!
+//! Each test loads its own dataplane in its own pin directory and checks,
+//! besides the action, that exactly the expected counter moved by one.
+//! Needs root; run serially: `cargo test -p spamwall-tests --test verdict
+//! -- --test-threads=1`.
+#![expect(clippy::unwrap_used, reason = "tests panic on failure by design")]
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+use spamwall::dataplane::{Dataplane, DataplaneError};
+use spamwall_tests::{
+    PinDir, TEST_CAPACITIES, XDP_DROP, XDP_PASS,
+    frames::{
+        self, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, ETH_P_LOCAL_EXPERIMENTAL, FrameBuilder, IPV4_HLEN,
+    },
+    require_root,
+};
+use xdp_common::{BanValue, Counter, SOURCE_CLI};
+
+const BANNED_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const CLEAN_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+const DST_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const BANNED_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+const CLEAN_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+const DST_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xff);
+
+const HOUR_NS: u64 = 3_600 * 1_000_000_000;
+
+/// A dataplane in its own pin directory; fields drop in order, so the
+/// program and maps are closed before the pins are removed.
+struct Harness {
+    dataplane: Dataplane,
+    pin: PinDir,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let pin = PinDir::new();
+        let dataplane = load(&pin);
+        Self { dataplane, pin }
+    }
+
+    /// Bans `net` for an hour.
+    fn ban(&mut self, net: impl Banned) {
+        let expires_ns = spamwall::dataplane::monotonic_now_ns() + HOUR_NS;
+        self.ban_with(net, expires_ns);
+    }
+
+    fn ban_with(&mut self, net: impl Banned, expires_ns: u64) {
+        let net = net.net();
+        let value = BanValue {
+            expires_ns,
+            source: SOURCE_CLI,
+            count: 1,
+        };
+        self.dataplane
+            .insert(net, value)
+            .unwrap_or_else(|e| panic!("banning {net}: {e}"));
+    }
+
+    fn set_ports(&mut self, ports: &[u16]) {
+        self.dataplane
+            .set_ports(ports)
+            .unwrap_or_else(|e| panic!("set_ports({ports:?}): {e}"));
+    }
+
+    /// Runs `frame` once and checks the action and that `counter`, and only
+    /// it, moved by one.
+    fn expect(&self, frame: &[u8], action: u32, counter: Counter, what: &str) {
+        expect_verdict(&self.dataplane, frame, action, counter, what);
+    }
+}
+
+/// What a test can ban: an address (a host route) or a prefix.
+trait Banned {
+    fn net(self) -> IpNet;
+}
+
+impl Banned for Ipv4Addr {
+    fn net(self) -> IpNet {
+        IpNet::from(IpAddr::V4(self))
+    }
+}
+
+impl Banned for Ipv6Addr {
+    fn net(self) -> IpNet {
+        IpNet::from(IpAddr::V6(self))
+    }
+}
+
+impl Banned for IpNet {
+    fn net(self) -> IpNet {
+        self
+    }
+}
+
+fn load(pin: &PinDir) -> Dataplane {
+    Dataplane::load(pin.path(), TEST_CAPACITIES)
+        .unwrap_or_else(|e| panic!("loading the dataplane in {}: {e}", pin.path().display()))
+}
+
+fn counters(dataplane: &Dataplane) -> spamwall::dataplane::PacketCounters {
+    dataplane
+        .counters()
+        .unwrap_or_else(|e| panic!("reading counters: {e}"))
+}
+
+fn expect_verdict(dataplane: &Dataplane, frame: &[u8], action: u32, counter: Counter, what: &str) {
+    let before = counters(dataplane);
+    let run = dataplane
+        .test_run(frame, 1)
+        .unwrap_or_else(|e| panic!("{what}: BPF_PROG_TEST_RUN on {} bytes: {e}", frame.len()));
+    let after = counters(dataplane);
+    assert_eq!(
+        run.action, action,
+        "{what}: action {} (1 = DROP, 2 = PASS), expected {action}; frame {frame:02x?}",
+        run.action
+    );
+    for other in Counter::ALL {
+        let moved = after.get(other) - before.get(other);
+        let wanted = u64::from(other == counter);
+        assert_eq!(
+            moved, wanted,
+            "{what}: counter {other:?} moved by {moved}, expected {wanted} (the packet should count as {counter:?})"
+        );
+    }
+}
+
+fn v4(src: Ipv4Addr) -> FrameBuilder {
+    FrameBuilder::ipv4(src, DST_V4)
+}
+
+fn v6(src: Ipv6Addr) -> FrameBuilder {
+    FrameBuilder::ipv6(src, DST_V6)
+}
+
+#[test]
+fn ipv4_banned_source_is_dropped() {
+    if !require_root("ipv4_banned_source_is_dropped") {
+        return;
+    }
+    let mut t = Harness::new();
+    t.ban(BANNED_V4);
+    t.expect(
+        &v4(BANNED_V4).build(),
+        XDP_DROP,
+        Counter::DroppedV4,
+        "IPv4 TCP from a banned source",
+    );
+    t.expect(
+        &v4(BANNED_V4).icmp().build(),
+        XDP_DROP,
+        Counter::DroppedV4,
+        "IPv4 ICMP from a banned source",
+    );
+}
+
+#[test]
+fn ipv4_clean_source_passes() {
+    if !require_root("ipv4_clean_source_passes") {
+        return;
+    }
+    let mut t = Harness::new();
+    t.ban(BANNED_V4);
+    t.expect(
+        &v4(CLEAN_V4).build(),
+        XDP_PASS,
+        Counter::Passed,
+        "IPv4 from a clean source",
+    );
+    // The destination is never what is matched.
+    t.expect(
+        &FrameBuilder::ipv4(CLEAN_V4, BANNED_V4).build(),
+        XDP_PASS,
+        Counter::Passed,
+        "IPv4 to a banned address",
+    );
+}
+
+#[test]
+fn ipv6_banned_source_is_dropped() {
+    if !require_root("ipv6_banned_source_is_dropped") {
+        return;
+    }
+    let mut t = Harness::new();
+    t.ban(BANNED_V6);
+    t.expect(
+        &v6(BANNED_V6).build(),
+        XDP_DROP,
+        Counter::DroppedV6,
+        "IPv6 TCP from a banned source",
+    );
+    t.expect(
+        &v6(BANNED_V6).icmp().build(),
+        XDP_DROP,
+        Counter::DroppedV6,
+        "ICMPv6 from a banned source",
+    );
+}
+
+#[test]
+fn ipv6_clean_source_passes() {
+    if !require_root("ipv6_clean_source_passes") {
+        return;
+    }
+    let mut t = Harness::new();
+    t.ban(BANNED_V6);
+    t.expect(
+        &v6(CLEAN_V6).build(),
+        XDP_PASS,
+        Counter::Passed,
+        "IPv6 from a clean source",
+    );
+    t.expect(
+        &FrameBuilder::ipv6(CLEAN_V6, BANNED_V6).build(),
+        XDP_PASS,
+        Counter::Passed,
+        "IPv6 to a banned address",
+    );
+}
+
+#[test]
+fn vlan_8021q_banned_source_is_dropped() {
+    if !require_root("vlan_8021q_banned_source_is_dropped") {
+        return;
+    }
+    let mut t = Harness::new();
+    t.ban(BANNED_V4);
+    t.ban(BANNED_V6);
+    t.expect(
+        &v4(BANNED_V4).vlan(100).build(),
+        XDP_DROP,
+        Counter::DroppedV4,
+        "IPv4 in 802.1Q, banned",
+    );
+    t.expect(
+        &v6(BANNED_V6).vlan(100).build(),
+        XDP_DROP,
+        Counter::DroppedV6,
+        "IPv6 in 802.1Q, banned",
+    );
+    t.expect(
+        &v4(CLEAN_V4).vlan(100).build(),
+        XDP_PASS,
+        Counter::Passed,
+        "IPv4 in 802.1Q, clean",
+    );
+}
+
+#[test]
+fn qinq_banned_source_is_dropped() {
+    if !require_root("qinq_banned_source_is_dropped") {
+        return;
+    }
+    let mut t = Harness::new();
+    t.ban(BANNED_V4);
+    t.ban(BANNED_V6);
+    t.expect(
+        &v4(BANNED_V4).qinq(10, 20).build(),
+        XDP_DROP,
+        Counter::DroppedV4,
+        "IPv4 in QinQ, banned",
+    );
+    t.expect(
+        &v6(BANNED_V6).qinq(10, 20).build(),
+        XDP_DROP,
+        Counter::DroppedV6,
+        "IPv6 in QinQ, banned",
+    );
+    t.expect(
+        &v4(CLEAN_V4).qinq(10, 20).build(),
+        XDP_PASS,
+        Counter::Passed,
+        "IPv4 in QinQ, clean",
+    );
+    // Two 802.1Q tags are parsed as well.
+    let double_q = v4(BANNED_V4).vlan(10).vlan(20).build();
+    t.expect(
+        &double_q,
+        XDP_DROP,
+        Counter::DroppedV4,
+        "IPv4 in two 802.1Q tags, banned",
+    );
+}
+
+#[test]
+fn three_vlan_tags_are_not_parsed() {
+    if !require_root("three_vlan_tags_are_not_parsed") {
+        return;
+    }
+    let mut t = Harness::new();
+    t.ban(BANNED_V4);
+    let frame = v4(BANNED_V4).qinq(10, 20).vlan(30).build();
+    t.expect(
+        &frame,
+        XDP_PASS,
+        Counter::NonIpPassed,
+        "IPv4 behind three VLAN tags",
+    );
+}
+
+#[test]
+fn ipv4_with_options_is_matched() {
+    if !require_root("ipv4_with_options_is_matched") {
+        return;
+    }
+    let mut t = Harness::new();
+    t.ban(BANNED_V4);
+    for ihl in 6..=15 {
+        let what = format!("IPv4 with IHL {ihl}, banned");
+        t.expect(
+            &v4(BANNED_V4).ihl(ihl).build(),
+            XDP_DROP,
+            Counter::DroppedV4,
+            &what,
+        );
+        let what = format!("IPv4 with IHL {ihl} in QinQ, banned");
+        t.expect(
+            &v4(BANNED_V4).ihl(ihl).qinq(1, 2).build(),
+            XDP_DROP,
+            Counter::DroppedV4,
+            &what,
+        );
+    }
+    t.expect(
+        &v4(CLEAN_V4).ihl(15).build(),
+        XDP_PASS,
+        Counter::Passed,
+        "IPv4 with IHL 15, clean",
+    );
+}
+
+#[test]
+fn ipv4_short_ihl_is_malformed() {
+    if !require_root("ipv4_short_ihl_is_malformed") {
+        return;
+    }
+    let mut t = Harness::new();
+    t.ban(BANNED_V4);
+    for ihl in 0..5 {
+        let what = format!("IPv4 with IHL {ihl} from a banned source");
+        t.expect(
+            &v4(BANNED_V4).ihl(ihl).build(),
+            XDP_PASS,
+            Counter::MalformedPassed,
+            &what,
+        );
+    }
+}
+
+#[test]
+fn ip_version_must_match_the_ethertype() {
+    if !require_root("ip_version_must_match_the_ethertype") {
+        return;
+    }
+    let mut t = Harness::new();
+    t.ban(BANNED_V4);
+    t.ban(BANNED_V6);
+    let mut frame = v4(BANNED_V4).build();
+    frame[ETH_HLEN] = 0x65; // version 6, IHL 5
+    t.expect(
+        &frame,
+        XDP_PASS,
+        Counter::MalformedPassed,
+        "IPv4 EtherType with version 6",
+    );
+    let mut frame = v6(BANNED_V6).build();
+    frame[ETH_HLEN] = 0x40;
+    t.expect(
+        &frame,
+        XDP_PASS,
+        Counter::MalformedPassed,
+        "IPv6 EtherType with version 4",
+    );
+}
+
+#[test]
+fn ipv4_prefix_ban_covers_the_prefix_only() {
+    if !require_root("ipv4_prefix_ban_covers_the_prefix_only") {
+        return;
+    }
+    let mut t = Harness::new();
+    t.ban("192.0.2.0/24".parse::<IpNet>().unwrap());
+    let inside = Ipv4Addr::new(192, 0, 2, 77);
+    let outside = Ipv4Addr::new(192, 0, 3, 77);
+    t.expect(
+        &v4(inside).build(),
+        XDP_DROP,
+        Counter::DroppedV4,
+        "IPv4 inside a banned /24",
+    );
+    t.expect(
+        &v4(Ipv4Addr::new(192, 0, 2, 255)).vlan(7).build(),
+        XDP_DROP,
+        Counter::DroppedV4,
+        "last address of a banned /24, in VLAN",
+    );
+    t.expect(
+        &v4(outside).build(),
+        XDP_PASS,
+        Counter::Passed,
+        "IPv4 just outside a banned /24",
+    );
+}
+
+#[test]
+fn ipv6_prefix_ban_covers_the_prefix_only() {
+    if !require_root("ipv6_prefix_ban_covers_the_prefix_only") {
+        return;
+    }
+    let mut t = Harness::new();
+    t.ban("2001:db8:1:2::/64".parse::<IpNet>().unwrap());
+    let inside: Ipv6Addr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
+    let outside: Ipv6Addr = "2001:db8:1:3::1".parse().unwrap();
+    t.expect(
+        &v6(inside).build(),
+        XDP_DROP,
+        Counter::DroppedV6,
+        "IPv6 inside a banned /64",
+    );
+    t.expect(
+        &v6(outside).build(),
+        XDP_PASS,
+        Counter::Passed,
+        "IPv6 just outside a banned /64",
+    );
+}
+
+#[test]
+fn expired_ban_passes() {
+    if !require_root("expired_ban_passes") {
+        return;
+    }
+    let mut t = Harness::new();
+    let past = spamwall::dataplane::monotonic_now_ns() - 1;
+    t.ban_with(BANNED_V4, past);
+    t.ban_with(BANNED_V6, past);
+    t.expect(
+        &v4(BANNED_V4).build(),
+        XDP_PASS,
+        Counter::ExpiredPassed,
+        "IPv4 whose ban expired",
+    );
+    t.expect(
+        &v6(BANNED_V6).build(),
+        XDP_PASS,
+        Counter::ExpiredPassed,
+        "IPv6 whose ban expired",
+    );
+    t.ban_with("198.51.100.0/24".parse::<IpNet>().unwrap(), past);
+    let frame = FrameBuilder::ipv4(Ipv4Addr::new(198, 51, 100, 9), DST_V4).build();
+    t.expect(
+        &frame,
+        XDP_PASS,
+        Counter::ExpiredPassed,
+        "IPv4 whose prefix ban expired",
+    );
+}
+
+#[test]
+fn permanent_ban_drops() {
+    if !require_root("permanent_ban_drops") {
+        return;
+    }
+    let mut t = Harness::new();
+    t.ban_with(BANNED_V4, BanValue::PERMANENT);
+    t.ban_with(BANNED_V6, BanValue::PERMANENT);
+    t.expect(
+        &v4(BANNED_V4).build(),
+        XDP_DROP,
+        Counter::DroppedV4,
+        "IPv4 with a permanent ban",
+    );
+    t.expect(
+        &v6(BANNED_V6).build(),
+        XDP_DROP,
+        Counter::DroppedV6,
+        "IPv6 with a permanent ban",
+    );
+}
+
+#[test]
+fn expired_exact_ban_with_live_prefix_is_dropped() {
+    if !require_root("expired_exact_ban_with_live_prefix_is_dropped") {
+        return;
+    }
+    let mut t = Harness::new();
+    let past = spamwall::dataplane::monotonic_now_ns() - 1;
+    t.ban_with(BANNED_V4, past);
+    t.ban("192.0.2.0/24".parse::<IpNet>().unwrap());
+    t.ban_with(BANNED_V6, past);
+    t.ban("2001:db8::/64".parse::<IpNet>().unwrap());
+    t.expect(
+        &v4(BANNED_V4).build(),
+        XDP_DROP,
+        Counter::DroppedV4,
+        "IPv4: expired exact ban, live /24",
+    );
+    t.expect(
+        &v6(BANNED_V6).build(),
+        XDP_DROP,
+        Counter::DroppedV6,
+        "IPv6: expired exact ban, live /64",
+    );
+}
+
+#[test]
+fn removed_ban_passes() {
+    if !require_root("removed_ban_passes") {
+        return;
+    }
+    let mut t = Harness::new();
+    t.ban(BANNED_V4);
+    t.expect(
+        &v4(BANNED_V4).build(),
+        XDP_DROP,
+        Counter::DroppedV4,
+        "IPv4, banned",
+    );
+    assert!(
+        t.dataplane
+            .remove(IpNet::from(IpAddr::V4(BANNED_V4)))
+            .unwrap(),
+        "the ban was there"
+    );
+    t.expect(
+        &v4(BANNED_V4).build(),
+        XDP_PASS,
+        Counter::Passed,
+        "IPv4 after its ban was removed",
+    );
+}
+
+#[test]
+fn port_scope_limits_enforcement() {
+    if !require_root("port_scope_limits_enforcement") {
+        return;
+    }
+    let mut t = Harness::new();
+    t.ban(BANNED_V4);
+    t.ban(BANNED_V6);
+    t.set_ports(&[25]);
+    t.expect(
+        &v4(BANNED_V4).tcp(25).build(),
+        XDP_DROP,
+        Counter::DroppedV4,
+        "banned, TCP to 25",
+    );
+    t.expect(
+        &v4(BANNED_V4).tcp(80).build(),
+        XDP_PASS,
+        Counter::OutOfScopePassed,
+        "banned, TCP to 80",
+    );
+    t.expect(
+        &v4(BANNED_V4).udp(25).build(),
+        XDP_DROP,
+        Counter::DroppedV4,
+        "banned, UDP to 25",
+    );
+    t.expect(
+        &v4(BANNED_V4).icmp().build(),
+        XDP_PASS,
+        Counter::OutOfScopePassed,
+        "banned, ICMP",
+    );
+    let later_fragment = v4(BANNED_V4).tcp(25).fragment_offset(185).build();
+    t.expect(
+        &later_fragment,
+        XDP_PASS,
+        Counter::OutOfScopePassed,
+        "banned, non-first IPv4 fragment",
+    );
+    let first_fragment = v4(BANNED_V4).tcp(25).more_fragments().build();
+    t.expect(
+        &first_fragment,
+        XDP_DROP,
+        Counter::DroppedV4,
+        "banned, first IPv4 fragment to 25",
+    );
+    let options = v4(BANNED_V4).ihl(15).tcp(25).build();
+    t.expect(
+        &options,
+        XDP_DROP,
+        Counter::DroppedV4,
+        "banned, IHL 15, TCP to 25",
+    );
+    t.expect(
+        &v4(BANNED_V4).vlan(5).tcp(25).build(),
+        XDP_DROP,
+        Counter::DroppedV4,
+        "banned, 802.1Q, TCP to 25",
+    );
+    t.expect(
+        &v4(CLEAN_V4).tcp(25).build(),
+        XDP_PASS,
+        Counter::Passed,
+        "clean, TCP to 25",
+    );
+    t.expect(
+        &v6(BANNED_V6).tcp(25).build(),
+        XDP_DROP,
+        Counter::DroppedV6,
+        "IPv6 banned, TCP to 25",
+    );
+    t.expect(
+        &v6(BANNED_V6).udp(25).build(),
+        XDP_DROP,
+        Counter::DroppedV6,
+        "IPv6 banned, UDP to 25",
+    );
+    t.expect(
+        &v6(BANNED_V6).tcp(80).build(),
+        XDP_PASS,
+        Counter::OutOfScopePassed,
+        "IPv6 banned, TCP to 80",
+    );
+    t.expect(
+        &v6(BANNED_V6).icmp().build(),
+        XDP_PASS,
+        Counter::OutOfScopePassed,
+        "IPv6 banned, ICMPv6",
+    );
+    // A TCP header cut before the destination port has no port to judge.
+    let cut = frames::truncated(&v4(BANNED_V4).tcp(25).build(), ETH_HLEN + IPV4_HLEN + 3);
+    t.expect(
+        &cut,
+        XDP_PASS,
+        Counter::MalformedPassed,
+        "banned, TCP header cut before the port",
+    );
+}
+
+#[test]
+fn port_scope_with_several_ports() {
+    if !require_root("port_scope_with_several_ports") {
+        return;
+    }
+    let mut t = Harness::new();
+    t.ban(BANNED_V4);
+    t.set_ports(&[25, 465, 587, 65_535]);
+    for port in [25, 465, 587, 65_535] {
+        let what = format!("banned, TCP to enforced port {port}");
+        t.expect(
+            &v4(BANNED_V4).tcp(port).build(),
+            XDP_DROP,
+            Counter::DroppedV4,
+            &what,
+        );
+    }
+    for port in [0, 24, 26, 64, 143, 65_534] {
+        let what = format!("banned, TCP to port {port}, not enforced");
+        t.expect(
+            &v4(BANNED_V4).tcp(port).build(),
+            XDP_PASS,
+            Counter::OutOfScopePassed,
+            &what,
+        );
+    }
+}
+
+#[test]
+fn clearing_ports_enforces_all_traffic() {
+    if !require_root("clearing_ports_enforces_all_traffic") {
+        return;
+    }
+    let mut t = Harness::new();
+    t.ban(BANNED_V4);
+    t.ban(BANNED_V6);
+    t.set_ports(&[25]);
+    t.expect(
+        &v4(BANNED_V4).tcp(80).build(),
+        XDP_PASS,
+        Counter::OutOfScopePassed,
+        "scoped, TCP to 80",
+    );
+    t.set_ports(&[]);
+    t.expect(
+        &v4(BANNED_V4).tcp(80).build(),
+        XDP_DROP,
+        Counter::DroppedV4,
+        "unscoped, TCP to 80",
+    );
+    t.expect(
+        &v4(BANNED_V4).icmp().build(),
+        XDP_DROP,
+        Counter::DroppedV4,
+        "unscoped, ICMP",
+    );
+    let later_fragment = v4(BANNED_V4).fragment_offset(185).build();
+    t.expect(
+        &later_fragment,
+        XDP_DROP,
+        Counter::DroppedV4,
+        "unscoped, non-first fragment",
+    );
+    t.expect(
+        &v6(BANNED_V6).tcp(80).build(),
+        XDP_DROP,
+        Counter::DroppedV6,
+        "unscoped, IPv6 TCP to 80",
+    );
+}
+
+#[test]
+fn frame_shorter_than_ethernet_is_refused_by_the_kernel() {
+    if !require_root("frame_shorter_than_ethernet_is_refused_by_the_kernel") {
+        return;
+    }
+    let t = Harness::new();
+    let frame = frames::truncated(&v4(BANNED_V4).build(), ETH_HLEN - 1);
+    let before = counters(&t.dataplane);
+    match t.dataplane.test_run(&frame, 1) {
+        Err(DataplaneError::TestRun { source }) => assert_eq!(
+            source.raw_os_error(),
+            Some(libc::EINVAL),
+            "a 13-byte frame: expected EINVAL, got {source}"
+        ),
+        other => panic!("a 13-byte frame: expected the kernel to refuse it, got {other:?}"),
+    }
+    assert_eq!(
+        counters(&t.dataplane),
+        before,
+        "a refused frame moves no counter"
+    );
+}
+
+#[test]
+fn truncated_frames_pass_as_malformed() {
+    if !require_root("truncated_frames_pass_as_malformed") {
+        return;
+    }
+    let mut t = Harness::new();
+    t.ban(BANNED_V4);
+    t.ban(BANNED_V6);
+    let cases = [
+        (
+            frames::ethernet(ETH_P_IP, &[]),
+            "Ethernet header only, IPv4 EtherType",
+        ),
+        (
+            frames::ethernet(ETH_P_IPV6, &[]),
+            "Ethernet header only, IPv6 EtherType",
+        ),
+        // The source address is complete, the header is not.
+        (
+            frames::truncated(&v4(BANNED_V4).build(), ETH_HLEN + 16),
+            "IPv4 header cut at 16 bytes",
+        ),
+        (
+            frames::truncated(&v4(BANNED_V4).build(), ETH_HLEN + 1),
+            "IPv4 header cut at 1 byte",
+        ),
+        (
+            frames::truncated(&v4(BANNED_V4).ihl(15).build(), ETH_HLEN + 40),
+            "IPv4 options cut short",
+        ),
+        (
+            frames::truncated(&v6(BANNED_V6).build(), ETH_HLEN + 30),
+            "IPv6 header cut at 30 bytes",
+        ),
+        (
+            frames::truncated(&v6(BANNED_V6).build(), ETH_HLEN + 39),
+            "IPv6 header cut at 39 bytes",
+        ),
+        (
+            frames::truncated(&v4(BANNED_V4).vlan(1).build(), ETH_HLEN + 2),
+            "802.1Q tag cut before the EtherType",
+        ),
+        (
+            frames::truncated(&v4(BANNED_V4).vlan(1).build(), ETH_HLEN + 4),
+            "802.1Q tag with nothing after it",
+        ),
+        (
+            frames::truncated(&v4(BANNED_V4).qinq(1, 2).build(), ETH_HLEN + 6),
+            "QinQ inner tag cut before the EtherType",
+        ),
+        (
+            frames::truncated(&v4(BANNED_V4).qinq(1, 2).build(), ETH_HLEN + 8 + 12),
+            "IPv4 in QinQ cut at 12 bytes",
+        ),
+    ];
+    for (frame, what) in &cases {
+        t.expect(frame, XDP_PASS, Counter::MalformedPassed, what);
+    }
+}
+
+#[test]
+fn arp_is_not_ip() {
+    if !require_root("arp_is_not_ip") {
+        return;
+    }
+    let mut t = Harness::new();
+    t.ban(BANNED_V4);
+    t.expect(
+        &frames::arp_request(BANNED_V4, DST_V4),
+        XDP_PASS,
+        Counter::NonIpPassed,
+        "ARP from a banned address",
+    );
+}
+
+#[test]
+fn unknown_ethertype_is_not_ip() {
+    if !require_root("unknown_ethertype_is_not_ip") {
+        return;
+    }
+    let mut t = Harness::new();
+    t.ban(BANNED_V4);
+    // An IPv4 packet from a banned source behind a foreign EtherType.
+    let mut frame = v4(BANNED_V4).build();
+    frame[12..14].copy_from_slice(&ETH_P_LOCAL_EXPERIMENTAL.to_be_bytes());
+    t.expect(&frame, XDP_PASS, Counter::NonIpPassed, "EtherType 0x88B5");
+    t.expect(
+        &frames::ethernet(0x0000, &[0; 46]),
+        XDP_PASS,
+        Counter::NonIpPassed,
+        "EtherType 0 (802.3 length)",
+    );
+}
+
+#[test]
+fn bans_survive_a_reload_on_the_same_pin_dir() {
+    if !require_root("bans_survive_a_reload_on_the_same_pin_dir") {
+        return;
+    }
+    let pin = PinDir::new();
+    let value = BanValue {
+        expires_ns: spamwall::dataplane::monotonic_now_ns() + HOUR_NS,
+        source: SOURCE_CLI,
+        count: 3,
+    };
+    let net = IpNet::from(IpAddr::V4(BANNED_V4));
+    {
+        let mut first = load(&pin);
+        first.insert(net, value).unwrap();
+        expect_verdict(
+            &first,
+            &v4(BANNED_V4).build(),
+            XDP_DROP,
+            Counter::DroppedV4,
+            "first load",
+        );
+    }
+    let second = load(&pin);
+    assert_eq!(
+        second.get(net).unwrap(),
+        Some(value),
+        "the ban is still in the pinned map"
+    );
+    let dropped_before = counters(&second).get(Counter::DroppedV4);
+    assert_eq!(
+        dropped_before, 1,
+        "the pinned counters kept the first load's drop"
+    );
+    expect_verdict(
+        &second,
+        &v4(BANNED_V4).build(),
+        XDP_DROP,
+        Counter::DroppedV4,
+        "after reload",
+    );
+}
+
+/// `Harness` keeps its pin guard alive; this pins the drop order the
+/// cleanup relies on (dataplane first).
+#[test]
+fn pin_dir_is_removed_after_the_test() {
+    if !require_root("pin_dir_is_removed_after_the_test") {
+        return;
+    }
+    let t = Harness::new();
+    let path = t.pin.path().to_owned();
+    assert!(
+        path.join(xdp_common::MAP_BANS_V4).exists(),
+        "maps are pinned in {}",
+        path.display()
+    );
+    drop(t);
+    assert!(!path.exists(), "{} is removed on drop", path.display());
+}
