@@ -6,8 +6,10 @@ use anyhow::{Context as _, anyhow};
 use aya_build::{Package, Toolchain};
 
 fn main() -> anyhow::Result<()> {
-    let manifest_dir =
-        PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").ok_or_else(|| anyhow!("CARGO_MANIFEST_DIR not set"))?);
+    let manifest_dir = PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR")
+            .ok_or_else(|| anyhow!("CARGO_MANIFEST_DIR not set"))?,
+    );
     let workspace = manifest_dir
         .parent()
         .ok_or_else(|| anyhow!("policy-daemon is not inside the workspace"))?;

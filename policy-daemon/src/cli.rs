@@ -107,11 +107,17 @@ pub struct Failure {
 
 impl Failure {
     fn usage(message: impl Into<String>) -> Self {
-        Self { code: 2, message: message.into() }
+        Self {
+            code: 2,
+            message: message.into(),
+        }
     }
 
     fn runtime(message: impl Into<String>) -> Self {
-        Self { code: 1, message: message.into() }
+        Self {
+            code: 1,
+            message: message.into(),
+        }
     }
 }
 
@@ -137,7 +143,10 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             let detached = dataplane::detach(&config.daemon.bpf_pin_dir, iface.as_deref(), *purge)
                 .map_err(|e| Failure::runtime(e.to_string()))?;
             if detached.interfaces.is_empty() && !detached.program && !detached.maps {
-                println!("nothing pinned under {}", config.daemon.bpf_pin_dir.display());
+                println!(
+                    "nothing pinned under {}",
+                    config.daemon.bpf_pin_dir.display()
+                );
             }
             for interface in &detached.interfaces {
                 println!("detached from {interface}");
@@ -187,7 +196,10 @@ fn check_config(flag: Option<&Path>) -> Result<(), Failure> {
     println!("  interfaces: {interfaces} (mode {})", config.xdp.mode);
     println!("  ports: {}", ports_text(&config.xdp.ports));
     println!("  bantime: {}", config.ban.bantime);
-    println!("  control socket: {}", config.daemon.control_socket.display());
+    println!(
+        "  control socket: {}",
+        config.daemon.control_socket.display()
+    );
     Ok(())
 }
 
@@ -209,7 +221,9 @@ fn socket(cli: &Cli) -> Result<PathBuf, Failure> {
 
 fn ask(socket: &Path, request: &Request) -> Result<Response, Failure> {
     match control::request(socket, request) {
-        Ok(Response::Error { message }) => Err(Failure::runtime(format!("the daemon answered: {message}"))),
+        Ok(Response::Error { message }) => {
+            Err(Failure::runtime(format!("the daemon answered: {message}")))
+        }
         Ok(response) => Ok(response),
         Err(error) => Err(Failure::runtime(error.to_string())),
     }
@@ -229,7 +243,10 @@ fn check_targets(targets: &[String]) -> Result<(), Failure> {
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(Failure::usage(format!("{}; nothing was sent", errors.join("; "))))
+        Err(Failure::usage(format!(
+            "{}; nothing was sent",
+            errors.join("; ")
+        )))
     }
 }
 
@@ -237,25 +254,47 @@ fn ban(socket: &Path, args: &BanArgs) -> Result<(), Failure> {
     check_targets(&args.targets)?;
     let length = match &args.duration {
         None => BanLength::Default,
-        Some(text) => match text.parse::<BanTime>().map_err(|e| Failure::usage(format!("--for: {e}")))? {
+        Some(text) => match text
+            .parse::<BanTime>()
+            .map_err(|e| Failure::usage(format!("--for: {e}")))?
+        {
             BanTime(None) => BanLength::Permanent,
             BanTime(Some(duration)) => BanLength::For(duration),
         },
     };
-    let request = Request::Ban { targets: args.targets.clone(), length, reason: args.reason.clone() };
+    let request = Request::Ban {
+        targets: args.targets.clone(),
+        length,
+        reason: args.reason.clone(),
+    };
     let Response::Banned { banned, refused } = ask(socket, &request)? else {
         return Err(Failure::runtime("unexpected answer to ban"));
     };
     for entry in &banned {
-        println!("banned {} {} (count {})", target_to_string(&entry.addr), until(entry.expires_at), entry.count);
+        println!(
+            "banned {} {} (count {})",
+            target_to_string(&entry.addr),
+            until(entry.expires_at),
+            entry.count
+        );
     }
     refusals(&refused)
 }
 
 fn unban(socket: &Path, targets: &[String]) -> Result<(), Failure> {
     check_targets(targets)?;
-    let response = ask(socket, &Request::Unban { targets: targets.to_vec() })?;
-    let Response::Unbanned { unbanned, not_banned, refused } = response else {
+    let response = ask(
+        socket,
+        &Request::Unban {
+            targets: targets.to_vec(),
+        },
+    )?;
+    let Response::Unbanned {
+        unbanned,
+        not_banned,
+        refused,
+    } = response
+    else {
         return Err(unexpected(&response));
     };
     for target in unbanned {
@@ -301,11 +340,15 @@ fn list(socket: &Path, json: bool) -> Result<(), Failure> {
 
 /// The human form of `list`.
 pub fn ban_table(bans: &[BanEntry]) -> String {
-    let mut out = format!("{:<40} {:<21} {:<9} {:>5}  REASON\n", "ADDRESS", "EXPIRES (UTC)", "SOURCE", "COUNT");
+    let mut out = format!(
+        "{:<40} {:<21} {:<9} {:>5}  REASON\n",
+        "ADDRESS", "EXPIRES (UTC)", "SOURCE", "COUNT"
+    );
     for ban in bans {
-        let expires = ban
-            .expires_at
-            .map_or_else(|| "permanent".to_owned(), |t| humantime::format_rfc3339_seconds(t).to_string());
+        let expires = ban.expires_at.map_or_else(
+            || "permanent".to_owned(),
+            |t| humantime::format_rfc3339_seconds(t).to_string(),
+        );
         let _ = writeln!(
             out,
             "{:<40} {:<21} {:<9} {:>5}  {}",
@@ -358,15 +401,26 @@ fn status_text(status: &Status) -> String {
         let _ = writeln!(out, "backend {}: {state}, {}", backend.name, backend.detail);
     }
     for attachment in &status.interfaces {
-        let _ = writeln!(out, "interface {}: {} mode", attachment.interface, attachment.mode);
+        let _ = writeln!(
+            out,
+            "interface {}: {} mode",
+            attachment.interface, attachment.mode
+        );
     }
-    let _ = writeln!(out, "program id {}, pinned under {}", status.program_id, status.pin_dir);
+    let _ = writeln!(
+        out,
+        "program id {}, pinned under {}",
+        status.program_id, status.pin_dir
+    );
     let _ = writeln!(out, "ports: {}", ports_text(&status.ports));
     let _ = writeln!(out, "active bans: {}", status.bans_active);
     let _ = writeln!(
         out,
         "capacity: {} IPv4, {} IPv6, {} IPv4 prefixes, {} IPv6 prefixes",
-        status.capacity_v4, status.capacity_v6, status.capacity_prefix_v4, status.capacity_prefix_v6
+        status.capacity_v4,
+        status.capacity_v6,
+        status.capacity_prefix_v4,
+        status.capacity_prefix_v6
     );
     let allow: Vec<String> = status.allowlist.iter().map(ToString::to_string).collect();
     let _ = writeln!(out, "allowlist: {}", allow.join(", "));
@@ -378,12 +432,17 @@ fn ports_text(ports: &[u16]) -> String {
     if ports.is_empty() {
         "all traffic".to_owned()
     } else {
-        ports.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        ports
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
-    let mut text = serde_json::to_string_pretty(value).map_err(|e| Failure::runtime(e.to_string()))?;
+    let mut text =
+        serde_json::to_string_pretty(value).map_err(|e| Failure::runtime(e.to_string()))?;
     text.push('\n');
     print_out(&text)
 }
@@ -391,7 +450,9 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
 /// Writes to stdout; a closed pipe (`spamwall list | head`) is not an error.
 fn print_out(text: &str) -> Result<(), Failure> {
     match std::io::stdout().lock().write_all(text.as_bytes()) {
-        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::runtime(error.to_string())),
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Failure::runtime(error.to_string()))
+        }
         _ => Ok(()),
     }
 }
@@ -409,10 +470,20 @@ mod tests {
 
     #[test]
     fn global_flags_work_after_the_verb() {
-        let cli = Cli::try_parse_from(["spamwall", "ban", "192.0.2.7", "--for", "1h", "--socket", "/tmp/s"])
-            .expect("parse");
+        let cli = Cli::try_parse_from([
+            "spamwall",
+            "ban",
+            "192.0.2.7",
+            "--for",
+            "1h",
+            "--socket",
+            "/tmp/s",
+        ])
+        .expect("parse");
         assert_eq!(cli.socket.as_deref(), Some(Path::new("/tmp/s")));
-        let Command::Ban(args) = cli.command else { panic!("not ban") };
+        let Command::Ban(args) = cli.command else {
+            panic!("not ban")
+        };
         assert_eq!(args.targets, ["192.0.2.7"]);
         assert_eq!(args.duration.as_deref(), Some("1h"));
     }
@@ -423,8 +494,16 @@ mod tests {
             .expect_err("bad targets");
         assert_eq!(failure.code, 2);
         assert!(failure.message.contains("\"nope\""), "{}", failure.message);
-        assert!(failure.message.contains("10.0.0.0/8"), "{}", failure.message);
-        assert!(failure.message.contains("nothing was sent"), "{}", failure.message);
+        assert!(
+            failure.message.contains("10.0.0.0/8"),
+            "{}",
+            failure.message
+        );
+        assert!(
+            failure.message.contains("nothing was sent"),
+            "{}",
+            failure.message
+        );
     }
 
     #[test]
@@ -437,7 +516,13 @@ mod tests {
             count: 3,
         }];
         let table = ban_table(&bans);
-        assert!(table.contains("2001:db8::/64") && table.contains("permanent"), "{table}");
-        assert!(table.contains("cli") && table.contains("spam run") && table.contains('3'), "{table}");
+        assert!(
+            table.contains("2001:db8::/64") && table.contains("permanent"),
+            "{table}"
+        );
+        assert!(
+            table.contains("cli") && table.contains("spam run") && table.contains('3'),
+            "{table}"
+        );
     }
 }

@@ -28,11 +28,17 @@ pub const CONFIG_ENV: &str = "SPAMWALL_CONFIG";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config {path}:\n  {}", problems.join("\n  "))]
-    Invalid { path: PathBuf, problems: Vec<String> },
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
 }
 
 /// The whole configuration file.
@@ -164,8 +170,9 @@ impl FromStr for BanTime {
         }
         let duration = match text.parse::<u64>() {
             Ok(secs) => Duration::from_secs(secs),
-            Err(_) => humantime::parse_duration(text)
-                .map_err(|e| format!("invalid duration {text:?}: {e} (examples: 90s, 10m, 1h, 1w, permanent)"))?,
+            Err(_) => humantime::parse_duration(text).map_err(|e| {
+                format!("invalid duration {text:?}: {e} (examples: 90s, 10m, 1h, 1w, permanent)")
+            })?,
         };
         Ok(Self((!duration.is_zero()).then_some(duration)))
     }
@@ -195,7 +202,9 @@ impl<'de> Deserialize<'de> for BanTime {
     }
 }
 
-fn deserialize_allowlist<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Allowlist, D::Error> {
+fn deserialize_allowlist<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Allowlist, D::Error> {
     let entries = Vec::<String>::deserialize(deserializer)?;
     let mut nets: Vec<IpNet> = Vec::with_capacity(entries.len());
     for entry in &entries {
@@ -214,16 +223,27 @@ impl Config {
             source,
         })?;
         Self::parse(&text).map_err(|error| match error {
-            ParseError::Syntax(message) => ConfigError::Parse { path: path.to_owned(), message },
-            ParseError::Invalid(problems) => ConfigError::Invalid { path: path.to_owned(), problems },
+            ParseError::Syntax(message) => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            ParseError::Invalid(problems) => ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            },
         })
     }
 
     /// Parses and validates configuration text.
     pub fn parse(text: &str) -> Result<Self, ParseError> {
-        let config: Self = toml::from_str(text).map_err(|e| ParseError::Syntax(toml_message(&e, text)))?;
+        let config: Self =
+            toml::from_str(text).map_err(|e| ParseError::Syntax(toml_message(&e, text)))?;
         let problems = config.problems();
-        if problems.is_empty() { Ok(config) } else { Err(ParseError::Invalid(problems)) }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ParseError::Invalid(problems))
+        }
     }
 
     /// Every semantic problem, each naming its key.
@@ -231,15 +251,20 @@ impl Config {
         let mut problems = Vec::new();
         let mut seen = Vec::new();
         for interface in &self.xdp.interfaces {
-            if interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ', '\0']) {
-                problems.push(format!("xdp.interfaces: {interface:?} is not a valid interface name"));
+            if interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ', '\0'])
+            {
+                problems.push(format!(
+                    "xdp.interfaces: {interface:?} is not a valid interface name"
+                ));
             } else if seen.contains(&interface) {
                 problems.push(format!("xdp.interfaces: {interface} is listed twice"));
             }
             seen.push(interface);
         }
         if self.xdp.ports.contains(&0) {
-            problems.push("xdp.ports: port 0 cannot be enforced; list ports from 1 to 65535".to_owned());
+            problems.push(
+                "xdp.ports: port 0 cannot be enforced; list ports from 1 to 65535".to_owned(),
+            );
         }
         if self.ban.backends.is_empty() {
             problems.push("ban.backends: at least one backend is needed (\"xdp\")".to_owned());
@@ -335,7 +360,10 @@ mod tests {
     #[test]
     fn empty_file_gives_documented_defaults() {
         let config = Config::parse("").expect("empty config");
-        assert_eq!(config.daemon.control_socket, Path::new("/run/spamwall/control.sock"));
+        assert_eq!(
+            config.daemon.control_socket,
+            Path::new("/run/spamwall/control.sock")
+        );
         assert_eq!(config.daemon.state_dir, Path::new("/var/lib/spamwall"));
         assert_eq!(config.daemon.bpf_pin_dir, Path::new("/sys/fs/bpf/spamwall"));
         assert!(config.xdp.interfaces.is_empty());
@@ -344,8 +372,20 @@ mod tests {
         assert_eq!(config.ban.bantime, BanTime(Some(Duration::from_secs(3600))));
         assert_eq!(config.ban.backends, vec![Backend::Xdp]);
         assert_eq!(config.ban.capacity_v4, 1 << 20);
-        assert!(config.ban.allowlist.covers(&"127.0.0.1/32".parse().expect("net")).is_some());
-        assert!(config.ban.allowlist.covers(&"::1/128".parse().expect("net")).is_some());
+        assert!(
+            config
+                .ban
+                .allowlist
+                .covers(&"127.0.0.1/32".parse().expect("net"))
+                .is_some()
+        );
+        assert!(
+            config
+                .ban
+                .allowlist
+                .covers(&"::1/128".parse().expect("net"))
+                .is_some()
+        );
     }
 
     #[test]
@@ -371,10 +411,27 @@ mod tests {
         assert_eq!(config.ban.bantime, BanTime(Some(Duration::from_secs(600))));
         assert_eq!(config.ban.capacities().v4, 1000);
         let allow = &config.ban.allowlist;
-        assert!(allow.covers(&"192.0.2.77/32".parse().expect("net")).is_some());
-        assert!(allow.covers(&"2001:db8::1/128".parse().expect("net")).is_some());
-        assert!(allow.covers(&"127.0.0.1/32".parse().expect("net")).is_some(), "loopback stays allowed");
-        assert!(allow.covers(&"198.51.100.1/32".parse().expect("net")).is_none());
+        assert!(
+            allow
+                .covers(&"192.0.2.77/32".parse().expect("net"))
+                .is_some()
+        );
+        assert!(
+            allow
+                .covers(&"2001:db8::1/128".parse().expect("net"))
+                .is_some()
+        );
+        assert!(
+            allow
+                .covers(&"127.0.0.1/32".parse().expect("net"))
+                .is_some(),
+            "loopback stays allowed"
+        );
+        assert!(
+            allow
+                .covers(&"198.51.100.1/32".parse().expect("net"))
+                .is_none()
+        );
     }
 
     #[test]
@@ -402,7 +459,10 @@ mod tests {
     #[test]
     fn bad_mode_lists_the_choices() {
         let message = syntax("[xdp]\nmode = \"turbo\"\n");
-        assert!(message.contains("turbo") && message.contains("skb"), "{message}");
+        assert!(
+            message.contains("turbo") && message.contains("skb"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -414,7 +474,10 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!("90s".parse(), Ok(BanTime(Some(Duration::from_secs(90)))));
-        assert_eq!("1w".parse(), Ok(BanTime(Some(Duration::from_secs(7 * 86400)))));
+        assert_eq!(
+            "1w".parse(),
+            Ok(BanTime(Some(Duration::from_secs(7 * 86400))))
+        );
         assert_eq!("3600".parse(), Ok(BanTime(Some(Duration::from_secs(3600)))));
         assert_eq!("permanent".parse(), Ok(BanTime(None)));
         assert_eq!("0".parse(), Ok(BanTime(None)));
@@ -422,7 +485,10 @@ mod tests {
         let config = Config::parse("[ban]\nbantime = 0\n").expect("integer bantime");
         assert_eq!(config.ban.bantime, BanTime(None));
         let message = syntax("[ban]\nbantime = \"forever\"\n");
-        assert!(message.contains("forever") && message.contains("line 2"), "{message}");
+        assert!(
+            message.contains("forever") && message.contains("line 2"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -454,6 +520,9 @@ mod tests {
 
     #[test]
     fn config_path_resolution_prefers_the_flag() {
-        assert_eq!(resolve_path(Some(Path::new("/x.toml"))), Path::new("/x.toml"));
+        assert_eq!(
+            resolve_path(Some(Path::new("/x.toml"))),
+            Path::new("/x.toml")
+        );
     }
 }

@@ -94,9 +94,14 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
         Arc::new(move |request| handle(&shared, request))
     };
     let mut server_stop = stopped.clone();
-    let server = tokio::spawn(control::serve(listener, socket_path.clone(), handler, async move {
-        let _ = server_stop.wait_for(|stop| *stop).await.is_ok();
-    }));
+    let server = tokio::spawn(control::serve(
+        listener,
+        socket_path.clone(),
+        handler,
+        async move {
+            let _ = server_stop.wait_for(|stop| *stop).await.is_ok();
+        },
+    ));
     let sweeper = tokio::spawn(sweep_loop(Arc::clone(&shared), stopped));
 
     info!(socket = %socket_path.display(), "spamwall ready");
@@ -129,7 +134,10 @@ fn ban_policy(config: &Config) -> BanPolicy {
 
 /// Attaches to every configured interface and detaches the pinned links of
 /// interfaces no longer configured.
-fn attach_all(dataplane: &mut Dataplane, config: &Config) -> Result<Vec<Attachment>, DataplaneError> {
+fn attach_all(
+    dataplane: &mut Dataplane,
+    config: &Config,
+) -> Result<Vec<Attachment>, DataplaneError> {
     let pin_dir = dataplane.pin_dir().to_owned();
     for (interface, _) in dataplane::pinned_links(&pin_dir)? {
         if !config.xdp.interfaces.contains(&interface) {
@@ -211,7 +219,11 @@ async fn sweep_loop(shared: Arc<Shared>, mut stopped: tokio::sync::watch::Receiv
 /// Answers one control request.
 fn handle(shared: &Shared, request: Request) -> Response {
     match request {
-        Request::Ban { targets, length, reason } => {
+        Request::Ban {
+            targets,
+            length,
+            reason,
+        } => {
             let mut banned = Vec::new();
             let mut refused = Vec::new();
             let mut manager = shared.manager();
@@ -232,7 +244,10 @@ fn handle(shared: &Shared, request: Request) -> Response {
                     }
                     Err(error) => {
                         warn!(%target, %error, "ban refused");
-                        refused.push(Refusal { target, reason: error.to_string() });
+                        refused.push(Refusal {
+                            target,
+                            reason: error.to_string(),
+                        });
                     }
                 }
             }
@@ -250,22 +265,37 @@ fn handle(shared: &Shared, request: Request) -> Response {
                         unbanned.push(target_to_string(&net));
                     }
                     Ok((net, false)) => not_banned.push(target_to_string(&net)),
-                    Err(error) => refused.push(Refusal { target, reason: error.to_string() }),
+                    Err(error) => refused.push(Refusal {
+                        target,
+                        reason: error.to_string(),
+                    }),
                 }
             }
-            Response::Unbanned { unbanned, not_banned, refused }
+            Response::Unbanned {
+                unbanned,
+                not_banned,
+                refused,
+            }
         }
         Request::List => match shared.manager().list() {
             Ok(bans) => Response::Bans { bans },
-            Err(error) => Response::Error { message: error.to_string() },
+            Err(error) => Response::Error {
+                message: error.to_string(),
+            },
         },
         Request::Stats => match shared.manager().stats() {
             Ok(stats) => Response::Stats { stats },
-            Err(error) => Response::Error { message: error.to_string() },
+            Err(error) => Response::Error {
+                message: error.to_string(),
+            },
         },
         Request::Status => match status(shared) {
-            Ok(status) => Response::Status { status: Box::new(status) },
-            Err(error) => Response::Error { message: error.to_string() },
+            Ok(status) => Response::Status {
+                status: Box::new(status),
+            },
+            Err(error) => Response::Error {
+                message: error.to_string(),
+            },
         },
     }
 }
@@ -280,7 +310,10 @@ fn status(shared: &Shared) -> Result<Status, DataplaneError> {
     let detail = if interfaces.is_empty() {
         "loaded, attached to no interface: bans are not enforced".to_owned()
     } else {
-        let names: Vec<String> = interfaces.iter().map(|a| format!("{} ({})", a.interface, a.mode)).collect();
+        let names: Vec<String> = interfaces
+            .iter()
+            .map(|a| format!("{} ({})", a.interface, a.mode))
+            .collect();
         format!("attached to {}", names.join(", "))
     };
     Ok(Status {
@@ -290,7 +323,11 @@ fn status(shared: &Shared) -> Result<Status, DataplaneError> {
         config: runtime.config_path.display().to_string(),
         pin_dir: dataplane.pin_dir().display().to_string(),
         program_id: dataplane.program_id()?,
-        backends: vec![BackendStatus { name: "xdp".to_owned(), active: !interfaces.is_empty(), detail }],
+        backends: vec![BackendStatus {
+            name: "xdp".to_owned(),
+            active: !interfaces.is_empty(),
+            detail,
+        }],
         interfaces,
         ports: runtime.config.xdp.ports.clone(),
         bans_active: stats.bans_active,

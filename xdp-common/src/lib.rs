@@ -190,10 +190,17 @@ mod tests {
 
     #[test]
     fn expiry_is_exclusive_and_zero_is_permanent() {
-        let ban = BanValue { expires_ns: 100, source: SOURCE_CLI, count: 1 };
+        let ban = BanValue {
+            expires_ns: 100,
+            source: SOURCE_CLI,
+            count: 1,
+        };
         assert!(ban.is_live(99));
         assert!(!ban.is_live(100));
-        let permanent = BanValue { expires_ns: BanValue::PERMANENT, ..ban };
+        let permanent = BanValue {
+            expires_ns: BanValue::PERMANENT,
+            ..ban
+        };
         assert!(permanent.is_live(u64::MAX));
     }
 }

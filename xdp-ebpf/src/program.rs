@@ -4,7 +4,7 @@ use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
     helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
-    maps::{Array, LruHashMap, PerCpuArray, lpm_trie::Key, LpmTrie},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
 };
 use xdp_common::{
@@ -17,8 +17,7 @@ use xdp_common::{
 static BANS_V4: LruHashMap<[u8; 4], BanValue> = LruHashMap::with_max_entries(DEFAULT_CAPACITY, 0);
 
 #[map(name = "bans_v6")]
-static BANS_V6: LruHashMap<[u8; 16], BanValue> =
-    LruHashMap::with_max_entries(DEFAULT_CAPACITY, 0);
+static BANS_V6: LruHashMap<[u8; 16], BanValue> = LruHashMap::with_max_entries(DEFAULT_CAPACITY, 0);
 
 #[map(name = "prefix_v4")]
 static PREFIX_V4: LpmTrie<[u8; 4], BanValue> =
@@ -152,7 +151,9 @@ fn ipv4(ctx: &XdpContext, offset: usize) -> Option<Lookup> {
         ptr_at::<u8>(ctx, offset + header_len - 1)?;
     }
     Some(judge(BANS_V4.get_ptr(src), || {
-        PREFIX_V4.get(Key::new(32, src)).map(|v| v as *const BanValue)
+        PREFIX_V4
+            .get(Key::new(32, src))
+            .map(|v| v as *const BanValue)
     }))
 }
 
@@ -173,7 +174,9 @@ fn ipv6(ctx: &XdpContext, offset: usize) -> Option<Lookup> {
         ptr_at::<[u8; IPV6_HLEN]>(ctx, offset)?;
     }
     Some(judge(BANS_V6.get_ptr(src), || {
-        PREFIX_V6.get(Key::new(128, src)).map(|v| v as *const BanValue)
+        PREFIX_V6
+            .get(Key::new(128, src))
+            .map(|v| v as *const BanValue)
     }))
 }
 
@@ -199,7 +202,10 @@ fn port_in_scope(ctx: &XdpContext, protocol: u8, l4: usize) -> Option<bool> {
 /// Exact ban first; the prefix tries are consulted only when it does not
 /// already decide, so a hit costs one hash lookup.
 #[inline(always)]
-fn judge(exact: Option<*const BanValue>, prefix: impl FnOnce() -> Option<*const BanValue>) -> Lookup {
+fn judge(
+    exact: Option<*const BanValue>,
+    prefix: impl FnOnce() -> Option<*const BanValue>,
+) -> Lookup {
     let mut now = None;
     let mut live = |value: *const BanValue| {
         // SAFETY: the helper only calls bpf_ktime_get_ns, which has no preconditions.

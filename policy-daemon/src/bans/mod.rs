@@ -27,7 +27,11 @@ pub enum BanError {
     NotAnAddress { input: String },
     #[error("{input} has host bits set; the prefix is {network}")]
     HostBits { input: String, network: IpNet },
-    #[error("{} is in the allowlist ({}); not banned", target_to_string(target), target_to_string(entry))]
+    #[error(
+        "{} is in the allowlist ({}); not banned",
+        target_to_string(target),
+        target_to_string(entry)
+    )]
     Allowlisted { target: IpNet, entry: IpNet },
     #[error("{}: {message}", target_to_string(target))]
     Kernel { target: IpNet, message: String },
@@ -42,13 +46,18 @@ pub fn parse_target(input: &str) -> Result<IpNet, BanError> {
         .strip_prefix('[')
         .and_then(|t| t.strip_suffix(']'))
         .unwrap_or(text);
-    let not_an_address = || BanError::NotAnAddress { input: input.to_owned() };
+    let not_an_address = || BanError::NotAnAddress {
+        input: input.to_owned(),
+    };
     if let Ok(addr) = IpAddr::from_str(text) {
         return Ok(IpNet::from(addr.to_canonical()));
     }
     let net = IpNet::from_str(text).map_err(|_| not_an_address())?;
     if net.trunc() != net {
-        return Err(BanError::HostBits { input: input.to_owned(), network: net.trunc() });
+        return Err(BanError::HostBits {
+            input: input.to_owned(),
+            network: net.trunc(),
+        });
     }
     Ok(canonical_net(net))
 }
@@ -103,7 +112,9 @@ impl Default for Allowlist {
 
 fn loopback() -> [IpNet; 2] {
     [
-        IpNet::V4(ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(127, 0, 0, 0), 8).unwrap_or_default()),
+        IpNet::V4(
+            ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(127, 0, 0, 0), 8).unwrap_or_default(),
+        ),
         IpNet::from(IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
     ]
 }
@@ -210,7 +221,11 @@ pub enum BanLength {
 
 impl BanManager {
     pub fn new(dataplane: Dataplane, policy: BanPolicy) -> Self {
-        Self { dataplane, policy, reasons: HashMap::new() }
+        Self {
+            dataplane,
+            policy,
+            reasons: HashMap::new(),
+        }
     }
 
     /// The kernel side, for attach and status.
@@ -246,7 +261,10 @@ impl BanManager {
         if let Some(entry) = self.policy.allowlist.covers(&target) {
             return Err(BanError::Allowlisted { target, entry });
         }
-        let kernel = |e: DataplaneError| BanError::Kernel { target, message: e.to_string() };
+        let kernel = |e: DataplaneError| BanError::Kernel {
+            target,
+            message: e.to_string(),
+        };
         let now = monotonic_now_ns();
         let previous = self.dataplane.get(target).map_err(kernel)?;
         let count = previous
@@ -260,9 +278,14 @@ impl BanManager {
             BanLength::For(d) => Some(d),
         };
         let expires_ns = duration.map_or(BanValue::PERMANENT, |d| {
-            now.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)).max(1)
+            now.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+                .max(1)
         });
-        let value = BanValue { expires_ns, source: source.code(), count };
+        let value = BanValue {
+            expires_ns,
+            source: source.code(),
+            count,
+        };
         self.dataplane.insert(target, value).map_err(kernel)?;
         self.reasons.insert(target, reason.to_owned());
         Ok(self.entry(target, value, now, SystemTime::now()))
@@ -272,9 +295,10 @@ impl BanManager {
     pub fn unban(&mut self, target: IpNet) -> Result<bool, BanError> {
         let target = canonical_net(target.trunc());
         self.reasons.remove(&target);
-        self.dataplane
-            .remove(target)
-            .map_err(|e| BanError::Kernel { target, message: e.to_string() })
+        self.dataplane.remove(target).map_err(|e| BanError::Kernel {
+            target,
+            message: e.to_string(),
+        })
     }
 
     /// Every live ban, sorted by address.
@@ -295,7 +319,10 @@ impl BanManager {
     /// Ban counts and packet counters.
     pub fn stats(&self) -> Result<BanStats, DataplaneError> {
         let now = monotonic_now_ns();
-        let mut stats = BanStats { packets: self.dataplane.counters()?, ..BanStats::default() };
+        let mut stats = BanStats {
+            packets: self.dataplane.counters()?,
+            ..BanStats::default()
+        };
         for (net, value) in self.dataplane.entries()? {
             if !value.is_live(now) {
                 continue;
@@ -340,7 +367,11 @@ impl BanManager {
 
 /// A target as an administrator writes it: `192.0.2.7`, `2001:db8::/64`.
 pub fn target_to_string(net: &IpNet) -> String {
-    if net.prefix_len() == net.max_prefix_len() { net.addr().to_string() } else { net.to_string() }
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
 }
 
 mod target_text {
@@ -404,21 +435,37 @@ mod tests {
         assert_eq!(parse_target(" 2001:db8::1 "), Ok(net("2001:db8::1/128")));
         assert_eq!(parse_target("[2001:db8::1]"), Ok(net("2001:db8::1/128")));
         assert_eq!(parse_target("::ffff:192.0.2.7"), Ok(net("192.0.2.7/32")));
-        assert_eq!(parse_target("::ffff:192.0.2.0/120"), Ok(net("192.0.2.0/24")));
+        assert_eq!(
+            parse_target("::ffff:192.0.2.0/120"),
+            Ok(net("192.0.2.0/24"))
+        );
         assert_eq!(parse_target("198.51.100.0/24"), Ok(net("198.51.100.0/24")));
-        assert_eq!(parse_target("2001:db8:1:2::/64"), Ok(net("2001:db8:1:2::/64")));
+        assert_eq!(
+            parse_target("2001:db8:1:2::/64"),
+            Ok(net("2001:db8:1:2::/64"))
+        );
     }
 
     #[test]
     fn bad_targets_name_the_input() {
-        for input in ["", "example.com", "192.0.2.256", "192.0.2.0/33", "1.2.3", "192.0.2.7; rm"] {
+        for input in [
+            "",
+            "example.com",
+            "192.0.2.256",
+            "192.0.2.0/33",
+            "1.2.3",
+            "192.0.2.7; rm",
+        ] {
             let error = parse_target(input).expect_err(input);
             assert!(error.to_string().contains(&format!("{input:?}")), "{error}");
         }
         let error = parse_target("192.0.2.5/24").expect_err("host bits");
         assert_eq!(
             error,
-            BanError::HostBits { input: "192.0.2.5/24".into(), network: net("192.0.2.0/24") }
+            BanError::HostBits {
+                input: "192.0.2.5/24".into(),
+                network: net("192.0.2.0/24")
+            }
         );
         assert!(error.to_string().contains("192.0.2.0/24"));
     }
@@ -426,13 +473,25 @@ mod tests {
     #[test]
     fn allowlist_always_holds_loopback_and_catches_overlaps() {
         let allow = Allowlist::new([net("192.0.2.0/24"), net("2001:db8::/32")]);
-        assert_eq!(allow.covers(&net("127.0.0.53/32")), Some(net("127.0.0.0/8")));
+        assert_eq!(
+            allow.covers(&net("127.0.0.53/32")),
+            Some(net("127.0.0.0/8"))
+        );
         assert_eq!(allow.covers(&net("::1/128")), Some(net("::1/128")));
-        assert_eq!(allow.covers(&net("192.0.2.9/32")), Some(net("192.0.2.0/24")));
+        assert_eq!(
+            allow.covers(&net("192.0.2.9/32")),
+            Some(net("192.0.2.0/24"))
+        );
         // A wider prefix that would swallow an allowlisted range is refused.
-        assert_eq!(allow.covers(&net("192.0.0.0/16")), Some(net("192.0.2.0/24")));
+        assert_eq!(
+            allow.covers(&net("192.0.0.0/16")),
+            Some(net("192.0.2.0/24"))
+        );
         assert_eq!(allow.covers(&net("0.0.0.0/0")), Some(net("127.0.0.0/8")));
-        assert_eq!(allow.covers(&net("2001:db8:5::/48")), Some(net("2001:db8::/32")));
+        assert_eq!(
+            allow.covers(&net("2001:db8:5::/48")),
+            Some(net("2001:db8::/32"))
+        );
         assert_eq!(allow.covers(&net("198.51.100.1/32")), None);
         assert_eq!(allow.covers(&net("2001:db9::/32")), None);
     }
@@ -458,7 +517,11 @@ mod tests {
         assert_eq!(json["expires_at"], "2027-01-15T08:00:00Z");
         assert_eq!(json["source"], "cli");
         assert_eq!(json["count"], 2);
-        let permanent = BanEntry { expires_at: None, addr: net("2001:db8::/64"), ..entry };
+        let permanent = BanEntry {
+            expires_at: None,
+            addr: net("2001:db8::/64"),
+            ..entry
+        };
         let json = serde_json::to_value(&permanent).expect("json");
         assert!(json["expires_at"].is_null());
         assert_eq!(json["addr"], "2001:db8::/64");

@@ -9,7 +9,9 @@ use super::{Request, Response};
 /// Why the daemon could not be asked.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the spamwall daemon at {path}: {source} (is it running? is --socket or daemon.control_socket right?)")]
+    #[error(
+        "cannot reach the spamwall daemon at {path}: {source} (is it running? is --socket or daemon.control_socket right?)"
+    )]
     Connect { path: PathBuf, source: io::Error },
     #[error("talking to the spamwall daemon at {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
@@ -19,19 +21,29 @@ pub enum ClientError {
 
 /// Sends one request and waits for its answer.
 pub fn request(socket: &Path, request: &Request) -> Result<Response, ClientError> {
-    let io_error = |source| ClientError::Io { path: socket.to_owned(), source };
-    let mut stream = UnixStream::connect(socket)
-        .map_err(|source| ClientError::Connect { path: socket.to_owned(), source })?;
+    let io_error = |source| ClientError::Io {
+        path: socket.to_owned(),
+        source,
+    };
+    let mut stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
+        path: socket.to_owned(),
+        source,
+    })?;
     let mut line = serde_json::to_vec(request).map_err(|e| io_error(io::Error::other(e)))?;
     line.push(b'\n');
     stream.write_all(&line).map_err(io_error)?;
     let mut answer = Vec::new();
-    BufReader::new(stream).read_until(b'\n', &mut answer).map_err(io_error)?;
+    BufReader::new(stream)
+        .read_until(b'\n', &mut answer)
+        .map_err(io_error)?;
     if answer.is_empty() {
         return Err(ClientError::Protocol {
             path: socket.to_owned(),
             message: "connection closed without an answer".to_owned(),
         });
     }
-    serde_json::from_slice(&answer).map_err(|e| ClientError::Protocol { path: socket.to_owned(), message: e.to_string() })
+    serde_json::from_slice(&answer).map_err(|e| ClientError::Protocol {
+        path: socket.to_owned(),
+        message: e.to_string(),
+    })
 }

@@ -25,7 +25,11 @@ pub const MAX_REQUEST_BYTES: u64 = 16 << 20;
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum Request {
     /// Ban each target (address or CIDR text).
-    Ban { targets: Vec<String>, length: BanLength, reason: String },
+    Ban {
+        targets: Vec<String>,
+        length: BanLength,
+        reason: String,
+    },
     /// Lift the ban on each target.
     Unban { targets: Vec<String> },
     /// Every active ban.
@@ -40,12 +44,27 @@ pub enum Request {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
-    Banned { banned: Vec<BanEntry>, refused: Vec<Refusal> },
-    Unbanned { unbanned: Vec<String>, not_banned: Vec<String>, refused: Vec<Refusal> },
-    Bans { bans: Vec<BanEntry> },
-    Stats { stats: BanStats },
-    Status { status: Box<Status> },
-    Error { message: String },
+    Banned {
+        banned: Vec<BanEntry>,
+        refused: Vec<Refusal>,
+    },
+    Unbanned {
+        unbanned: Vec<String>,
+        not_banned: Vec<String>,
+        refused: Vec<Refusal>,
+    },
+    Bans {
+        bans: Vec<BanEntry>,
+    },
+    Stats {
+        stats: BanStats,
+    },
+    Status {
+        status: Box<Status>,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// A target the daemon would not act on, and why.
@@ -102,8 +121,14 @@ mod tests {
             text,
             r#"{"command":"ban","targets":["192.0.2.7"],"length":{"for":90},"reason":"manual"}"#
         );
-        assert_eq!(serde_json::from_str::<Request>(&text).expect("parse"), request);
-        assert_eq!(serde_json::to_string(&Request::List).expect("json"), r#"{"command":"list"}"#);
+        assert_eq!(
+            serde_json::from_str::<Request>(&text).expect("parse"),
+            request
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::List).expect("json"),
+            r#"{"command":"list"}"#
+        );
         let default = serde_json::to_string(&BanLength::Default).expect("json");
         assert_eq!(default, r#""default""#);
     }

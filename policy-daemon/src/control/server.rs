@@ -22,40 +22,65 @@ const MAX_CONNECTIONS: usize = 32;
 pub enum BindError {
     #[error("control socket {path}: another spamwall daemon is already listening there")]
     InUse { path: PathBuf },
-    #[error("control socket {path} exists and is not a socket; remove it or change daemon.control_socket")]
+    #[error(
+        "control socket {path} exists and is not a socket; remove it or change daemon.control_socket"
+    )]
     NotASocket { path: PathBuf },
     #[error("control socket {path}: {operation}: {source}")]
-    Io { path: PathBuf, operation: &'static str, source: io::Error },
+    Io {
+        path: PathBuf,
+        operation: &'static str,
+        source: io::Error,
+    },
 }
 
 /// Binds the control socket with mode 0660. A socket file left by a dead
 /// daemon is removed; a live one is never taken over.
 pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
-    let io_error = |operation| move |source| BindError::Io { path: path.to_owned(), operation, source };
+    let io_error = |operation| {
+        move |source| BindError::Io {
+            path: path.to_owned(),
+            operation,
+            source,
+        }
+    };
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(io_error("creating its directory"))?;
     }
     match fs::symlink_metadata(path) {
         Ok(meta) if !meta.file_type().is_socket() => {
-            return Err(BindError::NotASocket { path: path.to_owned() });
+            return Err(BindError::NotASocket {
+                path: path.to_owned(),
+            });
         }
         Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
-            Ok(_) => return Err(BindError::InUse { path: path.to_owned() }),
+            Ok(_) => {
+                return Err(BindError::InUse {
+                    path: path.to_owned(),
+                });
+            }
             Err(_) => fs::remove_file(path).map_err(io_error("removing the stale socket"))?,
         },
         Err(error) if error.kind() == io::ErrorKind::NotFound => {}
         Err(source) => return Err(io_error("inspecting")(source)),
     }
     let listener = std::os::unix::net::UnixListener::bind(path).map_err(io_error("binding"))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o660)).map_err(io_error("setting mode 0660"))?;
-    listener.set_nonblocking(true).map_err(io_error("setting non-blocking"))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o660))
+        .map_err(io_error("setting mode 0660"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(io_error("setting non-blocking"))?;
     UnixListener::from_std(listener).map_err(io_error("registering with the runtime"))
 }
 
 /// Serves control requests until `shutdown` resolves, then removes the
 /// socket file. `handler` runs on the blocking pool: it may touch the kernel.
-pub async fn serve<H>(listener: UnixListener, path: PathBuf, handler: Arc<H>, shutdown: impl Future<Output = ()>)
-where
+pub async fn serve<H>(
+    listener: UnixListener,
+    path: PathBuf,
+    handler: Arc<H>,
+    shutdown: impl Future<Output = ()>,
+) where
     H: Fn(Request) -> Response + Send + Sync + 'static,
 {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -91,21 +116,30 @@ where
     let mut reader = BufReader::new(read);
     loop {
         let mut line = Vec::new();
-        let read = (&mut reader).take(MAX_REQUEST_BYTES + 1).read_until(b'\n', &mut line).await?;
+        let read = (&mut reader)
+            .take(MAX_REQUEST_BYTES + 1)
+            .read_until(b'\n', &mut line)
+            .await?;
         if read == 0 {
             return Ok(());
         }
         let response = if line.len() as u64 > MAX_REQUEST_BYTES {
-            Response::Error { message: format!("request larger than {MAX_REQUEST_BYTES} bytes") }
+            Response::Error {
+                message: format!("request larger than {MAX_REQUEST_BYTES} bytes"),
+            }
         } else {
             match serde_json::from_slice::<Request>(&line) {
                 Ok(request) => {
                     let handler = Arc::clone(&handler);
                     tokio::task::spawn_blocking(move || handler(request))
                         .await
-                        .unwrap_or_else(|e| Response::Error { message: format!("request failed: {e}") })
+                        .unwrap_or_else(|e| Response::Error {
+                            message: format!("request failed: {e}"),
+                        })
                 }
-                Err(error) => Response::Error { message: format!("malformed request: {error}") },
+                Err(error) => Response::Error {
+                    message: format!("malformed request: {error}"),
+                },
             }
         };
         let mut text = serde_json::to_vec(&response).map_err(io::Error::other)?;
@@ -125,7 +159,9 @@ mod tests {
     fn echo_status(request: Request) -> Response {
         match request {
             Request::List => Response::Bans { bans: Vec::new() },
-            other => Response::Error { message: format!("unexpected {other:?}") },
+            other => Response::Error {
+                message: format!("unexpected {other:?}"),
+            },
         }
     }
 
@@ -137,9 +173,14 @@ mod tests {
         let mode = fs::metadata(&path).expect("socket").permissions().mode() & 0o777;
         assert_eq!(mode, 0o660);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, path.clone(), Arc::new(echo_status), async {
-            let _ = stopped.await;
-        }));
+        let server = tokio::spawn(serve(
+            listener,
+            path.clone(),
+            Arc::new(echo_status),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         let client_path = path.clone();
         let response = tokio::task::spawn_blocking(move || request(&client_path, &Request::List))
             .await
@@ -160,15 +201,27 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("control.sock");
         let listener = bind(&path).expect("bind");
-        tokio::spawn(serve(listener, path.clone(), Arc::new(echo_status), std::future::pending()));
+        tokio::spawn(serve(
+            listener,
+            path.clone(),
+            Arc::new(echo_status),
+            std::future::pending(),
+        ));
         let mut stream = UnixStream::connect(&path).await.expect("connect");
-        stream.write_all(b"{\"command\":\"explode\"}\n{\"command\":\"list\"}\n").await.expect("write");
+        stream
+            .write_all(b"{\"command\":\"explode\"}\n{\"command\":\"list\"}\n")
+            .await
+            .expect("write");
         stream.shutdown().await.expect("shutdown");
         let mut answer = String::new();
         stream.read_to_string(&mut answer).await.expect("read");
         let lines: Vec<&str> = answer.lines().collect();
         assert_eq!(lines.len(), 2, "{answer}");
-        assert!(lines[0].contains("malformed request") && lines[0].contains("explode"), "{}", lines[0]);
+        assert!(
+            lines[0].contains("malformed request") && lines[0].contains("explode"),
+            "{}",
+            lines[0]
+        );
         assert!(lines[1].contains("\"bans\""), "{}", lines[1]);
     }
 
@@ -178,7 +231,10 @@ mod tests {
         let path = dir.path().join("control.sock");
         drop(std::os::unix::net::UnixListener::bind(&path).expect("stale"));
         assert!(path.exists());
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
         runtime.block_on(async { bind(&path).expect("stale socket replaced") });
 
         let file = dir.path().join("not-a-socket");

@@ -39,8 +39,7 @@ use xdp_common::{
 };
 
 /// The XDP object built from `xdp-ebpf`, embedded at compile time.
-pub static XDP_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-ebpf"));
+pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-ebpf"));
 
 /// `statfs` magic of the BPF filesystem.
 const BPF_FS_MAGIC: i64 = 0xCAFE_4A11;
@@ -52,9 +51,13 @@ const BATCH_CHUNK: usize = 65_536;
 /// Errors from the kernel side, each naming the object and the operation.
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
-    #[error("{path} is not on a BPF filesystem and bpffs could not be mounted at {BPF_FS_ROOT}: {source} (needs CAP_SYS_ADMIN, or mount it first: mount -t bpf bpf {BPF_FS_ROOT})")]
+    #[error(
+        "{path} is not on a BPF filesystem and bpffs could not be mounted at {BPF_FS_ROOT}: {source} (needs CAP_SYS_ADMIN, or mount it first: mount -t bpf bpf {BPF_FS_ROOT})"
+    )]
     MountBpffs { path: PathBuf, source: io::Error },
-    #[error("{path} is not on a BPF filesystem; bpf_pin_dir must be below a bpffs mount such as {BPF_FS_ROOT}")]
+    #[error(
+        "{path} is not on a BPF filesystem; bpf_pin_dir must be below a bpffs mount such as {BPF_FS_ROOT}"
+    )]
     NotBpffs { path: PathBuf },
     #[error("{operation} {path}: {source}")]
     Io {
@@ -66,12 +69,18 @@ pub enum DataplaneError {
         "pinned map {path} does not fit this program ({detail}); `spamwall xdp detach --purge` removes it together with the bans it holds"
     )]
     IncompatiblePin { path: PathBuf, detail: String },
-    #[error("loading the XDP program: {} (needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, or root)", error_chain(source))]
+    #[error(
+        "loading the XDP program: {} (needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, or root)",
+        error_chain(source)
+    )]
     Load { source: EbpfError },
     #[error("the XDP object has no map {name}")]
     MissingMap { name: &'static str },
     #[error("map {name}: {}", error_chain(source))]
-    Map { name: &'static str, source: MapError },
+    Map {
+        name: &'static str,
+        source: MapError,
+    },
     #[error("program {PROGRAM_NAME}: {}", error_chain(source))]
     Program { source: ProgramError },
     #[error("interface {interface} does not exist")]
@@ -244,13 +253,48 @@ const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
 const BAN_VALUE_SIZE: u32 = size_of::<BanValue>() as u32;
 
 const MAP_SHAPES: [MapShape; 7] = [
-    MapShape { name: MAP_BANS_V4, map_type: BPF_MAP_TYPE_LRU_HASH, key_size: 4, value_size: BAN_VALUE_SIZE },
-    MapShape { name: MAP_BANS_V6, map_type: BPF_MAP_TYPE_LRU_HASH, key_size: 16, value_size: BAN_VALUE_SIZE },
-    MapShape { name: MAP_PREFIX_V4, map_type: BPF_MAP_TYPE_LPM_TRIE, key_size: 8, value_size: BAN_VALUE_SIZE },
-    MapShape { name: MAP_PREFIX_V6, map_type: BPF_MAP_TYPE_LPM_TRIE, key_size: 20, value_size: BAN_VALUE_SIZE },
-    MapShape { name: MAP_CONFIG, map_type: BPF_MAP_TYPE_ARRAY, key_size: 4, value_size: size_of::<XdpConfig>() as u32 },
-    MapShape { name: MAP_PORTS, map_type: BPF_MAP_TYPE_ARRAY, key_size: 4, value_size: 8 },
-    MapShape { name: MAP_STATS, map_type: BPF_MAP_TYPE_PERCPU_ARRAY, key_size: 4, value_size: 8 },
+    MapShape {
+        name: MAP_BANS_V4,
+        map_type: BPF_MAP_TYPE_LRU_HASH,
+        key_size: 4,
+        value_size: BAN_VALUE_SIZE,
+    },
+    MapShape {
+        name: MAP_BANS_V6,
+        map_type: BPF_MAP_TYPE_LRU_HASH,
+        key_size: 16,
+        value_size: BAN_VALUE_SIZE,
+    },
+    MapShape {
+        name: MAP_PREFIX_V4,
+        map_type: BPF_MAP_TYPE_LPM_TRIE,
+        key_size: 8,
+        value_size: BAN_VALUE_SIZE,
+    },
+    MapShape {
+        name: MAP_PREFIX_V6,
+        map_type: BPF_MAP_TYPE_LPM_TRIE,
+        key_size: 20,
+        value_size: BAN_VALUE_SIZE,
+    },
+    MapShape {
+        name: MAP_CONFIG,
+        map_type: BPF_MAP_TYPE_ARRAY,
+        key_size: 4,
+        value_size: size_of::<XdpConfig>() as u32,
+    },
+    MapShape {
+        name: MAP_PORTS,
+        map_type: BPF_MAP_TYPE_ARRAY,
+        key_size: 4,
+        value_size: 8,
+    },
+    MapShape {
+        name: MAP_STATS,
+        map_type: BPF_MAP_TYPE_PERCPU_ARRAY,
+        key_size: 4,
+        value_size: 8,
+    },
 ];
 
 /// The loaded program and its maps.
@@ -268,7 +312,9 @@ pub struct Dataplane {
 
 impl fmt::Debug for Dataplane {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Dataplane").field("pin_dir", &self.pin_dir).finish_non_exhaustive()
+        f.debug_struct("Dataplane")
+            .field("pin_dir", &self.pin_dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -336,7 +382,9 @@ impl Dataplane {
         let program = self
             .ebpf
             .program(PROGRAM_NAME)
-            .ok_or(DataplaneError::Program { source: ProgramError::NotLoaded })?;
+            .ok_or(DataplaneError::Program {
+                source: ProgramError::NotLoaded,
+            })?;
         program
             .info()
             .map(|info| info.id())
@@ -416,12 +464,11 @@ impl Dataplane {
             interface: path.display().to_string(),
             detail: source.to_string(),
         })?;
-        let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|source| {
-            DataplaneError::Attach {
+        let link =
+            XdpLink::try_from(FdLink::from(pinned)).map_err(|source| DataplaneError::Attach {
                 interface: path.display().to_string(),
                 detail: source.to_string(),
-            }
-        })?;
+            })?;
         let program = program_mut(&mut self.ebpf)?;
         let link_id = program
             .attach_to_link(link)
@@ -443,15 +490,31 @@ impl Dataplane {
         let map_error = |name| move |source| DataplaneError::Map { name, source };
         if ports_only == 0 {
             self.config
-                .set(0, XdpConfig { ports_only, reserved: 0 }, 0)
+                .set(
+                    0,
+                    XdpConfig {
+                        ports_only,
+                        reserved: 0,
+                    },
+                    0,
+                )
                 .map_err(map_error(MAP_CONFIG))?;
         }
         for (index, word) in (0..).zip(bitmap) {
-            self.ports.set(index, word, 0).map_err(map_error(MAP_PORTS))?;
+            self.ports
+                .set(index, word, 0)
+                .map_err(map_error(MAP_PORTS))?;
         }
         if ports_only != 0 {
             self.config
-                .set(0, XdpConfig { ports_only, reserved: 0 }, 0)
+                .set(
+                    0,
+                    XdpConfig {
+                        ports_only,
+                        reserved: 0,
+                    },
+                    0,
+                )
                 .map_err(map_error(MAP_CONFIG))?;
         }
         Ok(())
@@ -464,19 +527,31 @@ impl Dataplane {
             IpNet::V4(net) if net.prefix_len() == 32 => self
                 .bans_v4
                 .insert(net.addr().octets(), value, 0)
-                .map_err(|source| DataplaneError::Map { name: MAP_BANS_V4, source }),
+                .map_err(|source| DataplaneError::Map {
+                    name: MAP_BANS_V4,
+                    source,
+                }),
             IpNet::V6(net) if net.prefix_len() == 128 => self
                 .bans_v6
                 .insert(net.addr().octets(), value, 0)
-                .map_err(|source| DataplaneError::Map { name: MAP_BANS_V6, source }),
+                .map_err(|source| DataplaneError::Map {
+                    name: MAP_BANS_V6,
+                    source,
+                }),
             IpNet::V4(net) => self
                 .prefix_v4
                 .insert(&v4_key(net), value, 0)
-                .map_err(|source| DataplaneError::Map { name: MAP_PREFIX_V4, source }),
+                .map_err(|source| DataplaneError::Map {
+                    name: MAP_PREFIX_V4,
+                    source,
+                }),
             IpNet::V6(net) => self
                 .prefix_v6
                 .insert(&v6_key(net), value, 0)
-                .map_err(|source| DataplaneError::Map { name: MAP_PREFIX_V6, source }),
+                .map_err(|source| DataplaneError::Map {
+                    name: MAP_PREFIX_V6,
+                    source,
+                }),
         }
     }
 
@@ -511,7 +586,9 @@ impl Dataplane {
         match outcome {
             (_, Ok(())) => Ok(true),
             (_, Err(MapError::KeyNotFound | MapError::ElementNotFound)) => Ok(false),
-            (_, Err(MapError::SyscallError(e))) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            (_, Err(MapError::SyscallError(e)))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
                 Ok(false)
             }
             (name, Err(source)) => Err(DataplaneError::Map { name, source }),
@@ -541,23 +618,33 @@ impl Dataplane {
     pub fn entries(&self) -> Result<Vec<(IpNet, BanValue)>> {
         let mut out = Vec::new();
         for item in self.bans_v4.iter() {
-            let (key, value) = item.map_err(|source| DataplaneError::Map { name: MAP_BANS_V4, source })?;
+            let (key, value) = item.map_err(|source| DataplaneError::Map {
+                name: MAP_BANS_V4,
+                source,
+            })?;
             out.push((IpNet::V4(Ipv4Net::from(Ipv4Addr::from(key))), value));
         }
         for item in self.bans_v6.iter() {
-            let (key, value) = item.map_err(|source| DataplaneError::Map { name: MAP_BANS_V6, source })?;
+            let (key, value) = item.map_err(|source| DataplaneError::Map {
+                name: MAP_BANS_V6,
+                source,
+            })?;
             out.push((IpNet::V6(Ipv6Net::from(Ipv6Addr::from(key))), value));
         }
         for item in self.prefix_v4.iter() {
-            let (key, value) =
-                item.map_err(|source| DataplaneError::Map { name: MAP_PREFIX_V4, source })?;
+            let (key, value) = item.map_err(|source| DataplaneError::Map {
+                name: MAP_PREFIX_V4,
+                source,
+            })?;
             let net = Ipv4Net::new(Ipv4Addr::from(key.data()), prefix_len_u8(key.prefix_len()))
                 .map_err(|_| corrupt_key(MAP_PREFIX_V4))?;
             out.push((IpNet::V4(net), value));
         }
         for item in self.prefix_v6.iter() {
-            let (key, value) =
-                item.map_err(|source| DataplaneError::Map { name: MAP_PREFIX_V6, source })?;
+            let (key, value) = item.map_err(|source| DataplaneError::Map {
+                name: MAP_PREFIX_V6,
+                source,
+            })?;
             let net = Ipv6Net::new(Ipv6Addr::from(key.data()), prefix_len_u8(key.prefix_len()))
                 .map_err(|_| corrupt_key(MAP_PREFIX_V6))?;
             out.push((IpNet::V6(net), value));
@@ -569,10 +656,13 @@ impl Dataplane {
     pub fn counters(&self) -> Result<PacketCounters> {
         let mut totals = PacketCounters::default();
         for counter in Counter::ALL {
-            let per_cpu = self
-                .stats
-                .get(&counter.index(), 0)
-                .map_err(|source| DataplaneError::Map { name: MAP_STATS, source })?;
+            let per_cpu =
+                self.stats
+                    .get(&counter.index(), 0)
+                    .map_err(|source| DataplaneError::Map {
+                        name: MAP_STATS,
+                        source,
+                    })?;
             *totals.slot(counter) = per_cpu.iter().sum();
         }
         Ok(totals)
@@ -599,9 +689,14 @@ impl Dataplane {
         let program = self
             .ebpf
             .program(PROGRAM_NAME)
-            .ok_or(DataplaneError::Program { source: ProgramError::NotLoaded })?;
-        let fd = program.fd().map_err(|source| DataplaneError::Program { source })?;
-        sys::prog_test_run(fd.as_fd(), frame, repeat).map_err(|source| DataplaneError::TestRun { source })
+            .ok_or(DataplaneError::Program {
+                source: ProgramError::NotLoaded,
+            })?;
+        let fd = program
+            .fd()
+            .map_err(|source| DataplaneError::Program { source })?;
+        sys::prog_test_run(fd.as_fd(), frame, repeat)
+            .map_err(|source| DataplaneError::TestRun { source })
     }
 }
 
@@ -610,9 +705,14 @@ pub fn test_run_program_id(id: u32, frame: &[u8], repeat: u32) -> Result<TestRun
     let info = aya::programs::loaded_programs()
         .filter_map(std::result::Result::ok)
         .find(|info| info.id() == id)
-        .ok_or(DataplaneError::Program { source: ProgramError::NotLoaded })?;
-    let fd = info.fd().map_err(|source| DataplaneError::Program { source })?;
-    sys::prog_test_run(fd.as_fd(), frame, repeat).map_err(|source| DataplaneError::TestRun { source })
+        .ok_or(DataplaneError::Program {
+            source: ProgramError::NotLoaded,
+        })?;
+    let fd = info
+        .fd()
+        .map_err(|source| DataplaneError::Program { source })?;
+    sys::prog_test_run(fd.as_fd(), frame, repeat)
+        .map_err(|source| DataplaneError::TestRun { source })
 }
 
 /// What `detach` removed.
@@ -671,7 +771,10 @@ pub fn pinned_links(pin_dir: &Path) -> Result<Vec<(String, AttachedMode)>> {
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock `bpf_ktime_get_ns` reads.
 pub fn monotonic_now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
@@ -679,7 +782,9 @@ pub fn monotonic_now_ns() -> u64 {
 
 fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
     ebpf.program_mut(PROGRAM_NAME)
-        .ok_or(DataplaneError::Program { source: ProgramError::NotLoaded })?
+        .ok_or(DataplaneError::Program {
+            source: ProgramError::NotLoaded,
+        })?
         .try_into()
         .map_err(|source| DataplaneError::Program { source })
 }
@@ -688,7 +793,9 @@ fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T>
 where
     T: TryFrom<Map, Error = MapError>,
 {
-    let map = ebpf.take_map(name).ok_or(DataplaneError::MissingMap { name })?;
+    let map = ebpf
+        .take_map(name)
+        .ok_or(DataplaneError::MissingMap { name })?;
     T::try_from(map).map_err(|source| DataplaneError::Map { name, source })
 }
 
@@ -748,11 +855,17 @@ fn corrupt_key(name: &'static str) -> DataplaneError {
 }
 
 fn interface_index(interface: &str) -> Result<u32> {
-    let unknown = || DataplaneError::UnknownInterface { interface: interface.to_owned() };
+    let unknown = || DataplaneError::UnknownInterface {
+        interface: interface.to_owned(),
+    };
     let name = CString::new(interface).map_err(|_| unknown())?;
     // SAFETY: `name` is a valid NUL-terminated string.
     let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if index == 0 { Err(unknown()) } else { Ok(index) }
+    if index == 0 {
+        Err(unknown())
+    } else {
+        Ok(index)
+    }
 }
 
 /// Link pins in `links_dir`, optionally only those of one interface.
@@ -823,7 +936,11 @@ fn remove_if_present(path: &Path) -> Result<bool> {
     match fs::remove_file(path) {
         Ok(()) => Ok(true),
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(source) => Err(DataplaneError::Io { operation: "removing", path: path.to_owned(), source }),
+        Err(source) => Err(DataplaneError::Io {
+            operation: "removing",
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -836,11 +953,17 @@ fn check_pinned_maps(pin_dir: &Path, capacities: Capacities) -> Result<()> {
         if !path.exists() {
             continue;
         }
-        let incompatible = |detail: String| DataplaneError::IncompatiblePin { path: path.clone(), detail };
+        let incompatible = |detail: String| DataplaneError::IncompatiblePin {
+            path: path.clone(),
+            detail,
+        };
         let map = MapData::from_pin(&path).map_err(|e| incompatible(e.to_string()))?;
         let info = map.info().map_err(|e| incompatible(e.to_string()))?;
         let map_type = info.map_type().map(|t| t as u32).unwrap_or(u32::MAX);
-        if map_type != shape.map_type || info.key_size() != shape.key_size || info.value_size() != shape.value_size {
+        if map_type != shape.map_type
+            || info.key_size() != shape.key_size
+            || info.value_size() != shape.value_size
+        {
             return Err(incompatible(format!(
                 "type {map_type}, key {} bytes, value {} bytes; expected type {}, key {} bytes, value {} bytes",
                 info.key_size(),
@@ -885,15 +1008,26 @@ fn ensure_bpffs(pin_dir: &Path) -> Result<()> {
         return Ok(());
     }
     if !pin_dir.starts_with(BPF_FS_ROOT) {
-        return Err(DataplaneError::NotBpffs { path: pin_dir.to_owned() });
+        return Err(DataplaneError::NotBpffs {
+            path: pin_dir.to_owned(),
+        });
     }
     let root = Path::new(BPF_FS_ROOT);
-    fs::create_dir_all(root).map_err(|source| DataplaneError::MountBpffs { path: pin_dir.to_owned(), source })?;
+    fs::create_dir_all(root).map_err(|source| DataplaneError::MountBpffs {
+        path: pin_dir.to_owned(),
+        source,
+    })?;
     let source = c"bpf";
     let target = c"/sys/fs/bpf";
     // SAFETY: all pointers are NUL-terminated static strings; no data argument.
     let rc = unsafe {
-        libc::mount(source.as_ptr(), target.as_ptr(), source.as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            source.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc != 0 {
         return Err(DataplaneError::MountBpffs {
@@ -920,7 +1054,10 @@ fn is_bpffs(path: &Path) -> bool {
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones to
 /// the cgroup. Raising the limit may be refused (no CAP_SYS_RESOURCE): fine.
 fn raise_memlock_limit() {
-    let limit = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let limit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: valid rlimit struct.
     let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const limit) };
 }
