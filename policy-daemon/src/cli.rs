@@ -28,10 +28,10 @@ const DEFAULT_SOCKET: &str = "/run/spamwall/control.sock";
 #[derive(Debug, Parser)]
 #[command(name = "spamwall", version, about, long_about = None)]
 pub struct Cli {
-    /// Configuration file [default: $SPAMWALL_CONFIG, then /etc/spamwall/spamwall.toml]
+    /// Configuration file [default: `$SPAMWALL_CONFIG`, then `/etc/spamwall/spamwall.toml`]
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// Control socket of the daemon [default: daemon.control_socket of the configuration]
+    /// Control socket of the daemon [default: `daemon.control_socket` of the configuration]
     #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
     #[command(subcommand)]
@@ -122,7 +122,7 @@ impl Failure {
 }
 
 /// Runs a parsed command line.
-pub fn run(cli: Cli) -> ExitCode {
+pub fn run(cli: &Cli) -> ExitCode {
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
@@ -134,7 +134,7 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-fn dispatch(cli: Cli) -> Result<(), Failure> {
+fn dispatch(cli: &Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Run => run_daemon(cli.config.as_deref()),
         Command::CheckConfig { path } => check_config(path.as_deref().or(cli.config.as_deref())),
@@ -159,11 +159,11 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Ban(args) => ban(&socket(&cli)?, args),
-        Command::Unban { targets } => unban(&socket(&cli)?, targets),
-        Command::List(flag) => list(&socket(&cli)?, flag.json),
-        Command::Stats(flag) => stats(&socket(&cli)?, flag.json),
-        Command::Status(flag) => status(&socket(&cli)?, flag.json),
+        Command::Ban(args) => ban(&socket(cli)?, args),
+        Command::Unban { targets } => unban(&socket(cli)?, targets),
+        Command::List(flag) => list(&socket(cli)?, flag.json),
+        Command::Stats(flag) => stats(&socket(cli)?, flag.json),
+        Command::Status(flag) => status(&socket(cli)?, flag.json),
     }
 }
 

@@ -93,7 +93,7 @@ pub struct BanConfig {
     /// for no expiry.
     pub bantime: BanTime,
     /// Addresses and prefixes that are never banned, on any path. Loopback
-    /// (127.0.0.0/8, ::1) is always included.
+    /// (`127.0.0.0/8`, `::1`) is always included.
     #[serde(deserialize_with = "deserialize_allowlist")]
     pub allowlist: Allowlist,
     /// Where bans are enforced, in order. Default `["xdp"]`.
@@ -112,7 +112,7 @@ impl Default for BanConfig {
     fn default() -> Self {
         let capacities = Capacities::default();
         Self {
-            bantime: BanTime(Some(Duration::from_secs(3600))),
+            bantime: BanTime(Some(Duration::from_hours(1))),
             allowlist: Allowlist::default(),
             backends: vec![Backend::Xdp],
             capacity_v4: capacities.v4,
@@ -369,7 +369,7 @@ mod tests {
         assert!(config.xdp.interfaces.is_empty());
         assert_eq!(config.xdp.mode, AttachMode::Auto);
         assert!(config.xdp.ports.is_empty());
-        assert_eq!(config.ban.bantime, BanTime(Some(Duration::from_secs(3600))));
+        assert_eq!(config.ban.bantime, BanTime(Some(Duration::from_hours(1))));
         assert_eq!(config.ban.backends, vec![Backend::Xdp]);
         assert_eq!(config.ban.capacity_v4, 1 << 20);
         assert!(
@@ -408,7 +408,7 @@ mod tests {
         assert_eq!(config.xdp.interfaces, ["eth0", "eth1.100"]);
         assert_eq!(config.xdp.mode, AttachMode::Skb);
         assert_eq!(config.xdp.ports, [25, 465, 587]);
-        assert_eq!(config.ban.bantime, BanTime(Some(Duration::from_secs(600))));
+        assert_eq!(config.ban.bantime, BanTime(Some(Duration::from_mins(10))));
         assert_eq!(config.ban.capacities().v4, 1000);
         let allow = &config.ban.allowlist;
         assert!(
@@ -476,12 +476,12 @@ mod tests {
         assert_eq!("90s".parse(), Ok(BanTime(Some(Duration::from_secs(90)))));
         assert_eq!(
             "1w".parse(),
-            Ok(BanTime(Some(Duration::from_secs(7 * 86400))))
+            Ok(BanTime(Some(Duration::from_hours(7 * 24))))
         );
-        assert_eq!("3600".parse(), Ok(BanTime(Some(Duration::from_secs(3600)))));
+        assert_eq!("3600".parse(), Ok(BanTime(Some(Duration::from_hours(1)))));
         assert_eq!("permanent".parse(), Ok(BanTime(None)));
         assert_eq!("0".parse(), Ok(BanTime(None)));
-        assert!("soon".parse::<BanTime>().unwrap_err().contains("soon"));
+        assert!("soon".parse::<BanTime>().is_err_and(|e| e.contains("soon")));
         let config = Config::parse("[ban]\nbantime = 0\n").expect("integer bantime");
         assert_eq!(config.ban.bantime, BanTime(None));
         let message = syntax("[ban]\nbantime = \"forever\"\n");

@@ -21,7 +21,7 @@ use crate::{
 };
 
 /// How often expired entries are deleted from the maps.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+const SWEEP_INTERVAL: Duration = Duration::from_mins(1);
 
 /// Why the daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]

@@ -23,5 +23,5 @@ fn main() -> ExitCode {
     } else {
         builder.init();
     }
-    spamwall::cli::run(cli)
+    spamwall::cli::run(&cli)
 }

@@ -29,17 +29,17 @@ pub const IPV4_HLEN: usize = 20;
 /// Length of the fixed IPv6 header.
 pub const IPV6_HLEN: usize = 40;
 
-/// EtherType of IPv4.
+/// `EtherType` of IPv4.
 pub const ETH_P_IP: u16 = 0x0800;
-/// EtherType of IPv6.
+/// `EtherType` of IPv6.
 pub const ETH_P_IPV6: u16 = 0x86DD;
-/// EtherType of ARP.
+/// `EtherType` of ARP.
 pub const ETH_P_ARP: u16 = 0x0806;
 /// TPID of an 802.1Q (customer) VLAN tag.
 pub const ETH_P_8021Q: u16 = 0x8100;
 /// TPID of an 802.1ad (service, outer `QinQ`) VLAN tag.
 pub const ETH_P_8021AD: u16 = 0x88A8;
-/// EtherType reserved for local experiments (IEEE 802): never IP.
+/// `EtherType` reserved for local experiments (IEEE 802): never IP.
 pub const ETH_P_LOCAL_EXPERIMENTAL: u16 = 0x88B5;
 
 /// IP protocol number of ICMP.
@@ -48,7 +48,7 @@ pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 /// IP protocol number of UDP.
 pub const IPPROTO_UDP: u8 = 17;
-/// IP protocol number of ICMPv6.
+/// IP protocol number of `ICMPv6`.
 pub const IPPROTO_ICMPV6: u8 = 58;
 
 /// Destination MAC of every built frame (locally administered).
@@ -68,7 +68,7 @@ pub enum Transport {
     Tcp { src_port: u16, dst_port: u16 },
     /// An 8-byte UDP header.
     Udp { src_port: u16, dst_port: u16 },
-    /// An 8-byte ICMP (or ICMPv6) echo request.
+    /// An 8-byte ICMP (or `ICMPv6`) echo request.
     Icmp,
     /// Arbitrary bytes; set the protocol with [`FrameBuilder::protocol`].
     Raw(Vec<u8>),
@@ -283,7 +283,7 @@ impl FrameBuilder {
         self
     }
 
-    /// An ICMP (IPv4) or ICMPv6 (IPv6) echo request.
+    /// An ICMP (IPv4) or `ICMPv6` (IPv6) echo request.
     #[must_use]
     pub fn icmp(mut self) -> Self {
         self.transport = Transport::Icmp;
@@ -420,6 +420,8 @@ mod tests {
 
     const SRC: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
     const DST: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+    const SRC_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+    const DST_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
 
     fn be16(frame: &[u8], at: usize) -> u16 {
         u16::from_be_bytes([frame[at], frame[at + 1]])
@@ -467,7 +469,7 @@ mod tests {
             .fragment_offset(185)
             .more_fragments()
             .build();
-        assert_eq!(be16(&frame, 20), 0x2000 | 185);
+        assert_eq!(be16(&frame, 20), 0x2000 | 0xB9);
     }
 
     #[test]
@@ -483,8 +485,7 @@ mod tests {
 
     #[test]
     fn ipv6_udp() {
-        let src: Ipv6Addr = "2001:db8::1".parse().unwrap();
-        let dst: Ipv6Addr = "2001:db8::2".parse().unwrap();
+        let (src, dst) = (SRC_V6, DST_V6);
         let frame = FrameBuilder::ipv6(src, dst).udp(25).build();
         assert_eq!(frame.len(), ETH_HLEN + IPV6_HLEN + 8);
         assert_eq!(be16(&frame, 12), ETH_P_IPV6);
@@ -498,7 +499,7 @@ mod tests {
 
     #[test]
     fn icmp_follows_the_family() {
-        let v6: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let v6 = SRC_V6;
         assert_eq!(
             FrameBuilder::ipv6(v6, v6).icmp().build()[20],
             IPPROTO_ICMPV6

@@ -7,7 +7,9 @@
 //! Tests that touch kernel state run serially (`--test-threads=1`) and
 //! panic with a message rather than return a `Result`.
 
+pub mod daemon;
 pub mod frames;
+pub mod netns;
 pub mod pin;
 pub mod privilege;
 

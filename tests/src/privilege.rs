@@ -6,6 +6,9 @@
 /// are skipped with a `SKIP` line on stderr, except under `CI`, where a
 /// missing privilege is a failure: this panics. Every kernel test starts
 /// with `if !require_root("name") { return; }`.
+///
+/// # Panics
+/// When not root and the `CI` environment variable is set.
 pub fn require_root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } == 0 {

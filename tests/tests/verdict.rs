@@ -435,7 +435,7 @@ fn expired_ban_passes() {
         return;
     }
     let mut t = Harness::new();
-    let past = spamwall::dataplane::monotonic_now_ns() - 1;
+    let past = spamwall::dataplane::monotonic_now_ns() - 1_000_000_000;
     t.ban_with(BANNED_V4, past);
     t.ban_with(BANNED_V6, past);
     t.expect(
@@ -488,7 +488,7 @@ fn expired_exact_ban_with_live_prefix_is_dropped() {
         return;
     }
     let mut t = Harness::new();
-    let past = spamwall::dataplane::monotonic_now_ns() - 1;
+    let past = spamwall::dataplane::monotonic_now_ns() - 1_000_000_000;
     t.ban_with(BANNED_V4, past);
     t.ban("192.0.2.0/24".parse::<IpNet>().unwrap());
     t.ban_with(BANNED_V6, past);

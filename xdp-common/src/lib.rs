@@ -62,8 +62,10 @@ pub const PORT_BITMAP_WORDS: u32 = 65_536 / 64;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BanValue {
-    /// Absolute expiry on the kernel's monotonic clock (`bpf_ktime_get_ns`,
-    /// `CLOCK_MONOTONIC`), in nanoseconds; [`BanValue::PERMANENT`] never expires.
+    /// Absolute expiry on the kernel's monotonic clock (`CLOCK_MONOTONIC`), in
+    /// nanoseconds; [`BanValue::PERMANENT`] never expires. The program reads
+    /// the coarse variant of that clock, so a ban ends up to one kernel tick
+    /// (a few milliseconds) after this instant.
     pub expires_ns: u64,
     /// Where the ban came from, one of the `SOURCE_*` constants.
     pub source: u32,
@@ -76,6 +78,10 @@ impl BanValue {
     pub const PERMANENT: u64 = 0;
 
     /// Whether the ban still holds at monotonic time `now_ns`.
+    #[expect(
+        clippy::inline_always,
+        reason = "the XDP program calls this per packet"
+    )]
     #[inline(always)]
     pub const fn is_live(&self, now_ns: u64) -> bool {
         self.expires_ns == Self::PERMANENT || now_ns < self.expires_ns
@@ -117,9 +123,10 @@ pub enum Counter {
     ExpiredPassed = 3,
     /// Frame that could not be parsed (truncated, bad header), passed.
     MalformedPassed = 4,
-    /// Frame that is not IPv4 or IPv6 (ARP, unknown EtherType), passed.
+    /// Frame that is not IPv4 or IPv6 (ARP, any other Ethernet type), passed.
     NonIpPassed = 5,
-    /// Packet from a banned source to a port outside the enforced ports, passed.
+    /// Packet outside the enforced ports (ports scoping on, not TCP/UDP to a
+    /// listed port), passed without a lookup.
     OutOfScopePassed = 6,
 }
 
@@ -138,6 +145,10 @@ impl Counter {
     ];
 
     /// Index in [`MAP_STATS`].
+    #[expect(
+        clippy::inline_always,
+        reason = "the XDP program calls this per packet"
+    )]
     #[inline(always)]
     pub const fn index(self) -> u32 {
         self as u32

@@ -78,7 +78,7 @@ fn canonical_net(net: IpNet) -> IpNet {
 pub struct Allowlist(Vec<IpNet>);
 
 impl Allowlist {
-    /// The given entries plus loopback (127.0.0.0/8 and ::1).
+    /// The given entries plus loopback (`127.0.0.0/8` and `::1`).
     pub fn new(entries: impl IntoIterator<Item = IpNet>) -> Self {
         let mut nets: Vec<IpNet> = loopback().into_iter().collect();
         for net in entries {
@@ -312,7 +312,7 @@ impl BanManager {
             .filter(|(_, value)| value.is_live(now))
             .map(|(net, value)| self.entry(net, value, now, wall))
             .collect();
-        bans.sort_by(|a, b| a.addr.cmp(&b.addr));
+        bans.sort_by_key(|ban| ban.addr);
         Ok(bans)
     }
 
@@ -393,6 +393,10 @@ mod rfc3339_opt {
 
     use serde::{Deserialize, Deserializer, Serializer, de};
 
+    #[expect(
+        clippy::ref_option,
+        reason = "serde's `with` passes a reference to the field"
+    )]
     pub fn serialize<S: Serializer>(value: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
         match value {
             Some(time) => s.serialize_str(&humantime::format_rfc3339_seconds(*time).to_string()),
@@ -507,7 +511,7 @@ mod tests {
     fn ban_entry_json_shape() {
         let entry = BanEntry {
             addr: net("192.0.2.7/32"),
-            expires_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)),
+            expires_at: Some(SystemTime::UNIX_EPOCH + Duration::from_hours(500_000)),
             source: Source::Cli,
             reason: "test".into(),
             count: 2,

@@ -13,6 +13,7 @@ use std::{
 
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 const BPF_LINK_DETACH: libc::c_long = 34;
 
@@ -96,6 +97,52 @@ pub fn map_update_batch(
     attr.put_u32(36, fd_u32(map));
     attr.call(BPF_MAP_UPDATE_BATCH)?;
     Ok(attr.get_u32(32))
+}
+
+/// Reads a hash map in chunks (`BPF_MAP_LOOKUP_BATCH`), calling `each`
+/// with the packed keys and values of every chunk. Entries added or removed
+/// during the walk may or may not be seen, as with any map iteration.
+pub fn map_lookup_batch(
+    map: BorrowedFd<'_>,
+    key_size: usize,
+    value_size: usize,
+    mut each: impl FnMut(&[u8], &[u8]),
+) -> io::Result<()> {
+    let mut chunk: u32 = 4096;
+    let mut token = [0_u64; 1];
+    let mut first = true;
+    loop {
+        let len = chunk as usize;
+        let mut keys = vec![0_u8; len * key_size];
+        let mut values = vec![0_u8; len * value_size];
+        let mut attr = Attr::new();
+        if !first {
+            attr.put_u64(0, token.as_ptr() as u64);
+        }
+        attr.put_u64(8, token.as_mut_ptr() as u64);
+        attr.put_u64(16, keys.as_mut_ptr() as u64);
+        attr.put_u64(24, values.as_mut_ptr() as u64);
+        attr.put_u32(32, chunk);
+        attr.put_u32(36, fd_u32(map));
+        let outcome = attr.call(BPF_MAP_LOOKUP_BATCH);
+        let count = attr.get_u32(32) as usize;
+        match outcome {
+            Ok(_) => {}
+            // The end of the map; the last chunk may still carry entries.
+            Err(error) if error.raw_os_error() == Some(libc::ENOENT) => {
+                each(&keys[..count * key_size], &values[..count * value_size]);
+                return Ok(());
+            }
+            // One hash bucket holds more entries than the chunk: grow it.
+            Err(error) if error.raw_os_error() == Some(libc::ENOSPC) && chunk < 1 << 20 => {
+                chunk *= 2;
+                continue;
+            }
+            Err(error) => return Err(error),
+        }
+        each(&keys[..count * key_size], &values[..count * value_size]);
+        first = false;
+    }
 }
 
 /// Detaches a BPF link from its hook even while other descriptors or pins

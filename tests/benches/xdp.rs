@@ -1,0 +1,617 @@
+//! Per-packet cost of spamwall's XDP program against xdp-filter and an
+//! empty program, all measured with `BPF_PROG_TEST_RUN` on the same frames.
+//!
+//! `cargo bench -p spamwall-tests --bench xdp` (root). Each figure is the
+//! median of [`RUNS`] runs of [`REPEAT`] repetitions, as timed by the
+//! kernel. spamwall is measured with one ban per family, then with
+//! 1,000,000 IPv4 and 1,000,000 IPv6 bans; xdp-filter (Debian's xdp-tools)
+//! is attached in skb mode to a veth in a private network namespace with
+//! its IPv4 and IPv6 source filters filled to their 10,000-entry cap. No
+//! packet is sent: the veth stays down. Everything created is removed on
+//! exit, also on error.
+
+use std::{
+    fmt::Write as _,
+    fs,
+    io::Write as _,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use ipnet::IpNet;
+use spamwall::dataplane::{self, Capacities, Dataplane, TestRun};
+use spamwall_tests::{PinDir, XDP_DROP, XDP_PASS, frames::FrameBuilder, require_root};
+use xdp_common::{BanValue, SOURCE_CLI};
+
+/// Repetitions per `BPF_PROG_TEST_RUN` call.
+const REPEAT: u32 = 10_000_000;
+/// Calls per figure; the median is reported.
+const RUNS: usize = 5;
+/// Bans per family in the large-map column.
+const BULK: u32 = 1_000_000;
+/// xdp-filter's per-map entry cap (`MAX_FILTERS` in xdp-tools 1.3).
+const XDP_FILTER_CAP: u32 = 10_000;
+
+const BANNED_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const CLEAN_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+const DST_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const BANNED_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+const CLEAN_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+const DST_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xff);
+
+const XDP_FILTER_PIN_DIR: &str = "/sys/fs/bpf/xdp-filter";
+/// Where libxdp keeps its own pins (dispatchers).
+const LIBXDP_PIN_DIR: &str = "/sys/fs/bpf/xdp";
+
+struct Case {
+    name: &'static str,
+    frame: Vec<u8>,
+    /// The action both programs should return.
+    action: u32,
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            name: "IPv4 hit",
+            frame: FrameBuilder::ipv4(BANNED_V4, DST_V4).build(),
+            action: XDP_DROP,
+        },
+        Case {
+            name: "IPv4 miss",
+            frame: FrameBuilder::ipv4(CLEAN_V4, DST_V4).build(),
+            action: XDP_PASS,
+        },
+        Case {
+            name: "IPv6 hit",
+            frame: FrameBuilder::ipv6(BANNED_V6, DST_V6).build(),
+            action: XDP_DROP,
+        },
+        Case {
+            name: "IPv6 miss",
+            frame: FrameBuilder::ipv6(CLEAN_V6, DST_V6).build(),
+            action: XDP_PASS,
+        },
+        Case {
+            name: "IPv4 in VLAN hit",
+            frame: FrameBuilder::ipv4(BANNED_V4, DST_V4).vlan(100).build(),
+            action: XDP_DROP,
+        },
+        Case {
+            name: "truncated IPv4",
+            frame: spamwall_tests::frames::truncated(
+                &FrameBuilder::ipv4(BANNED_V4, DST_V4).build(),
+                14 + 16,
+            ),
+            action: XDP_PASS,
+        },
+    ]
+}
+
+/// One measured figure: the median ns/packet and the action returned.
+#[derive(Clone, Copy)]
+struct Figure {
+    ns: u32,
+    action: u32,
+}
+
+/// Median over [`RUNS`] runs, after one shorter warm-up run; every run must
+/// return the same action.
+fn measure(mut run: impl FnMut(u32) -> Result<TestRun>) -> Result<Figure> {
+    let warm_up = run(REPEAT / 10)?;
+    let mut durations = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let result = run(REPEAT)?;
+        ensure!(
+            result.action == warm_up.action,
+            "action changed between runs: {} then {}",
+            warm_up.action,
+            result.action
+        );
+        durations.push(result.duration_ns);
+    }
+    durations.sort_unstable();
+    Ok(Figure {
+        ns: durations[RUNS / 2],
+        action: warm_up.action,
+    })
+}
+
+fn measure_spamwall(dataplane: &Dataplane, cases: &[Case]) -> Result<Vec<Figure>> {
+    cases
+        .iter()
+        .map(|case| {
+            let figure = measure(|repeat| Ok(dataplane.test_run(&case.frame, repeat)?))?;
+            ensure!(
+                figure.action == case.action,
+                "spamwall on {}: action {}, expected {}",
+                case.name,
+                figure.action,
+                case.action
+            );
+            Ok(figure)
+        })
+        .collect()
+}
+
+fn measure_program(id: u32, cases: &[Case]) -> Result<Vec<Figure>> {
+    cases
+        .iter()
+        .map(|case| measure(|repeat| Ok(dataplane::test_run_program_id(id, &case.frame, repeat)?)))
+        .collect()
+}
+
+/// A ban that expires in a day, so the program takes the expiry branch.
+fn live_ban() -> BanValue {
+    let expires_ns = dataplane::monotonic_now_ns() + 86_400 * 1_000_000_000;
+    BanValue {
+        expires_ns,
+        source: SOURCE_CLI,
+        count: 1,
+    }
+}
+
+fn main() -> Result<()> {
+    if !require_root("xdp bench") {
+        return Ok(());
+    }
+    let cases = cases();
+    let mut report = String::new();
+
+    // Loading spamwall first also mounts bpffs when it is missing.
+    let pin = PinDir::new();
+    let mut spamwall = Dataplane::load(pin.path(), Capacities::default())
+        .with_context(|| format!("loading spamwall in {}", pin.path().display()))?;
+    for addr in [IpAddr::V4(BANNED_V4), IpAddr::V6(BANNED_V6)] {
+        spamwall.insert(IpNet::from(addr), live_ban())?;
+    }
+    let one_ban = measure_spamwall(&spamwall, &cases)?;
+
+    let ban = live_ban();
+    // 10.0.0.0/8 and 2001:db8:ffff::/48: never the measured sources.
+    let v4_bulk: Vec<(IpNet, BanValue)> = (0..BULK)
+        .map(|i| {
+            (
+                IpNet::from(IpAddr::V4(Ipv4Addr::from(0x0A00_0000 | i))),
+                ban,
+            )
+        })
+        .collect();
+    let v6_bulk: Vec<(IpNet, BanValue)> = (0..BULK)
+        .map(|i| {
+            let addr =
+                Ipv6Addr::from(0x2001_0db8_ffff_0000_0000_0000_0000_0000_u128 | u128::from(i));
+            (IpNet::from(IpAddr::V6(addr)), ban)
+        })
+        .collect();
+    let v4_took =
+        timed(|| spamwall.insert_many(&v4_bulk)).context("inserting 1,000,000 IPv4 bans")?;
+    let v6_took =
+        timed(|| spamwall.insert_many(&v6_bulk)).context("inserting 1,000,000 IPv6 bans")?;
+    let held = count_held(&spamwall, &v4_bulk, &v6_bulk)?;
+    for addr in [IpAddr::V4(BANNED_V4), IpAddr::V6(BANNED_V6)] {
+        ensure!(
+            spamwall.get(IpNet::from(addr))?.is_some(),
+            "the LRU map evicted the measured ban on {addr} while loading the bulk"
+        );
+    }
+    let million = measure_spamwall(&spamwall, &cases)?;
+    let capacities = spamwall.capacities()?;
+    writeln!(
+        report,
+        "spamwall insert_many: 1,000,000 IPv4 bans in {} ({:.0} bans/s), 1,000,000 IPv6 bans in {} ({:.0} bans/s); held afterwards {} + {} (map capacity {} / {})",
+        millis(v4_took),
+        f64::from(BULK) / v4_took.as_secs_f64(),
+        millis(v6_took),
+        f64::from(BULK) / v6_took.as_secs_f64(),
+        held.0,
+        held.1,
+        capacities.v4,
+        capacities.v6,
+    )?;
+    drop(spamwall);
+    drop(pin);
+
+    let floor_program = FloorProgram::load()?;
+    let floor = measure_program(floor_program.id, &cases[..1])?[0];
+    ensure!(
+        floor.action == XDP_PASS,
+        "the floor program returned {}",
+        floor.action
+    );
+    drop(floor_program);
+
+    let xdp_filter = match measure_xdp_filter(&cases, &mut report) {
+        Ok(figures) => Some(figures),
+        Err(error) => {
+            writeln!(report, "xdp-filter not measured: {error:#}")?;
+            None
+        }
+    };
+
+    print_table(&cases, &one_ban, &million, xdp_filter.as_deref(), floor);
+    print!("{report}");
+    Ok(())
+}
+
+fn print_table(
+    cases: &[Case],
+    one_ban: &[Figure],
+    million: &[Figure],
+    xdp_filter: Option<&[Figure]>,
+    floor: Figure,
+) {
+    println!(
+        "ns/packet, BPF_PROG_TEST_RUN, median of {RUNS} runs x {REPEAT} repeats ({} CPUs)",
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
+    );
+    println!(
+        "frames: TCP SYN to port 25 from a banned (hit) or clean (miss) source; truncated = Ethernet + 16 bytes of IPv4 header"
+    );
+    println!(
+        "| {:<26} | {:>14} | {:>16} | {:>24} | {:>30} |",
+        "case",
+        "spamwall 1 ban",
+        "spamwall 1M bans",
+        "xdp-filter (10k entries)",
+        "ratio (sw-floor)/(xf-floor)"
+    );
+    println!(
+        "|{:-<28}|{:->16}|{:->18}|{:->26}|{:->32}|",
+        "", "", "", "", ""
+    );
+    for (i, case) in cases.iter().enumerate() {
+        let (filter, ratio) = match xdp_filter {
+            Some(figures) => {
+                let figure = figures[i];
+                let mark = if figure.action == case.action {
+                    String::new()
+                } else {
+                    format!(" ({})", action_name(figure.action))
+                };
+                let ratio = ratio(one_ban[i].ns, figure.ns, floor.ns);
+                (format!("{}{mark}", figure.ns), ratio)
+            }
+            None => ("n/a".to_owned(), "n/a".to_owned()),
+        };
+        println!(
+            "| {:<26} | {:>14} | {:>16} | {:>24} | {:>30} |",
+            format!("{} ({})", case.name, action_name(case.action)),
+            one_ban[i].ns,
+            million[i].ns,
+            filter,
+            ratio
+        );
+    }
+    println!(
+        "| {:<26} | {:>14} | {:>16} | {:>24} | {:>30} |",
+        "floor: r0 = XDP_PASS; exit", floor.ns, floor.ns, floor.ns, "-"
+    );
+}
+
+fn ratio(spamwall: u32, xdp_filter: u32, floor: u32) -> String {
+    let ours = f64::from(spamwall) - f64::from(floor);
+    let theirs = f64::from(xdp_filter) - f64::from(floor);
+    // Within the noise of the floor, a ratio means nothing.
+    if theirs < 5.0 {
+        return "n/a (xdp-filter ~ floor)".to_owned();
+    }
+    format!("{:.2}", ours / theirs)
+}
+
+fn action_name(action: u32) -> &'static str {
+    match action {
+        0 => "ABORTED",
+        XDP_DROP => "DROP",
+        XDP_PASS => "PASS",
+        3 => "TX",
+        4 => "REDIRECT",
+        _ => "?",
+    }
+}
+
+fn timed(f: impl FnOnce() -> Result<(), dataplane::DataplaneError>) -> Result<Duration> {
+    let start = Instant::now();
+    f()?;
+    Ok(start.elapsed())
+}
+
+fn millis(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1e3)
+}
+
+/// How many of the bulk bans each map still holds: an LRU map may evict
+/// before it is full.
+fn count_held(
+    dataplane: &Dataplane,
+    v4: &[(IpNet, BanValue)],
+    v6: &[(IpNet, BanValue)],
+) -> Result<(usize, usize)> {
+    let count = |bans: &[(IpNet, BanValue)]| -> Result<usize> {
+        let mut held = 0;
+        for (net, _) in bans {
+            held += usize::from(dataplane.get(*net)?.is_some());
+        }
+        Ok(held)
+    };
+    Ok((count(v4)?, count(v6)?))
+}
+
+// ---------------------------------------------------------------------------
+// The floor: a two-instruction XDP program loaded with a raw BPF_PROG_LOAD.
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_PROG_TYPE_XDP: u32 = 6;
+
+/// `union bpf_attr`, zero-filled: larger than the fields of the commands
+/// used here, smaller than the kernel's union.
+#[repr(C, align(8))]
+struct Attr([u8; 128]);
+
+impl Attr {
+    fn put_u32(&mut self, offset: usize, value: u32) {
+        self.0[offset..offset + 4].copy_from_slice(&value.to_ne_bytes());
+    }
+
+    fn put_u64(&mut self, offset: usize, value: u64) {
+        self.0[offset..offset + 8].copy_from_slice(&value.to_ne_bytes());
+    }
+
+    fn call(&mut self, cmd: libc::c_long) -> std::io::Result<libc::c_long> {
+        // SAFETY: a zero-filled attribute block whose pointer fields point at
+        // buffers the caller keeps alive during the call.
+        let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, self.0.as_mut_ptr(), self.0.len()) };
+        if rc < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(rc)
+        }
+    }
+}
+
+/// `r0 = XDP_PASS; exit`: the cost of running any XDP program at all.
+struct FloorProgram {
+    _fd: OwnedFd,
+    id: u32,
+}
+
+impl FloorProgram {
+    fn load() -> Result<Self> {
+        // BPF_ALU64 | BPF_MOV | BPF_K, dst r0, imm 2; then BPF_JMP | BPF_EXIT.
+        let insns: [u8; 16] = [0xb7, 0, 0, 0, 2, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0];
+        let license = c"GPL";
+        let mut attr = Attr([0; 128]);
+        attr.put_u32(0, BPF_PROG_TYPE_XDP);
+        attr.put_u32(4, 2);
+        attr.put_u64(8, insns.as_ptr() as u64);
+        attr.put_u64(16, license.as_ptr() as u64);
+        attr.0[48..59].copy_from_slice(b"bench_floor");
+        let fd = attr
+            .call(BPF_PROG_LOAD)
+            .context("BPF_PROG_LOAD of the floor program")?;
+        let fd = i32::try_from(fd).context("descriptor out of range")?;
+        // SAFETY: the kernel just returned this descriptor to us.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+
+        let mut info = [0_u8; 256];
+        let mut attr = Attr([0; 128]);
+        attr.put_u32(0, fd.as_raw_fd().unsigned_abs());
+        attr.put_u32(4, 256);
+        attr.put_u64(8, info.as_mut_ptr() as u64);
+        attr.call(BPF_OBJ_GET_INFO_BY_FD)
+            .context("BPF_OBJ_GET_INFO_BY_FD on the floor program")?;
+        let id = u32::from_ne_bytes([info[4], info[5], info[6], info[7]]);
+        Ok(Self { _fd: fd, id })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// xdp-filter in a private network namespace.
+
+fn measure_xdp_filter(cases: &[Case], report: &mut String) -> Result<Vec<Figure>> {
+    ensure!(
+        !Path::new(XDP_FILTER_PIN_DIR).exists(),
+        "{XDP_FILTER_PIN_DIR} exists: xdp-filter is in use on this host, not touching it"
+    );
+    let pid = std::process::id();
+    let netns = Netns::create(&format!("spamwall-bench-{pid}"))?;
+    let iface = format!("swb{pid}a");
+    netns.run(&[
+        "ip",
+        "link",
+        "add",
+        &iface,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &format!("swb{pid}b"),
+    ])?;
+
+    let filter = XdpFilter::load(&netns, &iface)?;
+    filter.run(&["ip", "-m", "src", &BANNED_V4.to_string()])?;
+    filter.run(&["ip", "-m", "src", &BANNED_V6.to_string()])?;
+    let started = Instant::now();
+    let v4_fillers = (1..XDP_FILTER_CAP).map(|i| Ipv4Addr::from(0xC612_0000 | i).octets().to_vec()); // 198.18.0.0/15
+    let held_v4 = fill_map("filter_ipv4", &BANNED_V4.octets(), v4_fillers)?;
+    let v6_fillers = (1..XDP_FILTER_CAP).map(|i| {
+        Ipv6Addr::from(0x2001_0db8_eeee_0000_0000_0000_0000_0000_u128 | u128::from(i))
+            .octets()
+            .to_vec()
+    });
+    let held_v6 = fill_map("filter_ipv6", &BANNED_V6.octets(), v6_fillers)?;
+    let (id, name) = filter.program()?;
+    writeln!(
+        report,
+        "xdp-filter: program {name} (id {id}) in skb mode, policy allow; source filters filled to {held_v4} IPv4 + {held_v6} IPv6 entries in {}",
+        millis(started.elapsed())
+    )?;
+    measure_program(id, cases)
+}
+
+/// Fills the pinned xdp-filter map `name` with `keys`, giving each the
+/// value xdp-filter wrote for `model` (the mode bits for a source match).
+/// Returns how many entries the map then holds.
+fn fill_map(name: &str, model: &[u8], keys: impl Iterator<Item = Vec<u8>>) -> Result<usize> {
+    let path = format!("{XDP_FILTER_PIN_DIR}/{name}");
+    let dump: serde_json::Value = serde_json::from_str(&command(&[
+        "bpftool", "-j", "map", "dump", "pinned", &path,
+    ])?)
+    .with_context(|| format!("parsing bpftool's dump of {path}"))?;
+    let hex_bytes = |json: &serde_json::Value| -> Option<Vec<u8>> {
+        json.as_array()?
+            .iter()
+            .map(|b| u8::from_str_radix(b.as_str()?.trim_start_matches("0x"), 16).ok())
+            .collect()
+    };
+    let value = dump
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|entry| hex_bytes(&entry["key"]).as_deref() == Some(model))
+        .and_then(|entry| hex_bytes(&entry["values"][0]["value"]))
+        .with_context(|| format!("{path} has no entry for the address added through the CLI"))?;
+    let hex = |bytes: &[u8]| {
+        bytes.iter().fold(String::new(), |mut s, b| {
+            let _ = write!(s, " {b:02x}");
+            s
+        })
+    };
+    let value_hex = hex(&value);
+    let mut batch = tempfile::NamedTempFile::new().context("creating a bpftool batch file")?;
+    for key in keys {
+        writeln!(
+            batch,
+            "map update pinned {path} key hex{} value hex{value_hex}",
+            hex(&key)
+        )?;
+    }
+    batch.flush()?;
+    command(&["bpftool", "batch", "file", &batch.path().to_string_lossy()])?;
+    let dump: serde_json::Value = serde_json::from_str(&command(&[
+        "bpftool", "-j", "map", "dump", "pinned", &path,
+    ])?)?;
+    Ok(dump.as_array().map_or(0, Vec::len))
+}
+
+/// Runs a command to completion; its stdout, or an error with its stderr.
+fn command(argv: &[&str]) -> Result<String> {
+    let output = Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .with_context(|| format!("running {}", argv[0]))?;
+    if !output.status.success() {
+        bail!(
+            "`{}` failed ({}): {}",
+            argv.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// A network namespace, deleted on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn create(name: &str) -> Result<Self> {
+        command(&["ip", "netns", "add", name])?;
+        Ok(Self {
+            name: name.to_owned(),
+        })
+    }
+
+    /// Runs `argv` inside the namespace. `nsenter --net` keeps this mount
+    /// namespace's /sys, and with it bpffs (`ip netns exec` would not).
+    fn run(&self, argv: &[&str]) -> Result<String> {
+        let netns = format!("--net=/run/netns/{}", self.name);
+        let mut full = vec!["nsenter", netns.as_str()];
+        full.extend_from_slice(argv);
+        command(&full)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Err(error) = command(&["ip", "netns", "del", &self.name]) {
+            eprintln!("cleanup: {error:#}");
+        }
+    }
+}
+
+/// xdp-filter loaded on one interface; unloaded on drop, with any pins it
+/// left behind that did not exist before.
+struct XdpFilter<'a> {
+    netns: &'a Netns,
+    iface: String,
+    created_libxdp_dir: bool,
+}
+
+impl<'a> XdpFilter<'a> {
+    fn load(netns: &'a Netns, iface: &str) -> Result<Self> {
+        let filter = Self {
+            netns,
+            iface: iface.to_owned(),
+            created_libxdp_dir: !Path::new(LIBXDP_PIN_DIR).exists(),
+        };
+        // Policy allow: unmatched packets pass, filtered sources are dropped.
+        filter.run(&[
+            "load",
+            "--mode",
+            "skb",
+            "--policy",
+            "allow",
+            "--features",
+            "ipv4,ipv6",
+            iface,
+        ])?;
+        Ok(filter)
+    }
+
+    fn run(&self, args: &[&str]) -> Result<String> {
+        let mut command_line = vec!["xdp-filter"];
+        command_line.extend_from_slice(args);
+        self.netns.run(&command_line)
+    }
+
+    /// The id and name of the program attached to the interface.
+    fn program(&self) -> Result<(u32, String)> {
+        let json = self
+            .netns
+            .run(&["ip", "-j", "link", "show", "dev", &self.iface])?;
+        let link: serde_json::Value =
+            serde_json::from_str(&json).context("parsing `ip -j link show`")?;
+        let prog = &link[0]["xdp"]["prog"];
+        let id = prog["id"]
+            .as_u64()
+            .and_then(|id| u32::try_from(id).ok())
+            .with_context(|| format!("no XDP program on {}: {json}", self.iface))?;
+        Ok((id, prog["name"].as_str().unwrap_or("?").to_owned()))
+    }
+}
+
+impl Drop for XdpFilter<'_> {
+    fn drop(&mut self) {
+        if let Err(error) = self.run(&["unload", &self.iface]) {
+            eprintln!("cleanup: {error:#}");
+        }
+        // The guard only exists when the directory did not before.
+        if Path::new(XDP_FILTER_PIN_DIR).exists()
+            && let Err(error) = fs::remove_dir_all(XDP_FILTER_PIN_DIR)
+        {
+            eprintln!("cleanup: removing {XDP_FILTER_PIN_DIR}: {error}");
+        }
+        if self.created_libxdp_dir && Path::new(LIBXDP_PIN_DIR).exists() {
+            // Only if empty: another libxdp user may have pinned there since.
+            let _ = fs::remove_dir(LIBXDP_PIN_DIR);
+        }
+    }
+}

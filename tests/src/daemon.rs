@@ -1,0 +1,402 @@
+//! The real `spamwall` binary as a daemon under test, and its CLI.
+//!
+//! [`Daemon`] writes a configuration into a temporary directory, runs
+//! `spamwall run` inside a network namespace (through `nsenter`, so bpffs
+//! stays visible) with its log in a file, and waits until the control
+//! socket answers. On drop it kills the daemon by pid and runs
+//! `spamwall xdp detach --purge`, so no pin outlives the test.
+
+#![expect(
+    clippy::missing_panics_doc,
+    reason = "test helpers panic with a message on any failure, by design"
+)]
+
+use std::{
+    ffi::OsStr,
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    netns::{in_netns, kill_and_reap, run_bounded, try_run_bounded},
+    pin::PIN_ROOT,
+};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// How long the daemon may take to answer `status` after it was started.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a daemon may take to exit after a signal.
+pub const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one CLI call may take.
+pub const CLI_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `spamwall` binary: `$SPAMWALL_BIN`, else the workspace's
+/// `target/release/spamwall`, else `target/debug/spamwall`. Panics when
+/// none exists, saying how to build one.
+pub fn spamwall_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("SPAMWALL_BIN") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "SPAMWALL_BIN={} does not exist",
+            path.display()
+        );
+        return path;
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests package sits in the workspace");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace.join("target"), PathBuf::from);
+    for profile in ["release", "debug"] {
+        let path = target.join(profile).join("spamwall");
+        if path.is_file() {
+            return path;
+        }
+    }
+    panic!(
+        "no spamwall binary: set SPAMWALL_BIN or build one with `cargo build -p policy-daemon` \
+         (looked in {}/{{release,debug}}/spamwall)",
+        target.display()
+    );
+}
+
+/// Runs the `spamwall` binary with `args`, bounded to [`CLI_TIMEOUT`].
+pub fn spamwall<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut command = Command::new(spamwall_bin());
+    command.args(args).env_remove("SPAMWALL_CONFIG");
+    run_bounded(&mut command, CLI_TIMEOUT)
+}
+
+/// What goes into the daemon's configuration; paths are chosen by
+/// [`Daemon`].
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `xdp.interfaces`.
+    pub interfaces: Vec<String>,
+    /// `xdp.mode`: `auto`, `native` or `skb`.
+    pub mode: String,
+    /// `xdp.ports`; empty means all traffic.
+    pub ports: Vec<u16>,
+    /// `ban.bantime`.
+    pub bantime: String,
+    /// `ban.allowlist`.
+    pub allowlist: Vec<String>,
+}
+
+impl Settings {
+    /// All traffic on `interface`, auto mode, one-hour bans, no allowlist.
+    pub fn on(interface: &str) -> Self {
+        Self {
+            interfaces: vec![interface.to_owned()],
+            mode: "auto".to_owned(),
+            ports: Vec::new(),
+            bantime: "1h".to_owned(),
+            allowlist: Vec::new(),
+        }
+    }
+
+    /// The TOML text, with the daemon's paths.
+    fn toml(&self, socket: &Path, state_dir: &Path, pin_dir: &Path) -> String {
+        // JSON strings and arrays of them are valid TOML.
+        let quote = |value: &str| serde_json::to_string(value).expect("a string serializes");
+        let list = |values: &[String]| serde_json::to_string(values).expect("strings serialize");
+        let path = |path: &Path| quote(path.to_str().expect("test paths are UTF-8"));
+        format!(
+            "[daemon]\ncontrol_socket = {}\nstate_dir = {}\nbpf_pin_dir = {}\n\n\
+             [xdp]\ninterfaces = {}\nmode = {}\nports = {:?}\n\n\
+             [ban]\nbantime = {}\nallowlist = {}\n\
+             capacity_v4 = 4096\ncapacity_v6 = 4096\n\
+             capacity_prefix_v4 = 256\ncapacity_prefix_v6 = 256\n",
+            path(socket),
+            path(state_dir),
+            path(pin_dir),
+            list(&self.interfaces),
+            quote(&self.mode),
+            self.ports,
+            quote(&self.bantime),
+            list(&self.allowlist),
+        )
+    }
+}
+
+/// A running `spamwall run` in a network namespace, with its own socket,
+/// state directory and pin directory
+/// (`/sys/fs/bpf/spamwall-e2e-<pid>-<n>`).
+///
+/// Maps are kept small (4096 addresses per family) so a start is cheap.
+/// On drop the daemon is killed (`SIGKILL`) by pid if still running, then
+/// `spamwall --config CFG xdp detach --purge` removes links, program, maps
+/// and the pin directory.
+#[derive(Debug)]
+pub struct Daemon {
+    bin: PathBuf,
+    netns: String,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    socket: PathBuf,
+    pin_dir: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Writes the configuration, starts the daemon inside `netns` and waits
+    /// until it answers; panics with its log when it does not.
+    pub fn start(netns: &str, settings: &Settings) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("spamwall-e2e-")
+            .tempdir()
+            .expect("creating a temporary directory");
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let pin_dir = Path::new(PIN_ROOT).join(format!("spamwall-e2e-{}-{n}", std::process::id()));
+        assert!(
+            !pin_dir.exists(),
+            "{} already exists: a previous run left it behind",
+            pin_dir.display()
+        );
+        let socket = dir.path().join("control.sock");
+        let config = dir.path().join("spamwall.toml");
+        let text = settings.toml(&socket, &dir.path().join("state"), &pin_dir);
+        fs::write(&config, text).unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
+        let log = dir.path().join("daemon.log");
+        let mut daemon = Self {
+            bin: spamwall_bin(),
+            netns: netns.to_owned(),
+            dir,
+            config,
+            socket,
+            pin_dir,
+            log,
+            child: None,
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    /// Starts the daemon again with the same configuration (after
+    /// [`Daemon::kill`]) and waits until it answers.
+    pub fn restart(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "restart: the daemon is still running; kill it first"
+        );
+        self.spawn();
+    }
+
+    fn spawn(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", self.log.display()));
+        let stdout = log
+            .try_clone()
+            .unwrap_or_else(|e| panic!("duplicating {}: {e}", self.log.display()));
+        // nsenter without --fork execs the daemon: the child's pid is the
+        // daemon's, and signals go straight to it.
+        let child = in_netns(&self.netns, &self.bin)
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .env_remove("SPAMWALL_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning spamwall run in {}: {e}", self.netns));
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let started = Instant::now();
+        loop {
+            let child = self.child.as_mut().expect("spawned");
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                panic!(
+                    "spamwall run exited with {status} before answering; log:\n{}",
+                    self.log()
+                );
+            }
+            if self.cli(["status"]).status.success() {
+                return;
+            }
+            assert!(
+                started.elapsed() <= READY_TIMEOUT,
+                "spamwall run did not answer `status` within {READY_TIMEOUT:?}; log:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The daemon's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends `signal` to the daemon by pid and waits (bounded) for it to
+    /// exit; returns its exit status. Panics if it does not exit.
+    pub fn kill(&mut self, signal: libc::c_int) -> ExitStatus {
+        let mut child = self.child.take().expect("kill: the daemon is not running");
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+        // SAFETY: kill has no memory-safety preconditions; `pid` is our
+        // unreaped child, so it cannot name another process.
+        let sent = unsafe { libc::kill(pid, signal) };
+        if sent != 0 {
+            let error = std::io::Error::last_os_error();
+            kill_and_reap(&mut child);
+            panic!("kill({pid}, {signal}): {error}");
+        }
+        let started = Instant::now();
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return status,
+                Ok(None) if started.elapsed() < EXIT_TIMEOUT => {
+                    thread::sleep(Duration::from_millis(20));
+                }
+                Ok(None) => {
+                    kill_and_reap(&mut child);
+                    panic!(
+                        "spamwall did not exit within {EXIT_TIMEOUT:?} of signal {signal}; log:\n{}",
+                        self.log()
+                    );
+                }
+                Err(error) => panic!("waiting for the daemon: {error}"),
+            }
+        }
+    }
+
+    /// Runs `spamwall --socket SOCKET ARGS…` (bounded).
+    pub fn cli<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut all = vec![
+            OsStr::new("--socket").to_owned(),
+            self.socket.as_os_str().to_owned(),
+        ];
+        all.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        spamwall(all)
+    }
+
+    /// Runs a CLI verb that must succeed; returns its stdout. Panics with
+    /// its output and the daemon's log otherwise.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let output = self.cli(args);
+        assert!(
+            output.status.success(),
+            "spamwall {args:?} failed ({}):\nstdout: {}\nstderr: {}\ndaemon log:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            self.log()
+        );
+        String::from_utf8(output.stdout).expect("CLI output is UTF-8")
+    }
+
+    /// `stats --json`, parsed.
+    pub fn stats(&self) -> serde_json::Value {
+        parse_json(&self.cli_ok(&["stats", "--json"]), "stats --json")
+    }
+
+    /// `status --json`, parsed.
+    pub fn status(&self) -> serde_json::Value {
+        parse_json(&self.cli_ok(&["status", "--json"]), "status --json")
+    }
+
+    /// `list --json`, parsed: one object per ban.
+    pub fn list(&self) -> Vec<serde_json::Value> {
+        match parse_json(&self.cli_ok(&["list", "--json"]), "list --json") {
+            serde_json::Value::Array(bans) => bans,
+            other => panic!("list --json is not an array: {other}"),
+        }
+    }
+
+    /// `spamwall --config CFG xdp detach EXTRA…` (no daemon needed).
+    pub fn detach(&self, extra: &[&str]) -> Output {
+        let mut args = vec![
+            OsStr::new("--config").to_owned(),
+            self.config.as_os_str().to_owned(),
+            "xdp".into(),
+            "detach".into(),
+        ];
+        args.extend(extra.iter().map(Into::into));
+        spamwall(args)
+    }
+
+    /// The configuration file.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// The control socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The bpffs pin directory.
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// The temporary directory holding config, socket, state and log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Everything the daemon logged so far (all runs).
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log)
+            .unwrap_or_else(|e| format!("(cannot read {}: {e})", self.log.display()))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // No panic here: this also runs while a failed test unwinds.
+        if let Some(child) = &mut self.child {
+            kill_and_reap(child);
+        }
+        if !self.pin_dir.exists() {
+            return;
+        }
+        let mut command = Command::new(&self.bin);
+        command
+            .arg("--config")
+            .arg(&self.config)
+            .args(["xdp", "detach", "--purge"])
+            .env_remove("SPAMWALL_CONFIG");
+        match try_run_bounded(&mut command, CLI_TIMEOUT) {
+            Ok(output) if output.status.success() => {}
+            Ok(output) => eprintln!(
+                "cleaning up {}: xdp detach --purge: {}",
+                self.pin_dir.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+            Err(error) => eprintln!("cleaning up {}: {error}", self.pin_dir.display()),
+        }
+        if self.pin_dir.exists() {
+            // Fall back on the library, in case the binary could not do it.
+            if let Err(error) = spamwall::dataplane::detach(&self.pin_dir, None, true) {
+                eprintln!("cleaning up {}: {error}", self.pin_dir.display());
+            }
+        }
+    }
+}
+
+fn parse_json(text: &str, what: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{what} is not JSON ({e}):\n{text}"))
+}

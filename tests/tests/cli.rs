@@ -1,0 +1,327 @@
+//! The `spamwall` binary's configuration checks and client error paths:
+//! exit codes (0 ok, 1 runtime, 2 usage or configuration) and messages
+//! that name the culprit. No daemon and no privilege needed; runs the real
+//! binary (`cargo build -p policy-daemon`, or `SPAMWALL_BIN`).
+#![expect(clippy::unwrap_used, reason = "tests panic on failure by design")]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use spamwall_tests::{
+    daemon::{spamwall, spamwall_bin},
+    netns::run_bounded,
+};
+
+/// A temporary directory holding configuration files.
+struct Files {
+    dir: tempfile::TempDir,
+}
+
+impl Files {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("spamwall-cli-")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    /// Writes `name` with `text`; returns its path.
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// A socket path nothing listens on.
+    fn missing_socket(&self) -> PathBuf {
+        self.dir.path().join("nobody-home.sock")
+    }
+
+    /// A complete, valid configuration whose socket is [`Files::missing_socket`].
+    fn good_config(&self) -> PathBuf {
+        let text = format!(
+            "[daemon]\ncontrol_socket = \"{}\"\nstate_dir = \"{}\"\n\
+             bpf_pin_dir = \"/sys/fs/bpf/spamwall-cli-unused\"\n\n\
+             [xdp]\ninterfaces = [\"eth0\"]\nmode = \"skb\"\nports = [25, 587]\n\n\
+             [ban]\nbantime = \"10m\"\nallowlist = [\"203.0.113.0/24\", \"2001:db8::/48\"]\n",
+            self.missing_socket().display(),
+            self.dir.path().join("state").display()
+        );
+        self.write("good.toml", &text)
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts the exit code and returns stderr.
+fn expect_code(output: &Output, code: i32, what: &str) -> String {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "{what}: expected exit {code}\nstdout: {}\nstderr: {}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    text(&output.stderr)
+}
+
+fn assert_names(haystack: &str, needles: &[&str], what: &str) {
+    for needle in needles {
+        assert!(
+            haystack.contains(needle),
+            "{what}: {needle:?} missing from:\n{haystack}"
+        );
+    }
+}
+
+/// `check-config` on a file with `body`: exit 2, and stderr names every
+/// needle.
+fn assert_config_refused(body: &str, needles: &[&str]) {
+    let files = Files::new();
+    let path = files.write("bad.toml", body);
+    let output = spamwall([Path::new("check-config"), &path]);
+    let err = expect_code(&output, 2, &format!("check-config on {body:?}"));
+    assert_names(&err, needles, &format!("check-config on {body:?}"));
+    assert!(
+        err.contains(path.to_str().unwrap()),
+        "the message should name the file {}:\n{err}",
+        path.display()
+    );
+}
+
+#[test]
+fn check_config_accepts_a_good_file() {
+    let files = Files::new();
+    let path = files.good_config();
+    let output = spamwall([Path::new("check-config"), &path]);
+    expect_code(&output, 0, "check-config on a good file");
+    let out = text(&output.stdout);
+    assert_names(
+        &out,
+        &[
+            "OK",
+            "eth0",
+            "skb",
+            "25, 587",
+            "10m",
+            files.missing_socket().to_str().unwrap(),
+        ],
+        "check-config summary",
+    );
+    // The global --config flag names the file too.
+    let output = spamwall([Path::new("--config"), &path, Path::new("check-config")]);
+    expect_code(&output, 0, "--config FILE check-config");
+}
+
+#[test]
+fn check_config_accepts_an_empty_file() {
+    let files = Files::new();
+    let path = files.write("empty.toml", "");
+    let output = spamwall([Path::new("check-config"), &path]);
+    expect_code(&output, 0, "check-config on an empty file");
+}
+
+#[test]
+fn unknown_key_is_named_with_its_line() {
+    assert_config_refused(
+        "[xdp]\ninterfaces = [\"eth0\"]\ncolour = \"red\"\n",
+        &["colour", "line 3"],
+    );
+    assert_config_refused("[daemon]\n\n[xpd]\n", &["xpd", "line 3"]);
+}
+
+#[test]
+fn bad_mode_is_named_with_the_choices() {
+    assert_config_refused(
+        "[xdp]\nmode = \"turbo\"\n",
+        &["turbo", "line 2", "auto", "native", "skb"],
+    );
+}
+
+#[test]
+fn bad_allowlist_entry_is_named() {
+    assert_config_refused(
+        "[ban]\nallowlist = [\"203.0.113.0/24\", \"not-an-ip\"]\n",
+        &["not-an-ip", "line 2"],
+    );
+}
+
+#[test]
+fn bad_values_are_named_with_their_line() {
+    assert_config_refused("[ban]\nbantime = \"forever\"\n", &["forever", "line 2"]);
+    assert_config_refused("[xdp]\nports = [70000]\n", &["line 2"]);
+    assert_config_refused("[xdp]\ninterfaces = \"eth0\"\n", &["line 2"]);
+}
+
+#[test]
+fn relative_paths_and_other_problems_are_all_reported() {
+    assert_config_refused(
+        "[daemon]\nstate_dir = \"relative/state\"\ncontrol_socket = \"control.sock\"\n\
+         [xdp]\ninterfaces = [\"eth0\", \"eth0\"]\nports = [0]\n",
+        &[
+            "daemon.state_dir",
+            "relative/state",
+            "daemon.control_socket",
+            "not an absolute path",
+            "listed twice",
+            "xdp.ports",
+        ],
+    );
+}
+
+#[test]
+fn missing_config_file_is_named() {
+    let files = Files::new();
+    let path = files.dir.path().join("absent.toml");
+    let output = spamwall([Path::new("check-config"), &path]);
+    let err = expect_code(&output, 2, "check-config on a missing file");
+    assert_names(&err, &[path.to_str().unwrap()], "missing config");
+}
+
+#[test]
+fn client_verbs_without_a_daemon_name_the_socket() {
+    let files = Files::new();
+    let socket = files.missing_socket();
+    let socket_text = socket.to_str().unwrap();
+    for verb in [
+        &["status"][..],
+        &["status", "--json"],
+        &["list", "--json"],
+        &["stats", "--json"],
+        &["ban", "192.0.2.7"],
+        &["unban", "2001:db8::7"],
+    ] {
+        let mut args = vec!["--socket", socket_text];
+        args.extend_from_slice(verb);
+        let err = expect_code(&spamwall(&args), 1, &format!("{verb:?} without a daemon"));
+        assert_names(
+            &err,
+            &[&format!(
+                "cannot reach the spamwall daemon at {socket_text}"
+            )],
+            &format!("{verb:?}"),
+        );
+    }
+}
+
+#[test]
+fn socket_comes_from_the_configuration() {
+    let files = Files::new();
+    let config = files.good_config();
+    let socket = files.missing_socket();
+    let wanted = format!("cannot reach the spamwall daemon at {}", socket.display());
+
+    let output = spamwall([Path::new("--config"), &config, Path::new("status")]);
+    let err = expect_code(&output, 1, "--config FILE status");
+    assert_names(&err, &[&wanted], "--config FILE status");
+
+    let mut command = Command::new(spamwall_bin());
+    command.arg("status").env("SPAMWALL_CONFIG", &config);
+    let output = run_bounded(&mut command, std::time::Duration::from_secs(10));
+    let err = expect_code(&output, 1, "SPAMWALL_CONFIG=FILE status");
+    assert_names(&err, &[&wanted], "SPAMWALL_CONFIG=FILE status");
+}
+
+#[test]
+fn broken_configuration_stops_client_verbs() {
+    let files = Files::new();
+    let config = files.write("broken.toml", "[daemon]\nsocket = \"/tmp/x\"\n");
+    let output = spamwall([Path::new("--config"), &config, Path::new("status")]);
+    let err = expect_code(&output, 2, "status with a broken --config");
+    assert_names(&err, &["socket", "line 2"], "status with a broken --config");
+}
+
+#[test]
+fn invalid_addresses_are_refused_before_connecting() {
+    let files = Files::new();
+    let socket = files.missing_socket();
+    let socket_text = socket.to_str().unwrap();
+    // Exit 2, not 1: the CLI never got as far as the (absent) socket.
+    for (targets, named) in [
+        (&["192.0.2.300"][..], &["\"192.0.2.300\""][..]),
+        (&["192.0.2.7", "nope"], &["\"nope\""]),
+        (
+            &["2001:db8::zz", "198.51.100.1/33"],
+            &["2001:db8::zz", "198.51.100.1/33"],
+        ),
+    ] {
+        for verb in ["ban", "unban"] {
+            let mut args = vec!["--socket", socket_text, verb];
+            args.extend_from_slice(targets);
+            let what = format!("{verb} {targets:?}");
+            let err = expect_code(&spamwall(&args), 2, &what);
+            assert_names(&err, named, &what);
+            assert_names(&err, &["nothing was sent"], &what);
+            assert!(
+                !err.contains("cannot reach"),
+                "{what} tried to connect:\n{err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_ban_length_is_named() {
+    let files = Files::new();
+    let socket = files.missing_socket();
+    for length in ["soon", "10 parsecs", "-5m"] {
+        // `--for=VALUE`, so that clap takes `-5m` as the value.
+        let output = spamwall([
+            "--socket",
+            socket.to_str().unwrap(),
+            "ban",
+            "192.0.2.7",
+            &format!("--for={length}"),
+        ]);
+        let err = expect_code(&output, 2, &format!("--for {length}"));
+        assert_names(&err, &["--for", length], &format!("--for {length}"));
+        assert!(
+            !err.contains("cannot reach"),
+            "--for {length} tried to connect:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn help_and_usage_errors() {
+    for args in [
+        &["--help"][..],
+        &["ban", "--help"],
+        &["xdp", "detach", "--help"],
+        &["--version"],
+    ] {
+        let output = spamwall(args);
+        expect_code(&output, 0, &format!("{args:?}"));
+        assert!(!output.stdout.is_empty(), "{args:?} printed nothing");
+    }
+    let help = text(&spamwall(["--help"]).stdout);
+    assert_names(
+        &help,
+        &[
+            "run",
+            "ban",
+            "unban",
+            "list",
+            "stats",
+            "status",
+            "check-config",
+            "xdp",
+        ],
+        "--help",
+    );
+    for args in [
+        &[][..],
+        &["frobnicate"],
+        &["ban"],
+        &["unban"],
+        &["xdp", "detach", "--iface", "eth0", "--purge"],
+    ] {
+        expect_code(&spamwall(args), 2, &format!("{args:?}"));
+    }
+}

@@ -1,0 +1,476 @@
+//! End to end: the real `spamwall` daemon, attached to a veth in a private
+//! network namespace, driven through its CLI, with real TCP connections
+//! from a second namespace.
+//!
+//! Each test has its own namespaces, addresses, control socket and pin
+//! directory, and removes them all (also when it fails). Needs root and the
+//! binary (`cargo build -p policy-daemon`, or `SPAMWALL_BIN`); run serially:
+//! `cargo test -p spamwall-tests --test daemon -- --test-threads=1`.
+#![expect(clippy::unwrap_used, reason = "tests panic on failure by design")]
+
+use std::{
+    net::IpAddr,
+    process::Output,
+    time::{Duration, SystemTime},
+};
+
+use serde_json::Value;
+use spamwall::bans::BanEntry;
+use spamwall_tests::{
+    daemon::{Daemon, Settings},
+    netns::{NetnsPair, Subnet},
+    require_root,
+};
+use xdp_common::{LINK_PIN_DIR, MAP_NAMES, PROGRAM_NAME};
+
+/// The port the listeners serve, as an MTA would.
+const SMTP: u16 = 25;
+/// A port outside `xdp.ports` in the ports test.
+const HTTP: u16 = 80;
+/// `nc -w` for connections expected to complete: they take milliseconds.
+const CONNECT_SECS: u32 = 2;
+/// `nc -w` for connections expected to be dropped: the SYN gets no answer.
+const DROPPED_SECS: u32 = 1;
+
+/// A daemon on the server end of a fresh namespace pair. Fields drop in
+/// order: the daemon is killed and its pins purged before the namespaces
+/// go.
+struct Setup {
+    daemon: Daemon,
+    net: NetnsPair,
+}
+
+impl Setup {
+    /// Namespaces on `subnet`, listeners for `ports` on both server
+    /// addresses, and a daemon attached to the server's veth with
+    /// `configure` applied to the default settings.
+    fn new(subnet: Subnet, ports: &[u16], configure: impl FnOnce(&mut Settings)) -> Self {
+        let mut net = NetnsPair::new(subnet);
+        for &port in ports {
+            net.listen_both(port);
+        }
+        let mut settings = Settings::on(net.server());
+        configure(&mut settings);
+        let daemon = Daemon::start(net.server(), &settings);
+        Self { daemon, net }
+    }
+
+    fn assert_connects(&self, addr: impl Into<IpAddr>, port: u16, context: &str) {
+        let addr = addr.into();
+        assert!(
+            self.net.can_connect(addr, port, CONNECT_SECS),
+            "{context}: client {} could not connect to [{addr}]:{port}\nstats: {}\ndaemon log:\n{}",
+            self.net.client(),
+            self.stats_text(),
+            self.daemon.log()
+        );
+    }
+
+    fn assert_dropped(&self, addr: impl Into<IpAddr>, port: u16, context: &str) {
+        let addr = addr.into();
+        assert!(
+            !self.net.can_connect(addr, port, DROPPED_SECS),
+            "{context}: client {} connected to [{addr}]:{port} but should be dropped\nstats: {}\ndaemon log:\n{}",
+            self.net.client(),
+            self.stats_text(),
+            self.daemon.log()
+        );
+    }
+
+    /// `stats --json` for failure messages; never panics.
+    fn stats_text(&self) -> String {
+        let output = self.daemon.cli(["stats", "--json"]);
+        if output.status.success() {
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        } else {
+            format!("(daemon not answering: {})", stderr(&output))
+        }
+    }
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn counter(stats: &Value, name: &str) -> u64 {
+    stats[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("stats --json has no number {name:?}: {stats}"))
+}
+
+/// The `list --json` entry for `addr`, if any.
+fn listed<'a>(bans: &'a [Value], addr: &str) -> Option<&'a Value> {
+    bans.iter().find(|ban| ban["addr"] == addr)
+}
+
+fn link_pins(daemon: &Daemon) -> Vec<String> {
+    let links = daemon.pin_dir().join(LINK_PIN_DIR);
+    let mut names: Vec<String> = std::fs::read_dir(&links)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", links.display()))
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn ipv4_ban_drops_and_unban_restores() {
+    if !require_root("ipv4_ban_drops_and_unban_restores") {
+        return;
+    }
+    let setup = Setup::new(Subnet::test_net_1(1), &[SMTP], |_| {});
+    let (server, client) = (setup.net.server_v4(), setup.net.client_v4());
+    setup.assert_connects(server, SMTP, "before any ban");
+
+    let banned = setup
+        .daemon
+        .cli_ok(&["ban", &client.to_string(), "--reason", "e2e v4"]);
+    assert!(banned.contains(&format!("banned {client} ")), "{banned}");
+    setup.assert_dropped(server, SMTP, "after ban");
+    setup.assert_connects(
+        setup.net.server_v6(),
+        SMTP,
+        "IPv6 of a client banned by IPv4",
+    );
+
+    let stats = setup.daemon.stats();
+    assert!(
+        counter(&stats, "dropped_v4") > 0,
+        "nothing dropped: {stats}"
+    );
+    assert_eq!(counter(&stats, "dropped_v6"), 0, "{stats}");
+    assert_eq!(counter(&stats, "bans_active"), 1, "{stats}");
+    let bans = setup.daemon.list();
+    let ban = listed(&bans, &client.to_string()).unwrap_or_else(|| panic!("not listed: {bans:?}"));
+    assert_eq!(ban["source"], "cli", "{ban}");
+    assert_eq!(ban["reason"], "e2e v4", "{ban}");
+    assert_eq!(ban["count"], 1, "{ban}");
+    assert!(ban["expires_at"].is_string(), "a 1h ban expires: {ban}");
+
+    let unbanned = setup.daemon.cli_ok(&["unban", &client.to_string()]);
+    assert!(
+        unbanned.contains(&format!("unbanned {client}")),
+        "{unbanned}"
+    );
+    setup.assert_connects(server, SMTP, "after unban");
+    let stats = setup.daemon.stats();
+    assert_eq!(counter(&stats, "bans_active"), 0, "{stats}");
+    assert!(setup.daemon.list().is_empty());
+}
+
+#[test]
+fn ipv6_ban_drops_and_unban_restores() {
+    if !require_root("ipv6_ban_drops_and_unban_restores") {
+        return;
+    }
+    let setup = Setup::new(Subnet::test_net_2(2), &[SMTP], |_| {});
+    let (server, client) = (setup.net.server_v6(), setup.net.client_v6());
+    setup.assert_connects(server, SMTP, "before any ban");
+
+    let banned = setup.daemon.cli_ok(&["ban", &client.to_string()]);
+    assert!(banned.contains(&format!("banned {client} ")), "{banned}");
+    setup.assert_dropped(server, SMTP, "after ban");
+    setup.assert_connects(
+        setup.net.server_v4(),
+        SMTP,
+        "IPv4 of a client banned by IPv6",
+    );
+
+    let stats = setup.daemon.stats();
+    assert!(
+        counter(&stats, "dropped_v6") > 0,
+        "nothing dropped: {stats}"
+    );
+    assert_eq!(counter(&stats, "dropped_v4"), 0, "{stats}");
+    assert!(listed(&setup.daemon.list(), &client.to_string()).is_some());
+
+    setup.daemon.cli_ok(&["unban", &client.to_string()]);
+    setup.assert_connects(server, SMTP, "after unban");
+    assert!(setup.daemon.list().is_empty());
+}
+
+#[test]
+fn prefix_bans_drop_clients_inside() {
+    if !require_root("prefix_bans_drop_clients_inside") {
+        return;
+    }
+    // Generic (skb) mode here; the other tests take auto, i.e. native.
+    let subnet = Subnet::test_net_3(3);
+    let setup = Setup::new(subnet, &[SMTP], |s| s.mode = "skb".to_owned());
+    let report = setup.daemon.status();
+    assert_eq!(report["interfaces"][0]["mode"], "skb", "{report}");
+    let (server_v4, server_v6) = (setup.net.server_v4(), setup.net.server_v6());
+    let v4_prefix = format!("{}/25", subnet.v4_host(0));
+    let v6_prefix = subnet.v6_net();
+
+    setup.daemon.cli_ok(&["ban", &v4_prefix]);
+    setup.assert_dropped(server_v4, SMTP, "client inside a banned /25");
+    setup.assert_connects(server_v6, SMTP, "IPv6 while only an IPv4 prefix is banned");
+    assert!(
+        listed(&setup.daemon.list(), &v4_prefix).is_some(),
+        "{v4_prefix} not listed"
+    );
+    setup.daemon.cli_ok(&["unban", &v4_prefix]);
+    setup.assert_connects(server_v4, SMTP, "after unbanning the /25");
+
+    let banned = setup.daemon.cli_ok(&["ban", &v6_prefix]);
+    assert!(banned.contains(&v6_prefix), "{banned}");
+    setup.assert_dropped(server_v6, SMTP, "client inside a banned /64");
+    setup.assert_connects(server_v4, SMTP, "IPv4 while only an IPv6 prefix is banned");
+    let stats = setup.daemon.stats();
+    assert!(counter(&stats, "dropped_v4") > 0, "{stats}");
+    assert!(counter(&stats, "dropped_v6") > 0, "{stats}");
+    assert_eq!(counter(&stats, "prefixes_v6"), 1, "{stats}");
+    setup.daemon.cli_ok(&["unban", &v6_prefix]);
+    setup.assert_connects(server_v6, SMTP, "after unbanning the /64");
+}
+
+#[test]
+fn bans_and_drops_survive_sigkill_and_restart() {
+    if !require_root("bans_and_drops_survive_sigkill_and_restart") {
+        return;
+    }
+    let mut setup = Setup::new(Subnet::test_net_1(4), &[SMTP], |_| {});
+    let (server, client) = (setup.net.server_v4(), setup.net.client_v4().to_string());
+    setup.daemon.cli_ok(&[
+        "ban",
+        &client,
+        "--for",
+        "10m",
+        "--reason",
+        "before the crash",
+    ]);
+    // A second ban of the same address counts up.
+    setup.daemon.cli_ok(&["ban", &client, "--for", "10m"]);
+    let before: Vec<BanEntry> =
+        serde_json::from_str(&setup.daemon.cli_ok(&["list", "--json"])).unwrap();
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(before[0].count, 2, "{before:?}");
+    setup.assert_dropped(server, SMTP, "banned, daemon running");
+
+    let status = setup.daemon.kill(libc::SIGKILL);
+    assert!(!status.success(), "SIGKILL: {status}");
+    let unreachable = setup.daemon.cli(["status"]);
+    assert_eq!(
+        unreachable.status.code(),
+        Some(1),
+        "{}",
+        stderr(&unreachable)
+    );
+    setup.assert_dropped(server, SMTP, "banned, daemon killed");
+    assert_eq!(
+        link_pins(&setup.daemon),
+        [format!("{}:native", setup.net.server())]
+    );
+
+    setup.daemon.restart();
+    let report = setup.daemon.status();
+    assert_eq!(
+        report["interfaces"][0]["reused"], true,
+        "the pinned link should be kept: {report}"
+    );
+    assert_eq!(
+        link_pins(&setup.daemon),
+        [format!("{}:native", setup.net.server())]
+    );
+    let after: Vec<BanEntry> =
+        serde_json::from_str(&setup.daemon.cli_ok(&["list", "--json"])).unwrap();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0].addr, before[0].addr);
+    assert_eq!(after[0].count, before[0].count);
+    assert_eq!(after[0].source, before[0].source);
+    // Not compared: `reason`, which the daemon keeps in memory only and
+    // lists as "" after a restart.
+    let (old, new) = (before[0].expires_at.unwrap(), after[0].expires_at.unwrap());
+    let drift = new
+        .duration_since(old)
+        .or_else(|_| old.duration_since(new))
+        .unwrap();
+    assert!(
+        drift < Duration::from_secs(2),
+        "expiry moved by {drift:?} across the restart: {before:?} -> {after:?}"
+    );
+    assert!(
+        new > SystemTime::now() + Duration::from_secs(500),
+        "{after:?}"
+    );
+    setup.assert_dropped(server, SMTP, "banned, daemon restarted");
+
+    setup.daemon.cli_ok(&["unban", &client]);
+    setup.assert_connects(server, SMTP, "unbanned after the restart");
+    // Ban again: the new daemon enforces on the kept link.
+    setup.daemon.cli_ok(&["ban", &client]);
+    setup.assert_dropped(server, SMTP, "banned by the restarted daemon");
+}
+
+#[test]
+fn sigterm_leaves_pins_and_drops_until_detach() {
+    if !require_root("sigterm_leaves_pins_and_drops_until_detach") {
+        return;
+    }
+    let mut setup = Setup::new(Subnet::test_net_2(5), &[SMTP], |_| {});
+    let (server, client) = (setup.net.server_v4(), setup.net.client_v4().to_string());
+    setup.daemon.cli_ok(&["ban", &client]);
+    setup.assert_dropped(server, SMTP, "banned, daemon running");
+
+    let status = setup.daemon.kill(libc::SIGTERM);
+    assert!(
+        status.success(),
+        "SIGTERM should exit 0, got {status}\n{}",
+        setup.daemon.log()
+    );
+    assert!(
+        !setup.daemon.socket().exists(),
+        "control socket left behind: {}",
+        setup.daemon.socket().display()
+    );
+    let iface = setup.net.server();
+    let links = link_pins(&setup.daemon);
+    assert!(
+        links
+            .iter()
+            .any(|name| name.starts_with(&format!("{iface}:"))),
+        "no link pin for {iface}: {links:?}"
+    );
+    let pin_dir = setup.daemon.pin_dir();
+    for pin in MAP_NAMES.iter().chain([&PROGRAM_NAME]) {
+        assert!(
+            pin_dir.join(pin).exists(),
+            "{pin} is no longer pinned under {} after SIGTERM",
+            pin_dir.display()
+        );
+    }
+    setup.assert_dropped(server, SMTP, "banned, daemon stopped");
+
+    let detached = setup.daemon.detach(&[]);
+    assert!(
+        detached.status.success(),
+        "xdp detach: {}{}",
+        stdout(&detached),
+        stderr(&detached)
+    );
+    assert!(
+        stdout(&detached).contains(&format!("detached from {iface}")),
+        "{}",
+        stdout(&detached)
+    );
+    assert!(link_pins(&setup.daemon).is_empty());
+    assert!(!pin_dir.join(PROGRAM_NAME).exists(), "program still pinned");
+    setup.assert_connects(server, SMTP, "after xdp detach");
+}
+
+#[test]
+fn allowlisted_targets_are_refused_and_others_still_banned() {
+    if !require_root("allowlisted_targets_are_refused_and_others_still_banned") {
+        return;
+    }
+    let setup = Setup::new(Subnet::test_net_1(6), &[SMTP], |s| {
+        s.allowlist = vec!["203.0.113.0/24".to_owned(), "198.51.100.7".to_owned()];
+    });
+    let client = setup.net.client_v4().to_string();
+
+    let mixed = setup.daemon.cli(["ban", "203.0.113.9", &client]);
+    assert_eq!(mixed.status.code(), Some(2), "{}", stderr(&mixed));
+    let err = stderr(&mixed);
+    assert!(err.contains("refused 203.0.113.9"), "{err}");
+    assert!(err.contains("allowlist"), "{err}");
+    assert!(
+        stdout(&mixed).contains(&format!("banned {client} ")),
+        "{}",
+        stdout(&mixed)
+    );
+    let bans = setup.daemon.list();
+    assert!(listed(&bans, &client).is_some(), "{bans:?}");
+    assert!(listed(&bans, "203.0.113.9").is_none(), "{bans:?}");
+    setup.assert_dropped(
+        setup.net.server_v4(),
+        SMTP,
+        "the other target of a partly refused ban",
+    );
+
+    for target in [
+        "127.0.0.1",
+        "::1",
+        "127.0.0.0/8",
+        "198.51.100.0/24",
+        "203.0.113.0/25",
+    ] {
+        let refused = setup.daemon.cli(["ban", target]);
+        assert_eq!(
+            refused.status.code(),
+            Some(2),
+            "ban {target}: {}",
+            stderr(&refused)
+        );
+        assert!(
+            stderr(&refused).contains(&format!("refused {target}")),
+            "ban {target}: {}",
+            stderr(&refused)
+        );
+    }
+    assert_eq!(setup.daemon.list().len(), 1, "only {client} is banned");
+    setup.daemon.cli_ok(&["status"]);
+}
+
+#[test]
+fn invalid_address_is_refused_before_anything_is_sent() {
+    if !require_root("invalid_address_is_refused_before_anything_is_sent") {
+        return;
+    }
+    let setup = Setup::new(Subnet::test_net_3(7), &[], |_| {});
+    let client = setup.net.client_v4().to_string();
+    for args in [
+        vec!["ban", "192.0.2.300"],
+        vec!["ban", &client, "192.0.2.300"],
+    ] {
+        let output = setup.daemon.cli(&args);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        let err = stderr(&output);
+        assert!(err.contains("192.0.2.300"), "{args:?}: {err}");
+        assert!(err.contains("nothing was sent"), "{args:?}: {err}");
+    }
+    let bans = setup.daemon.list();
+    assert!(
+        bans.is_empty(),
+        "a call with a bad address banned something: {bans:?}"
+    );
+    let output = setup.daemon.cli(["unban", "2001:db8::zz"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("2001:db8::zz"),
+        "{}",
+        stderr(&output)
+    );
+    setup.daemon.cli_ok(&["status"]);
+}
+
+#[test]
+fn bans_apply_only_to_configured_ports() {
+    if !require_root("bans_apply_only_to_configured_ports") {
+        return;
+    }
+    let setup = Setup::new(Subnet::test_net_1(8), &[SMTP, HTTP], |s| {
+        s.ports = vec![SMTP];
+    });
+    let net = &setup.net;
+    let (client_v4, client_v6) = (net.client_v4().to_string(), net.client_v6().to_string());
+    setup.daemon.cli_ok(&["ban", &client_v4, &client_v6]);
+
+    for server in [IpAddr::from(net.server_v4()), net.server_v6().into()] {
+        setup.assert_dropped(server, SMTP, "banned, enforced port");
+        setup.assert_connects(server, HTTP, "banned, port outside xdp.ports");
+    }
+    let stats = setup.daemon.stats();
+    assert!(counter(&stats, "dropped_v4") > 0, "{stats}");
+    assert!(counter(&stats, "dropped_v6") > 0, "{stats}");
+    assert!(counter(&stats, "out_of_scope_passed") > 0, "{stats}");
+}
