@@ -10,11 +10,15 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use ipnet::IpNet;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
 use crate::{
-    bans::{BanManager, BanPolicy, Source, parse_target, target_to_string},
+    bans::{
+        BanEntry, BanError, BanLength, BanManager, BanPolicy, BanSink, Source, parse_target,
+        target_to_string,
+    },
     config::Config,
     control::{self, BackendStatus, BindError, Refusal, Request, Response, Status},
     dataplane::{self, Attachment, Dataplane, DataplaneError},
@@ -55,6 +59,26 @@ impl Shared {
 
     fn runtime(&self) -> MutexGuard<'_, Runtime> {
         self.runtime.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl BanSink for Shared {
+    fn ban(
+        &self,
+        target: IpNet,
+        length: BanLength,
+        source: Source,
+        reason: &str,
+    ) -> Result<BanEntry, BanError> {
+        let entry = self.manager().ban(target, length, source, reason)?;
+        info!(
+            target = %target_to_string(&entry.addr),
+            source = %entry.source,
+            reason = %entry.reason,
+            count = entry.count,
+            "banned"
+        );
+        Ok(entry)
     }
 }
 

@@ -12,6 +12,7 @@ pub mod frames;
 pub mod netns;
 pub mod pin;
 pub mod privilege;
+pub mod rbldnsd;
 
 use spamwall::dataplane::Capacities;
 

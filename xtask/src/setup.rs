@@ -19,7 +19,18 @@ pub const APT_PACKAGES: &[&str] = &[
     "iputils-ping",
     "procps",
     "util-linux",
+    // Peers the policy and ban tests run for real.
+    "rbldnsd",
+    "postfix",
+    "swaks",
+    "mtpolicyd",
+    "fail2ban",
+    "sqlite3",
 ];
+
+/// Answers for packages that would otherwise ask during installation:
+/// Postfix is configured by the tests themselves, in their own directories.
+const DEBCONF_SELECTIONS: &str = "postfix postfix/main_mailer_type select No configuration\n";
 
 /// The eBPF toolchain. Never a dated one: `RUSTUP_AUTO_INSTALL=0` is set.
 const NIGHTLY: &str = "nightly";
@@ -179,6 +190,7 @@ impl Fix {
                         .stdin(Stdio::null());
                     cmd
                 };
+                preseed_debconf()?;
                 run(&mut apt(&["update"]))?;
                 run(apt(&["install", "-y", "--no-install-recommends"]).args(packages))
             }
@@ -193,6 +205,26 @@ impl Fix {
             Self::MountBpffs => run(Command::new("mount").args(["-t", "bpf", "bpf", BPFFS])),
         }
     }
+}
+
+fn preseed_debconf() -> Result<()> {
+    use std::io::Write as _;
+    let mut child = Command::new("debconf-set-selections")
+        .stdin(Stdio::piped())
+        .spawn()
+        .context("cannot run `debconf-set-selections`")?;
+    child
+        .stdin
+        .take()
+        .context("debconf-set-selections has no stdin")?
+        .write_all(DEBCONF_SELECTIONS.as_bytes())
+        .context("writing to debconf-set-selections")?;
+    let status = child.wait().context("waiting for debconf-set-selections")?;
+    anyhow::ensure!(
+        status.success(),
+        "debconf-set-selections failed with {status}"
+    );
+    Ok(())
 }
 
 fn check_apt() -> Result<Status> {

@@ -201,6 +201,20 @@ pub struct BanPolicy {
     pub default_bantime: Option<Duration>,
 }
 
+/// Where verdict sources (policy thresholds, log rules, the fleet) send
+/// their bans: the daemon's ban manager behind its lock. Blocking: call it
+/// from a blocking context (`tokio::task::spawn_blocking`).
+pub trait BanSink: Send + Sync {
+    /// Bans `target` through the manager; the allowlist applies.
+    fn ban(
+        &self,
+        target: IpNet,
+        length: BanLength,
+        source: Source,
+        reason: &str,
+    ) -> Result<BanEntry, BanError>;
+}
+
 /// The one path for bans into the kernel.
 #[derive(Debug)]
 pub struct BanManager {

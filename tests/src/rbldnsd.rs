@@ -1,0 +1,109 @@
+//! A real rbldnsd (Debian's package) serving test blocklist zones on a
+//! loopback port, stopped when the guard drops.
+
+use std::{
+    fs,
+    net::{SocketAddr, UdpSocket},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// One dataset of a zone: rbldnsd's `name:type:file` triple, with the
+/// file's content. Several datasets with the same name form one zone, e.g.
+/// an `ip4set` and an `ip6trie` for a list that covers both families.
+#[derive(Clone, Copy, Debug)]
+pub struct Zone<'a> {
+    /// Zone name, e.g. `bl.test`.
+    pub name: &'a str,
+    /// rbldnsd dataset type: `ip4set`, `ip4trie`, `ip6trie`, `dnset`, …
+    pub kind: &'a str,
+    /// Dataset file content in rbldnsd's syntax, e.g.
+    /// `":127.0.0.2:Listed\n192.0.2.50\n"`.
+    pub data: &'a str,
+}
+
+/// A running rbldnsd; killed by pid on drop.
+#[derive(Debug)]
+pub struct Rbldnsd {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Rbldnsd {
+    /// Starts rbldnsd on `127.0.0.1:<free port>` serving `zones` and waits
+    /// (at most 10 s) until it answers.
+    ///
+    /// # Panics
+    /// When rbldnsd is not installed, exits, or never answers.
+    pub fn start(zones: &[Zone<'_>]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir for rbldnsd");
+        let mut specs = Vec::new();
+        for (i, zone) in zones.iter().enumerate() {
+            let file = format!("dataset{i}");
+            fs::write(dir.path().join(&file), zone.data).expect("write rbldnsd dataset");
+            specs.push(format!("{}:{}:{file}", zone.name, zone.kind));
+        }
+        let port = free_udp_port();
+        let log = dir.path().join("rbldnsd.log");
+        let log_file = fs::File::create(&log).expect("rbldnsd log");
+        let child = Command::new("rbldnsd")
+            .args(["-n", "-b", &format!("127.0.0.1/{port}"), "-t", "60", "-w"])
+            .arg(dir.path())
+            .args(&specs)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log handle"))
+            .stderr(log_file)
+            .spawn()
+            .expect("start rbldnsd (apt-get install rbldnsd; cargo xtask setup installs it)");
+        let mut server = Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            log,
+            _dir: dir,
+        };
+        server.wait_ready();
+        server
+    }
+
+    /// Where rbldnsd answers (UDP).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// What rbldnsd logged so far, for failure messages.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("rbldnsd exited with {status}:\n{}", self.log());
+            }
+            if self.log().contains("started") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("rbldnsd did not start within 10 s:\n{}", self.log());
+    }
+}
+
+impl Drop for Rbldnsd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A UDP port on loopback that was free a moment ago.
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|socket| socket.local_addr())
+        .map(|addr| addr.port())
+        .expect("find a free UDP port")
+}
