@@ -14,7 +14,7 @@ use std::{
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    bans::{BanEntry, BanLength, parse_target, target_to_string},
+    bans::{BanEntry, BanLength, parse_target, parse_target_list, target_to_string},
     config::{BanTime, Config, resolve_path},
     control::{self, Request, Response, Status},
     daemon, dataplane,
@@ -69,8 +69,12 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct BanArgs {
     /// Addresses or CIDR prefixes (IPv4 and IPv6)
-    #[arg(required = true, value_name = "ADDR|CIDR")]
+    #[arg(required_unless_present = "file", value_name = "ADDR|CIDR")]
     pub targets: Vec<String>,
+    /// Also ban every address or prefix in this file (`-`: standard input),
+    /// one per line, `#` comments; bad lines are reported and skipped
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
     /// Ban length: 90s, 10m, 1h, 1w, or 0/permanent [default: ban.bantime]
     #[arg(long = "for", value_name = "DURATION")]
     pub duration: Option<String>,
@@ -252,19 +256,12 @@ fn check_targets(targets: &[String]) -> Result<(), Failure> {
 
 fn ban(socket: &Path, args: &BanArgs) -> Result<(), Failure> {
     check_targets(&args.targets)?;
-    let length = match &args.duration {
-        None => BanLength::Default,
-        Some(text) => match text
-            .parse::<BanTime>()
-            .map_err(|e| Failure::usage(format!("--for: {e}")))?
-        {
-            BanTime(None) => BanLength::Permanent,
-            BanTime(Some(duration)) => BanLength::For(duration),
-        },
-    };
+    if let Some(path) = &args.file {
+        return ban_file(socket, args, path);
+    }
     let request = Request::Ban {
         targets: args.targets.clone(),
-        length,
+        length: ban_length(args)?,
         reason: args.reason.clone(),
     };
     let Response::Banned { banned, refused } = ask(socket, &request)? else {
@@ -279,6 +276,43 @@ fn ban(socket: &Path, args: &BanArgs) -> Result<(), Failure> {
         );
     }
     refusals(&refused)
+}
+
+/// `ban --file`: reads the list, reports bad lines by number, bans the rest
+/// in one request and prints a count.
+fn ban_file(socket: &Path, args: &BanArgs, path: &Path) -> Result<(), Failure> {
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).map_err(|e| Failure::runtime(format!("reading standard input: {e}")))?
+    } else {
+        std::fs::read_to_string(path).map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?
+    };
+    let list = parse_target_list(&text);
+    for (line, error) in &list.errors {
+        eprintln!("spamwall: {}:{line}: {error}; skipped", path.display());
+    }
+    let mut targets = args.targets.clone();
+    targets.extend(list.targets.iter().map(target_to_string));
+    let request = Request::BanBulk { targets, length: ban_length(args)?, reason: args.reason.clone() };
+    let response = ask(socket, &request)?;
+    let Response::BulkBanned { banned, refused } = response else {
+        return Err(unexpected(&response));
+    };
+    println!("banned {banned} from {}", path.display());
+    if list.errors.is_empty() {
+        refusals(&refused)
+    } else {
+        refusals(&refused).and(Err(Failure::usage(String::new())))
+    }
+}
+
+fn ban_length(args: &BanArgs) -> Result<BanLength, Failure> {
+    Ok(match &args.duration {
+        None => BanLength::Default,
+        Some(text) => match text.parse::<BanTime>().map_err(|e| Failure::usage(format!("--for: {e}")))? {
+            BanTime(None) => BanLength::Permanent,
+            BanTime(Some(duration)) => BanLength::For(duration),
+        },
+    })
 }
 
 fn unban(socket: &Path, targets: &[String]) -> Result<(), Failure> {
@@ -513,6 +547,7 @@ mod tests {
             expires_at: None,
             source: crate::bans::Source::Cli,
             reason: "spam run".into(),
+            detail: String::new(),
             count: 3,
         }];
         let table = ban_table(&bans);

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, de};
 
 use crate::{
-    bans::{Allowlist, parse_target},
+    bans::{Aggregation, Allowlist, BanPolicy, Escalation, parse_target},
     dataplane::{AttachMode, Capacities},
 };
 
@@ -48,10 +48,13 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub xdp: XdpConfig,
     pub ban: BanConfig,
+    pub fail2ban: Fail2banConfig,
+    pub metrics: MetricsConfig,
+    pub policy: crate::policy::PolicyConfig,
 }
 
 /// `[daemon]`: where the daemon keeps its socket, state and pins.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DaemonConfig {
     /// UNIX socket the CLI talks to. Default `/run/spamwall/control.sock`.
@@ -106,6 +109,67 @@ pub struct BanConfig {
     pub capacity_prefix_v4: u32,
     /// Capacity of the IPv6 prefix trie. Default 65,536.
     pub capacity_prefix_v6: u32,
+    /// Lengthen bans of repeat offenders: the n-th ban within
+    /// `history_age` lasts `bantime × 2^(n−1) × factor`, capped at
+    /// `maxtime` (fail2ban's `bantime.increment`). Default true.
+    pub increment: bool,
+    /// Multiplier of the escalation. Default 1.
+    pub factor: f64,
+    /// Longest escalated ban. Default 1 week.
+    pub maxtime: Span,
+    /// How long past bans count for escalation before they are purged.
+    /// Default 1 week.
+    pub history_age: Span,
+    /// Never ban this host's own addresses. Default true.
+    pub ignore_self: bool,
+    /// Ban a whole prefix once this many of its addresses were banned
+    /// within `aggregate_window`; 0 (the default) turns this off.
+    pub aggregate_threshold: u32,
+    /// Window for `aggregate_threshold`. Default 10 minutes.
+    pub aggregate_window: Span,
+    /// IPv4 prefix length aggregated to. Default 24.
+    pub aggregate_v4_prefix: u8,
+    /// IPv6 prefix length aggregated to. Default 64.
+    pub aggregate_v6_prefix: u8,
+}
+
+/// `[fail2ban]`: the fail2ban server bans go to when it is a backend, or
+/// when XDP cannot be used.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Fail2banConfig {
+    /// fail2ban's control socket. Default `/var/run/fail2ban/fail2ban.sock`.
+    pub socket: PathBuf,
+    /// The jail bans are added to. Default `spamwall`.
+    pub jail: String,
+}
+
+impl Default for Fail2banConfig {
+    fn default() -> Self {
+        Self { socket: PathBuf::from("/var/run/fail2ban/fail2ban.sock"), jail: "spamwall".to_owned() }
+    }
+}
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `host:port` serving `GET /metrics`, e.g. `127.0.0.1:9465`. Default
+    /// none: no endpoint.
+    pub listen: Option<String>,
+}
+
+/// A length of time: humantime text (`10m`, `1w`) or seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span(pub Duration);
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match BanTime::deserialize(deserializer)? {
+            BanTime(Some(duration)) => Ok(Self(duration)),
+            BanTime(None) => Err(de::Error::custom("must be longer than zero")),
+        }
+    }
 }
 
 impl Default for BanConfig {
@@ -119,11 +183,37 @@ impl Default for BanConfig {
             capacity_v6: capacities.v6,
             capacity_prefix_v4: capacities.prefix_v4,
             capacity_prefix_v6: capacities.prefix_v6,
+            increment: true,
+            factor: 1.0,
+            maxtime: Span(Duration::from_hours(24 * 7)),
+            history_age: Span(Duration::from_hours(24 * 7)),
+            ignore_self: true,
+            aggregate_threshold: 0,
+            aggregate_window: Span(Duration::from_mins(10)),
+            aggregate_v4_prefix: 24,
+            aggregate_v6_prefix: 64,
         }
     }
 }
 
 impl BanConfig {
+    /// The manager's settings.
+    pub fn policy(&self) -> BanPolicy {
+        BanPolicy {
+            allowlist: self.allowlist.clone(),
+            default_bantime: self.bantime.0,
+            escalation: self.increment.then_some(Escalation { factor: self.factor, max: self.maxtime.0 }),
+            history_age: self.history_age.0,
+            aggregation: (self.aggregate_threshold > 0).then_some(Aggregation {
+                threshold: self.aggregate_threshold,
+                window: self.aggregate_window.0,
+                v4_prefix: self.aggregate_v4_prefix,
+                v6_prefix: self.aggregate_v6_prefix,
+            }),
+            ignore_self: self.ignore_self,
+        }
+    }
+
     /// Map sizes as the dataplane takes them.
     pub const fn capacities(&self) -> Capacities {
         Capacities {
@@ -269,11 +359,27 @@ impl Config {
         if self.ban.backends.is_empty() {
             problems.push("ban.backends: at least one backend is needed (\"xdp\")".to_owned());
         }
-        if self.ban.backends.contains(&Backend::Fail2ban) {
-            problems.push(
-                "ban.backends: the fail2ban backend is not available in this version; use [\"xdp\"]"
-                    .to_owned(),
-            );
+        for (i, backend) in self.ban.backends.iter().enumerate() {
+            if self.ban.backends[..i].contains(backend) {
+                problems.push(format!("ban.backends: {backend} is listed twice"));
+            }
+        }
+        if let Some(listen) = &self.metrics.listen
+            && listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            problems.push(format!("metrics.listen: {listen:?} is not host:port (e.g. \"127.0.0.1:9465\")"));
+        }
+        if !(self.ban.factor.is_finite() && self.ban.factor > 0.0) {
+            problems.push("ban.factor: must be a positive number".to_owned());
+        }
+        if self.ban.aggregate_v4_prefix > 32 {
+            problems.push("ban.aggregate_v4_prefix: must be at most 32".to_owned());
+        }
+        if self.ban.aggregate_v6_prefix > 128 {
+            problems.push("ban.aggregate_v6_prefix: must be at most 128".to_owned());
+        }
+        if self.fail2ban.jail.is_empty() || self.fail2ban.jail.contains(char::is_whitespace) {
+            problems.push(format!("fail2ban.jail: {:?} is not a jail name", self.fail2ban.jail));
         }
         for (key, value) in [
             ("ban.capacity_v4", self.ban.capacity_v4),
@@ -294,6 +400,7 @@ impl Config {
                 problems.push(format!("{key}: {} is not an absolute path", path.display()));
             }
         }
+        problems.extend(self.policy.problems());
         problems
     }
 }
@@ -501,7 +608,7 @@ mod tests {
             interfaces = ["eth0", "eth0", "this-name-is-too-long"]
             ports = [0, 25]
             [ban]
-            backends = ["fail2ban"]
+            backends = ["xdp", "xdp"]
             capacity_v6 = 0
             "#,
         );
@@ -511,7 +618,7 @@ mod tests {
             "listed twice",
             "this-name-is-too-long",
             "xdp.ports",
-            "fail2ban",
+            "xdp is listed twice",
             "ban.capacity_v6",
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");

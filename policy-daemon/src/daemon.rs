@@ -1,8 +1,11 @@
-//! `spamwall run`: load the program, attach, serve the control socket.
+//! `spamwall run`: open the store, load and attach the XDP program, serve
+//! the control socket.
 //!
 //! On SIGTERM or SIGINT the daemon stops serving and exits, leaving the
 //! pinned program, maps and links in place: drops go on without it. SIGHUP
-//! re-reads the configuration.
+//! re-reads the configuration. When XDP cannot be used (no privilege, no
+//! such interface, the load fails), the daemon still runs: bans are stored
+//! and go to the other backends, and `status` says why XDP is inactive.
 
 use std::{
     path::{Path, PathBuf},
@@ -16,7 +19,8 @@ use tracing::{error, info, warn};
 
 use crate::{
     bans::{
-        BanEntry, BanError, BanLength, BanManager, BanPolicy, BanSink, Source, parse_target,
+        BanEntry, BanError, BanLength, BanManager, BanRequest, BanSink, Source, XdpBackend, parse_target,
+        store::{Store, StoreError},
         target_to_string,
     },
     config::Config,
@@ -24,21 +28,26 @@ use crate::{
     dataplane::{self, Attachment, Dataplane, DataplaneError},
 };
 
-/// How often expired entries are deleted from the maps.
-const SWEEP_INTERVAL: Duration = Duration::from_mins(1);
+/// How often the maps are reconciled with the store and history purged.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_mins(1);
 
-/// Why the daemon could not start or had to stop.
+/// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
-    Dataplane(#[from] DataplaneError),
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Bans(#[from] BanError),
     #[error(transparent)]
     Bind(#[from] BindError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
 }
 
-/// State shared by the control handler, the sweeper and reload.
+/// State shared by the control handler, verdict sources, maintenance and
+/// reload.
 struct Shared {
     manager: Mutex<BanManager>,
     runtime: Mutex<Runtime>,
@@ -63,39 +72,44 @@ impl Shared {
 }
 
 impl BanSink for Shared {
-    fn ban(
-        &self,
-        target: IpNet,
-        length: BanLength,
-        source: Source,
-        reason: &str,
-    ) -> Result<BanEntry, BanError> {
-        let entry = self.manager().ban(target, length, source, reason)?;
-        info!(
-            target = %target_to_string(&entry.addr),
-            source = %entry.source,
-            reason = %entry.reason,
-            count = entry.count,
-            "banned"
-        );
+    fn ban(&self, target: IpNet, length: BanLength, source: Source, reason: &str) -> Result<BanEntry, BanError> {
+        let entry = self.manager().ban(BanRequest {
+            target,
+            length,
+            source,
+            reason: reason.to_owned(),
+            detail: String::new(),
+        })?;
+        log_ban(&entry);
         Ok(entry)
     }
 }
 
+fn log_ban(entry: &BanEntry) {
+    info!(
+        target = %target_to_string(&entry.addr),
+        expires_at = %entry.expires_at.map_or_else(|| "never".to_owned(), |t| humantime::format_rfc3339_seconds(t).to_string()),
+        source = %entry.source,
+        reason = %entry.reason,
+        count = entry.count,
+        "banned"
+    );
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError> {
-    let pin_dir = config.daemon.bpf_pin_dir.clone();
-    let mut dataplane = Dataplane::load(&pin_dir, config.ban.capacities())?;
-    dataplane.pin_program()?;
-    dataplane.set_ports(&config.xdp.ports)?;
-    let attachments = attach_all(&mut dataplane, &config)?;
-    info!(
-        program_id = dataplane.program_id().unwrap_or_default(),
-        pin_dir = %pin_dir.display(),
-        "XDP program loaded"
-    );
-
-    let manager = BanManager::new(dataplane, ban_policy(&config));
+    let store = Arc::new(Store::open_in(&config.daemon.state_dir)?);
+    let (xdp, attachments) = start_xdp(&config);
+    let mut manager = BanManager::new(store, xdp, config.ban.policy())?;
+    let report = manager.reconcile(true);
+    if report.restored + report.removed + report.corrected > 0 {
+        info!(
+            restored = report.restored,
+            removed = report.removed,
+            corrected = report.corrected,
+            "kernel maps brought in line with the store"
+        );
+    }
     let socket_path = config.daemon.control_socket.clone();
     let listener = control::bind(&socket_path)?;
     let shared = Arc::new(Shared {
@@ -118,15 +132,15 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
         Arc::new(move |request| handle(&shared, request))
     };
     let mut server_stop = stopped.clone();
-    let server = tokio::spawn(control::serve(
-        listener,
-        socket_path.clone(),
-        handler,
-        async move {
-            let _ = server_stop.wait_for(|stop| *stop).await.is_ok();
-        },
-    ));
-    let sweeper = tokio::spawn(sweep_loop(Arc::clone(&shared), stopped));
+    let server = tokio::spawn(control::serve(listener, socket_path.clone(), handler, async move {
+        let _ = server_stop.wait_for(|stop| *stop).await.is_ok();
+    }));
+    let metrics_listen = shared.runtime().config.metrics.listen.clone();
+    let metrics = match metrics_listen {
+        Some(addr) => Some(start_metrics(&addr, &shared, stopped.clone()).await?),
+        None => None,
+    };
+    let maintenance = tokio::spawn(maintenance_loop(Arc::clone(&shared), stopped));
 
     info!(socket = %socket_path.display(), "spamwall ready");
     notify_systemd("READY=1\nSTATUS=serving");
@@ -145,45 +159,121 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     notify_systemd("STOPPING=1");
     let _ = stop.send(true);
     let _ = server.await;
-    let _ = sweeper.await;
+    let _ = maintenance.await;
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     Ok(())
 }
 
-fn ban_policy(config: &Config) -> BanPolicy {
-    BanPolicy {
-        allowlist: config.ban.allowlist.clone(),
-        default_bantime: config.ban.bantime.0,
+async fn start_metrics(
+    addr: &str,
+    shared: &Arc<Shared>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, DaemonError> {
+    let handle = crate::metrics::install()?;
+    let listener = crate::metrics::bind(addr).await?;
+    let refresh = {
+        let shared = Arc::clone(shared);
+        Arc::new(move || {
+            let manager = shared.manager();
+            crate::metrics::record_snapshot(&manager.stats(), &backends(&manager), &[]);
+        })
+    };
+    info!(%addr, "metrics at http://{addr}/metrics");
+    Ok(tokio::spawn(crate::metrics::serve(listener, handle, refresh, async move {
+        let _ = stopped.wait_for(|stop| *stop).await.is_ok();
+    })))
+}
+
+/// Every backend and its health, for `status` and metrics.
+fn backends(manager: &BanManager) -> Vec<BackendStatus> {
+    let xdp = manager.xdp();
+    vec![BackendStatus { name: "xdp".to_owned(), active: xdp.enforcing, detail: xdp.note.clone() }]
+}
+
+/// Loads, pins and attaches the XDP program. Failure is not fatal: the
+/// daemon runs on without XDP and says why.
+fn start_xdp(config: &Config) -> (XdpBackend, Vec<Attachment>) {
+    let pin_dir = &config.daemon.bpf_pin_dir;
+    let loaded = Dataplane::load(pin_dir, config.ban.capacities()).and_then(|mut dataplane| {
+        dataplane.pin_program()?;
+        dataplane.set_ports(&config.xdp.ports)?;
+        Ok(dataplane)
+    });
+    let mut dataplane = match loaded {
+        Ok(dataplane) => dataplane,
+        Err(error) => {
+            error!("XDP unavailable, bans are stored but not dropped in the kernel: {error}");
+            let note = format!("unavailable: {error}");
+            return (XdpBackend { dataplane: None, enforcing: false, note }, Vec::new());
+        }
+    };
+    info!(
+        program_id = dataplane.program_id().unwrap_or_default(),
+        pin_dir = %pin_dir.display(),
+        "XDP program loaded"
+    );
+    let (attachments, failures) = attach_all(&mut dataplane, config);
+    let xdp = xdp_backend(dataplane, &attachments, &failures);
+    (xdp, attachments)
+}
+
+fn xdp_backend(dataplane: Dataplane, attachments: &[Attachment], failures: &[String]) -> XdpBackend {
+    let enforcing = !attachments.is_empty();
+    let mut parts: Vec<String> = Vec::new();
+    if enforcing {
+        let names: Vec<String> = attachments.iter().map(|a| format!("{} ({})", a.interface, a.mode)).collect();
+        parts.push(format!("attached to {}", names.join(", ")));
+    } else if failures.is_empty() {
+        parts.push("loaded, attached to no interface (xdp.interfaces is empty): bans are not enforced".to_owned());
     }
+    parts.extend(failures.iter().cloned());
+    XdpBackend { dataplane: Some(dataplane), enforcing, note: parts.join("; ") }
 }
 
 /// Attaches to every configured interface and detaches the pinned links of
-/// interfaces no longer configured.
-fn attach_all(
-    dataplane: &mut Dataplane,
-    config: &Config,
-) -> Result<Vec<Attachment>, DataplaneError> {
+/// interfaces no longer configured. Returns the attachments and a message
+/// for each interface that failed.
+fn attach_all(dataplane: &mut Dataplane, config: &Config) -> (Vec<Attachment>, Vec<String>) {
     let pin_dir = dataplane.pin_dir().to_owned();
-    for (interface, _) in dataplane::pinned_links(&pin_dir)? {
-        if !config.xdp.interfaces.contains(&interface) {
-            dataplane::detach(&pin_dir, Some(&interface), false)?;
-            info!(%interface, "detached: no longer in xdp.interfaces");
+    let mut failures = Vec::new();
+    match dataplane::pinned_links(&pin_dir) {
+        Ok(pinned) => {
+            for (interface, _) in pinned {
+                if config.xdp.interfaces.contains(&interface) {
+                    continue;
+                }
+                match dataplane::detach(&pin_dir, Some(&interface), false) {
+                    Ok(_) => info!(%interface, "detached: no longer in xdp.interfaces"),
+                    Err(error) => failures.push(error.to_string()),
+                }
+            }
         }
+        Err(error) => failures.push(error.to_string()),
     }
     if config.xdp.interfaces.is_empty() {
         warn!("xdp.interfaces is empty: bans are recorded but not enforced anywhere");
     }
     let mut attachments = Vec::new();
     for interface in &config.xdp.interfaces {
-        let attachment = dataplane.attach(interface, config.xdp.mode)?;
-        info!(
-            interface = %attachment.interface,
-            mode = %attachment.mode,
-            kept_link = attachment.reused,
-            "attached"
-        );
-        attachments.push(attachment);
+        match dataplane.attach(interface, config.xdp.mode) {
+            Ok(attachment) => {
+                info!(
+                    interface = %attachment.interface,
+                    mode = %attachment.mode,
+                    kept_link = attachment.reused,
+                    "attached"
+                );
+                attachments.push(attachment);
+            }
+            Err(error) => {
+                error!("{error}");
+                failures.push(error.to_string());
+            }
+        }
     }
-    Ok(attachments)
+    (attachments, failures)
 }
 
 /// Re-reads the configuration; on any error the running one stays.
@@ -198,84 +288,61 @@ fn reload(shared: &Shared) {
     };
     let mut runtime = shared.runtime();
     let old = &runtime.config;
-    if old.daemon.control_socket != config.daemon.control_socket
-        || old.daemon.bpf_pin_dir != config.daemon.bpf_pin_dir
-        || old.ban.capacities() != config.ban.capacities()
-    {
-        warn!("daemon paths and map capacities change only on restart");
+    if old.daemon != config.daemon || old.ban.capacities() != config.ban.capacities() {
+        warn!("[daemon] paths and map capacities change only on restart");
     }
     let mut manager = shared.manager();
-    manager.set_policy(ban_policy(&config));
-    let dataplane = manager.dataplane_mut();
-    let outcome = dataplane
-        .set_ports(&config.xdp.ports)
-        .and_then(|()| attach_all(dataplane, &config));
-    match outcome {
-        Ok(attachments) => {
-            runtime.attachments = attachments;
-            runtime.config = config;
-            info!(config = %path.display(), "configuration reloaded");
+    manager.set_policy(config.ban.policy());
+    if let Some(mut dataplane) = manager.xdp_mut().dataplane.take() {
+        if let Err(error) = dataplane.set_ports(&config.xdp.ports) {
+            error!("reload: setting ports: {error}");
         }
-        Err(error) => error!("reload: {error}"),
+        let (attachments, failures) = attach_all(&mut dataplane, &config);
+        *manager.xdp_mut() = xdp_backend(dataplane, &attachments, &failures);
+        runtime.attachments = attachments;
     }
+    runtime.config = config;
+    info!(config = %path.display(), "configuration reloaded");
 }
 
-async fn sweep_loop(shared: Arc<Shared>, mut stopped: tokio::sync::watch::Receiver<bool>) {
-    let mut ticker = tokio::time::interval(SWEEP_INTERVAL);
+async fn maintenance_loop(shared: Arc<Shared>, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(MAINTENANCE_INTERVAL);
     ticker.tick().await;
     loop {
         tokio::select! {
             _ = async { stopped.wait_for(|stop| *stop).await.is_ok() } => return,
             _ = ticker.tick() => {
                 let shared = Arc::clone(&shared);
-                let swept = tokio::task::spawn_blocking(move || shared.manager().sweep()).await;
-                match swept {
-                    Ok(Ok(0)) => {}
-                    Ok(Ok(removed)) => info!(removed, "expired bans removed from the maps"),
-                    Ok(Err(error)) => warn!(%error, "sweeping expired bans failed"),
-                    Err(error) => warn!(%error, "sweeper task failed"),
-                }
+                let _ = tokio::task::spawn_blocking(move || maintain(&shared)).await;
             }
         }
+    }
+}
+
+/// Reconciles the maps with the store and purges old history.
+fn maintain(shared: &Shared) {
+    let mut manager = shared.manager();
+    let report = manager.reconcile(false);
+    if report.removed + report.corrected > 0 {
+        info!(removed = report.removed, corrected = report.corrected, "kernel maps brought in line with the store");
+    }
+    match manager.purge() {
+        Ok(0) => {}
+        Ok(purged) => info!(purged, "old ban history purged"),
+        Err(error) => warn!(%error, "purging ban history failed"),
     }
 }
 
 /// Answers one control request.
 fn handle(shared: &Shared, request: Request) -> Response {
     match request {
-        Request::Ban {
-            targets,
-            length,
-            reason,
-        } => {
-            let mut banned = Vec::new();
-            let mut refused = Vec::new();
-            let mut manager = shared.manager();
-            for target in targets {
-                match parse_target(&target)
-                    .and_then(|net| manager.ban(net, length, Source::Cli, &reason))
-                {
-                    Ok(entry) => {
-                        info!(
-                            target = %target_to_string(&entry.addr),
-                            expires_at = %entry.expires_at.map_or_else(|| "never".to_owned(), |t| humantime::format_rfc3339_seconds(t).to_string()),
-                            source = %entry.source,
-                            reason = %entry.reason,
-                            count = entry.count,
-                            "banned"
-                        );
-                        banned.push(entry);
-                    }
-                    Err(error) => {
-                        warn!(%target, %error, "ban refused");
-                        refused.push(Refusal {
-                            target,
-                            reason: error.to_string(),
-                        });
-                    }
-                }
-            }
+        Request::Ban { targets, length, reason } => {
+            let (banned, refused) = ban_targets(shared, targets, length, &reason, true);
             Response::Banned { banned, refused }
+        }
+        Request::BanBulk { targets, length, reason } => {
+            let (banned, refused) = ban_targets(shared, targets, length, &reason, false);
+            Response::BulkBanned { banned: banned.len() as u64, refused }
         }
         Request::Unban { targets } => {
             let mut unbanned = Vec::new();
@@ -289,70 +356,91 @@ fn handle(shared: &Shared, request: Request) -> Response {
                         unbanned.push(target_to_string(&net));
                     }
                     Ok((net, false)) => not_banned.push(target_to_string(&net)),
-                    Err(error) => refused.push(Refusal {
-                        target,
-                        reason: error.to_string(),
-                    }),
+                    Err(error) => refused.push(Refusal { target, reason: error.to_string() }),
                 }
             }
-            Response::Unbanned {
-                unbanned,
-                not_banned,
-                refused,
-            }
+            Response::Unbanned { unbanned, not_banned, refused }
         }
-        Request::List => match shared.manager().list() {
-            Ok(bans) => Response::Bans { bans },
-            Err(error) => Response::Error {
-                message: error.to_string(),
-            },
-        },
-        Request::Stats => match shared.manager().stats() {
-            Ok(stats) => Response::Stats { stats },
-            Err(error) => Response::Error {
-                message: error.to_string(),
-            },
-        },
+        Request::List => Response::Bans { bans: shared.manager().list() },
+        Request::Stats => Response::Stats { stats: shared.manager().stats() },
         Request::Status => match status(shared) {
-            Ok(status) => Response::Status {
-                status: Box::new(status),
-            },
-            Err(error) => Response::Error {
-                message: error.to_string(),
-            },
+            Ok(status) => Response::Status { status: Box::new(status) },
+            Err(error) => Response::Error { message: error.to_string() },
         },
     }
+}
+
+/// Bans command-line targets through the manager in one batch.
+fn ban_targets(
+    shared: &Shared,
+    targets: Vec<String>,
+    length: BanLength,
+    reason: &str,
+    log_each: bool,
+) -> (Vec<BanEntry>, Vec<Refusal>) {
+    let mut refused = Vec::new();
+    let mut requests = Vec::with_capacity(targets.len());
+    let mut texts = Vec::with_capacity(targets.len());
+    for target in targets {
+        match parse_target(&target) {
+            Ok(net) => {
+                requests.push(BanRequest {
+                    target: net,
+                    length,
+                    source: Source::Cli,
+                    reason: reason.to_owned(),
+                    detail: String::new(),
+                });
+                texts.push(target);
+            }
+            Err(error) => refused.push(Refusal { target, reason: error.to_string() }),
+        }
+    }
+    let count = requests.len();
+    let results = shared.manager().ban_many(requests);
+    let mut banned = Vec::with_capacity(count);
+    for (target, result) in texts.into_iter().zip(results) {
+        match result {
+            Ok(entry) => {
+                if log_each {
+                    log_ban(&entry);
+                }
+                banned.push(entry);
+            }
+            Err(error) => {
+                warn!(%target, %error, "ban refused");
+                refused.push(Refusal { target, reason: error.to_string() });
+            }
+        }
+    }
+    if !log_each {
+        info!(banned = banned.len(), refused = refused.len(), %reason, "bulk ban");
+    }
+    (banned, refused)
 }
 
 fn status(shared: &Shared) -> Result<Status, DataplaneError> {
     let runtime = shared.runtime();
     let manager = shared.manager();
-    let dataplane = manager.dataplane();
-    let capacities = dataplane.capacities()?;
-    let stats = manager.stats()?;
-    let interfaces = runtime.attachments.clone();
-    let detail = if interfaces.is_empty() {
-        "loaded, attached to no interface: bans are not enforced".to_owned()
-    } else {
-        let names: Vec<String> = interfaces
-            .iter()
-            .map(|a| format!("{} ({})", a.interface, a.mode))
-            .collect();
-        format!("attached to {}", names.join(", "))
+    let xdp = manager.xdp();
+    let stats = manager.stats();
+    let (program_id, capacities, pin_dir) = match &xdp.dataplane {
+        Some(dataplane) => (
+            dataplane.program_id()?,
+            dataplane.capacities()?,
+            dataplane.pin_dir().display().to_string(),
+        ),
+        None => (0, runtime.config.ban.capacities(), runtime.config.daemon.bpf_pin_dir.display().to_string()),
     };
     Ok(Status {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         pid: std::process::id(),
         started_at: humantime::format_rfc3339_seconds(runtime.started_at).to_string(),
         config: runtime.config_path.display().to_string(),
-        pin_dir: dataplane.pin_dir().display().to_string(),
-        program_id: dataplane.program_id()?,
-        backends: vec![BackendStatus {
-            name: "xdp".to_owned(),
-            active: !interfaces.is_empty(),
-            detail,
-        }],
-        interfaces,
+        pin_dir,
+        program_id,
+        backends: backends(&manager),
+        interfaces: runtime.attachments.clone(),
         ports: runtime.config.xdp.ports.clone(),
         bans_active: stats.bans_active,
         capacity_v4: capacities.v4,
@@ -361,6 +449,7 @@ fn status(shared: &Shared) -> Result<Status, DataplaneError> {
         capacity_prefix_v6: capacities.prefix_v6,
         allowlist: manager.policy().allowlist.entries().to_vec(),
         default_bantime: runtime.config.ban.bantime.to_string(),
+        store: manager.store().path().display().to_string(),
     })
 }
 

@@ -9,3 +9,5 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
+pub mod metrics;
+pub mod policy;

@@ -91,7 +91,21 @@ pub struct Settings {
     pub bantime: String,
     /// `ban.allowlist`.
     pub allowlist: Vec<String>,
+    /// `ban.ignore_self`: the daemon refuses to ban the server's own
+    /// addresses, and so any prefix that contains one.
+    pub ignore_self: bool,
+    /// Further TOML appended after the generated sections, e.g. a
+    /// `[policy]` table. Empty by default.
+    pub extra: String,
+    /// Run the daemon as this user with only the capabilities of the
+    /// systemd unit (`CAP_BPF`, `CAP_NET_ADMIN`, `CAP_PERFMON`), through
+    /// `setpriv`. `None` (the default): as root.
+    pub run_as: Option<String>,
 }
+
+/// The capabilities `packaging/spamwall.service` grants, in setpriv's
+/// spelling.
+pub const UNIT_CAPABILITIES: &str = "+bpf,+net_admin,+perfmon";
 
 impl Settings {
     /// All traffic on `interface`, auto mode, one-hour bans, no allowlist.
@@ -102,6 +116,9 @@ impl Settings {
             ports: Vec::new(),
             bantime: "1h".to_owned(),
             allowlist: Vec::new(),
+            ignore_self: true,
+            extra: String::new(),
+            run_as: None,
         }
     }
 
@@ -114,9 +131,9 @@ impl Settings {
         format!(
             "[daemon]\ncontrol_socket = {}\nstate_dir = {}\nbpf_pin_dir = {}\n\n\
              [xdp]\ninterfaces = {}\nmode = {}\nports = {:?}\n\n\
-             [ban]\nbantime = {}\nallowlist = {}\n\
+             [ban]\nbantime = {}\nallowlist = {}\nignore_self = {}\n\
              capacity_v4 = 4096\ncapacity_v6 = 4096\n\
-             capacity_prefix_v4 = 256\ncapacity_prefix_v6 = 256\n",
+             capacity_prefix_v4 = 256\ncapacity_prefix_v6 = 256\n\n{}",
             path(socket),
             path(state_dir),
             path(pin_dir),
@@ -125,6 +142,8 @@ impl Settings {
             self.ports,
             quote(&self.bantime),
             list(&self.allowlist),
+            self.ignore_self,
+            self.extra,
         )
     }
 }
@@ -147,6 +166,27 @@ pub struct Daemon {
     pin_dir: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    run_as: Option<String>,
+}
+
+/// Gives `user` the daemon's directories, as the unit's `ExecStartPre`
+/// does for the pin directory and systemd does for the state and runtime
+/// directories. The daemon binary must be reachable by that user too.
+fn hand_over(user: &str, dir: &Path, pin_dir: &Path) {
+    let state = dir.join("state");
+    fs::create_dir_all(&state).expect("creating the state directory");
+    let chown = |path: &Path| {
+        let status = Command::new("chown")
+            .arg("-R")
+            .arg(format!("{user}:{user}"))
+            .arg(path)
+            .status()
+            .expect("running chown");
+        assert!(status.success(), "chown {user} {}: {status}", path.display());
+    };
+    chown(dir);
+    fs::create_dir_all(pin_dir).expect("creating the pin directory");
+    chown(pin_dir);
 }
 
 impl Daemon {
@@ -169,7 +209,11 @@ impl Daemon {
         let text = settings.toml(&socket, &dir.path().join("state"), &pin_dir);
         fs::write(&config, text).unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
         let log = dir.path().join("daemon.log");
+        if let Some(user) = &settings.run_as {
+            hand_over(user, dir.path(), &pin_dir);
+        }
         let mut daemon = Self {
+            run_as: settings.run_as.clone(),
             bin: spamwall_bin(),
             netns: netns.to_owned(),
             dir,
@@ -204,7 +248,23 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("duplicating {}: {e}", self.log.display()));
         // nsenter without --fork execs the daemon: the child's pid is the
         // daemon's, and signals go straight to it.
-        let child = in_netns(&self.netns, &self.bin)
+        let mut command = match &self.run_as {
+            None => in_netns(&self.netns, &self.bin),
+            Some(user) => {
+                let mut command = in_netns(&self.netns, "setpriv");
+                command
+                    .arg(format!("--reuid={user}"))
+                    .arg(format!("--regid={user}"))
+                    .arg("--clear-groups")
+                    .arg(format!("--inh-caps=-all,{UNIT_CAPABILITIES}"))
+                    .arg(format!("--ambient-caps=-all,{UNIT_CAPABILITIES}"))
+                    .arg(format!("--bounding-set=-all,{UNIT_CAPABILITIES}"))
+                    .arg("--")
+                    .arg(&self.bin);
+                command
+            }
+        };
+        let child = command
             .arg("run")
             .arg("--config")
             .arg(&self.config)

@@ -18,7 +18,7 @@ use serde_json::Value;
 use spamwall::bans::BanEntry;
 use spamwall_tests::{
     daemon::{Daemon, Settings},
-    netns::{NetnsPair, Subnet},
+    netns::{NetnsPair, Side, Subnet},
     require_root,
 };
 use xdp_common::{LINK_PIN_DIR, MAP_NAMES, PROGRAM_NAME};
@@ -198,9 +198,14 @@ fn prefix_bans_drop_clients_inside() {
     if !require_root("prefix_bans_drop_clients_inside") {
         return;
     }
-    // Generic (skb) mode here; the other tests take auto, i.e. native.
+    // Generic (skb) mode here; the other tests take auto, i.e. native. The
+    // prefixes cover the server's own addresses too, which ignore_self
+    // would refuse (tested in `own_addresses_are_never_banned`).
     let subnet = Subnet::test_net_3(3);
-    let setup = Setup::new(subnet, &[SMTP], |s| s.mode = "skb".to_owned());
+    let setup = Setup::new(subnet, &[SMTP], |s| {
+        s.mode = "skb".to_owned();
+        s.ignore_self = false;
+    });
     let report = setup.daemon.status();
     assert_eq!(report["interfaces"][0]["mode"], "skb", "{report}");
     let (server_v4, server_v6) = (setup.net.server_v4(), setup.net.server_v6());
@@ -283,8 +288,7 @@ fn bans_and_drops_survive_sigkill_and_restart() {
     assert_eq!(after[0].addr, before[0].addr);
     assert_eq!(after[0].count, before[0].count);
     assert_eq!(after[0].source, before[0].source);
-    // Not compared: `reason`, which the daemon keeps in memory only and
-    // lists as "" after a restart.
+    assert_eq!(after[0].reason, before[0].reason, "the store keeps the reason");
     let (old, new) = (before[0].expires_at.unwrap(), after[0].expires_at.unwrap());
     let drift = new
         .duration_since(old)
@@ -361,6 +365,98 @@ fn sigterm_leaves_pins_and_drops_until_detach() {
     assert!(link_pins(&setup.daemon).is_empty());
     assert!(!pin_dir.join(PROGRAM_NAME).exists(), "program still pinned");
     setup.assert_connects(server, SMTP, "after xdp detach");
+}
+
+#[test]
+fn prometheus_endpoint_reports_bans_and_drops() {
+    if !require_root("prometheus_endpoint_reports_bans_and_drops") {
+        return;
+    }
+    let setup = Setup::new(Subnet::test_net_1(9), &[SMTP], |s| {
+        s.extra = "[metrics]\nlisten = \"127.0.0.1:9465\"\n".to_owned();
+    });
+    let client = setup.net.client_v4().to_string();
+    setup.daemon.cli_ok(&["ban", &client]);
+    setup.assert_dropped(setup.net.server_v4(), SMTP, "banned client");
+    let scrape = setup.net.exec_in(
+        Side::Server,
+        &["curl", "-sf", "http://127.0.0.1:9465/metrics"],
+        Duration::from_secs(10),
+    );
+    assert!(scrape.status.success(), "curl: {}", stderr(&scrape));
+    let text = stdout(&scrape);
+    let value = |line_start: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(line_start))
+            .and_then(|rest| rest.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line_start} in:\n{text}"))
+    };
+    assert!((value("spamwall_bans_active{kind=\"v4\"}") - 1.0).abs() < f64::EPSILON);
+    assert!(value("spamwall_xdp_packets_total{outcome=\"dropped_v4\"}") > 0.0);
+    assert!((value("spamwall_bans_total{source=\"cli\"}") - 1.0).abs() < f64::EPSILON);
+    assert!((value("spamwall_backend_up{backend=\"xdp\"}") - 1.0).abs() < f64::EPSILON);
+}
+
+#[test]
+fn runs_unprivileged_with_only_the_unit_capabilities() {
+    if !require_root("runs_unprivileged_with_only_the_unit_capabilities") {
+        return;
+    }
+    // As packaging/spamwall.service runs it: a non-root user holding
+    // CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON and nothing else.
+    let setup = Setup::new(Subnet::test_net_2(10), &[SMTP], |s| s.run_as = Some("65534".to_owned()));
+    let pid = setup.daemon.pid().unwrap();
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = proc_status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(uid_line.split_whitespace().skip(1).all(|uid| uid == "65534"), "{uid_line}");
+    let client = setup.net.client_v4().to_string();
+    setup.assert_connects(setup.net.server_v4(), SMTP, "before the ban");
+    setup.daemon.cli_ok(&["ban", &client]);
+    setup.assert_dropped(setup.net.server_v4(), SMTP, "banned by an unprivileged daemon");
+    let report = setup.daemon.status();
+    assert_eq!(report["backends"][0]["active"], true, "{report}");
+}
+
+#[test]
+fn own_addresses_are_never_banned() {
+    if !require_root("own_addresses_are_never_banned") {
+        return;
+    }
+    let setup = Setup::new(Subnet::test_net_2(7), &[SMTP], |_| {});
+    let server = setup.net.server_v4().to_string();
+    let refused = setup.daemon.cli(["ban", &server]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("address of this host"), "{}", stderr(&refused));
+    setup.daemon.cli_ok(&["status"]);
+}
+
+#[test]
+fn ban_file_reports_bad_lines_and_bans_the_rest() {
+    if !require_root("ban_file_reports_bad_lines_and_bans_the_rest") {
+        return;
+    }
+    let setup = Setup::new(Subnet::test_net_3(8), &[SMTP], |_| {});
+    let client = setup.net.client_v4().to_string();
+    let mut list = String::from("# bots seen by postscreen\n");
+    // 1,000 lines, 500 distinct addresses: each appears twice.
+    for prefix in ["198.51.100", "192.0.2"] {
+        for i in 0..500_u32 {
+            list.push_str(&format!("{prefix}.{} # bot {i}\n", i % 250 + 1));
+        }
+    }
+    list.push_str("not-an-address\n");
+    list.push_str(&format!("{client}\n2001:db8:77::/64\n"));
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &list).unwrap();
+    let path = file.path().to_str().unwrap().to_owned();
+    let out = setup.daemon.cli(["ban", "--file", &path, "--reason", "bulk"]);
+    assert_eq!(out.status.code(), Some(2), "a bad line makes the exit code 2");
+    assert!(stderr(&out).contains(&format!("{path}:1002:")), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not-an-address"), "{}", stderr(&out));
+    let stats = setup.daemon.stats();
+    assert_eq!(counter(&stats, "bans_v4"), 501, "{stats}");
+    assert_eq!(counter(&stats, "prefixes_v6"), 1, "{stats}");
+    setup.assert_dropped(setup.net.server_v4(), SMTP, "client listed in the file");
 }
 
 #[test]

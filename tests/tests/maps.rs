@@ -1,11 +1,14 @@
 //! The daemon's view of the kernel maps: bulk writes, batched reads, the
 //! ban manager's bookkeeping and sweeping, all against the real kernel.
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::{net::Ipv4Addr, sync::Arc, time::Duration};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use spamwall::{
-    bans::{Allowlist, BanError, BanLength, BanManager, BanPolicy, Source},
+    bans::{
+        Allowlist, BanError, BanLength, BanManager, BanPolicy, BanRequest, Source, XdpBackend,
+        store::Store,
+    },
     dataplane::{Capacities, Dataplane, monotonic_now_ns},
 };
 use spamwall_tests::{PinDir, TEST_CAPACITIES, require_root};
@@ -15,15 +18,31 @@ fn net(text: &str) -> IpNet {
     text.parse().expect("test net")
 }
 
-fn manager(pins: &PinDir) -> BanManager {
-    let dataplane = Dataplane::load(pins.path(), TEST_CAPACITIES).expect("load dataplane");
+/// A manager over a real dataplane and a store in `state`.
+fn manager(pins: &PinDir, state: &std::path::Path, capacities: Capacities) -> BanManager {
+    let dataplane = Dataplane::load(pins.path(), capacities).expect("load dataplane");
+    let store = Arc::new(Store::open_in(state).expect("open store"));
+    let xdp = XdpBackend { dataplane: Some(dataplane), enforcing: false, note: String::new() };
     BanManager::new(
-        dataplane,
+        store,
+        xdp,
         BanPolicy {
             allowlist: Allowlist::new([net("203.0.113.0/24")]),
             default_bantime: Some(Duration::from_mins(10)),
+            ..BanPolicy::default()
         },
     )
+    .expect("manager")
+}
+
+fn cli_ban(target: &str, length: BanLength) -> BanRequest {
+    BanRequest {
+        target: net(target),
+        length,
+        source: Source::Cli,
+        reason: "test".into(),
+        detail: String::new(),
+    }
 }
 
 #[test]
@@ -70,84 +89,89 @@ fn bulk_insert_and_batched_read_agree() {
 }
 
 #[test]
-fn manager_counts_repeats_refuses_allowlisted_and_sweeps_expired() {
-    if !require_root("manager_counts_repeats_refuses_allowlisted_and_sweeps_expired") {
+fn manager_writes_the_maps_and_reconcile_repairs_them() {
+    if !require_root("manager_writes_the_maps_and_reconcile_repairs_them") {
         return;
     }
     let pins = PinDir::new();
-    let mut bans = manager(&pins);
+    let state = tempfile::tempdir().expect("state dir");
+    let mut bans = manager(&pins, state.path(), TEST_CAPACITIES);
 
-    let first = bans
-        .ban(net("192.0.2.7/32"), BanLength::Default, Source::Cli, "one")
-        .expect("ban");
+    let first = bans.ban(cli_ban("192.0.2.7/32", BanLength::Default)).expect("ban");
     assert_eq!(first.count, 1);
-    assert!(first.expires_at.is_some(), "default bantime applies");
-    let again = bans
-        .ban(
-            net("192.0.2.7/32"),
-            BanLength::Permanent,
-            Source::Policy,
-            "two",
-        )
-        .expect("ban again");
-    assert_eq!(again.count, 2, "a repeated ban counts up");
-    assert_eq!(again.expires_at, None, "and takes the new length");
-    assert_eq!(again.source, Source::Policy);
-
-    let refused = bans
-        .ban(net("203.0.113.0/25"), BanLength::Default, Source::Cli, "x")
-        .expect_err("allowlisted");
+    bans.ban(cli_ban("2001:db8:9::/64", BanLength::Permanent)).expect("prefix ban");
+    let refused = bans.ban(cli_ban("203.0.113.0/25", BanLength::Default)).expect_err("allowlisted");
     assert!(matches!(refused, BanError::Allowlisted { .. }), "{refused}");
-    assert!(refused.to_string().contains("203.0.113.0/25"), "{refused}");
-    assert!(
-        bans.ban(net("127.0.0.2/32"), BanLength::Default, Source::Cli, "x")
-            .is_err()
-    );
 
-    bans.ban(
-        net("2001:db8:9::/64"),
-        BanLength::For(Duration::from_mins(1)),
-        Source::Cli,
-        "p",
-    )
-    .expect("prefix ban");
-    // An entry that has already expired, as if its time ran out.
-    let expired = BanValue {
-        expires_ns: monotonic_now_ns() - 1_000_000_000,
-        source: 2,
-        count: 1,
+    let in_map = |bans: &BanManager| -> Vec<IpNet> {
+        let mut nets: Vec<IpNet> = bans
+            .xdp()
+            .dataplane
+            .as_ref()
+            .expect("dataplane")
+            .entries()
+            .expect("entries")
+            .into_iter()
+            .map(|(net, _)| net)
+            .collect();
+        nets.sort();
+        nets
     };
-    bans.dataplane_mut()
-        .insert(net("198.51.100.1/32"), expired)
-        .expect("insert expired");
+    assert_eq!(in_map(&bans), [net("192.0.2.7/32"), net("2001:db8:9::/64")]);
 
-    let listed: Vec<IpNet> = bans
-        .list()
-        .expect("list")
-        .into_iter()
-        .map(|b| b.addr)
-        .collect();
-    assert_eq!(
-        listed,
-        [net("192.0.2.7/32"), net("2001:db8:9::/64")],
-        "expired bans are not listed"
-    );
-    let stats = bans.stats().expect("stats");
-    assert_eq!(
-        (stats.bans_active, stats.bans_v4, stats.prefixes_v6),
-        (2, 1, 1)
-    );
-
-    assert_eq!(
-        bans.sweep().expect("sweep"),
-        1,
-        "only the expired entry goes"
-    );
-    assert_eq!(bans.dataplane().entries().expect("entries").len(), 2);
+    // An entry the store does not hold, and a ban that vanished from the map.
+    let stray = BanValue { expires_ns: BanValue::PERMANENT, source: 2, count: 1 };
+    let dataplane = bans.xdp_mut().dataplane.as_mut().expect("dataplane");
+    dataplane.insert(net("198.51.100.1/32"), stray).expect("stray");
+    dataplane.remove(net("192.0.2.7/32")).expect("remove");
+    let report = bans.reconcile(false);
+    assert_eq!((report.evicted, report.removed), (1, 1), "{report:?}");
+    assert_eq!(bans.stats().evicted, 1);
+    assert_eq!(in_map(&bans), [net("192.0.2.7/32"), net("2001:db8:9::/64")]);
 
     assert!(bans.unban(net("2001:db8:9::/64")).expect("unban"));
-    assert!(
-        !bans.unban(net("2001:db8:9::/64")).expect("unban twice"),
-        "second unban finds nothing"
-    );
+    assert!(!bans.unban(net("2001:db8:9::/64")).expect("unban twice"));
+    assert_eq!(in_map(&bans), [net("192.0.2.7/32")]);
+}
+
+#[test]
+fn restart_with_wiped_pins_restores_every_ban() {
+    if !require_root("restart_with_wiped_pins_restores_every_ban") {
+        return;
+    }
+    let state = tempfile::tempdir().expect("state dir");
+    {
+        let pins = PinDir::new();
+        let mut bans = manager(&pins, state.path(), TEST_CAPACITIES);
+        for target in ["192.0.2.1/32", "192.0.2.2/32", "2001:db8::1/128", "198.51.100.0/24"] {
+            bans.ban(cli_ban(target, BanLength::Default)).expect("ban");
+        }
+        // Dropping the pin guard removes the maps: a reboot.
+    }
+    let pins = PinDir::new();
+    let mut bans = manager(&pins, state.path(), TEST_CAPACITIES);
+    let report = bans.reconcile(true);
+    assert_eq!(report.restored, 4, "{report:?}");
+    let restored = bans.xdp().dataplane.as_ref().expect("dataplane").entries().expect("entries");
+    assert_eq!(restored.len(), 4);
+    assert!(restored.iter().all(|(_, value)| value.expires_ns > monotonic_now_ns()));
+}
+
+#[test]
+fn evictions_from_a_small_lru_map_are_detected_and_repaired() {
+    if !require_root("evictions_from_a_small_lru_map_are_detected_and_repaired") {
+        return;
+    }
+    let pins = PinDir::new();
+    let state = tempfile::tempdir().expect("state dir");
+    let small = Capacities { v4: 64, ..TEST_CAPACITIES };
+    let mut bans = manager(&pins, state.path(), small);
+    let requests: Vec<BanRequest> = (1..=200_u32)
+        .map(|i| cli_ban(&format!("{}/32", Ipv4Addr::from(0xC633_6400 + i)), BanLength::Default))
+        .collect();
+    assert!(bans.ban_many(requests).iter().all(Result::is_ok));
+    assert_eq!(bans.list().len(), 200, "the store holds every ban");
+    let report = bans.reconcile(false);
+    assert!(report.evicted > 0, "a 64-entry LRU map cannot hold 200 bans: {report:?}");
+    assert_eq!(bans.stats().evicted, report.evicted);
 }

@@ -26,6 +26,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "mtpolicyd",
     "fail2ban",
     "sqlite3",
+    "curl",
 ];
 
 /// Answers for packages that would otherwise ask during installation:

@@ -1,13 +1,7 @@
-//! The ban manager: the one path every ban takes, whatever its source.
-//!
-//! It validates the address or prefix, enforces the allowlist, turns a ban
-//! length into an absolute expiry on the kernel's clock and writes the
-//! kernel maps. The maps are the record: each value carries the expiry, the
-//! source and how often the address was banned, so a restarted daemon lists
-//! exactly what the kernel enforces.
+//! Bans: targets, the allowlist, the manager every ban goes through, and
+//! the store that records them.
 
 use std::{
-    collections::HashMap,
     fmt,
     net::IpAddr,
     str::FromStr,
@@ -16,9 +10,18 @@ use std::{
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use xdp_common::{BanValue, SOURCE_CLI, SOURCE_FLEET, SOURCE_LOGWATCH, SOURCE_POLICY};
+use xdp_common::{SOURCE_CLI, SOURCE_FLEET, SOURCE_LOGWATCH, SOURCE_POLICY};
 
-use crate::dataplane::{Dataplane, DataplaneError, PacketCounters, monotonic_now_ns};
+use crate::dataplane::PacketCounters;
+
+pub mod fail2ban;
+mod manager;
+pub mod store;
+
+pub use manager::{
+    Aggregation, BanManager, BanPolicy, BanRequest, Escalation, Reconciled, XdpBackend, host_addresses,
+    unix_now,
+};
 
 /// Why an address cannot be banned.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -33,8 +36,12 @@ pub enum BanError {
         target_to_string(entry)
     )]
     Allowlisted { target: IpNet, entry: IpNet },
+    #[error("{} is an address of this host ({}); not banned (ban.ignore_self)", target_to_string(target), target_to_string(own))]
+    OwnAddress { target: IpNet, own: IpNet },
     #[error("{}: {message}", target_to_string(target))]
     Kernel { target: IpNet, message: String },
+    #[error("{message}; nothing was banned")]
+    Store { message: String },
 }
 
 /// Parses a ban target: an IPv4 or IPv6 address (optionally in brackets, as
@@ -62,8 +69,33 @@ pub fn parse_target(input: &str) -> Result<IpNet, BanError> {
     Ok(canonical_net(net))
 }
 
+/// Targets read from a list, and the lines that were not targets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TargetList {
+    pub targets: Vec<IpNet>,
+    /// 1-based line number and what is wrong with it.
+    pub errors: Vec<(usize, BanError)>,
+}
+
+/// Parses one target per line; blank lines and `#` comments (whole-line or
+/// trailing) are skipped.
+pub fn parse_target_list(text: &str) -> TargetList {
+    let mut list = TargetList::default();
+    for (number, line) in text.lines().enumerate() {
+        let content = line.split_once('#').map_or(line, |(before, _)| before).trim();
+        if content.is_empty() {
+            continue;
+        }
+        match parse_target(content) {
+            Ok(net) => list.targets.push(net),
+            Err(error) => list.errors.push((number + 1, error)),
+        }
+    }
+    list
+}
+
 /// `::ffff:a.b.c.d/(96+n)` is the IPv4 prefix `a.b.c.d/n`.
-fn canonical_net(net: IpNet) -> IpNet {
+pub(crate) fn canonical_net(net: IpNet) -> IpNet {
     match net {
         IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
             Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
@@ -151,14 +183,21 @@ impl Source {
     }
 }
 
-impl fmt::Display for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Source {
+    /// The name used in JSON, the store and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
             Self::Policy => "policy",
             Self::Cli => "cli",
             Self::Logwatch => "logwatch",
             Self::Fleet => "fleet",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -174,7 +213,10 @@ pub struct BanEntry {
     pub expires_at: Option<SystemTime>,
     pub source: Source,
     pub reason: String,
-    /// Times this address has been banned.
+    /// Score detail of a policy verdict.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    /// Times this address has been banned within the history age.
     pub count: u32,
 }
 
@@ -190,15 +232,9 @@ pub struct BanStats {
     pub packets: PacketCounters,
     /// Live bans found missing from an LRU map.
     pub evicted: u64,
+    /// Failed writes to a ban backend.
+    pub backend_errors: u64,
     pub policy_requests: u64,
-}
-
-/// Settings the manager applies to every ban.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BanPolicy {
-    pub allowlist: Allowlist,
-    /// Length of a ban that names none; `None` is permanent.
-    pub default_bantime: Option<Duration>,
 }
 
 /// Where verdict sources (policy thresholds, log rules, the fleet) send
@@ -215,168 +251,21 @@ pub trait BanSink: Send + Sync {
     ) -> Result<BanEntry, BanError>;
 }
 
-/// The one path for bans into the kernel.
-#[derive(Debug)]
-pub struct BanManager {
-    dataplane: Dataplane,
-    policy: BanPolicy,
-    reasons: HashMap<IpNet, String>,
-}
-
-/// A ban length as requested: the configured default, a length, or none.
+/// A ban length as requested.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BanLength {
+    /// `ban.bantime`, escalated for repeat offenders.
     Default,
+    /// No expiry.
     Permanent,
+    /// Exactly this long (a length given by hand).
     #[serde(with = "secs")]
     For(Duration),
-}
-
-impl BanManager {
-    pub fn new(dataplane: Dataplane, policy: BanPolicy) -> Self {
-        Self {
-            dataplane,
-            policy,
-            reasons: HashMap::new(),
-        }
-    }
-
-    /// The kernel side, for attach and status.
-    pub fn dataplane_mut(&mut self) -> &mut Dataplane {
-        &mut self.dataplane
-    }
-
-    /// The kernel side, read-only.
-    pub fn dataplane(&self) -> &Dataplane {
-        &self.dataplane
-    }
-
-    /// Replaces the allowlist and default ban length (on reload).
-    pub fn set_policy(&mut self, policy: BanPolicy) {
-        self.policy = policy;
-    }
-
-    /// The policy in force.
-    pub fn policy(&self) -> &BanPolicy {
-        &self.policy
-    }
-
-    /// Bans `target`. A repeated ban replaces the expiry and counts up.
-    /// Returns the ban as it now stands.
-    pub fn ban(
-        &mut self,
-        target: IpNet,
-        length: BanLength,
-        source: Source,
-        reason: &str,
-    ) -> Result<BanEntry, BanError> {
-        let target = canonical_net(target.trunc());
-        if let Some(entry) = self.policy.allowlist.covers(&target) {
-            return Err(BanError::Allowlisted { target, entry });
-        }
-        let kernel = |e: DataplaneError| BanError::Kernel {
-            target,
-            message: e.to_string(),
-        };
-        let now = monotonic_now_ns();
-        let previous = self.dataplane.get(target).map_err(kernel)?;
-        let count = previous
-            .filter(|v| v.is_live(now))
-            .map_or(0, |v| v.count)
-            .saturating_add(1);
-        let duration = match length {
-            BanLength::Default => self.policy.default_bantime,
-            BanLength::Permanent => None,
-            BanLength::For(d) if d.is_zero() => None,
-            BanLength::For(d) => Some(d),
-        };
-        let expires_ns = duration.map_or(BanValue::PERMANENT, |d| {
-            now.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-                .max(1)
-        });
-        let value = BanValue {
-            expires_ns,
-            source: source.code(),
-            count,
-        };
-        self.dataplane.insert(target, value).map_err(kernel)?;
-        self.reasons.insert(target, reason.to_owned());
-        Ok(self.entry(target, value, now, SystemTime::now()))
-    }
-
-    /// Lifts the ban on exactly `target`; `false` when there was none.
-    pub fn unban(&mut self, target: IpNet) -> Result<bool, BanError> {
-        let target = canonical_net(target.trunc());
-        self.reasons.remove(&target);
-        self.dataplane.remove(target).map_err(|e| BanError::Kernel {
-            target,
-            message: e.to_string(),
-        })
-    }
-
-    /// Every live ban, sorted by address.
-    pub fn list(&self) -> Result<Vec<BanEntry>, DataplaneError> {
-        let now = monotonic_now_ns();
-        let wall = SystemTime::now();
-        let mut bans: Vec<BanEntry> = self
-            .dataplane
-            .entries()?
-            .into_iter()
-            .filter(|(_, value)| value.is_live(now))
-            .map(|(net, value)| self.entry(net, value, now, wall))
-            .collect();
-        bans.sort_by_key(|ban| ban.addr);
-        Ok(bans)
-    }
-
-    /// Ban counts and packet counters.
-    pub fn stats(&self) -> Result<BanStats, DataplaneError> {
-        let now = monotonic_now_ns();
-        let mut stats = BanStats {
-            packets: self.dataplane.counters()?,
-            ..BanStats::default()
-        };
-        for (net, value) in self.dataplane.entries()? {
-            if !value.is_live(now) {
-                continue;
-            }
-            stats.bans_active += 1;
-            match net {
-                IpNet::V4(n) if n.prefix_len() == 32 => stats.bans_v4 += 1,
-                IpNet::V6(n) if n.prefix_len() == 128 => stats.bans_v6 += 1,
-                IpNet::V4(_) => stats.prefixes_v4 += 1,
-                IpNet::V6(_) => stats.prefixes_v6 += 1,
-            }
-        }
-        Ok(stats)
-    }
-
-    /// Deletes expired entries from the maps (the program already ignores
-    /// them); returns how many went.
-    pub fn sweep(&mut self) -> Result<usize, DataplaneError> {
-        let now = monotonic_now_ns();
-        let mut removed = 0;
-        for (net, value) in self.dataplane.entries()? {
-            if !value.is_live(now) && self.dataplane.remove(net)? {
-                self.reasons.remove(&net);
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
-
-    fn entry(&self, addr: IpNet, value: BanValue, now_ns: u64, wall: SystemTime) -> BanEntry {
-        let expires_at = (value.expires_ns != BanValue::PERMANENT)
-            .then(|| wall + Duration::from_nanos(value.expires_ns.saturating_sub(now_ns)));
-        BanEntry {
-            addr,
-            expires_at,
-            source: Source::from_code(value.source),
-            reason: self.reasons.get(&addr).cloned().unwrap_or_default(),
-            count: value.count,
-        }
-    }
+    /// This long the first time, escalated for repeat offenders (a rule's
+    /// own bantime).
+    #[serde(with = "secs")]
+    Base(Duration),
 }
 
 /// A target as an administrator writes it: `192.0.2.7`, `2001:db8::/64`.
@@ -465,6 +354,15 @@ mod tests {
     }
 
     #[test]
+    fn target_lists_skip_comments_and_number_bad_lines() {
+        let list = parse_target_list("# header\n192.0.2.1\n\n  2001:db8::/64  # a prefix\nnope\n192.0.2.5/24\r\n198.51.100.7\r\n");
+        assert_eq!(list.targets, [net("192.0.2.1/32"), net("2001:db8::/64"), net("198.51.100.7/32")]);
+        let lines: Vec<usize> = list.errors.iter().map(|(line, _)| *line).collect();
+        assert_eq!(lines, [5, 6]);
+        assert!(list.errors[0].1.to_string().contains("nope"));
+    }
+
+    #[test]
     fn bad_targets_name_the_input() {
         for input in [
             "",
@@ -528,6 +426,7 @@ mod tests {
             expires_at: Some(SystemTime::UNIX_EPOCH + Duration::from_hours(500_000)),
             source: Source::Cli,
             reason: "test".into(),
+            detail: String::new(),
             count: 2,
         };
         let json = serde_json::to_value(&entry).expect("json");

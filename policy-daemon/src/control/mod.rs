@@ -30,6 +30,12 @@ pub enum Request {
         length: BanLength,
         reason: String,
     },
+    /// Ban many targets (a file); the answer counts instead of listing.
+    BanBulk {
+        targets: Vec<String>,
+        length: BanLength,
+        reason: String,
+    },
     /// Lift the ban on each target.
     Unban { targets: Vec<String> },
     /// Every active ban.
@@ -46,6 +52,10 @@ pub enum Request {
 pub enum Response {
     Banned {
         banned: Vec<BanEntry>,
+        refused: Vec<Refusal>,
+    },
+    BulkBanned {
+        banned: u64,
         refused: Vec<Refusal>,
     },
     Unbanned {
@@ -95,6 +105,8 @@ pub struct Status {
     pub capacity_prefix_v6: u32,
     pub allowlist: Vec<IpNet>,
     pub default_bantime: String,
+    /// The ban store's database file.
+    pub store: String,
 }
 
 /// One ban backend and its health.

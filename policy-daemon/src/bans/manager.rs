@@ -1,0 +1,714 @@
+//! The ban manager: the one path every ban takes, whatever its source.
+//!
+//! It validates the target, enforces the allowlist (and, optionally, the
+//! host's own addresses), computes the ban length with escalation for repeat
+//! offenders, writes the store — the source of truth — before anything is
+//! acknowledged, then brings the backends in line: the XDP maps and the
+//! fail2ban queue. Reconciliation repairs the maps from the store (after a
+//! reboot wiped the pins, or when the LRU map evicted a live ban).
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use tracing::{info, warn};
+use xdp_common::BanValue;
+
+use super::{
+    Allowlist, BanEntry, BanError, BanLength, BanStats, Source, canonical_net,
+    store::{Store, StoredBan},
+    target_to_string,
+};
+use crate::dataplane::{Dataplane, monotonic_now_ns};
+
+/// Escalation for repeat offenders, like fail2ban's `bantime.increment`:
+/// the n-th ban within the history age lasts `base × 2^min(n−1, 20) × factor`,
+/// capped at `max`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Escalation {
+    pub factor: f64,
+    pub max: Duration,
+}
+
+/// Ban a whole prefix once `threshold` of its addresses were banned within
+/// `window`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Aggregation {
+    pub threshold: u32,
+    pub window: Duration,
+    pub v4_prefix: u8,
+    pub v6_prefix: u8,
+}
+
+/// Settings the manager applies to every ban.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BanPolicy {
+    pub allowlist: Allowlist,
+    /// Length of a ban that names none; `None` is permanent.
+    pub default_bantime: Option<Duration>,
+    /// `None`: every ban lasts its base length.
+    pub escalation: Option<Escalation>,
+    /// How long a past ban counts towards escalation before it is purged.
+    pub history_age: Duration,
+    pub aggregation: Option<Aggregation>,
+    /// Never ban the host's own addresses.
+    pub ignore_self: bool,
+}
+
+impl Default for BanPolicy {
+    fn default() -> Self {
+        Self {
+            allowlist: Allowlist::default(),
+            default_bantime: Some(Duration::from_hours(1)),
+            escalation: None,
+            history_age: Duration::from_hours(24 * 7),
+            aggregation: None,
+            ignore_self: false,
+        }
+    }
+}
+
+/// One ban to make.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BanRequest {
+    pub target: IpNet,
+    pub length: BanLength,
+    pub source: Source,
+    pub reason: String,
+    /// Score detail of a policy verdict.
+    pub detail: String,
+}
+
+/// Where the XDP backend stands.
+#[derive(Debug)]
+pub struct XdpBackend {
+    /// The loaded program and maps; `None` when loading failed.
+    pub dataplane: Option<Dataplane>,
+    /// Whether packets are being checked (attached to an interface).
+    pub enforcing: bool,
+    /// Why not, or where: shown by `status`.
+    pub note: String,
+}
+
+/// What a reconciliation did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Live bans missing from the maps at start, written back.
+    pub restored: u64,
+    /// Live bans that disappeared from the LRU maps while running.
+    pub evicted: u64,
+    /// Map entries the store does not hold (or expired), removed.
+    pub removed: u64,
+    /// Entries whose expiry or count differed from the store, rewritten.
+    pub corrected: u64,
+}
+
+/// The one path for bans.
+#[derive(Debug)]
+pub struct BanManager {
+    store: Arc<Store>,
+    /// Every store row (active and history), mirrored for lookups.
+    index: HashMap<IpNet, StoredBan>,
+    xdp: XdpBackend,
+    policy: BanPolicy,
+    own_addresses: Vec<IpNet>,
+    recent: HashMap<IpNet, VecDeque<i64>>,
+    evicted: u64,
+    backend_errors: u64,
+}
+
+impl BanManager {
+    /// Loads the store into memory. Call [`BanManager::reconcile`] next.
+    pub fn new(store: Arc<Store>, xdp: XdpBackend, policy: BanPolicy) -> Result<Self, BanError> {
+        let rows = store.all().map_err(|e| BanError::Store { message: e.to_string() })?;
+        let index = rows.into_iter().map(|ban| (ban.target, ban)).collect();
+        let mut manager = Self {
+            store,
+            index,
+            xdp,
+            policy: BanPolicy::default(),
+            own_addresses: Vec::new(),
+            recent: HashMap::new(),
+            evicted: 0,
+            backend_errors: 0,
+        };
+        manager.set_policy(policy);
+        Ok(manager)
+    }
+
+    /// Replaces the settings (on reload).
+    pub fn set_policy(&mut self, policy: BanPolicy) {
+        self.own_addresses = if policy.ignore_self { host_addresses() } else { Vec::new() };
+        self.policy = policy;
+    }
+
+    /// The settings in force.
+    pub fn policy(&self) -> &BanPolicy {
+        &self.policy
+    }
+
+    /// The XDP backend, for attach, reload and status.
+    pub fn xdp(&self) -> &XdpBackend {
+        &self.xdp
+    }
+
+    /// The XDP backend, mutable.
+    pub fn xdp_mut(&mut self) -> &mut XdpBackend {
+        &mut self.xdp
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Bans one target. See [`BanManager::ban_many`].
+    pub fn ban(&mut self, request: BanRequest) -> Result<BanEntry, BanError> {
+        self.ban_many(vec![request]).pop().unwrap_or_else(|| {
+            Err(BanError::Store { message: "no result for the ban".to_owned() })
+        })
+    }
+
+    /// Bans every target, one result per request in order. All accepted
+    /// bans are written to the store in one transaction before any result
+    /// is returned; if that write fails, every one of them fails.
+    pub fn ban_many(&mut self, requests: Vec<BanRequest>) -> Vec<Result<BanEntry, BanError>> {
+        let now = unix_now();
+        let mut results = Vec::with_capacity(requests.len());
+        let mut rows: Vec<StoredBan> = Vec::with_capacity(requests.len());
+        let mut pending: HashMap<IpNet, usize> = HashMap::new();
+        for request in requests {
+            let target = canonical_net(request.target.trunc());
+            if let Err(error) = self.admissible(target) {
+                results.push(Err(error));
+                continue;
+            }
+            let previous = pending.get(&target).map(|&i| &rows[i]).or_else(|| self.index.get(&target));
+            let row = self.next_row(previous, target, &request, now);
+            results.push(Ok(target));
+            if let Some(&i) = pending.get(&target) {
+                rows[i] = row;
+            } else {
+                pending.insert(target, rows.len());
+                rows.push(row);
+            }
+        }
+        if rows.is_empty() {
+            return results.into_iter().map(|r| r.and_then(|_| Err(no_row()))).collect();
+        }
+        if let Err(error) = self.store.put_bans(&rows) {
+            let message = error.to_string();
+            return results
+                .into_iter()
+                .map(|r| r.and_then(|_| Err(BanError::Store { message: message.clone() })))
+                .collect();
+        }
+        for row in &rows {
+            metrics::counter!(crate::metrics::BANS_TOTAL, "source" => row.source.as_str()).increment(1);
+        }
+        self.enforce(&rows);
+        let aggregates = self.aggregate(&rows, now);
+        for row in rows {
+            self.index.insert(row.target, row);
+        }
+        let entries: Vec<Result<BanEntry, BanError>> = results
+            .into_iter()
+            .map(|r| r.and_then(|target| self.index.get(&target).map(Self::entry).ok_or_else(no_row)))
+            .collect();
+        if !aggregates.is_empty() {
+            for result in self.ban_many(aggregates) {
+                match result {
+                    Ok(entry) => info!(prefix = %target_to_string(&entry.addr), reason = %entry.reason, "prefix banned"),
+                    Err(error) => warn!(%error, "prefix ban refused"),
+                }
+            }
+        }
+        entries
+    }
+
+    fn admissible(&self, target: IpNet) -> Result<(), BanError> {
+        if let Some(entry) = self.policy.allowlist.covers(&target) {
+            return Err(BanError::Allowlisted { target, entry });
+        }
+        if let Some(own) = self
+            .own_addresses
+            .iter()
+            .find(|own| target.contains(&own.network()))
+        {
+            return Err(BanError::OwnAddress { target, own: *own });
+        }
+        Ok(())
+    }
+
+    fn next_row(&self, previous: Option<&StoredBan>, target: IpNet, request: &BanRequest, now: i64) -> StoredBan {
+        let cutoff = now - secs_i64(self.policy.history_age);
+        let previous = previous.filter(|p| p.last_banned_at >= cutoff);
+        let count = previous.map_or(0, |p| p.count).saturating_add(1);
+        let length = match request.length {
+            BanLength::Permanent => None,
+            BanLength::For(d) => (!d.is_zero()).then_some(d),
+            BanLength::Default => self.policy.default_bantime.map(|base| self.escalate(base, count)),
+            BanLength::Base(base) => (!base.is_zero()).then(|| self.escalate(base, count)),
+        };
+        StoredBan {
+            target,
+            expires_at: length.map(|d| now + secs_i64(d).max(1)),
+            source: request.source,
+            reason: request.reason.clone(),
+            detail: request.detail.clone(),
+            count,
+            first_banned_at: previous.map_or(now, |p| p.first_banned_at),
+            last_banned_at: now,
+        }
+    }
+
+    fn escalate(&self, base: Duration, count: u32) -> Duration {
+        match self.policy.escalation {
+            None => base,
+            Some(Escalation { factor, max }) => {
+                let multiplier = f64::from(1_u32 << (count - 1).min(20));
+                let secs = (base.as_secs_f64() * multiplier * factor).min(max.as_secs_f64());
+                Duration::from_secs_f64(secs.max(1.0))
+            }
+        }
+    }
+
+    /// Writes rows to the kernel maps; a failure is logged and repaired by
+    /// the next reconciliation (the store already holds the bans).
+    fn enforce(&mut self, rows: &[StoredBan]) {
+        let Some(dataplane) = self.xdp.dataplane.as_mut() else {
+            return;
+        };
+        let mono = monotonic_now_ns();
+        let now = unix_now();
+        let values: Vec<(IpNet, BanValue)> = rows.iter().map(|row| (row.target, kernel_value(row, now, mono))).collect();
+        if let Err(error) = dataplane.insert_many(&values) {
+            self.backend_errors += 1;
+            warn!(%error, "writing bans to the XDP maps failed; the next reconciliation retries");
+        }
+    }
+
+    /// Records host bans per prefix; returns prefix bans that reached the
+    /// aggregation threshold.
+    fn aggregate(&mut self, rows: &[StoredBan], now: i64) -> Vec<BanRequest> {
+        let Some(rule) = self.policy.aggregation else {
+            return Vec::new();
+        };
+        let window = secs_i64(rule.window);
+        let mut requests = Vec::new();
+        for row in rows {
+            let prefix = match row.target {
+                IpNet::V4(n) if n.prefix_len() == 32 => Ipv4Net::new(n.addr(), rule.v4_prefix).map(|p| IpNet::V4(p.trunc())),
+                IpNet::V6(n) if n.prefix_len() == 128 => Ipv6Net::new(n.addr(), rule.v6_prefix).map(|p| IpNet::V6(p.trunc())),
+                _ => continue,
+            };
+            let Ok(prefix) = prefix else { continue };
+            let times = self.recent.entry(prefix).or_default();
+            times.push_back(now);
+            while times.front().is_some_and(|&t| t < now - window) {
+                times.pop_front();
+            }
+            let already = self.index.get(&prefix).is_some_and(|b| b.is_active(now))
+                || requests.iter().any(|r: &BanRequest| r.target == prefix);
+            if times.len() >= rule.threshold as usize && !already {
+                requests.push(BanRequest {
+                    target: prefix,
+                    length: BanLength::Default,
+                    source: row.source,
+                    reason: format!(
+                        "{} addresses of {} banned within {}",
+                        times.len(),
+                        target_to_string(&prefix),
+                        humantime::format_duration(rule.window)
+                    ),
+                    detail: String::new(),
+                });
+            }
+        }
+        requests
+    }
+
+    /// Lifts the ban on exactly `target`; `false` when there was none.
+    pub fn unban(&mut self, target: IpNet) -> Result<bool, BanError> {
+        let target = canonical_net(target.trunc());
+        let now = unix_now();
+        let ended = self.store.end_ban(&target, now).map_err(|e| BanError::Store { message: e.to_string() })?;
+        if let Some(row) = self.index.get_mut(&target)
+            && row.is_active(now)
+        {
+            row.expires_at = Some(now);
+        }
+        let mut removed = false;
+        if let Some(dataplane) = self.xdp.dataplane.as_mut() {
+            removed = dataplane
+                .remove(target)
+                .map_err(|e| BanError::Kernel { target, message: e.to_string() })?;
+        }
+        Ok(ended || removed)
+    }
+
+    /// Every active ban, sorted by address.
+    pub fn list(&self) -> Vec<BanEntry> {
+        let now = unix_now();
+        let mut bans: Vec<BanEntry> = self
+            .index
+            .values()
+            .filter(|row| row.is_active(now))
+            .map(Self::entry)
+            .collect();
+        bans.sort_by_key(|ban| ban.addr);
+        bans
+    }
+
+    /// Ban counts, packet counters and backend figures.
+    pub fn stats(&self) -> BanStats {
+        let now = unix_now();
+        let mut stats = BanStats {
+            evicted: self.evicted,
+            backend_errors: self.backend_errors,
+            ..BanStats::default()
+        };
+        if let Some(dataplane) = &self.xdp.dataplane {
+            match dataplane.counters() {
+                Ok(packets) => stats.packets = packets,
+                Err(error) => warn!(%error, "reading the packet counters failed"),
+            }
+        }
+        for row in self.index.values().filter(|row| row.is_active(now)) {
+            stats.bans_active += 1;
+            match row.target {
+                IpNet::V4(n) if n.prefix_len() == 32 => stats.bans_v4 += 1,
+                IpNet::V6(n) if n.prefix_len() == 128 => stats.bans_v6 += 1,
+                IpNet::V4(_) => stats.prefixes_v4 += 1,
+                IpNet::V6(_) => stats.prefixes_v6 += 1,
+            }
+        }
+        stats
+    }
+
+    /// Brings the kernel maps in line with the store: writes missing or
+    /// different live bans, removes what the store does not hold. With
+    /// `at_start`, missing bans count as restored (the pins were wiped);
+    /// otherwise a missing single address counts as an LRU eviction.
+    ///
+    /// On the very first start with an empty store, live map entries are
+    /// adopted into the store instead of removed.
+    pub fn reconcile(&mut self, at_start: bool) -> Reconciled {
+        let mut report = Reconciled::default();
+        let Some(dataplane) = self.xdp.dataplane.as_mut() else {
+            return report;
+        };
+        let entries = match dataplane.entries() {
+            Ok(entries) => entries,
+            Err(error) => {
+                self.backend_errors += 1;
+                warn!(%error, "reading the XDP maps failed; reconciliation skipped");
+                return report;
+            }
+        };
+        let now = unix_now();
+        let mono = monotonic_now_ns();
+        if at_start && self.index.is_empty() {
+            let adopted = adopt(&entries, now, mono);
+            if !adopted.is_empty() {
+                info!(count = adopted.len(), "adopting bans found in the kernel maps into an empty store");
+                if let Err(error) = self.store.put_bans(&adopted) {
+                    warn!(%error, "adopting kernel bans failed");
+                } else {
+                    for row in adopted {
+                        self.index.insert(row.target, row);
+                    }
+                }
+            }
+        }
+        let in_map: HashMap<IpNet, BanValue> = entries.into_iter().collect();
+        let mut writes = Vec::new();
+        let mut evicted_v4 = 0_u64;
+        let mut evicted_v6 = 0_u64;
+        let active: HashSet<IpNet> = self.index.values().filter(|r| r.is_active(now)).map(|r| r.target).collect();
+        for row in self.index.values().filter(|r| r.is_active(now)) {
+            let wanted = kernel_value(row, now, mono);
+            match in_map.get(&row.target) {
+                None if at_start => report.restored += 1,
+                None => {
+                    report.evicted += 1;
+                    if row.target.prefix_len() == row.target.max_prefix_len() {
+                        if row.target.addr().is_ipv4() { evicted_v4 += 1 } else { evicted_v6 += 1 }
+                    }
+                }
+                Some(value) if !close_enough(value, &wanted) => report.corrected += 1,
+                Some(_) => continue,
+            }
+            writes.push((row.target, wanted));
+        }
+        for net in in_map.keys().filter(|net| !active.contains(net)) {
+            match dataplane.remove(*net) {
+                Ok(_) => report.removed += 1,
+                Err(error) => warn!(%error, target = %target_to_string(net), "removing a stale map entry failed"),
+            }
+        }
+        if let Err(error) = dataplane.insert_many(&writes) {
+            self.backend_errors += 1;
+            warn!(%error, "rewriting bans into the XDP maps failed");
+        }
+        if evicted_v4 + evicted_v6 > 0 {
+            let capacities = dataplane.capacities().ok();
+            warn!(
+                evicted_v4,
+                evicted_v6,
+                capacity_v4 = capacities.map(|c| c.v4),
+                capacity_v6 = capacities.map(|c| c.v6),
+                "live bans were evicted from the LRU maps and written back; raise ban.capacity_v4 / ban.capacity_v6"
+            );
+        }
+        self.evicted += report.evicted;
+        report
+    }
+
+    /// Deletes history older than the history age.
+    pub fn purge(&mut self) -> Result<usize, BanError> {
+        let cutoff = unix_now() - secs_i64(self.policy.history_age);
+        let purged = self.store.purge(cutoff).map_err(|e| BanError::Store { message: e.to_string() })?;
+        self.index
+            .retain(|_, row| row.expires_at.is_none_or(|at| at >= cutoff) || row.last_banned_at >= cutoff);
+        let window = self.policy.aggregation.map_or(0, |a| secs_i64(a.window));
+        let now = unix_now();
+        self.recent.retain(|_, times| times.back().is_some_and(|&t| t >= now - window));
+        Ok(purged)
+    }
+
+    fn entry(row: &StoredBan) -> BanEntry {
+        BanEntry {
+            addr: row.target,
+            expires_at: row.expires_at.map(|at| UNIX_EPOCH + Duration::from_secs(at.unsigned_abs())),
+            source: row.source,
+            reason: row.reason.clone(),
+            detail: row.detail.clone(),
+            count: row.count,
+        }
+    }
+}
+
+/// The map value for a stored ban: its wall-clock expiry moved onto the
+/// kernel's monotonic clock.
+fn kernel_value(row: &StoredBan, now: i64, mono_now: u64) -> BanValue {
+    let expires_ns = row.expires_at.map_or(BanValue::PERMANENT, |at| {
+        let left = u64::try_from(at - now).unwrap_or(0);
+        mono_now.saturating_add(left.saturating_mul(1_000_000_000)).max(1)
+    });
+    BanValue { expires_ns, source: row.source.code(), count: row.count }
+}
+
+/// Equal but for clock jitter between the two conversions.
+fn close_enough(a: &BanValue, b: &BanValue) -> bool {
+    const TOLERANCE_NS: u64 = 2_000_000_000;
+    let same_expiry = match (a.expires_ns, b.expires_ns) {
+        (BanValue::PERMANENT, BanValue::PERMANENT) => true,
+        (BanValue::PERMANENT, _) | (_, BanValue::PERMANENT) => false,
+        (x, y) => x.abs_diff(y) <= TOLERANCE_NS,
+    };
+    same_expiry && a.source == b.source && a.count == b.count
+}
+
+fn adopt(entries: &[(IpNet, BanValue)], now: i64, mono: u64) -> Vec<StoredBan> {
+    entries
+        .iter()
+        .filter(|(_, value)| value.is_live(mono))
+        .map(|&(target, value)| StoredBan {
+            target,
+            expires_at: (value.expires_ns != BanValue::PERMANENT)
+                .then(|| now + i64::try_from((value.expires_ns - mono) / 1_000_000_000).unwrap_or(0) + 1),
+            source: Source::from_code(value.source),
+            reason: "found in the kernel maps".to_owned(),
+            detail: String::new(),
+            count: value.count.max(1),
+            first_banned_at: now,
+            last_banned_at: now,
+        })
+        .collect()
+}
+
+fn no_row() -> BanError {
+    BanError::Store { message: "the ban was not recorded".to_owned() }
+}
+
+/// Unix time in seconds.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn secs_i64(duration: Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// The addresses configured on this host's interfaces.
+pub fn host_addresses() -> Vec<IpNet> {
+    let mut out = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list we free below.
+    if unsafe { libc::getifaddrs(&raw mut list) } != 0 {
+        return out;
+    }
+    let mut cursor = list;
+    while !cursor.is_null() {
+        // SAFETY: `cursor` is a node of the list getifaddrs returned.
+        let node = unsafe { &*cursor };
+        if !node.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points at a sockaddr of the family it names.
+            let family = i32::from(unsafe { (*node.ifa_addr).sa_family });
+            let addr = match family {
+                libc::AF_INET => {
+                    // SAFETY: family AF_INET means the kernel wrote a whole,
+                    // suitably aligned sockaddr_in there.
+                    #[expect(clippy::cast_ptr_alignment, reason = "getifaddrs allocates each address for its family")]
+                    let sin = unsafe { &*node.ifa_addr.cast::<libc::sockaddr_in>() };
+                    Some(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()))
+                }
+                libc::AF_INET6 => {
+                    // SAFETY: as above, for sockaddr_in6.
+                    #[expect(clippy::cast_ptr_alignment, reason = "getifaddrs allocates each address for its family")]
+                    let sin6 = unsafe { &*node.ifa_addr.cast::<libc::sockaddr_in6>() };
+                    Some(IpAddr::from(sin6.sin6_addr.s6_addr))
+                }
+                _ => None,
+            };
+            if let Some(addr) = addr
+                && !out.contains(&IpNet::from(addr))
+            {
+                out.push(IpNet::from(addr));
+            }
+        }
+        cursor = node.ifa_next;
+    }
+    // SAFETY: `list` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(list) };
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(text: &str) -> IpNet {
+        text.parse().expect("net")
+    }
+
+    fn manager(policy: BanPolicy) -> (tempfile::TempDir, BanManager) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open_in(dir.path()).expect("store"));
+        let xdp = XdpBackend { dataplane: None, enforcing: false, note: "test".into() };
+        (dir, BanManager::new(store, xdp, policy).expect("manager"))
+    }
+
+    fn request(target: &str, length: BanLength) -> BanRequest {
+        BanRequest { target: net(target), length, source: Source::Logwatch, reason: "r".into(), detail: String::new() }
+    }
+
+    fn length_of(entry: &BanEntry) -> u64 {
+        let expires = entry.expires_at.expect("not permanent");
+        expires.duration_since(SystemTime::now()).map_or(0, |d| d.as_secs() + 1)
+    }
+
+    #[test]
+    fn escalation_doubles_and_is_capped() {
+        let policy = BanPolicy {
+            default_bantime: Some(Duration::from_mins(10)),
+            escalation: Some(Escalation { factor: 1.0, max: Duration::from_hours(1) }),
+            ..BanPolicy::default()
+        };
+        let (_dir, mut bans) = manager(policy);
+        let mut lengths = Vec::new();
+        for _ in 0..5 {
+            let entry = bans.ban(request("192.0.2.7/32", BanLength::Default)).expect("ban");
+            lengths.push((entry.count, length_of(&entry).div_ceil(60)));
+        }
+        assert_eq!(lengths, [(1, 10), (2, 20), (3, 40), (4, 60), (5, 60)]);
+        // An explicit length is taken as given.
+        let exact = bans.ban(request("192.0.2.7/32", BanLength::For(Duration::from_mins(5)))).expect("ban");
+        assert_eq!(length_of(&exact).div_ceil(60), 5);
+        assert_eq!(exact.count, 6);
+    }
+
+    #[test]
+    fn history_survives_a_restart_and_unban_keeps_the_count() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open = || {
+            let store = Arc::new(Store::open_in(dir.path()).expect("store"));
+            let xdp = XdpBackend { dataplane: None, enforcing: false, note: String::new() };
+            BanManager::new(store, xdp, BanPolicy::default()).expect("manager")
+        };
+        let mut bans = open();
+        bans.ban(request("2001:db8::7/128", BanLength::Default)).expect("ban");
+        assert!(bans.unban(net("2001:db8::7/128")).expect("unban"));
+        assert!(bans.list().is_empty());
+        drop(bans);
+        let mut bans = open();
+        let again = bans.ban(request("2001:db8::7/128", BanLength::Default)).expect("ban");
+        assert_eq!(again.count, 2, "the earlier ban counts after a restart");
+        assert_eq!(bans.list().len(), 1);
+    }
+
+    #[test]
+    fn allowlist_and_own_addresses_are_refused() {
+        let policy = BanPolicy {
+            allowlist: Allowlist::new([net("198.51.100.0/24")]),
+            ignore_self: true,
+            ..BanPolicy::default()
+        };
+        let (_dir, mut bans) = manager(policy);
+        let results = bans.ban_many(vec![
+            request("198.51.100.4/32", BanLength::Default),
+            request("192.0.2.1/32", BanLength::Default),
+            request("127.0.0.1/32", BanLength::Default),
+        ]);
+        assert!(matches!(results[0], Err(BanError::Allowlisted { .. })));
+        assert!(results[1].is_ok());
+        assert!(results[2].is_err(), "loopback is always refused");
+        assert_eq!(bans.list().len(), 1);
+        if let Some(own) = host_addresses().into_iter().find(|a| !a.addr().is_loopback()) {
+            let refused = bans.ban(BanRequest { target: own, ..request("192.0.2.2/32", BanLength::Default) });
+            assert!(matches!(refused, Err(BanError::OwnAddress { .. })), "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn prefix_is_banned_once_enough_of_its_addresses_are() {
+        let policy = BanPolicy {
+            aggregation: Some(Aggregation {
+                threshold: 3,
+                window: Duration::from_mins(10),
+                v4_prefix: 24,
+                v6_prefix: 64,
+            }),
+            ..BanPolicy::default()
+        };
+        let (_dir, mut bans) = manager(policy);
+        for host in ["2001:db8:1:2::a/128", "2001:db8:1:2::b/128", "192.0.2.1/32"] {
+            bans.ban(request(host, BanLength::Default)).expect("ban");
+        }
+        assert!(!bans.list().iter().any(|b| b.addr == net("2001:db8:1:2::/64")));
+        bans.ban(request("2001:db8:1:2::c/128", BanLength::Default)).expect("ban");
+        let prefix = bans.list().into_iter().find(|b| b.addr == net("2001:db8:1:2::/64")).expect("prefix banned");
+        assert!(prefix.reason.contains("3 addresses"), "{}", prefix.reason);
+        assert!(!bans.list().iter().any(|b| b.addr == net("192.0.2.0/24")));
+    }
+
+    #[test]
+    fn repeated_target_in_one_batch_counts_once_per_occurrence() {
+        let (_dir, mut bans) = manager(BanPolicy::default());
+        let results = bans.ban_many(vec![
+            request("192.0.2.9/32", BanLength::Default),
+            request("192.0.2.9/32", BanLength::Permanent),
+        ]);
+        assert!(results.iter().all(Result::is_ok));
+        let listed = bans.list();
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].count, listed[0].expires_at), (2, None));
+    }
+}

@@ -1,0 +1,373 @@
+//! The ban store: an embedded `SQLite` database, the source of truth for
+//! every ban. The only module that speaks SQL.
+//!
+//! One row per address or prefix ever banned within the history age: the
+//! current ban (expiry, source, reason, score detail) and the offence count
+//! used for escalation. A lifted or expired ban keeps its row as history
+//! until it is purged. A second table is the durable outbox of operations
+//! waiting for an external backend (fail2ban).
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Mutex, MutexGuard, PoisonError},
+};
+
+use ipnet::IpNet;
+use rusqlite::{Connection, OptionalExtension as _, params};
+
+use super::{Source, parse_target, target_to_string};
+
+/// Database file name inside `state_dir`.
+pub const DB_FILE: &str = "spamwall.db";
+const SCHEMA_VERSION: i64 = 1;
+
+/// A store operation that failed, with the database it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("ban store {path}: {operation}: {source}")]
+    Sql { path: PathBuf, operation: &'static str, source: rusqlite::Error },
+    #[error("ban store {path}: creating its directory: {source}")]
+    Dir { path: PathBuf, source: std::io::Error },
+    #[error("ban store {path} has schema version {found}, newer than this spamwall ({SCHEMA_VERSION})")]
+    Schema { path: PathBuf, found: i64 },
+    #[error("ban store {path}: row for {target:?} is corrupt: {detail}")]
+    Corrupt { path: PathBuf, target: String, detail: String },
+}
+
+/// A ban as the store keeps it. Times are Unix seconds (UTC).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredBan {
+    pub target: IpNet,
+    /// `None`: permanent.
+    pub expires_at: Option<i64>,
+    pub source: Source,
+    pub reason: String,
+    /// Score detail of a policy verdict, empty otherwise.
+    pub detail: String,
+    /// Bans of this target within the history age, this one included.
+    pub count: u32,
+    pub first_banned_at: i64,
+    pub last_banned_at: i64,
+}
+
+impl StoredBan {
+    /// Whether the ban holds at `now`.
+    pub fn is_active(&self, now: i64) -> bool {
+        self.expires_at.is_none_or(|at| at > now)
+    }
+}
+
+/// An operation queued for an external backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub id: u64,
+    pub op: String,
+    pub target: String,
+}
+
+/// The `SQLite` ban store. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Store {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    /// Opens (creating if needed) `state_dir/spamwall.db`.
+    pub fn open_in(state_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(state_dir)
+            .map_err(|source| StoreError::Dir { path: state_dir.to_owned(), source })?;
+        Self::open(&state_dir.join(DB_FILE))
+    }
+
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(sql(path, "opening"))?;
+        let store = Self { path: path.to_owned(), conn: Mutex::new(conn) };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let conn = self.conn();
+        // WAL + FULL: a ban acknowledged to its caller is on disk, and
+        // readers never wait for the writer.
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;")
+            .map_err(sql(&self.path, "setting pragmas"))?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(sql(&self.path, "reading the schema version"))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Schema { path: self.path.clone(), found: version });
+        }
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS bans (
+                target TEXT PRIMARY KEY,
+                expires_at INTEGER,
+                source TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                detail TEXT NOT NULL DEFAULT '',
+                count INTEGER NOT NULL,
+                first_banned_at INTEGER NOT NULL,
+                last_banned_at INTEGER NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS outbox (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                backend TEXT NOT NULL,
+                op TEXT NOT NULL,
+                target TEXT NOT NULL,
+                queued_at INTEGER NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS outbox_backend ON outbox(backend, id);
+            PRAGMA user_version = 1;",
+        )
+        .map_err(sql(&self.path, "creating the schema"))
+    }
+
+    /// Writes bans (inserted or replaced) in one transaction: when this
+    /// returns, all of them are durable.
+    pub fn put_bans(&self, bans: &[StoredBan]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(sql(&self.path, "beginning a transaction"))?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO bans (target, expires_at, source, reason, detail, count, first_banned_at, last_banned_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (target) DO UPDATE SET
+                        expires_at = excluded.expires_at, source = excluded.source,
+                        reason = excluded.reason, detail = excluded.detail, count = excluded.count,
+                        first_banned_at = excluded.first_banned_at, last_banned_at = excluded.last_banned_at",
+                )
+                .map_err(sql(&self.path, "preparing the ban insert"))?;
+            for ban in bans {
+                insert
+                    .execute(params![
+                        target_to_string(&ban.target),
+                        ban.expires_at,
+                        ban.source.to_string(),
+                        ban.reason,
+                        ban.detail,
+                        ban.count,
+                        ban.first_banned_at,
+                        ban.last_banned_at,
+                    ])
+                    .map_err(sql(&self.path, "writing a ban"))?;
+            }
+        }
+        tx.commit().map_err(sql(&self.path, "committing bans"))
+    }
+
+    /// Ends the ban on `target` at `now`, keeping its history; `false` when
+    /// it was not active.
+    pub fn end_ban(&self, target: &IpNet, now: i64) -> Result<bool, StoreError> {
+        let changed = self
+            .conn()
+            .execute(
+                "UPDATE bans SET expires_at = ?2 WHERE target = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+                params![target_to_string(target), now],
+            )
+            .map_err(sql(&self.path, "ending a ban"))?;
+        Ok(changed > 0)
+    }
+
+    /// Every row: active bans and history.
+    pub fn all(&self) -> Result<Vec<StoredBan>, StoreError> {
+        let conn = self.conn();
+        let mut query = conn
+            .prepare("SELECT target, expires_at, source, reason, detail, count, first_banned_at, last_banned_at FROM bans")
+            .map_err(sql(&self.path, "preparing the ban query"))?;
+        let rows = query
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, Option<i64>>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, String>(4)?,
+                    row.get::<_, u32>(5)?,
+                    row.get::<_, i64>(6)?,
+                    row.get::<_, i64>(7)?,
+                ))
+            })
+            .map_err(sql(&self.path, "reading bans"))?;
+        let mut bans = Vec::new();
+        for row in rows {
+            let (target, expires_at, source, reason, detail, count, first_banned_at, last_banned_at) =
+                row.map_err(sql(&self.path, "reading a ban"))?;
+            let corrupt = |detail: String| StoreError::Corrupt { path: self.path.clone(), target: target.clone(), detail };
+            let net = parse_target(&target).map_err(|e| corrupt(e.to_string()))?;
+            let source = source_from_name(&source).ok_or_else(|| corrupt(format!("unknown source {source:?}")))?;
+            bans.push(StoredBan {
+                target: net,
+                expires_at,
+                source,
+                reason,
+                detail,
+                count,
+                first_banned_at,
+                last_banned_at,
+            });
+        }
+        Ok(bans)
+    }
+
+    /// Deletes rows whose ban ended before `cutoff` (history older than the
+    /// history age); returns how many went.
+    pub fn purge(&self, cutoff: i64) -> Result<usize, StoreError> {
+        self.conn()
+            .execute(
+                "DELETE FROM bans WHERE expires_at IS NOT NULL AND expires_at < ?1 AND last_banned_at < ?1",
+                params![cutoff],
+            )
+            .map_err(sql(&self.path, "purging old bans"))
+    }
+
+    /// Queues an operation for `backend`; returns its id.
+    pub fn outbox_push(&self, backend: &str, op: &str, target: &str, now: i64) -> Result<u64, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO outbox (backend, op, target, queued_at) VALUES (?1, ?2, ?3, ?4)",
+            params![backend, op, target, now],
+        )
+        .map_err(sql(&self.path, "queueing an operation"))?;
+        Ok(conn.last_insert_rowid().unsigned_abs())
+    }
+
+    /// Operations still waiting for `backend`, oldest first.
+    pub fn outbox_pending(&self, backend: &str) -> Result<Vec<OutboxRow>, StoreError> {
+        let conn = self.conn();
+        let mut query = conn
+            .prepare_cached("SELECT id, op, target FROM outbox WHERE backend = ?1 ORDER BY id")
+            .map_err(sql(&self.path, "preparing the outbox query"))?;
+        let rows = query
+            .query_map(params![backend], |row| {
+                Ok(OutboxRow { id: row.get::<_, i64>(0)?.unsigned_abs(), op: row.get(1)?, target: row.get(2)? })
+            })
+            .map_err(sql(&self.path, "reading the outbox"))?;
+        rows.collect::<Result<_, _>>().map_err(sql(&self.path, "reading the outbox"))
+    }
+
+    /// Removes a delivered operation.
+    pub fn outbox_remove(&self, id: u64) -> Result<(), StoreError> {
+        let id = i64::try_from(id).unwrap_or(i64::MAX);
+        self.conn()
+            .execute("DELETE FROM outbox WHERE id = ?1", params![id])
+            .map(drop)
+            .map_err(sql(&self.path, "removing a delivered operation"))
+    }
+
+    /// How many operations wait for `backend`.
+    pub fn outbox_len(&self, backend: &str) -> Result<u64, StoreError> {
+        self.conn()
+            .query_row("SELECT COUNT(*) FROM outbox WHERE backend = ?1", params![backend], |row| {
+                row.get::<_, i64>(0)
+            })
+            .optional()
+            .map(|n| n.unwrap_or(0).unsigned_abs())
+            .map_err(sql(&self.path, "counting the outbox"))
+    }
+}
+
+fn source_from_name(name: &str) -> Option<Source> {
+    [Source::Policy, Source::Cli, Source::Logwatch, Source::Fleet]
+        .into_iter()
+        .find(|source| source.to_string() == name)
+}
+
+fn sql<'a>(path: &'a Path, operation: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + 'a {
+    move |source| StoreError::Sql { path: path.to_owned(), operation, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ban(target: &str, expires_at: Option<i64>, count: u32) -> StoredBan {
+        StoredBan {
+            target: target.parse().expect("net"),
+            expires_at,
+            source: Source::Policy,
+            reason: "score 12".into(),
+            detail: "zen=127.0.0.2(+10)".into(),
+            count,
+            first_banned_at: 1000,
+            last_banned_at: 1000,
+        }
+    }
+
+    #[test]
+    fn bans_survive_reopening_and_update_in_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open_in(&dir.path().join("state")).expect("open");
+            store.put_bans(&[ban("192.0.2.7/32", Some(5000), 1), ban("2001:db8::/64", None, 1)]).expect("put");
+            store.put_bans(&[ban("192.0.2.7/32", Some(9000), 2)]).expect("update");
+        }
+        let store = Store::open_in(&dir.path().join("state")).expect("reopen");
+        let mut all = store.all().expect("all");
+        all.sort_by_key(|b| b.target);
+        assert_eq!(all, [ban("192.0.2.7/32", Some(9000), 2), ban("2001:db8::/64", None, 1)]);
+    }
+
+    #[test]
+    fn ending_a_ban_keeps_its_history_and_purge_drops_old_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_in(dir.path()).expect("open");
+        store.put_bans(&[ban("192.0.2.7/32", None, 3), ban("192.0.2.8/32", Some(1500), 1)]).expect("put");
+        assert!(store.end_ban(&"192.0.2.7/32".parse().expect("net"), 2000).expect("end"));
+        assert!(!store.end_ban(&"192.0.2.7/32".parse().expect("net"), 2001).expect("end twice"));
+        assert!(!store.end_ban(&"192.0.2.8/32".parse().expect("net"), 2000).expect("already expired"));
+        let row = store.all().expect("all").into_iter().find(|b| b.count == 3).expect("history kept");
+        assert!(!row.is_active(2000));
+        assert_eq!(store.purge(1800).expect("purge"), 1, "only the row that ended before the cutoff");
+        assert_eq!(store.purge(2500).expect("purge"), 1);
+        assert!(store.all().expect("all").is_empty());
+    }
+
+    #[test]
+    fn outbox_is_ordered_per_backend_and_durable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_in(dir.path()).expect("open");
+        let a = store.outbox_push("fail2ban", "ban", "192.0.2.1", 1).expect("push");
+        let b = store.outbox_push("fail2ban", "unban", "192.0.2.1", 2).expect("push");
+        store.outbox_push("other", "ban", "192.0.2.9", 3).expect("push");
+        drop(store);
+        let store = Store::open_in(dir.path()).expect("reopen");
+        let pending = store.outbox_pending("fail2ban").expect("pending");
+        assert_eq!(pending.iter().map(|r| r.id).collect::<Vec<_>>(), [a, b]);
+        assert_eq!(pending[1].op, "unban");
+        store.outbox_remove(a).expect("remove");
+        assert_eq!(store.outbox_len("fail2ban").expect("len"), 1);
+        assert_eq!(store.outbox_len("other").expect("len"), 1);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(DB_FILE);
+        Connection::open(&path).expect("db").execute_batch("PRAGMA user_version = 99;").expect("set");
+        let error = Store::open(&path).expect_err("newer schema");
+        assert!(error.to_string().contains("99"), "{error}");
+    }
+
+    #[test]
+    fn bulk_writes_in_one_transaction() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_in(dir.path()).expect("open");
+        let bans: Vec<StoredBan> = (0..20_000_u32)
+            .map(|i| StoredBan { target: IpNet::from(std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0A00_0000 + i))), ..ban("192.0.2.1/32", Some(9), 1) })
+            .collect();
+        store.put_bans(&bans).expect("bulk");
+        assert_eq!(store.all().expect("all").len(), 20_000);
+    }
+}

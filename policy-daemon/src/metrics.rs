@@ -1,0 +1,156 @@
+//! Prometheus metrics: `GET /metrics` on `[metrics] listen`.
+//!
+//! Modules record through the `metrics` facade (`counter!`, `histogram!`);
+//! figures that live elsewhere (kernel counters, ban counts, backend state)
+//! are copied in from a snapshot right before each scrape, so a scrape is
+//! never staler than the request.
+
+use std::{sync::Arc, time::Duration};
+
+use metrics::{counter, gauge};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+};
+use tracing::{debug, warn};
+
+use crate::{bans::BanStats, control::BackendStatus};
+
+/// Policy request latency, seconds.
+pub const POLICY_LATENCY: &str = "spamwall_policy_request_duration_seconds";
+/// Policy requests answered.
+pub const POLICY_REQUESTS: &str = "spamwall_policy_requests_total";
+/// Bans made, by source.
+pub const BANS_TOTAL: &str = "spamwall_bans_total";
+
+/// Latency buckets: sub-millisecond answers from the cache up to the
+/// request deadline.
+const LATENCY_BUCKETS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5, 2.0, 10.0];
+/// Longest a scraper may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why metrics could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("installing the metrics recorder: {0}")]
+    Install(String),
+    #[error("metrics listener {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+}
+
+/// Installs the process-wide recorder; returns the handle that renders it.
+pub fn install() -> Result<PrometheusHandle, MetricsError> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(POLICY_LATENCY.to_owned()), &LATENCY_BUCKETS)
+        .map_err(|e| MetricsError::Install(e.to_string()))?
+        .install_recorder()
+        .map_err(|e| MetricsError::Install(e.to_string()))
+}
+
+/// Binds the metrics listener.
+pub async fn bind(addr: &str) -> Result<TcpListener, MetricsError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| MetricsError::Bind { addr: addr.to_owned(), source })
+}
+
+/// Copies a snapshot of the ban manager into the recorder.
+pub fn record_snapshot(stats: &BanStats, backends: &[BackendStatus], queue_depth: &[(&'static str, u64)]) {
+    for (kind, value) in [
+        ("v4", stats.bans_v4),
+        ("v6", stats.bans_v6),
+        ("prefix_v4", stats.prefixes_v4),
+        ("prefix_v6", stats.prefixes_v6),
+    ] {
+        #[expect(clippy::cast_precision_loss, reason = "gauges are f64; ban counts stay far below 2^52")]
+        gauge!("spamwall_bans_active", "kind" => kind).set(value as f64);
+    }
+    let packets = &stats.packets;
+    for (outcome, value) in [
+        ("passed", packets.passed),
+        ("dropped_v4", packets.dropped_v4),
+        ("dropped_v6", packets.dropped_v6),
+        ("expired_passed", packets.expired_passed),
+        ("malformed_passed", packets.malformed_passed),
+        ("non_ip_passed", packets.non_ip_passed),
+        ("out_of_scope_passed", packets.out_of_scope_passed),
+    ] {
+        counter!("spamwall_xdp_packets_total", "outcome" => outcome).absolute(value);
+    }
+    counter!("spamwall_bans_evicted_total").absolute(stats.evicted);
+    counter!("spamwall_backend_errors_total").absolute(stats.backend_errors);
+    for backend in backends {
+        gauge!("spamwall_backend_up", "backend" => backend.name.clone()).set(f64::from(u8::from(backend.active)));
+    }
+    for &(backend, depth) in queue_depth {
+        #[expect(clippy::cast_precision_loss, reason = "gauges are f64; queue depths stay far below 2^52")]
+        gauge!("spamwall_backend_queue_depth", "backend" => backend).set(depth as f64);
+    }
+}
+
+/// Serves `GET /metrics` until `shutdown` resolves. `refresh` runs before
+/// each render (on the blocking pool: it may read kernel maps).
+pub async fn serve<F>(
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    refresh: Arc<F>,
+    shutdown: impl Future<Output = ()>,
+) where
+    F: Fn() + Send + Sync + 'static,
+{
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let handle = handle.clone();
+                    let refresh = Arc::clone(&refresh);
+                    tokio::spawn(async move {
+                        if let Err(error) = scrape(stream, handle, refresh).await {
+                            debug!(%error, "metrics connection ended with an error");
+                        }
+                    });
+                }
+                Err(error) => warn!(%error, "accepting a metrics connection failed"),
+            },
+        }
+    }
+}
+
+async fn scrape<F>(mut stream: TcpStream, handle: PrometheusHandle, refresh: Arc<F>) -> std::io::Result<()>
+where
+    F: Fn() + Send + Sync + 'static,
+{
+    let mut request = Vec::with_capacity(512);
+    let mut buf = [0_u8; 512];
+    let read_head = async {
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            request.extend_from_slice(&buf[..n]);
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, read_head)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "request head"))??;
+    let line = request.split(|&b| b == b'\n').next().unwrap_or_default();
+    let (status, content_type, body) = if line.starts_with(b"GET /metrics ") || line.starts_with(b"GET / ") {
+        let _ = tokio::task::spawn_blocking(move || refresh()).await;
+        handle.run_upkeep();
+        ("200 OK", "text/plain; version=0.0.4", handle.render())
+    } else {
+        ("404 Not Found", "text/plain", "spamwall serves GET /metrics\n".to_owned())
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
