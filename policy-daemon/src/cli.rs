@@ -64,6 +64,8 @@ pub enum Command {
     /// Manage the pinned XDP program without the daemon
     #[command(subcommand)]
     Xdp(XdpCommand),
+    /// Send one Postfix policy request (name=value lines on stdin, or --attr) and print the answer
+    Query(crate::policy::client::QueryArgs),
 }
 
 #[derive(Debug, Args)]
@@ -168,6 +170,12 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
         Command::List(flag) => list(&socket(cli)?, flag.json),
         Command::Stats(flag) => stats(&socket(cli)?, flag.json),
         Command::Status(flag) => status(&socket(cli)?, flag.json),
+        Command::Query(args) => crate::policy::client::run(args, cli.config.as_deref())
+            .map(|answer| println!("{answer}"))
+            .map_err(|f| Failure {
+                code: f.code,
+                message: f.message,
+            }),
     }
 }
 

@@ -42,6 +42,8 @@ pub enum DaemonError {
     Bind(#[from] BindError),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -51,6 +53,7 @@ pub enum DaemonError {
 struct Shared {
     manager: Mutex<BanManager>,
     runtime: Mutex<Runtime>,
+    policy_stats: Arc<crate::policy::PolicyStats>,
 }
 
 /// What the daemon knows about itself, for `status` and reload.
@@ -120,6 +123,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
             started_at: SystemTime::now(),
             attachments,
         }),
+        policy_stats: Arc::default(),
     });
 
     let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
@@ -140,6 +144,14 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
         Some(addr) => Some(start_metrics(&addr, &shared, stopped.clone()).await?),
         None => None,
     };
+    let policy_config = shared.runtime().config.policy.clone();
+    let policy = crate::policy::PolicyServer::start(
+        &policy_config,
+        Arc::clone(&shared) as Arc<dyn BanSink>,
+        Arc::clone(&shared.policy_stats),
+        stopped.clone(),
+    )
+    .await?;
     let maintenance = tokio::spawn(maintenance_loop(Arc::clone(&shared), stopped));
 
     info!(socket = %socket_path.display(), "spamwall ready");
@@ -150,8 +162,10 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             _ = hangup.recv() => {
-                let shared = Arc::clone(&shared);
-                let _ = tokio::task::spawn_blocking(move || reload(&shared)).await;
+                let reloading = Arc::clone(&shared);
+                let _ = tokio::task::spawn_blocking(move || reload(&reloading)).await;
+                let policy_config = shared.runtime().config.policy.clone();
+                policy.reload(&policy_config, Arc::clone(&shared) as Arc<dyn BanSink>);
             }
         }
     }
@@ -159,6 +173,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     notify_systemd("STOPPING=1");
     let _ = stop.send(true);
     let _ = server.await;
+    policy.stopped().await;
     let _ = maintenance.await;
     if let Some(metrics) = metrics {
         let _ = metrics.await;
@@ -337,13 +352,10 @@ fn maintain(shared: &Shared) {
 fn handle(shared: &Shared, request: Request) -> Response {
     match request {
         Request::Ban { targets, length, reason } => {
-            let (banned, refused) = ban_targets(shared, targets, length, &reason, true);
+            let (banned, refused) = ban_targets(shared, targets, length, &reason);
             Response::Banned { banned, refused }
         }
-        Request::BanBulk { targets, length, reason } => {
-            let (banned, refused) = ban_targets(shared, targets, length, &reason, false);
-            Response::BulkBanned { banned: banned.len() as u64, refused }
-        }
+        Request::BanBulk { targets, length, reason } => ban_bulk(shared, targets, length, &reason),
         Request::Unban { targets } => {
             let mut unbanned = Vec::new();
             let mut not_banned = Vec::new();
@@ -362,7 +374,11 @@ fn handle(shared: &Shared, request: Request) -> Response {
             Response::Unbanned { unbanned, not_banned, refused }
         }
         Request::List => Response::Bans { bans: shared.manager().list() },
-        Request::Stats => Response::Stats { stats: shared.manager().stats() },
+        Request::Stats => {
+            let mut stats = shared.manager().stats();
+            stats.policy_requests = shared.policy_stats.requests();
+            Response::Stats { stats }
+        }
         Request::Status => match status(shared) {
             Ok(status) => Response::Status { status: Box::new(status) },
             Err(error) => Response::Error { message: error.to_string() },
@@ -370,14 +386,31 @@ fn handle(shared: &Shared, request: Request) -> Response {
     }
 }
 
+/// `ban --file`: one batch, answered with a count.
+fn ban_bulk(shared: &Shared, targets: Vec<String>, length: BanLength, reason: &str) -> Response {
+    tracing::debug!(targets = targets.len(), "bulk ban request parsed");
+    let mut refused = Vec::new();
+    let mut nets = Vec::with_capacity(targets.len());
+    let mut texts = Vec::with_capacity(targets.len());
+    for target in targets {
+        match parse_target(&target) {
+            Ok(net) => {
+                nets.push(net);
+                texts.push(target);
+            }
+            Err(error) => refused.push(Refusal { target, reason: error.to_string() }),
+        }
+    }
+    let (banned, rejected) = shared.manager().ban_bulk(&nets, length, Source::Cli, reason);
+    for (i, error) in rejected {
+        refused.push(Refusal { target: std::mem::take(&mut texts[i]), reason: error.to_string() });
+    }
+    info!(banned, refused = refused.len(), %reason, "bulk ban");
+    Response::BulkBanned { banned: banned as u64, refused }
+}
+
 /// Bans command-line targets through the manager in one batch.
-fn ban_targets(
-    shared: &Shared,
-    targets: Vec<String>,
-    length: BanLength,
-    reason: &str,
-    log_each: bool,
-) -> (Vec<BanEntry>, Vec<Refusal>) {
+fn ban_targets(shared: &Shared, targets: Vec<String>, length: BanLength, reason: &str) -> (Vec<BanEntry>, Vec<Refusal>) {
     let mut refused = Vec::new();
     let mut requests = Vec::with_capacity(targets.len());
     let mut texts = Vec::with_capacity(targets.len());
@@ -402,9 +435,7 @@ fn ban_targets(
     for (target, result) in texts.into_iter().zip(results) {
         match result {
             Ok(entry) => {
-                if log_each {
-                    log_ban(&entry);
-                }
+                log_ban(&entry);
                 banned.push(entry);
             }
             Err(error) => {
@@ -412,9 +443,6 @@ fn ban_targets(
                 refused.push(Refusal { target, reason: error.to_string() });
             }
         }
-    }
-    if !log_each {
-        info!(banned = banned.len(), refused = refused.len(), %reason, "bulk ban");
     }
     (banned, refused)
 }

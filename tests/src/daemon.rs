@@ -91,6 +91,9 @@ pub struct Settings {
     pub bantime: String,
     /// `ban.allowlist`.
     pub allowlist: Vec<String>,
+    /// `ban.capacity_v4` and `ban.capacity_v6`; small by default so each
+    /// start is cheap.
+    pub capacity: u32,
     /// `ban.ignore_self`: the daemon refuses to ban the server's own
     /// addresses, and so any prefix that contains one.
     pub ignore_self: bool,
@@ -116,6 +119,7 @@ impl Settings {
             ports: Vec::new(),
             bantime: "1h".to_owned(),
             allowlist: Vec::new(),
+            capacity: 4096,
             ignore_self: true,
             extra: String::new(),
             run_as: None,
@@ -132,7 +136,7 @@ impl Settings {
             "[daemon]\ncontrol_socket = {}\nstate_dir = {}\nbpf_pin_dir = {}\n\n\
              [xdp]\ninterfaces = {}\nmode = {}\nports = {:?}\n\n\
              [ban]\nbantime = {}\nallowlist = {}\nignore_self = {}\n\
-             capacity_v4 = 4096\ncapacity_v6 = 4096\n\
+             capacity_v4 = {capacity}\ncapacity_v6 = {capacity}\n\
              capacity_prefix_v4 = 256\ncapacity_prefix_v6 = 256\n\n{}",
             path(socket),
             path(state_dir),
@@ -143,7 +147,14 @@ impl Settings {
             quote(&self.bantime),
             list(&self.allowlist),
             self.ignore_self,
-            self.extra,
+            // Without a [policy] table of its own, the policy server stays
+            // off: tests of other parts need no port.
+            if self.extra.contains("[policy]") {
+                self.extra.clone()
+            } else {
+                format!("{}\n[policy]\nlisten = []\n", self.extra)
+            },
+            capacity = self.capacity,
         )
     }
 }

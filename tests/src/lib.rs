@@ -3,14 +3,18 @@
 //! - [`frames`] builds the Ethernet frames fed to the XDP program;
 //! - [`privilege`] decides whether a kernel test can run here;
 //! - [`pin`] gives each test its own bpffs pin directory and removes it.
+//! - [`postfix`] runs a real Postfix in a network namespace and sends it
+//!   mail with `swaks`.
 //!
 //! Tests that touch kernel state run serially (`--test-threads=1`) and
 //! panic with a message rather than return a `Result`.
 
 pub mod daemon;
+pub mod fail2ban;
 pub mod frames;
 pub mod netns;
 pub mod pin;
+pub mod postfix;
 pub mod privilege;
 pub mod rbldnsd;
 

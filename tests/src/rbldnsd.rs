@@ -39,6 +39,20 @@ impl Rbldnsd {
     /// # Panics
     /// When rbldnsd is not installed, exits, or never answers.
     pub fn start(zones: &[Zone<'_>]) -> Self {
+        Self::launch(Command::new("rbldnsd"), zones)
+    }
+
+    /// Like [`Rbldnsd::start`], but inside network namespace `netns` (via
+    /// `nsenter`, so the pid is rbldnsd's): it answers on that namespace's
+    /// loopback, for a daemon running there.
+    ///
+    /// # Panics
+    /// As [`Rbldnsd::start`].
+    pub fn start_in(netns: &str, zones: &[Zone<'_>]) -> Self {
+        Self::launch(crate::netns::in_netns(netns, "rbldnsd"), zones)
+    }
+
+    fn launch(mut command: Command, zones: &[Zone<'_>]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir for rbldnsd");
         let mut specs = Vec::new();
         for (i, zone) in zones.iter().enumerate() {
@@ -49,7 +63,7 @@ impl Rbldnsd {
         let port = free_udp_port();
         let log = dir.path().join("rbldnsd.log");
         let log_file = fs::File::create(&log).expect("rbldnsd log");
-        let child = Command::new("rbldnsd")
+        let child = command
             .args(["-n", "-b", &format!("127.0.0.1/{port}"), "-t", "60", "-w"])
             .arg(dir.path())
             .args(&specs)

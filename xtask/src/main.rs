@@ -53,7 +53,7 @@ enum Task {
     },
     /// Run a benchmark
     Bench {
-        /// Benchmark name (available: xdp)
+        /// Benchmark name (available: xdp, policy, bans)
         name: String,
         /// Extra arguments for the benchmark binary
         #[arg(last = true)]
@@ -68,11 +68,23 @@ struct Bench {
     target: &'static str,
 }
 
-const BENCHES: &[Bench] = &[Bench {
-    name: "xdp",
-    package: "spamwall-tests",
-    target: "xdp",
-}];
+const BENCHES: &[Bench] = &[
+    Bench {
+        name: "xdp",
+        package: "spamwall-tests",
+        target: "xdp",
+    },
+    Bench {
+        name: "policy",
+        package: "spamwall-tests",
+        target: "policy",
+    },
+    Bench {
+        name: "bans",
+        package: "spamwall-tests",
+        target: "bans",
+    },
+];
 
 /// A usage error: reported like any error, but exits with code 2.
 #[derive(Debug)]

@@ -8,14 +8,17 @@
 //! reboot wiped the pins, or when the LRU map evicted a live ban).
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::VecDeque,
     net::IpAddr,
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+// foldhash: several times faster than SipHash on address keys, and seeded
+// per process, so attacker-chosen addresses cannot aim at collisions.
+use foldhash::{HashMap, HashMapExt as _, HashSet};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use xdp_common::BanValue;
 
 use super::{
@@ -177,10 +180,42 @@ impl BanManager {
     /// bans are written to the store in one transaction before any result
     /// is returned; if that write fails, every one of them fails.
     pub fn ban_many(&mut self, requests: Vec<BanRequest>) -> Vec<Result<BanEntry, BanError>> {
+        self.apply(requests)
+            .into_iter()
+            .map(|r| r.and_then(|target| self.index.get(&target).map(Self::entry).ok_or_else(no_row)))
+            .collect()
+    }
+
+    /// Bans many targets with one reason, as `ban --file` does; returns how
+    /// many were banned and the refusals by position in `targets`.
+    pub fn ban_bulk(
+        &mut self,
+        targets: &[IpNet],
+        length: BanLength,
+        source: Source,
+        reason: &str,
+    ) -> (usize, Vec<(usize, BanError)>) {
+        let requests = targets
+            .iter()
+            .map(|&target| BanRequest { target, length, source, reason: reason.to_owned(), detail: String::new() })
+            .collect();
+        let mut banned = 0;
+        let mut refused = Vec::new();
+        for (i, result) in self.apply(requests).into_iter().enumerate() {
+            match result {
+                Ok(_) => banned += 1,
+                Err(error) => refused.push((i, error)),
+            }
+        }
+        (banned, refused)
+    }
+
+    /// The common path: validate, compute, store, enforce, aggregate.
+    fn apply(&mut self, requests: Vec<BanRequest>) -> Vec<Result<IpNet, BanError>> {
         let now = unix_now();
         let mut results = Vec::with_capacity(requests.len());
         let mut rows: Vec<StoredBan> = Vec::with_capacity(requests.len());
-        let mut pending: HashMap<IpNet, usize> = HashMap::new();
+        let mut pending: HashMap<IpNet, usize> = HashMap::with_capacity(requests.len());
         for request in requests {
             let target = canonical_net(request.target.trunc());
             if let Err(error) = self.admissible(target) {
@@ -188,7 +223,7 @@ impl BanManager {
                 continue;
             }
             let previous = pending.get(&target).map(|&i| &rows[i]).or_else(|| self.index.get(&target));
-            let row = self.next_row(previous, target, &request, now);
+            let row = self.next_row(previous, target, request, now);
             results.push(Ok(target));
             if let Some(&i) = pending.get(&target) {
                 rows[i] = row;
@@ -198,27 +233,36 @@ impl BanManager {
             }
         }
         if rows.is_empty() {
-            return results.into_iter().map(|r| r.and_then(|_| Err(no_row()))).collect();
+            return results;
         }
-        if let Err(error) = self.store.put_bans(&rows) {
-            let message = error.to_string();
-            return results
-                .into_iter()
-                .map(|r| r.and_then(|_| Err(BanError::Store { message: message.clone() })))
-                .collect();
+        debug!(rows = rows.len(), "bans validated");
+        let started = std::time::Instant::now();
+        // The store and the kernel are written at the same time; the call
+        // returns only once the store has committed.
+        let store = Arc::clone(&self.store);
+        let (stored, enforced) = std::thread::scope(|scope| {
+            let writer = scope.spawn(|| store.put_bans(&rows).map(|()| started.elapsed()));
+            self.enforce(&rows);
+            let enforced = started.elapsed();
+            (writer.join(), enforced)
+        });
+        let stored = match stored {
+            Ok(Ok(elapsed)) => elapsed,
+            Ok(Err(error)) => return self.undo(&rows, results, &error.to_string()),
+            Err(_) => return self.undo(&rows, results, "the store writer panicked"),
+        };
+        debug!(rows = rows.len(), ?stored, ?enforced, "bans written");
+        for source in [Source::Policy, Source::Cli, Source::Logwatch, Source::Fleet] {
+            let n = rows.iter().filter(|row| row.source == source).count() as u64;
+            if n > 0 {
+                metrics::counter!(crate::metrics::BANS_TOTAL, "source" => source.as_str()).increment(n);
+            }
         }
-        for row in &rows {
-            metrics::counter!(crate::metrics::BANS_TOTAL, "source" => row.source.as_str()).increment(1);
-        }
-        self.enforce(&rows);
         let aggregates = self.aggregate(&rows, now);
         for row in rows {
             self.index.insert(row.target, row);
         }
-        let entries: Vec<Result<BanEntry, BanError>> = results
-            .into_iter()
-            .map(|r| r.and_then(|target| self.index.get(&target).map(Self::entry).ok_or_else(no_row)))
-            .collect();
+        debug!("index updated");
         if !aggregates.is_empty() {
             for result in self.ban_many(aggregates) {
                 match result {
@@ -227,7 +271,27 @@ impl BanManager {
                 }
             }
         }
-        entries
+        results
+    }
+
+    /// The store refused the bans: take them back out of the kernel (the
+    /// earlier state of each target is restored by the next
+    /// reconciliation) and fail every accepted request.
+    fn undo(
+        &mut self,
+        rows: &[StoredBan],
+        results: Vec<Result<IpNet, BanError>>,
+        message: &str,
+    ) -> Vec<Result<IpNet, BanError>> {
+        if let Some(dataplane) = self.xdp.dataplane.as_mut() {
+            for row in rows.iter().filter(|row| !self.index.contains_key(&row.target)) {
+                let _ = dataplane.remove(row.target);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.and_then(|_| Err(BanError::Store { message: message.to_owned() })))
+            .collect()
     }
 
     fn admissible(&self, target: IpNet) -> Result<(), BanError> {
@@ -244,7 +308,7 @@ impl BanManager {
         Ok(())
     }
 
-    fn next_row(&self, previous: Option<&StoredBan>, target: IpNet, request: &BanRequest, now: i64) -> StoredBan {
+    fn next_row(&self, previous: Option<&StoredBan>, target: IpNet, request: BanRequest, now: i64) -> StoredBan {
         let cutoff = now - secs_i64(self.policy.history_age);
         let previous = previous.filter(|p| p.last_banned_at >= cutoff);
         let count = previous.map_or(0, |p| p.count).saturating_add(1);
@@ -258,8 +322,8 @@ impl BanManager {
             target,
             expires_at: length.map(|d| now + secs_i64(d).max(1)),
             source: request.source,
-            reason: request.reason.clone(),
-            detail: request.detail.clone(),
+            reason: request.reason,
+            detail: request.detail,
             count,
             first_banned_at: previous.map_or(now, |p| p.first_banned_at),
             last_banned_at: now,

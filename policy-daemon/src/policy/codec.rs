@@ -1,0 +1,465 @@
+//! Postfix's policy delegation protocol (`SMTPD_POLICY_README`): the only
+//! module that knows its byte format.
+//!
+//! A request is `name=value` lines, each ended by `\n`, ended by an empty
+//! line. Values may contain `=`; unknown attributes are kept but nothing
+//! has to look at them. A reply is `action=…` and an empty line.
+//!
+//! The [`Decoder`] works on a connection's read buffer: it takes one
+//! complete request off its front, or says it needs more bytes, or refuses
+//! the input with a [`CodecError`] as soon as a limit is crossed, so a
+//! hostile peer cannot make the buffer grow past `max_request_size`.
+
+use std::ops::Range;
+
+/// Protocol limits, from `[policy]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest line in bytes, without its `\n`.
+    pub max_line_length: usize,
+    /// Most attributes in one request.
+    pub max_attributes: usize,
+    /// Largest request in bytes, every line and the final empty one.
+    pub max_request_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_line_length: 4096,
+            max_attributes: 100,
+            max_request_size: 64 * 1024,
+        }
+    }
+}
+
+/// Why a request was refused. The connection is closed after any of these:
+/// the peer does not speak the protocol, and guessing where the next
+/// request starts would be unsafe.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    #[error("line {line} has no '=' (expected name=value)")]
+    NoEquals { line: usize },
+    #[error("line {line} has an empty attribute name")]
+    EmptyName { line: usize },
+    #[error("line {line} is longer than {limit} bytes")]
+    LineTooLong { line: usize, limit: usize },
+    #[error("more than {limit} attributes")]
+    TooManyAttributes { limit: usize },
+    #[error("request larger than {limit} bytes")]
+    RequestTooLarge { limit: usize },
+    #[error("line {line} is not valid UTF-8")]
+    InvalidUtf8 { line: usize },
+    #[error("line {line} holds binary data (control byte {byte:#04x})")]
+    Binary { line: usize, byte: u8 },
+    #[error("empty request (an empty line before any attribute)")]
+    Empty,
+}
+
+/// One attribute: byte ranges of its name and value in the request text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Attribute {
+    name: Range<u32>,
+    value: Range<u32>,
+}
+
+/// A complete policy request: the attributes in the order received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    text: String,
+    attributes: Vec<Attribute>,
+}
+
+impl Request {
+    /// The value of the first attribute called `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|a| &self.text[range(&a.name)] == name)
+            .map(|a| &self.text[range(&a.value)])
+    }
+
+    /// Every attribute, in order, duplicates included.
+    pub fn attributes(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.attributes
+            .iter()
+            .map(|a| (&self.text[range(&a.name)], &self.text[range(&a.value)]))
+    }
+
+    /// How many attributes the request has.
+    pub fn len(&self) -> usize {
+        self.attributes.len()
+    }
+
+    /// Whether the request has no attribute (never true for a decoded one).
+    pub fn is_empty(&self) -> bool {
+        self.attributes.is_empty()
+    }
+
+    /// A request from `name=value` pairs, for tests and `spamwall query`.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let mut text = String::new();
+        let mut attributes = Vec::new();
+        for (name, value) in pairs {
+            let start = offset(text.len());
+            text.push_str(name);
+            let eq = offset(text.len());
+            text.push_str(value);
+            attributes.push(Attribute {
+                name: start..eq,
+                value: eq..offset(text.len()),
+            });
+        }
+        Self { text, attributes }
+    }
+}
+
+fn range(r: &Range<u32>) -> Range<usize> {
+    r.start as usize..r.end as usize
+}
+
+/// Offsets fit in u32: requests are capped far below 4 GiB.
+fn offset(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Writes the reply for `action` (`DUNNO`, `reject text`, …) into `out`.
+/// Line breaks in the action would end the reply early; they become
+/// spaces.
+pub fn encode_reply(action: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"action=");
+    out.extend(
+        action
+            .bytes()
+            .map(|b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+    );
+    out.extend_from_slice(b"\n\n");
+}
+
+/// Incremental request decoder for one connection.
+#[derive(Debug)]
+pub struct Decoder {
+    limits: Limits,
+    /// Bytes at the front of the buffer already checked, always at a line
+    /// start: complete lines of the request being received.
+    scanned: usize,
+    /// Attributes among the scanned lines.
+    attributes: usize,
+}
+
+impl Decoder {
+    /// A decoder enforcing `limits`.
+    pub const fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            scanned: 0,
+            attributes: 0,
+        }
+    }
+
+    /// Whether part of a request has been received and not yet taken.
+    pub const fn in_request(&self, buffer: &[u8]) -> bool {
+        !buffer.is_empty() || self.scanned > 0
+    }
+
+    /// Takes one complete request off the front of `buffer`. `Ok(None)`:
+    /// more bytes are needed. After an error the decoder and the buffer are
+    /// in no defined state; close the connection.
+    pub fn decode(&mut self, buffer: &mut Vec<u8>) -> Result<Option<Request>, CodecError> {
+        loop {
+            let rest = &buffer[self.scanned..];
+            let Some(newline) = rest.iter().position(|&b| b == b'\n') else {
+                if rest.len() > self.limits.max_line_length + 1 {
+                    return Err(CodecError::LineTooLong {
+                        line: self.attributes + 1,
+                        limit: self.limits.max_line_length,
+                    });
+                }
+                if buffer.len() > self.limits.max_request_size {
+                    return Err(CodecError::RequestTooLarge {
+                        limit: self.limits.max_request_size,
+                    });
+                }
+                return Ok(None);
+            };
+            let line_number = self.attributes + 1;
+            let mut line = &rest[..newline];
+            // Hand-typed requests (telnet, nc -C) end lines with CRLF.
+            if let [head @ .., b'\r'] = line {
+                line = head;
+            }
+            let end = self.scanned + newline + 1;
+            if end > self.limits.max_request_size {
+                return Err(CodecError::RequestTooLarge {
+                    limit: self.limits.max_request_size,
+                });
+            }
+            if line.is_empty() {
+                if self.attributes == 0 {
+                    return Err(CodecError::Empty);
+                }
+                let request = self.take(buffer, end)?;
+                return Ok(Some(request));
+            }
+            if line.len() > self.limits.max_line_length {
+                return Err(CodecError::LineTooLong {
+                    line: line_number,
+                    limit: self.limits.max_line_length,
+                });
+            }
+            if let Some(&byte) = line
+                .iter()
+                .find(|&&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+            {
+                return Err(CodecError::Binary {
+                    line: line_number,
+                    byte,
+                });
+            }
+            match line.iter().position(|&b| b == b'=') {
+                None => return Err(CodecError::NoEquals { line: line_number }),
+                Some(0) => return Err(CodecError::EmptyName { line: line_number }),
+                Some(_) => {}
+            }
+            if std::str::from_utf8(line).is_err() {
+                return Err(CodecError::InvalidUtf8 { line: line_number });
+            }
+            self.attributes += 1;
+            if self.attributes > self.limits.max_attributes {
+                return Err(CodecError::TooManyAttributes {
+                    limit: self.limits.max_attributes,
+                });
+            }
+            self.scanned = end;
+        }
+    }
+
+    /// Builds the request from the scanned lines and removes it, with its
+    /// final empty line ending at `end`, from the buffer.
+    fn take(&mut self, buffer: &mut Vec<u8>, end: usize) -> Result<Request, CodecError> {
+        let mut text = String::with_capacity(self.scanned);
+        let mut attributes = Vec::with_capacity(self.attributes);
+        for line in buffer[..self.scanned].split(|&b| b == b'\n') {
+            let line = match line {
+                [] => continue,
+                [head @ .., b'\r'] => head,
+                line => line,
+            };
+            // Checked line by line in `decode`; cannot fail here.
+            let line = std::str::from_utf8(line).map_err(|_| CodecError::InvalidUtf8 {
+                line: attributes.len() + 1,
+            })?;
+            let Some((name, value)) = line.split_once('=') else {
+                return Err(CodecError::NoEquals {
+                    line: attributes.len() + 1,
+                });
+            };
+            let start = offset(text.len());
+            text.push_str(name);
+            let eq = offset(text.len());
+            text.push_str(value);
+            attributes.push(Attribute {
+                name: start..eq,
+                value: eq..offset(text.len()),
+            });
+        }
+        buffer.drain(..end);
+        self.scanned = 0;
+        self.attributes = 0;
+        Ok(Request { text, attributes })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(input: &[u8], limits: Limits) -> Result<Vec<Request>, CodecError> {
+        let mut decoder = Decoder::new(limits);
+        let mut buffer = input.to_vec();
+        let mut requests = Vec::new();
+        while let Some(request) = decoder.decode(&mut buffer)? {
+            requests.push(request);
+        }
+        Ok(requests)
+    }
+
+    fn one(input: &[u8]) -> Result<Option<Request>, CodecError> {
+        Decoder::new(Limits::default()).decode(&mut input.to_vec())
+    }
+
+    #[test]
+    fn a_request_keeps_every_attribute_and_values_with_equals() {
+        let request = one(b"request=smtpd_access_policy\nprotocol_state=RCPT\nsender=a=b@example.org\nx_future=1\n\n")
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(request.get("request"), Some("smtpd_access_policy"));
+        assert_eq!(request.get("sender"), Some("a=b@example.org"));
+        assert_eq!(request.get("x_future"), Some("1"));
+        assert_eq!(request.get("recipient"), None);
+        assert_eq!(request.len(), 4);
+        let names: Vec<&str> = request.attributes().map(|(n, _)| n).collect();
+        assert_eq!(names, ["request", "protocol_state", "sender", "x_future"]);
+    }
+
+    #[test]
+    fn empty_values_crlf_and_duplicates() {
+        let request = one(b"sender=\r\nccert_subject=\nsender=second\r\n\r\n")
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(request.get("sender"), Some(""), "the first one counts");
+        assert_eq!(request.len(), 3);
+    }
+
+    #[test]
+    fn partial_input_needs_more_and_keeps_the_rest() {
+        let mut decoder = Decoder::new(Limits::default());
+        let mut buffer = b"a=1\nb=".to_vec();
+        assert_eq!(decoder.decode(&mut buffer), Ok(None));
+        assert!(decoder.in_request(&buffer));
+        buffer.extend_from_slice(b"2\n");
+        assert_eq!(decoder.decode(&mut buffer), Ok(None));
+        buffer.extend_from_slice(b"\nc=3\n\nd=");
+        let first = decoder.decode(&mut buffer).expect("ok").expect("first");
+        assert_eq!(first.get("b"), Some("2"));
+        let second = decoder.decode(&mut buffer).expect("ok").expect("second");
+        assert_eq!(second.get("c"), Some("3"));
+        assert_eq!(decoder.decode(&mut buffer), Ok(None));
+        assert_eq!(buffer, b"d=");
+    }
+
+    #[test]
+    fn pipelined_requests_come_out_in_order() {
+        let requests =
+            decode_all(b"n=1\n\nn=2\n\nn=3\n\n", Limits::default()).expect("three requests");
+        let values: Vec<&str> = requests.iter().filter_map(|r| r.get("n")).collect();
+        assert_eq!(values, ["1", "2", "3"]);
+    }
+
+    #[test]
+    fn malformed_lines_are_refused_with_a_reason() {
+        assert_eq!(
+            one(b"a=1\nnoequals\n\n"),
+            Err(CodecError::NoEquals { line: 2 })
+        );
+        assert_eq!(one(b"=value\n\n"), Err(CodecError::EmptyName { line: 1 }));
+        assert_eq!(one(b"\n"), Err(CodecError::Empty));
+        assert_eq!(
+            one(b"a=\xff\xfe\n\n"),
+            Err(CodecError::InvalidUtf8 { line: 1 })
+        );
+        assert_eq!(
+            one(b"a=x\0y\n\n"),
+            Err(CodecError::Binary { line: 1, byte: 0 })
+        );
+        assert_eq!(
+            one(b"a=1\nb=\x1b[1m\n\n"),
+            Err(CodecError::Binary {
+                line: 2,
+                byte: 0x1b
+            })
+        );
+        assert!(one(b"a=tab\there\n\n").is_ok(), "tabs are text");
+        let message = CodecError::NoEquals { line: 2 }.to_string();
+        assert!(
+            message.contains("line 2") && message.contains('='),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn limits_are_enforced_before_the_buffer_grows() {
+        let limits = Limits {
+            max_line_length: 16,
+            max_attributes: 3,
+            max_request_size: 64,
+        };
+        // A complete line over the limit.
+        assert_eq!(
+            decode_all(b"a=0123456789abcdefg\n\n", limits).map(|r| r.len()),
+            Err(CodecError::LineTooLong { line: 1, limit: 16 })
+        );
+        // A line that never ends is refused without waiting for its end.
+        let mut decoder = Decoder::new(limits);
+        let mut buffer = vec![b'a'; 18];
+        assert_eq!(
+            decoder.decode(&mut buffer),
+            Err(CodecError::LineTooLong { line: 1, limit: 16 })
+        );
+        // Exactly at the limit is fine.
+        let ok = decode_all(b"a=0123456789abcd\n\n", limits).expect("16 bytes");
+        assert_eq!(ok.len(), 1);
+        assert_eq!(
+            decode_all(b"a=1\nb=2\nc=3\nd=4\n\n", limits).map(|r| r.len()),
+            Err(CodecError::TooManyAttributes { limit: 3 })
+        );
+        assert_eq!(
+            decode_all(b"a=0123456789\nb=0123456789\nc=0123456789\n\n", limits).map(|r| r.len()),
+            Ok(1)
+        );
+        let big = Limits {
+            max_line_length: 16,
+            max_attributes: 100,
+            max_request_size: 64,
+        };
+        let input: Vec<u8> = b"a=0123456789abc\n".repeat(5);
+        assert_eq!(
+            decode_all(&input, big).map(|r| r.len()),
+            Err(CodecError::RequestTooLarge { limit: 64 })
+        );
+    }
+
+    #[test]
+    fn replies() {
+        let mut out = Vec::new();
+        encode_reply("DUNNO", &mut out);
+        assert_eq!(out, b"action=DUNNO\n\n");
+        out.clear();
+        encode_reply("reject a\nb", &mut out);
+        assert_eq!(out, b"action=reject a b\n\n");
+    }
+
+    /// A small xorshift generator: deterministic, no dependency.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_panic_and_never_exceed_the_limits() {
+        let limits = Limits {
+            max_line_length: 40,
+            max_attributes: 8,
+            max_request_size: 200,
+        };
+        let alphabet = b"ab=\n\n\n\r\0\xff\xc3\xa9x=1\t";
+        let mut rng = Rng(0x5eed_cafe_f00d);
+        for round in 0..20_000 {
+            let mut decoder = Decoder::new(limits);
+            let mut buffer = Vec::new();
+            let len = usize::try_from(rng.next() % 300).expect("small");
+            let mostly_text = round % 2 == 0;
+            for _ in 0..len {
+                let r = rng.next();
+                let byte = if mostly_text {
+                    alphabet[usize::try_from(r % alphabet.len() as u64).expect("small")]
+                } else {
+                    r.to_le_bytes()[0]
+                };
+                buffer.push(byte);
+                match decoder.decode(&mut buffer) {
+                    Ok(Some(request)) => {
+                        assert!(!request.is_empty() && request.len() <= limits.max_attributes);
+                    }
+                    Ok(None) => assert!(buffer.len() <= limits.max_request_size + 1),
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+}

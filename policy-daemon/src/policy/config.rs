@@ -1,0 +1,562 @@
+//! `[policy]`: listeners, protocol limits, the check chain and the
+//! threshold table.
+//!
+//! Parsing is plain serde; [`PolicyConfig::problems`] compiles the chain
+//! (regexes, reply-code categories, list files, action templates) so that
+//! `check-config` reports every mistake with its key, e.g.
+//! `policy.check[2].zone`, before the daemon ever starts.
+
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    str::FromStr,
+    time::Duration,
+};
+
+use serde::{Deserialize, Deserializer, de};
+
+use super::{checks::Chain, engine::Thresholds};
+use crate::config::BanTime;
+
+/// The listener every default configuration has: Postfix's customary port
+/// on loopback.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:10040";
+
+/// Where the policy server listens: a TCP address or a UNIX socket path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// `host:port`, IPv4 or `[IPv6]:port`.
+    Tcp(SocketAddr),
+    /// `unix:/absolute/path`.
+    Unix(PathBuf),
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            let path = PathBuf::from(path);
+            if !path.is_absolute() {
+                return Err(format!(
+                    "{text:?}: a UNIX socket needs an absolute path, e.g. unix:/var/spool/postfix/private/spamwall"
+                ));
+            }
+            return Ok(Self::Unix(path));
+        }
+        text.parse::<SocketAddr>().map(Self::Tcp).map_err(|_| {
+            format!("{text:?} is neither host:port (IPv4 or [IPv6]:port) nor unix:/path")
+        })
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp(addr) => write!(f, "{addr}"),
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(de::Error::custom)
+    }
+}
+
+/// The `[policy]` section.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Whether the policy server runs. Default true; an empty `listen`
+    /// list turns it off too.
+    pub enabled: bool,
+    /// Listeners. Default `["127.0.0.1:10040"]`.
+    pub listen: Vec<ListenAddr>,
+    /// DNS server for the DNS checks, `ip` or `ip:port` (UDP, then TCP on
+    /// truncation). Default: the system's `/etc/resolv.conf`.
+    pub resolver: Option<String>,
+    /// Every request is answered within this time, from the checks that
+    /// finished. Default 10 s (Postfix waits 100 s).
+    #[serde(deserialize_with = "duration")]
+    pub request_timeout: Duration,
+    /// An idle connection is closed after this. Default 300 s, as
+    /// Postfix's `smtpd_policy_service_max_idle`.
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// Connections served at once over all listeners; more wait in the
+    /// kernel's backlog. Default 512.
+    pub max_connections: usize,
+    /// Longest `name=value` line in bytes. Default 4096.
+    pub max_line_length: usize,
+    /// Most attributes in one request. Default 100.
+    pub max_attributes: usize,
+    /// Largest request in bytes. Default 65536.
+    pub max_request_size: usize,
+    /// Mode of UNIX listener sockets. Default 0o666: Postfix's smtpd runs
+    /// as `postfix`, not as spamwall's user.
+    pub unix_mode: u32,
+    /// How long a mail's score is kept after its first request. Default 1 h.
+    #[serde(deserialize_with = "duration")]
+    pub score_ttl: Duration,
+    /// Most mails whose scores are kept at once. Default 100,000.
+    pub score_cache_size: usize,
+    /// Most DNS answers kept at once. Default 100,000.
+    pub dns_cache_size: usize,
+    /// How long a "not listed" answer without an SOA TTL is kept.
+    /// Default 5 min.
+    #[serde(deserialize_with = "duration")]
+    pub dns_negative_ttl: Duration,
+    /// Our own host names, for the `helo` check. Our addresses come from
+    /// each request's `server_address`.
+    pub hostnames: Vec<String>,
+    /// The check chain, run in order.
+    pub check: Vec<CheckConfig>,
+    /// The threshold table; the highest score reached wins.
+    pub threshold: Vec<ThresholdConfig>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: vec![ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 10040)))],
+            resolver: None,
+            request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_mins(5),
+            max_connections: 512,
+            max_line_length: 4096,
+            max_attributes: 100,
+            max_request_size: 64 * 1024,
+            unix_mode: 0o666,
+            score_ttl: Duration::from_hours(1),
+            score_cache_size: 100_000,
+            dns_cache_size: 100_000,
+            dns_negative_ttl: Duration::from_mins(5),
+            hostnames: Vec::new(),
+            check: Vec::new(),
+            threshold: Vec::new(),
+        }
+    }
+}
+
+/// Check types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckType {
+    /// Client IP against a DNS blocklist.
+    Dnsbl,
+    /// Domains (sender, HELO, reverse client name) against a domain list.
+    Rhsbl,
+    /// HELO sanity.
+    Helo,
+    /// Reverse DNS of the client.
+    Rdns,
+    /// Allow or deny by client CIDR, sender, recipient or HELO.
+    List,
+}
+
+impl fmt::Display for CheckType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Dnsbl => "dnsbl",
+            Self::Rhsbl => "rhsbl",
+            Self::Helo => "helo",
+            Self::Rdns => "rdns",
+            Self::List => "list",
+        })
+    }
+}
+
+/// Domains an `rhsbl` check looks up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DomainField {
+    /// The domain of `sender`.
+    Sender,
+    /// `helo_name`.
+    Helo,
+    /// `reverse_client_name` (the PTR name, confirmed or not).
+    ReverseClientName,
+    /// `client_name` (the forward-confirmed name).
+    ClientName,
+}
+
+/// One `[[policy.check]]`. Keys that do not apply to the check's type are
+/// reported by validation.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckConfig {
+    /// Unique name, used in details and logs.
+    pub name: String,
+    /// `dnsbl`, `rhsbl`, `helo`, `rdns` or `list`.
+    #[serde(rename = "type")]
+    pub kind: CheckType,
+    /// Score added when the check fires. Default 1.
+    pub score: Option<f64>,
+    /// DNS zone (`dnsbl`, `rhsbl`).
+    pub zone: Option<String>,
+    /// Lookup timeout (`dnsbl`, `rhsbl`). Default 2 s.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub timeout: Option<Duration>,
+    /// This check's own DNS server, overriding `policy.resolver`.
+    pub resolver: Option<String>,
+    /// Reply-code categories (`dnsbl`, `rhsbl`).
+    pub categories: Option<Vec<CategoryConfig>>,
+    /// Domains to look up (`rhsbl`). Default sender, helo,
+    /// `reverse_client_name`.
+    pub fields: Option<Vec<DomainField>>,
+    /// Which rules apply (`helo`, `rdns`). Default all.
+    pub rules: Option<Vec<String>>,
+    /// An allow list (`list`): a match ends the chain with `action`.
+    pub allow: Option<bool>,
+    /// Answer of an allow match (`list`). Default `DUNNO`.
+    pub action: Option<String>,
+    /// Client addresses or CIDR prefixes (`list`).
+    pub client: Option<Vec<String>>,
+    /// Sender addresses, exact or `/regex/` (`list`).
+    pub sender: Option<Vec<String>>,
+    /// Recipient addresses, exact or `/regex/` (`list`).
+    pub recipient: Option<Vec<String>>,
+    /// HELO names, exact or `/regex/` (`list`).
+    pub helo: Option<Vec<String>>,
+    /// File with one entry per line, `FIELD VALUE` or a bare address or
+    /// prefix; `#` starts a comment (`list`).
+    pub file: Option<PathBuf>,
+}
+
+/// One reply-code category of a DNS list.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CategoryConfig {
+    /// `127.0.0.N`, a range `127.0.0.2-127.0.0.8`, or `/regex/`.
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// Category name, shown in details.
+    pub name: String,
+    /// Score of this category, used instead of the list's.
+    pub score: f64,
+}
+
+/// One `[[policy.threshold]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdConfig {
+    /// Reached when a mail's score is at least this.
+    pub score: f64,
+    /// access(5) action template with `%IP%`, `%SCORE%`, `%DETAIL%`.
+    pub action: String,
+    /// Ban the client for this long (through the ban manager).
+    pub ban: Option<BanTime>,
+}
+
+impl PolicyConfig {
+    /// Whether any listener is to be started.
+    pub fn serves(&self) -> bool {
+        self.enabled && !self.listen.is_empty()
+    }
+
+    /// Every problem in the section, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (i, listen) in self.listen.iter().enumerate() {
+            if self.listen[..i].contains(listen) {
+                problems.push(format!("policy.listen[{i}]: {listen} is listed twice"));
+            }
+        }
+        if let Some(resolver) = &self.resolver
+            && let Err(e) = parse_resolver(resolver)
+        {
+            problems.push(format!("policy.resolver: {e}"));
+        }
+        for (key, value) in [
+            ("policy.max_connections", self.max_connections),
+            ("policy.max_line_length", self.max_line_length),
+            ("policy.max_attributes", self.max_attributes),
+            ("policy.max_request_size", self.max_request_size),
+            ("policy.score_cache_size", self.score_cache_size),
+            ("policy.dns_cache_size", self.dns_cache_size),
+        ] {
+            if value == 0 {
+                problems.push(format!("{key}: must be at least 1"));
+            }
+        }
+        if self.max_connections > usize::from(u16::MAX) {
+            problems.push("policy.max_connections: at most 65535".to_owned());
+        }
+        for (key, value) in [
+            ("policy.request_timeout", self.request_timeout),
+            ("policy.idle_timeout", self.idle_timeout),
+        ] {
+            if value.is_zero() {
+                problems.push(format!("{key}: must be longer than 0s"));
+            }
+        }
+        if self.request_timeout >= Duration::from_secs(100) {
+            problems.push(
+                "policy.request_timeout: must stay below Postfix's smtpd_policy_service_timeout (100s), or Postfix answers 451 first"
+                    .to_owned(),
+            );
+        }
+        if self.unix_mode > 0o777 {
+            problems.push(format!(
+                "policy.unix_mode: {:#o} is not a permission mode (0o000 to 0o777)",
+                self.unix_mode
+            ));
+        }
+        for (i, host) in self.hostnames.iter().enumerate() {
+            if host.trim().is_empty() || host.contains(char::is_whitespace) {
+                problems.push(format!(
+                    "policy.hostnames[{i}]: {host:?} is not a host name"
+                ));
+            }
+        }
+        if let Err(mut found) = Chain::compile(self) {
+            problems.append(&mut found);
+        }
+        if let Err(mut found) = Thresholds::compile(&self.threshold) {
+            problems.append(&mut found);
+        }
+        problems
+    }
+}
+
+/// Parses a resolver address: `ip` (port 53) or `ip:port` / `[ipv6]:port`.
+pub fn parse_resolver(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    text.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| format!("{text:?} is not an address (ip, ip:port or [ipv6]:port)"))
+}
+
+/// Accepts humantime (`10s`, `5m`, `1h`) or a number of seconds.
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Seconds(u64),
+        Text(String),
+    }
+    match Raw::deserialize(deserializer)? {
+        Raw::Seconds(secs) => Ok(Duration::from_secs(secs)),
+        Raw::Text(text) => humantime::parse_duration(text.trim()).map_err(|e| {
+            de::Error::custom(format!(
+                "invalid duration {text:?}: {e} (examples: 500ms, 10s, 5m, 1h)"
+            ))
+        }),
+    }
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    duration(deserializer).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, ParseError};
+
+    const EXAMPLE: &str = r#"
+[policy]
+listen = ["127.0.0.1:10040", "unix:/var/spool/postfix/private/spamwall"]
+resolver = "127.0.0.1:5353"
+request_timeout = "10s"
+idle_timeout = "300s"
+max_connections = 512
+score_ttl = "1h"
+hostnames = ["mx.example.org"]
+[[policy.check]]
+name = "allow-partners"
+type = "list"
+allow = true
+action = "DUNNO"
+client = ["192.0.2.0/24", "2001:db8::/32"]
+sender = ["/@partner\\.example$/"]
+[[policy.check]]
+name = "zen"
+type = "dnsbl"
+zone = "zen.example.test"
+score = 5
+timeout = "2s"
+categories = [ { match = "127.0.0.2", name = "sbl", score = 10 }, { match = "127.0.0.10-127.0.0.11", name = "pbl", score = 3 } ]
+[[policy.check]]
+name = "dbl"
+type = "rhsbl"
+zone = "dbl.example.test"
+fields = ["sender", "helo", "reverse_client_name"]
+score = 3
+[[policy.check]]
+name = "helo"
+type = "helo"
+score = 2
+[[policy.check]]
+name = "rdns"
+type = "rdns"
+score = 2
+[[policy.threshold]]
+score = 10
+action = "reject sender ip %IP% is blocked (score=%SCORE%, %DETAIL%)"
+ban = "1h"
+[[policy.threshold]]
+score = 5
+action = "prepend X-Spamwall-Score: %SCORE% (%DETAIL%)"
+"#;
+
+    fn invalid(text: &str) -> String {
+        match Config::parse(text) {
+            Err(ParseError::Invalid(problems)) => problems.join("\n"),
+            other => panic!("expected validation problems, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn absent_section_gives_defaults() {
+        let config = Config::parse("").expect("empty config");
+        let policy = &config.policy;
+        assert!(policy.serves());
+        assert_eq!(
+            policy.listen,
+            [ListenAddr::Tcp("127.0.0.1:10040".parse().expect("addr"))]
+        );
+        assert_eq!(policy.request_timeout, Duration::from_secs(10));
+        assert_eq!(policy.idle_timeout, Duration::from_mins(5));
+        assert_eq!(policy.max_connections, 512);
+        assert_eq!(policy.max_line_length, 4096);
+        assert_eq!(policy.max_attributes, 100);
+        assert_eq!(policy.max_request_size, 65536);
+        assert_eq!(policy.unix_mode, 0o666);
+        assert!(policy.check.is_empty() && policy.threshold.is_empty());
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let config = Config::parse(EXAMPLE).expect("example config");
+        let policy = &config.policy;
+        assert_eq!(policy.listen.len(), 2);
+        assert_eq!(
+            policy.listen[1],
+            ListenAddr::Unix(PathBuf::from("/var/spool/postfix/private/spamwall"))
+        );
+        assert_eq!(policy.check.len(), 5);
+        assert_eq!(policy.check[1].kind, CheckType::Dnsbl);
+        assert_eq!(policy.check[1].timeout, Some(Duration::from_secs(2)));
+        assert_eq!(
+            policy.threshold[0].ban,
+            Some(BanTime(Some(Duration::from_hours(1))))
+        );
+        assert_eq!(policy.hostnames, ["mx.example.org"]);
+    }
+
+    #[test]
+    fn empty_listen_turns_the_server_off() {
+        let config = Config::parse("[policy]\nlisten = []\n").expect("config");
+        assert!(!config.policy.serves());
+        let config = Config::parse("[policy]\nenabled = false\n").expect("config");
+        assert!(!config.policy.serves());
+    }
+
+    #[test]
+    fn bad_listen_and_unknown_keys_name_their_line() {
+        let message = Config::parse("[policy]\nlisten = [\"localhost\"]\n")
+            .expect_err("bad listen")
+            .to_string();
+        assert!(
+            message.contains("line 2") && message.contains("localhost"),
+            "{message}"
+        );
+        let message = Config::parse(
+            "[policy]\n[[policy.check]]\nname = \"x\"\ntype = \"helo\"\ncolour = 1\n",
+        )
+        .expect_err("unknown key")
+        .to_string();
+        assert!(message.contains("colour"), "{message}");
+        let message = Config::parse("[policy]\nlisten = [\"unix:relative\"]\n")
+            .expect_err("relative socket")
+            .to_string();
+        assert!(message.contains("absolute"), "{message}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let all = invalid(
+            r#"
+            [policy]
+            listen = ["127.0.0.1:1", "127.0.0.1:1"]
+            resolver = "dns.example"
+            max_connections = 0
+            request_timeout = "2m"
+            unix_mode = 4095
+            [[policy.check]]
+            name = "zen"
+            type = "dnsbl"
+            categories = [ { match = "127.0.0.300", name = "x", score = 1 }, { match = "/(/", name = "y", score = 1 } ]
+            [[policy.check]]
+            name = "zen"
+            type = "helo"
+            zone = "pointless.example"
+            rules = ["no-such-rule"]
+            [[policy.check]]
+            name = "partners"
+            type = "list"
+            client = ["192.0.2.1/24", "nope"]
+            sender = ["/[/"]
+            file = "/nonexistent/spamwall-list"
+            action = "DUNNO"
+            [[policy.check]]
+            name = "bad name"
+            type = "rhsbl"
+            zone = "dbl.example"
+            [[policy.threshold]]
+            score = 10
+            action = "rejct oops"
+            [[policy.threshold]]
+            score = 10
+            action = "dunno"
+            "#,
+        );
+        for needle in [
+            "policy.listen[1]",
+            "policy.resolver",
+            "policy.max_connections",
+            "policy.request_timeout",
+            "policy.unix_mode",
+            "policy.check[0].zone",
+            "policy.check[0].categories[0]",
+            "policy.check[0].categories[1]",
+            "policy.check[1].name",
+            "policy.check[1].zone",
+            "policy.check[1].rules",
+            "policy.check[2].client[0]",
+            "policy.check[2].client[1]",
+            "policy.check[2].sender[0]",
+            "policy.check[2].file",
+            "policy.check[2].action",
+            "policy.check[3].name",
+            "policy.threshold[0].action",
+            "policy.threshold[1].score",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn resolver_addresses() {
+        assert_eq!(
+            parse_resolver("127.0.0.1"),
+            Ok("127.0.0.1:53".parse().expect("addr"))
+        );
+        assert_eq!(
+            parse_resolver("[::1]:5353"),
+            Ok("[::1]:5353".parse().expect("addr"))
+        );
+        assert!(parse_resolver("ns.example").is_err());
+    }
+}

@@ -1,0 +1,363 @@
+//! DNS for the blocklist checks: A lookups through hickory-resolver, one
+//! resolver per configured server, answers cached with their TTL,
+//! "not listed" included, so the request path rarely leaves the process.
+
+use std::{
+    fmt,
+    future::Future,
+    net::{Ipv4Addr, SocketAddr},
+    pin::Pin,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use hickory_resolver::{
+    TokioResolver,
+    config::{NameServerConfig, ResolveHosts, ResolverConfig},
+    net::{DnsError as HickoryDnsError, NetError, NoRecords, runtime::TokioRuntimeProvider},
+    proto::rr::RData,
+};
+
+use super::cache::TtlCache;
+
+/// Longest time an answer is kept, whatever its TTL says.
+const MAX_TTL: Duration = Duration::from_hours(24);
+
+/// Reply codes of a listed name (`127.0.0.2`, …); empty: not listed.
+pub type Codes = Arc<[Ipv4Addr]>;
+
+/// A boxed future, as trait objects return them.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A lookup that did not give an answer. Neither is cached: the next
+/// request asks again.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DnsError {
+    #[error("{name}: no answer from {server} within {after:?}")]
+    Timeout {
+        name: String,
+        server: String,
+        after: Duration,
+    },
+    #[error("{name}: {server}: {message}")]
+    Failed {
+        name: String,
+        server: String,
+        message: String,
+    },
+}
+
+/// An answer as the cache takes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// A records; empty when the name does not exist or has none.
+    pub codes: Vec<Ipv4Addr>,
+    /// How long the answer may be kept; `None` when the server gave no
+    /// TTL (a negative answer without SOA).
+    pub ttl: Option<Duration>,
+}
+
+/// Something that answers A queries: hickory in the daemon, a stub in
+/// unit tests.
+pub trait AddressLookup: Send + Sync + fmt::Debug {
+    /// The A records of the fully qualified `name`.
+    fn lookup_a<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Answer, DnsError>>;
+}
+
+/// Why a resolver could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("DNS resolver {server}: {message}")]
+pub struct ResolverError {
+    pub server: String,
+    pub message: String,
+}
+
+/// hickory-resolver against one server, or the system's configuration.
+pub struct HickoryLookup {
+    resolver: TokioResolver,
+    server: String,
+}
+
+impl fmt::Debug for HickoryLookup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HickoryLookup")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HickoryLookup {
+    /// A resolver asking `server` (UDP, TCP on truncation), or the servers
+    /// of `/etc/resolv.conf` when `None`.
+    pub fn new(server: Option<SocketAddr>) -> Result<Self, ResolverError> {
+        let label =
+            server.map_or_else(|| "system (/etc/resolv.conf)".to_owned(), |s| s.to_string());
+        let mut builder = match server {
+            Some(addr) => {
+                let mut name_server = NameServerConfig::udp_and_tcp(addr.ip());
+                for connection in &mut name_server.connections {
+                    connection.port = addr.port();
+                }
+                TokioResolver::builder_with_config(
+                    ResolverConfig::from_name_servers(vec![name_server]),
+                    TokioRuntimeProvider::default(),
+                )
+            }
+            None => TokioResolver::builder_tokio().map_err(|e| ResolverError {
+                server: label.clone(),
+                message: e.to_string(),
+            })?,
+        };
+        let options = builder.options_mut();
+        // The check's own timeout bounds the whole lookup; these only pace
+        // retries inside it.
+        options.timeout = Duration::from_secs(2);
+        options.attempts = 2;
+        options.use_hosts_file = ResolveHosts::Never;
+        let resolver = builder.build().map_err(|e| ResolverError {
+            server: label.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            resolver,
+            server: label,
+        })
+    }
+}
+
+impl AddressLookup for HickoryLookup {
+    fn lookup_a<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Answer, DnsError>> {
+        Box::pin(async move {
+            match self.resolver.ipv4_lookup(name).await {
+                Ok(lookup) => {
+                    let codes: Vec<Ipv4Addr> = lookup
+                        .answers()
+                        .iter()
+                        .filter_map(|record| match &record.data {
+                            RData::A(a) => Some(a.0),
+                            _ => None,
+                        })
+                        .collect();
+                    let ttl = lookup
+                        .valid_until()
+                        .saturating_duration_since(Instant::now());
+                    Ok(Answer {
+                        codes,
+                        ttl: Some(ttl),
+                    })
+                }
+                Err(NetError::Dns(HickoryDnsError::NoRecordsFound(NoRecords {
+                    negative_ttl,
+                    ..
+                }))) => Ok(Answer {
+                    codes: Vec::new(),
+                    ttl: negative_ttl.map(|secs| Duration::from_secs(u64::from(secs))),
+                }),
+                Err(error) => Err(DnsError::Failed {
+                    name: name.to_owned(),
+                    server: self.server.clone(),
+                    message: error.to_string(),
+                }),
+            }
+        })
+    }
+}
+
+/// The resolvers of all checks and their shared answer cache.
+#[derive(Debug)]
+pub struct Dns {
+    resolvers: Vec<(String, Arc<dyn AddressLookup>)>,
+    cache: TtlCache<(u16, String), Codes>,
+    negative_ttl: Duration,
+}
+
+impl Dns {
+    /// `resolvers` are addressed by index from the checks; `label` names
+    /// each in messages.
+    pub fn new(
+        resolvers: Vec<(String, Arc<dyn AddressLookup>)>,
+        cache_size: usize,
+        negative_ttl: Duration,
+    ) -> Self {
+        Self {
+            resolvers,
+            cache: TtlCache::new(cache_size),
+            negative_ttl,
+        }
+    }
+
+    /// The reply codes for `name` (fully qualified, ending in `.`), from
+    /// the cache or from resolver `resolver` within `timeout`.
+    pub async fn query(
+        &self,
+        resolver: u16,
+        name: String,
+        timeout: Duration,
+    ) -> Result<Codes, DnsError> {
+        let key = (resolver, name);
+        if let Some(codes) = self.cache.get(&key, Instant::now(), Arc::clone) {
+            return Ok(codes);
+        }
+        let Some((label, lookup)) = self.resolvers.get(usize::from(resolver)) else {
+            return Err(DnsError::Failed {
+                name: key.1,
+                server: format!("resolver #{resolver}"),
+                message: "not configured".to_owned(),
+            });
+        };
+        let answer = match tokio::time::timeout(timeout, lookup.lookup_a(&key.1)).await {
+            Ok(answer) => answer?,
+            Err(_) => {
+                return Err(DnsError::Timeout {
+                    name: key.1,
+                    server: label.clone(),
+                    after: timeout,
+                });
+            }
+        };
+        let ttl = answer.ttl.unwrap_or(self.negative_ttl).min(MAX_TTL);
+        let codes: Codes = answer.codes.into();
+        if !ttl.is_zero() {
+            let now = Instant::now();
+            self.cache.insert(key, Arc::clone(&codes), now + ttl, now);
+        }
+        Ok(codes)
+    }
+
+    /// Answers currently cached (live or not yet swept).
+    pub fn cached(&self) -> usize {
+        self.cache.len()
+    }
+}
+
+/// `d.c.b.a.zone.` for IPv4 `a.b.c.d`.
+pub fn ipv4_query(addr: Ipv4Addr, zone: &str) -> String {
+    let [a, b, c, d] = addr.octets();
+    format!("{d}.{c}.{b}.{a}.{zone}.")
+}
+
+/// The 32 reversed nibbles of an IPv6 address, then the zone (RFC 5782).
+pub fn ipv6_query(addr: std::net::Ipv6Addr, zone: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut name = String::with_capacity(64 + zone.len() + 1);
+    for byte in addr.octets().iter().rev() {
+        name.push(char::from(HEX[usize::from(byte & 0x0f)]));
+        name.push('.');
+        name.push(char::from(HEX[usize::from(byte >> 4)]));
+        name.push('.');
+    }
+    name.push_str(zone);
+    name.push('.');
+    name
+}
+
+#[cfg(test)]
+pub mod stub {
+    //! A scripted resolver for unit tests.
+
+    use std::{collections::HashMap, sync::Mutex};
+
+    use super::*;
+
+    /// Answers from a table; names not in it do not exist. A name mapped
+    /// to `None` never answers.
+    #[derive(Debug, Default)]
+    pub struct StubLookup {
+        pub answers: HashMap<String, Option<Vec<Ipv4Addr>>>,
+        pub asked: Mutex<Vec<String>>,
+    }
+
+    impl StubLookup {
+        pub fn listing(entries: &[(&str, &[Ipv4Addr])]) -> Self {
+            Self {
+                answers: entries
+                    .iter()
+                    .map(|(name, codes)| ((*name).to_owned(), Some(codes.to_vec())))
+                    .collect(),
+                asked: Mutex::default(),
+            }
+        }
+
+        pub fn asked(&self) -> Vec<String> {
+            self.asked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        }
+    }
+
+    impl AddressLookup for StubLookup {
+        fn lookup_a<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Answer, DnsError>> {
+            self.asked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(name.to_owned());
+            Box::pin(async move {
+                match self.answers.get(name) {
+                    Some(Some(codes)) => Ok(Answer {
+                        codes: codes.clone(),
+                        ttl: Some(Duration::from_mins(1)),
+                    }),
+                    Some(None) => std::future::pending().await,
+                    None => Ok(Answer {
+                        codes: Vec::new(),
+                        ttl: None,
+                    }),
+                }
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{stub::StubLookup, *};
+
+    #[test]
+    fn query_names() {
+        assert_eq!(
+            ipv4_query(Ipv4Addr::new(192, 0, 2, 50), "zen.example.test"),
+            "50.2.0.192.zen.example.test."
+        );
+        assert_eq!(
+            ipv6_query("2001:db8::1".parse().expect("v6"), "bl.test"),
+            "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.bl.test."
+        );
+    }
+
+    #[tokio::test]
+    async fn answers_are_cached_positive_and_negative_and_timeouts_are_not() {
+        let mut stub = StubLookup::listing(&[("2.0.0.127.bl.", &[Ipv4Addr::new(127, 0, 0, 2)])]);
+        stub.answers.insert("stall.bl.".to_owned(), None);
+        let stub = Arc::new(stub);
+        let dns = Dns::new(
+            vec![(
+                "stub".to_owned(),
+                Arc::clone(&stub) as Arc<dyn AddressLookup>,
+            )],
+            100,
+            Duration::from_mins(5),
+        );
+        let second = Duration::from_secs(1);
+        for _ in 0..3 {
+            let codes = dns.query(0, "2.0.0.127.bl.".to_owned(), second).await;
+            assert_eq!(codes.as_deref(), Ok(&[Ipv4Addr::new(127, 0, 0, 2)][..]));
+            let codes = dns.query(0, "1.0.0.127.bl.".to_owned(), second).await;
+            assert_eq!(codes.as_deref(), Ok(&[][..]));
+        }
+        assert_eq!(stub.asked(), ["2.0.0.127.bl.", "1.0.0.127.bl."]);
+        let started = Instant::now();
+        let stalled = dns
+            .query(0, "stall.bl.".to_owned(), Duration::from_millis(50))
+            .await;
+        assert!(
+            matches!(stalled, Err(DnsError::Timeout { .. })),
+            "{stalled:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
+        let _ = dns
+            .query(0, "stall.bl.".to_owned(), Duration::from_millis(10))
+            .await;
+        assert_eq!(stub.asked().len(), 4, "a timeout is asked again");
+    }
+}

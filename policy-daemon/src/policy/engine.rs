@@ -1,0 +1,886 @@
+//! Scoring per mail and the threshold table.
+//!
+//! Postfix sends one request per recipient, each with the same `instance`.
+//! Scores and details add up per instance, each check counted once per
+//! mail, in an in-process cache that forgets a mail after `score_ttl`. The
+//! highest threshold reached decides the answer; a threshold with `ban`
+//! sends the client through the ban manager once per mail.
+//!
+//! Fail-open: every request is answered by its deadline. A check that
+//! errors or is still running then contributes nothing; with nothing
+//! reached the answer is `DUNNO`.
+
+use std::{
+    fmt::Write as _,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use ipnet::IpNet;
+use tracing::{debug, info, warn};
+
+use super::{
+    PolicyError, PolicyStats,
+    cache::TtlCache,
+    checks::{Chain, Check, Hit, Local, MAX_CHECKS, Mail},
+    codec::Request,
+    config::{PolicyConfig, ThresholdConfig},
+    dns::{AddressLookup, Dns, HickoryLookup, ResolverError},
+    join::JoinAll,
+};
+use crate::{
+    bans::{BanLength, BanSink, Source},
+    config::BanTime,
+};
+
+/// Longest action sent to Postfix; a long detail is cut to fit (SMTP reply
+/// lines are short, and Postfix limits policy reply lines).
+pub const MAX_ACTION_BYTES: usize = 1000;
+
+/// The answer when nothing is reached.
+pub const DUNNO: &str = "DUNNO";
+
+/// Checks whether `action` (a template before substitution) is an
+/// access(5) action Postfix accepts; anything else would make Postfix
+/// answer "451 4.3.5 Server configuration problem".
+pub fn check_action(action: &str) -> Result<(), String> {
+    const ACTIONS: [&str; 15] = [
+        "OK",
+        "DUNNO",
+        "REJECT",
+        "DEFER",
+        "DEFER_IF_REJECT",
+        "DEFER_IF_PERMIT",
+        "BCC",
+        "DISCARD",
+        "FILTER",
+        "HOLD",
+        "PREPEND",
+        "REDIRECT",
+        "INFO",
+        "WARN",
+        "DELAY",
+    ];
+    let action = action.trim();
+    if action.contains(['\n', '\r']) {
+        return Err(format!("{action:?}: no line breaks in an action"));
+    }
+    let (word, rest) = action
+        .split_once(char::is_whitespace)
+        .map_or((action, ""), |(w, r)| (w, r.trim()));
+    if word.is_empty() {
+        return Err("empty action; e.g. \"DUNNO\" or \"reject text\"".to_owned());
+    }
+    let upper = word.to_ascii_uppercase();
+    let numeric =
+        word.len() == 3 && word.starts_with(['4', '5']) && word.bytes().all(|b| b.is_ascii_digit());
+    let restriction = ["permit", "reject_", "defer_", "check_", "warn_if_"]
+        .iter()
+        .any(|prefix| word.starts_with(prefix))
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !(ACTIONS.contains(&upper.as_str()) || numeric || restriction) {
+        return Err(format!(
+            "{word:?} is not an access(5) action (OK, DUNNO, REJECT, DEFER, DEFER_IF_PERMIT, 4NN/5NN, PREPEND, WARN, HOLD, DISCARD, …)"
+        ));
+    }
+    match upper.as_str() {
+        "PREPEND" => {
+            let header = rest.split_once(':').map(|(name, _)| name);
+            let valid = header.is_some_and(|name| {
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+            });
+            if !valid {
+                return Err(format!(
+                    "{action:?}: PREPEND needs a header, e.g. \"PREPEND X-Spamwall: %SCORE%\""
+                ));
+            }
+        }
+        "BCC" | "FILTER" | "REDIRECT" if rest.is_empty() => {
+            return Err(format!("{action:?}: {word} needs an argument"));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A piece of an action template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Ip,
+    Score,
+    Detail,
+}
+
+/// An action with `%IP%`, `%SCORE%` and `%DETAIL%`; any other `%` is text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Template(Vec<Part>);
+
+impl Template {
+    /// Splits `text` at its placeholders.
+    pub fn parse(text: &str) -> Self {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        let mut literal = String::new();
+        while !rest.is_empty() {
+            let found = [
+                ("%IP%", Part::Ip),
+                ("%SCORE%", Part::Score),
+                ("%DETAIL%", Part::Detail),
+            ]
+            .into_iter()
+            .find(|(token, _)| rest.starts_with(token));
+            if let Some((token, part)) = found {
+                if !literal.is_empty() {
+                    parts.push(Part::Text(std::mem::take(&mut literal)));
+                }
+                parts.push(part);
+                rest = &rest[token.len()..];
+            } else {
+                let mut chars = rest.chars();
+                if let Some(c) = chars.next() {
+                    literal.push(c);
+                }
+                rest = chars.as_str();
+            }
+        }
+        if !literal.is_empty() {
+            parts.push(Part::Text(literal));
+        }
+        Self(parts)
+    }
+
+    /// The action for a client, its score and detail, cut to
+    /// [`MAX_ACTION_BYTES`] on a character boundary.
+    pub fn render(&self, ip: &str, score: f64, detail: &str) -> String {
+        let mut out = String::with_capacity(128);
+        for part in &self.0 {
+            match part {
+                Part::Text(text) => out.push_str(text),
+                Part::Ip => out.push_str(ip),
+                Part::Score => {
+                    let _ = write!(out, "{score}");
+                }
+                Part::Detail => out.push_str(detail),
+            }
+        }
+        if out.len() > MAX_ACTION_BYTES {
+            let mut end = MAX_ACTION_BYTES;
+            while !out.is_char_boundary(end) {
+                end -= 1;
+            }
+            out.truncate(end);
+        }
+        out
+    }
+}
+
+/// One compiled `[[policy.threshold]]`.
+#[derive(Clone, Debug)]
+pub struct Threshold {
+    pub score: f64,
+    pub action: Template,
+    pub ban: Option<BanLength>,
+}
+
+/// The threshold table, highest score first.
+#[derive(Clone, Debug, Default)]
+pub struct Thresholds(Vec<Threshold>);
+
+impl Thresholds {
+    /// Compiles and orders the table; every problem names its key.
+    pub fn compile(configs: &[ThresholdConfig]) -> Result<Self, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut table = Vec::new();
+        for (i, config) in configs.iter().enumerate() {
+            let key = format!("policy.threshold[{i}]");
+            if !config.score.is_finite() {
+                problems.push(format!("{key}.score: must be a finite number"));
+            } else if configs[..i]
+                .iter()
+                .any(|t| t.score.total_cmp(&config.score).is_eq())
+            {
+                problems.push(format!(
+                    "{key}.score: {} is used by an earlier threshold",
+                    config.score
+                ));
+            }
+            if let Err(e) = check_action(&config.action) {
+                problems.push(format!("{key}.action: {e}"));
+            }
+            if config.ban.is_some() && config.score <= 0.0 {
+                problems.push(format!(
+                    "{key}.ban: a ban needs a threshold above 0, or every client is banned"
+                ));
+            }
+            table.push(Threshold {
+                score: config.score,
+                action: Template::parse(config.action.trim()),
+                ban: config
+                    .ban
+                    .map(|BanTime(length)| length.map_or(BanLength::Permanent, BanLength::For)),
+            });
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        table.sort_by(|a, b| b.score.total_cmp(&a.score));
+        Ok(Self(table))
+    }
+
+    /// The highest threshold `score` reaches.
+    pub fn reached(&self, score: f64) -> Option<(usize, &Threshold)> {
+        self.0.iter().enumerate().find(|(_, t)| score >= t.score)
+    }
+}
+
+/// The mail a request belongs to: its `instance`, and the client, so
+/// that two clients never share a score even if instances collide.
+fn mail_key(mail: &Mail<'_>) -> Option<String> {
+    let instance = mail.instance?;
+    Some(match mail.client {
+        Some(ip) => format!("{instance}/{ip}"),
+        None => instance.to_owned(),
+    })
+}
+
+/// Which checks already fired for a mail.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Fired([u64; MAX_CHECKS / 64]);
+
+impl Fired {
+    fn contains(self, i: usize) -> bool {
+        self.0
+            .get(i / 64)
+            .is_some_and(|word| word & (1 << (i % 64)) != 0)
+    }
+
+    fn insert(&mut self, i: usize) {
+        if let Some(word) = self.0.get_mut(i / 64) {
+            *word |= 1 << (i % 64);
+        }
+    }
+}
+
+/// What is known about one mail (one `instance`).
+#[derive(Clone, Debug, Default)]
+struct MailState {
+    fired: Fired,
+    score: f64,
+    detail: String,
+    banned: bool,
+}
+
+/// The answer to one request and how it came about.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// The access(5) action for Postfix.
+    pub action: String,
+    /// The mail's score so far.
+    pub score: f64,
+    /// The mail's detail so far.
+    pub detail: String,
+    /// Whether a check was still running or failed.
+    pub incomplete: bool,
+}
+
+/// The check chain, the thresholds and the per-mail scores.
+pub struct Engine {
+    chain: Chain,
+    thresholds: Thresholds,
+    dns: Dns,
+    mails: TtlCache<String, MailState>,
+    score_ttl: Duration,
+    sink: Option<Arc<dyn BanSink>>,
+    stats: Arc<PolicyStats>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("chain", &self.chain)
+            .field("thresholds", &self.thresholds)
+            .field("dns", &self.dns)
+            .field("score_ttl", &self.score_ttl)
+            .field("bans", &self.sink.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Compiles `config` with hickory resolvers; bans go to `sink`.
+    pub fn new(
+        config: &PolicyConfig,
+        sink: Option<Arc<dyn BanSink>>,
+        stats: Arc<PolicyStats>,
+    ) -> Result<Self, PolicyError> {
+        Self::with_lookups(config, sink, stats, |server| {
+            HickoryLookup::new(server).map(|l| Arc::new(l) as Arc<dyn AddressLookup>)
+        })
+    }
+
+    /// Compiles `config`, asking `lookup` for the resolver of each DNS
+    /// server the checks use (`None`: the system's).
+    pub fn with_lookups(
+        config: &PolicyConfig,
+        sink: Option<Arc<dyn BanSink>>,
+        stats: Arc<PolicyStats>,
+        lookup: impl Fn(Option<SocketAddr>) -> Result<Arc<dyn AddressLookup>, ResolverError>,
+    ) -> Result<Self, PolicyError> {
+        let chain = Chain::compile(config).map_err(|problems| PolicyError::Config { problems })?;
+        let thresholds = Thresholds::compile(&config.threshold)
+            .map_err(|problems| PolicyError::Config { problems })?;
+        let mut resolvers = Vec::new();
+        for server in &chain.resolvers {
+            let label = server.map_or_else(|| "system resolver".to_owned(), |s| s.to_string());
+            resolvers.push((label, lookup(*server)?));
+        }
+        Ok(Self {
+            chain,
+            thresholds,
+            dns: Dns::new(resolvers, config.dns_cache_size, config.dns_negative_ttl),
+            mails: TtlCache::new(config.score_cache_size),
+            score_ttl: config.score_ttl,
+            sink,
+            stats,
+        })
+    }
+
+    /// The DNS layer, for its cache figures.
+    pub const fn dns(&self) -> &Dns {
+        &self.dns
+    }
+
+    /// Answers one request by `deadline`.
+    pub async fn decide(&self, request: &Request, deadline: Instant) -> Decision {
+        let mail = Mail::from_request(request);
+        let now = Instant::now();
+        let key = mail_key(&mail);
+        let fired = key
+            .as_deref()
+            .and_then(|key| self.mails.get(key, now, |state| state.fired))
+            .unwrap_or_default();
+        let context = self.chain.context();
+        let mut hits: Vec<(usize, Hit)> = Vec::new();
+        let mut dns_checks: Vec<(usize, &Check)> = Vec::new();
+        for (i, check) in self.chain.checks.iter().enumerate() {
+            if fired.contains(i) {
+                continue;
+            }
+            if check.is_dns() {
+                dns_checks.push((i, check));
+                continue;
+            }
+            match check.local(&mail, context) {
+                Local::Pass => {}
+                Local::Hit(hit) => hits.push((i, hit)),
+                Local::Allow(action) => {
+                    debug!(check = %check.name, client = ?mail.client, %action, "allow list matched");
+                    return Decision {
+                        action: action.to_owned(),
+                        score: 0.0,
+                        detail: format!("{}=allow", check.name),
+                        incomplete: false,
+                    };
+                }
+            }
+        }
+        let incomplete = self.run_dns(&mail, &dns_checks, deadline, &mut hits).await;
+        hits.sort_by_key(|(i, _)| *i);
+        self.score(&mail, key, &hits, incomplete, deadline).await
+    }
+
+    /// Runs the DNS checks concurrently until they finish or `deadline`;
+    /// their hits join `hits`. Returns whether any failed or was cut off.
+    async fn run_dns(
+        &self,
+        mail: &Mail<'_>,
+        checks: &[(usize, &Check)],
+        deadline: Instant,
+        hits: &mut Vec<(usize, Hit)>,
+    ) -> bool {
+        if checks.is_empty() {
+            return false;
+        }
+        let mut join = JoinAll::new(checks.iter().map(|(_, check)| check.dns(mail, &self.dns)));
+        let timed_out = tokio::time::timeout_at(deadline.into(), &mut join)
+            .await
+            .is_err();
+        if timed_out {
+            self.stats.deadline_answers.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut incomplete = false;
+        for ((i, check), outcome) in checks.iter().zip(join.into_outputs()) {
+            match outcome {
+                Some(Ok(Some(hit))) => hits.push((*i, hit)),
+                Some(Ok(None)) => {}
+                Some(Err(error)) => {
+                    incomplete = true;
+                    self.stats.check_errors.fetch_add(1, Ordering::Relaxed);
+                    warn!(check = %check.name, %error, "check failed; it counts nothing for this request");
+                }
+                None => {
+                    incomplete = true;
+                    self.stats.check_errors.fetch_add(1, Ordering::Relaxed);
+                    warn!(
+                        check = %check.name,
+                        client = ?mail.client,
+                        "check still running at the request deadline; answering without it"
+                    );
+                }
+            }
+        }
+        incomplete
+    }
+
+    /// Adds this request's hits to the mail's score, picks the threshold
+    /// and bans if it says so.
+    async fn score(
+        &self,
+        mail: &Mail<'_>,
+        key: Option<String>,
+        hits: &[(usize, Hit)],
+        incomplete: bool,
+        deadline: Instant,
+    ) -> Decision {
+        let now = Instant::now();
+        let add = |state: &mut MailState| {
+            for (i, hit) in hits {
+                if state.fired.contains(*i) {
+                    continue;
+                }
+                state.fired.insert(*i);
+                state.score += hit.score;
+                if !state.detail.is_empty() {
+                    state.detail.push(' ');
+                }
+                state.detail.push_str(&hit.detail);
+            }
+            let reached = self.thresholds.reached(state.score);
+            let ban = reached
+                .and_then(|(_, threshold)| threshold.ban)
+                .filter(|_| !state.banned);
+            if ban.is_some() {
+                state.banned = true;
+            }
+            (
+                state.score,
+                state.detail.clone(),
+                reached.map(|(i, _)| i),
+                ban,
+            )
+        };
+        let (score, detail, reached, ban) = match key {
+            Some(key) if !hits.is_empty() => {
+                self.mails
+                    .update(key, now, now + self.score_ttl, MailState::default, add)
+            }
+            // Nothing new: read what the mail has, create nothing.
+            Some(key) => self
+                .mails
+                .get(&key, now, |state| {
+                    let reached = self.thresholds.reached(state.score).map(|(i, _)| i);
+                    (state.score, state.detail.clone(), reached, None)
+                })
+                .unwrap_or_else(|| add(&mut MailState::default())),
+            None => add(&mut MailState::default()),
+        };
+        let action = match reached.and_then(|i| self.thresholds.0.get(i)) {
+            None => DUNNO.to_owned(),
+            Some(threshold) => {
+                let ip = mail.client.map(|ip| ip.to_string()).unwrap_or_default();
+                let action = threshold.action.render(&ip, score, &detail);
+                info!(
+                    client = %ip,
+                    instance = mail.instance.unwrap_or(""),
+                    score,
+                    %detail,
+                    %action,
+                    "threshold reached"
+                );
+                action
+            }
+        };
+        if let (Some(length), Some(ip)) = (ban, mail.client) {
+            self.ban(ip, length, score, &detail, deadline).await;
+        }
+        Decision {
+            action,
+            score,
+            detail,
+            incomplete,
+        }
+    }
+
+    /// Bans `ip` through the sink, waiting for it at most until
+    /// `deadline`: the answer never waits longer than the request may.
+    async fn ban(
+        &self,
+        ip: IpAddr,
+        length: BanLength,
+        score: f64,
+        detail: &str,
+        deadline: Instant,
+    ) {
+        let Some(sink) = &self.sink else {
+            return;
+        };
+        let sink = Arc::clone(sink);
+        let reason = format!("policy score {score}: {detail}");
+        let task = tokio::task::spawn_blocking(move || {
+            sink.ban(IpNet::from(ip), length, Source::Policy, &reason)
+        });
+        match tokio::time::timeout_at(deadline.into(), task).await {
+            Ok(Ok(Ok(_))) => {
+                self.stats.bans.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Ok(Err(error))) => {
+                self.stats.bans_refused.fetch_add(1, Ordering::Relaxed);
+                info!(client = %ip, %error, "policy ban refused; the answer stands");
+            }
+            Ok(Err(error)) => warn!(client = %ip, %error, "policy ban failed"),
+            Err(_) => warn!(client = %ip, "policy ban still pending at the request deadline"),
+        }
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::float_cmp, reason = "scores are small integers, exact in f64")]
+mod tests {
+    use std::{net::Ipv4Addr, sync::Mutex};
+
+    use super::*;
+    use crate::{
+        bans::{BanEntry, BanError},
+        config::Config,
+        policy::dns::stub::StubLookup,
+    };
+
+    #[derive(Debug, Default)]
+    struct RecordingSink {
+        bans: Mutex<Vec<(IpNet, BanLength, Source, String)>>,
+    }
+
+    impl BanSink for RecordingSink {
+        fn ban(
+            &self,
+            target: IpNet,
+            length: BanLength,
+            source: Source,
+            reason: &str,
+        ) -> Result<BanEntry, BanError> {
+            if target.addr().is_loopback() {
+                return Err(BanError::Allowlisted {
+                    target,
+                    entry: target,
+                });
+            }
+            self.bans
+                .lock()
+                .expect("lock")
+                .push((target, length, source, reason.to_owned()));
+            Ok(BanEntry {
+                addr: target,
+                expires_at: None,
+                source,
+                reason: reason.to_owned(),
+                detail: String::new(),
+                count: 1,
+            })
+        }
+    }
+
+    const CONFIG: &str = r#"
+[policy]
+resolver = "127.0.0.1:5353"
+[[policy.check]]
+name = "partners"
+type = "list"
+allow = true
+action = "OK"
+client = ["192.0.2.0/24"]
+[[policy.check]]
+name = "zen"
+type = "dnsbl"
+zone = "zen.test"
+score = 5
+categories = [ { match = "127.0.0.2", name = "sbl", score = 10 } ]
+[[policy.check]]
+name = "helo"
+type = "helo"
+score = 2
+[[policy.check]]
+name = "stall"
+type = "dnsbl"
+zone = "stall.test"
+timeout = "30s"
+[[policy.check]]
+name = "rcpt"
+type = "list"
+recipient = ["/^trap@/"]
+score = 4
+[[policy.threshold]]
+score = 15
+action = "reject %IP% blocked (score=%SCORE%, %DETAIL%)"
+ban = "1h"
+[[policy.threshold]]
+score = 5
+action = "prepend X-Spamwall: %SCORE% (%DETAIL%)"
+"#;
+
+    fn engine(sink: &Arc<RecordingSink>) -> (Engine, Arc<StubLookup>) {
+        let config = Config::parse(CONFIG).expect("config").policy;
+        let mut stub = StubLookup::listing(&[
+            ("50.100.51.198.zen.test.", &[Ipv4Addr::new(127, 0, 0, 2)]),
+            ("51.100.51.198.zen.test.", &[Ipv4Addr::new(127, 0, 0, 4)]),
+        ]);
+        stub.answers
+            .insert("52.100.51.198.stall.test.".to_owned(), None);
+        let stub = Arc::new(stub);
+        let lookup = Arc::clone(&stub);
+        let engine = Engine::with_lookups(
+            &config,
+            Some(Arc::clone(sink) as Arc<dyn BanSink>),
+            Arc::new(PolicyStats::default()),
+            move |_| Ok(Arc::clone(&lookup) as Arc<dyn AddressLookup>),
+        )
+        .expect("engine");
+        (engine, stub)
+    }
+
+    fn request(client: &str, helo: &str, recipient: &str, instance: &str) -> Request {
+        Request::from_pairs([
+            ("request", "smtpd_access_policy"),
+            ("protocol_state", "RCPT"),
+            ("client_address", client),
+            ("helo_name", helo),
+            ("recipient", recipient),
+            ("instance", instance),
+        ])
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_millis(300)
+    }
+
+    #[tokio::test]
+    async fn scores_add_up_across_the_rcpts_of_one_mail_each_check_once() {
+        let sink = Arc::new(RecordingSink::default());
+        let (engine, _) = engine(&sink);
+        // 198.51.100.51 answers 127.0.0.4: uncategorised, +5; bad HELO +2.
+        let first = engine
+            .decide(
+                &request("198.51.100.51", "desktop", "a@x.test", "m1"),
+                soon(),
+            )
+            .await;
+        assert_eq!(first.score, 7.0);
+        assert_eq!(first.detail, "zen=127.0.0.4(+5) helo-not-fqdn(+2)");
+        assert_eq!(
+            first.action,
+            "prepend X-Spamwall: 7 (zen=127.0.0.4(+5) helo-not-fqdn(+2))"
+        );
+        // Same mail, next RCPT: zen and helo are not counted again.
+        let second = engine
+            .decide(
+                &request("198.51.100.51", "desktop", "b@x.test", "m1"),
+                soon(),
+            )
+            .await;
+        assert_eq!(second.score, 7.0);
+        // A trap recipient adds its score once and crosses the reject line.
+        let third = engine
+            .decide(
+                &request("198.51.100.51", "desktop", "trap@x.test", "m1"),
+                soon(),
+            )
+            .await;
+        assert_eq!(third.score, 11.0);
+        let fourth = engine
+            .decide(
+                &request("198.51.100.51", "desktop", "trap@x.test", "m1"),
+                soon(),
+            )
+            .await;
+        assert_eq!(fourth.score, 11.0, "the trap list counts once per mail");
+        // Another mail from the same client starts from zero.
+        let other = engine
+            .decide(
+                &request("198.51.100.51", "mx.sender.example", "a@x.test", "m2"),
+                soon(),
+            )
+            .await;
+        assert_eq!(other.score, 5.0);
+        assert!(sink.bans.lock().expect("lock").is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_reject_threshold_renders_its_template_and_bans_once_per_mail() {
+        let sink = Arc::new(RecordingSink::default());
+        let (engine, _) = engine(&sink);
+        let mut answers = Vec::new();
+        for rcpt in ["a@x.test", "b@x.test", "c@x.test"] {
+            answers.push(
+                engine
+                    .decide(
+                        &request("198.51.100.50", "[198.51.100.99]", rcpt, "m3"),
+                        soon(),
+                    )
+                    .await,
+            );
+        }
+        // sbl +10, helo ip-mismatch +2, trap not hit: 12 < 15, so prepend …
+        assert_eq!(answers[0].score, 12.0);
+        assert!(
+            answers[0].action.starts_with("prepend X-Spamwall: 12"),
+            "{}",
+            answers[0].action
+        );
+        // … until the trap recipient: 16 ≥ 15.
+        let rejected = engine
+            .decide(
+                &request("198.51.100.50", "[198.51.100.99]", "trap@x.test", "m3"),
+                soon(),
+            )
+            .await;
+        assert_eq!(
+            rejected.action,
+            "reject 198.51.100.50 blocked (score=16, zen/sbl=127.0.0.2(+10) helo-ip-mismatch(+2) rcpt=recipient(+4))"
+        );
+        let again = engine
+            .decide(
+                &request("198.51.100.50", "[198.51.100.99]", "d@x.test", "m3"),
+                soon(),
+            )
+            .await;
+        assert!(again.action.starts_with("reject "), "{}", again.action);
+        let bans = sink.bans.lock().expect("lock").clone();
+        assert_eq!(bans.len(), 1, "one ban per mail: {bans:?}");
+        let (target, length, source, reason) = &bans[0];
+        assert_eq!(target.to_string(), "198.51.100.50/32");
+        assert_eq!(*length, BanLength::For(Duration::from_hours(1)));
+        assert_eq!(*source, Source::Policy);
+        assert!(reason.contains("zen/sbl=127.0.0.2(+10)"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn an_allow_match_ends_the_chain_without_dns() {
+        let sink = Arc::new(RecordingSink::default());
+        let (engine, stub) = engine(&sink);
+        let decision = engine
+            .decide(
+                &request("192.0.2.9", "desktop", "trap@x.test", "m4"),
+                soon(),
+            )
+            .await;
+        assert_eq!(decision.action, "OK");
+        assert!(stub.asked().is_empty(), "{:?}", stub.asked());
+    }
+
+    #[tokio::test]
+    async fn a_stalled_check_is_cut_off_at_the_deadline_and_the_rest_counts() {
+        let sink = Arc::new(RecordingSink::default());
+        let (engine, _) = engine(&sink);
+        let started = Instant::now();
+        // stall.test never answers for .52; the HELO check still counts.
+        let decision = engine
+            .decide(
+                &request("198.51.100.52", "desktop", "a@x.test", "m5"),
+                soon(),
+            )
+            .await;
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(600), "took {took:?}");
+        assert!(decision.incomplete);
+        assert_eq!(decision.score, 2.0);
+        assert_eq!(decision.action, DUNNO);
+    }
+
+    #[tokio::test]
+    async fn clean_clients_get_dunno_and_leave_no_state() {
+        let sink = Arc::new(RecordingSink::default());
+        let (engine, _) = engine(&sink);
+        let decision = engine
+            .decide(
+                &request("203.0.113.1", "mx.ok.example", "a@x.test", "m6"),
+                soon(),
+            )
+            .await;
+        assert_eq!(decision.action, DUNNO);
+        assert!(engine.mails.is_empty());
+        // No instance at all (e.g. spamwall query): scored alone.
+        let lone = Request::from_pairs([("client_address", "198.51.100.51")]);
+        assert_eq!(engine.decide(&lone, soon()).await.score, 5.0);
+    }
+
+    #[test]
+    fn templates() {
+        let template = Template::parse("reject %IP% score=%SCORE% %DETAIL% 100%");
+        assert_eq!(
+            template.render("192.0.2.1", 12.5, "zen=127.0.0.2(+5)"),
+            "reject 192.0.2.1 score=12.5 zen=127.0.0.2(+5) 100%"
+        );
+        let long = "x".repeat(5000);
+        assert_eq!(
+            Template::parse("%DETAIL%").render("", 0.0, &long).len(),
+            MAX_ACTION_BYTES
+        );
+        let accented = "é".repeat(800);
+        let cut = Template::parse("%DETAIL%").render("", 0.0, &accented);
+        assert!(cut.len() <= MAX_ACTION_BYTES && cut.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn actions() {
+        for good in [
+            "DUNNO",
+            "dunno",
+            "OK",
+            "reject sender ip %IP% is blocked",
+            "defer_if_permit try later",
+            "450 4.7.1 try later",
+            "554 5.7.1 go away",
+            "prepend X-Spamwall-Score: %SCORE%",
+            "PREPEND X-Spam: yes",
+            "HOLD",
+            "warn suspicious",
+            "reject_unverified_sender",
+        ] {
+            assert_eq!(check_action(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "rejct x",
+            "prepend no header",
+            "prepend : x",
+            "REDIRECT",
+            "600 x",
+            "a\nb",
+        ] {
+            assert!(check_action(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn thresholds_are_ordered_highest_first() {
+        let configs = [
+            ThresholdConfig {
+                score: 5.0,
+                action: "prepend X-A: b".into(),
+                ban: None,
+            },
+            ThresholdConfig {
+                score: 10.0,
+                action: "reject".into(),
+                ban: None,
+            },
+        ];
+        let table = Thresholds::compile(&configs).expect("table");
+        assert_eq!(table.reached(4.9).map(|(i, _)| i), None);
+        assert_eq!(table.reached(5.0).map(|(_, t)| t.score), Some(5.0));
+        assert_eq!(table.reached(12.0).map(|(_, t)| t.score), Some(10.0));
+    }
+}

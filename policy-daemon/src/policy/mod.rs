@@ -1,0 +1,171 @@
+//! The Postfix policy server: protocol, listeners, check chain, scoring
+//! per mail, thresholds and bans.
+//!
+//! - [`codec`] is the only module that knows Postfix's byte format;
+//! - [`server`] owns the listeners and connections;
+//! - [`checks`] holds the check types, [`dns`] their resolvers and cache;
+//! - [`engine`] adds scores up per mail and applies the threshold table;
+//! - [`client`] is `spamwall query`.
+//!
+//! Fail-open is the rule throughout: every well-formed request gets an
+//! answer before its deadline, `DUNNO` when nothing fired or nothing
+//! finished. Postfix never has to fall back on its 451 default because of
+//! spamwall.
+
+pub mod cache;
+pub mod checks;
+pub mod client;
+pub mod codec;
+pub mod config;
+pub mod dns;
+pub mod engine;
+pub mod join;
+pub mod server;
+
+use std::{
+    io,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use tokio::{sync::watch, task::JoinHandle};
+use tracing::{info, warn};
+
+pub use config::{ListenAddr, PolicyConfig};
+pub use engine::{Decision, Engine};
+pub use server::{Listener, Service, serve};
+
+use crate::bans::BanSink;
+
+/// Why the policy server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("[policy]:\n  {}", problems.join("\n  "))]
+    Config { problems: Vec<String> },
+    #[error(transparent)]
+    Resolver(#[from] dns::ResolverError),
+    #[error("policy listener {addr}: {source}")]
+    Bind { addr: String, source: io::Error },
+    #[error("policy socket {path}: another process is already listening there")]
+    InUse { path: PathBuf },
+    #[error("policy socket {path} exists and is not a socket; remove it or change policy.listen")]
+    NotASocket { path: PathBuf },
+    #[error("policy socket {path}: {operation}: {source}")]
+    Socket {
+        path: PathBuf,
+        operation: &'static str,
+        source: io::Error,
+    },
+}
+
+/// Counters of the policy server; shared with the daemon's `stats`.
+#[derive(Debug, Default)]
+pub struct PolicyStats {
+    /// Requests answered.
+    pub requests: AtomicU64,
+    /// Requests refused as malformed or incomplete (connection closed).
+    pub malformed: AtomicU64,
+    /// Connections accepted.
+    pub connections: AtomicU64,
+    /// Requests answered at their deadline with checks still running.
+    pub deadline_answers: AtomicU64,
+    /// Checks that failed or timed out (each counted per request).
+    pub check_errors: AtomicU64,
+    /// Bans sent by thresholds and accepted.
+    pub bans: AtomicU64,
+    /// Bans refused by the ban manager (e.g. allowlisted).
+    pub bans_refused: AtomicU64,
+}
+
+impl PolicyStats {
+    /// Requests answered so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+/// The running listeners of the daemon.
+#[derive(Debug, Default)]
+pub struct PolicyServer {
+    service: Option<Arc<Service>>,
+    tasks: Vec<JoinHandle<()>>,
+    addrs: Vec<ListenAddr>,
+}
+
+impl PolicyServer {
+    /// Binds every listener of `config` and serves until `shutdown` turns
+    /// true. Bans go to `sink`; counters to `stats`. With `enabled =
+    /// false` or no listener nothing is started.
+    pub async fn start(
+        config: &PolicyConfig,
+        sink: Arc<dyn BanSink>,
+        stats: Arc<PolicyStats>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Self, PolicyError> {
+        if !config.serves() {
+            info!("policy server off ([policy] enabled = false or listen = [])");
+            return Ok(Self::default());
+        }
+        let engine = Engine::new(config, Some(sink), Arc::clone(&stats))?;
+        let mut listeners = Vec::new();
+        for addr in &config.listen {
+            listeners.push(Listener::bind(addr, config.unix_mode).await?);
+        }
+        let service = Arc::new(Service::new(engine, config, stats));
+        let mut server = Self {
+            service: Some(Arc::clone(&service)),
+            ..Self::default()
+        };
+        for listener in listeners {
+            let addr = listener.local_addr().map_err(|source| PolicyError::Bind {
+                addr: "policy listener".to_owned(),
+                source,
+            })?;
+            info!(listen = %addr, checks = config.check.len(), "policy server listening");
+            server.addrs.push(addr);
+            let mut shutdown = shutdown.clone();
+            server.tasks.push(tokio::spawn(serve(
+                listener,
+                Arc::clone(&service),
+                async move {
+                    let _ = shutdown.wait_for(|stop| *stop).await;
+                },
+            )));
+        }
+        Ok(server)
+    }
+
+    /// Where it listens (ephemeral ports resolved).
+    pub fn addrs(&self) -> &[ListenAddr] {
+        &self.addrs
+    }
+
+    /// Replaces checks and thresholds for later requests (SIGHUP):
+    /// scores and DNS answers start afresh. Listeners and limits change
+    /// only on restart. On error the running chain stays, and the error is
+    /// logged.
+    pub fn reload(&self, config: &PolicyConfig, sink: Arc<dyn BanSink>) {
+        let Some(service) = &self.service else {
+            return;
+        };
+        match Engine::new(config, Some(sink), Arc::clone(service.stats())) {
+            Ok(engine) => {
+                service.replace_engine(engine);
+                info!(checks = config.check.len(), "policy checks and thresholds reloaded");
+            }
+            Err(error) => warn!("policy reload refused, keeping the running chain: {error}"),
+        }
+    }
+
+    /// Waits until every listener has stopped.
+    pub async fn stopped(self) {
+        for task in self.tasks {
+            if let Err(error) = task.await {
+                warn!(%error, "policy listener task failed");
+            }
+        }
+    }
+}

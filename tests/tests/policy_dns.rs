@@ -1,0 +1,445 @@
+//! The policy server's DNS checks against a real rbldnsd: IPv4 and IPv6
+//! clients, reply-code categories, RHSBL on sender and HELO, a list whose
+//! server never answers, the answer cache; and the whole daemon answering
+//! `spamwall query` and banning through the ban manager.
+//!
+//! rbldnsd (Debian's package) serves the zones on a loopback port; the
+//! policy server runs in-process on an ephemeral port. The daemon test
+//! needs root and the binary (`cargo build -p policy-daemon`). Run
+//! serially: `cargo test -p spamwall-tests --test policy_dns -- --test-threads=1`.
+#![expect(clippy::unwrap_used, reason = "tests panic on failure by design")]
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use spamwall::{
+    config::Config,
+    policy::{
+        Engine, ListenAddr, Listener, PolicyStats, Service, client, config::PolicyConfig, serve,
+    },
+};
+use spamwall_tests::{
+    daemon::{Daemon, Settings, spamwall_bin},
+    netns::{NetnsPair, Side, Subnet},
+    rbldnsd::{Rbldnsd, Zone},
+    require_root,
+};
+
+/// IPv4 list: .50 in SBL, .51 in PBL, .52 with an uncategorised code.
+const ZEN_V4: &str = ":127.0.0.2:Listed in SBL\n\
+    192.0.2.50\n\
+    192.0.2.51 :127.0.0.10:Listed in PBL\n\
+    192.0.2.52 :127.0.0.4:Listed in XBL\n";
+/// IPv6 list: one address and one /64.
+const ZEN_V6: &str = ":127.0.0.2:Listed in SBL\n\
+    2001:db8:50::1\n\
+    2001:db8:51::/64 :127.0.0.10:Listed in PBL\n";
+/// Domain list.
+const DBL: &str = ":127.0.1.2:Spam domain\nspam.example\n";
+
+fn zones() -> [Zone<'static>; 3] {
+    [
+        Zone {
+            name: "zen.test",
+            kind: "ip4set",
+            data: ZEN_V4,
+        },
+        Zone {
+            name: "zen.test",
+            kind: "ip6trie",
+            data: ZEN_V6,
+        },
+        Zone {
+            name: "dbl.test",
+            kind: "dnset",
+            data: DBL,
+        },
+    ]
+}
+
+/// The chain under test, asking `dns`; `extra` adds checks or settings.
+fn policy_toml(dns: SocketAddr, extra: &str) -> String {
+    format!(
+        r#"
+[policy]
+listen = ["127.0.0.1:0"]
+resolver = "{dns}"
+request_timeout = "1s"
+{extra}
+[[policy.check]]
+name = "zen"
+type = "dnsbl"
+zone = "zen.test"
+score = 5
+categories = [ {{ match = "127.0.0.2", name = "sbl", score = 10 }}, {{ match = "/^127\\.0\\.0\\.1[01]$/", name = "pbl", score = 3 }} ]
+[[policy.check]]
+name = "dbl"
+type = "rhsbl"
+zone = "dbl.test"
+fields = ["sender", "helo"]
+score = 4
+[[policy.threshold]]
+score = 10
+action = "reject sender ip %IP% is blocked (score=%SCORE%, %DETAIL%)"
+[[policy.threshold]]
+score = 3
+action = "prepend X-Spamwall-Score: %SCORE% (%DETAIL%)"
+"#
+    )
+}
+
+/// An in-process policy server on an ephemeral port; it stops with its
+/// runtime.
+struct Server {
+    addr: ListenAddr,
+    stats: Arc<PolicyStats>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Server {
+    fn start(toml: &str) -> Self {
+        let config: PolicyConfig = Config::parse(toml)
+            .unwrap_or_else(|e| panic!("test config: {e}\n{toml}"))
+            .policy;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let stats = Arc::new(PolicyStats::default());
+        let addr = runtime.block_on(async {
+            let engine = Engine::new(&config, None, Arc::clone(&stats)).unwrap();
+            let listener = Listener::bind(&config.listen[0], 0o666).await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let service = Arc::new(Service::new(engine, &config, Arc::clone(&stats)));
+            tokio::spawn(serve(listener, service, std::future::pending()));
+            addr
+        });
+        Self {
+            addr,
+            stats,
+            _runtime: runtime,
+        }
+    }
+
+    /// One request; the answer line and how long it took.
+    fn ask(&self, attributes: &[(&str, &str)]) -> (String, Duration) {
+        let attributes: Vec<(String, String)> = attributes
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect();
+        let started = Instant::now();
+        let answer = client::query(&self.addr, &attributes, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("query {attributes:?}: {e}"));
+        (answer, started.elapsed())
+    }
+
+    fn action(&self, client: &str) -> String {
+        self.ask(&[("client_address", client)]).0
+    }
+}
+
+#[test]
+fn ipv4_clients_listed_not_listed_and_categories() {
+    let rbldnsd = Rbldnsd::start(&zones());
+    let server = Server::start(&policy_toml(rbldnsd.addr(), ""));
+    assert_eq!(
+        server.action("192.0.2.50"),
+        "action=reject sender ip 192.0.2.50 is blocked (score=10, zen/sbl=127.0.0.2(+10))",
+        "rbldnsd log:\n{}",
+        rbldnsd.log()
+    );
+    assert_eq!(
+        server.action("192.0.2.51"),
+        "action=prepend X-Spamwall-Score: 3 (zen/pbl=127.0.0.10(+3))"
+    );
+    assert_eq!(
+        server.action("192.0.2.52"),
+        "action=prepend X-Spamwall-Score: 5 (zen=127.0.0.4(+5))",
+        "a code in no category scores the list's score"
+    );
+    assert_eq!(server.action("192.0.2.99"), "action=DUNNO");
+    assert_eq!(
+        server.action("::ffff:192.0.2.50").split(' ').nth(3),
+        Some("192.0.2.50")
+    );
+}
+
+#[test]
+fn ipv6_clients_listed_and_not_listed() {
+    let rbldnsd = Rbldnsd::start(&zones());
+    let server = Server::start(&policy_toml(rbldnsd.addr(), ""));
+    assert_eq!(
+        server.action("2001:db8:50::1"),
+        "action=reject sender ip 2001:db8:50::1 is blocked (score=10, zen/sbl=127.0.0.2(+10))",
+        "rbldnsd log:\n{}",
+        rbldnsd.log()
+    );
+    assert_eq!(
+        server.action("2001:db8:51::abcd"),
+        "action=prepend X-Spamwall-Score: 3 (zen/pbl=127.0.0.10(+3))"
+    );
+    assert_eq!(server.action("2001:db8:50::2"), "action=DUNNO");
+    assert_eq!(server.action("2001:db8:52::1"), "action=DUNNO");
+}
+
+#[test]
+fn rhsbl_on_sender_and_helo_and_scores_per_mail() {
+    let rbldnsd = Rbldnsd::start(&zones());
+    let server = Server::start(&policy_toml(rbldnsd.addr(), ""));
+    let (answer, _) = server.ask(&[
+        ("client_address", "198.51.100.7"),
+        ("sender", "bob@Spam.Example"),
+        ("helo_name", "mx.clean.example"),
+    ]);
+    assert_eq!(
+        answer,
+        "action=prepend X-Spamwall-Score: 4 (dbl(spam.example)=127.0.1.2(+4))"
+    );
+    let (answer, _) = server.ask(&[
+        ("client_address", "198.51.100.7"),
+        ("sender", "alice@clean.example"),
+        ("helo_name", "spam.example"),
+    ]);
+    assert!(
+        answer.contains("dbl(spam.example)=127.0.1.2(+4)"),
+        "{answer}"
+    );
+    // A listed client with a listed sender: both add up to a reject, and
+    // the next RCPT of the same mail counts neither again.
+    let mail = [
+        ("client_address", "192.0.2.51"),
+        ("sender", "bob@spam.example"),
+        ("instance", "b2c.6789.1"),
+        ("recipient", "a@ours.example"),
+    ];
+    let (first, _) = server.ask(&mail);
+    let mut second_rcpt = mail;
+    second_rcpt[3] = ("recipient", "b@ours.example");
+    let (second, _) = server.ask(&second_rcpt);
+    let expected = "action=prepend X-Spamwall-Score: 7 (zen/pbl=127.0.0.10(+3) dbl(spam.example)=127.0.1.2(+4))";
+    assert_eq!(first, expected);
+    assert_eq!(second, expected, "each check counts once per mail");
+    let (clean, _) = server.ask(&[
+        ("client_address", "198.51.100.7"),
+        ("sender", "alice@clean.example"),
+        ("helo_name", "mx.clean.example"),
+    ]);
+    assert_eq!(clean, "action=DUNNO");
+}
+
+#[test]
+fn a_list_that_never_answers_is_cut_off_and_the_other_still_scores() {
+    let rbldnsd = Rbldnsd::start(&zones());
+    // A bound UDP socket that never replies: queries to it time out.
+    let black_hole = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let hole = black_hole.local_addr().unwrap();
+    let slow = format!(
+        "[[policy.check]]\nname = \"slow\"\ntype = \"dnsbl\"\nzone = \"slow.test\"\nresolver = \"{hole}\"\ntimeout = \"5s\"\nscore = 50\n\
+         [[policy.check]]\nname = \"unserved\"\ntype = \"dnsbl\"\nzone = \"not-served.test\"\nscore = 50\n"
+    );
+    // The extra checks come after [policy]'s keys, before zen and dbl.
+    let toml = policy_toml(rbldnsd.addr(), "").replacen(
+        "[[policy.check]]",
+        &format!("{slow}[[policy.check]]"),
+        1,
+    );
+    let server = Server::start(&toml);
+    let (answer, took) = server.ask(&[("client_address", "192.0.2.50")]);
+    assert_eq!(
+        answer,
+        "action=reject sender ip 192.0.2.50 is blocked (score=10, zen/sbl=127.0.0.2(+10))"
+    );
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
+        "answered after {took:?}; the deadline is 1 s"
+    );
+    let (answer, took) = server.ask(&[("client_address", "192.0.2.99")]);
+    assert_eq!(answer, "action=DUNNO", "fail-open: nothing fired");
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+    assert_eq!(
+        server
+            .stats
+            .deadline_answers
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    drop(black_hole);
+}
+
+#[test]
+fn answers_are_cached_with_their_ttl() {
+    let rbldnsd = Rbldnsd::start(&zones());
+    let server = Server::start(&policy_toml(rbldnsd.addr(), ""));
+    let listed = server.action("192.0.2.50");
+    let clean = server.action("192.0.2.99");
+    drop(rbldnsd);
+    // rbldnsd is gone: both answers come from the cache, at once.
+    let (again, took) = server.ask(&[("client_address", "192.0.2.50")]);
+    assert_eq!(again, listed);
+    assert!(took < Duration::from_millis(200), "{took:?}");
+    let (again, took) = server.ask(&[("client_address", "192.0.2.99")]);
+    assert_eq!(again, clean);
+    assert!(took < Duration::from_millis(200), "{took:?}");
+}
+
+/// `spamwall run` with a policy listener, in a network namespace with
+/// rbldnsd; `spamwall query` there gets the templated reject and the
+/// client is banned with source `policy`.
+#[test]
+fn the_daemon_answers_spamwall_query_and_bans() {
+    if !require_root("the_daemon_answers_spamwall_query_and_bans") {
+        return;
+    }
+    let net = NetnsPair::new(Subnet::test_net_3(61));
+    let rbldnsd = Rbldnsd::start_in(net.server(), &zones());
+    let mut settings = Settings::on(net.server());
+    settings.extra = policy_toml(rbldnsd.addr(), "")
+        .replace("127.0.0.1:0", "127.0.0.1:10040")
+        .replace(
+            "action = \"reject sender ip %IP% is blocked (score=%SCORE%, %DETAIL%)\"",
+            "action = \"reject sender ip %IP% is blocked (score=%SCORE%, %DETAIL%)\"\nban = \"1h\"",
+        );
+    let daemon = Daemon::start(net.server(), &settings);
+    let bin = spamwall_bin();
+    let bin = bin.to_str().unwrap();
+    let listed = "192.0.2.50";
+    let query = |client: &str| {
+        let output = net.exec_in(
+            Side::Server,
+            &[
+                bin,
+                "query",
+                "--server",
+                "127.0.0.1:10040",
+                "--attr",
+                &format!("client_address={client}"),
+                "--attr",
+                &format!("instance=e2e.{client}"),
+                "--attr",
+                "protocol_state=RCPT",
+            ],
+            Duration::from_secs(20),
+        );
+        assert!(
+            output.status.success(),
+            "spamwall query failed: {}\ndaemon log:\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            daemon.log()
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    assert_eq!(
+        query(listed),
+        "action=reject sender ip 192.0.2.50 is blocked (score=10, zen/sbl=127.0.0.2(+10))\n",
+        "daemon log:\n{}",
+        daemon.log()
+    );
+    let bans = daemon.list();
+    let ban = bans
+        .iter()
+        .find(|b| b["addr"] == listed)
+        .unwrap_or_else(|| panic!("{listed} not banned: {bans:?}\nlog:\n{}", daemon.log()));
+    assert_eq!(ban["source"], "policy");
+    assert!(
+        ban["reason"]
+            .as_str()
+            .unwrap()
+            .contains("zen/sbl=127.0.0.2(+10)"),
+        "{ban}"
+    );
+    assert_eq!(query("192.0.2.99"), "action=DUNNO\n");
+    assert!(daemon.stats()["policy_requests"].as_u64().unwrap() >= 2);
+
+    // A connection error names the address and exits 1.
+    let output = net.exec_in(
+        Side::Server,
+        &[
+            bin,
+            "query",
+            "--server",
+            "127.0.0.1:1",
+            "--attr",
+            "client_address=192.0.2.1",
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("127.0.0.1:1"));
+}
+
+/// Load on the cached path: 16 keep-alive connections, an allow list and
+/// two DNS lists answered from the cache. Prints requests/s and p99;
+/// timing depends on the machine, so it only runs on demand:
+/// `cargo test --release -p spamwall-tests --test policy_dns -- --ignored`.
+#[test]
+#[ignore = "load figures, run on demand"]
+fn load_on_the_cached_path() {
+    use std::io::{BufRead as _, BufReader, Write as _};
+
+    let rbldnsd = Rbldnsd::start(&zones());
+    let toml = policy_toml(rbldnsd.addr(), "").replacen(
+        "[[policy.check]]",
+        "[[policy.check]]\nname = \"allow\"\ntype = \"list\"\nallow = true\nclient = [\"203.0.113.0/28\"]\n[[policy.check]]",
+        1,
+    );
+    let server = Server::start(&toml);
+    let ListenAddr::Tcp(addr) = server.addr else {
+        panic!("tcp")
+    };
+    let clients = ["192.0.2.50", "192.0.2.99", "203.0.113.5", "192.0.2.51"];
+    for client in clients {
+        server.action(client);
+    }
+    let per_connection = 20_000;
+    let started = Instant::now();
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let stream = std::net::TcpStream::connect(addr).unwrap();
+                stream.set_nodelay(true).unwrap();
+                let mut writer = stream.try_clone().unwrap();
+                let mut reader = BufReader::new(stream);
+                let mut latencies = Vec::with_capacity(per_connection);
+                let mut line = String::new();
+                for i in 0..per_connection {
+                    let client = clients[(i + t) % clients.len()];
+                    let request = format!(
+                        "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address={client}\n\
+                         helo_name=mx.example.org\nsender=a@clean.example\nrecipient=r{i}@ours.example\n\
+                         instance={t}.{}\n\n",
+                        i / 2
+                    );
+                    let sent = Instant::now();
+                    writer.write_all(request.as_bytes()).unwrap();
+                    loop {
+                        line.clear();
+                        reader.read_line(&mut line).unwrap();
+                        if line == "\n" {
+                            break;
+                        }
+                    }
+                    latencies.push(sent.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies: Vec<Duration> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let count = latencies.len();
+    let percentile = |per_mille: usize| latencies[(count * per_mille / 1000).min(count - 1)];
+    let per_second = u128::try_from(count).unwrap() * 1_000_000 / elapsed.as_micros().max(1);
+    println!(
+        "{count} requests in {elapsed:?}: {per_second} requests/s, p50 {:?}, p99 {:?}",
+        percentile(500),
+        percentile(990)
+    );
+}
