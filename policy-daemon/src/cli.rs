@@ -290,9 +290,11 @@ fn ban(socket: &Path, args: &BanArgs) -> Result<(), Failure> {
 /// in one request and prints a count.
 fn ban_file(socket: &Path, args: &BanArgs, path: &Path) -> Result<(), Failure> {
     let text = if path == Path::new("-") {
-        std::io::read_to_string(std::io::stdin()).map_err(|e| Failure::runtime(format!("reading standard input: {e}")))?
+        std::io::read_to_string(std::io::stdin())
+            .map_err(|e| Failure::runtime(format!("reading standard input: {e}")))?
     } else {
-        std::fs::read_to_string(path).map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?
+        std::fs::read_to_string(path)
+            .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?
     };
     let list = parse_target_list(&text);
     for (line, error) in &list.errors {
@@ -300,7 +302,11 @@ fn ban_file(socket: &Path, args: &BanArgs, path: &Path) -> Result<(), Failure> {
     }
     let mut targets = args.targets.clone();
     targets.extend(list.targets.iter().map(target_to_string));
-    let request = Request::BanBulk { targets, length: ban_length(args)?, reason: args.reason.clone() };
+    let request = Request::BanBulk {
+        targets,
+        length: ban_length(args)?,
+        reason: args.reason.clone(),
+    };
     let response = ask(socket, &request)?;
     let Response::BulkBanned { banned, refused } = response else {
         return Err(unexpected(&response));
@@ -316,7 +322,10 @@ fn ban_file(socket: &Path, args: &BanArgs, path: &Path) -> Result<(), Failure> {
 fn ban_length(args: &BanArgs) -> Result<BanLength, Failure> {
     Ok(match &args.duration {
         None => BanLength::Default,
-        Some(text) => match text.parse::<BanTime>().map_err(|e| Failure::usage(format!("--for: {e}")))? {
+        Some(text) => match text
+            .parse::<BanTime>()
+            .map_err(|e| Failure::usage(format!("--for: {e}")))?
+        {
             BanTime(None) => BanLength::Permanent,
             BanTime(Some(duration)) => BanLength::For(duration),
         },

@@ -48,7 +48,8 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub xdp: XdpConfig,
     pub ban: BanConfig,
-    pub fail2ban: Fail2banConfig,
+    /// Absent: fail2ban is used only when `ban.backends` names it.
+    pub fail2ban: Option<Fail2banConfig>,
     pub metrics: MetricsConfig,
     pub policy: crate::policy::PolicyConfig,
 }
@@ -133,8 +134,8 @@ pub struct BanConfig {
     pub aggregate_v6_prefix: u8,
 }
 
-/// `[fail2ban]`: the fail2ban server bans go to when it is a backend, or
-/// when XDP cannot be used.
+/// `[fail2ban]`: the fail2ban server bans go to when `ban.backends` names
+/// it, or, when the section is present, whenever XDP cannot be used.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Fail2banConfig {
@@ -144,9 +145,23 @@ pub struct Fail2banConfig {
     pub jail: String,
 }
 
+impl Fail2banConfig {
+    /// The backend's settings; retry timings keep their defaults.
+    pub fn settings(&self) -> crate::bans::fail2ban::Fail2banSettings {
+        crate::bans::fail2ban::Fail2banSettings {
+            socket: self.socket.clone(),
+            jail: self.jail.clone(),
+            ..crate::bans::fail2ban::Fail2banSettings::default()
+        }
+    }
+}
+
 impl Default for Fail2banConfig {
     fn default() -> Self {
-        Self { socket: PathBuf::from("/var/run/fail2ban/fail2ban.sock"), jail: "spamwall".to_owned() }
+        Self {
+            socket: PathBuf::from("/var/run/fail2ban/fail2ban.sock"),
+            jail: "spamwall".to_owned(),
+        }
     }
 }
 
@@ -202,7 +217,10 @@ impl BanConfig {
         BanPolicy {
             allowlist: self.allowlist.clone(),
             default_bantime: self.bantime.0,
-            escalation: self.increment.then_some(Escalation { factor: self.factor, max: self.maxtime.0 }),
+            escalation: self.increment.then_some(Escalation {
+                factor: self.factor,
+                max: self.maxtime.0,
+            }),
             history_age: self.history_age.0,
             aggregation: (self.aggregate_threshold > 0).then_some(Aggregation {
                 threshold: self.aggregate_threshold,
@@ -367,7 +385,9 @@ impl Config {
         if let Some(listen) = &self.metrics.listen
             && listen.parse::<std::net::SocketAddr>().is_err()
         {
-            problems.push(format!("metrics.listen: {listen:?} is not host:port (e.g. \"127.0.0.1:9465\")"));
+            problems.push(format!(
+                "metrics.listen: {listen:?} is not host:port (e.g. \"127.0.0.1:9465\")"
+            ));
         }
         if !(self.ban.factor.is_finite() && self.ban.factor > 0.0) {
             problems.push("ban.factor: must be a positive number".to_owned());
@@ -378,8 +398,13 @@ impl Config {
         if self.ban.aggregate_v6_prefix > 128 {
             problems.push("ban.aggregate_v6_prefix: must be at most 128".to_owned());
         }
-        if self.fail2ban.jail.is_empty() || self.fail2ban.jail.contains(char::is_whitespace) {
-            problems.push(format!("fail2ban.jail: {:?} is not a jail name", self.fail2ban.jail));
+        if let Some(fail2ban) = &self.fail2ban
+            && (fail2ban.jail.is_empty() || fail2ban.jail.contains(char::is_whitespace))
+        {
+            problems.push(format!(
+                "fail2ban.jail: {:?} is not a jail name",
+                fail2ban.jail
+            ));
         }
         for (key, value) in [
             ("ban.capacity_v4", self.ban.capacity_v4),

@@ -19,11 +19,14 @@ use tracing::{error, info, warn};
 
 use crate::{
     bans::{
-        BanEntry, BanError, BanLength, BanManager, BanRequest, BanSink, Source, XdpBackend, parse_target,
+        BanEntry, BanError, BanLength, BanManager, BanRequest, BanSink, Fail2banLink, Source,
+        XdpBackend,
+        fail2ban::Fail2banBackend,
+        parse_target,
         store::{Store, StoreError},
         target_to_string,
     },
-    config::Config,
+    config::{Backend, Config, Fail2banConfig},
     control::{self, BackendStatus, BindError, Refusal, Request, Response, Status},
     dataplane::{self, Attachment, Dataplane, DataplaneError},
 };
@@ -40,6 +43,8 @@ pub enum DaemonError {
     Bans(#[from] BanError),
     #[error(transparent)]
     Bind(#[from] BindError),
+    #[error(transparent)]
+    Fail2ban(#[from] crate::bans::fail2ban::Fail2banBackendError),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
     #[error(transparent)]
@@ -75,7 +80,13 @@ impl Shared {
 }
 
 impl BanSink for Shared {
-    fn ban(&self, target: IpNet, length: BanLength, source: Source, reason: &str) -> Result<BanEntry, BanError> {
+    fn ban(
+        &self,
+        target: IpNet,
+        length: BanLength,
+        source: Source,
+        reason: &str,
+    ) -> Result<BanEntry, BanError> {
         let entry = self.manager().ban(BanRequest {
             target,
             length,
@@ -102,8 +113,24 @@ fn log_ban(entry: &BanEntry) {
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError> {
     let store = Arc::new(Store::open_in(&config.daemon.state_dir)?);
-    let (xdp, attachments) = start_xdp(&config);
-    let mut manager = BanManager::new(store, xdp, config.ban.policy())?;
+    let (xdp, attachments) = if config.ban.backends.contains(&Backend::Xdp) {
+        start_xdp(&config)
+    } else {
+        let note = "not in ban.backends".to_owned();
+        (
+            XdpBackend {
+                dataplane: None,
+                enforcing: false,
+                note,
+            },
+            Vec::new(),
+        )
+    };
+    let fail2ban = start_fail2ban(&config, &store)?;
+    let mut manager = BanManager::new(store, xdp, fail2ban, config.ban.policy())?;
+    if manager.fail2ban_active() {
+        manager.sync_fail2ban();
+    }
     let report = manager.reconcile(true);
     if report.restored + report.removed + report.corrected > 0 {
         info!(
@@ -136,9 +163,14 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
         Arc::new(move |request| handle(&shared, request))
     };
     let mut server_stop = stopped.clone();
-    let server = tokio::spawn(control::serve(listener, socket_path.clone(), handler, async move {
-        let _ = server_stop.wait_for(|stop| *stop).await.is_ok();
-    }));
+    let server = tokio::spawn(control::serve(
+        listener,
+        socket_path.clone(),
+        handler,
+        async move {
+            let _ = server_stop.wait_for(|stop| *stop).await.is_ok();
+        },
+    ));
     let metrics_listen = shared.runtime().config.metrics.listen.clone();
     let metrics = match metrics_listen {
         Some(addr) => Some(start_metrics(&addr, &shared, stopped.clone()).await?),
@@ -192,19 +224,83 @@ async fn start_metrics(
         let shared = Arc::clone(shared);
         Arc::new(move || {
             let manager = shared.manager();
-            crate::metrics::record_snapshot(&manager.stats(), &backends(&manager), &[]);
+            crate::metrics::record_snapshot(&manager.stats(), &backends(&manager));
         })
     };
     info!(%addr, "metrics at http://{addr}/metrics");
-    Ok(tokio::spawn(crate::metrics::serve(listener, handle, refresh, async move {
-        let _ = stopped.wait_for(|stop| *stop).await.is_ok();
-    })))
+    Ok(tokio::spawn(crate::metrics::serve(
+        listener,
+        handle,
+        refresh,
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await.is_ok();
+        },
+    )))
 }
 
 /// Every backend and its health, for `status` and metrics.
 fn backends(manager: &BanManager) -> Vec<BackendStatus> {
     let xdp = manager.xdp();
-    vec![BackendStatus { name: "xdp".to_owned(), active: xdp.enforcing, detail: xdp.note.clone() }]
+    let mut backends = vec![BackendStatus {
+        name: "xdp".to_owned(),
+        active: xdp.enforcing,
+        detail: xdp.note.clone(),
+        queue_depth: None,
+    }];
+    if let Some(link) = manager.fail2ban() {
+        let health = link.backend.health();
+        let settings = link.backend.settings();
+        let role = match (link.always, manager.fail2ban_active()) {
+            (true, _) => "backend".to_owned(),
+            (false, true) => "fallback, in use because XDP is not enforcing".to_owned(),
+            (false, false) => "fallback, idle while XDP enforces".to_owned(),
+        };
+        let connection = if health.connected {
+            format!(
+                "connected to {} jail {}",
+                settings.socket.display(),
+                settings.jail
+            )
+        } else {
+            format!(
+                "not connected to {} ({})",
+                settings.socket.display(),
+                health.last_error.as_deref().unwrap_or("not tried yet")
+            )
+        };
+        backends.push(BackendStatus {
+            name: "fail2ban".to_owned(),
+            active: manager.fail2ban_active(),
+            detail: format!(
+                "{role}; {connection}; {} queued, {} delivered, {} errors, {} rejected",
+                health.queue_depth, health.delivered, health.errors, health.rejected
+            ),
+            queue_depth: Some(health.queue_depth),
+        });
+    }
+    backends
+}
+
+/// Starts the fail2ban backend when `ban.backends` names it or a
+/// `[fail2ban]` section asks for it as the fallback.
+fn start_fail2ban(
+    config: &Config,
+    store: &Arc<Store>,
+) -> Result<Option<Fail2banLink>, DaemonError> {
+    let always = config.ban.backends.contains(&Backend::Fail2ban);
+    let section = match (&config.fail2ban, always) {
+        (Some(section), _) => section.clone(),
+        (None, true) => Fail2banConfig::default(),
+        (None, false) => return Ok(None),
+    };
+    let backend = Fail2banBackend::start(section.settings(), Arc::clone(store))?;
+    info!(
+        socket = %section.socket.display(),
+        jail = %section.jail,
+        role = if always { "backend" } else { "fallback" },
+        "fail2ban backend started"
+    );
+    Ok(Some(Fail2banLink { backend, always }))
 }
 
 /// Loads, pins and attaches the XDP program. Failure is not fatal: the
@@ -221,7 +317,14 @@ fn start_xdp(config: &Config) -> (XdpBackend, Vec<Attachment>) {
         Err(error) => {
             error!("XDP unavailable, bans are stored but not dropped in the kernel: {error}");
             let note = format!("unavailable: {error}");
-            return (XdpBackend { dataplane: None, enforcing: false, note }, Vec::new());
+            return (
+                XdpBackend {
+                    dataplane: None,
+                    enforcing: false,
+                    note,
+                },
+                Vec::new(),
+            );
         }
     };
     info!(
@@ -234,17 +337,31 @@ fn start_xdp(config: &Config) -> (XdpBackend, Vec<Attachment>) {
     (xdp, attachments)
 }
 
-fn xdp_backend(dataplane: Dataplane, attachments: &[Attachment], failures: &[String]) -> XdpBackend {
+fn xdp_backend(
+    dataplane: Dataplane,
+    attachments: &[Attachment],
+    failures: &[String],
+) -> XdpBackend {
     let enforcing = !attachments.is_empty();
     let mut parts: Vec<String> = Vec::new();
     if enforcing {
-        let names: Vec<String> = attachments.iter().map(|a| format!("{} ({})", a.interface, a.mode)).collect();
+        let names: Vec<String> = attachments
+            .iter()
+            .map(|a| format!("{} ({})", a.interface, a.mode))
+            .collect();
         parts.push(format!("attached to {}", names.join(", ")));
     } else if failures.is_empty() {
-        parts.push("loaded, attached to no interface (xdp.interfaces is empty): bans are not enforced".to_owned());
+        parts.push(
+            "loaded, attached to no interface (xdp.interfaces is empty): bans are not enforced"
+                .to_owned(),
+        );
     }
     parts.extend(failures.iter().cloned());
-    XdpBackend { dataplane: Some(dataplane), enforcing, note: parts.join("; ") }
+    XdpBackend {
+        dataplane: Some(dataplane),
+        enforcing,
+        note: parts.join("; "),
+    }
 }
 
 /// Attaches to every configured interface and detaches the pinned links of
@@ -307,6 +424,7 @@ fn reload(shared: &Shared) {
         warn!("[daemon] paths and map capacities change only on restart");
     }
     let mut manager = shared.manager();
+    let fail2ban_was_active = manager.fail2ban_active();
     manager.set_policy(config.ban.policy());
     if let Some(mut dataplane) = manager.xdp_mut().dataplane.take() {
         if let Err(error) = dataplane.set_ports(&config.xdp.ports) {
@@ -315,6 +433,10 @@ fn reload(shared: &Shared) {
         let (attachments, failures) = attach_all(&mut dataplane, &config);
         *manager.xdp_mut() = xdp_backend(dataplane, &attachments, &failures);
         runtime.attachments = attachments;
+    }
+    if manager.fail2ban_active() && !fail2ban_was_active {
+        warn!("XDP no longer enforces: bans go to the fail2ban fallback");
+        manager.sync_fail2ban();
     }
     runtime.config = config;
     info!(config = %path.display(), "configuration reloaded");
@@ -339,7 +461,11 @@ fn maintain(shared: &Shared) {
     let mut manager = shared.manager();
     let report = manager.reconcile(false);
     if report.removed + report.corrected > 0 {
-        info!(removed = report.removed, corrected = report.corrected, "kernel maps brought in line with the store");
+        info!(
+            removed = report.removed,
+            corrected = report.corrected,
+            "kernel maps brought in line with the store"
+        );
     }
     match manager.purge() {
         Ok(0) => {}
@@ -351,11 +477,19 @@ fn maintain(shared: &Shared) {
 /// Answers one control request.
 fn handle(shared: &Shared, request: Request) -> Response {
     match request {
-        Request::Ban { targets, length, reason } => {
+        Request::Ban {
+            targets,
+            length,
+            reason,
+        } => {
             let (banned, refused) = ban_targets(shared, targets, length, &reason);
             Response::Banned { banned, refused }
         }
-        Request::BanBulk { targets, length, reason } => ban_bulk(shared, targets, length, &reason),
+        Request::BanBulk {
+            targets,
+            length,
+            reason,
+        } => ban_bulk(shared, targets, length, &reason),
         Request::Unban { targets } => {
             let mut unbanned = Vec::new();
             let mut not_banned = Vec::new();
@@ -368,20 +502,33 @@ fn handle(shared: &Shared, request: Request) -> Response {
                         unbanned.push(target_to_string(&net));
                     }
                     Ok((net, false)) => not_banned.push(target_to_string(&net)),
-                    Err(error) => refused.push(Refusal { target, reason: error.to_string() }),
+                    Err(error) => refused.push(Refusal {
+                        target,
+                        reason: error.to_string(),
+                    }),
                 }
             }
-            Response::Unbanned { unbanned, not_banned, refused }
+            Response::Unbanned {
+                unbanned,
+                not_banned,
+                refused,
+            }
         }
-        Request::List => Response::Bans { bans: shared.manager().list() },
+        Request::List => Response::Bans {
+            bans: shared.manager().list(),
+        },
         Request::Stats => {
             let mut stats = shared.manager().stats();
             stats.policy_requests = shared.policy_stats.requests();
             Response::Stats { stats }
         }
         Request::Status => match status(shared) {
-            Ok(status) => Response::Status { status: Box::new(status) },
-            Err(error) => Response::Error { message: error.to_string() },
+            Ok(status) => Response::Status {
+                status: Box::new(status),
+            },
+            Err(error) => Response::Error {
+                message: error.to_string(),
+            },
         },
     }
 }
@@ -398,19 +545,35 @@ fn ban_bulk(shared: &Shared, targets: Vec<String>, length: BanLength, reason: &s
                 nets.push(net);
                 texts.push(target);
             }
-            Err(error) => refused.push(Refusal { target, reason: error.to_string() }),
+            Err(error) => refused.push(Refusal {
+                target,
+                reason: error.to_string(),
+            }),
         }
     }
-    let (banned, rejected) = shared.manager().ban_bulk(&nets, length, Source::Cli, reason);
+    let (banned, rejected) = shared
+        .manager()
+        .ban_bulk(&nets, length, Source::Cli, reason);
     for (i, error) in rejected {
-        refused.push(Refusal { target: std::mem::take(&mut texts[i]), reason: error.to_string() });
+        refused.push(Refusal {
+            target: std::mem::take(&mut texts[i]),
+            reason: error.to_string(),
+        });
     }
     info!(banned, refused = refused.len(), %reason, "bulk ban");
-    Response::BulkBanned { banned: banned as u64, refused }
+    Response::BulkBanned {
+        banned: banned as u64,
+        refused,
+    }
 }
 
 /// Bans command-line targets through the manager in one batch.
-fn ban_targets(shared: &Shared, targets: Vec<String>, length: BanLength, reason: &str) -> (Vec<BanEntry>, Vec<Refusal>) {
+fn ban_targets(
+    shared: &Shared,
+    targets: Vec<String>,
+    length: BanLength,
+    reason: &str,
+) -> (Vec<BanEntry>, Vec<Refusal>) {
     let mut refused = Vec::new();
     let mut requests = Vec::with_capacity(targets.len());
     let mut texts = Vec::with_capacity(targets.len());
@@ -426,7 +589,10 @@ fn ban_targets(shared: &Shared, targets: Vec<String>, length: BanLength, reason:
                 });
                 texts.push(target);
             }
-            Err(error) => refused.push(Refusal { target, reason: error.to_string() }),
+            Err(error) => refused.push(Refusal {
+                target,
+                reason: error.to_string(),
+            }),
         }
     }
     let count = requests.len();
@@ -440,7 +606,10 @@ fn ban_targets(shared: &Shared, targets: Vec<String>, length: BanLength, reason:
             }
             Err(error) => {
                 warn!(%target, %error, "ban refused");
-                refused.push(Refusal { target, reason: error.to_string() });
+                refused.push(Refusal {
+                    target,
+                    reason: error.to_string(),
+                });
             }
         }
     }
@@ -458,7 +627,11 @@ fn status(shared: &Shared) -> Result<Status, DataplaneError> {
             dataplane.capacities()?,
             dataplane.pin_dir().display().to_string(),
         ),
-        None => (0, runtime.config.ban.capacities(), runtime.config.daemon.bpf_pin_dir.display().to_string()),
+        None => (
+            0,
+            runtime.config.ban.capacities(),
+            runtime.config.daemon.bpf_pin_dir.display().to_string(),
+        ),
     };
     Ok(Status {
         version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -26,7 +26,9 @@ pub const BANS_TOTAL: &str = "spamwall_bans_total";
 
 /// Latency buckets: sub-millisecond answers from the cache up to the
 /// request deadline.
-const LATENCY_BUCKETS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5, 2.0, 10.0];
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5, 2.0, 10.0,
+];
 /// Longest a scraper may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -36,7 +38,10 @@ pub enum MetricsError {
     #[error("installing the metrics recorder: {0}")]
     Install(String),
     #[error("metrics listener {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
 }
 
 /// Installs the process-wide recorder; returns the handle that renders it.
@@ -52,18 +57,24 @@ pub fn install() -> Result<PrometheusHandle, MetricsError> {
 pub async fn bind(addr: &str) -> Result<TcpListener, MetricsError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| MetricsError::Bind { addr: addr.to_owned(), source })
+        .map_err(|source| MetricsError::Bind {
+            addr: addr.to_owned(),
+            source,
+        })
 }
 
 /// Copies a snapshot of the ban manager into the recorder.
-pub fn record_snapshot(stats: &BanStats, backends: &[BackendStatus], queue_depth: &[(&'static str, u64)]) {
+pub fn record_snapshot(stats: &BanStats, backends: &[BackendStatus]) {
     for (kind, value) in [
         ("v4", stats.bans_v4),
         ("v6", stats.bans_v6),
         ("prefix_v4", stats.prefixes_v4),
         ("prefix_v6", stats.prefixes_v6),
     ] {
-        #[expect(clippy::cast_precision_loss, reason = "gauges are f64; ban counts stay far below 2^52")]
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "gauges are f64; ban counts stay far below 2^52"
+        )]
         gauge!("spamwall_bans_active", "kind" => kind).set(value as f64);
     }
     let packets = &stats.packets;
@@ -81,11 +92,16 @@ pub fn record_snapshot(stats: &BanStats, backends: &[BackendStatus], queue_depth
     counter!("spamwall_bans_evicted_total").absolute(stats.evicted);
     counter!("spamwall_backend_errors_total").absolute(stats.backend_errors);
     for backend in backends {
-        gauge!("spamwall_backend_up", "backend" => backend.name.clone()).set(f64::from(u8::from(backend.active)));
-    }
-    for &(backend, depth) in queue_depth {
-        #[expect(clippy::cast_precision_loss, reason = "gauges are f64; queue depths stay far below 2^52")]
-        gauge!("spamwall_backend_queue_depth", "backend" => backend).set(depth as f64);
+        gauge!("spamwall_backend_up", "backend" => backend.name.clone())
+            .set(f64::from(u8::from(backend.active)));
+        if let Some(depth) = backend.queue_depth {
+            #[expect(
+                clippy::cast_precision_loss,
+                reason = "gauges are f64; queue depths stay far below 2^52"
+            )]
+            gauge!("spamwall_backend_queue_depth", "backend" => backend.name.clone())
+                .set(depth as f64);
+        }
     }
 }
 
@@ -119,7 +135,11 @@ pub async fn serve<F>(
     }
 }
 
-async fn scrape<F>(mut stream: TcpStream, handle: PrometheusHandle, refresh: Arc<F>) -> std::io::Result<()>
+async fn scrape<F>(
+    mut stream: TcpStream,
+    handle: PrometheusHandle,
+    refresh: Arc<F>,
+) -> std::io::Result<()>
 where
     F: Fn() + Send + Sync + 'static,
 {
@@ -139,13 +159,18 @@ where
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "request head"))??;
     let line = request.split(|&b| b == b'\n').next().unwrap_or_default();
-    let (status, content_type, body) = if line.starts_with(b"GET /metrics ") || line.starts_with(b"GET / ") {
-        let _ = tokio::task::spawn_blocking(move || refresh()).await;
-        handle.run_upkeep();
-        ("200 OK", "text/plain; version=0.0.4", handle.render())
-    } else {
-        ("404 Not Found", "text/plain", "spamwall serves GET /metrics\n".to_owned())
-    };
+    let (status, content_type, body) =
+        if line.starts_with(b"GET /metrics ") || line.starts_with(b"GET / ") {
+            let _ = tokio::task::spawn_blocking(move || refresh()).await;
+            handle.run_upkeep();
+            ("200 OK", "text/plain; version=0.0.4", handle.render())
+        } else {
+            (
+                "404 Not Found",
+                "text/plain",
+                "spamwall serves GET /metrics\n".to_owned(),
+            )
+        };
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()

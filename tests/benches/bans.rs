@@ -2,7 +2,7 @@
 //!
 //! spamwall: `spamwall ban --file` with 300,000 addresses — the size of a
 //! distributed attack a postscreen user reported — against a running
-//! daemon: file read, control socket, validation, the SQLite store
+//! daemon: file read, control socket, validation, the `SQLite` store
 //! (committed before the answer), and the kernel maps. Then the same file
 //! again (every address a repeat offender). fail2ban: the same kind of
 //! bans through its control socket, one `banip` each over one persistent
@@ -49,13 +49,19 @@ fn main() {
 
     let fresh = timed(|| daemon.cli_ok(&["ban", "--file", &path, "--reason", "bench"]));
     let stats = daemon.stats();
-    assert_eq!(stats["bans_v4"], u64::from(BULK), "every address banned: {stats}");
+    assert_eq!(
+        stats["bans_v4"],
+        u64::from(BULK),
+        "every address banned: {stats}"
+    );
     let repeat = timed(|| daemon.cli_ok(&["ban", "--file", &path, "--reason", "bench"]));
     drop(daemon);
 
     let server = Fail2banServer::start();
     let mut client = server.client();
-    let targets: Vec<IpNet> = (0..FAIL2BAN_BANS).map(|i| IpNet::from(std::net::IpAddr::from(Ipv4Addr::from(0x6440_0000 + i)))).collect();
+    let targets: Vec<IpNet> = (0..FAIL2BAN_BANS)
+        .map(|i| IpNet::from(std::net::IpAddr::from(Ipv4Addr::from(0x6440_0000 + i))))
+        .collect();
     let started = Instant::now();
     for target in &targets {
         client.ban(JAIL, *target).unwrap();
@@ -66,14 +72,33 @@ fn main() {
     println!("bulk bans, end to end (median of one run each; 2 CPUs)");
     println!("| system | bans | time | bans/s |");
     println!("|---|---:|---:|---:|");
-    println!("| spamwall ban --file (new addresses) | {BULK} | {:.0} ms | {:.0} |", ms(fresh), rate(BULK, fresh));
-    println!("| spamwall ban --file (all repeat offenders) | {BULK} | {:.0} ms | {:.0} |", ms(repeat), rate(BULK, repeat));
-    println!("| fail2ban banip over its socket (no-op action) | {FAIL2BAN_BANS} | {:.0} ms | {:.0} |", ms(f2b), rate(FAIL2BAN_BANS, f2b));
+    println!(
+        "| spamwall ban --file (new addresses) | {BULK} | {:.0} ms | {:.0} |",
+        ms(fresh),
+        rate(BULK, fresh)
+    );
+    println!(
+        "| spamwall ban --file (all repeat offenders) | {BULK} | {:.0} ms | {:.0} |",
+        ms(repeat),
+        rate(BULK, repeat)
+    );
+    println!(
+        "| fail2ban banip over its socket (no-op action) | {FAIL2BAN_BANS} | {:.0} ms | {:.0} |",
+        ms(f2b),
+        rate(FAIL2BAN_BANS, f2b)
+    );
     println!(
         "ratio spamwall/fail2ban (bans/s): {:.0}x",
         rate(BULK, fresh) / rate(FAIL2BAN_BANS, f2b)
     );
-    println!("target: 300,000 bans well under 1 s end to end: {}", if fresh < Duration::from_secs(1) { "met" } else { "NOT met" });
+    println!(
+        "target: 300,000 bans well under 1 s end to end: {}",
+        if fresh < Duration::from_secs(1) {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
 }
 
 fn timed(f: impl FnOnce() -> String) -> Duration {

@@ -91,6 +91,8 @@ pub struct Settings {
     pub bantime: String,
     /// `ban.allowlist`.
     pub allowlist: Vec<String>,
+    /// More `[ban]` keys, as TOML lines (e.g. `backends = ["xdp", "fail2ban"]`).
+    pub ban_extra: String,
     /// `ban.capacity_v4` and `ban.capacity_v6`; small by default so each
     /// start is cheap.
     pub capacity: u32,
@@ -119,6 +121,7 @@ impl Settings {
             ports: Vec::new(),
             bantime: "1h".to_owned(),
             allowlist: Vec::new(),
+            ban_extra: String::new(),
             capacity: 4096,
             ignore_self: true,
             extra: String::new(),
@@ -137,7 +140,7 @@ impl Settings {
              [xdp]\ninterfaces = {}\nmode = {}\nports = {:?}\n\n\
              [ban]\nbantime = {}\nallowlist = {}\nignore_self = {}\n\
              capacity_v4 = {capacity}\ncapacity_v6 = {capacity}\n\
-             capacity_prefix_v4 = 256\ncapacity_prefix_v6 = 256\n\n{}",
+             capacity_prefix_v4 = 256\ncapacity_prefix_v6 = 256\n{ban_extra}\n\n{}",
             path(socket),
             path(state_dir),
             path(pin_dir),
@@ -155,6 +158,7 @@ impl Settings {
                 format!("{}\n[policy]\nlisten = []\n", self.extra)
             },
             capacity = self.capacity,
+            ban_extra = self.ban_extra,
         )
     }
 }
@@ -193,7 +197,11 @@ fn hand_over(user: &str, dir: &Path, pin_dir: &Path) {
             .arg(path)
             .status()
             .expect("running chown");
-        assert!(status.success(), "chown {user} {}: {status}", path.display());
+        assert!(
+            status.success(),
+            "chown {user} {}: {status}",
+            path.display()
+        );
     };
     chown(dir);
     fs::create_dir_all(pin_dir).expect("creating the pin directory");

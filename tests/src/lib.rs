@@ -2,7 +2,7 @@
 //!
 //! - [`frames`] builds the Ethernet frames fed to the XDP program;
 //! - [`privilege`] decides whether a kernel test can run here;
-//! - [`pin`] gives each test its own bpffs pin directory and removes it.
+//! - [`pin`] gives each test its own bpffs pin directory and removes it;
 //! - [`postfix`] runs a real Postfix in a network namespace and sends it
 //!   mail with `swaks`.
 //!

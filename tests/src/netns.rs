@@ -5,8 +5,10 @@
 //! listeners in the server namespace and probes them from the client with
 //! `nc -z`. Commands run inside a namespace through
 //! `nsenter --net=/run/netns/NAME`, which (unlike `ip netns exec`) keeps
-//! bpffs visible. Everything it started is killed by pid and both
-//! namespaces are deleted on drop, also when a test panics.
+//! bpffs visible. [`NetnsPair::add_client`] adds further client
+//! namespaces, each on its own veth link to the server. Everything it
+//! started is killed by pid and all namespaces are deleted on drop, also
+//! when a test panics.
 
 #![expect(
     clippy::missing_panics_doc,
@@ -279,6 +281,88 @@ impl NetnsPair {
         self.listen(self.server_v6().into(), port);
     }
 
+    /// Adds a further client namespace `swd<pid>-<n>` on its own veth pair
+    /// to the server, addressed from `subnet` (server end `.1`/`::1`, named
+    /// `swx<pid>-<n>`; client `.2`/`::2`), with routes to the primary
+    /// subnet through the server, so the new client reaches
+    /// [`NetnsPair::server_v4`] over its own link. Deleted on drop like the
+    /// others.
+    pub fn add_client(&mut self, subnet: Subnet) -> ExtraClient {
+        subnet.assert_documentation_range();
+        assert_ne!(
+            subnet.v4, self.subnet.v4,
+            "the extra client needs its own /24"
+        );
+        assert_ne!(
+            subnet.v6, self.subnet.v6,
+            "the extra client needs its own /64"
+        );
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let client = ExtraClient {
+            netns: format!("swd{pid}-{n}"),
+            server_link: format!("swx{pid}-{n}"),
+            subnet,
+        };
+        assert!(
+            client.server_link.len() <= IFNAME_MAX,
+            "interface name {} is longer than {IFNAME_MAX} characters",
+            client.server_link
+        );
+        run_ok(Command::new("ip").args(["netns", "add", &client.netns]));
+        self.created.push(client.netns.clone());
+        run_ok(Command::new("ip").args([
+            "link",
+            "add",
+            &client.server_link,
+            "netns",
+            &self.server,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &client.netns,
+            "netns",
+            &client.netns,
+        ]));
+        for (ns, link, host) in [
+            (&self.server, &client.server_link, 1_u8),
+            (&client.netns, &client.netns, 2),
+        ] {
+            let v4 = format!("{}/24", subnet.v4_host(host));
+            let v6 = format!("{}/64", subnet.v6_host(host.into()));
+            run_ok(Command::new("ip").args(["-n", ns, "link", "set", "lo", "up"]));
+            run_ok(Command::new("ip").args(["-n", ns, "addr", "add", &v4, "dev", link]));
+            run_ok(
+                Command::new("ip").args(["-n", ns, "-6", "addr", "add", &v6, "dev", link, "nodad"]),
+            );
+            run_ok(Command::new("ip").args(["-n", ns, "link", "set", link, "up"]));
+        }
+        let via_v4 = subnet.v4_host(1).to_string();
+        let via_v6 = subnet.v6_host(1).to_string();
+        let ns = client.netns.as_str();
+        run_ok(Command::new("ip").args([
+            "-n",
+            ns,
+            "route",
+            "add",
+            &self.subnet.v4_net(),
+            "via",
+            &via_v4,
+        ]));
+        run_ok(Command::new("ip").args([
+            "-n",
+            ns,
+            "-6",
+            "route",
+            "add",
+            &self.subnet.v6_net(),
+            "via",
+            &via_v6,
+        ]));
+        client
+    }
+
     /// Whether a TCP connection from the client to `addr`:`port` completes
     /// within `timeout_secs` seconds (`nc -z -w`).
     pub fn can_connect(&self, addr: IpAddr, port: u16, timeout_secs: u32) -> bool {
@@ -313,6 +397,29 @@ impl Drop for NetnsPair {
                 Err(error) => eprintln!("deleting namespace {name}: {error}"),
             }
         }
+    }
+}
+
+/// A client namespace added with [`NetnsPair::add_client`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExtraClient {
+    /// The namespace, which is also the client's veth end's name.
+    pub netns: String,
+    /// The server's veth end toward this client (in the server namespace).
+    pub server_link: String,
+    /// This link's addresses: the server is `.1`/`::1`, the client `.2`/`::2`.
+    pub subnet: Subnet,
+}
+
+impl ExtraClient {
+    /// The client's IPv4 address (`.2`).
+    pub const fn v4(&self) -> Ipv4Addr {
+        self.subnet.v4_host(2)
+    }
+
+    /// The client's IPv6 address (`::2`).
+    pub const fn v6(&self) -> Ipv6Addr {
+        self.subnet.v6_host(2)
     }
 }
 

@@ -9,6 +9,7 @@
 #![expect(clippy::unwrap_used, reason = "tests panic on failure by design")]
 
 use std::{
+    fmt::Write as _,
     net::IpAddr,
     process::Output,
     time::{Duration, SystemTime},
@@ -288,7 +289,10 @@ fn bans_and_drops_survive_sigkill_and_restart() {
     assert_eq!(after[0].addr, before[0].addr);
     assert_eq!(after[0].count, before[0].count);
     assert_eq!(after[0].source, before[0].source);
-    assert_eq!(after[0].reason, before[0].reason, "the store keeps the reason");
+    assert_eq!(
+        after[0].reason, before[0].reason,
+        "the store keeps the reason"
+    );
     let (old, new) = (before[0].expires_at.unwrap(), after[0].expires_at.unwrap());
     let drift = new
         .duration_since(old)
@@ -404,15 +408,27 @@ fn runs_unprivileged_with_only_the_unit_capabilities() {
     }
     // As packaging/spamwall.service runs it: a non-root user holding
     // CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON and nothing else.
-    let setup = Setup::new(Subnet::test_net_2(10), &[SMTP], |s| s.run_as = Some("65534".to_owned()));
+    let setup = Setup::new(Subnet::test_net_2(10), &[SMTP], |s| {
+        s.run_as = Some("65534".to_owned());
+    });
     let pid = setup.daemon.pid().unwrap();
     let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let uid_line = proc_status.lines().find(|l| l.starts_with("Uid:")).unwrap();
-    assert!(uid_line.split_whitespace().skip(1).all(|uid| uid == "65534"), "{uid_line}");
+    assert!(
+        uid_line
+            .split_whitespace()
+            .skip(1)
+            .all(|uid| uid == "65534"),
+        "{uid_line}"
+    );
     let client = setup.net.client_v4().to_string();
     setup.assert_connects(setup.net.server_v4(), SMTP, "before the ban");
     setup.daemon.cli_ok(&["ban", &client]);
-    setup.assert_dropped(setup.net.server_v4(), SMTP, "banned by an unprivileged daemon");
+    setup.assert_dropped(
+        setup.net.server_v4(),
+        SMTP,
+        "banned by an unprivileged daemon",
+    );
     let report = setup.daemon.status();
     assert_eq!(report["backends"][0]["active"], true, "{report}");
 }
@@ -426,7 +442,11 @@ fn own_addresses_are_never_banned() {
     let server = setup.net.server_v4().to_string();
     let refused = setup.daemon.cli(["ban", &server]);
     assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
-    assert!(stderr(&refused).contains("address of this host"), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("address of this host"),
+        "{}",
+        stderr(&refused)
+    );
     setup.daemon.cli_ok(&["status"]);
 }
 
@@ -441,17 +461,27 @@ fn ban_file_reports_bad_lines_and_bans_the_rest() {
     // 1,000 lines, 500 distinct addresses: each appears twice.
     for prefix in ["198.51.100", "192.0.2"] {
         for i in 0..500_u32 {
-            list.push_str(&format!("{prefix}.{} # bot {i}\n", i % 250 + 1));
+            writeln!(list, "{prefix}.{} # bot {i}", i % 250 + 1).unwrap();
         }
     }
     list.push_str("not-an-address\n");
-    list.push_str(&format!("{client}\n2001:db8:77::/64\n"));
+    writeln!(list, "{client}\n2001:db8:77::/64").unwrap();
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), &list).unwrap();
     let path = file.path().to_str().unwrap().to_owned();
-    let out = setup.daemon.cli(["ban", "--file", &path, "--reason", "bulk"]);
-    assert_eq!(out.status.code(), Some(2), "a bad line makes the exit code 2");
-    assert!(stderr(&out).contains(&format!("{path}:1002:")), "{}", stderr(&out));
+    let out = setup
+        .daemon
+        .cli(["ban", "--file", &path, "--reason", "bulk"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a bad line makes the exit code 2"
+    );
+    assert!(
+        stderr(&out).contains(&format!("{path}:1002:")),
+        "{}",
+        stderr(&out)
+    );
     assert!(stderr(&out).contains("not-an-address"), "{}", stderr(&out));
     let stats = setup.daemon.stats();
     assert_eq!(counter(&stats, "bans_v4"), 501, "{stats}");

@@ -22,10 +22,15 @@ fn net(text: &str) -> IpNet {
 fn manager(pins: &PinDir, state: &std::path::Path, capacities: Capacities) -> BanManager {
     let dataplane = Dataplane::load(pins.path(), capacities).expect("load dataplane");
     let store = Arc::new(Store::open_in(state).expect("open store"));
-    let xdp = XdpBackend { dataplane: Some(dataplane), enforcing: false, note: String::new() };
+    let xdp = XdpBackend {
+        dataplane: Some(dataplane),
+        enforcing: false,
+        note: String::new(),
+    };
     BanManager::new(
         store,
         xdp,
+        None,
         BanPolicy {
             allowlist: Allowlist::new([net("203.0.113.0/24")]),
             default_bantime: Some(Duration::from_mins(10)),
@@ -97,10 +102,15 @@ fn manager_writes_the_maps_and_reconcile_repairs_them() {
     let state = tempfile::tempdir().expect("state dir");
     let mut bans = manager(&pins, state.path(), TEST_CAPACITIES);
 
-    let first = bans.ban(cli_ban("192.0.2.7/32", BanLength::Default)).expect("ban");
+    let first = bans
+        .ban(cli_ban("192.0.2.7/32", BanLength::Default))
+        .expect("ban");
     assert_eq!(first.count, 1);
-    bans.ban(cli_ban("2001:db8:9::/64", BanLength::Permanent)).expect("prefix ban");
-    let refused = bans.ban(cli_ban("203.0.113.0/25", BanLength::Default)).expect_err("allowlisted");
+    bans.ban(cli_ban("2001:db8:9::/64", BanLength::Permanent))
+        .expect("prefix ban");
+    let refused = bans
+        .ban(cli_ban("203.0.113.0/25", BanLength::Default))
+        .expect_err("allowlisted");
     assert!(matches!(refused, BanError::Allowlisted { .. }), "{refused}");
 
     let in_map = |bans: &BanManager| -> Vec<IpNet> {
@@ -120,9 +130,15 @@ fn manager_writes_the_maps_and_reconcile_repairs_them() {
     assert_eq!(in_map(&bans), [net("192.0.2.7/32"), net("2001:db8:9::/64")]);
 
     // An entry the store does not hold, and a ban that vanished from the map.
-    let stray = BanValue { expires_ns: BanValue::PERMANENT, source: 2, count: 1 };
+    let stray = BanValue {
+        expires_ns: BanValue::PERMANENT,
+        source: 2,
+        count: 1,
+    };
     let dataplane = bans.xdp_mut().dataplane.as_mut().expect("dataplane");
-    dataplane.insert(net("198.51.100.1/32"), stray).expect("stray");
+    dataplane
+        .insert(net("198.51.100.1/32"), stray)
+        .expect("stray");
     dataplane.remove(net("192.0.2.7/32")).expect("remove");
     let report = bans.reconcile(false);
     assert_eq!((report.evicted, report.removed), (1, 1), "{report:?}");
@@ -143,7 +159,12 @@ fn restart_with_wiped_pins_restores_every_ban() {
     {
         let pins = PinDir::new();
         let mut bans = manager(&pins, state.path(), TEST_CAPACITIES);
-        for target in ["192.0.2.1/32", "192.0.2.2/32", "2001:db8::1/128", "198.51.100.0/24"] {
+        for target in [
+            "192.0.2.1/32",
+            "192.0.2.2/32",
+            "2001:db8::1/128",
+            "198.51.100.0/24",
+        ] {
             bans.ban(cli_ban(target, BanLength::Default)).expect("ban");
         }
         // Dropping the pin guard removes the maps: a reboot.
@@ -152,9 +173,19 @@ fn restart_with_wiped_pins_restores_every_ban() {
     let mut bans = manager(&pins, state.path(), TEST_CAPACITIES);
     let report = bans.reconcile(true);
     assert_eq!(report.restored, 4, "{report:?}");
-    let restored = bans.xdp().dataplane.as_ref().expect("dataplane").entries().expect("entries");
+    let restored = bans
+        .xdp()
+        .dataplane
+        .as_ref()
+        .expect("dataplane")
+        .entries()
+        .expect("entries");
     assert_eq!(restored.len(), 4);
-    assert!(restored.iter().all(|(_, value)| value.expires_ns > monotonic_now_ns()));
+    assert!(
+        restored
+            .iter()
+            .all(|(_, value)| value.expires_ns > monotonic_now_ns())
+    );
 }
 
 #[test]
@@ -164,14 +195,25 @@ fn evictions_from_a_small_lru_map_are_detected_and_repaired() {
     }
     let pins = PinDir::new();
     let state = tempfile::tempdir().expect("state dir");
-    let small = Capacities { v4: 64, ..TEST_CAPACITIES };
+    let small = Capacities {
+        v4: 64,
+        ..TEST_CAPACITIES
+    };
     let mut bans = manager(&pins, state.path(), small);
     let requests: Vec<BanRequest> = (1..=200_u32)
-        .map(|i| cli_ban(&format!("{}/32", Ipv4Addr::from(0xC633_6400 + i)), BanLength::Default))
+        .map(|i| {
+            cli_ban(
+                &format!("{}/32", Ipv4Addr::from(0xC633_6400 + i)),
+                BanLength::Default,
+            )
+        })
         .collect();
     assert!(bans.ban_many(requests).iter().all(Result::is_ok));
     assert_eq!(bans.list().len(), 200, "the store holds every ban");
     let report = bans.reconcile(false);
-    assert!(report.evicted > 0, "a 64-entry LRU map cannot hold 200 bans: {report:?}");
+    assert!(
+        report.evicted > 0,
+        "a 64-entry LRU map cannot hold 200 bans: {report:?}"
+    );
     assert_eq!(bans.stats().evicted, report.evicted);
 }

@@ -5,7 +5,9 @@ use std::{fs, path::Path, process::Command};
 use spamwall_tests::daemon::spamwall_bin;
 
 fn packaging(file: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging").join(file)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../packaging")
+        .join(file)
 }
 
 #[test]
@@ -27,7 +29,10 @@ fn systemd_unit_verifies() {
     // systemd-analyze checks the binary exists and the user is known: point
     // both at what this machine has, keep everything else as shipped.
     let unit = fs::read_to_string(packaging("spamwall.service")).expect("reading the unit");
-    assert!(unit.contains("Type=notify"), "the daemon notifies readiness");
+    assert!(
+        unit.contains("Type=notify"),
+        "the daemon notifies readiness"
+    );
     let bin = spamwall_bin();
     let local = unit
         .replace("/usr/local/bin/spamwall", bin.to_str().expect("UTF-8 path"))

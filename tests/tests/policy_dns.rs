@@ -297,6 +297,7 @@ fn the_daemon_answers_spamwall_query_and_bans() {
     let net = NetnsPair::new(Subnet::test_net_3(61));
     let rbldnsd = Rbldnsd::start_in(net.server(), &zones());
     let mut settings = Settings::on(net.server());
+    settings.allowlist = vec!["2001:db8:50::/48".to_owned()];
     settings.extra = policy_toml(rbldnsd.addr(), "")
         .replace("127.0.0.1:0", "127.0.0.1:10040")
         .replace(
@@ -352,6 +353,16 @@ fn the_daemon_answers_spamwall_query_and_bans() {
         "{ban}"
     );
     assert_eq!(query("192.0.2.99"), "action=DUNNO\n");
+
+    // The allowlist wins on the policy path too: the answer stands, the
+    // ban is refused.
+    let allowlisted = "2001:db8:50::1";
+    assert!(query(allowlisted).starts_with("action=reject sender ip 2001:db8:50::1 is blocked"));
+    let bans = daemon.list();
+    assert!(
+        !bans.iter().any(|b| b["addr"] == allowlisted),
+        "an allowlisted client was banned: {bans:?}"
+    );
     assert!(daemon.stats()["policy_requests"].as_u64().unwrap() >= 2);
 
     // A connection error names the address and exits 1.

@@ -23,6 +23,7 @@ use xdp_common::BanValue;
 
 use super::{
     Allowlist, BanEntry, BanError, BanLength, BanStats, Source, canonical_net,
+    fail2ban::{Fail2banBackend, Fail2banOp},
     store::{Store, StoredBan},
     target_to_string,
 };
@@ -97,6 +98,15 @@ pub struct XdpBackend {
     pub note: String,
 }
 
+/// fail2ban as a backend, and when it is used.
+#[derive(Debug)]
+pub struct Fail2banLink {
+    pub backend: Fail2banBackend,
+    /// `ban.backends` names it: used always. Otherwise only while XDP is
+    /// not enforcing (fallback).
+    pub always: bool,
+}
+
 /// What a reconciliation did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Reconciled {
@@ -117,6 +127,7 @@ pub struct BanManager {
     /// Every store row (active and history), mirrored for lookups.
     index: HashMap<IpNet, StoredBan>,
     xdp: XdpBackend,
+    fail2ban: Option<Fail2banLink>,
     policy: BanPolicy,
     own_addresses: Vec<IpNet>,
     recent: HashMap<IpNet, VecDeque<i64>>,
@@ -126,13 +137,21 @@ pub struct BanManager {
 
 impl BanManager {
     /// Loads the store into memory. Call [`BanManager::reconcile`] next.
-    pub fn new(store: Arc<Store>, xdp: XdpBackend, policy: BanPolicy) -> Result<Self, BanError> {
-        let rows = store.all().map_err(|e| BanError::Store { message: e.to_string() })?;
+    pub fn new(
+        store: Arc<Store>,
+        xdp: XdpBackend,
+        fail2ban: Option<Fail2banLink>,
+        policy: BanPolicy,
+    ) -> Result<Self, BanError> {
+        let rows = store.all().map_err(|e| BanError::Store {
+            message: e.to_string(),
+        })?;
         let index = rows.into_iter().map(|ban| (ban.target, ban)).collect();
         let mut manager = Self {
             store,
             index,
             xdp,
+            fail2ban,
             policy: BanPolicy::default(),
             own_addresses: Vec::new(),
             recent: HashMap::new(),
@@ -145,7 +164,11 @@ impl BanManager {
 
     /// Replaces the settings (on reload).
     pub fn set_policy(&mut self, policy: BanPolicy) {
-        self.own_addresses = if policy.ignore_self { host_addresses() } else { Vec::new() };
+        self.own_addresses = if policy.ignore_self {
+            host_addresses()
+        } else {
+            Vec::new()
+        };
         self.policy = policy;
     }
 
@@ -164,6 +187,45 @@ impl BanManager {
         &mut self.xdp
     }
 
+    /// The fail2ban backend, if configured.
+    pub fn fail2ban(&self) -> Option<&Fail2banLink> {
+        self.fail2ban.as_ref()
+    }
+
+    /// Whether bans currently go to fail2ban.
+    pub fn fail2ban_active(&self) -> bool {
+        self.fail2ban
+            .as_ref()
+            .is_some_and(|link| link.always || !self.xdp.enforcing)
+    }
+
+    /// Queues every active ban for fail2ban (at start, or when it becomes
+    /// the fallback); fail2ban answers "already banned" for those it has.
+    pub fn sync_fail2ban(&mut self) {
+        if !self.fail2ban_active() {
+            return;
+        }
+        let now = unix_now();
+        let ops: Vec<Fail2banOp> = self
+            .index
+            .values()
+            .filter(|row| row.is_active(now))
+            .map(|row| Fail2banOp::ban(row.target))
+            .collect();
+        self.queue_for_fail2ban(ops);
+    }
+
+    fn queue_for_fail2ban(&mut self, ops: Vec<Fail2banOp>) {
+        if ops.is_empty() || !self.fail2ban_active() {
+            return;
+        }
+        let Some(link) = &self.fail2ban else { return };
+        if let Err(error) = link.backend.submit_many(ops) {
+            self.backend_errors += 1;
+            warn!(%error, "queueing bans for fail2ban failed; the store keeps them");
+        }
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
@@ -172,7 +234,9 @@ impl BanManager {
     /// Bans one target. See [`BanManager::ban_many`].
     pub fn ban(&mut self, request: BanRequest) -> Result<BanEntry, BanError> {
         self.ban_many(vec![request]).pop().unwrap_or_else(|| {
-            Err(BanError::Store { message: "no result for the ban".to_owned() })
+            Err(BanError::Store {
+                message: "no result for the ban".to_owned(),
+            })
         })
     }
 
@@ -182,7 +246,9 @@ impl BanManager {
     pub fn ban_many(&mut self, requests: Vec<BanRequest>) -> Vec<Result<BanEntry, BanError>> {
         self.apply(requests)
             .into_iter()
-            .map(|r| r.and_then(|target| self.index.get(&target).map(Self::entry).ok_or_else(no_row)))
+            .map(|r| {
+                r.and_then(|target| self.index.get(&target).map(Self::entry).ok_or_else(no_row))
+            })
             .collect()
     }
 
@@ -197,7 +263,13 @@ impl BanManager {
     ) -> (usize, Vec<(usize, BanError)>) {
         let requests = targets
             .iter()
-            .map(|&target| BanRequest { target, length, source, reason: reason.to_owned(), detail: String::new() })
+            .map(|&target| BanRequest {
+                target,
+                length,
+                source,
+                reason: reason.to_owned(),
+                detail: String::new(),
+            })
             .collect();
         let mut banned = 0;
         let mut refused = Vec::new();
@@ -222,7 +294,10 @@ impl BanManager {
                 results.push(Err(error));
                 continue;
             }
-            let previous = pending.get(&target).map(|&i| &rows[i]).or_else(|| self.index.get(&target));
+            let previous = pending
+                .get(&target)
+                .map(|&i| &rows[i])
+                .or_else(|| self.index.get(&target));
             let row = self.next_row(previous, target, request, now);
             results.push(Ok(target));
             if let Some(&i) = pending.get(&target) {
@@ -255,10 +330,12 @@ impl BanManager {
         for source in [Source::Policy, Source::Cli, Source::Logwatch, Source::Fleet] {
             let n = rows.iter().filter(|row| row.source == source).count() as u64;
             if n > 0 {
-                metrics::counter!(crate::metrics::BANS_TOTAL, "source" => source.as_str()).increment(n);
+                metrics::counter!(crate::metrics::BANS_TOTAL, "source" => source.as_str())
+                    .increment(n);
             }
         }
         let aggregates = self.aggregate(&rows, now);
+        self.queue_for_fail2ban(rows.iter().map(|row| Fail2banOp::ban(row.target)).collect());
         for row in rows {
             self.index.insert(row.target, row);
         }
@@ -266,7 +343,9 @@ impl BanManager {
         if !aggregates.is_empty() {
             for result in self.ban_many(aggregates) {
                 match result {
-                    Ok(entry) => info!(prefix = %target_to_string(&entry.addr), reason = %entry.reason, "prefix banned"),
+                    Ok(entry) => {
+                        info!(prefix = %target_to_string(&entry.addr), reason = %entry.reason, "prefix banned");
+                    }
                     Err(error) => warn!(%error, "prefix ban refused"),
                 }
             }
@@ -284,13 +363,22 @@ impl BanManager {
         message: &str,
     ) -> Vec<Result<IpNet, BanError>> {
         if let Some(dataplane) = self.xdp.dataplane.as_mut() {
-            for row in rows.iter().filter(|row| !self.index.contains_key(&row.target)) {
+            for row in rows
+                .iter()
+                .filter(|row| !self.index.contains_key(&row.target))
+            {
                 let _ = dataplane.remove(row.target);
             }
         }
         results
             .into_iter()
-            .map(|r| r.and_then(|_| Err(BanError::Store { message: message.to_owned() })))
+            .map(|r| {
+                r.and_then(|_| {
+                    Err(BanError::Store {
+                        message: message.to_owned(),
+                    })
+                })
+            })
             .collect()
     }
 
@@ -308,14 +396,23 @@ impl BanManager {
         Ok(())
     }
 
-    fn next_row(&self, previous: Option<&StoredBan>, target: IpNet, request: BanRequest, now: i64) -> StoredBan {
+    fn next_row(
+        &self,
+        previous: Option<&StoredBan>,
+        target: IpNet,
+        request: BanRequest,
+        now: i64,
+    ) -> StoredBan {
         let cutoff = now - secs_i64(self.policy.history_age);
         let previous = previous.filter(|p| p.last_banned_at >= cutoff);
         let count = previous.map_or(0, |p| p.count).saturating_add(1);
         let length = match request.length {
             BanLength::Permanent => None,
             BanLength::For(d) => (!d.is_zero()).then_some(d),
-            BanLength::Default => self.policy.default_bantime.map(|base| self.escalate(base, count)),
+            BanLength::Default => self
+                .policy
+                .default_bantime
+                .map(|base| self.escalate(base, count)),
             BanLength::Base(base) => (!base.is_zero()).then(|| self.escalate(base, count)),
         };
         StoredBan {
@@ -349,7 +446,10 @@ impl BanManager {
         };
         let mono = monotonic_now_ns();
         let now = unix_now();
-        let values: Vec<(IpNet, BanValue)> = rows.iter().map(|row| (row.target, kernel_value(row, now, mono))).collect();
+        let values: Vec<(IpNet, BanValue)> = rows
+            .iter()
+            .map(|row| (row.target, kernel_value(row, now, mono)))
+            .collect();
         if let Err(error) = dataplane.insert_many(&values) {
             self.backend_errors += 1;
             warn!(%error, "writing bans to the XDP maps failed; the next reconciliation retries");
@@ -366,8 +466,12 @@ impl BanManager {
         let mut requests = Vec::new();
         for row in rows {
             let prefix = match row.target {
-                IpNet::V4(n) if n.prefix_len() == 32 => Ipv4Net::new(n.addr(), rule.v4_prefix).map(|p| IpNet::V4(p.trunc())),
-                IpNet::V6(n) if n.prefix_len() == 128 => Ipv6Net::new(n.addr(), rule.v6_prefix).map(|p| IpNet::V6(p.trunc())),
+                IpNet::V4(n) if n.prefix_len() == 32 => {
+                    Ipv4Net::new(n.addr(), rule.v4_prefix).map(|p| IpNet::V4(p.trunc()))
+                }
+                IpNet::V6(n) if n.prefix_len() == 128 => {
+                    Ipv6Net::new(n.addr(), rule.v6_prefix).map(|p| IpNet::V6(p.trunc()))
+                }
                 _ => continue,
             };
             let Ok(prefix) = prefix else { continue };
@@ -400,17 +504,26 @@ impl BanManager {
     pub fn unban(&mut self, target: IpNet) -> Result<bool, BanError> {
         let target = canonical_net(target.trunc());
         let now = unix_now();
-        let ended = self.store.end_ban(&target, now).map_err(|e| BanError::Store { message: e.to_string() })?;
+        let ended = self
+            .store
+            .end_ban(&target, now)
+            .map_err(|e| BanError::Store {
+                message: e.to_string(),
+            })?;
         if let Some(row) = self.index.get_mut(&target)
             && row.is_active(now)
         {
             row.expires_at = Some(now);
         }
+        if ended {
+            self.queue_for_fail2ban(vec![Fail2banOp::unban(target)]);
+        }
         let mut removed = false;
         if let Some(dataplane) = self.xdp.dataplane.as_mut() {
-            removed = dataplane
-                .remove(target)
-                .map_err(|e| BanError::Kernel { target, message: e.to_string() })?;
+            removed = dataplane.remove(target).map_err(|e| BanError::Kernel {
+                target,
+                message: e.to_string(),
+            })?;
         }
         Ok(ended || removed)
     }
@@ -436,6 +549,9 @@ impl BanManager {
             backend_errors: self.backend_errors,
             ..BanStats::default()
         };
+        if let Some(link) = &self.fail2ban {
+            stats.queue_depth = link.backend.health().queue_depth;
+        }
         if let Some(dataplane) = &self.xdp.dataplane {
             match dataplane.counters() {
                 Ok(packets) => stats.packets = packets,
@@ -479,7 +595,10 @@ impl BanManager {
         if at_start && self.index.is_empty() {
             let adopted = adopt(&entries, now, mono);
             if !adopted.is_empty() {
-                info!(count = adopted.len(), "adopting bans found in the kernel maps into an empty store");
+                info!(
+                    count = adopted.len(),
+                    "adopting bans found in the kernel maps into an empty store"
+                );
                 if let Err(error) = self.store.put_bans(&adopted) {
                     warn!(%error, "adopting kernel bans failed");
                 } else {
@@ -493,7 +612,12 @@ impl BanManager {
         let mut writes = Vec::new();
         let mut evicted_v4 = 0_u64;
         let mut evicted_v6 = 0_u64;
-        let active: HashSet<IpNet> = self.index.values().filter(|r| r.is_active(now)).map(|r| r.target).collect();
+        let active: HashSet<IpNet> = self
+            .index
+            .values()
+            .filter(|r| r.is_active(now))
+            .map(|r| r.target)
+            .collect();
         for row in self.index.values().filter(|r| r.is_active(now)) {
             let wanted = kernel_value(row, now, mono);
             match in_map.get(&row.target) {
@@ -501,7 +625,11 @@ impl BanManager {
                 None => {
                     report.evicted += 1;
                     if row.target.prefix_len() == row.target.max_prefix_len() {
-                        if row.target.addr().is_ipv4() { evicted_v4 += 1 } else { evicted_v6 += 1 }
+                        if row.target.addr().is_ipv4() {
+                            evicted_v4 += 1;
+                        } else {
+                            evicted_v6 += 1;
+                        }
                     }
                 }
                 Some(value) if !close_enough(value, &wanted) => report.corrected += 1,
@@ -512,7 +640,9 @@ impl BanManager {
         for net in in_map.keys().filter(|net| !active.contains(net)) {
             match dataplane.remove(*net) {
                 Ok(_) => report.removed += 1,
-                Err(error) => warn!(%error, target = %target_to_string(net), "removing a stale map entry failed"),
+                Err(error) => {
+                    warn!(%error, target = %target_to_string(net), "removing a stale map entry failed");
+                }
             }
         }
         if let Err(error) = dataplane.insert_many(&writes) {
@@ -536,19 +666,25 @@ impl BanManager {
     /// Deletes history older than the history age.
     pub fn purge(&mut self) -> Result<usize, BanError> {
         let cutoff = unix_now() - secs_i64(self.policy.history_age);
-        let purged = self.store.purge(cutoff).map_err(|e| BanError::Store { message: e.to_string() })?;
-        self.index
-            .retain(|_, row| row.expires_at.is_none_or(|at| at >= cutoff) || row.last_banned_at >= cutoff);
+        let purged = self.store.purge(cutoff).map_err(|e| BanError::Store {
+            message: e.to_string(),
+        })?;
+        self.index.retain(|_, row| {
+            row.expires_at.is_none_or(|at| at >= cutoff) || row.last_banned_at >= cutoff
+        });
         let window = self.policy.aggregation.map_or(0, |a| secs_i64(a.window));
         let now = unix_now();
-        self.recent.retain(|_, times| times.back().is_some_and(|&t| t >= now - window));
+        self.recent
+            .retain(|_, times| times.back().is_some_and(|&t| t >= now - window));
         Ok(purged)
     }
 
     fn entry(row: &StoredBan) -> BanEntry {
         BanEntry {
             addr: row.target,
-            expires_at: row.expires_at.map(|at| UNIX_EPOCH + Duration::from_secs(at.unsigned_abs())),
+            expires_at: row
+                .expires_at
+                .map(|at| UNIX_EPOCH + Duration::from_secs(at.unsigned_abs())),
             source: row.source,
             reason: row.reason.clone(),
             detail: row.detail.clone(),
@@ -562,9 +698,15 @@ impl BanManager {
 fn kernel_value(row: &StoredBan, now: i64, mono_now: u64) -> BanValue {
     let expires_ns = row.expires_at.map_or(BanValue::PERMANENT, |at| {
         let left = u64::try_from(at - now).unwrap_or(0);
-        mono_now.saturating_add(left.saturating_mul(1_000_000_000)).max(1)
+        mono_now
+            .saturating_add(left.saturating_mul(1_000_000_000))
+            .max(1)
     });
-    BanValue { expires_ns, source: row.source.code(), count: row.count }
+    BanValue {
+        expires_ns,
+        source: row.source.code(),
+        count: row.count,
+    }
 }
 
 /// Equal but for clock jitter between the two conversions.
@@ -584,8 +726,9 @@ fn adopt(entries: &[(IpNet, BanValue)], now: i64, mono: u64) -> Vec<StoredBan> {
         .filter(|(_, value)| value.is_live(mono))
         .map(|&(target, value)| StoredBan {
             target,
-            expires_at: (value.expires_ns != BanValue::PERMANENT)
-                .then(|| now + i64::try_from((value.expires_ns - mono) / 1_000_000_000).unwrap_or(0) + 1),
+            expires_at: (value.expires_ns != BanValue::PERMANENT).then(|| {
+                now + i64::try_from((value.expires_ns - mono) / 1_000_000_000).unwrap_or(0) + 1
+            }),
             source: Source::from_code(value.source),
             reason: "found in the kernel maps".to_owned(),
             detail: String::new(),
@@ -597,7 +740,9 @@ fn adopt(entries: &[(IpNet, BanValue)], now: i64, mono: u64) -> Vec<StoredBan> {
 }
 
 fn no_row() -> BanError {
-    BanError::Store { message: "the ban was not recorded".to_owned() }
+    BanError::Store {
+        message: "the ban was not recorded".to_owned(),
+    }
 }
 
 /// Unix time in seconds.
@@ -630,13 +775,21 @@ pub fn host_addresses() -> Vec<IpNet> {
                 libc::AF_INET => {
                     // SAFETY: family AF_INET means the kernel wrote a whole,
                     // suitably aligned sockaddr_in there.
-                    #[expect(clippy::cast_ptr_alignment, reason = "getifaddrs allocates each address for its family")]
+                    #[expect(
+                        clippy::cast_ptr_alignment,
+                        reason = "getifaddrs allocates each address for its family"
+                    )]
                     let sin = unsafe { &*node.ifa_addr.cast::<libc::sockaddr_in>() };
-                    Some(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()))
+                    Some(IpAddr::from(
+                        u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                    ))
                 }
                 libc::AF_INET6 => {
                     // SAFETY: as above, for sockaddr_in6.
-                    #[expect(clippy::cast_ptr_alignment, reason = "getifaddrs allocates each address for its family")]
+                    #[expect(
+                        clippy::cast_ptr_alignment,
+                        reason = "getifaddrs allocates each address for its family"
+                    )]
                     let sin6 = unsafe { &*node.ifa_addr.cast::<libc::sockaddr_in6>() };
                     Some(IpAddr::from(sin6.sin6_addr.s6_addr))
                 }
@@ -666,35 +819,60 @@ mod tests {
     fn manager(policy: BanPolicy) -> (tempfile::TempDir, BanManager) {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(Store::open_in(dir.path()).expect("store"));
-        let xdp = XdpBackend { dataplane: None, enforcing: false, note: "test".into() };
-        (dir, BanManager::new(store, xdp, policy).expect("manager"))
+        let xdp = XdpBackend {
+            dataplane: None,
+            enforcing: false,
+            note: "test".into(),
+        };
+        (
+            dir,
+            BanManager::new(store, xdp, None, policy).expect("manager"),
+        )
     }
 
     fn request(target: &str, length: BanLength) -> BanRequest {
-        BanRequest { target: net(target), length, source: Source::Logwatch, reason: "r".into(), detail: String::new() }
+        BanRequest {
+            target: net(target),
+            length,
+            source: Source::Logwatch,
+            reason: "r".into(),
+            detail: String::new(),
+        }
     }
 
     fn length_of(entry: &BanEntry) -> u64 {
         let expires = entry.expires_at.expect("not permanent");
-        expires.duration_since(SystemTime::now()).map_or(0, |d| d.as_secs() + 1)
+        expires
+            .duration_since(SystemTime::now())
+            .map_or(0, |d| d.as_secs() + 1)
     }
 
     #[test]
     fn escalation_doubles_and_is_capped() {
         let policy = BanPolicy {
             default_bantime: Some(Duration::from_mins(10)),
-            escalation: Some(Escalation { factor: 1.0, max: Duration::from_hours(1) }),
+            escalation: Some(Escalation {
+                factor: 1.0,
+                max: Duration::from_hours(1),
+            }),
             ..BanPolicy::default()
         };
         let (_dir, mut bans) = manager(policy);
         let mut lengths = Vec::new();
         for _ in 0..5 {
-            let entry = bans.ban(request("192.0.2.7/32", BanLength::Default)).expect("ban");
+            let entry = bans
+                .ban(request("192.0.2.7/32", BanLength::Default))
+                .expect("ban");
             lengths.push((entry.count, length_of(&entry).div_ceil(60)));
         }
         assert_eq!(lengths, [(1, 10), (2, 20), (3, 40), (4, 60), (5, 60)]);
         // An explicit length is taken as given.
-        let exact = bans.ban(request("192.0.2.7/32", BanLength::For(Duration::from_mins(5)))).expect("ban");
+        let exact = bans
+            .ban(request(
+                "192.0.2.7/32",
+                BanLength::For(Duration::from_mins(5)),
+            ))
+            .expect("ban");
         assert_eq!(length_of(&exact).div_ceil(60), 5);
         assert_eq!(exact.count, 6);
     }
@@ -704,16 +882,23 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let open = || {
             let store = Arc::new(Store::open_in(dir.path()).expect("store"));
-            let xdp = XdpBackend { dataplane: None, enforcing: false, note: String::new() };
-            BanManager::new(store, xdp, BanPolicy::default()).expect("manager")
+            let xdp = XdpBackend {
+                dataplane: None,
+                enforcing: false,
+                note: String::new(),
+            };
+            BanManager::new(store, xdp, None, BanPolicy::default()).expect("manager")
         };
         let mut bans = open();
-        bans.ban(request("2001:db8::7/128", BanLength::Default)).expect("ban");
+        bans.ban(request("2001:db8::7/128", BanLength::Default))
+            .expect("ban");
         assert!(bans.unban(net("2001:db8::7/128")).expect("unban"));
         assert!(bans.list().is_empty());
         drop(bans);
         let mut bans = open();
-        let again = bans.ban(request("2001:db8::7/128", BanLength::Default)).expect("ban");
+        let again = bans
+            .ban(request("2001:db8::7/128", BanLength::Default))
+            .expect("ban");
         assert_eq!(again.count, 2, "the earlier ban counts after a restart");
         assert_eq!(bans.list().len(), 1);
     }
@@ -735,9 +920,18 @@ mod tests {
         assert!(results[1].is_ok());
         assert!(results[2].is_err(), "loopback is always refused");
         assert_eq!(bans.list().len(), 1);
-        if let Some(own) = host_addresses().into_iter().find(|a| !a.addr().is_loopback()) {
-            let refused = bans.ban(BanRequest { target: own, ..request("192.0.2.2/32", BanLength::Default) });
-            assert!(matches!(refused, Err(BanError::OwnAddress { .. })), "{refused:?}");
+        if let Some(own) = host_addresses()
+            .into_iter()
+            .find(|a| !a.addr().is_loopback())
+        {
+            let refused = bans.ban(BanRequest {
+                target: own,
+                ..request("192.0.2.2/32", BanLength::Default)
+            });
+            assert!(
+                matches!(refused, Err(BanError::OwnAddress { .. })),
+                "{refused:?}"
+            );
         }
     }
 
@@ -756,9 +950,19 @@ mod tests {
         for host in ["2001:db8:1:2::a/128", "2001:db8:1:2::b/128", "192.0.2.1/32"] {
             bans.ban(request(host, BanLength::Default)).expect("ban");
         }
-        assert!(!bans.list().iter().any(|b| b.addr == net("2001:db8:1:2::/64")));
-        bans.ban(request("2001:db8:1:2::c/128", BanLength::Default)).expect("ban");
-        let prefix = bans.list().into_iter().find(|b| b.addr == net("2001:db8:1:2::/64")).expect("prefix banned");
+        assert!(
+            !bans
+                .list()
+                .iter()
+                .any(|b| b.addr == net("2001:db8:1:2::/64"))
+        );
+        bans.ban(request("2001:db8:1:2::c/128", BanLength::Default))
+            .expect("ban");
+        let prefix = bans
+            .list()
+            .into_iter()
+            .find(|b| b.addr == net("2001:db8:1:2::/64"))
+            .expect("prefix banned");
         assert!(prefix.reason.contains("3 addresses"), "{}", prefix.reason);
         assert!(!bans.list().iter().any(|b| b.addr == net("192.0.2.0/24")));
     }

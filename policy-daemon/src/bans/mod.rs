@@ -19,8 +19,8 @@ mod manager;
 pub mod store;
 
 pub use manager::{
-    Aggregation, BanManager, BanPolicy, BanRequest, Escalation, Reconciled, XdpBackend, host_addresses,
-    unix_now,
+    Aggregation, BanManager, BanPolicy, BanRequest, Escalation, Fail2banLink, Reconciled,
+    XdpBackend, host_addresses, unix_now,
 };
 
 /// Why an address cannot be banned.
@@ -36,7 +36,11 @@ pub enum BanError {
         target_to_string(entry)
     )]
     Allowlisted { target: IpNet, entry: IpNet },
-    #[error("{} is an address of this host ({}); not banned (ban.ignore_self)", target_to_string(target), target_to_string(own))]
+    #[error(
+        "{} is an address of this host ({}); not banned (ban.ignore_self)",
+        target_to_string(target),
+        target_to_string(own)
+    )]
     OwnAddress { target: IpNet, own: IpNet },
     #[error("{}: {message}", target_to_string(target))]
     Kernel { target: IpNet, message: String },
@@ -82,7 +86,10 @@ pub struct TargetList {
 pub fn parse_target_list(text: &str) -> TargetList {
     let mut list = TargetList::default();
     for (number, line) in text.lines().enumerate() {
-        let content = line.split_once('#').map_or(line, |(before, _)| before).trim();
+        let content = line
+            .split_once('#')
+            .map_or(line, |(before, _)| before)
+            .trim();
         if content.is_empty() {
             continue;
         }
@@ -234,6 +241,8 @@ pub struct BanStats {
     pub evicted: u64,
     /// Failed writes to a ban backend.
     pub backend_errors: u64,
+    /// Operations waiting for fail2ban.
+    pub queue_depth: u64,
     pub policy_requests: u64,
 }
 
@@ -355,8 +364,17 @@ mod tests {
 
     #[test]
     fn target_lists_skip_comments_and_number_bad_lines() {
-        let list = parse_target_list("# header\n192.0.2.1\n\n  2001:db8::/64  # a prefix\nnope\n192.0.2.5/24\r\n198.51.100.7\r\n");
-        assert_eq!(list.targets, [net("192.0.2.1/32"), net("2001:db8::/64"), net("198.51.100.7/32")]);
+        let list = parse_target_list(
+            "# header\n192.0.2.1\n\n  2001:db8::/64  # a prefix\nnope\n192.0.2.5/24\r\n198.51.100.7\r\n",
+        );
+        assert_eq!(
+            list.targets,
+            [
+                net("192.0.2.1/32"),
+                net("2001:db8::/64"),
+                net("198.51.100.7/32")
+            ]
+        );
         let lines: Vec<usize> = list.errors.iter().map(|(line, _)| *line).collect();
         assert_eq!(lines, [5, 6]);
         assert!(list.errors[0].1.to_string().contains("nope"));

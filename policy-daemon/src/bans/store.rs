@@ -15,7 +15,11 @@ use std::{
 use ipnet::IpNet;
 use rusqlite::{Connection, OptionalExtension as _, params};
 
-use super::{Source, parse_target, target_to_string};
+use super::{
+    Source,
+    fail2ban::{Fail2banOp, OpKind, OutboxStore},
+    parse_target, target_to_string,
+};
 
 /// Database file name inside `state_dir`.
 pub const DB_FILE: &str = "spamwall.db";
@@ -25,13 +29,26 @@ const SCHEMA_VERSION: i64 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("ban store {path}: {operation}: {source}")]
-    Sql { path: PathBuf, operation: &'static str, source: rusqlite::Error },
+    Sql {
+        path: PathBuf,
+        operation: &'static str,
+        source: rusqlite::Error,
+    },
     #[error("ban store {path}: creating its directory: {source}")]
-    Dir { path: PathBuf, source: std::io::Error },
-    #[error("ban store {path} has schema version {found}, newer than this spamwall ({SCHEMA_VERSION})")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "ban store {path} has schema version {found}, newer than this spamwall ({SCHEMA_VERSION})"
+    )]
     Schema { path: PathBuf, found: i64 },
     #[error("ban store {path}: row for {target:?} is corrupt: {detail}")]
-    Corrupt { path: PathBuf, target: String, detail: String },
+    Corrupt {
+        path: PathBuf,
+        target: String,
+        detail: String,
+    },
 }
 
 /// A ban as the store keeps it. Times are Unix seconds (UTC).
@@ -75,15 +92,20 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) `state_dir/spamwall.db`.
     pub fn open_in(state_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(state_dir)
-            .map_err(|source| StoreError::Dir { path: state_dir.to_owned(), source })?;
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::Dir {
+            path: state_dir.to_owned(),
+            source,
+        })?;
         Self::open(&state_dir.join(DB_FILE))
     }
 
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = Connection::open(path).map_err(sql(path, "opening"))?;
-        let store = Self { path: path.to_owned(), conn: Mutex::new(conn) };
+        let store = Self {
+            path: path.to_owned(),
+            conn: Mutex::new(conn),
+        };
         store.migrate()?;
         Ok(store)
     }
@@ -107,12 +129,15 @@ impl Store {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; \
              PRAGMA cache_size = -65536;",
         )
-            .map_err(sql(&self.path, "setting pragmas"))?;
+        .map_err(sql(&self.path, "setting pragmas"))?;
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .map_err(sql(&self.path, "reading the schema version"))?;
         if version > SCHEMA_VERSION {
-            return Err(StoreError::Schema { path: self.path.clone(), found: version });
+            return Err(StoreError::Schema {
+                path: self.path.clone(),
+                found: version,
+            });
         }
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS bans (
@@ -142,7 +167,9 @@ impl Store {
     /// returns, all of them are durable.
     pub fn put_bans(&self, bans: &[StoredBan]) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(sql(&self.path, "beginning a transaction"))?;
+        let tx = conn
+            .transaction()
+            .map_err(sql(&self.path, "beginning a transaction"))?;
         {
             let mut insert = tx
                 .prepare_cached(
@@ -207,11 +234,24 @@ impl Store {
             .map_err(sql(&self.path, "reading bans"))?;
         let mut bans = Vec::new();
         for row in rows {
-            let (target, expires_at, source, reason, detail, count, first_banned_at, last_banned_at) =
-                row.map_err(sql(&self.path, "reading a ban"))?;
-            let corrupt = |detail: String| StoreError::Corrupt { path: self.path.clone(), target: target.clone(), detail };
+            let (
+                target,
+                expires_at,
+                source,
+                reason,
+                detail,
+                count,
+                first_banned_at,
+                last_banned_at,
+            ) = row.map_err(sql(&self.path, "reading a ban"))?;
+            let corrupt = |detail: String| StoreError::Corrupt {
+                path: self.path.clone(),
+                target: target.clone(),
+                detail,
+            };
             let net = parse_target(&target).map_err(|e| corrupt(e.to_string()))?;
-            let source = source_from_name(&source).ok_or_else(|| corrupt(format!("unknown source {source:?}")))?;
+            let source = source_from_name(&source)
+                .ok_or_else(|| corrupt(format!("unknown source {source:?}")))?;
             bans.push(StoredBan {
                 target: net,
                 expires_at,
@@ -238,7 +278,13 @@ impl Store {
     }
 
     /// Queues an operation for `backend`; returns its id.
-    pub fn outbox_push(&self, backend: &str, op: &str, target: &str, now: i64) -> Result<u64, StoreError> {
+    pub fn outbox_push(
+        &self,
+        backend: &str,
+        op: &str,
+        target: &str,
+        now: i64,
+    ) -> Result<u64, StoreError> {
         let conn = self.conn();
         conn.execute(
             "INSERT INTO outbox (backend, op, target, queued_at) VALUES (?1, ?2, ?3, ?4)",
@@ -256,10 +302,15 @@ impl Store {
             .map_err(sql(&self.path, "preparing the outbox query"))?;
         let rows = query
             .query_map(params![backend], |row| {
-                Ok(OutboxRow { id: row.get::<_, i64>(0)?.unsigned_abs(), op: row.get(1)?, target: row.get(2)? })
+                Ok(OutboxRow {
+                    id: row.get::<_, i64>(0)?.unsigned_abs(),
+                    op: row.get(1)?,
+                    target: row.get(2)?,
+                })
             })
             .map_err(sql(&self.path, "reading the outbox"))?;
-        rows.collect::<Result<_, _>>().map_err(sql(&self.path, "reading the outbox"))
+        rows.collect::<Result<_, _>>()
+            .map_err(sql(&self.path, "reading the outbox"))
     }
 
     /// Removes a delivered operation.
@@ -274,12 +325,70 @@ impl Store {
     /// How many operations wait for `backend`.
     pub fn outbox_len(&self, backend: &str) -> Result<u64, StoreError> {
         self.conn()
-            .query_row("SELECT COUNT(*) FROM outbox WHERE backend = ?1", params![backend], |row| {
-                row.get::<_, i64>(0)
-            })
+            .query_row(
+                "SELECT COUNT(*) FROM outbox WHERE backend = ?1",
+                params![backend],
+                |row| row.get::<_, i64>(0),
+            )
             .optional()
             .map(|n| n.unwrap_or(0).unsigned_abs())
             .map_err(sql(&self.path, "counting the outbox"))
+    }
+}
+
+/// The fail2ban backend's durable queue, in table `outbox`.
+impl OutboxStore for Store {
+    type Error = StoreError;
+
+    fn push(&self, op: &Fail2banOp) -> Result<u64, StoreError> {
+        self.push_many(std::slice::from_ref(op))
+            .map(|ids| ids.first().copied().unwrap_or_default())
+    }
+
+    fn push_many(&self, ops: &[Fail2banOp]) -> Result<Vec<u64>, StoreError> {
+        let now = super::unix_now();
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction()
+            .map_err(sql(&self.path, "beginning a transaction"))?;
+        let mut ids = Vec::with_capacity(ops.len());
+        {
+            let mut insert = tx
+                .prepare_cached("INSERT INTO outbox (backend, op, target, queued_at) VALUES ('fail2ban', ?1, ?2, ?3)")
+                .map_err(sql(&self.path, "preparing the outbox insert"))?;
+            for op in ops {
+                insert
+                    .execute(params![op.kind.as_str(), target_to_string(&op.target), now])
+                    .map_err(sql(&self.path, "queueing an operation"))?;
+                ids.push(tx.last_insert_rowid().unsigned_abs());
+            }
+        }
+        tx.commit()
+            .map_err(sql(&self.path, "committing queued operations"))?;
+        Ok(ids)
+    }
+
+    fn pending(&self) -> Result<Vec<(u64, Fail2banOp)>, StoreError> {
+        self.outbox_pending("fail2ban")?
+            .into_iter()
+            .map(|row| {
+                let corrupt = |detail: String| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    target: row.target.clone(),
+                    detail,
+                };
+                let kind: OpKind = row
+                    .op
+                    .parse()
+                    .map_err(|e: super::fail2ban::UnknownOpKind| corrupt(e.to_string()))?;
+                let target = parse_target(&row.target).map_err(|e| corrupt(e.to_string()))?;
+                Ok((row.id, Fail2banOp { kind, target }))
+            })
+            .collect()
+    }
+
+    fn remove(&self, id: u64) -> Result<(), StoreError> {
+        self.outbox_remove(id)
     }
 }
 
@@ -290,7 +399,11 @@ fn source_from_name(name: &str) -> Option<Source> {
 }
 
 fn sql<'a>(path: &'a Path, operation: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + 'a {
-    move |source| StoreError::Sql { path: path.to_owned(), operation, source }
+    move |source| StoreError::Sql {
+        path: path.to_owned(),
+        operation,
+        source,
+    }
 }
 
 #[cfg(test)]
@@ -315,26 +428,65 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let store = Store::open_in(&dir.path().join("state")).expect("open");
-            store.put_bans(&[ban("192.0.2.7/32", Some(5000), 1), ban("2001:db8::/64", None, 1)]).expect("put");
-            store.put_bans(&[ban("192.0.2.7/32", Some(9000), 2)]).expect("update");
+            store
+                .put_bans(&[
+                    ban("192.0.2.7/32", Some(5000), 1),
+                    ban("2001:db8::/64", None, 1),
+                ])
+                .expect("put");
+            store
+                .put_bans(&[ban("192.0.2.7/32", Some(9000), 2)])
+                .expect("update");
         }
         let store = Store::open_in(&dir.path().join("state")).expect("reopen");
         let mut all = store.all().expect("all");
         all.sort_by_key(|b| b.target);
-        assert_eq!(all, [ban("192.0.2.7/32", Some(9000), 2), ban("2001:db8::/64", None, 1)]);
+        assert_eq!(
+            all,
+            [
+                ban("192.0.2.7/32", Some(9000), 2),
+                ban("2001:db8::/64", None, 1)
+            ]
+        );
     }
 
     #[test]
     fn ending_a_ban_keeps_its_history_and_purge_drops_old_rows() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open_in(dir.path()).expect("open");
-        store.put_bans(&[ban("192.0.2.7/32", None, 3), ban("192.0.2.8/32", Some(1500), 1)]).expect("put");
-        assert!(store.end_ban(&"192.0.2.7/32".parse().expect("net"), 2000).expect("end"));
-        assert!(!store.end_ban(&"192.0.2.7/32".parse().expect("net"), 2001).expect("end twice"));
-        assert!(!store.end_ban(&"192.0.2.8/32".parse().expect("net"), 2000).expect("already expired"));
-        let row = store.all().expect("all").into_iter().find(|b| b.count == 3).expect("history kept");
+        store
+            .put_bans(&[
+                ban("192.0.2.7/32", None, 3),
+                ban("192.0.2.8/32", Some(1500), 1),
+            ])
+            .expect("put");
+        assert!(
+            store
+                .end_ban(&"192.0.2.7/32".parse().expect("net"), 2000)
+                .expect("end")
+        );
+        assert!(
+            !store
+                .end_ban(&"192.0.2.7/32".parse().expect("net"), 2001)
+                .expect("end twice")
+        );
+        assert!(
+            !store
+                .end_ban(&"192.0.2.8/32".parse().expect("net"), 2000)
+                .expect("already expired")
+        );
+        let row = store
+            .all()
+            .expect("all")
+            .into_iter()
+            .find(|b| b.count == 3)
+            .expect("history kept");
         assert!(!row.is_active(2000));
-        assert_eq!(store.purge(1800).expect("purge"), 1, "only the row that ended before the cutoff");
+        assert_eq!(
+            store.purge(1800).expect("purge"),
+            1,
+            "only the row that ended before the cutoff"
+        );
         assert_eq!(store.purge(2500).expect("purge"), 1);
         assert!(store.all().expect("all").is_empty());
     }
@@ -343,9 +495,15 @@ mod tests {
     fn outbox_is_ordered_per_backend_and_durable() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open_in(dir.path()).expect("open");
-        let a = store.outbox_push("fail2ban", "ban", "192.0.2.1", 1).expect("push");
-        let b = store.outbox_push("fail2ban", "unban", "192.0.2.1", 2).expect("push");
-        store.outbox_push("other", "ban", "192.0.2.9", 3).expect("push");
+        let a = store
+            .outbox_push("fail2ban", "ban", "192.0.2.1", 1)
+            .expect("push");
+        let b = store
+            .outbox_push("fail2ban", "unban", "192.0.2.1", 2)
+            .expect("push");
+        store
+            .outbox_push("other", "ban", "192.0.2.9", 3)
+            .expect("push");
         drop(store);
         let store = Store::open_in(dir.path()).expect("reopen");
         let pending = store.outbox_pending("fail2ban").expect("pending");
@@ -360,7 +518,10 @@ mod tests {
     fn a_newer_schema_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(DB_FILE);
-        Connection::open(&path).expect("db").execute_batch("PRAGMA user_version = 99;").expect("set");
+        Connection::open(&path)
+            .expect("db")
+            .execute_batch("PRAGMA user_version = 99;")
+            .expect("set");
         let error = Store::open(&path).expect_err("newer schema");
         assert!(error.to_string().contains("99"), "{error}");
     }
@@ -370,7 +531,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open_in(dir.path()).expect("open");
         let bans: Vec<StoredBan> = (0..20_000_u32)
-            .map(|i| StoredBan { target: IpNet::from(std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0A00_0000 + i))), ..ban("192.0.2.1/32", Some(9), 1) })
+            .map(|i| StoredBan {
+                target: IpNet::from(std::net::IpAddr::from(std::net::Ipv4Addr::from(
+                    0x0A00_0000 + i,
+                ))),
+                ..ban("192.0.2.1/32", Some(9), 1)
+            })
             .collect();
         store.put_bans(&bans).expect("bulk");
         assert_eq!(store.all().expect("all").len(), 20_000);

@@ -115,6 +115,9 @@ pub struct BackendStatus {
     pub name: String,
     pub active: bool,
     pub detail: String,
+    /// Operations waiting for delivery, for backends with a queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_depth: Option<u64>,
 }
 
 #[cfg(test)]

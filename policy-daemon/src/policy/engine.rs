@@ -221,7 +221,7 @@ impl Thresholds {
                 action: Template::parse(config.action.trim()),
                 ban: config
                     .ban
-                    .map(|BanTime(length)| length.map_or(BanLength::Permanent, BanLength::For)),
+                    .map(|BanTime(length)| length.map_or(BanLength::Permanent, BanLength::Base)),
             });
         }
         if !problems.is_empty() {
@@ -761,7 +761,7 @@ action = "prepend X-Spamwall: %SCORE% (%DETAIL%)"
         assert_eq!(bans.len(), 1, "one ban per mail: {bans:?}");
         let (target, length, source, reason) = &bans[0];
         assert_eq!(target.to_string(), "198.51.100.50/32");
-        assert_eq!(*length, BanLength::For(Duration::from_hours(1)));
+        assert_eq!(*length, BanLength::Base(Duration::from_hours(1)));
         assert_eq!(*source, Source::Policy);
         assert!(reason.contains("zen/sbl=127.0.0.2(+10)"), "{reason}");
     }

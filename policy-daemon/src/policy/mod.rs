@@ -154,7 +154,10 @@ impl PolicyServer {
         match Engine::new(config, Some(sink), Arc::clone(service.stats())) {
             Ok(engine) => {
                 service.replace_engine(engine);
-                info!(checks = config.check.len(), "policy checks and thresholds reloaded");
+                info!(
+                    checks = config.check.len(),
+                    "policy checks and thresholds reloaded"
+                );
             }
             Err(error) => warn!("policy reload refused, keeping the running chain: {error}"),
         }
