@@ -52,6 +52,8 @@ pub struct Config {
     pub fail2ban: Option<Fail2banConfig>,
     pub metrics: MetricsConfig,
     pub policy: crate::policy::PolicyConfig,
+    /// Absent: bans stay on this host.
+    pub fleet: Option<crate::fleet::FleetConfig>,
 }
 
 /// `[daemon]`: where the daemon keeps its socket, state and pins.
@@ -426,6 +428,9 @@ impl Config {
             }
         }
         problems.extend(self.policy.problems());
+        if let Some(fleet) = &self.fleet {
+            problems.extend(fleet.problems());
+        }
         problems
     }
 }
@@ -648,6 +653,74 @@ mod tests {
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
+    }
+
+    #[test]
+    fn ban_lifecycle_keys_parse_into_the_manager_policy() {
+        let config = Config::parse(
+            r#"
+            [ban]
+            bantime = "10m"
+            increment = true
+            factor = 2.0
+            maxtime = "1d"
+            history_age = "30d"
+            ignore_self = false
+            aggregate_threshold = 5
+            aggregate_window = "5m"
+            aggregate_v6_prefix = 56
+            backends = ["xdp", "fail2ban"]
+            [fail2ban]
+            socket = "/run/fail2ban/fail2ban.sock"
+            jail = "postfix-bots"
+            [metrics]
+            listen = "127.0.0.1:9465"
+            "#,
+        )
+        .expect("valid config");
+        let policy = config.ban.policy();
+        assert_eq!(policy.default_bantime, Some(Duration::from_mins(10)));
+        let escalation = policy.escalation.expect("increment on");
+        assert!((escalation.factor - 2.0).abs() < f64::EPSILON);
+        assert_eq!(escalation.max, Duration::from_hours(24));
+        assert_eq!(policy.history_age, Duration::from_hours(24 * 30));
+        assert!(!policy.ignore_self);
+        let aggregation = policy.aggregation.expect("aggregation on");
+        assert_eq!(
+            (
+                aggregation.threshold,
+                aggregation.v4_prefix,
+                aggregation.v6_prefix
+            ),
+            (5, 24, 56)
+        );
+        assert_eq!(
+            config.fail2ban.expect("section").settings().jail,
+            "postfix-bots"
+        );
+        assert_eq!(config.metrics.listen.as_deref(), Some("127.0.0.1:9465"));
+        assert!(Config::parse("").expect("defaults").fail2ban.is_none());
+    }
+
+    #[test]
+    fn ban_lifecycle_problems_are_named() {
+        let problems = invalid(
+            "[ban]\nfactor = -1.0\naggregate_v4_prefix = 40\n[metrics]\nlisten = \"nowhere\"\n[fail2ban]\njail = \"two words\"\n",
+        );
+        let all = problems.join("\n");
+        for needle in [
+            "ban.factor",
+            "ban.aggregate_v4_prefix",
+            "metrics.listen",
+            "fail2ban.jail",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        let message = syntax("[ban]\nmaxtime = 0\n");
+        assert!(
+            message.contains("longer than zero") && message.contains("line 2"),
+            "{message}"
+        );
     }
 
     #[test]
