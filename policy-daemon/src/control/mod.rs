@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 pub use client::{ClientError, request};
-pub use server::{BindError, bind, serve};
+pub use server::{BindError, bind, bind_unix, serve};
 
 use crate::{
     bans::{BanEntry, BanLength, BanStats},

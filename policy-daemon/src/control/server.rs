@@ -17,28 +17,35 @@ use super::{MAX_REQUEST_BYTES, Request, Response};
 /// Concurrent control connections; more wait for a slot.
 const MAX_CONNECTIONS: usize = 32;
 
-/// Why the control socket could not be opened.
+/// Why a UNIX socket (the control socket, a policy listener) could not be
+/// opened. `role` names it, e.g. "control socket".
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
-    #[error("control socket {path}: another spamwall daemon is already listening there")]
-    InUse { path: PathBuf },
-    #[error(
-        "control socket {path} exists and is not a socket; remove it or change daemon.control_socket"
-    )]
-    NotASocket { path: PathBuf },
-    #[error("control socket {path}: {operation}: {source}")]
+    #[error("{role} {path}: another process is already listening there")]
+    InUse { role: &'static str, path: PathBuf },
+    #[error("{role} {path} exists and is not a socket; remove it or change the configuration")]
+    NotASocket { role: &'static str, path: PathBuf },
+    #[error("{role} {path}: {operation}: {source}")]
     Io {
+        role: &'static str,
         path: PathBuf,
         operation: &'static str,
         source: io::Error,
     },
 }
 
-/// Binds the control socket with mode 0660. A socket file left by a dead
-/// daemon is removed; a live one is never taken over.
+/// Binds the control socket with mode 0660.
 pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
+    bind_unix(path, 0o660, "control socket")
+}
+
+/// Binds a UNIX stream socket with `mode`. A socket file left by a dead
+/// process is removed; a live one is never taken over, and a file that is
+/// not a socket is left alone.
+pub fn bind_unix(path: &Path, mode: u32, role: &'static str) -> Result<UnixListener, BindError> {
     let io_error = |operation| {
         move |source| BindError::Io {
+            role,
             path: path.to_owned(),
             operation,
             source,
@@ -50,12 +57,14 @@ pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
     match fs::symlink_metadata(path) {
         Ok(meta) if !meta.file_type().is_socket() => {
             return Err(BindError::NotASocket {
+                role,
                 path: path.to_owned(),
             });
         }
         Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
             Ok(_) => {
                 return Err(BindError::InUse {
+                    role,
                     path: path.to_owned(),
                 });
             }
@@ -65,8 +74,8 @@ pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
         Err(source) => return Err(io_error("inspecting")(source)),
     }
     let listener = std::os::unix::net::UnixListener::bind(path).map_err(io_error("binding"))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o660))
-        .map_err(io_error("setting mode 0660"))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(io_error("setting its mode"))?;
     listener
         .set_nonblocking(true)
         .map_err(io_error("setting non-blocking"))?;

@@ -24,7 +24,6 @@ pub mod server;
 
 use std::{
     io,
-    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -49,16 +48,8 @@ pub enum PolicyError {
     Resolver(#[from] dns::ResolverError),
     #[error("policy listener {addr}: {source}")]
     Bind { addr: String, source: io::Error },
-    #[error("policy socket {path}: another process is already listening there")]
-    InUse { path: PathBuf },
-    #[error("policy socket {path} exists and is not a socket; remove it or change policy.listen")]
-    NotASocket { path: PathBuf },
-    #[error("policy socket {path}: {operation}: {source}")]
-    Socket {
-        path: PathBuf,
-        operation: &'static str,
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Socket(#[from] crate::control::BindError),
 }
 
 /// Counters of the policy server; shared with the daemon's `stats`.

@@ -10,8 +10,7 @@
 
 use std::{
     fs, io,
-    os::unix::fs::{FileTypeExt as _, PermissionsExt as _},
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{Arc, PoisonError, RwLock, atomic::Ordering},
     time::{Duration, Instant},
 };
@@ -56,7 +55,9 @@ impl Listener {
                         source,
                     })
             }
-            ListenAddr::Unix(path) => bind_unix(path, mode).map(|l| Self::Unix(l, path.clone())),
+            ListenAddr::Unix(path) => crate::control::bind_unix(path, mode, "policy socket")
+                .map(|l| Self::Unix(l, path.clone()))
+                .map_err(PolicyError::from),
         }
     }
 
@@ -67,43 +68,6 @@ impl Listener {
             Self::Unix(_, path) => Ok(ListenAddr::Unix(path.clone())),
         }
     }
-}
-
-fn bind_unix(path: &Path, mode: u32) -> Result<UnixListener, PolicyError> {
-    let io_error = |operation: &'static str| {
-        move |source| PolicyError::Socket {
-            path: path.to_owned(),
-            operation,
-            source,
-        }
-    };
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(io_error("creating its directory"))?;
-    }
-    match fs::symlink_metadata(path) {
-        Ok(meta) if !meta.file_type().is_socket() => {
-            return Err(PolicyError::NotASocket {
-                path: path.to_owned(),
-            });
-        }
-        Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
-            Ok(_) => {
-                return Err(PolicyError::InUse {
-                    path: path.to_owned(),
-                });
-            }
-            Err(_) => fs::remove_file(path).map_err(io_error("removing the stale socket"))?,
-        },
-        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-        Err(source) => return Err(io_error("inspecting")(source)),
-    }
-    let listener = std::os::unix::net::UnixListener::bind(path).map_err(io_error("binding"))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .map_err(io_error("setting its mode"))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(io_error("setting non-blocking"))?;
-    UnixListener::from_std(listener).map_err(io_error("registering with the runtime"))
 }
 
 /// What every connection of every listener shares.
@@ -310,7 +274,10 @@ async fn serve_connection<S>(
 
 #[cfg(test)]
 mod tests {
-    use std::net::{Ipv4Addr, SocketAddr};
+    use std::{
+        net::{Ipv4Addr, SocketAddr},
+        os::unix::fs::PermissionsExt as _,
+    };
 
     use tokio::{
         io::{AsyncBufReadExt as _, BufReader},
@@ -577,7 +544,7 @@ action = "reject %IP% listed (%DETAIL%)"
         assert_eq!(mode, 0o666);
         assert!(matches!(
             Listener::bind(&addr, 0o666).await,
-            Err(PolicyError::InUse { .. })
+            Err(PolicyError::Socket(crate::control::BindError::InUse { .. }))
         ));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(serve(listener, service(""), async {
@@ -596,7 +563,9 @@ action = "reject %IP% listed (%DETAIL%)"
         fs::write(&text_file, "keep").expect("file");
         assert!(matches!(
             Listener::bind(&ListenAddr::Unix(text_file.clone()), 0o666).await,
-            Err(PolicyError::NotASocket { .. })
+            Err(PolicyError::Socket(
+                crate::control::BindError::NotASocket { .. }
+            ))
         ));
         stop.send(()).expect("stop");
         task.await.expect("serve");
