@@ -54,6 +54,8 @@ pub struct Config {
     pub policy: crate::policy::PolicyConfig,
     /// Absent: bans stay on this host.
     pub fleet: Option<crate::fleet::FleetConfig>,
+    /// `[logwatch]`: log sources, filters and ban rules. Default none.
+    pub logwatch: crate::logwatch::LogwatchConfig,
 }
 
 /// `[daemon]`: where the daemon keeps its socket, state and pins.
@@ -428,6 +430,7 @@ impl Config {
             }
         }
         problems.extend(self.policy.problems());
+        problems.extend(self.logwatch.problems());
         if let Some(fleet) = &self.fleet {
             problems.extend(fleet.problems());
         }

@@ -59,6 +59,7 @@ struct Shared {
     manager: Mutex<BanManager>,
     runtime: Mutex<Runtime>,
     policy_stats: Arc<crate::policy::PolicyStats>,
+    fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 /// What the daemon knows about itself, for `status` and reload.
@@ -99,6 +100,40 @@ impl BanSink for Shared {
     }
 }
 
+impl crate::fleet::FleetTarget for Shared {
+    fn ban_remote(&self, requests: Vec<BanRequest>) -> usize {
+        self.manager()
+            .ban_many(requests)
+            .into_iter()
+            .flatten()
+            .count()
+    }
+
+    fn unban_remote(&self, target: IpNet) {
+        if let Err(error) = self.manager().unban_from(target, Source::Fleet) {
+            warn!(%error, "fleet unban failed");
+        }
+    }
+}
+
+/// Starts the fleet link and waits for its first resync (or first failure)
+/// so the daemon reports ready with the fleet's bans in place.
+async fn start_fleet(
+    shared: &Arc<Shared>,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let fleet = shared.fleet.clone()?;
+    let (ready, resynced) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(crate::fleet::run(
+        fleet,
+        Arc::clone(shared) as Arc<dyn crate::fleet::FleetTarget>,
+        stopped,
+        ready,
+    ));
+    let _ = resynced.await;
+    Some(task)
+}
+
 fn log_ban(entry: &BanEntry) {
     info!(
         target = %target_to_string(&entry.addr),
@@ -111,6 +146,10 @@ fn log_ban(entry: &BanEntry) {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the start and stop sequence reads best in one place"
+)]
 pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError> {
     let store = Arc::new(Store::open_in(&config.daemon.state_dir)?);
     let (xdp, attachments) = if config.ban.backends.contains(&Backend::Xdp) {
@@ -140,6 +179,11 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
             "kernel maps brought in line with the store"
         );
     }
+    let fleet = config.fleet.clone().map(|section| {
+        let fleet = crate::fleet::Fleet::new(section, Arc::clone(manager.store()));
+        manager.set_observer(fleet.observer());
+        fleet
+    });
     let socket_path = config.daemon.control_socket.clone();
     let listener = control::bind(&socket_path)?;
     let shared = Arc::new(Shared {
@@ -151,6 +195,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
             attachments,
         }),
         policy_stats: Arc::default(),
+        fleet,
     });
 
     let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
@@ -158,6 +203,9 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
 
+    // Before the control socket answers: a node reports ready with the
+    // fleet's active bans in place.
+    let fleet_task = start_fleet(&shared, stopped.clone()).await;
     let handler = {
         let shared = Arc::clone(&shared);
         Arc::new(move |request| handle(&shared, request))
@@ -185,6 +233,14 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     )
     .await?;
     let maintenance = tokio::spawn(maintenance_loop(Arc::clone(&shared), stopped));
+    let logwatch = {
+        let config = shared.runtime().config.logwatch.clone();
+        let store = Arc::clone(shared.manager().store());
+        let sink = Arc::clone(&shared) as Arc<dyn BanSink>;
+        tokio::task::spawn_blocking(move || crate::logwatch::Watcher::start(&config, &store, &sink))
+            .await
+            .unwrap_or_default()
+    };
 
     info!(socket = %socket_path.display(), "spamwall ready");
     notify_systemd("READY=1\nSTATUS=serving");
@@ -198,6 +254,9 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
                 let _ = tokio::task::spawn_blocking(move || reload(&reloading)).await;
                 let policy_config = shared.runtime().config.policy.clone();
                 policy.reload(&policy_config, Arc::clone(&shared) as Arc<dyn BanSink>);
+                if logwatch.is_active() {
+                    info!("logwatch changes apply on restart");
+                }
             }
         }
     }
@@ -207,6 +266,10 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     let _ = server.await;
     policy.stopped().await;
     let _ = maintenance.await;
+    let _ = tokio::task::spawn_blocking(move || logwatch.stop()).await;
+    if let Some(task) = fleet_task {
+        let _ = task.await;
+    }
     if let Some(metrics) = metrics {
         let _ = metrics.await;
     }
@@ -225,6 +288,9 @@ async fn start_metrics(
         Arc::new(move || {
             let manager = shared.manager();
             crate::metrics::record_snapshot(&manager.stats(), &backends(&manager));
+            if let Some(fleet) = &shared.fleet {
+                fleet.record_gauges();
+            }
         })
     };
     info!(%addr, "metrics at http://{addr}/metrics");
@@ -640,7 +706,18 @@ fn status(shared: &Shared) -> Result<Status, DataplaneError> {
         config: runtime.config_path.display().to_string(),
         pin_dir,
         program_id,
-        backends: backends(&manager),
+        backends: {
+            let mut list = backends(&manager);
+            if let Some(fleet) = &shared.fleet {
+                list.push(BackendStatus {
+                    name: "fleet".to_owned(),
+                    active: fleet.health().connected(),
+                    detail: fleet.describe(),
+                    queue_depth: Some(fleet.health().queue_depth()),
+                });
+            }
+            list
+        },
         interfaces: runtime.attachments.clone(),
         ports: runtime.config.xdp.ports.clone(),
         bans_active: stats.bans_active,

@@ -8,6 +8,8 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod logwatch;
 pub mod dataplane;
+pub mod fleet;
 pub mod metrics;
 pub mod policy;

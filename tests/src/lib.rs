@@ -17,6 +17,7 @@ pub mod pin;
 pub mod postfix;
 pub mod privilege;
 pub mod rbldnsd;
+pub mod redis;
 
 use spamwall::dataplane::Capacities;
 

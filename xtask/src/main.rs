@@ -53,7 +53,7 @@ enum Task {
     },
     /// Run a benchmark
     Bench {
-        /// Benchmark name (available: xdp, policy, bans)
+        /// Benchmark name (available: xdp, policy, bans, fleet)
         name: String,
         /// Extra arguments for the benchmark binary
         #[arg(last = true)]
@@ -83,6 +83,11 @@ const BENCHES: &[Bench] = &[
         name: "bans",
         package: "spamwall-tests",
         target: "bans",
+    },
+    Bench {
+        name: "fleet",
+        package: "spamwall-tests",
+        target: "fleet",
     },
 ];
 

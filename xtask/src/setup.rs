@@ -27,6 +27,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "fail2ban",
     "sqlite3",
     "curl",
+    "redis-server",
 ];
 
 /// Answers for packages that would otherwise ask during installation:

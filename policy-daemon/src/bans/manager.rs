@@ -107,6 +107,33 @@ pub struct Fail2banLink {
     pub always: bool,
 }
 
+/// A change the manager made, told to its observer after the store
+/// committed it (the fleet publishes shared ones).
+#[derive(Debug)]
+pub enum BanEvent<'a> {
+    /// These rows were stored and enforced.
+    Banned(&'a [StoredBan]),
+    /// The ban on `target` was lifted at the request of `source`.
+    Unbanned { target: IpNet, source: Source },
+}
+
+/// Called with every [`BanEvent`], under the manager's lock: keep it short.
+pub type BanObserver = Box<dyn Fn(&BanEvent<'_>) + Send + Sync>;
+
+/// The optional observer; `Debug` by name only.
+#[derive(Default)]
+struct Observer(Option<BanObserver>);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Observer(set)"
+        } else {
+            "Observer(none)"
+        })
+    }
+}
+
 /// What a reconciliation did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Reconciled {
@@ -133,6 +160,7 @@ pub struct BanManager {
     recent: HashMap<IpNet, VecDeque<i64>>,
     evicted: u64,
     backend_errors: u64,
+    observer: Observer,
 }
 
 impl BanManager {
@@ -157,6 +185,7 @@ impl BanManager {
             recent: HashMap::new(),
             evicted: 0,
             backend_errors: 0,
+            observer: Observer::default(),
         };
         manager.set_policy(policy);
         Ok(manager)
@@ -170,6 +199,18 @@ impl BanManager {
             Vec::new()
         };
         self.policy = policy;
+    }
+
+    /// Sets the observer told about every ban and unban after the store
+    /// committed it.
+    pub fn set_observer(&mut self, observer: BanObserver) {
+        self.observer = Observer(Some(observer));
+    }
+
+    fn tell(&self, event: &BanEvent<'_>) {
+        if let Some(observer) = &self.observer.0 {
+            observer(event);
+        }
     }
 
     /// The settings in force.
@@ -334,6 +375,7 @@ impl BanManager {
                     .increment(n);
             }
         }
+        self.tell(&BanEvent::Banned(&rows));
         let aggregates = self.aggregate(&rows, now);
         self.queue_for_fail2ban(rows.iter().map(|row| Fail2banOp::ban(row.target)).collect());
         for row in rows {
@@ -405,9 +447,12 @@ impl BanManager {
     ) -> StoredBan {
         let cutoff = now - secs_i64(self.policy.history_age);
         let previous = previous.filter(|p| p.last_banned_at >= cutoff);
+        if let BanLength::Until(until) = request.length {
+            return Self::remote_row(previous, target, request, until, now);
+        }
         let count = previous.map_or(0, |p| p.count).saturating_add(1);
         let length = match request.length {
-            BanLength::Permanent => None,
+            BanLength::Permanent | BanLength::Until(_) => None,
             BanLength::For(d) => (!d.is_zero()).then_some(d),
             BanLength::Default => self
                 .policy
@@ -424,6 +469,33 @@ impl BanManager {
             count,
             first_banned_at: previous.map_or(now, |p| p.first_banned_at),
             last_banned_at: now,
+        }
+    }
+
+    /// A ban another host made: its absolute expiry (`i64::MAX` is
+    /// permanent), the longer of it and a live local ban, and no new count,
+    /// so escalation is not counted twice.
+    fn remote_row(
+        previous: Option<&StoredBan>,
+        target: IpNet,
+        request: BanRequest,
+        until: i64,
+        now: i64,
+    ) -> StoredBan {
+        let remote = (until != i64::MAX).then_some(until.max(now + 1));
+        let expires_at = match previous.filter(|p| p.is_active(now)) {
+            Some(p) => p.expires_at.zip(remote).map(|(a, b)| a.max(b)),
+            None => remote,
+        };
+        StoredBan {
+            target,
+            expires_at,
+            source: request.source,
+            reason: request.reason,
+            detail: request.detail,
+            count: previous.map_or(0, |p| p.count),
+            first_banned_at: previous.map_or(now, |p| p.first_banned_at),
+            last_banned_at: previous.map_or(now, |p| p.last_banned_at),
         }
     }
 
@@ -502,6 +574,12 @@ impl BanManager {
 
     /// Lifts the ban on exactly `target`; `false` when there was none.
     pub fn unban(&mut self, target: IpNet) -> Result<bool, BanError> {
+        self.unban_from(target, Source::Cli)
+    }
+
+    /// [`BanManager::unban`] at the request of `source` (the fleet's
+    /// unbans are not published again).
+    pub fn unban_from(&mut self, target: IpNet, source: Source) -> Result<bool, BanError> {
         let target = canonical_net(target.trunc());
         let now = unix_now();
         let ended = self
@@ -524,6 +602,9 @@ impl BanManager {
                 target,
                 message: e.to_string(),
             })?;
+        }
+        if ended || removed {
+            self.tell(&BanEvent::Unbanned { target, source });
         }
         Ok(ended || removed)
     }
@@ -978,5 +1059,64 @@ mod tests {
         let listed = bans.list();
         assert_eq!(listed.len(), 1);
         assert_eq!((listed[0].count, listed[0].expires_at), (2, None));
+    }
+
+    #[test]
+    fn fleet_bans_keep_their_expiry_and_do_not_escalate() {
+        let policy = BanPolicy {
+            allowlist: Allowlist::new([net("198.51.100.0/24")]),
+            escalation: Some(Escalation {
+                factor: 1.0,
+                max: Duration::from_hours(24),
+            }),
+            ..BanPolicy::default()
+        };
+        let (_dir, mut bans) = manager(policy);
+        let until = unix_now() + 7200;
+        let fleet = |target: &str, until: i64| BanRequest {
+            source: Source::Fleet,
+            ..request(target, BanLength::Until(until))
+        };
+        let entry = bans.ban(fleet("192.0.2.7/32", until)).expect("ban");
+        assert_eq!(entry.count, 0, "a fleet ban is not a local offence");
+        let expected = UNIX_EPOCH + Duration::from_secs(until.unsigned_abs());
+        assert_eq!(entry.expires_at, Some(expected));
+        // The next local ban is the first offence here.
+        let local = bans
+            .ban(request("192.0.2.7/32", BanLength::Default))
+            .expect("ban");
+        assert_eq!(local.count, 1);
+        // A shorter remote ban does not cut a longer local one short.
+        let again = bans
+            .ban(fleet("192.0.2.7/32", unix_now() + 60))
+            .expect("ban");
+        assert_eq!(again.count, 1);
+        assert_eq!(again.expires_at, local.expires_at);
+        let permanent = bans.ban(fleet("192.0.2.8/32", i64::MAX)).expect("ban");
+        assert_eq!(permanent.expires_at, None);
+        assert!(matches!(
+            bans.ban(fleet("198.51.100.9/32", until)),
+            Err(BanError::Allowlisted { .. })
+        ));
+    }
+
+    #[test]
+    fn the_observer_sees_bans_and_unbans_with_their_source() {
+        let (_dir, mut bans) = manager(BanPolicy::default());
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        bans.set_observer(Box::new(move |event| {
+            let line = match event {
+                BanEvent::Banned(rows) => format!("ban {}", rows.len()),
+                BanEvent::Unbanned { source, .. } => format!("unban {source}"),
+            };
+            log.lock().expect("lock").push(line);
+        }));
+        bans.ban(request("192.0.2.7/32", BanLength::Default))
+            .expect("ban");
+        bans.unban_from(net("192.0.2.7/32"), Source::Fleet)
+            .expect("unban");
+        bans.unban(net("192.0.2.7/32")).expect("unban");
+        assert_eq!(*seen.lock().expect("lock"), ["ban 1", "unban fleet"]);
     }
 }

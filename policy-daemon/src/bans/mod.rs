@@ -19,8 +19,8 @@ mod manager;
 pub mod store;
 
 pub use manager::{
-    Aggregation, BanManager, BanPolicy, BanRequest, Escalation, Fail2banLink, Reconciled,
-    XdpBackend, host_addresses, unix_now,
+    Aggregation, BanEvent, BanManager, BanObserver, BanPolicy, BanRequest, Escalation,
+    Fail2banLink, Reconciled, XdpBackend, host_addresses, unix_now,
 };
 
 /// Why an address cannot be banned.
@@ -275,6 +275,9 @@ pub enum BanLength {
     /// own bantime).
     #[serde(with = "secs")]
     Base(Duration),
+    /// Until this Unix time (`i64::MAX`: permanent), as another host
+    /// decided it: not escalated and not counted again (fleet bans).
+    Until(i64),
 }
 
 /// A target as an administrator writes it: `192.0.2.7`, `2001:db8::/64`.

@@ -158,6 +158,13 @@ impl Store {
                 queued_at INTEGER NOT NULL
             );
             CREATE INDEX IF NOT EXISTS outbox_backend ON outbox(backend, id);
+            CREATE TABLE IF NOT EXISTS logwatch_positions (
+                source TEXT PRIMARY KEY,
+                inode INTEGER,
+                offset INTEGER,
+                head_hash INTEGER,
+                cursor TEXT
+            ) WITHOUT ROWID;
             PRAGMA user_version = 1;",
         )
         .map_err(sql(&self.path, "creating the schema"))
@@ -322,6 +329,100 @@ impl Store {
             .map_err(sql(&self.path, "removing a delivered operation"))
     }
 
+    /// Queues several `(op, payload)` operations for `backend` in one
+    /// transaction; returns their ids.
+    pub fn outbox_push_many(
+        &self,
+        backend: &str,
+        ops: &[(&str, String)],
+        now: i64,
+    ) -> Result<Vec<u64>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction()
+            .map_err(sql(&self.path, "beginning a transaction"))?;
+        let mut ids = Vec::with_capacity(ops.len());
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO outbox (backend, op, target, queued_at) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(sql(&self.path, "preparing the outbox insert"))?;
+            for (op, payload) in ops {
+                insert
+                    .execute(params![backend, op, payload, now])
+                    .map_err(sql(&self.path, "queueing an operation"))?;
+                ids.push(tx.last_insert_rowid().unsigned_abs());
+            }
+        }
+        tx.commit()
+            .map_err(sql(&self.path, "committing queued operations"))?;
+        Ok(ids)
+    }
+
+    /// Removes several delivered operations in one transaction.
+    pub fn outbox_remove_many(&self, ids: &[u64]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction()
+            .map_err(sql(&self.path, "beginning a transaction"))?;
+        {
+            let mut delete = tx
+                .prepare_cached("DELETE FROM outbox WHERE id = ?1")
+                .map_err(sql(&self.path, "preparing the outbox delete"))?;
+            for &id in ids {
+                delete
+                    .execute(params![i64::try_from(id).unwrap_or(i64::MAX)])
+                    .map_err(sql(&self.path, "removing a delivered operation"))?;
+            }
+        }
+        tx.commit()
+            .map_err(sql(&self.path, "committing removed operations"))
+    }
+
+    /// Where the log watcher stopped reading `source`, if it ever read it.
+    pub fn logwatch_position(&self, source: &str) -> Result<Option<LogPosition>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT inode, offset, head_hash, cursor FROM logwatch_positions WHERE source = ?1",
+                params![source],
+                |row| {
+                    Ok(LogPosition {
+                        inode: u64_from_sql(row.get::<_, Option<i64>>(0)?.unwrap_or(0)),
+                        offset: u64_from_sql(row.get::<_, Option<i64>>(1)?.unwrap_or(0)),
+                        head_hash: u64_from_sql(row.get::<_, Option<i64>>(2)?.unwrap_or(0)),
+                        cursor: row.get(3)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(sql(&self.path, "reading a log position"))
+    }
+
+    /// Records where the log watcher is in `source` (durable on return).
+    pub fn put_logwatch_position(
+        &self,
+        source: &str,
+        position: &LogPosition,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO logwatch_positions (source, inode, offset, head_hash, cursor)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (source) DO UPDATE SET inode = excluded.inode,
+                    offset = excluded.offset, head_hash = excluded.head_hash, cursor = excluded.cursor",
+                params![
+                    source,
+                    u64_to_sql(position.inode),
+                    u64_to_sql(position.offset),
+                    u64_to_sql(position.head_hash),
+                    position.cursor,
+                ],
+            )
+            .map(drop)
+            .map_err(sql(&self.path, "writing a log position"))
+    }
+
     /// How many operations wait for `backend`.
     pub fn outbox_len(&self, backend: &str) -> Result<u64, StoreError> {
         self.conn()
@@ -390,6 +491,27 @@ impl OutboxStore for Store {
     fn remove(&self, id: u64) -> Result<(), StoreError> {
         self.outbox_remove(id)
     }
+}
+
+/// A log source's read position: for a file its inode, the offset just
+/// past the last line processed and a hash of its first line (to notice a
+/// file replaced in place); for the journal the cursor of the last entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogPosition {
+    pub inode: u64,
+    pub offset: u64,
+    /// 0: not known yet (no complete first line).
+    pub head_hash: u64,
+    pub cursor: Option<String>,
+}
+
+/// `SQLite` integers are signed: inodes and hashes keep their bits.
+fn u64_to_sql(value: u64) -> i64 {
+    i64::from_ne_bytes(value.to_ne_bytes())
+}
+
+fn u64_from_sql(value: i64) -> u64 {
+    u64::from_ne_bytes(value.to_ne_bytes())
 }
 
 fn source_from_name(name: &str) -> Option<Source> {
@@ -512,6 +634,29 @@ mod tests {
         store.outbox_remove(a).expect("remove");
         assert_eq!(store.outbox_len("fail2ban").expect("len"), 1);
         assert_eq!(store.outbox_len("other").expect("len"), 1);
+    }
+
+    #[test]
+    fn logwatch_positions_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_in(dir.path()).expect("open");
+        assert_eq!(store.logwatch_position("mail").expect("get"), None);
+        let position = LogPosition {
+            inode: u64::MAX - 3,
+            offset: 4096,
+            head_hash: 0x8000_0000_0000_0001,
+            cursor: None,
+        };
+        store.put_logwatch_position("mail", &position).expect("put");
+        let journal = LogPosition {
+            cursor: Some("s=abc;i=42".to_owned()),
+            ..LogPosition::default()
+        };
+        store.put_logwatch_position("journal", &journal).expect("put");
+        drop(store);
+        let store = Store::open_in(dir.path()).expect("reopen");
+        assert_eq!(store.logwatch_position("mail").expect("get"), Some(position));
+        assert_eq!(store.logwatch_position("journal").expect("get"), Some(journal));
     }
 
     #[test]

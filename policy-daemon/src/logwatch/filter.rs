@@ -1,0 +1,994 @@
+//! fail2ban-style filters: `failregex` lines with `<HOST>`, `<ADDR>`,
+//! `<IP4>`, `<IP6>` placeholders, `ignoreregex`, timestamps, and import of
+//! fail2ban filter files.
+//!
+//! A filter is compiled once: a [`RegexSet`] finds which regexes match a
+//! line in one pass, then only those run again to capture the host.
+//! Lookarounds (`(?!…)`, `(?=…)`), which the `regex` crate lacks, are split
+//! into guard regexes checked after a match.
+
+use std::{
+    borrow::Cow,
+    collections::HashMap,
+    fmt::{self, Write as _},
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use regex::{Regex, RegexSet};
+
+/// A filter that cannot be built, naming the file, line or regex at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    #[error("filter {filter}: failregex[{index}] {pattern:?}: {message}")]
+    Regex {
+        filter: String,
+        index: usize,
+        pattern: String,
+        message: String,
+    },
+    #[error("filter {filter}: ignoreregex[{index}] {pattern:?}: {message}")]
+    IgnoreRegex {
+        filter: String,
+        index: usize,
+        pattern: String,
+        message: String,
+    },
+    #[error("filter {filter}: no failregex")]
+    Empty { filter: String },
+    #[error("cannot read filter file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("filter file {path}:{line}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("filter file {path}: {message}")]
+    Interpolation { path: PathBuf, message: String },
+}
+
+const IP4: &str = r"(?:\d{1,3}\.){3}\d{1,3}";
+const IP6: &str = r"(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?";
+
+/// Expands the placeholders of one failregex; the first one captures `host`.
+pub fn expand_placeholders(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() + 64);
+    let mut rest = pattern;
+    let mut captured = false;
+    while let Some(start) = rest.find('<') {
+        out.push_str(&rest[..start]);
+        let tail = &rest[start..];
+        let found = ["<HOST>", "<ADDR>", "<IP4>", "<IP6>"]
+            .into_iter()
+            .find(|tag| tail.starts_with(tag));
+        let Some(tag) = found else {
+            out.push('<');
+            rest = &tail[1..];
+            continue;
+        };
+        let body = match tag {
+            "<IP4>" => IP4.to_owned(),
+            "<IP6>" => IP6.to_owned(),
+            _ => format!("(?:{IP4}|{IP6})"),
+        };
+        let mapped = if tag == "<HOST>" {
+            r"(?:::f{4,6}:)?"
+        } else {
+            ""
+        };
+        if captured {
+            let _ = write!(out, "{mapped}(?:{body})");
+        } else {
+            let _ = write!(out, "{mapped}(?P<host>{body})");
+            captured = true;
+        }
+        rest = &tail[tag.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// One failregex: the main regex and its lookaround guards.
+#[derive(Debug)]
+struct Rule {
+    regex: Regex,
+    /// `(trigger, required)`: see [`split_lookarounds`].
+    guards: Vec<(Regex, Option<Regex>)>,
+}
+
+impl Rule {
+    fn accepts(&self, text: &str) -> bool {
+        self.guards.iter().all(|(trigger, required)| {
+            !trigger.is_match(text) || required.as_ref().is_some_and(|r| r.is_match(text))
+        })
+    }
+}
+
+/// Splits lookarounds out of a Python regex: the pattern without them, and
+/// per lookaround a guard `(trigger, required)`: the line is refused when
+/// `trigger` matches and `required` is `None` (`(?!…)`) or does not match
+/// (`(?=…)`). Triggers follow only the branch the lookaround sits in.
+fn split_lookarounds(pattern: &str) -> (String, Vec<(String, Option<String>)>) {
+    // Open groups in `main`: (start, header end, start of current branch).
+    let mut stack: Vec<(usize, usize, usize)> = vec![(0, 0, 0)];
+    let mut main = String::with_capacity(pattern.len());
+    let mut guards = Vec::new();
+    let mut in_class = false;
+    let mut i = 0;
+    let bytes = pattern.as_bytes();
+    while i < pattern.len() {
+        let rest = &pattern[i..];
+        let Some(c) = rest.chars().next() else { break };
+        if c == '\\' {
+            let next = rest[1..].chars().next().map_or(0, char::len_utf8);
+            main.push_str(&rest[..=next]);
+            i += 1 + next;
+            continue;
+        }
+        if in_class {
+            in_class = c != ']';
+            main.push(c);
+            i += c.len_utf8();
+            continue;
+        }
+        let positive = rest.starts_with("(?=");
+        if positive || rest.starts_with("(?!") {
+            let mut depth = 0usize;
+            let mut j = i;
+            let mut class = false;
+            while j < bytes.len() {
+                match bytes[j] {
+                    b'\\' => j += 1,
+                    b'[' if !class => class = true,
+                    b']' if class => class = false,
+                    b'(' if !class => depth += 1,
+                    b')' if !class => {
+                        depth -= 1;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+            let body = &pattern[i + 3..j.min(pattern.len())];
+            let branch_path = |suffix: &str| {
+                let mut p = String::new();
+                for (level, &(open, header, branch)) in stack.iter().enumerate() {
+                    let until = stack.get(level + 1).map_or(main.len(), |g| g.0);
+                    p.push_str(&main[open..header]);
+                    p.push_str(&main[branch..until]);
+                }
+                p.push_str(suffix);
+                for _ in 1..stack.len() {
+                    p.push(')');
+                }
+                p
+            };
+            let with_body = branch_path(&format!("(?:{body})"));
+            if positive {
+                guards.push((branch_path(""), Some(with_body)));
+            } else {
+                guards.push((with_body, None));
+            }
+            i = j + 1;
+            continue;
+        }
+        match c {
+            '[' => in_class = true,
+            '(' => {
+                let open = main.len();
+                let mut header = open + 1;
+                if rest[1..].starts_with('?')
+                    && let Some(end) = rest[2..].find([':', '>', ')'])
+                    && rest.as_bytes()[2 + end] != b')'
+                {
+                    header = open + 2 + end + 1;
+                }
+                stack.push((open, header, header));
+            }
+            ')' if stack.len() > 1 => {
+                stack.pop();
+            }
+            '|' => {
+                if let Some(top) = stack.last_mut() {
+                    top.2 = main.len() + 1;
+                }
+            }
+            _ => {}
+        }
+        main.push(c);
+        i += c.len_utf8();
+    }
+    (main, guards)
+}
+
+/// Python regex syntax the `regex` crate reads differently: a `[` inside a
+/// character class (`[^[]`) is literal in Python, a nested class here.
+fn python_to_rust(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() + 8);
+    let mut chars = pattern.chars().peekable();
+    let mut in_class = false;
+    let mut class_start = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                out.push(c);
+                if let Some(next) = chars.next() {
+                    out.push(next);
+                }
+                class_start = false;
+                continue;
+            }
+            '[' if in_class => out.push_str("\\["),
+            '[' => {
+                in_class = true;
+                out.push('[');
+                if chars.peek() == Some(&'^') {
+                    out.push('^');
+                    chars.next();
+                }
+                class_start = true;
+                continue;
+            }
+            ']' if in_class && !class_start => {
+                in_class = false;
+                out.push(']');
+            }
+            ']' if in_class => out.push_str("\\]"),
+            '&' | '~' if in_class => {
+                out.push('\\');
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+        class_start = false;
+    }
+    out
+}
+
+fn compile(pattern: &str) -> Result<(String, Rule), String> {
+    let expanded = expand_placeholders(&python_to_rust(pattern));
+    let (main, guards) = split_lookarounds(&expanded);
+    let regex = Regex::new(&main).map_err(|e| e.to_string())?;
+    let guards = guards
+        .into_iter()
+        .map(|(trigger, required)| {
+            let trigger = Regex::new(&trigger).map_err(|e| e.to_string())?;
+            let required = required
+                .map(|r| Regex::new(&r).map_err(|e| e.to_string()))
+                .transpose()?;
+            Ok::<_, String>((trigger, required))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((main, Rule { regex, guards }))
+}
+
+/// A compiled filter.
+#[derive(Debug)]
+pub struct Filter {
+    name: String,
+    failregex: Vec<String>,
+    set: RegexSet,
+    rules: Vec<Rule>,
+    ignore_set: Option<RegexSet>,
+    ignore: Vec<Rule>,
+}
+
+/// What a filter made of a line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// A failregex matched: the host and the index of the regex.
+    Matched { host: IpAddr, regex: usize },
+    /// A failregex matched but an ignoreregex too.
+    Ignored,
+    /// No failregex matched (or the host was not an address).
+    Missed,
+}
+
+impl Filter {
+    /// Compiles `failregex` and `ignoreregex` (fail2ban syntax).
+    pub fn new(
+        name: &str,
+        failregex: &[String],
+        ignoreregex: &[String],
+    ) -> Result<Self, FilterError> {
+        if failregex.is_empty() {
+            return Err(FilterError::Empty {
+                filter: name.to_owned(),
+            });
+        }
+        let mut mains = Vec::new();
+        let mut rules = Vec::new();
+        for (index, pattern) in failregex.iter().enumerate() {
+            let (main, rule) = compile(pattern).map_err(|message| FilterError::Regex {
+                filter: name.to_owned(),
+                index,
+                pattern: pattern.clone(),
+                message,
+            })?;
+            mains.push(main);
+            rules.push(rule);
+        }
+        let set = RegexSet::new(&mains).map_err(|e| FilterError::Regex {
+            filter: name.to_owned(),
+            index: 0,
+            pattern: String::new(),
+            message: e.to_string(),
+        })?;
+        let mut ignore_mains = Vec::new();
+        let mut ignore = Vec::new();
+        for (index, pattern) in ignoreregex.iter().enumerate() {
+            let (main, rule) = compile(pattern).map_err(|message| FilterError::IgnoreRegex {
+                filter: name.to_owned(),
+                index,
+                pattern: pattern.clone(),
+                message,
+            })?;
+            ignore_mains.push(main);
+            ignore.push(rule);
+        }
+        let ignore_set = if ignore.is_empty() {
+            None
+        } else {
+            Some(
+                RegexSet::new(&ignore_mains).map_err(|e| FilterError::IgnoreRegex {
+                    filter: name.to_owned(),
+                    index: 0,
+                    pattern: String::new(),
+                    message: e.to_string(),
+                })?,
+            )
+        };
+        Ok(Self {
+            name: name.to_owned(),
+            failregex: failregex.to_vec(),
+            set,
+            rules,
+            ignore_set,
+            ignore,
+        })
+    }
+
+    /// The filter's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The failregex lines as given.
+    pub fn failregex(&self) -> &[String] {
+        &self.failregex
+    }
+
+    /// Checks the text of a line (timestamp already removed).
+    pub fn check(&self, text: &str) -> Verdict {
+        let matches = self.set.matches(text);
+        if !matches.matched_any() {
+            return Verdict::Missed;
+        }
+        let mut found = None;
+        for index in &matches {
+            let rule = &self.rules[index];
+            if !rule.accepts(text) {
+                continue;
+            }
+            let Some(captures) = rule.regex.captures(text) else {
+                continue;
+            };
+            let Some(host) = captures
+                .name("host")
+                .and_then(|m| m.as_str().parse::<IpAddr>().ok())
+            else {
+                continue;
+            };
+            found = Some((host, index));
+            break;
+        }
+        let Some((host, regex)) = found else {
+            return Verdict::Missed;
+        };
+        if let Some(ignore_set) = &self.ignore_set {
+            let ignored = ignore_set.matches(text);
+            if ignored.iter().any(|i| self.ignore[i].accepts(text)) {
+                return Verdict::Ignored;
+            }
+        }
+        Verdict::Matched {
+            host: canonical(host),
+            regex,
+        }
+    }
+}
+
+/// `::ffff:192.0.2.1` is `192.0.2.1`.
+fn canonical(host: IpAddr) -> IpAddr {
+    match host {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 @ IpAddr::V4(_) => v4,
+    }
+}
+
+/// A log line split into its time and the text filters see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine<'a> {
+    pub time: Option<SystemTime>,
+    pub text: Cow<'a, str>,
+}
+
+/// Splits a line: journald JSON (`{"__REALTIME_TIMESTAMP":…}`) becomes
+/// `IDENT[PID]: MESSAGE`; an RFC 3339 or classic syslog timestamp at the
+/// start is removed (as fail2ban does before applying failregex).
+pub fn parse_line(line: &str, now: SystemTime) -> LogLine<'_> {
+    let line = line.trim_end_matches(['\n', '\r']);
+    if line.starts_with('{')
+        && let Some(parsed) = parse_journal_json(line)
+    {
+        return parsed;
+    }
+    if let Some((time, rest)) = parse_rfc3339_prefix(line) {
+        return LogLine {
+            time: Some(time),
+            text: Cow::Borrowed(rest),
+        };
+    }
+    if let Some((time, rest)) = parse_syslog_prefix(line, now) {
+        return LogLine {
+            time: Some(time),
+            text: Cow::Borrowed(rest),
+        };
+    }
+    LogLine {
+        time: None,
+        text: Cow::Borrowed(line),
+    }
+}
+
+fn parse_journal_json(line: &str) -> Option<LogLine<'static>> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    let message = match &value["MESSAGE"] {
+        serde_json::Value::String(s) => s.clone(),
+        // Non-UTF-8 messages come as byte arrays.
+        serde_json::Value::Array(bytes) => {
+            let bytes: Vec<u8> = bytes
+                .iter()
+                .filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+                .collect();
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
+        _ => return None,
+    };
+    let micros: Option<u64> = value["__REALTIME_TIMESTAMP"]
+        .as_str()
+        .and_then(|s| s.parse().ok());
+    let ident = value["SYSLOG_IDENTIFIER"].as_str().unwrap_or("");
+    let text = match (ident, value["_PID"].as_str()) {
+        ("", _) => message,
+        (ident, Some(pid)) => format!("{ident}[{pid}]: {message}"),
+        (ident, None) => format!("{ident}: {message}"),
+    };
+    Some(LogLine {
+        time: micros.map(|m| UNIX_EPOCH + Duration::from_micros(m)),
+        text: Cow::Owned(text),
+    })
+}
+
+fn digits(s: &str) -> Option<u32> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn from_unix(secs: i64, nanos: u32) -> Option<SystemTime> {
+    let secs = u64::try_from(secs).ok()?;
+    UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+}
+
+/// `2026-11-22T00:52:44.123456+01:00 rest` (also with a space or `Z`).
+fn parse_rfc3339_prefix(line: &str) -> Option<(SystemTime, &str)> {
+    let b = line.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b' ') {
+        return None;
+    }
+    let year = i64::from(digits(line.get(0..4)?)?);
+    let month = digits(line.get(5..7)?)?;
+    let day = digits(line.get(8..10)?)?;
+    let hour = digits(line.get(11..13)?)?;
+    let minute = digits(line.get(14..16)?)?;
+    let second = digits(line.get(17..19)?)?;
+    if b[13] != b':' || b[16] != b':' || !(1..=12).contains(&month) || day == 0 || day > 31 {
+        return None;
+    }
+    let mut i = 19;
+    let mut nanos = 0u32;
+    if b.get(i) == Some(&b'.') || b.get(i) == Some(&b',') {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let frac = &line[start..i];
+        let frac9: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
+        nanos = frac9.parse().ok()?;
+    }
+    let mut offset = 0i64;
+    match b.get(i) {
+        Some(b'Z' | b'z') => i += 1,
+        Some(sign @ (b'+' | b'-')) => {
+            let hh = i64::from(digits(line.get(i + 1..i + 3)?)?);
+            let (mm, len) = if b.get(i + 3) == Some(&b':') {
+                (i64::from(digits(line.get(i + 4..i + 6)?)?), 6)
+            } else {
+                (i64::from(digits(line.get(i + 3..i + 5)?)?), 5)
+            };
+            offset = (hh * 60 + mm) * 60;
+            if *sign == b'-' {
+                offset = -offset;
+            }
+            i += len;
+        }
+        _ => return None,
+    }
+    let secs = days_from_civil(year, month, day) * 86_400
+        + i64::from(hour) * 3600
+        + i64::from(minute) * 60
+        + i64::from(second)
+        - offset;
+    let rest = line.get(i..)?.trim_start();
+    Some((from_unix(secs, nanos)?, rest))
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// `Nov 22 00:52:44 rest` in local time; the year is the current one, or
+/// the previous one when that would put the line in the future.
+fn parse_syslog_prefix(line: &str, now: SystemTime) -> Option<(SystemTime, &str)> {
+    let month = MONTHS.iter().position(|m| line.starts_with(m))?;
+    let rest = line.get(3..)?.strip_prefix(' ')?.trim_start_matches(' ');
+    let (day, rest) = rest.split_once(' ')?;
+    let day = digits(day)?;
+    let clock = rest.get(..8)?;
+    let cb = clock.as_bytes();
+    if cb[2] != b':' || cb[5] != b':' {
+        return None;
+    }
+    let (hour, minute, second) = (
+        digits(&clock[0..2])?,
+        digits(&clock[3..5])?,
+        digits(&clock[6..8])?,
+    );
+    let mut rest = &rest[8..];
+    let mut nanos = 0;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let end = frac
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(frac.len());
+        let frac9: String = frac[..end]
+            .chars()
+            .chain(std::iter::repeat('0'))
+            .take(9)
+            .collect();
+        nanos = frac9.parse().ok()?;
+        rest = &frac[end..];
+    }
+    let month = u32::try_from(month).ok()? + 1;
+    let now_secs = i64::try_from(now.duration_since(UNIX_EPOCH).ok()?.as_secs()).ok()?;
+    let year = current_year(now_secs);
+    let local = |year: i64| {
+        days_from_civil(year, month, day) * 86_400
+            + i64::from(hour) * 3600
+            + i64::from(minute) * 60
+            + i64::from(second)
+    };
+    let offset = local_offset(now_secs);
+    let mut secs = local(year) - offset;
+    // A line a day or more in the future is from last year (December
+    // lines read in January).
+    if secs > now_secs + 86_400 {
+        secs = local(year - 1) - offset;
+    }
+    Some((from_unix(secs, nanos)?, rest.trim_start()))
+}
+
+fn current_year(now_secs: i64) -> i64 {
+    // Civil-from-days, year only.
+    let z = now_secs.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month_is_jan_or_feb = mp >= 10;
+    yoe + era * 400 + i64::from(month_is_jan_or_feb)
+}
+
+/// The local time zone's offset from UTC in seconds at `now`.
+fn local_offset(now_secs: i64) -> i64 {
+    let time: libc::time_t = now_secs;
+    // SAFETY: `tm` is plain data, zero-initialised; localtime_r writes into
+    // it and reads only `time`.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the call.
+    let result = unsafe { libc::localtime_r(&raw const time, &raw mut tm) };
+    if result.is_null() { 0 } else { tm.tm_gmtoff }
+}
+
+/// A fail2ban filter file's `failregex` and `ignoreregex`, interpolated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportedFilter {
+    pub failregex: Vec<String>,
+    pub ignoreregex: Vec<String>,
+}
+
+type Sections = Vec<(String, Vec<(String, String)>)>;
+
+fn parse_ini(path: &Path, text: &str) -> Result<Sections, FilterError> {
+    let mut sections: Sections = Vec::new();
+    let mut last_key: Option<(usize, usize)> = None;
+    for (number, raw) in text.lines().enumerate() {
+        let trimmed = raw.trim();
+        if raw.starts_with([' ', '\t']) && !trimmed.is_empty() {
+            // Continuation of the previous value.
+            if let Some((s, k)) = last_key {
+                let value = &mut sections[s].1[k].1;
+                if !value.is_empty() {
+                    value.push('\n');
+                }
+                value.push_str(trimmed);
+                continue;
+            }
+        }
+        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with(';') {
+            if trimmed.is_empty() {
+                last_key = None;
+            }
+            continue;
+        }
+        if let Some(name) = trimmed.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+            sections.push((name.trim().to_owned(), Vec::new()));
+            last_key = None;
+            continue;
+        }
+        let Some(split) = trimmed.find(['=', ':']) else {
+            return Err(FilterError::Syntax {
+                path: path.to_owned(),
+                line: number + 1,
+                message: format!("expected `key = value`, found {trimmed:?}"),
+            });
+        };
+        let Some(section) = sections.len().checked_sub(1) else {
+            return Err(FilterError::Syntax {
+                path: path.to_owned(),
+                line: number + 1,
+                message: "key outside any [section]".to_owned(),
+            });
+        };
+        let key = trimmed[..split].trim().to_owned();
+        let value = trimmed[split + 1..].trim().to_owned();
+        let entries = &mut sections[section].1;
+        if let Some(k) = entries.iter().position(|(name, _)| *name == key) {
+            entries[k].1 = value;
+            last_key = Some((section, k));
+        } else {
+            entries.push((key, value));
+            last_key = Some((section, entries.len() - 1));
+        }
+    }
+    Ok(sections)
+}
+
+/// Reads a fail2ban filter file (`[INCLUDES] before`/`after` from the same
+/// directory, `[DEFAULT]`, `[Definition]`, `[Init]`, `lt_*` sections),
+/// applies `params` (e.g. `mode=aggressive`) and interpolates `%(name)s`
+/// and `<name>` references. A `prefregex` is folded into each failregex.
+pub fn import_fail2ban(
+    path: &Path,
+    params: &[(String, String)],
+) -> Result<ImportedFilter, FilterError> {
+    let mut vars: HashMap<String, String> = HashMap::new();
+    load_file(path, &mut vars, 0)?;
+    for (key, value) in params {
+        vars.insert(key.clone(), value.clone());
+    }
+    let interpolation = |message: String| FilterError::Interpolation {
+        path: path.to_owned(),
+        message,
+    };
+    let get = |key: &str| -> Result<String, FilterError> {
+        let raw = vars.get(key).cloned().unwrap_or_default();
+        interpolate(&raw, &vars).map_err(interpolation)
+    };
+    let prefregex = get("prefregex")?;
+    let mut failregex = Vec::new();
+    for line in get("failregex")?.lines().filter(|l| !l.trim().is_empty()) {
+        failregex.push(fold_prefregex(&prefregex, line.trim()));
+    }
+    let ignoreregex = get("ignoreregex")?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| fold_prefregex("", l))
+        .collect();
+    Ok(ImportedFilter {
+        failregex,
+        ignoreregex,
+    })
+}
+
+/// `prefregex` `…<F-CONTENT>.+</F-CONTENT>$` around `failregex`.
+fn fold_prefregex(prefregex: &str, failregex: &str) -> String {
+    let strip_tags = |s: &str| {
+        let tag = Regex::new(r"</?F-[A-Z0-9_-]+>").ok();
+        tag.map_or_else(|| s.to_owned(), |t| t.replace_all(s, "").into_owned())
+    };
+    if prefregex.is_empty() {
+        return strip_tags(failregex);
+    }
+    let inner = failregex.strip_prefix('^').map_or_else(
+        || format!(".*?(?:{})", strip_tags(failregex)),
+        |anchored| format!("(?:{})", strip_tags(anchored)),
+    );
+    let Some(start) = prefregex.find("<F-CONTENT>") else {
+        return strip_tags(&format!("{prefregex}{inner}"));
+    };
+    let end = prefregex
+        .find("</F-CONTENT>")
+        .map_or(prefregex.len(), |e| e + "</F-CONTENT>".len());
+    let after = prefregex[end..]
+        .strip_prefix('$')
+        .unwrap_or(&prefregex[end..]);
+    strip_tags(&format!("{}{inner}{after}", &prefregex[..start]))
+}
+
+fn load_file(
+    path: &Path,
+    vars: &mut HashMap<String, String>,
+    depth: usize,
+) -> Result<(), FilterError> {
+    if depth > 8 {
+        return Err(FilterError::Interpolation {
+            path: path.to_owned(),
+            message: "includes nested too deep".to_owned(),
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| FilterError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let sections = parse_ini(path, &text)?;
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let includes = |key: &str| -> Vec<PathBuf> {
+        sections
+            .iter()
+            .filter(|(name, _)| name == "INCLUDES")
+            .flat_map(|(_, entries)| entries.iter())
+            .filter(|(k, _)| k == key)
+            .flat_map(|(_, v)| {
+                v.split_whitespace()
+                    .map(|f| dir.join(f))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    for before in includes("before") {
+        load_file(&before, vars, depth + 1)?;
+    }
+    // DEFAULT first, then the named sections, so Definition overrides.
+    for wanted in ["DEFAULT", "Init", "Definition"] {
+        for (name, entries) in &sections {
+            if name == wanted {
+                for (key, value) in entries {
+                    vars.insert(key.clone(), value.clone());
+                }
+            }
+        }
+    }
+    for (name, entries) in &sections {
+        if !matches!(
+            name.as_str(),
+            "DEFAULT" | "Init" | "Definition" | "INCLUDES"
+        ) {
+            for (key, value) in entries {
+                vars.insert(format!("{name}/{key}"), value.clone());
+            }
+        }
+    }
+    vars.entry("logtype".to_owned())
+        .or_insert_with(|| "file".to_owned());
+    for after in includes("after") {
+        if after.exists() {
+            load_file(&after, vars, depth + 1)?;
+        }
+    }
+    Ok(())
+}
+
+fn interpolate(value: &str, vars: &HashMap<String, String>) -> Result<String, String> {
+    let percent = Regex::new(r"%\(([^)]+)\)s").map_err(|e| e.to_string())?;
+    let tag = Regex::new(r"<([^<>\s]+)>").map_err(|e| e.to_string())?;
+    let mut current = value.to_owned();
+    for _ in 0..64 {
+        let mut changed = false;
+        let next = percent.replace_all(&current, |c: &regex::Captures<'_>| {
+            if let Some(v) = vars.get(&c[1]) {
+                changed = true;
+                v.clone()
+            } else {
+                c[0].to_owned()
+            }
+        });
+        let next = tag
+            .replace_all(&next, |c: &regex::Captures<'_>| {
+                if let Some(v) = vars.get(&c[1]) {
+                    changed = true;
+                    v.clone()
+                } else {
+                    c[0].to_owned()
+                }
+            })
+            .into_owned();
+        current = next;
+        if !changed {
+            return Ok(current);
+        }
+    }
+    Err(format!("interpolation of {value:?} does not end (a loop?)"))
+}
+
+/// A filter reference as fail2ban writes it: `postfix[mode=aggressive]`.
+pub fn split_params(spec: &str) -> (&str, Vec<(String, String)>) {
+    let Some(open) = spec.find('[') else {
+        return (spec, Vec::new());
+    };
+    let inner = spec[open + 1..].trim_end_matches(']');
+    let params = inner
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
+        .collect();
+    (&spec[..open], params)
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Matched { host, regex } => write!(f, "matched {host} (failregex {regex})"),
+            Self::Ignored => f.write_str("ignored"),
+            Self::Missed => f.write_str("missed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(failregex: &[&str], ignore: &[&str]) -> Filter {
+        let f: Vec<String> = failregex.iter().map(|s| (*s).to_owned()).collect();
+        let i: Vec<String> = ignore.iter().map(|s| (*s).to_owned()).collect();
+        Filter::new("t", &f, &i).expect("compiles")
+    }
+
+    #[test]
+    fn placeholders_capture_v4_v6_and_mapped() {
+        let f = filter(&[r"from \S+\[<HOST>\]"], &[]);
+        for (text, host) in [
+            ("x from unknown[192.0.2.7]: y", "192.0.2.7"),
+            ("x from a.example[2001:db8::5]:25", "2001:db8::5"),
+            ("x from unknown[::ffff:198.51.100.9]", "198.51.100.9"),
+        ] {
+            assert_eq!(
+                f.check(text),
+                Verdict::Matched {
+                    host: host.parse().expect("ip"),
+                    regex: 0
+                },
+                "{text}"
+            );
+        }
+        assert_eq!(f.check("x from unknown[not-an-ip]"), Verdict::Missed);
+    }
+
+    #[test]
+    fn lookarounds_become_guards() {
+        let f = filter(
+            &[r"lost connection after(?! DATA) [A-Z]+ from \S*\[<HOST>\]"],
+            &[],
+        );
+        assert!(matches!(
+            f.check("lost connection after AUTH from x[192.0.2.1]"),
+            Verdict::Matched { .. }
+        ));
+        assert_eq!(
+            f.check("lost connection after DATA from x[192.0.2.1]"),
+            Verdict::Missed
+        );
+    }
+
+    #[test]
+    fn ignoreregex_wins() {
+        let f = filter(&[r"\[<HOST>\]"], &[r"^ok"]);
+        assert_eq!(f.check("ok [192.0.2.1]"), Verdict::Ignored);
+    }
+
+    #[test]
+    fn timestamps() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_795_000_000); // 2026-11-18
+        let line = parse_line("2026-11-17T10:00:00.123456+00:00 mx postfix/x[1]: hi", now);
+        assert_eq!(line.text, "mx postfix/x[1]: hi");
+        let since = line
+            .time
+            .expect("time")
+            .duration_since(UNIX_EPOCH)
+            .expect("after epoch");
+        assert_eq!(since.subsec_micros(), 123_456);
+        assert_eq!(
+            i64::try_from(since.as_secs()).expect("secs"),
+            days_from_civil(2026, 11, 17) * 86_400 + 36_000
+        );
+        let rfc = parse_line("2026-11-17T10:00:00Z a", now)
+            .time
+            .expect("time");
+        let minus = parse_line("2026-11-17T11:00:00+01:00 a", now)
+            .time
+            .expect("time");
+        assert_eq!(rfc, minus);
+        let json = parse_line(
+            r#"{"__REALTIME_TIMESTAMP":"1795000000000000","SYSLOG_IDENTIFIER":"postfix/postscreen","_PID":"7","MESSAGE":"PASS OLD [192.0.2.1]:1"}"#,
+            now,
+        );
+        assert_eq!(json.text, "postfix/postscreen[7]: PASS OLD [192.0.2.1]:1");
+        assert_eq!(json.time, Some(now));
+        let syslog = parse_line("Nov 17 10:00:00 mx postfix/x[1]: hi", now);
+        assert_eq!(syslog.text, "mx postfix/x[1]: hi");
+        assert!(syslog.time.is_some());
+        // December seen in November is last year's.
+        let december = parse_line("Dec 31 10:00:00 mx a", now).time.expect("time");
+        assert!(december < now);
+    }
+
+    #[test]
+    fn imports_debians_postfix_filter_in_every_mode() {
+        let path = Path::new("/etc/fail2ban/filter.d/postfix.conf");
+        if !path.exists() {
+            eprintln!("SKIP: no {}", path.display());
+            return;
+        }
+        for mode in ["normal", "rbl", "auth", "ddos", "aggressive", "more"] {
+            let imported =
+                import_fail2ban(path, &[("mode".to_owned(), mode.to_owned())]).expect("imports");
+            let f = Filter::new("postfix", &imported.failregex, &imported.ignoreregex)
+                .unwrap_or_else(|e| panic!("mode {mode}: {e}"));
+            if mode == "aggressive" {
+                let line = parse_line(
+                    "Nov 17 10:00:00 mx postfix/smtpd[1]: warning: unknown[192.0.2.9]: SASL LOGIN authentication failed: UGFzc3dvcmQ6",
+                    SystemTime::now(),
+                );
+                assert!(
+                    matches!(f.check(&line.text), Verdict::Matched { .. }),
+                    "{:?}",
+                    f.failregex()
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! A real `redis-server` for the fleet tests, on a unix socket in a
+//! temporary directory.
+//!
+//! A unix socket is reachable from every network namespace (only the
+//! mount namespace matters), so daemons started through `nsenter --net`
+//! reach it without any routing, and nothing listens on a TCP port. Data
+//! is kept in an append-only file, so a stopped and restarted server
+//! keeps its keys, as a production Redis would. Dropping the server kills
+//! it by pid.
+
+#![expect(
+    clippy::missing_panics_doc,
+    reason = "test helpers panic with a message on any failure, by design"
+)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use crate::netns::{kill_and_reap, run_bounded};
+
+/// How long the server may take to answer `PING` after it was started.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the server may take to exit after SIGTERM.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running (or stopped) `redis-server`.
+#[derive(Debug)]
+pub struct RedisServer {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a server in a fresh directory and waits until it answers.
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("spamwall-redis-")
+            .tempdir()
+            .expect("creating a temporary directory");
+        let mut server = Self { dir, child: None };
+        server.launch();
+        server
+    }
+
+    /// Whether `redis-server` is installed.
+    pub fn available() -> bool {
+        Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// The socket path.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("redis.sock")
+    }
+
+    /// The URL for `fleet.redis`.
+    pub fn url(&self) -> String {
+        format!("redis+unix://{}", self.socket().display())
+    }
+
+    /// Starts the server (again) and waits until it answers `PING`.
+    pub fn launch(&mut self) {
+        assert!(self.child.is_none(), "redis-server is already running");
+        let log = self.dir.path().join("redis.log");
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--unixsocket"])
+            .arg(self.socket())
+            .args(["--unixsocketperm", "700", "--dir"])
+            .arg(self.dir.path())
+            .args([
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--logfile",
+            ])
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning redis-server: {e}"));
+        self.child = Some(child);
+        let started = Instant::now();
+        while !self.answers() {
+            assert!(
+                started.elapsed() < READY_TIMEOUT,
+                "redis-server did not answer PING within {READY_TIMEOUT:?}; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERMs the server by pid and waits (bounded) until it exited.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
+        // SAFETY: kill(2) on the pid of our own child, not yet reaped.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let started = Instant::now();
+        while child.try_wait().ok().flatten().is_none() {
+            if started.elapsed() > STOP_TIMEOUT {
+                kill_and_reap(&mut child);
+                break;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the server answers `PING`.
+    pub fn answers(&self) -> bool {
+        self.socket().exists() && self.cli(&["PING"]).is_some_and(|out| out.trim() == "PONG")
+    }
+
+    /// Runs `redis-cli` with `args`; its stdout, or `None` on failure.
+    pub fn cli(&self, args: &[&str]) -> Option<String> {
+        let output = run_bounded(
+            Command::new("redis-cli")
+                .arg("-s")
+                .arg(self.socket())
+                .args(args),
+            Duration::from_secs(5),
+        );
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// The directory holding the socket and data.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            kill_and_reap(child);
+        }
+    }
+}
