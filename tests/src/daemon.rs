@@ -106,6 +106,8 @@ pub struct Settings {
     /// systemd unit (`CAP_BPF`, `CAP_NET_ADMIN`, `CAP_PERFMON`), through
     /// `setpriv`. `None` (the default): as root.
     pub run_as: Option<String>,
+    /// Extra environment variables for the daemon, e.g. `SSL_CERT_FILE`.
+    pub env: Vec<(String, String)>,
 }
 
 /// The capabilities `packaging/spamwall.service` grants, in setpriv's
@@ -126,6 +128,7 @@ impl Settings {
             ignore_self: true,
             extra: String::new(),
             run_as: None,
+            env: Vec::new(),
         }
     }
 
@@ -182,6 +185,7 @@ pub struct Daemon {
     log: PathBuf,
     child: Option<Child>,
     run_as: Option<String>,
+    env: Vec<(String, String)>,
 }
 
 /// Gives `user` the daemon's directories, as the unit's `ExecStartPre`
@@ -233,6 +237,7 @@ impl Daemon {
         }
         let mut daemon = Self {
             run_as: settings.run_as.clone(),
+            env: settings.env.clone(),
             bin: spamwall_bin(),
             netns: netns.to_owned(),
             dir,
@@ -288,6 +293,7 @@ impl Daemon {
             .arg("--config")
             .arg(&self.config)
             .env_remove("SPAMWALL_CONFIG")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(log)

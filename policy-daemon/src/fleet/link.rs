@@ -91,6 +91,9 @@ async fn session(
 ) -> Result<(), FleetError> {
     let url = fleet.config.redacted_url();
     let channel = fleet.config.channel.clone();
+    // rediss:// URLs use rustls; it needs its crypto provider chosen once
+    // per process (an error only means it was chosen already).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client =
         redis::Client::open(fleet.config.redis.as_str()).map_err(|source| FleetError::Url {
             url: url.clone(),
