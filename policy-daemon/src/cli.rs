@@ -214,15 +214,23 @@ fn test_filter(config: Option<&Path>, args: &TestFilterArgs) -> Result<(), Failu
         .map_err(|e| Failure::usage(e.to_string()))?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    match crate::logwatch::test_filter(&args.logfile, &filter, args.json, args.print_missed, &mut out)
-        .and_then(|()| out.flush().map_err(crate::logwatch::TestFilterError::Write))
+    match crate::logwatch::test_filter(
+        &args.logfile,
+        &filter,
+        args.json,
+        args.print_missed,
+        &mut out,
+    )
+    .and_then(|()| out.flush().map_err(crate::logwatch::TestFilterError::Write))
     {
         Err(crate::logwatch::TestFilterError::Write(e))
             if e.kind() == std::io::ErrorKind::BrokenPipe =>
         {
             Ok(())
         }
-        Err(e @ crate::logwatch::TestFilterError::Read { .. }) => Err(Failure::usage(e.to_string())),
+        Err(e @ crate::logwatch::TestFilterError::Read { .. }) => {
+            Err(Failure::usage(e.to_string()))
+        }
         Err(e) => Err(Failure::runtime(e.to_string())),
         Ok(()) => Ok(()),
     }

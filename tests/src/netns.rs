@@ -467,11 +467,34 @@ pub fn try_run_bounded(command: &mut Command, timeout: Duration) -> io::Result<O
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
+    // Drain both pipes while waiting: a child that writes more than a pipe
+    // holds would otherwise block forever before it can exit.
+    let drain = |pipe: Option<Box<dyn io::Read + Send>>| {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn io::Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn io::Read + Send>),
+    );
     let limit = timeout + COMMAND_GRACE;
     let deadline = Instant::now() + limit;
-    loop {
+    let status = loop {
         match child.try_wait() {
-            Ok(Some(_)) => return child.wait_with_output(),
+            Ok(Some(status)) => break status,
             Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
             Ok(None) => {
                 kill_and_reap(&mut child);
@@ -485,7 +508,25 @@ pub fn try_run_bounded(command: &mut Command, timeout: Duration) -> io::Result<O
                 return Err(error);
             }
         }
-    }
+    };
+    // A grandchild may keep a pipe open after the child exited: the drain
+    // threads then end with it, or are left behind without blocking us.
+    let collect = |handle: thread::JoinHandle<Vec<u8>>| {
+        let wait_until = Instant::now() + COMMAND_GRACE;
+        while !handle.is_finished() && Instant::now() < wait_until {
+            thread::sleep(Duration::from_millis(5));
+        }
+        if handle.is_finished() {
+            handle.join().unwrap_or_default()
+        } else {
+            Vec::new()
+        }
+    };
+    Ok(Output {
+        status,
+        stdout: collect(stdout),
+        stderr: collect(stderr),
+    })
 }
 
 /// Runs a short command and panics with its output unless it succeeds.

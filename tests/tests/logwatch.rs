@@ -58,7 +58,10 @@ fn append(log: &Path, line: &str) {
 
 fn ban_of(daemon: &Daemon, addr: IpAddr) -> Option<Value> {
     let addr = addr.to_string();
-    daemon.list().into_iter().find(|ban| ban["addr"] == addr.as_str())
+    daemon
+        .list()
+        .into_iter()
+        .find(|ban| ban["addr"] == addr.as_str())
 }
 
 /// Waits (bounded) until `addr` is listed as a logwatch ban with `line` as
@@ -99,7 +102,10 @@ fn appended_dnsbl_line_gets_the_client_dropped_and_restart_resumes() {
         .tempdir()
         .expect("creating a temporary directory");
     let log = logs.path().join("mail.log");
-    append(&log, "Nov 20 10:00:00 mx postfix/master[1]: daemon started -- version 3.7.11");
+    append(
+        &log,
+        "Nov 20 10:00:00 mx postfix/master[1]: daemon started -- version 3.7.11",
+    );
     let mut net = NetnsPair::new(Subnet::test_net_3(53));
     net.listen_both(SMTP);
     let mut settings = Settings::on(net.server());
@@ -157,12 +163,18 @@ fn appended_dnsbl_line_gets_the_client_dropped_and_restart_resumes() {
 
     // The first line was not read again: its address was banned once.
     let first_ban = ban_of(&daemon, client_v4).expect("the first ban is still active");
-    assert_eq!(first_ban["count"], 1, "the first line was read twice: {first_ban}");
+    assert_eq!(
+        first_ban["count"], 1,
+        "the first line was read twice: {first_ban}"
+    );
     let log_text = daemon.log();
     let bans_logged = log_text
         .lines()
         .filter(|l| l.contains("logwatch ban") && l.contains(&format!("host={client_v4}")))
         .count();
     assert_eq!(bans_logged, 1, "daemon log:\n{log_text}");
-    assert!(!net.can_connect(server_v4, SMTP, 1), "still dropped after the restart");
+    assert!(
+        !net.can_connect(server_v4, SMTP, 1),
+        "still dropped after the restart"
+    );
 }

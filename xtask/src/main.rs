@@ -53,7 +53,7 @@ enum Task {
     },
     /// Run a benchmark
     Bench {
-        /// Benchmark name (available: xdp, policy, bans, fleet)
+        /// Benchmark name (available: xdp, policy, bans, fleet, logs)
         name: String,
         /// Extra arguments for the benchmark binary
         #[arg(last = true)]
@@ -88,6 +88,11 @@ const BENCHES: &[Bench] = &[
         name: "fleet",
         package: "spamwall-tests",
         target: "fleet",
+    },
+    Bench {
+        name: "logs",
+        package: "spamwall-tests",
+        target: "logs",
     },
 ];
 

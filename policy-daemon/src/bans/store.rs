@@ -652,11 +652,19 @@ mod tests {
             cursor: Some("s=abc;i=42".to_owned()),
             ..LogPosition::default()
         };
-        store.put_logwatch_position("journal", &journal).expect("put");
+        store
+            .put_logwatch_position("journal", &journal)
+            .expect("put");
         drop(store);
         let store = Store::open_in(dir.path()).expect("reopen");
-        assert_eq!(store.logwatch_position("mail").expect("get"), Some(position));
-        assert_eq!(store.logwatch_position("journal").expect("get"), Some(journal));
+        assert_eq!(
+            store.logwatch_position("mail").expect("get"),
+            Some(position)
+        );
+        assert_eq!(
+            store.logwatch_position("journal").expect("get"),
+            Some(journal)
+        );
     }
 
     #[test]

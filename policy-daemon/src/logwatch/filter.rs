@@ -270,6 +270,17 @@ fn compile(pattern: &str) -> Result<(String, Rule), String> {
     Ok((main, Rule { regex, guards }))
 }
 
+/// The lazy DFA runs a set over a line in one pass, but with the default
+/// 2 MiB cache the Unicode classes of a dozen postfix regexes do not fit
+/// and matching falls back to the much slower `PikeVM`.
+const SET_DFA_CACHE: usize = 64 << 20;
+
+fn fast_set(patterns: &[String]) -> Result<RegexSet, regex::Error> {
+    regex::RegexSetBuilder::new(patterns)
+        .dfa_size_limit(SET_DFA_CACHE)
+        .build()
+}
+
 /// A compiled filter.
 #[derive(Debug)]
 pub struct Filter {
@@ -316,7 +327,7 @@ impl Filter {
             mains.push(main);
             rules.push(rule);
         }
-        let set = RegexSet::new(&mains).map_err(|e| FilterError::Regex {
+        let set = fast_set(&mains).map_err(|e| FilterError::Regex {
             filter: name.to_owned(),
             index: 0,
             pattern: String::new(),
