@@ -11,9 +11,9 @@ pub mod watcher;
 pub use watcher::Watcher;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     fmt::Write as _,
-    io::{BufRead as _, BufReader, Write},
+    io::Write,
     net::IpAddr,
     path::{Path, PathBuf},
     time::SystemTime,
@@ -86,55 +86,52 @@ pub fn test_filter(
     print_missed: bool,
     out: &mut dyn Write,
 ) -> Result<(), TestFilterError> {
-    let file = std::fs::File::open(path).map_err(|source| TestFilterError::Read {
+    let read_error = |source| TestFilterError::Read {
         path: path.to_owned(),
         source,
-    })?;
-    let mut reader = BufReader::with_capacity(1 << 20, file);
+    };
+    let data = std::fs::read(path).map_err(read_error)?;
     let now = SystemTime::now();
-    let (mut lines, mut matched, mut ignored) = (0u64, 0u64, 0u64);
-    let mut hits = vec![0u64; filter.failregex().len()];
+    // Lines are independent: the file is cut at line boundaries into one
+    // chunk per core, scanned in parallel, and the results joined in order.
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let chunks = split_lines(&data, threads);
+    let mut first_line = 0_u64;
+    let mut starts = Vec::with_capacity(chunks.len());
+    for chunk in &chunks {
+        starts.push(first_line);
+        first_line += line_count(chunk);
+    }
+    let results: Vec<ChunkScan> = std::thread::scope(|scope| {
+        let workers: Vec<_> = chunks
+            .iter()
+            .zip(&starts)
+            .map(|(chunk, &start)| {
+                scope.spawn(move || scan_chunk(chunk, start, filter, now, json, print_missed))
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_default())
+            .collect()
+    });
+    let write_err = TestFilterError::Write;
+    let (mut lines, mut matched, mut ignored) = (0_u64, 0_u64, 0_u64);
+    let mut hits = vec![0_u64; filter.failregex().len()];
     let mut hosts: BTreeMap<IpAddr, u64> = BTreeMap::new();
     let mut missed_lines = String::new();
-    let mut buf = Vec::with_capacity(512);
-    let write_err = TestFilterError::Write;
-    loop {
-        buf.clear();
-        let n = reader
-            .read_until(b'\n', &mut buf)
-            .map_err(|source| TestFilterError::Read {
-                path: path.to_owned(),
-                source,
-            })?;
-        if n == 0 {
-            break;
+    for result in results {
+        lines += result.lines;
+        matched += result.matched;
+        ignored += result.ignored;
+        for (total, count) in hits.iter_mut().zip(&result.hits) {
+            *total += count;
         }
-        lines += 1;
-        let raw = String::from_utf8_lossy(&buf);
-        let line = parse_line(&raw, now);
-        match filter.check(&line.text) {
-            Verdict::Matched { host, regex } => {
-                matched += 1;
-                hits[regex] += 1;
-                *hosts.entry(host).or_default() += 1;
-                if json {
-                    let time = line
-                        .time
-                        .map(|t| humantime::format_rfc3339_micros(t).to_string());
-                    let object = serde_json::json!({
-                        "line": lines, "host": host.to_string(), "time": time, "regex": regex,
-                    });
-                    writeln!(out, "{object}").map_err(write_err)?;
-                }
-            }
-            Verdict::Ignored => ignored += 1,
-            Verdict::Missed => {
-                if print_missed {
-                    missed_lines.push_str(raw.trim_end_matches(['\n', '\r']));
-                    missed_lines.push('\n');
-                }
-            }
+        for (host, count) in result.hosts {
+            *hosts.entry(host).or_default() += count;
         }
+        missed_lines.push_str(&result.missed_lines);
+        out.write_all(&result.json).map_err(write_err)?;
     }
     if json {
         return Ok(());
@@ -156,6 +153,93 @@ pub fn test_filter(
         let _ = write!(text, "\nMissed lines:\n{missed_lines}");
     }
     out.write_all(text.as_bytes()).map_err(write_err)
+}
+
+/// What one chunk of a log held.
+#[derive(Debug, Default)]
+struct ChunkScan {
+    lines: u64,
+    matched: u64,
+    ignored: u64,
+    hits: Vec<u64>,
+    hosts: HashMap<IpAddr, u64>,
+    missed_lines: String,
+    /// The chunk's `--json` output, in line order.
+    json: Vec<u8>,
+}
+
+fn scan_chunk(
+    chunk: &[u8],
+    first_line: u64,
+    filter: &Filter,
+    now: SystemTime,
+    json: bool,
+    print_missed: bool,
+) -> ChunkScan {
+    let mut scan = ChunkScan {
+        hits: vec![0; filter.failregex().len()],
+        ..ChunkScan::default()
+    };
+    for raw in chunk.split_inclusive(|&b| b == b'\n') {
+        scan.lines += 1;
+        let raw = String::from_utf8_lossy(raw);
+        let line = parse_line(&raw, now);
+        match filter.check(&line.text) {
+            Verdict::Matched { host, regex } => {
+                scan.matched += 1;
+                scan.hits[regex] += 1;
+                *scan.hosts.entry(host).or_default() += 1;
+                if json {
+                    let time = line
+                        .time
+                        .map(|t| humantime::format_rfc3339_micros(t).to_string());
+                    let object = serde_json::json!({
+                        "line": first_line + scan.lines, "host": host.to_string(), "time": time, "regex": regex,
+                    });
+                    let _ = writeln!(scan.json, "{object}");
+                }
+            }
+            Verdict::Ignored => scan.ignored += 1,
+            Verdict::Missed => {
+                if print_missed {
+                    scan.missed_lines
+                        .push_str(raw.trim_end_matches(['\n', '\r']));
+                    scan.missed_lines.push('\n');
+                }
+            }
+        }
+    }
+    scan
+}
+
+/// Cuts `data` into at most `parts` pieces, each ending with a whole line.
+fn split_lines(data: &[u8], parts: usize) -> Vec<&[u8]> {
+    let mut chunks = Vec::with_capacity(parts);
+    let mut rest = data;
+    for left in (1..=parts.max(1)).rev() {
+        if rest.is_empty() {
+            break;
+        }
+        let target = rest.len() / left;
+        let cut = if left == 1 {
+            rest.len()
+        } else {
+            rest[target..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(rest.len(), |i| target + i + 1)
+        };
+        let (chunk, tail) = rest.split_at(cut);
+        chunks.push(chunk);
+        rest = tail;
+    }
+    chunks
+}
+
+/// Lines in a chunk, counting an unterminated last line.
+fn line_count(chunk: &[u8]) -> u64 {
+    let newlines = chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+    newlines + u64::from(!chunk.is_empty() && !chunk.ends_with(b"\n"))
 }
 
 /// `[logwatch]`: log sources, user filters and ban rules.
@@ -289,6 +373,22 @@ impl LogwatchConfig {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn lines_are_split_whole_and_counted() {
+        let data = b"one\ntwo\nthree\nfour";
+        for parts in 1..6 {
+            let chunks = super::split_lines(data, parts);
+            assert!(chunks.len() <= parts);
+            assert_eq!(chunks.concat(), data, "{parts} parts");
+            for chunk in &chunks[..chunks.len() - 1] {
+                assert!(chunk.ends_with(b"\n"), "{parts} parts: {chunks:?}");
+            }
+            let total: u64 = chunks.iter().map(|c| super::line_count(c)).sum();
+            assert_eq!(total, 4);
+        }
+        assert!(super::split_lines(b"", 4).is_empty());
+    }
+
     use super::*;
     use crate::config::{Config, ParseError};
 
