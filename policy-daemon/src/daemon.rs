@@ -151,6 +151,10 @@ fn log_ban(entry: &BanEntry) {
     reason = "the start and stop sequence reads best in one place"
 )]
 pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError> {
+    // The control socket first: a second daemon on the same configuration
+    // must stop here, before it touches the store, the maps or the links.
+    let socket_path = config.daemon.control_socket.clone();
+    let listener = control::bind(&socket_path)?;
     let store = Arc::new(Store::open_in(&config.daemon.state_dir)?);
     let (xdp, attachments) = if config.ban.backends.contains(&Backend::Xdp) {
         start_xdp(&config)
@@ -184,8 +188,6 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
         manager.set_observer(fleet.observer());
         fleet
     });
-    let socket_path = config.daemon.control_socket.clone();
-    let listener = control::bind(&socket_path)?;
     let shared = Arc::new(Shared {
         manager: Mutex::new(manager),
         runtime: Mutex::new(Runtime {

@@ -434,6 +434,53 @@ fn runs_unprivileged_with_only_the_unit_capabilities() {
 }
 
 #[test]
+fn a_second_daemon_on_the_same_configuration_stops_before_touching_anything() {
+    if !require_root("a_second_daemon_on_the_same_configuration_stops_before_touching_anything") {
+        return;
+    }
+    let setup = Setup::new(Subnet::test_net_1(11), &[SMTP], |_| {});
+    let client = setup.net.client_v4().to_string();
+    setup.daemon.cli_ok(&["ban", &client]);
+    let linked_program = || {
+        let links = setup.daemon.pin_dir().join(LINK_PIN_DIR);
+        let link = std::fs::read_dir(&links)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let out = spamwall_tests::netns::run_bounded(
+            std::process::Command::new("bpftool")
+                .args(["-j", "link", "show", "pinned"])
+                .arg(&link),
+            Duration::from_secs(10),
+        );
+        let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+        info["prog_id"].as_u64().unwrap()
+    };
+    let program_before = linked_program();
+    let second = spamwall_tests::netns::run_bounded(
+        spamwall_tests::netns::in_netns(setup.net.server(), spamwall_tests::daemon::spamwall_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(setup.daemon.config_path()),
+        Duration::from_secs(20),
+    );
+    assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("already listening"),
+        "{}",
+        stderr(&second)
+    );
+    assert_eq!(
+        linked_program(),
+        program_before,
+        "the link still runs the first daemon's program"
+    );
+    setup.assert_dropped(setup.net.server_v4(), SMTP, "the ban still holds");
+}
+
+#[test]
 fn own_addresses_are_never_banned() {
     if !require_root("own_addresses_are_never_banned") {
         return;
