@@ -19,6 +19,7 @@ use std::{
 // Matching runs on bytes with ASCII classes: log lines are ASCII where it
 // matters (addresses, keywords), and byte-sized DFA states make the set
 // scan several times faster than Unicode classes would.
+use aho_corasick::AhoCorasick;
 use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
 /// A filter that cannot be built, naming the file, line or regex at fault.
@@ -283,6 +284,104 @@ fn fast_set(patterns: &[String]) -> Result<RegexSet, regex::Error> {
         .build()
 }
 
+/// One literal per pattern for the prefilter: the longest required literal
+/// that not every pattern shares (a common one, such as the `postfix`
+/// of the syslog prefix, is in every line and filters nothing).
+fn choose_needles(patterns: &[String]) -> Option<Vec<String>> {
+    let literals: Vec<Vec<String>> = patterns
+        .iter()
+        .map(|p| required_literals(p))
+        .collect::<Option<_>>()?;
+    let shared =
+        |literal: &String| patterns.len() > 1 && literals.iter().all(|l| l.contains(literal));
+    literals
+        .iter()
+        .map(|candidates| {
+            candidates
+                .iter()
+                .filter(|literal| !shared(literal))
+                .max_by_key(|literal| literal.len())
+                .cloned()
+        })
+        .collect()
+}
+
+/// The literals every match of `pattern` contains: runs of plain
+/// characters outside any group, not made optional by a quantifier, in a
+/// pattern without top-level alternation, at least three characters long.
+/// `None` when the pattern changes flags or alternates at the top level.
+fn required_literals(pattern: &str) -> Option<Vec<String>> {
+    let mut found: Vec<String> = Vec::new();
+    let mut run = String::new();
+    let mut depth = 0_u32;
+    let mut in_class = false;
+    let mut chars = pattern.chars().peekable();
+    let finish = |run: &mut String, found: &mut Vec<String>| {
+        if run.len() >= 3 {
+            found.push(std::mem::take(run));
+        }
+        run.clear();
+    };
+    while let Some(c) = chars.next() {
+        if in_class {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                ']' => in_class = false,
+                _ => {}
+            }
+            continue;
+        }
+        let literal = match c {
+            '\\' => match chars.next() {
+                Some(e) if e.is_ascii_punctuation() || e == ' ' => Some(e),
+                _ => None,
+            },
+            '(' => {
+                if chars.peek() == Some(&'?') {
+                    // `(?i)` changes the flags of everything after it:
+                    // give up. `(?i:…)`, `(?:…)`, `(?P<n>…)` are groups.
+                    let mut ahead = chars.clone();
+                    ahead.next();
+                    let mut flags = ahead.skip_while(|f| f.is_ascii_alphabetic() || *f == '-');
+                    if flags.next() == Some(')') {
+                        return None;
+                    }
+                }
+                depth += 1;
+                None
+            }
+            ')' => {
+                depth = depth.saturating_sub(1);
+                None
+            }
+            '[' => {
+                in_class = true;
+                None
+            }
+            '|' if depth == 0 => return None,
+            '.' | '^' | '$' | '|' | '?' | '*' | '+' | '{' | '}' => None,
+            c => Some(c),
+        };
+        match literal {
+            Some(l) if depth == 0 => match chars.peek() {
+                // Optional or counted: the character may be absent.
+                Some('?' | '*' | '{') => finish(&mut run, &mut found),
+                // Repeated: present, but what follows may not be adjacent.
+                Some('+') => {
+                    run.push(l);
+                    finish(&mut run, &mut found);
+                }
+                _ => run.push(l),
+            },
+            _ => finish(&mut run, &mut found),
+        }
+    }
+    finish(&mut run, &mut found);
+    Some(found)
+}
+
 fn ascii_regex(pattern: &str) -> Result<Regex, String> {
     RegexBuilder::new(pattern)
         .unicode(false)
@@ -299,6 +398,10 @@ pub struct Filter {
     rules: Vec<Rule>,
     ignore_set: Option<RegexSet>,
     ignore: Vec<Rule>,
+    /// Literals one of which every matching line contains: a line with
+    /// none of them is missed without running the set. `None` when some
+    /// failregex has no literal it always needs.
+    needles: Option<AhoCorasick>,
 }
 
 /// What a filter made of a line.
@@ -366,6 +469,7 @@ impl Filter {
                 })?,
             )
         };
+        let needles = choose_needles(&mains).and_then(|needles| AhoCorasick::new(needles).ok());
         Ok(Self {
             name: name.to_owned(),
             failregex: failregex.to_vec(),
@@ -373,6 +477,7 @@ impl Filter {
             rules,
             ignore_set,
             ignore,
+            needles,
         })
     }
 
@@ -389,6 +494,11 @@ impl Filter {
     /// Checks the text of a line (timestamp already removed).
     pub fn check(&self, text: &str) -> Verdict {
         let text = text.as_bytes();
+        if let Some(needles) = &self.needles
+            && !needles.is_match(text)
+        {
+            return Verdict::Missed;
+        }
         let matches = self.set.matches(text);
         if !matches.matched_any() {
             return Verdict::Missed;
@@ -903,6 +1013,50 @@ impl fmt::Display for Verdict {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn required_literals_are_only_what_every_match_contains() {
+        let lit = |pattern: &str| {
+            required_literals(pattern).and_then(|found| found.into_iter().max_by_key(String::len))
+        };
+        assert_eq!(
+            lit(r"^(?:\S+\s+)?postfix/\w+: DNSBL rank \d+ for \[(?P<host>[^]]+)\]").as_deref(),
+            Some(": DNSBL rank ")
+        );
+        assert_eq!(
+            lit(r"^x: (?i:LOGIN|PLAIN) authentication failed:").as_deref(),
+            Some(" authentication failed:")
+        );
+        assert_eq!(
+            lit(r"lost connection after \S+ from").as_deref(),
+            Some("lost connection after ")
+        );
+        assert_eq!(lit(r"abcd?ef").as_deref(), Some("abc"), "d is optional");
+        assert_eq!(lit(r"abcde+fgh").as_deref(), Some("abcde"), "e repeats");
+        assert_eq!(lit(r"reject\.here:\[x"), Some("reject.here:[x".to_owned()));
+        assert_eq!(lit(r"(?i)reject"), None, "flags for the rest");
+        assert_eq!(lit(r"alpha one|beta two"), None, "top-level alternation");
+        assert_eq!(
+            lit(r"(?:alpha|beta) x"),
+            None,
+            "nothing required is long enough"
+        );
+        assert_eq!(lit(r"[abc]{2}longword"), Some("longword".to_owned()));
+        let needles = choose_needles(&[
+            r"^postfix/\w+: a longer literal here".to_owned(),
+            r"^postfix/\w+: DNSBL".to_owned(),
+        ]);
+        assert_eq!(
+            needles,
+            Some(vec![
+                ": a longer literal here".to_owned(),
+                ": DNSBL".to_owned()
+            ])
+        );
+        let shared_only =
+            choose_needles(&[r"^postfix/\w+ x".to_owned(), r"^postfix/\d+ y".to_owned()]);
+        assert_eq!(shared_only, None, "only the shared prefix: no prefilter");
+    }
+
     use super::*;
 
     fn filter(failregex: &[&str], ignore: &[&str]) -> Filter {
