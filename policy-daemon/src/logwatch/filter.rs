@@ -756,6 +756,22 @@ fn current_year(now_secs: i64) -> i64 {
 
 /// The local time zone's offset from UTC in seconds at `now`.
 fn local_offset(now_secs: i64) -> i64 {
+    // Every line of a scan is read against the same `now`: remember the
+    // last answer instead of asking libc (and its time-zone lock) per line.
+    thread_local! {
+        static LAST: std::cell::Cell<Option<(i64, i64)>> = const { std::cell::Cell::new(None) };
+    }
+    if let Some((at, offset)) = LAST.get()
+        && at == now_secs
+    {
+        return offset;
+    }
+    let offset = local_offset_uncached(now_secs);
+    LAST.set(Some((now_secs, offset)));
+    offset
+}
+
+fn local_offset_uncached(now_secs: i64) -> i64 {
     let time: libc::time_t = now_secs;
     // SAFETY: `tm` is plain data, zero-initialised; localtime_r writes into
     // it and reads only `time`.
