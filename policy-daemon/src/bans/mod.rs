@@ -340,6 +340,55 @@ mod secs {
     }
 }
 
+/// A [`BanSink`] for unit tests of verdict sources: records every ban and
+/// refuses loopback, as the manager's allowlist would.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub struct RecordingSink {
+    pub bans: std::sync::Mutex<Vec<(IpNet, BanLength, Source, String)>>,
+}
+
+#[cfg(test)]
+impl RecordingSink {
+    /// The bans recorded so far.
+    ///
+    /// # Panics
+    /// When a test panicked while holding the lock.
+    pub fn recorded(&self) -> Vec<(IpNet, BanLength, Source, String)> {
+        self.bans.lock().expect("lock").clone()
+    }
+}
+
+#[cfg(test)]
+impl BanSink for RecordingSink {
+    fn ban(
+        &self,
+        target: IpNet,
+        length: BanLength,
+        source: Source,
+        reason: &str,
+    ) -> Result<BanEntry, BanError> {
+        if target.addr().is_loopback() {
+            return Err(BanError::Allowlisted {
+                target,
+                entry: target,
+            });
+        }
+        self.bans
+            .lock()
+            .expect("lock")
+            .push((target, length, source, reason.to_owned()));
+        Ok(BanEntry {
+            addr: target,
+            expires_at: None,
+            source,
+            reason: reason.to_owned(),
+            detail: String::new(),
+            count: 1,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -292,13 +292,8 @@ impl Store {
         target: &str,
         now: i64,
     ) -> Result<u64, StoreError> {
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO outbox (backend, op, target, queued_at) VALUES (?1, ?2, ?3, ?4)",
-            params![backend, op, target, now],
-        )
-        .map_err(sql(&self.path, "queueing an operation"))?;
-        Ok(conn.last_insert_rowid().unsigned_abs())
+        self.outbox_push_many(backend, &[(op, target.to_owned())], now)
+            .map(|ids| ids.first().copied().unwrap_or_default())
     }
 
     /// Operations still waiting for `backend`, oldest first.
@@ -437,6 +432,9 @@ impl Store {
     }
 }
 
+/// The `outbox.backend` value of fail2ban's operations.
+const FAIL2BAN_OUTBOX: &str = "fail2ban";
+
 /// The fail2ban backend's durable queue, in table `outbox`.
 impl OutboxStore for Store {
     type Error = StoreError;
@@ -447,30 +445,15 @@ impl OutboxStore for Store {
     }
 
     fn push_many(&self, ops: &[Fail2banOp]) -> Result<Vec<u64>, StoreError> {
-        let now = super::unix_now();
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction()
-            .map_err(sql(&self.path, "beginning a transaction"))?;
-        let mut ids = Vec::with_capacity(ops.len());
-        {
-            let mut insert = tx
-                .prepare_cached("INSERT INTO outbox (backend, op, target, queued_at) VALUES ('fail2ban', ?1, ?2, ?3)")
-                .map_err(sql(&self.path, "preparing the outbox insert"))?;
-            for op in ops {
-                insert
-                    .execute(params![op.kind.as_str(), target_to_string(&op.target), now])
-                    .map_err(sql(&self.path, "queueing an operation"))?;
-                ids.push(tx.last_insert_rowid().unsigned_abs());
-            }
-        }
-        tx.commit()
-            .map_err(sql(&self.path, "committing queued operations"))?;
-        Ok(ids)
+        let rows: Vec<(&str, String)> = ops
+            .iter()
+            .map(|op| (op.kind.as_str(), target_to_string(&op.target)))
+            .collect();
+        self.outbox_push_many(FAIL2BAN_OUTBOX, &rows, super::unix_now())
     }
 
     fn pending(&self) -> Result<Vec<(u64, Fail2banOp)>, StoreError> {
-        self.outbox_pending("fail2ban")?
+        self.outbox_pending(FAIL2BAN_OUTBOX)?
             .into_iter()
             .map(|row| {
                 let corrupt = |detail: String| StoreError::Corrupt {

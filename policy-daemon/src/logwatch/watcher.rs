@@ -309,42 +309,9 @@ mod tests {
     use std::{fs::OpenOptions, io::Write as _, net::IpAddr};
 
     use super::*;
-    use crate::{
-        bans::{BanEntry, BanError, BanLength},
-        config::Config,
-    };
+    use crate::{bans::BanLength, config::Config};
 
-    /// Records bans; refuses loopback as the manager's allowlist would.
-    #[derive(Default)]
-    struct Recorder(Mutex<Vec<(IpNet, BanLength, String)>>);
-
-    impl BanSink for Recorder {
-        fn ban(
-            &self,
-            target: IpNet,
-            length: BanLength,
-            source: Source,
-            reason: &str,
-        ) -> Result<BanEntry, BanError> {
-            assert_eq!(source, Source::Logwatch);
-            if target.addr().is_loopback() {
-                return Err(BanError::Allowlisted {
-                    target,
-                    entry: target,
-                });
-            }
-            let mut bans = self.0.lock().expect("lock");
-            bans.push((target, length, reason.to_owned()));
-            Ok(BanEntry {
-                addr: target,
-                expires_at: None,
-                source,
-                reason: reason.to_owned(),
-                detail: String::new(),
-                count: 1,
-            })
-        }
-    }
+    use crate::bans::RecordingSink as Recorder;
 
     fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -377,7 +344,7 @@ mod tests {
         file.write_all(allowlisted.as_bytes()).expect("append");
         file.write_all(format!("{banned}\n").as_bytes())
             .expect("append");
-        wait_for("the ban", || !recorder.0.lock().expect("lock").is_empty());
+        wait_for("the ban", || !recorder.recorded().is_empty());
         wait_for("the saved position", || {
             store
                 .logwatch_position("mail")
@@ -385,12 +352,13 @@ mod tests {
                 .is_some_and(|p| p.offset == (allowlisted.len() + banned.len() + 1) as u64)
         });
         watcher.stop();
-        let bans = recorder.0.lock().expect("lock").clone();
+        let bans = recorder.recorded();
         assert_eq!(
             bans,
             [(
                 IpNet::from("2001:db8::5".parse::<IpAddr>().expect("ip")),
                 BanLength::Default,
+                Source::Logwatch,
                 banned.to_owned()
             )]
         );
@@ -416,9 +384,7 @@ mod tests {
         let recorder = Arc::new(Recorder::default());
         let sink: Arc<dyn BanSink> = recorder.clone();
         let watcher = Watcher::start_with(&config.logwatch, &store, &sink, &script);
-        wait_for("the journal ban", || {
-            !recorder.0.lock().expect("lock").is_empty()
-        });
+        wait_for("the journal ban", || !recorder.recorded().is_empty());
         wait_for("the saved cursor", || {
             store
                 .logwatch_position("journal")
@@ -427,7 +393,7 @@ mod tests {
         });
         watcher.stop();
         assert_eq!(
-            recorder.0.lock().expect("lock")[0].2,
+            recorder.recorded()[0].3,
             "postfix/postscreen[9]: DNSBL rank 3 for [198.51.100.4]:5"
         );
         let missing = Watcher::start_with(

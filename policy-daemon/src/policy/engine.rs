@@ -550,48 +550,12 @@ impl Engine {
 #[cfg(test)]
 #[expect(clippy::float_cmp, reason = "scores are small integers, exact in f64")]
 mod tests {
-    use std::{net::Ipv4Addr, sync::Mutex};
+    use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::{
-        bans::{BanEntry, BanError},
-        config::Config,
-        policy::dns::stub::StubLookup,
-    };
+    use crate::{config::Config, policy::dns::stub::StubLookup};
 
-    #[derive(Debug, Default)]
-    struct RecordingSink {
-        bans: Mutex<Vec<(IpNet, BanLength, Source, String)>>,
-    }
-
-    impl BanSink for RecordingSink {
-        fn ban(
-            &self,
-            target: IpNet,
-            length: BanLength,
-            source: Source,
-            reason: &str,
-        ) -> Result<BanEntry, BanError> {
-            if target.addr().is_loopback() {
-                return Err(BanError::Allowlisted {
-                    target,
-                    entry: target,
-                });
-            }
-            self.bans
-                .lock()
-                .expect("lock")
-                .push((target, length, source, reason.to_owned()));
-            Ok(BanEntry {
-                addr: target,
-                expires_at: None,
-                source,
-                reason: reason.to_owned(),
-                detail: String::new(),
-                count: 1,
-            })
-        }
-    }
+    use crate::bans::RecordingSink;
 
     const CONFIG: &str = r#"
 [policy]
@@ -714,7 +678,7 @@ action = "prepend X-Spamwall: %SCORE% (%DETAIL%)"
             )
             .await;
         assert_eq!(other.score, 5.0);
-        assert!(sink.bans.lock().expect("lock").is_empty());
+        assert!(sink.recorded().is_empty());
     }
 
     #[tokio::test]
@@ -757,7 +721,7 @@ action = "prepend X-Spamwall: %SCORE% (%DETAIL%)"
             )
             .await;
         assert!(again.action.starts_with("reject "), "{}", again.action);
-        let bans = sink.bans.lock().expect("lock").clone();
+        let bans = sink.recorded();
         assert_eq!(bans.len(), 1, "one ban per mail: {bans:?}");
         let (target, length, source, reason) = &bans[0];
         assert_eq!(target.to_string(), "198.51.100.50/32");
