@@ -19,7 +19,7 @@ use std::{
 // Matching runs on bytes with ASCII classes: log lines are ASCII where it
 // matters (addresses, keywords), and byte-sized DFA states make the set
 // scan several times faster than Unicode classes would.
-use aho_corasick::AhoCorasick;
+use aho_corasick::{AhoCorasick, MatchKind};
 use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
 /// A filter that cannot be built, naming the file, line or regex at fault.
@@ -361,7 +361,9 @@ fn required_literals(pattern: &str) -> Option<Vec<String>> {
                 None
             }
             '|' if depth == 0 => return None,
-            '.' | '^' | '$' | '|' | '?' | '*' | '+' | '{' | '}' => None,
+            // U+FFFD stands for undecodable bytes: the raw line a literal
+            // is looked for in holds other bytes there.
+            '.' | '^' | '$' | '|' | '?' | '*' | '+' | '{' | '}' | '\u{FFFD}' => None,
             c => Some(c),
         };
         match literal {
@@ -469,7 +471,14 @@ impl Filter {
                 })?,
             )
         };
-        let needles = choose_needles(&mains).and_then(|needles| AhoCorasick::new(needles).ok());
+        // Leftmost-first lets the automaton use its SIMD (Teddy) searcher;
+        // whether a line holds any literal at all does not depend on it.
+        let needles = choose_needles(&mains).and_then(|needles| {
+            AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostFirst)
+                .build(needles)
+                .ok()
+        });
         Ok(Self {
             name: name.to_owned(),
             failregex: failregex.to_vec(),
@@ -489,6 +498,23 @@ impl Filter {
     /// The failregex lines as given.
     pub fn failregex(&self) -> &[String] {
         &self.failregex
+    }
+
+    /// The lines of `text` (newline-separated) a failregex might match,
+    /// each with its byte offset and its newline: the lines holding one of
+    /// the prefilter's literals, found in one pass over the whole text, or
+    /// every line when the filter has no prefilter. A line left out is
+    /// [`Verdict::Missed`] for sure, so a log is scanned without touching
+    /// most of its lines one by one.
+    ///
+    /// Journald JSON lines are rebuilt before matching (the text a filter
+    /// sees is not the raw line), so give only plain log text here.
+    pub fn candidate_lines<'t>(&'t self, text: &'t [u8]) -> CandidateLines<'t> {
+        CandidateLines {
+            needles: self.needles.as_ref(),
+            text,
+            at: 0,
+        }
     }
 
     /// Checks the text of a line (timestamp already removed).
@@ -536,6 +562,34 @@ impl Filter {
             host: canonical(host),
             regex,
         }
+    }
+}
+
+/// The iterator of [`Filter::candidate_lines`].
+#[derive(Debug)]
+pub struct CandidateLines<'t> {
+    needles: Option<&'t AhoCorasick>,
+    text: &'t [u8],
+    /// Where the next search starts: always the start of a line.
+    at: usize,
+}
+
+impl<'t> Iterator for CandidateLines<'t> {
+    type Item = (usize, &'t [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self.text.get(self.at..).filter(|r| !r.is_empty())?;
+        let start = match self.needles {
+            None => self.at,
+            Some(needles) => {
+                let hit = needles.find(rest)?;
+                self.at + memchr::memrchr(b'\n', &rest[..hit.start()]).map_or(0, |i| i + 1)
+            }
+        };
+        let end =
+            memchr::memchr(b'\n', &self.text[start..]).map_or(self.text.len(), |i| start + i + 1);
+        self.at = end;
+        Some((start, &self.text[start..end]))
     }
 }
 

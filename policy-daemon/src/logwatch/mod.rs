@@ -79,6 +79,11 @@ pub fn resolve_filter(
 /// Runs a filter over a log file like fail2ban-regex: a summary (per-regex
 /// hits, `Lines: N, matched M, missed K, ignored I`, hosts) or, with
 /// `json`, one object per matched line.
+///
+/// A regular file is cut into one byte range per core, each read and
+/// scanned in blocks of whole lines: memory stays small whatever the size
+/// of the log, and the file is read as far as it reached when the run
+/// began. Anything else (a pipe, `/dev/stdin`) is read through once.
 pub fn test_filter(
     path: &Path,
     filter: &Filter,
@@ -90,37 +95,63 @@ pub fn test_filter(
         path: path.to_owned(),
         source,
     };
-    let data = std::fs::read(path).map_err(read_error)?;
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let metadata = file.metadata().map_err(read_error)?;
     let now = SystemTime::now();
-    // Lines are independent: the file is cut at line boundaries into one
-    // chunk per core, scanned in parallel, and the results joined in order.
-    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let chunks = split_lines(&data, threads);
-    let mut first_line = 0_u64;
-    let mut starts = Vec::with_capacity(chunks.len());
-    for chunk in &chunks {
-        starts.push(first_line);
-        first_line += line_count(chunk);
-    }
-    let results: Vec<ChunkScan> = std::thread::scope(|scope| {
-        let workers: Vec<_> = chunks
-            .iter()
-            .zip(&starts)
-            .map(|(chunk, &start)| {
-                scope.spawn(move || scan_chunk(chunk, start, filter, now, json, print_missed))
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().unwrap_or_default())
-            .collect()
-    });
+    let options = ScanOptions {
+        filter,
+        now,
+        json,
+        print_missed,
+    };
+    let results: Vec<std::io::Result<ChunkScan>> = if metadata.is_file() {
+        let size = metadata.len();
+        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let parts = u64::try_from(threads).unwrap_or(1).min(size / MIN_PART + 1);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..parts)
+                .map(|k| {
+                    let (file, options) = (&file, &options);
+                    let range = size * k / parts..size * (k + 1) / parts;
+                    scope.spawn(move || scan_range(file, range, size, options))
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_else(|_| Ok(ChunkScan::default())))
+                .collect()
+        })
+    } else {
+        let mut reader = &file;
+        let mut scan = ChunkScan::new(filter);
+        vec![
+            read_lines(
+                |buf| std::io::Read::read(&mut reader, buf),
+                false,
+                u64::MAX,
+                BLOCK,
+                |block| scan_chunk(block, &mut scan, &options),
+            )
+            .map(|()| scan),
+        ]
+    };
     let write_err = TestFilterError::Write;
     let (mut lines, mut matched, mut ignored) = (0_u64, 0_u64, 0_u64);
     let mut hits = vec![0_u64; filter.failregex().len()];
     let mut hosts: BTreeMap<IpAddr, u64> = BTreeMap::new();
     let mut missed_lines = String::new();
+    let mut json_out = Vec::new();
     for result in results {
+        let result = result.map_err(read_error)?;
+        for hit in &result.json {
+            let object = serde_json::json!({
+                "line": lines + hit.line,
+                "host": hit.host.to_string(),
+                "time": hit.time.map(|t| humantime::format_rfc3339_micros(t).to_string()),
+                "regex": hit.regex,
+            });
+            let _ = writeln!(json_out, "{object}");
+        }
         lines += result.lines;
         matched += result.matched;
         ignored += result.ignored;
@@ -131,10 +162,9 @@ pub fn test_filter(
             *hosts.entry(host).or_default() += count;
         }
         missed_lines.push_str(&result.missed_lines);
-        out.write_all(&result.json).map_err(write_err)?;
     }
     if json {
-        return Ok(());
+        return out.write_all(&json_out).map_err(write_err);
     }
     let missed = lines - matched - ignored;
     let mut text = format!("Filter: {}\n\nFailregex: {matched} total\n", filter.name());
@@ -155,7 +185,30 @@ pub fn test_filter(
     out.write_all(text.as_bytes()).map_err(write_err)
 }
 
-/// What one chunk of a log held.
+/// A file smaller than this per core is not worth another thread.
+const MIN_PART: u64 = 1 << 20;
+
+/// How much of a log a worker reads at once (more for a longer line).
+const BLOCK: usize = 1 << 20;
+
+/// What every worker of a `test-filter` run shares.
+struct ScanOptions<'f> {
+    filter: &'f Filter,
+    now: SystemTime,
+    json: bool,
+    print_missed: bool,
+}
+
+/// A matched line for `--json`, numbered within its worker's range.
+#[derive(Debug)]
+struct JsonHit {
+    line: u64,
+    host: IpAddr,
+    time: Option<SystemTime>,
+    regex: usize,
+}
+
+/// What one worker's range of a log held.
 #[derive(Debug, Default)]
 struct ChunkScan {
     lines: u64,
@@ -164,24 +217,149 @@ struct ChunkScan {
     hits: Vec<u64>,
     hosts: HashMap<IpAddr, u64>,
     missed_lines: String,
-    /// The chunk's `--json` output, in line order.
-    json: Vec<u8>,
+    json: Vec<JsonHit>,
 }
 
-fn scan_chunk(
-    chunk: &[u8],
-    first_line: u64,
-    filter: &Filter,
-    now: SystemTime,
-    json: bool,
-    print_missed: bool,
-) -> ChunkScan {
-    let mut scan = ChunkScan {
-        hits: vec![0; filter.failregex().len()],
-        ..ChunkScan::default()
-    };
-    for raw in chunk.split_inclusive(|&b| b == b'\n') {
-        scan.lines += 1;
+impl ChunkScan {
+    fn new(filter: &Filter) -> Self {
+        Self {
+            hits: vec![0; filter.failregex().len()],
+            ..Self::default()
+        }
+    }
+}
+
+/// Scans the lines that start in `range` of a file of `size` bytes.
+fn scan_range(
+    file: &std::fs::File,
+    range: std::ops::Range<u64>,
+    size: u64,
+    options: &ScanOptions<'_>,
+) -> std::io::Result<ChunkScan> {
+    use std::os::unix::fs::FileExt as _;
+    let mut scan = ChunkScan::new(options.filter);
+    read_range(
+        |buf, at| file.read_at(buf, at),
+        range,
+        size,
+        BLOCK,
+        |block| scan_chunk(block, &mut scan, options),
+    )?;
+    Ok(scan)
+}
+
+/// [`read_lines`] for the lines that start in `range` of `size` bytes
+/// read with `read_at`.
+fn read_range(
+    read_at: impl Fn(&mut [u8], u64) -> std::io::Result<usize>,
+    range: std::ops::Range<u64>,
+    size: u64,
+    block: usize,
+    scan: impl FnMut(&[u8]),
+) -> std::io::Result<()> {
+    // From the byte before the range: whether a line starts at its first.
+    let mut at = range.start.saturating_sub(1);
+    let owned = range.end - at;
+    read_lines(
+        |buf| {
+            let left = size.saturating_sub(at);
+            let want = usize::try_from(left).map_or(buf.len(), |left| left.min(buf.len()));
+            let n = read_at(&mut buf[..want], at)?;
+            at += n as u64;
+            Ok(n)
+        },
+        range.start > 0,
+        owned,
+        block,
+        scan,
+    )
+}
+
+/// Feeds `scan` blocks of whole lines from `read`: the lines that start
+/// in the first `owned` bytes, the last of them read to its end. With
+/// `skip_first`, the bytes up to the first newline belong to the range
+/// before (read starts one byte early, so a newline there means a line
+/// starts right at the range). A last line without a newline counts.
+fn read_lines(
+    mut read: impl FnMut(&mut [u8]) -> std::io::Result<usize>,
+    skip_first: bool,
+    owned: u64,
+    block: usize,
+    mut scan: impl FnMut(&[u8]),
+) -> std::io::Result<()> {
+    let mut buf = vec![0_u8; block.max(1)];
+    let (mut filled, mut base) = (0_usize, 0_u64);
+    let mut skipping = skip_first;
+    loop {
+        if filled == buf.len() {
+            // A line longer than the buffer.
+            buf.resize(buf.len() * 2, 0);
+        }
+        let n = loop {
+            match read(&mut buf[filled..]) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                other => break other?,
+            }
+        };
+        let eof = n == 0;
+        filled += n;
+        let data = &buf[..filled];
+        let mut start = 0;
+        if skipping {
+            if let Some(i) = memchr::memchr(b'\n', data) {
+                start = i + 1;
+                skipping = false;
+            } else if eof {
+                return Ok(());
+            } else {
+                base += filled as u64;
+                filled = 0;
+                continue;
+            }
+        }
+        let whole = if eof {
+            filled
+        } else {
+            memchr::memrchr(b'\n', &data[start..]).map_or(start, |i| start + i + 1)
+        };
+        // Lines from `limit` on are the next range's.
+        let limit = usize::try_from(owned.saturating_sub(base)).unwrap_or(usize::MAX);
+        if limit <= start {
+            return Ok(());
+        }
+        if limit <= whole {
+            let end = memchr::memchr(b'\n', &data[limit - 1..whole]).map_or(whole, |i| limit + i);
+            scan(&data[start..end]);
+            return Ok(());
+        }
+        scan(&data[start..whole]);
+        if eof {
+            return Ok(());
+        }
+        buf.copy_within(whole..filled, 0);
+        base += whole as u64;
+        filled -= whole;
+    }
+}
+
+/// Scans a block of whole lines into `scan`.
+fn scan_chunk(chunk: &[u8], scan: &mut ChunkScan, options: &ScanOptions<'_>) {
+    let &ScanOptions {
+        filter,
+        now,
+        json,
+        print_missed,
+    } = options;
+    let first_line = scan.lines;
+    scan.lines += line_count(chunk);
+    // Journald JSON lines are rebuilt before matching and missed lines
+    // are wanted one by one: both need every line. Otherwise only the
+    // lines holding a literal some failregex needs are looked at.
+    let every_line = print_missed
+        || chunk.first() == Some(&b'{')
+        || memchr::memmem::find(chunk, b"\n{").is_some();
+    let (mut counted_to, mut lines_before) = (0, 0_u64);
+    let mut check = |offset: usize, raw: &[u8]| {
         let raw = String::from_utf8_lossy(raw);
         let line = parse_line(&raw, now);
         match filter.check(&line.text) {
@@ -190,13 +368,15 @@ fn scan_chunk(
                 scan.hits[regex] += 1;
                 *scan.hosts.entry(host).or_default() += 1;
                 if json {
-                    let time = line
-                        .time
-                        .map(|t| humantime::format_rfc3339_micros(t).to_string());
-                    let object = serde_json::json!({
-                        "line": first_line + scan.lines, "host": host.to_string(), "time": time, "regex": regex,
+                    lines_before +=
+                        memchr::memchr_iter(b'\n', &chunk[counted_to..offset]).count() as u64;
+                    counted_to = offset;
+                    scan.json.push(JsonHit {
+                        line: first_line + lines_before + 1,
+                        host,
+                        time: line.time,
+                        regex,
                     });
-                    let _ = writeln!(scan.json, "{object}");
                 }
             }
             Verdict::Ignored => scan.ignored += 1,
@@ -208,32 +388,18 @@ fn scan_chunk(
                 }
             }
         }
-    }
-    scan
-}
-
-/// Cuts `data` into at most `parts` pieces, each ending with a whole line.
-fn split_lines(data: &[u8], parts: usize) -> Vec<&[u8]> {
-    let mut chunks = Vec::with_capacity(parts);
-    let mut rest = data;
-    for left in (1..=parts.max(1)).rev() {
-        if rest.is_empty() {
-            break;
+    };
+    if every_line {
+        let mut offset = 0;
+        for raw in chunk.split_inclusive(|&b| b == b'\n') {
+            check(offset, raw);
+            offset += raw.len();
         }
-        let target = rest.len() / left;
-        let cut = if left == 1 {
-            rest.len()
-        } else {
-            rest[target..]
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(rest.len(), |i| target + i + 1)
-        };
-        let (chunk, tail) = rest.split_at(cut);
-        chunks.push(chunk);
-        rest = tail;
+    } else {
+        for (offset, raw) in filter.candidate_lines(chunk) {
+            check(offset, raw);
+        }
     }
-    chunks
 }
 
 /// Lines in a chunk, counting an unterminated last line.
@@ -374,19 +540,115 @@ impl LogwatchConfig {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn lines_are_split_whole_and_counted() {
-        let data = b"one\ntwo\nthree\nfour";
-        for parts in 1..6 {
-            let chunks = split_lines(data, parts);
-            assert!(chunks.len() <= parts);
-            assert_eq!(chunks.concat(), data, "{parts} parts");
-            for chunk in &chunks[..chunks.len() - 1] {
-                assert!(chunk.ends_with(b"\n"), "{parts} parts: {chunks:?}");
+    fn ranges_read_every_line_once_and_whole() {
+        let long = format!("{}\n", "x".repeat(40));
+        let samples: Vec<Vec<u8>> = [
+            "",
+            "a",
+            "a\n",
+            "\n\n\n",
+            "one\ntwo\nthree\nfour",
+            "one\ntwo\nthree\nfour\n",
+            &format!("{long}short\n{long}{long}tail"),
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+        for data in &samples {
+            let size = data.len() as u64;
+            for parts in 1..=7_u64 {
+                for block in [1, 2, 3, 7, 64] {
+                    let mut seen: Vec<Vec<u8>> = Vec::new();
+                    for k in 0..parts {
+                        let range = size * k / parts..size * (k + 1) / parts;
+                        let read_at = |buf: &mut [u8], at: u64| {
+                            let at = usize::try_from(at).expect("small");
+                            let n = buf.len().min(data.len().saturating_sub(at));
+                            buf[..n].copy_from_slice(&data[at..at + n]);
+                            Ok(n)
+                        };
+                        read_range(read_at, range, size, block, |b| seen.push(b.to_vec()))
+                            .expect("reads");
+                    }
+                    let what = format!(
+                        "{:?} in {parts} parts, block {block}",
+                        String::from_utf8_lossy(data)
+                    );
+                    assert_eq!(seen.concat(), *data, "{what}");
+                    let lines: u64 = seen.iter().map(|b| line_count(b)).sum();
+                    assert_eq!(lines, line_count(data), "{what}");
+                    for b in &seen[..seen.len().saturating_sub(1)] {
+                        assert!(b.is_empty() || b.ends_with(b"\n"), "{what}: {seen:?}");
+                    }
+                }
             }
-            let total: u64 = chunks.iter().map(|c| line_count(c)).sum();
-            assert_eq!(total, 4);
         }
-        assert!(split_lines(b"", 4).is_empty());
+    }
+
+    #[test]
+    fn a_large_log_is_numbered_across_ranges() {
+        // Several MiB: one range per core, each read in blocks.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("mail.log");
+        let mut text = String::new();
+        let mut expected = Vec::new();
+        for i in 1..=60_000_u64 {
+            if i % 7 == 0 {
+                let _ = writeln!(
+                    text,
+                    "Nov 20 10:01:03 mx postfix/postscreen[9]: DNSBL rank 3 for [192.0.2.{}]:4567",
+                    i % 250
+                );
+                expected.push(i);
+            } else {
+                let _ = writeln!(
+                    text,
+                    "Nov 20 10:01:03 mx postfix/postscreen[9]: PASS OLD [198.51.100.{}]:4567",
+                    i % 250
+                );
+            }
+        }
+        assert!(text.len() as u64 > 3 * MIN_PART);
+        std::fs::write(&log, &text).expect("write");
+        let filter = resolve_filter("postfix", Some("rbl"), &[]).expect("filter");
+        let mut out = Vec::new();
+        test_filter(&log, &filter, true, false, &mut out).expect("runs");
+        let numbers: Vec<u64> = String::from_utf8(out)
+            .expect("utf8")
+            .lines()
+            .map(|l| {
+                let value: serde_json::Value = serde_json::from_str(l).expect("json");
+                value["line"].as_u64().expect("number")
+            })
+            .collect();
+        assert_eq!(numbers, expected);
+        let mut out = Vec::new();
+        test_filter(&log, &filter, false, false, &mut out).expect("runs");
+        let summary = String::from_utf8(out).expect("utf8");
+        assert!(
+            summary.contains(&format!(
+                "Lines: 60000, matched {}, missed {}, ignored 0",
+                expected.len(),
+                60_000 - expected.len()
+            )),
+            "{summary}"
+        );
+    }
+
+    #[test]
+    fn a_pipe_is_read_through() {
+        let data = b"one\ntwo\nthree";
+        let mut reader = &data[..];
+        let mut seen = Vec::new();
+        read_lines(
+            |buf| std::io::Read::read(&mut reader, buf),
+            false,
+            u64::MAX,
+            2,
+            |b| seen.extend_from_slice(b),
+        )
+        .expect("reads");
+        assert_eq!(seen, data);
     }
 
     use super::*;

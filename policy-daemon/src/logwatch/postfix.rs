@@ -204,6 +204,38 @@ mod tests {
     }
 
     #[test]
+    fn candidate_lines_hold_every_line_that_matches() {
+        let cases = corpus();
+        let text: String = cases.iter().flat_map(|c| [c.line.as_str(), "\n"]).collect();
+        for mode in Mode::ALL {
+            let filter = filter(mode).expect("built-in filter compiles");
+            let candidates: Vec<(usize, &[u8])> = filter.candidate_lines(text.as_bytes()).collect();
+            let mut offset = 0;
+            let mut matching = Vec::new();
+            for case in &cases {
+                if covered_by(case, mode) {
+                    matching.push(offset);
+                }
+                offset += case.line.len() + 1;
+            }
+            for (offset, line) in &candidates {
+                assert!(
+                    *offset == 0 || text.as_bytes()[offset - 1] == b'\n',
+                    "mode {mode}: {offset} is not a line start"
+                );
+                assert!(line.ends_with(b"\n"), "mode {mode}: {line:?}");
+            }
+            let offsets: Vec<usize> = candidates.iter().map(|(o, _)| *o).collect();
+            let lost: Vec<&usize> = matching.iter().filter(|o| !offsets.contains(o)).collect();
+            assert!(lost.is_empty(), "mode {mode}: lines at {lost:?} left out");
+            assert!(
+                candidates.len() < cases.len(),
+                "mode {mode}: the prefilter leaves nothing out"
+            );
+        }
+    }
+
+    #[test]
     fn every_postscreen_event_and_mode_is_in_the_corpus() {
         let cases = corpus();
         let all: String = cases.iter().map(|c| c.line.as_str()).collect();
