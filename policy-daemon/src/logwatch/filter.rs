@@ -2,10 +2,14 @@
 //! `<IP4>`, `<IP6>` placeholders, `ignoreregex`, timestamps, and import of
 //! fail2ban filter files.
 //!
-//! A filter is compiled once: a [`RegexSet`] finds which regexes match a
-//! line in one pass, then only those run again to capture the host.
-//! Lookarounds (`(?!…)`, `(?=…)`), which the `regex` crate lacks, are split
-//! into guard regexes checked after a match.
+//! A filter is compiled once. When every failregex is anchored at the
+//! start of the line and holds literals (fail2ban's and the built-in ones
+//! do), the literals found in a line name the regexes that may match, and
+//! those are tried in order (see [`Gated`]). Otherwise, or when a regex's
+//! guards or host refuse the line, a [`RegexSet`] finds which regexes
+//! match in one pass, then those run again in order to capture the host. Lookarounds
+//! (`(?!…)`, `(?=…)`), which the `regex` crate lacks, are split into guard
+//! regexes checked after a match.
 
 use std::{
     borrow::Cow,
@@ -21,6 +25,14 @@ use std::{
 // scan several times faster than Unicode classes would.
 use aho_corasick::{AhoCorasick, MatchKind};
 use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use regex_automata::{
+    Anchored, Input, PatternID,
+    nfa::thompson::{
+        self,
+        backtrack::{self, BoundedBacktracker},
+    },
+    util::{pool::Pool, primitives::NonMaxUsize, syntax},
+};
 
 /// A filter that cannot be built, naming the file, line or regex at fault.
 #[derive(Debug, thiserror::Error)]
@@ -284,6 +296,194 @@ fn fast_set(patterns: &[String]) -> Result<RegexSet, regex::Error> {
         .build()
 }
 
+/// The fast path, for filters whose failregexes are all anchored at the
+/// start of the line and each hold literals every match of it contains
+/// (fail2ban's and the built-in ones do): the literals found in a line
+/// name the failregexes that may match it, and those are tried in order,
+/// each by a backtracker over that regex alone, which also captures the
+/// host. A line holding no failregex's literals costs one pass of a small
+/// automaton.
+#[derive(Debug)]
+struct Gated {
+    /// Literals failregexes require, found leftmost-first (SIMD).
+    literals: AhoCorasick,
+    /// Per literal: the literals an occurrence of it may hide from a
+    /// leftmost-first search (those that can share a byte with it,
+    /// itself included), all taken as present when it is found.
+    overlapping: Vec<u64>,
+    rules: Vec<GatedRule>,
+}
+
+#[derive(Debug)]
+struct GatedRule {
+    /// The literals a line must hold, as bits by their id in `literals`.
+    needs: u64,
+    backtracker: BoundedBacktracker,
+    /// The slots of the `host` group.
+    host: Option<(usize, usize)>,
+}
+
+/// What [`Gated::search`] made of a line.
+enum Gate {
+    /// No failregex matches.
+    Missed,
+    /// The first failregex that matches, and its host if that parsed.
+    Found(usize, Option<IpAddr>),
+    /// Too long a line for the backtracker: ask the general path.
+    Unsure,
+}
+
+/// Whether occurrences of `a` and `b` in a text can share a byte.
+fn can_overlap(a: &[u8], b: &[u8]) -> bool {
+    let contains = |outer: &[u8], inner: &[u8]| memchr::memmem::find(outer, inner).is_some();
+    let tail_starts =
+        |x: &[u8], y: &[u8]| (1..x.len().min(y.len())).any(|k| y.starts_with(&x[x.len() - k..]));
+    contains(a, b) || contains(b, a) || tail_starts(a, b) || tail_starts(b, a)
+}
+
+/// A failregex's literals for gating: trimmed to letters and digits at
+/// both ends (a space or colon at an end would let it overlap most of the
+/// others), at least three bytes long.
+fn gating_literals(pattern: &str) -> Option<Vec<String>> {
+    Some(
+        required_literals(pattern)?
+            .iter()
+            .map(|l| l.trim_matches(|c: char| !c.is_ascii_alphanumeric()))
+            .filter(|l| l.len() >= 3)
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
+impl Gated {
+    fn new(patterns: &[String]) -> Option<Self> {
+        let syntax = syntax::Config::new().unicode(false).utf8(false);
+        let nfa = thompson::Config::new().utf8(false);
+        let per_pattern: Vec<Vec<String>> = patterns
+            .iter()
+            .map(|p| gating_literals(p))
+            .collect::<Option<_>>()?;
+        // A literal every failregex needs tells them apart from nothing.
+        let shared = |literal: &String| {
+            patterns.len() > 1 && per_pattern.iter().all(|l| l.contains(literal))
+        };
+        let mut literals: Vec<String> = Vec::new();
+        let mut rules = Vec::with_capacity(patterns.len());
+        for (pattern, wanted) in patterns.iter().zip(&per_pattern) {
+            let mut needs = 0_u64;
+            for literal in wanted.iter().filter(|l| !shared(l)) {
+                let id = literals
+                    .iter()
+                    .position(|l| l == literal)
+                    .unwrap_or_else(|| {
+                        literals.push(literal.clone());
+                        literals.len() - 1
+                    });
+                needs |= 1_u64.checked_shl(u32::try_from(id).ok()?)?;
+            }
+            let backtracker = BoundedBacktracker::builder()
+                .syntax(syntax)
+                .thompson(nfa.clone())
+                .build(pattern)
+                .ok()?;
+            if !backtracker.get_nfa().is_always_start_anchored() {
+                return None;
+            }
+            let host = backtracker
+                .get_nfa()
+                .group_info()
+                .to_index(PatternID::ZERO, "host")
+                .map(|group| (group * 2, group * 2 + 1));
+            rules.push(GatedRule {
+                needs,
+                backtracker,
+                host,
+            });
+        }
+        let overlapping = literals
+            .iter()
+            .map(|a| {
+                literals
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| can_overlap(a.as_bytes(), b.as_bytes()))
+                    .fold(0_u64, |bits, (id, _)| bits | 1 << id)
+            })
+            .collect();
+        let literals = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostFirst)
+            .build(&literals)
+            .ok()?;
+        Some(Self {
+            literals,
+            overlapping,
+            rules,
+        })
+    }
+
+    fn scratch(&self) -> GatedScratch {
+        GatedScratch {
+            rules: self
+                .rules
+                .iter()
+                .map(|rule| {
+                    let slots = rule.backtracker.get_nfa().group_info().slot_len();
+                    (rule.backtracker.create_cache(), vec![None; slots])
+                })
+                .collect(),
+        }
+    }
+
+    fn search(&self, scratch: &mut GatedScratch, text: &[u8]) -> Gate {
+        // Every occurrence a leftmost-first search passes over overlaps
+        // one it reports: found, or taken as found.
+        let mut found = 0_u64;
+        for literal in self.literals.find_iter(text) {
+            found |= self.overlapping[literal.pattern().as_usize()];
+        }
+        let input = Input::new(text).anchored(Anchored::Yes);
+        for (index, rule) in self.rules.iter().enumerate() {
+            if rule.needs & !found != 0 {
+                continue;
+            }
+            let (cache, slots) = &mut scratch.rules[index];
+            match rule.backtracker.try_search_slots(cache, &input, slots) {
+                Ok(None) => {}
+                Ok(Some(_)) => {
+                    let host = rule.host.and_then(|(start, end)| {
+                        parse_host(&text[slots[start]?.get()..slots[end]?.get()])
+                    });
+                    return Gate::Found(index, host);
+                }
+                Err(_) => return Gate::Unsure,
+            }
+        }
+        Gate::Missed
+    }
+}
+
+/// [`Gated`]'s per-regex backtracker caches and slots.
+#[derive(Debug)]
+struct GatedScratch {
+    rules: Vec<(backtrack::Cache, Vec<Option<NonMaxUsize>>)>,
+}
+
+/// Per-thread state for [`Filter::check_with`].
+#[derive(Debug)]
+pub struct Scratch {
+    gated: Option<GatedScratch>,
+}
+
+impl Scratch {
+    /// Scratch that takes the general path only, to compare against.
+    #[cfg(test)]
+    pub(crate) fn general() -> Self {
+        Self { gated: None }
+    }
+}
+
+type ScratchPool = Pool<Scratch, Box<dyn Fn() -> Scratch + Send + Sync>>;
+
 /// One literal per pattern for the prefilter: the longest required literal
 /// that not every pattern shares (a common one, such as the `postfix`
 /// of the syslog prefix, is in every line and filters nothing).
@@ -404,6 +604,10 @@ pub struct Filter {
     /// none of them is missed without running the set. `None` when some
     /// failregex has no literal it always needs.
     needles: Option<AhoCorasick>,
+    /// The fast path, when the failregexes allow it.
+    gated: Option<std::sync::Arc<Gated>>,
+    /// Scratch for [`Filter::check`], whichever thread calls it.
+    scratch: ScratchPool,
 }
 
 /// What a filter made of a line.
@@ -479,6 +683,11 @@ impl Filter {
                 .build(needles)
                 .ok()
         });
+        let gated = Gated::new(&mains).map(std::sync::Arc::new);
+        let for_pool = gated.clone();
+        let scratch: ScratchPool = Pool::new(Box::new(move || Scratch {
+            gated: for_pool.as_ref().map(|g| g.scratch()),
+        }));
         Ok(Self {
             name: name.to_owned(),
             failregex: failregex.to_vec(),
@@ -487,6 +696,8 @@ impl Filter {
             ignore_set,
             ignore,
             needles,
+            gated,
+            scratch,
         })
     }
 
@@ -517,38 +728,41 @@ impl Filter {
         }
     }
 
+    /// Scratch for [`Self::check_with`], one per thread that checks lines.
+    pub fn scratch(&self) -> Scratch {
+        Scratch {
+            gated: self.gated.as_ref().map(|g| g.scratch()),
+        }
+    }
+
     /// Checks the text of a line (timestamp already removed).
     pub fn check(&self, text: &str) -> Verdict {
+        self.check_with(&mut self.scratch.get(), text)
+    }
+
+    /// [`Self::check`] with the caller's scratch (see [`Self::scratch`]):
+    /// no shared state, for threads checking many lines.
+    pub fn check_with(&self, scratch: &mut Scratch, text: &str) -> Verdict {
         let text = text.as_bytes();
-        if let Some(needles) = &self.needles
-            && !needles.is_match(text)
-        {
-            return Verdict::Missed;
-        }
-        let matches = self.set.matches(text);
-        if !matches.matched_any() {
-            return Verdict::Missed;
-        }
-        let mut found = None;
-        for index in &matches {
-            let rule = &self.rules[index];
-            if !rule.accepts(text) {
-                continue;
+        let found = if let (Some(gated), Some(scratch)) = (&self.gated, &mut scratch.gated) {
+            match gated.search(scratch, text) {
+                Gate::Missed => return Verdict::Missed,
+                // The first that matches: done unless its host is not an
+                // address or a guard refuses the line; then the others
+                // are tried.
+                Gate::Found(index, Some(host)) if self.rules[index].accepts(text) => {
+                    Some((host, index))
+                }
+                Gate::Found(..) | Gate::Unsure => self.first_accepted(text),
             }
-            let Some(captures) = rule.regex.captures(text) else {
-                continue;
-            };
-            let Some(host) = captures.name("host").and_then(|m| {
-                std::str::from_utf8(m.as_bytes())
-                    .ok()?
-                    .parse::<IpAddr>()
-                    .ok()
-            }) else {
-                continue;
-            };
-            found = Some((host, index));
-            break;
-        }
+        } else {
+            if let Some(needles) = &self.needles
+                && !needles.is_match(text)
+            {
+                return Verdict::Missed;
+            }
+            self.first_accepted(text)
+        };
         let Some((host, regex)) = found else {
             return Verdict::Missed;
         };
@@ -563,6 +777,27 @@ impl Filter {
             regex,
         }
     }
+
+    /// The first failregex, in order, that matches, passes its guards and
+    /// captures an address, with that address.
+    fn first_accepted(&self, text: &[u8]) -> Option<(IpAddr, usize)> {
+        let matches = self.set.matches(text);
+        if !matches.matched_any() {
+            return None;
+        }
+        matches.iter().find_map(|index| {
+            let rule = &self.rules[index];
+            if !rule.accepts(text) {
+                return None;
+            }
+            let host = parse_host(rule.regex.captures(text)?.name("host")?.as_bytes())?;
+            Some((host, index))
+        })
+    }
+}
+
+fn parse_host(text: &[u8]) -> Option<IpAddr> {
+    std::str::from_utf8(text).ok()?.parse().ok()
 }
 
 /// The iterator of [`Filter::candidate_lines`].
@@ -1125,6 +1360,79 @@ mod tests {
         let shared_only =
             choose_needles(&[r"^postfix/\w+ x".to_owned(), r"^postfix/\d+ y".to_owned()]);
         assert_eq!(shared_only, None, "only the shared prefix: no prefilter");
+    }
+
+    #[test]
+    fn overlap_is_any_shared_byte() {
+        assert!(can_overlap(b"from", b"disconnect from"), "contained");
+        assert!(can_overlap(b"disconnect from", b"from"), "contains");
+        assert!(can_overlap(b"warning:", b": SASL"), "tail meets head");
+        assert!(can_overlap(b": SASL", b"warning:"), "head meets tail");
+        assert!(can_overlap(b"aba", b"aba"), "itself");
+        assert!(can_overlap(b"abab", b"abab"), "itself, shifted");
+        assert!(!can_overlap(b"reject", b"from"));
+        assert!(!can_overlap(b"DNSBL rank", b"auth=0"));
+    }
+
+    #[test]
+    fn gating_literals_are_trimmed_to_words() {
+        let literals =
+            gating_literals(r"^\S+ disconnect from \S+ auth=0/(?:[1-9])").expect("literals");
+        assert_eq!(literals, ["disconnect from", "auth=0"]);
+        assert_eq!(
+            gating_literals(r"^\S+ ab: \S+ x"),
+            Some(Vec::new()),
+            "too short"
+        );
+    }
+
+    #[test]
+    fn gated_path_agrees_with_the_general_path() {
+        let f = filter(
+            &[
+                r"^\S+ lost connection after(?! DATA) [A-Z]+ from \S*\[<HOST>\]",
+                r"^\S+ reject: \S+ from \S*\[<HOST>\]: \d+",
+                r"^\S+ reject: \S+ from \S*\[\S+\]: <HOST>",
+                r"^\S+ client=\S*\[<HOST>\]",
+            ],
+            &[],
+        );
+        assert!(f.gated.is_some(), "anchored with literals: the fast path");
+        let long = "a".repeat(100_000);
+        let lines = [
+            "mx lost connection after AUTH from x[192.0.2.1]".to_owned(),
+            // The main regex matches, its guard refuses: general path.
+            "mx lost connection after DATA from x[192.0.2.1]".to_owned(),
+            "mx reject: RCPT from x[2001:db8::7]: 554".to_owned(),
+            // The first regex's host is not an address: the next one.
+            "mx reject: RCPT from x[999.0.2.1]: 554".to_owned(),
+            "mx reject: RCPT from x[192.0.2.1]: notanaddress".to_owned(),
+            format!("mx client={long}[192.0.2.9]"),
+            "mx client=x[::ffff:192.0.2.8]".to_owned(),
+            "mx nothing to see from x[192.0.2.1]".to_owned(),
+            "reject: from lost connection client=".to_owned(),
+        ];
+        for line in &lines {
+            let fast = f.check_with(&mut f.scratch(), line);
+            let general = f.check_with(&mut Scratch::general(), line);
+            assert_eq!(fast, general, "{}", &line[..line.len().min(80)]);
+        }
+        assert_eq!(
+            f.check(&lines[5]),
+            Verdict::Matched {
+                host: "192.0.2.9".parse().expect("ip"),
+                regex: 3
+            },
+            "a line too long for the backtracker still matches"
+        );
+        assert_eq!(f.check(&lines[1]), Verdict::Missed);
+        assert_eq!(f.check(&lines[3]), Verdict::Missed);
+    }
+
+    #[test]
+    fn unanchored_or_literal_free_filters_take_the_general_path() {
+        assert!(filter(&[r"from \S+\[<HOST>\]"], &[]).gated.is_none());
+        assert!(filter(&[r"^(?:a|b)+ x \[<HOST>\]"], &[]).gated.is_some());
     }
 
     use super::*;

@@ -11,7 +11,8 @@ pub mod watcher;
 pub use watcher::Watcher;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    borrow::Cow,
+    collections::BTreeMap,
     fmt::Write as _,
     io::Write,
     net::IpAddr,
@@ -19,7 +20,7 @@ use std::{
     time::SystemTime,
 };
 
-use filter::{Filter, FilterError, Verdict, parse_line};
+use filter::{Filter, FilterError, Scratch, Verdict, parse_line};
 
 /// A `test-filter` run that could not happen, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -124,13 +125,14 @@ pub fn test_filter(
     } else {
         let mut reader = &file;
         let mut scan = ChunkScan::new(filter);
+        let mut scratch = filter.scratch();
         vec![
             read_lines(
                 |buf| std::io::Read::read(&mut reader, buf),
                 false,
                 u64::MAX,
                 BLOCK,
-                |block| scan_chunk(block, &mut scan, &options),
+                |block| scan_chunk(block, &mut scan, &mut scratch, &options),
             )
             .map(|()| scan),
         ]
@@ -215,7 +217,7 @@ struct ChunkScan {
     matched: u64,
     ignored: u64,
     hits: Vec<u64>,
-    hosts: HashMap<IpAddr, u64>,
+    hosts: foldhash::HashMap<IpAddr, u64>,
     missed_lines: String,
     json: Vec<JsonHit>,
 }
@@ -238,12 +240,13 @@ fn scan_range(
 ) -> std::io::Result<ChunkScan> {
     use std::os::unix::fs::FileExt as _;
     let mut scan = ChunkScan::new(options.filter);
+    let mut scratch = options.filter.scratch();
     read_range(
         |buf, at| file.read_at(buf, at),
         range,
         size,
         BLOCK,
-        |block| scan_chunk(block, &mut scan, options),
+        |block| scan_chunk(block, &mut scan, &mut scratch, options),
     )?;
     Ok(scan)
 }
@@ -343,7 +346,12 @@ fn read_lines(
 }
 
 /// Scans a block of whole lines into `scan`.
-fn scan_chunk(chunk: &[u8], scan: &mut ChunkScan, options: &ScanOptions<'_>) {
+fn scan_chunk(
+    chunk: &[u8],
+    scan: &mut ChunkScan,
+    scratch: &mut Scratch,
+    options: &ScanOptions<'_>,
+) {
     let &ScanOptions {
         filter,
         now,
@@ -360,9 +368,11 @@ fn scan_chunk(chunk: &[u8], scan: &mut ChunkScan, options: &ScanOptions<'_>) {
         || memchr::memmem::find(chunk, b"\n{").is_some();
     let (mut counted_to, mut lines_before) = (0, 0_u64);
     let mut check = |offset: usize, raw: &[u8]| {
-        let raw = String::from_utf8_lossy(raw);
+        // Checking is cheaper than the lossy decoder's walk.
+        let raw =
+            std::str::from_utf8(raw).map_or_else(|_| String::from_utf8_lossy(raw), Cow::Borrowed);
         let line = parse_line(&raw, now);
-        match filter.check(&line.text) {
+        match filter.check_with(scratch, &line.text) {
             Verdict::Matched { host, regex } => {
                 scan.matched += 1;
                 scan.hits[regex] += 1;

@@ -142,7 +142,7 @@ mod tests {
     use std::{collections::BTreeMap, net::IpAddr, time::SystemTime};
 
     use super::*;
-    use crate::logwatch::filter::{Verdict, parse_line};
+    use crate::logwatch::filter::{Scratch, Verdict, parse_line};
 
     /// One corpus line: the modes that must match it, with the host.
     struct Case {
@@ -201,6 +201,24 @@ mod tests {
             }
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn fast_and_general_paths_agree_on_the_corpus() {
+        let cases = corpus();
+        for mode in Mode::ALL {
+            let filter = filter(mode).expect("built-in filter compiles");
+            let mut scratch = filter.scratch();
+            for case in &cases {
+                let parsed = parse_line(&case.line, SystemTime::now());
+                assert_eq!(
+                    filter.check_with(&mut scratch, &parsed.text),
+                    filter.check_with(&mut Scratch::general(), &parsed.text),
+                    "mode {mode}: {}",
+                    case.line
+                );
+            }
+        }
     }
 
     #[test]
