@@ -7,9 +7,9 @@
 //! do), the literals found in a line name the regexes that may match, and
 //! those are tried in order (see [`Gated`]). Otherwise, or when a regex's
 //! guards or host refuse the line, a [`RegexSet`] finds which regexes
-//! match in one pass, then those run again in order to capture the host. Lookarounds
-//! (`(?!…)`, `(?=…)`), which the `regex` crate lacks, are split into guard
-//! regexes checked after a match.
+//! match in one pass, then those run again in order to capture the host.
+//! Lookarounds (`(?!…)`, `(?=…)`), which the `regex` crate lacks, are
+//! split into guard regexes checked after a match.
 
 use std::{
     borrow::Cow,
