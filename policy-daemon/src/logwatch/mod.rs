@@ -437,6 +437,19 @@ pub struct SourceConfig {
     pub name: String,
     pub path: Option<PathBuf>,
     pub journal: Option<Vec<String>>,
+    /// The journal namespace the units log to (their `LogNamespace=`);
+    /// default the system journal.
+    pub journal_namespace: Option<String>,
+}
+
+/// What systemd accepts as a journal namespace (`LogNamespace=`).
+fn journal_namespace_valid(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// A ban rule: `maxretry` matches of `filter` within `findtime` ban the
@@ -500,6 +513,18 @@ impl LogwatchConfig {
             }
             if source.path.as_ref().is_some_and(|p| !p.is_absolute()) {
                 problems.push(format!("logwatch.source[{i}].path: must be absolute"));
+            }
+            if let Some(namespace) = &source.journal_namespace {
+                if source.journal.is_none() {
+                    problems.push(format!(
+                        "logwatch.source[{i}].journal_namespace: only for a `journal` source"
+                    ));
+                }
+                if !journal_namespace_valid(namespace) {
+                    problems.push(format!(
+                        "logwatch.source[{i}].journal_namespace: {namespace:?} is not a namespace name (letters, digits, `-`, `_`, `.`; at most 64)"
+                    ));
+                }
             }
             if source.path.is_some() == source.journal.is_some() {
                 problems.push(format!(
@@ -673,6 +698,27 @@ mod tests {
         assert_eq!(config.logwatch.rule[0].maxretry, Some(1));
         let problems = config.logwatch.problems();
         assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    #[test]
+    fn journal_namespace_is_checked() {
+        let Err(ParseError::Invalid(problems)) = Config::parse(
+            "[[logwatch.source]]\nname = \"a\"\npath = \"/var/log/mail.log\"\njournal_namespace = \"mail\"\n\
+             [[logwatch.source]]\nname = \"b\"\njournal = [\"postfix@-.service\"]\njournal_namespace = \"../x\"\n",
+        ) else {
+            panic!("expected problems");
+        };
+        let all = problems.join("\n");
+        assert!(
+            all.contains("logwatch.source[0].journal_namespace: only for a `journal` source"),
+            "{all}"
+        );
+        assert!(
+            all.contains("logwatch.source[1].journal_namespace: \"../x\""),
+            "{all}"
+        );
+        assert!(journal_namespace_valid("mail") && journal_namespace_valid("spamwall-test.1"));
+        assert!(!journal_namespace_valid("") && !journal_namespace_valid("a/b"));
     }
 
     #[test]

@@ -11,7 +11,10 @@ use std::{
     ffi::OsString,
     fs::File,
     io::{self, BufRead as _, BufReader, Read as _, Seek as _},
-    os::unix::fs::{FileExt as _, MetadataExt as _},
+    os::unix::{
+        fs::{FileExt as _, MetadataExt as _},
+        process::CommandExt as _,
+    },
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::mpsc,
@@ -417,6 +420,7 @@ pub struct JournalFollower {
     source_name: String,
     program: PathBuf,
     units: Vec<String>,
+    namespace: Option<String>,
     cursor: Option<String>,
     child: Option<Child>,
     lines: Option<mpsc::Receiver<String>>,
@@ -435,10 +439,19 @@ impl JournalFollower {
             source_name: source_name.to_owned(),
             program: program.to_owned(),
             units: units.to_vec(),
+            namespace: None,
             cursor,
             child: None,
             lines: None,
         }
+    }
+
+    /// Reads the journal namespace `namespace` (`None`: the system
+    /// journal).
+    #[must_use]
+    pub fn in_namespace(mut self, namespace: Option<&str>) -> Self {
+        self.namespace = namespace.map(str::to_owned);
+        self
     }
 
     /// The cursor of the last entry handed out.
@@ -452,6 +465,9 @@ impl JournalFollower {
     /// The arguments of the `journalctl` run.
     pub fn arguments(&self) -> Vec<String> {
         let mut args: Vec<String> = ["-f", "-o", "json", "--no-pager"].map(str::to_owned).into();
+        if let Some(namespace) = &self.namespace {
+            args.push(format!("--namespace={namespace}"));
+        }
         match &self.cursor {
             Some(cursor) => args.push(format!("--after-cursor={cursor}")),
             None => args.extend(["--since".to_owned(), "now".to_owned()]),
@@ -463,10 +479,25 @@ impl JournalFollower {
         args
     }
 
-    /// Starts `journalctl` (again) after the current cursor.
+    /// Starts `journalctl` (again) after the current cursor. It receives
+    /// SIGTERM when the thread that started it ends, so a daemon killed
+    /// outright leaves no `journalctl` behind.
     pub fn start(&mut self) -> Result<(), SourceError> {
         self.stop();
-        let mut child = Command::new(&self.program)
+        let mut command = Command::new(&self.program);
+        // SAFETY: the closure runs in the forked child before exec and
+        // only calls prctl(2), which is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                // A daemon killed outright (SIGKILL, OOM) takes its
+                // journalctl with it instead of leaving it following.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command
             .args(self.arguments())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -788,6 +819,27 @@ mod tests {
             calls,
             "-f -o json --no-pager --since now -u postfix@-.service\n\
              -f -o json --no-pager --after-cursor=c2 -u postfix@-.service\n"
+        );
+    }
+
+    #[test]
+    fn a_journal_namespace_is_passed_on() {
+        let units = vec!["postfix@-.service".to_owned()];
+        let follower = JournalFollower::new("j", Path::new("journalctl"), &units, None)
+            .in_namespace(Some("mail"));
+        assert_eq!(
+            follower.arguments(),
+            [
+                "-f",
+                "-o",
+                "json",
+                "--no-pager",
+                "--namespace=mail",
+                "--since",
+                "now",
+                "-u",
+                "postfix@-.service"
+            ]
         );
     }
 

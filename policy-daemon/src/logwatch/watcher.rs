@@ -147,12 +147,16 @@ impl Watcher {
                     Box::new(move || follow_file(&name, follower, &store, &pipeline, &stop))
                 }
                 (None, Some(units)) => {
-                    let units = units.clone();
-                    let program = journalctl.to_owned();
-                    info!(source = %name, units = ?units, "following the journal");
-                    Box::new(move || {
-                        follow_journal(&name, &program, &units, &store, &pipeline, &stop);
-                    })
+                    let cursor = saved_position(&store, &name).and_then(|p| p.cursor);
+                    let follower = JournalFollower::new(&name, journalctl, units, cursor)
+                        .in_namespace(source.journal_namespace.as_deref());
+                    info!(
+                        source = %name,
+                        units = ?units,
+                        namespace = source.journal_namespace.as_deref().unwrap_or("(system)"),
+                        "following the journal"
+                    );
+                    Box::new(move || follow_journal(&name, follower, &store, &pipeline, &stop))
                 }
                 (None, None) => continue,
             };
@@ -246,14 +250,11 @@ fn follow_file(
 
 fn follow_journal(
     name: &str,
-    program: &Path,
-    units: &[String],
+    mut follower: JournalFollower,
     store: &Store,
     pipeline: &Pipeline,
     stop: &AtomicBool,
 ) {
-    let cursor = saved_position(store, name).and_then(|p| p.cursor);
-    let mut follower = JournalFollower::new(name, program, units, cursor);
     let mut saved = follower.position();
     let mut saved_at = Instant::now();
     let mut entries = Vec::new();
