@@ -4,7 +4,9 @@
 //! - [`privilege`] decides whether a kernel test can run here;
 //! - [`pin`] gives each test its own bpffs pin directory and removes it;
 //! - [`postfix`] runs a real Postfix in a network namespace and sends it
-//!   mail with `swaks`.
+//!   mail with `swaks`;
+//! - [`journald`] runs a real `systemd-journald` in a journal namespace of
+//!   its own and logs into it as a unit would.
 //!
 //! Tests that touch kernel state run serially (`--test-threads=1`) and
 //! panic with a message rather than return a `Result`.
@@ -12,6 +14,7 @@
 pub mod daemon;
 pub mod fail2ban;
 pub mod frames;
+pub mod journald;
 pub mod netns;
 pub mod pin;
 pub mod postfix;

@@ -1,7 +1,9 @@
 //! End to end: the real daemon follows a mail log in a temporary directory,
 //! and a postscreen `DNSBL rank` line appended to it gets the client
 //! dropped by XDP on the server's veth; after a SIGKILL and a restart the
-//! log is resumed where it was, not read again.
+//! log is resumed where it was, not read again. The same through a real
+//! systemd-journald: lines a unit logs get their client banned, another
+//! unit's do not, and a restart resumes after the saved cursor.
 //!
 //! Needs root and the binary (`cargo build -p policy-daemon`, or
 //! `SPAMWALL_BIN`); run serially:
@@ -20,6 +22,7 @@ use std::{
 use serde_json::Value;
 use spamwall_tests::{
     daemon::{Daemon, Settings},
+    journald::Journald,
     netns::{NetnsPair, Subnet},
     require_root,
 };
@@ -177,4 +180,128 @@ fn appended_dnsbl_line_gets_the_client_dropped_and_restart_resumes() {
         !net.can_connect(server_v4, SMTP, 1),
         "still dropped after the restart"
     );
+}
+
+/// A postscreen `DNSBL rank` message as Postfix logs it through syslog.
+fn dnsbl_message(client: IpAddr, port: u16) -> String {
+    format!("DNSBL rank 3 for [{client}]:{port}")
+}
+
+/// Waits until `addr` is banned; the ban.
+fn wait_banned(daemon: &Daemon, addr: IpAddr, what: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        if let Some(ban) = ban_of(daemon, addr) {
+            return ban;
+        }
+        assert!(
+            started.elapsed() < BAN_DEADLINE,
+            "{addr} not banned within {BAN_DEADLINE:?} of {what}\nbans: {:?}\ndaemon log:\n{}",
+            daemon.list(),
+            daemon.log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until the daemon runs `journalctl` (its first start follows the
+/// journal from that moment: an earlier line is history, not replayed).
+fn wait_following(daemon: &Daemon) {
+    let pid = daemon.pid().expect("the daemon runs");
+    let started = Instant::now();
+    loop {
+        // journalctl is started by one of the daemon's threads: it is
+        // listed among that thread's children.
+        let following = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+            .any(|children| {
+                children.split_whitespace().any(|child| {
+                    std::fs::read_to_string(format!("/proc/{child}/comm"))
+                        .is_ok_and(|comm| comm.trim() == "journalctl")
+                })
+            });
+        if following {
+            // journalctl takes "now" as it starts: a moment to get there.
+            thread::sleep(Duration::from_millis(500));
+            return;
+        }
+        assert!(
+            started.elapsed() < BAN_DEADLINE,
+            "the daemon started no journalctl within {BAN_DEADLINE:?}; log:\n{}",
+            daemon.log()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn journal_lines_of_the_unit_ban_and_restart_resumes_after_the_cursor() {
+    if !require_root("journal_lines_of_the_unit_ban_and_restart_resumes_after_the_cursor") {
+        return;
+    }
+    let mut journald = Journald::start();
+    let net = NetnsPair::new(Subnet::test_net_3(54));
+    let mut settings = Settings::on(net.server());
+    settings.extra = format!(
+        "[[logwatch.source]]\nname = \"journal\"\njournal = [\"postfix@-.service\"]\n\
+         journal_namespace = \"{}\"\n\n\
+         [[logwatch.rule]]\nfilter = \"postfix\"\nmode = \"rbl\"\nmaxretry = 1\n",
+        journald.namespace()
+    );
+    let mut daemon = Daemon::start(net.server(), &settings);
+    wait_following(&daemon);
+    let host = |n: u8| IpAddr::from(net.subnet().v4_host(n));
+
+    // Postfix's unit logs: banned, with the line as journald gave it.
+    let first = dnsbl_message(host(81), 40001);
+    journald.log("postfix@-.service", "postfix/postscreen", &first);
+    let ban = wait_banned(&daemon, host(81), "the unit's line");
+    assert_eq!(ban["source"], "logwatch", "{ban}");
+    let reason = ban["reason"].as_str().expect("a reason");
+    assert!(
+        reason.starts_with("postfix/postscreen[") && reason.ends_with(&format!("]: {first}")),
+        "{ban}"
+    );
+
+    // Another unit's line is not this source's; the next line of the
+    // unit, logged after it, shows it was passed over.
+    journald.log(
+        "other.service",
+        "postfix/postscreen",
+        &dnsbl_message(host(82), 40002),
+    );
+    journald.log(
+        "postfix@-.service",
+        "postfix/postscreen",
+        &dnsbl_message(host(83), 40003),
+    );
+    wait_banned(&daemon, host(83), "the unit's second line");
+    assert!(
+        ban_of(&daemon, host(82)).is_none(),
+        "another unit's line banned its client: {:?}",
+        daemon.list()
+    );
+
+    // Killed outright once the cursor is saved; a line logged while it
+    // is down is read on restart, the earlier ones are not read again.
+    thread::sleep(Duration::from_millis(750));
+    daemon.kill(libc::SIGKILL);
+    journald.log(
+        "postfix@-.service",
+        "postfix/postscreen",
+        &dnsbl_message(host(84), 40004),
+    );
+    daemon.restart();
+    wait_banned(
+        &daemon,
+        host(84),
+        "the line logged while the daemon was down",
+    );
+    for n in [81, 83] {
+        let ban = ban_of(&daemon, host(n)).expect("still banned");
+        assert_eq!(ban["count"], 1, "a line was read twice: {ban}");
+    }
 }

@@ -28,6 +28,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "sqlite3",
     "curl",
     "redis-server",
+    // systemd-journald and journalctl, for the journal source's test.
+    "systemd",
 ];
 
 /// Answers for packages that would otherwise ask during installation:
