@@ -18,7 +18,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::mpsc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use crate::bans::store::LogPosition;
@@ -28,6 +28,10 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// Most bytes read in one [`FileFollower::poll`]: a large backlog is
 /// processed (and its position saved) in slices.
 const READ_LIMIT: usize = 4 << 20;
+/// How long a renamed log is still read after it last grew: its writer
+/// keeps writing to it until it reopens the path (rsyslog on the HUP of
+/// logrotate's `postrotate`), and those lines count too.
+const DRAIN_IDLE: Duration = Duration::from_secs(10);
 /// Bytes of the first line hashed to recognise a file.
 const HEAD_BYTES: usize = 4096;
 /// A line longer than this is cut: a writer that never ends its line must
@@ -92,8 +96,10 @@ fn head_hash(file: &File) -> io::Result<Option<u64>> {
 /// Follows one log file by path.
 ///
 /// - not there yet: waits for it, then reads it from the start;
-/// - renamed away (a new inode at the path): finishes the old file, then
-///   reads the new one from the start;
+/// - renamed away (a new inode at the path): reads the old file to its end,
+///   then the new one from the start, and keeps reading what the writer
+///   still adds to the old one until it has been idle for [`DRAIN_IDLE`]
+///   (its unterminated last line then counts);
 /// - truncated (copytruncate) or rewritten in place (the first line
 ///   changed): starts again at 0;
 /// - a last line without `\n` is held back until it is complete.
@@ -117,6 +123,21 @@ pub struct FileFollower {
     /// The saved position (or the end of the file at start), until the
     /// file is first opened.
     resume: Option<LogPosition>,
+    /// The file before the last rotation, while its writer may still add
+    /// to it.
+    draining: Option<Draining>,
+    drain_idle: Duration,
+}
+
+/// A rotated log still read: see [`DRAIN_IDLE`].
+#[derive(Debug)]
+struct Draining {
+    file: File,
+    /// Just past the last complete line handed out.
+    offset: u64,
+    partial: Vec<u8>,
+    /// When it last grew.
+    grew: Instant,
 }
 
 impl FileFollower {
@@ -134,7 +155,16 @@ impl FileFollower {
             partial: Vec::new(),
             head_hash: None,
             resume,
+            draining: None,
+            drain_idle: DRAIN_IDLE,
         }
+    }
+
+    /// How long a renamed file is read after it last grew (tests).
+    #[cfg(test)]
+    fn draining_for(mut self, idle: Duration) -> Self {
+        self.drain_idle = idle;
+        self
     }
 
     /// Where to resume after the lines handed out so far.
@@ -160,6 +190,7 @@ impl FileFollower {
     /// (without their `\n`). Returns `true` when more data is waiting
     /// (call again without sleeping).
     pub fn poll(&mut self, out: &mut Vec<String>) -> Result<bool, SourceError> {
+        self.drain(out)?;
         if self.file.is_none() && !self.open(out)? {
             return Ok(false);
         }
@@ -188,17 +219,55 @@ impl FileFollower {
             Err(error) => return Err(self.error("stat")(error)),
         };
         if at_path.ino() != self.inode {
-            // Rotated: whatever the writer added before it moved on, then
-            // the line it left unfinished.
+            // Rotated: whatever the writer added before it moved on; the
+            // old file stays open for what it adds until it reopens.
             while self.read_available(out, READ_LIMIT)? {}
-            self.flush_partial(out);
+            if let Some(mut older) = self.draining.take() {
+                flush_partial(out, &mut older.offset, &mut older.partial);
+            }
+            if let Some(file) = self.file.take() {
+                self.draining = Some(Draining {
+                    file,
+                    offset: self.offset,
+                    partial: std::mem::take(&mut self.partial),
+                    grew: Instant::now(),
+                });
+            }
             tracing::info!(source = %self.source_name, path = %self.path.display(), "log rotated; following the new file");
-            self.file = None;
             if self.open(out)? {
                 return self.read_available(out, READ_LIMIT);
             }
         }
         Ok(false)
+    }
+
+    /// Reads what the writer added to the rotated file; lets it go, its
+    /// unterminated last line counted, once it has been idle long enough.
+    fn drain(&mut self, out: &mut Vec<String>) -> Result<(), SourceError> {
+        let Some(old) = &mut self.draining else {
+            return Ok(());
+        };
+        let before = old.offset + old.partial.len() as u64;
+        while read_lines(
+            &old.file,
+            &mut old.offset,
+            &mut old.partial,
+            out,
+            READ_LIMIT,
+        )
+        .map_err(|error| SourceError::File {
+            source_name: self.source_name.clone(),
+            path: self.path.clone(),
+            operation: "reading the rotated file",
+            error,
+        })? {}
+        if old.offset + old.partial.len() as u64 != before {
+            old.grew = Instant::now();
+        } else if old.grew.elapsed() >= self.drain_idle {
+            flush_partial(out, &mut old.offset, &mut old.partial);
+            self.draining = None;
+        }
+        Ok(())
     }
 
     fn restart_at_zero(&mut self) {
@@ -296,58 +365,68 @@ impl FileFollower {
         let Some(file) = &self.file else {
             return Ok(false);
         };
-        let mut buf = vec![0u8; limit.min(64 << 10)];
-        let mut total = 0;
-        while total < limit {
-            let at = self.offset + self.partial.len() as u64;
-            let n = file
-                .read_at(&mut buf, at)
-                .map_err(|error| SourceError::File {
+        let more =
+            read_lines(file, &mut self.offset, &mut self.partial, out, limit).map_err(|error| {
+                SourceError::File {
                     source_name: self.source_name.clone(),
                     path: self.path.clone(),
                     operation: "reading",
                     error,
-                })?;
-            if n == 0 {
-                return Ok(false);
-            }
-            total += n;
-            let mut chunk = &buf[..n];
-            while let Some(end) = chunk.iter().position(|&b| b == b'\n') {
-                let consumed = self.partial.len() + end + 1;
-                if self.partial.is_empty() {
-                    push_line(out, &chunk[..end]);
-                } else {
-                    self.partial.extend_from_slice(&chunk[..end]);
-                    push_line(out, &self.partial);
-                    self.partial.clear();
                 }
-                self.offset += consumed as u64;
-                chunk = &chunk[end + 1..];
-            }
-            if self.partial.len() + chunk.len() > MAX_LINE {
-                // A runaway line: hand out what there is.
-                self.partial.extend_from_slice(chunk);
-                push_line(out, &self.partial);
-                self.offset += self.partial.len() as u64;
-                self.partial.clear();
-            } else {
-                self.partial.extend_from_slice(chunk);
-            }
-            if self.head_hash.is_none() && self.offset > 0 {
-                self.head_hash = head_hash(file).ok().flatten();
-            }
+            })?;
+        if self.head_hash.is_none() && self.offset > 0 {
+            self.head_hash = head_hash(file).ok().flatten();
         }
-        Ok(true)
+        Ok(more)
     }
+}
 
-    /// The file is finished (rotated): its unterminated last line counts.
-    fn flush_partial(&mut self, out: &mut Vec<String>) {
-        if !self.partial.is_empty() {
-            push_line(out, &self.partial);
-            self.offset += self.partial.len() as u64;
-            self.partial.clear();
+/// Reads up to `limit` bytes of `file` past `offset` and what `partial`
+/// holds, appending the complete lines to `out` and advancing `offset`
+/// past them; returns whether more is waiting.
+fn read_lines(
+    file: &File,
+    offset: &mut u64,
+    partial: &mut Vec<u8>,
+    out: &mut Vec<String>,
+    limit: usize,
+) -> io::Result<bool> {
+    let mut buf = vec![0u8; limit.min(64 << 10)];
+    let mut total = 0;
+    while total < limit {
+        let n = file.read_at(&mut buf, *offset + partial.len() as u64)?;
+        if n == 0 {
+            return Ok(false);
         }
+        total += n;
+        let mut chunk = &buf[..n];
+        while let Some(end) = chunk.iter().position(|&b| b == b'\n') {
+            let consumed = partial.len() + end + 1;
+            if partial.is_empty() {
+                push_line(out, &chunk[..end]);
+            } else {
+                partial.extend_from_slice(&chunk[..end]);
+                push_line(out, partial);
+                partial.clear();
+            }
+            *offset += consumed as u64;
+            chunk = &chunk[end + 1..];
+        }
+        partial.extend_from_slice(chunk);
+        if partial.len() > MAX_LINE {
+            // A runaway line: hand out what there is.
+            flush_partial(out, offset, partial);
+        }
+    }
+    Ok(true)
+}
+
+/// A file is finished: its unterminated last line counts.
+fn flush_partial(out: &mut Vec<String>, offset: &mut u64, partial: &mut Vec<u8>) {
+    if !partial.is_empty() {
+        push_line(out, partial);
+        *offset += partial.len() as u64;
+        partial.clear();
     }
 }
 
@@ -673,7 +752,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("mail.log");
         append(&log, "");
-        let mut follower = FileFollower::new("mail", &log, None);
+        let mut follower = FileFollower::new("mail", &log, None).draining_for(Duration::ZERO);
         let mut seen = poll_all(&mut follower);
         append(&log, &lines(0..3, "a"));
         seen.extend(poll_all(&mut follower));
@@ -686,10 +765,51 @@ mod tests {
         seen.extend(poll_all(&mut follower));
         append(&log, &lines(4..6, "b"));
         seen.extend(poll_all(&mut follower));
+        // The old file's unterminated line counts once it stopped growing.
         let mut want = expected(0..5, "a");
+        want.extend(expected(0..4, "b"));
         want.push("a line 5 unterminated".to_owned());
-        want.extend(expected(0..6, "b"));
+        want.extend(expected(4..6, "b"));
         assert_eq!(seen, want);
+        assert!(follower.draining.is_none());
+    }
+
+    #[test]
+    fn lines_the_writer_adds_to_the_renamed_file_still_count() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (log, old) = (dir.path().join("mail.log"), dir.path().join("mail.log.1"));
+        append(&log, "");
+        let idle = Duration::from_millis(300);
+        let mut follower = FileFollower::new("mail", &log, None).draining_for(idle);
+        let mut seen = poll_all(&mut follower);
+        append(&log, &lines(0..2, "a"));
+        seen.extend(poll_all(&mut follower));
+        // logrotate renames and creates; the writer has not reopened yet.
+        std::fs::rename(&log, &old).expect("rename");
+        append(&log, &lines(0..1, "b"));
+        seen.extend(poll_all(&mut follower));
+        append(&old, &lines(2..4, "a"));
+        seen.extend(poll_all(&mut follower));
+        append(&old, "a late partial");
+        append(&log, &lines(1..2, "b"));
+        seen.extend(poll_all(&mut follower));
+        let mut want = expected(0..2, "a");
+        want.extend(expected(0..1, "b"));
+        want.extend(expected(2..4, "a"));
+        want.extend(expected(1..2, "b"));
+        assert_eq!(seen, want, "the partial line waits");
+        // Idle long enough: the partial line counts and the old file is
+        // let go; what is written to it later is not read.
+        std::thread::sleep(idle + Duration::from_millis(100));
+        assert_eq!(poll_all(&mut follower), ["a late partial"]);
+        assert!(follower.draining.is_none());
+        append(&old, "\nnever read\n");
+        assert!(poll_all(&mut follower).is_empty());
+        assert_eq!(
+            follower.position().inode,
+            std::fs::metadata(&log).expect("stat").ino(),
+            "the saved position is the new file's"
+        );
     }
 
     #[test]
