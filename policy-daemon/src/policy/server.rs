@@ -197,6 +197,10 @@ async fn serve_connection<S>(
     let mut buffer: Vec<u8> = Vec::with_capacity(4096);
     let mut reply: Vec<u8> = Vec::with_capacity(256);
     let mut decoder = Decoder::new(service.limits);
+    // Looked up once per connection, not per request: Postfix keeps its
+    // policy connections open for many requests.
+    let requests = metrics::counter!(crate::metrics::POLICY_REQUESTS);
+    let latency = metrics::histogram!(crate::metrics::POLICY_LATENCY);
     loop {
         let mut started: Option<Instant> = None;
         let request = loop {
@@ -254,8 +258,8 @@ async fn serve_connection<S>(
         let started = Instant::now();
         let deadline = started + service.request_timeout;
         let decision = service.engine().decide(&request, deadline).await;
-        metrics::counter!(crate::metrics::POLICY_REQUESTS).increment(1);
-        metrics::histogram!(crate::metrics::POLICY_LATENCY).record(started.elapsed().as_secs_f64());
+        requests.increment(1);
+        latency.record(started.elapsed().as_secs_f64());
         reply.clear();
         encode_reply(&decision.action, &mut reply);
         match tokio::time::timeout(service.request_timeout, stream.write_all(&reply)).await {
