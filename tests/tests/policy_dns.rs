@@ -289,6 +289,21 @@ fn answers_are_cached_with_their_ttl() {
 /// `spamwall run` with a policy listener, in a network namespace with
 /// rbldnsd; `spamwall query` there gets the templated reject and the
 /// client is banned with source `policy`.
+/// The Prometheus text the daemon in `net`'s server side serves at `addr`.
+fn scrape_metrics(net: &NetnsPair, addr: &str) -> String {
+    let scrape = net.exec_in(
+        Side::Server,
+        &["curl", "-sf", &format!("http://{addr}/metrics")],
+        Duration::from_secs(10),
+    );
+    assert!(
+        scrape.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&scrape.stderr)
+    );
+    String::from_utf8(scrape.stdout).unwrap()
+}
+
 #[test]
 fn the_daemon_answers_spamwall_query_and_bans() {
     if !require_root("the_daemon_answers_spamwall_query_and_bans") {
@@ -304,6 +319,9 @@ fn the_daemon_answers_spamwall_query_and_bans() {
             "action = \"reject sender ip %IP% is blocked (score=%SCORE%, %DETAIL%)\"",
             "action = \"reject sender ip %IP% is blocked (score=%SCORE%, %DETAIL%)\"\nban = \"1h\"",
         );
+    settings
+        .extra
+        .push_str("\n[metrics]\nlisten = \"127.0.0.1:9466\"\n");
     let daemon = Daemon::start(net.server(), &settings);
     let bin = spamwall_bin();
     let bin = bin.to_str().unwrap();
@@ -364,6 +382,14 @@ fn the_daemon_answers_spamwall_query_and_bans() {
         "an allowlisted client was banned: {bans:?}"
     );
     assert!(daemon.stats()["policy_requests"].as_u64().unwrap() >= 2);
+    // Three requests answered, in the Prometheus metrics too.
+    let text = scrape_metrics(&net, "127.0.0.1:9466");
+    for line in [
+        "spamwall_policy_requests_total 3",
+        "spamwall_policy_request_duration_seconds_count 3",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+    }
 
     // A connection error names the address and exits 1.
     let output = net.exec_in(
