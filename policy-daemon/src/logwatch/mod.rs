@@ -119,7 +119,12 @@ pub fn test_filter(
                 .collect();
             workers
                 .into_iter()
-                .map(|w| w.join().unwrap_or_else(|_| Ok(ChunkScan::default())))
+                .map(|w| {
+                    // A range left out would be a wrong count: fail the run.
+                    w.join().unwrap_or_else(|_| {
+                        Err(std::io::Error::other("a scanning thread panicked"))
+                    })
+                })
                 .collect()
         })
     } else {
