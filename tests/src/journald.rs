@@ -25,7 +25,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::netns::{kill_and_reap, run_bounded};
+use crate::netns::{run_bounded, terminate};
 
 /// The journald binary of Debian's `systemd` package.
 pub const JOURNALD: &str = "/lib/systemd/systemd-journald";
@@ -142,17 +142,7 @@ impl Journald {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
-        // SAFETY: kill(2) on the pid of our own child, not yet reaped.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let started = Instant::now();
-        while child.try_wait().ok().flatten().is_none() {
-            if started.elapsed() > STOP_TIMEOUT {
-                kill_and_reap(&mut child);
-                break;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        terminate(&mut child, STOP_TIMEOUT);
     }
 }
 

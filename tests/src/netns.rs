@@ -542,6 +542,22 @@ fn run_ok(command: &mut Command) -> Output {
     output
 }
 
+/// SIGTERMs our child `child` by pid and waits up to `timeout` for it to
+/// exit; then SIGKILLs and reaps it.
+pub fn terminate(child: &mut Child, timeout: Duration) {
+    let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
+    // SAFETY: kill(2) on the pid of our own child, not yet reaped.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let started = Instant::now();
+    while child.try_wait().ok().flatten().is_none() {
+        if started.elapsed() > timeout {
+            kill_and_reap(child);
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// SIGKILLs `child` by its pid unless it already exited, then reaps it.
 pub fn kill_and_reap(child: &mut Child) -> Option<ExitStatus> {
     if let Ok(Some(status)) = child.try_wait() {

@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::netns::{kill_and_reap, run_bounded};
+use crate::netns::{kill_and_reap, run_bounded, terminate};
 
 /// How long the server may take to answer `PING` after it was started.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -107,17 +107,7 @@ impl RedisServer {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
-        // SAFETY: kill(2) on the pid of our own child, not yet reaped.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let started = Instant::now();
-        while child.try_wait().ok().flatten().is_none() {
-            if started.elapsed() > STOP_TIMEOUT {
-                kill_and_reap(&mut child);
-                break;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        terminate(&mut child, STOP_TIMEOUT);
     }
 
     /// Whether the server answers `PING`.

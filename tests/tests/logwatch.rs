@@ -149,18 +149,7 @@ fn appended_dnsbl_line_gets_the_client_dropped_and_restart_resumes() {
     let other = IpAddr::from(net.subnet().v4_host(77));
     let third = dnsbl_line(other, 40003);
     append(&log, &third);
-    let started = Instant::now();
-    let ban = loop {
-        if let Some(ban) = ban_of(&daemon, other) {
-            break ban;
-        }
-        assert!(
-            started.elapsed() < BAN_DEADLINE,
-            "{other} not banned within {BAN_DEADLINE:?}; log:\n{}",
-            daemon.log()
-        );
-        thread::sleep(Duration::from_millis(100));
-    };
+    let ban = wait_banned(&daemon, other, "the line after the restart");
     assert_eq!(ban["source"], "logwatch");
     assert_eq!(ban["reason"], third.as_str());
 
