@@ -184,10 +184,40 @@ pub struct Span(pub Duration);
 
 impl<'de> Deserialize<'de> for Span {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        match BanTime::deserialize(deserializer)? {
-            BanTime(Some(duration)) => Ok(Self(duration)),
-            BanTime(None) => Err(de::Error::custom("must be longer than zero")),
+        let span = duration(deserializer)?;
+        if span.is_zero() {
+            return Err(de::Error::custom("must be longer than zero"));
         }
+        Ok(Self(span))
+    }
+}
+
+/// A length of time as TOML gives it: a number of seconds, or text.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawDuration {
+    Seconds(u64),
+    Text(String),
+}
+
+/// Humantime text (`500ms`, `90s`, `10m`, `1h 30m`, `1w`) or a plain
+/// number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    match text.parse::<u64>() {
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(_) => humantime::parse_duration(text).map_err(|e| {
+            format!("invalid duration {text:?}: {e} (examples: 500ms, 90s, 10m, 1h, 1w)")
+        }),
+    }
+}
+
+/// Deserializes a length of time: a number of seconds or
+/// [`parse_duration`] text; zero allowed.
+pub(crate) fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    match RawDuration::deserialize(deserializer)? {
+        RawDuration::Seconds(secs) => Ok(Duration::from_secs(secs)),
+        RawDuration::Text(text) => parse_duration(&text).map_err(de::Error::custom),
     }
 }
 
@@ -276,16 +306,10 @@ impl FromStr for BanTime {
     /// Accepts humantime durations (`90s`, `10m`, `1h`, `1w`, `1h 30m`),
     /// a plain number of seconds, and `0` or `permanent` for no expiry.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let text = text.trim();
-        if text.eq_ignore_ascii_case("permanent") {
+        if text.trim().eq_ignore_ascii_case("permanent") {
             return Ok(Self(None));
         }
-        let duration = match text.parse::<u64>() {
-            Ok(secs) => Duration::from_secs(secs),
-            Err(_) => humantime::parse_duration(text).map_err(|e| {
-                format!("invalid duration {text:?}: {e} (examples: 90s, 10m, 1h, 1w, permanent)")
-            })?,
-        };
+        let duration = parse_duration(text).map_err(|e| format!("{e} or permanent"))?;
         Ok(Self((!duration.is_zero()).then_some(duration)))
     }
 }
@@ -301,15 +325,9 @@ impl fmt::Display for BanTime {
 
 impl<'de> Deserialize<'de> for BanTime {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Seconds(u64),
-            Text(String),
-        }
-        match Raw::deserialize(deserializer)? {
-            Raw::Seconds(secs) => Ok(Self((secs != 0).then(|| Duration::from_secs(secs)))),
-            Raw::Text(text) => text.parse().map_err(de::Error::custom),
+        match RawDuration::deserialize(deserializer)? {
+            RawDuration::Seconds(secs) => Ok(Self((secs != 0).then(|| Duration::from_secs(secs)))),
+            RawDuration::Text(text) => text.parse().map_err(de::Error::custom),
         }
     }
 }
@@ -624,6 +642,8 @@ mod tests {
         assert!("soon".parse::<BanTime>().is_err_and(|e| e.contains("soon")));
         let config = Config::parse("[ban]\nbantime = 0\n").expect("integer bantime");
         assert_eq!(config.ban.bantime, BanTime(None));
+        let message = syntax("[ban]\nmaxtime = \"permanent\"\n");
+        assert!(message.contains("\"permanent\""), "a span has an end: {message}");
         let message = syntax("[ban]\nbantime = \"forever\"\n");
         assert!(
             message.contains("forever") && message.contains("line 2"),

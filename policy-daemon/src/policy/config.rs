@@ -17,7 +17,7 @@ use std::{
 use serde::{Deserialize, Deserializer, de};
 
 use super::{checks::Chain, engine::Thresholds};
-use crate::config::BanTime;
+use crate::config::{BanTime, duration};
 
 /// The listener every default configuration has: Postfix's customary port
 /// on loopback.
@@ -333,24 +333,6 @@ pub fn parse_resolver(text: &str) -> Result<SocketAddr, String> {
     text.parse::<IpAddr>()
         .map(|ip| SocketAddr::new(ip, 53))
         .map_err(|_| format!("{text:?} is not an address (ip, ip:port or [ipv6]:port)"))
-}
-
-/// Accepts humantime (`10s`, `5m`, `1h`) or a number of seconds.
-fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Seconds(u64),
-        Text(String),
-    }
-    match Raw::deserialize(deserializer)? {
-        Raw::Seconds(secs) => Ok(Duration::from_secs(secs)),
-        Raw::Text(text) => humantime::parse_duration(text.trim()).map_err(|e| {
-            de::Error::custom(format!(
-                "invalid duration {text:?}: {e} (examples: 500ms, 10s, 5m, 1h)"
-            ))
-        }),
-    }
 }
 
 fn optional_duration<'de, D: Deserializer<'de>>(
