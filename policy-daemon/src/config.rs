@@ -643,7 +643,10 @@ mod tests {
         let config = Config::parse("[ban]\nbantime = 0\n").expect("integer bantime");
         assert_eq!(config.ban.bantime, BanTime(None));
         let message = syntax("[ban]\nmaxtime = \"permanent\"\n");
-        assert!(message.contains("\"permanent\""), "a span has an end: {message}");
+        assert!(
+            message.contains("\"permanent\""),
+            "a span has an end: {message}"
+        );
         let message = syntax("[ban]\nbantime = \"forever\"\n");
         assert!(
             message.contains("forever") && message.contains("line 2"),

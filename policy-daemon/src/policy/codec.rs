@@ -98,19 +98,26 @@ impl Request {
 
     /// A request from `name=value` pairs, for tests and `spamwall query`.
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        let mut text = String::new();
-        let mut attributes = Vec::new();
+        let mut request = Self {
+            text: String::new(),
+            attributes: Vec::new(),
+        };
         for (name, value) in pairs {
-            let start = offset(text.len());
-            text.push_str(name);
-            let eq = offset(text.len());
-            text.push_str(value);
-            attributes.push(Attribute {
-                name: start..eq,
-                value: eq..offset(text.len()),
-            });
+            request.push(name, value);
         }
-        Self { text, attributes }
+        request
+    }
+
+    /// Appends the attribute `name=value`.
+    fn push(&mut self, name: &str, value: &str) {
+        let start = offset(self.text.len());
+        self.text.push_str(name);
+        let eq = offset(self.text.len());
+        self.text.push_str(value);
+        self.attributes.push(Attribute {
+            name: start..eq,
+            value: eq..offset(self.text.len()),
+        });
     }
 }
 
@@ -237,8 +244,10 @@ impl Decoder {
     /// Builds the request from the scanned lines and removes it, with its
     /// final empty line ending at `end`, from the buffer.
     fn take(&mut self, buffer: &mut Vec<u8>, end: usize) -> Result<Request, CodecError> {
-        let mut text = String::with_capacity(self.scanned);
-        let mut attributes = Vec::with_capacity(self.attributes);
+        let mut request = Request {
+            text: String::with_capacity(self.scanned),
+            attributes: Vec::with_capacity(self.attributes),
+        };
         for line in buffer[..self.scanned].split(|&b| b == b'\n') {
             let line = match line {
                 [] => continue,
@@ -247,26 +256,19 @@ impl Decoder {
             };
             // Checked line by line in `decode`; cannot fail here.
             let line = std::str::from_utf8(line).map_err(|_| CodecError::InvalidUtf8 {
-                line: attributes.len() + 1,
+                line: request.len() + 1,
             })?;
             let Some((name, value)) = line.split_once('=') else {
                 return Err(CodecError::NoEquals {
-                    line: attributes.len() + 1,
+                    line: request.len() + 1,
                 });
             };
-            let start = offset(text.len());
-            text.push_str(name);
-            let eq = offset(text.len());
-            text.push_str(value);
-            attributes.push(Attribute {
-                name: start..eq,
-                value: eq..offset(text.len()),
-            });
+            request.push(name, value);
         }
         buffer.drain(..end);
         self.scanned = 0;
         self.attributes = 0;
-        Ok(Request { text, attributes })
+        Ok(request)
     }
 }
 
