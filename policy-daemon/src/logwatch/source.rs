@@ -840,6 +840,18 @@ mod tests {
         assert_eq!(seen, want);
     }
 
+    /// A daemon start: a follower from the saved position reads what is
+    /// there, and its position is saved again.
+    fn resume(store: &crate::bans::store::Store, log: &Path) -> Vec<String> {
+        let saved = store.logwatch_position("mail").expect("get");
+        let mut follower = FileFollower::new("mail", log, saved);
+        let seen = poll_all(&mut follower);
+        store
+            .put_logwatch_position("mail", &follower.position())
+            .expect("put");
+        seen
+    }
+
     #[test]
     fn restart_resumes_exactly_where_it_stopped() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -859,29 +871,15 @@ mod tests {
         // Written while stopped, the partial line completed.
         append(&log, "\n");
         append(&log, &lines(4..6, "a"));
-        let mut follower =
-            FileFollower::new("mail", &log, store.logwatch_position("mail").expect("get"));
-        seen.extend(poll_all(&mut follower));
-        store
-            .put_logwatch_position("mail", &follower.position())
-            .expect("put");
-        drop(follower);
+        seen.extend(resume(&store, &log));
         // Rotated while stopped: the rest of the old file, then the new one.
         append(&log, &lines(6..8, "a"));
         std::fs::rename(&log, dir.path().join("mail.log.1")).expect("rename");
         append(&log, &lines(0..3, "b"));
-        let mut follower =
-            FileFollower::new("mail", &log, store.logwatch_position("mail").expect("get"));
-        seen.extend(poll_all(&mut follower));
-        store
-            .put_logwatch_position("mail", &follower.position())
-            .expect("put");
-        drop(follower);
+        seen.extend(resume(&store, &log));
         // Replaced in place while stopped (same size or larger, new head).
         std::fs::write(&log, lines(0..4, "c")).expect("rewrite");
-        let mut follower =
-            FileFollower::new("mail", &log, store.logwatch_position("mail").expect("get"));
-        seen.extend(poll_all(&mut follower));
+        seen.extend(resume(&store, &log));
         let mut want = expected(0..3, "a");
         want.push("a line 3 half".to_owned());
         want.extend(expected(4..8, "a"));
