@@ -1430,9 +1430,19 @@ mod tests {
     }
 
     #[test]
-    fn unanchored_or_literal_free_filters_take_the_general_path() {
+    fn only_unanchored_filters_take_the_general_path() {
         assert!(filter(&[r"from \S+\[<HOST>\]"], &[]).gated.is_none());
-        assert!(filter(&[r"^(?:a|b)+ x \[<HOST>\]"], &[]).gated.is_some());
+        // Anchored without a literal: gated, tried on every line.
+        let bare = filter(&[r"^(?:a|b)+ x \[<HOST>\]"], &[]);
+        assert!(bare.gated.is_some());
+        assert_eq!(
+            bare.check("ab x [192.0.2.1]"),
+            Verdict::Matched {
+                host: "192.0.2.1".parse().expect("ip"),
+                regex: 0
+            }
+        );
+        assert_eq!(bare.check("c x [192.0.2.1]"), Verdict::Missed);
     }
 
     use super::*;
