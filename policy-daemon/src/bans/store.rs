@@ -119,6 +119,22 @@ impl Store {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Runs `body` in one transaction, committed (durable) when it
+    /// succeeds; `committing` names the commit in an error.
+    fn in_transaction<T>(
+        &self,
+        committing: &'static str,
+        body: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction()
+            .map_err(sql(&self.path, "beginning a transaction"))?;
+        let value = body(&tx)?;
+        tx.commit().map_err(sql(&self.path, committing))?;
+        Ok(value)
+    }
+
     fn migrate(&self) -> Result<(), StoreError> {
         let conn = self.conn();
         // WAL + FULL: a ban acknowledged to its caller is on disk, and
@@ -173,11 +189,7 @@ impl Store {
     /// Writes bans (inserted or replaced) in one transaction: when this
     /// returns, all of them are durable.
     pub fn put_bans(&self, bans: &[StoredBan]) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction()
-            .map_err(sql(&self.path, "beginning a transaction"))?;
-        {
+        self.in_transaction("committing bans", |tx| {
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO bans (target, expires_at, source, reason, detail, count, first_banned_at, last_banned_at)
@@ -202,8 +214,8 @@ impl Store {
                     ])
                     .map_err(sql(&self.path, "writing a ban"))?;
             }
-        }
-        tx.commit().map_err(sql(&self.path, "committing bans"))
+            Ok(())
+        })
     }
 
     /// Ends the ban on `target` at `now`, keeping its history; `false` when
@@ -332,12 +344,8 @@ impl Store {
         ops: &[(&str, String)],
         now: i64,
     ) -> Result<Vec<u64>, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction()
-            .map_err(sql(&self.path, "beginning a transaction"))?;
-        let mut ids = Vec::with_capacity(ops.len());
-        {
+        self.in_transaction("committing queued operations", |tx| {
+            let mut ids = Vec::with_capacity(ops.len());
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO outbox (backend, op, target, queued_at) VALUES (?1, ?2, ?3, ?4)",
@@ -349,19 +357,13 @@ impl Store {
                     .map_err(sql(&self.path, "queueing an operation"))?;
                 ids.push(tx.last_insert_rowid().unsigned_abs());
             }
-        }
-        tx.commit()
-            .map_err(sql(&self.path, "committing queued operations"))?;
-        Ok(ids)
+            Ok(ids)
+        })
     }
 
     /// Removes several delivered operations in one transaction.
     pub fn outbox_remove_many(&self, ids: &[u64]) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction()
-            .map_err(sql(&self.path, "beginning a transaction"))?;
-        {
+        self.in_transaction("committing removed operations", |tx| {
             let mut delete = tx
                 .prepare_cached("DELETE FROM outbox WHERE id = ?1")
                 .map_err(sql(&self.path, "preparing the outbox delete"))?;
@@ -370,9 +372,8 @@ impl Store {
                     .execute(params![i64::try_from(id).unwrap_or(i64::MAX)])
                     .map_err(sql(&self.path, "removing a delivered operation"))?;
             }
-        }
-        tx.commit()
-            .map_err(sql(&self.path, "committing removed operations"))
+            Ok(())
+        })
     }
 
     /// Where the log watcher stopped reading `source`, if it ever read it.
