@@ -38,12 +38,15 @@ pub enum TestFilterError {
     Usage(String),
 }
 
+/// A user filter: its name, failregex and ignoreregex lines.
+pub type UserFilter = (String, Vec<String>, Vec<String>);
+
 /// Resolves `--filter`: `postfix` (built-in, with `mode`), a fail2ban
 /// filter file path (optionally `PATH[mode=M]`), or one of `user` filters.
 pub fn resolve_filter(
     spec: &str,
     mode: Option<&str>,
-    user: &[(String, Vec<String>, Vec<String>)],
+    user: &[UserFilter],
 ) -> Result<Filter, TestFilterError> {
     let (name, mut params) = filter::split_params(spec);
     if let Some(mode) = mode {
@@ -490,21 +493,33 @@ impl LogwatchConfig {
     /// User filters as `(name, failregex, ignoreregex)`; file filters are
     /// imported (an unreadable file gives an empty filter, reported by
     /// [`Self::problems`]).
-    pub fn user_filters(&self) -> Vec<(String, Vec<String>, Vec<String>)> {
-        self.filter
+    pub fn user_filters(&self) -> Vec<UserFilter> {
+        self.load_user_filters().0
+    }
+
+    /// [`Self::user_filters`] and the import problems, each file read once.
+    fn load_user_filters(&self) -> (Vec<UserFilter>, Vec<String>) {
+        let mut problems = Vec::new();
+        let filters = self
+            .filter
             .iter()
-            .map(|f| {
+            .enumerate()
+            .map(|(i, f)| {
                 let (mut fail, mut ignore) = (f.failregex.clone(), f.ignoreregex.clone());
                 if let Some(file) = &f.file {
                     let (path, params) = filter::split_params(file.to_str().unwrap_or(""));
-                    if let Ok(imported) = filter::import_fail2ban(Path::new(path), &params) {
-                        fail.extend(imported.failregex);
-                        ignore.extend(imported.ignoreregex);
+                    match filter::import_fail2ban(Path::new(path), &params) {
+                        Ok(imported) => {
+                            fail.extend(imported.failregex);
+                            ignore.extend(imported.ignoreregex);
+                        }
+                        Err(e) => problems.push(format!("logwatch.filter[{i}].file: {e}")),
                     }
                 }
                 (f.name.clone(), fail, ignore)
             })
-            .collect()
+            .collect();
+        (filters, problems)
     }
 
     /// Every problem, each naming its key (`logwatch.rule[1].filter`).
@@ -543,14 +558,9 @@ impl LogwatchConfig {
                 ));
             }
         }
-        let user = self.user_filters();
+        let (user, import_problems) = self.load_user_filters();
+        problems.extend(import_problems);
         for (i, f) in self.filter.iter().enumerate() {
-            if let Some(file) = &f.file {
-                let (path, params) = filter::split_params(file.to_str().unwrap_or(""));
-                if let Err(e) = filter::import_fail2ban(Path::new(path), &params) {
-                    problems.push(format!("logwatch.filter[{i}].file: {e}"));
-                }
-            }
             if f.name == "postfix" {
                 problems.push(format!("logwatch.filter[{i}].name: `postfix` is built in"));
             }
@@ -724,6 +734,20 @@ mod tests {
         );
         assert!(journal_namespace_valid("mail") && journal_namespace_valid("spamwall-test.1"));
         assert!(!journal_namespace_valid("") && !journal_namespace_valid("a/b"));
+    }
+
+    #[test]
+    fn an_unreadable_filter_file_names_its_key_and_path() {
+        let Err(ParseError::Invalid(problems)) = Config::parse(
+            "[[logwatch.filter]]\nname = \"mine\"\nfile = \"/nonexistent/mine.conf\"\n",
+        ) else {
+            panic!("expected problems");
+        };
+        let all = problems.join("\n");
+        assert!(
+            all.contains("logwatch.filter[0].file") && all.contains("/nonexistent/mine.conf"),
+            "{all}"
+        );
     }
 
     #[test]
