@@ -24,7 +24,11 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 use ipnet::IpNet;
 use spamwall::dataplane::{self, Capacities, Dataplane, TestRun};
-use spamwall_tests::{PinDir, XDP_DROP, XDP_PASS, frames::FrameBuilder, require_root};
+use spamwall_tests::{
+    PinDir, XDP_DROP, XDP_PASS,
+    frames::{Extension, FrameBuilder},
+    require_root,
+};
 use xdp_common::{BanValue, SOURCE_CLI};
 
 /// Repetitions per `BPF_PROG_TEST_RUN` call.
@@ -74,6 +78,20 @@ fn cases() -> Vec<Case> {
         Case {
             name: "IPv6 miss",
             frame: FrameBuilder::ipv6(CLEAN_V6, DST_V6).build(),
+            action: XDP_PASS,
+        },
+        Case {
+            name: "IPv6 + dstopts hit",
+            frame: FrameBuilder::ipv6(BANNED_V6, DST_V6)
+                .extension(Extension::DESTINATION_OPTIONS)
+                .build(),
+            action: XDP_DROP,
+        },
+        Case {
+            name: "IPv6 + dstopts miss",
+            frame: FrameBuilder::ipv6(CLEAN_V6, DST_V6)
+                .extension(Extension::DESTINATION_OPTIONS)
+                .build(),
             action: XDP_PASS,
         },
         Case {
@@ -148,11 +166,7 @@ fn measure_program(id: u32, cases: &[Case]) -> Result<Vec<Figure>> {
 /// A ban that expires in a day, so the program takes the expiry branch.
 fn live_ban() -> BanValue {
     let expires_ns = dataplane::monotonic_now_ns() + 86_400 * 1_000_000_000;
-    BanValue {
-        expires_ns,
-        source: SOURCE_CLI,
-        count: 1,
-    }
+    BanValue::new(expires_ns, SOURCE_CLI, 32, 1)
 }
 
 fn main() -> Result<()> {
@@ -170,6 +184,11 @@ fn main() -> Result<()> {
         spamwall.insert(IpNet::from(addr), live_ban())?;
     }
     let one_ban = measure_spamwall(&spamwall, &cases)?;
+    // The same with port scoping, which walks IPv6 extension headers to
+    // the TCP port (every frame goes to port 25).
+    spamwall.set_ports(&[25])?;
+    let scoped = measure_spamwall(&spamwall, &cases)?;
+    spamwall.set_ports(&[])?;
 
     let ban = live_ban();
     // 10.0.0.0/8 and 2001:db8:ffff::/48: never the measured sources.
@@ -233,15 +252,31 @@ fn main() -> Result<()> {
         }
     };
 
-    print_table(&cases, &one_ban, &million, xdp_filter.as_deref(), floor);
+    print_table(
+        &cases,
+        &Columns {
+            one_ban: &one_ban,
+            scoped: &scoped,
+            million: &million,
+        },
+        xdp_filter.as_deref(),
+        floor,
+    );
     print!("{report}");
     Ok(())
 }
 
+/// spamwall's figures, one per case in each column.
+struct Columns<'a> {
+    one_ban: &'a [Figure],
+    /// One ban, `xdp.ports = [25]`.
+    scoped: &'a [Figure],
+    million: &'a [Figure],
+}
+
 fn print_table(
     cases: &[Case],
-    one_ban: &[Figure],
-    million: &[Figure],
+    columns: &Columns<'_>,
     xdp_filter: Option<&[Figure]>,
     floor: Figure,
 ) {
@@ -250,19 +285,21 @@ fn print_table(
         std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
     );
     println!(
-        "frames: TCP SYN to port 25 from a banned (hit) or clean (miss) source; truncated = Ethernet + 16 bytes of IPv4 header"
+        "frames: TCP SYN to port 25 from a banned (hit) or clean (miss) source; truncated = Ethernet + 16 bytes of IPv4 header; \
+         dstopts = one 8-byte IPv6 Destination Options header before TCP; ports [25] = xdp.ports set, extension headers walked to the port"
     );
     println!(
-        "| {:<26} | {:>14} | {:>16} | {:>24} | {:>30} |",
+        "| {:<28} | {:>14} | {:>16} | {:>16} | {:>24} | {:>30} |",
         "case",
         "spamwall 1 ban",
+        "  + ports [25]",
         "spamwall 1M bans",
         "xdp-filter (10k entries)",
         "ratio (sw-floor)/(xf-floor)"
     );
     println!(
-        "|{:-<28}|{:->16}|{:->18}|{:->26}|{:->32}|",
-        "", "", "", "", ""
+        "|{:-<30}|{:->16}|{:->18}|{:->18}|{:->26}|{:->32}|",
+        "", "", "", "", "", ""
     );
     for (i, case) in cases.iter().enumerate() {
         let (filter, ratio) = match xdp_filter {
@@ -273,23 +310,24 @@ fn print_table(
                 } else {
                     format!(" ({})", action_name(figure.action))
                 };
-                let ratio = ratio(one_ban[i].ns, figure.ns, floor.ns);
+                let ratio = ratio(columns.one_ban[i].ns, figure.ns, floor.ns);
                 (format!("{}{mark}", figure.ns), ratio)
             }
             None => ("n/a".to_owned(), "n/a".to_owned()),
         };
         println!(
-            "| {:<26} | {:>14} | {:>16} | {:>24} | {:>30} |",
+            "| {:<28} | {:>14} | {:>16} | {:>16} | {:>24} | {:>30} |",
             format!("{} ({})", case.name, action_name(case.action)),
-            one_ban[i].ns,
-            million[i].ns,
+            columns.one_ban[i].ns,
+            columns.scoped[i].ns,
+            columns.million[i].ns,
             filter,
             ratio
         );
     }
     println!(
-        "| {:<26} | {:>14} | {:>16} | {:>24} | {:>30} |",
-        "floor: r0 = XDP_PASS; exit", floor.ns, floor.ns, floor.ns, "-"
+        "| {:<28} | {:>14} | {:>16} | {:>16} | {:>24} | {:>30} |",
+        "floor: r0 = XDP_PASS; exit", floor.ns, floor.ns, floor.ns, floor.ns, "-"
     );
 }
 

@@ -50,6 +50,22 @@ pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 /// IP protocol number of `ICMPv6`.
 pub const IPPROTO_ICMPV6: u8 = 58;
+/// IP protocol number of GRE, a tunnel whose inner packet has a port.
+pub const IPPROTO_GRE: u8 = 47;
+/// IP protocol number of ESP: encrypted, no port to read.
+pub const IPPROTO_ESP: u8 = 50;
+/// IPv6 next header of the Hop-by-Hop Options header.
+pub const IPV6_HOPOPTS: u8 = 0;
+/// IPv6 next header of the Routing header.
+pub const IPV6_ROUTING: u8 = 43;
+/// IPv6 next header of the Fragment header.
+pub const IPV6_FRAGMENT: u8 = 44;
+/// IPv6 next header of the Authentication Header.
+pub const IPV6_AH: u8 = 51;
+/// IPv6 "No Next Header".
+pub const IPV6_NONXT: u8 = 59;
+/// IPv6 next header of the Destination Options header.
+pub const IPV6_DSTOPTS: u8 = 60;
 
 /// Destination MAC of every built frame (locally administered).
 pub const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -116,6 +132,75 @@ impl Transport {
     }
 }
 
+/// An IPv6 extension header, written between the fixed header and the
+/// transport in the order added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Extension {
+    /// Hop-by-Hop Options, `8 × (units + 1)` bytes of padding options.
+    HopByHop { units: u8 },
+    /// Destination Options, `8 × (units + 1)` bytes of padding options.
+    DestinationOptions { units: u8 },
+    /// An 8-byte Routing header with no segments left.
+    Routing,
+    /// A Fragment header; offset in 8-byte units. A non-zero offset makes
+    /// this a later fragment, which carries no L4 header.
+    Fragment { offset: u16, more: bool },
+    /// A 24-byte Authentication Header (payload length 4).
+    Authentication,
+}
+
+impl Extension {
+    /// Hop-by-Hop Options of the minimum 8 bytes.
+    pub const HOP_BY_HOP: Self = Self::HopByHop { units: 0 };
+    /// Destination Options of the minimum 8 bytes.
+    pub const DESTINATION_OPTIONS: Self = Self::DestinationOptions { units: 0 };
+    /// The first fragment of a fragmented packet.
+    pub const FIRST_FRAGMENT: Self = Self::Fragment {
+        offset: 0,
+        more: true,
+    };
+
+    /// The value a preceding header's next-header field takes for this one.
+    pub const fn next_header(self) -> u8 {
+        match self {
+            Self::HopByHop { .. } => IPV6_HOPOPTS,
+            Self::DestinationOptions { .. } => IPV6_DSTOPTS,
+            Self::Routing => IPV6_ROUTING,
+            Self::Fragment { .. } => IPV6_FRAGMENT,
+            Self::Authentication => IPV6_AH,
+        }
+    }
+
+    fn bytes(self, next: u8) -> Vec<u8> {
+        match self {
+            Self::HopByHop { units } | Self::DestinationOptions { units } => {
+                let len = (usize::from(units) + 1) * 8;
+                let mut header = vec![next, units];
+                // One PadN option filling the rest.
+                header.push(1);
+                header.push(u8::try_from(len - 4).unwrap_or(u8::MAX));
+                header.resize(len, 0);
+                header
+            }
+            Self::Routing => vec![next, 0, 0, 0, 0, 0, 0, 0],
+            Self::Fragment { offset, more } => {
+                let field = (offset << 3) | u16::from(more);
+                let mut header = vec![next, 0];
+                header.extend_from_slice(&field.to_be_bytes());
+                header.extend_from_slice(&0x0bad_cafe_u32.to_be_bytes());
+                header
+            }
+            Self::Authentication => {
+                let mut header = vec![next, 4, 0, 0];
+                header.extend_from_slice(&0x100_u32.to_be_bytes()); // SPI
+                header.extend_from_slice(&1_u32.to_be_bytes()); // sequence
+                header.resize(24, 0); // ICV
+                header
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 enum Network {
     V4 {
@@ -128,6 +213,7 @@ enum Network {
     V6 {
         src: Ipv6Addr,
         dst: Ipv6Addr,
+        extensions: Vec<Extension>,
     },
 }
 
@@ -169,7 +255,11 @@ impl FrameBuilder {
 
     /// An IPv6 packet from `src` to `dst`.
     pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr) -> Self {
-        Self::with(Network::V6 { src, dst })
+        Self::with(Network::V6 {
+            src,
+            dst,
+            extensions: Vec::new(),
+        })
     }
 
     /// An IPv4 or IPv6 packet, by the family of the addresses.
@@ -255,8 +345,21 @@ impl FrameBuilder {
         self
     }
 
-    /// Overrides the IPv4 protocol / IPv6 next header field, which otherwise
-    /// follows the transport.
+    /// Adds an IPv6 extension header after the ones already added.
+    ///
+    /// # Panics
+    /// On an IPv4 builder.
+    #[must_use]
+    pub fn extension(mut self, extension: Extension) -> Self {
+        match &mut self.network {
+            Network::V6 { extensions, .. } => extensions.push(extension),
+            Network::V4 { .. } => panic!("extension headers are IPv6"),
+        }
+        self
+    }
+
+    /// Overrides the IPv4 protocol / IPv6 next header field of the last
+    /// header before the transport, which otherwise follows the transport.
     #[must_use]
     pub fn protocol(mut self, protocol: u8) -> Self {
         self.protocol = Some(protocol);
@@ -332,15 +435,29 @@ impl FrameBuilder {
                 ip[10..12].copy_from_slice(&checksum.to_be_bytes());
                 (ETH_P_IP, ip)
             }
-            Network::V6 { src, dst } => {
-                let payload_len = u16::try_from(l4.len()).expect("IPv6 payload too long");
-                let mut ip = Vec::with_capacity(IPV6_HLEN + l4.len());
+            Network::V6 {
+                src,
+                dst,
+                extensions,
+            } => {
+                let mut chain = Vec::new();
+                for (i, extension) in extensions.iter().enumerate() {
+                    let next = extensions
+                        .get(i + 1)
+                        .map_or(protocol, |following| following.next_header());
+                    chain.extend(extension.bytes(next));
+                }
+                let first = extensions.first().map_or(protocol, |e| e.next_header());
+                let payload_len =
+                    u16::try_from(chain.len() + l4.len()).expect("IPv6 payload too long");
+                let mut ip = Vec::with_capacity(IPV6_HLEN + chain.len() + l4.len());
                 ip.extend_from_slice(&[0x60, 0, 0, 0]); // version, class, flow label
                 ip.extend_from_slice(&payload_len.to_be_bytes());
-                ip.push(protocol);
+                ip.push(first);
                 ip.push(64); // hop limit
                 ip.extend_from_slice(&src.octets());
                 ip.extend_from_slice(&dst.octets());
+                ip.extend(chain);
                 (ETH_P_IPV6, ip)
             }
         };
@@ -481,6 +598,37 @@ mod tests {
         assert_eq!(be16(&frame, 18), 20);
         assert_eq!(be16(&frame, 20), ETH_P_IP);
         assert_eq!(frame[22], 0x45);
+    }
+
+    #[test]
+    fn ipv6_extension_chain_links_each_next_header() {
+        let frame = FrameBuilder::ipv6(SRC_V6, DST_V6)
+            .extension(Extension::HOP_BY_HOP)
+            .extension(Extension::Fragment {
+                offset: 3,
+                more: true,
+            })
+            .extension(Extension::Authentication)
+            .extension(Extension::DestinationOptions { units: 1 })
+            .tcp(25)
+            .build();
+        let ip = ETH_HLEN;
+        let chain = 8 + 8 + 24 + 16;
+        assert_eq!(frame.len(), ETH_HLEN + IPV6_HLEN + chain + 20);
+        assert_eq!(usize::from(be16(&frame, ip + 4)), chain + 20);
+        assert_eq!(frame[ip + 6], IPV6_HOPOPTS);
+        let hop = ip + IPV6_HLEN;
+        assert_eq!((frame[hop], frame[hop + 1]), (IPV6_FRAGMENT, 0));
+        let fragment = hop + 8;
+        assert_eq!(frame[fragment], IPV6_AH);
+        assert_eq!(be16(&frame, fragment + 2), (3 << 3) | 1);
+        let ah = fragment + 8;
+        assert_eq!((frame[ah], frame[ah + 1]), (IPV6_DSTOPTS, 4));
+        let dst = ah + 24;
+        assert_eq!((frame[dst], frame[dst + 1]), (IPPROTO_TCP, 1));
+        // PadN covering the rest of the 16 bytes.
+        assert_eq!((frame[dst + 2], frame[dst + 3]), (1, 12));
+        assert_eq!(be16(&frame, dst + 16 + 2), 25);
     }
 
     #[test]

@@ -275,6 +275,24 @@ impl NetnsPair {
         }
     }
 
+    /// Adds IPv6 address `::<host>` of the subnet to the client's veth
+    /// (without duplicate address detection, so it is usable at once).
+    pub fn add_client_v6(&self, host: u16) -> Ipv6Addr {
+        let addr = self.subnet.v6_host(host);
+        run_ok(Command::new("ip").args([
+            "-n",
+            &self.client,
+            "-6",
+            "addr",
+            "add",
+            &format!("{addr}/64"),
+            "dev",
+            &self.client,
+            "nodad",
+        ]));
+        addr
+    }
+
     /// Listens on `port` on both server addresses (IPv4 and IPv6).
     pub fn listen_both(&mut self, port: u16) {
         self.listen(self.server_v4().into(), port);
@@ -450,6 +468,74 @@ pub fn can_connect(from: &str, addr: IpAddr, port: u16, timeout_secs: u32) -> bo
     run_bounded(&mut command, Duration::from_secs(timeout_secs.into()))
         .status
         .success()
+}
+
+/// An IPv6 extension header a client puts on every packet of a socket with
+/// a socket option, as any program with `CAP_NET_RAW` on its own machine
+/// can.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ipv6Header {
+    /// `IPV6_HOPOPTS`: a Hop-by-Hop Options header.
+    HopByHop,
+    /// `IPV6_DSTOPTS`: a Destination Options header.
+    DestinationOptions,
+}
+
+/// Whether a TCP connection from `src` in namespace `ns` to `dst`:`port`,
+/// every packet carrying `header` (8 bytes: one `PadN` option), completes
+/// within `timeout`.
+pub fn connects_with_ipv6_header(
+    ns: &str,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    port: u16,
+    header: Ipv6Header,
+    timeout: Duration,
+) -> bool {
+    use std::os::fd::AsRawFd as _;
+
+    let path = format!("/run/netns/{ns}");
+    // The namespace is entered by a thread of its own, which ends with the
+    // connection: no other thread of the test changes namespace.
+    let attempt = thread::spawn(move || -> io::Result<bool> {
+        let netns = std::fs::File::open(&path)?;
+        // SAFETY: a valid namespace descriptor; only this thread moves.
+        if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let socket = socket2::Socket::new(
+            socket2::Domain::IPV6,
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        let option = match header {
+            Ipv6Header::HopByHop => libc::IPV6_HOPOPTS,
+            Ipv6Header::DestinationOptions => libc::IPV6_DSTOPTS,
+        };
+        // Next header (filled in by the kernel), length 0 (8 bytes), PadN
+        // of four bytes.
+        let bytes: [u8; 8] = [0, 0, 1, 4, 0, 0, 0, 0];
+        // SAFETY: `bytes` outlives the call and its length is passed.
+        let set = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IPV6,
+                option,
+                bytes.as_ptr().cast(),
+                libc::socklen_t::try_from(bytes.len()).unwrap_or_default(),
+            )
+        };
+        if set != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        socket.bind(&std::net::SocketAddr::from((src, 0)).into())?;
+        let target = std::net::SocketAddr::from((dst, port));
+        Ok(socket.connect_timeout(&target.into(), timeout).is_ok())
+    });
+    attempt
+        .join()
+        .unwrap_or_else(|_| panic!("connecting from {ns} panicked"))
+        .unwrap_or_else(|e| panic!("connecting from [{src}] in {ns} with {header:?}: {e}"))
 }
 
 /// Runs `command` to completion, killing it if it outlives `timeout` plus

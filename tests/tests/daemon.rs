@@ -19,7 +19,7 @@ use serde_json::Value;
 use spamwall::bans::BanEntry;
 use spamwall_tests::{
     daemon::{Daemon, Settings},
-    netns::{NetnsPair, Side, Subnet},
+    netns::{Ipv6Header, NetnsPair, Side, Subnet, connects_with_ipv6_header},
     require_root,
 };
 use xdp_common::{LINK_PIN_DIR, MAP_NAMES, PROGRAM_NAME};
@@ -646,4 +646,90 @@ fn bans_apply_only_to_configured_ports() {
     assert!(counter(&stats, "dropped_v4") > 0, "{stats}");
     assert!(counter(&stats, "dropped_v6") > 0, "{stats}");
     assert!(counter(&stats, "out_of_scope_passed") > 0, "{stats}");
+}
+
+#[test]
+fn ipv6_extension_headers_do_not_escape_the_port_scope() {
+    if !require_root("ipv6_extension_headers_do_not_escape_the_port_scope") {
+        return;
+    }
+    let setup = Setup::new(Subnet::test_net_2(10), &[SMTP, HTTP], |s| {
+        s.ports = vec![SMTP];
+    });
+    let net = &setup.net;
+    let banned = net.client_v6();
+    let clean = net.add_client_v6(3);
+    setup.daemon.cli_ok(&["ban", &banned.to_string()]);
+    let server = net.server_v6();
+    let connects = |src, port, header| {
+        let timeout = Duration::from_secs(CONNECT_SECS.into());
+        connects_with_ipv6_header(net.client(), src, server, port, header, timeout)
+    };
+    for header in [Ipv6Header::DestinationOptions, Ipv6Header::HopByHop] {
+        assert!(
+            !connects(banned, SMTP, header),
+            "banned client with a {header:?} header reached the enforced port {SMTP}\nstats: {}\ndaemon log:\n{}",
+            setup.stats_text(),
+            setup.daemon.log()
+        );
+        assert!(
+            connects(clean, SMTP, header),
+            "clean client with a {header:?} header could not connect to port {SMTP}\nstats: {}",
+            setup.stats_text()
+        );
+        assert!(
+            connects(banned, HTTP, header),
+            "banned client with a {header:?} header could not reach port {HTTP}, outside xdp.ports\nstats: {}",
+            setup.stats_text()
+        );
+    }
+    let stats = setup.daemon.stats();
+    assert!(counter(&stats, "dropped_v6") > 0, "{stats}");
+    assert!(counter(&stats, "out_of_scope_passed") > 0, "{stats}");
+}
+
+#[test]
+fn an_expired_longer_prefix_does_not_hide_a_live_shorter_one() {
+    if !require_root("an_expired_longer_prefix_does_not_hide_a_live_shorter_one") {
+        return;
+    }
+    // The prefixes cover the server's own addresses: ignore_self off.
+    let subnet = Subnet::test_net_1(11);
+    let setup = Setup::new(subnet, &[SMTP], |s| s.ignore_self = false);
+    let (server_v4, server_v6) = (setup.net.server_v4(), setup.net.server_v6());
+    let v4_short = subnet.v4_net();
+    let v4_long = format!("{}/25", subnet.v4_host(0));
+    let v6_short = format!("{}/48", subnet.v6_host(0));
+    let v6_long = subnet.v6_net();
+    setup
+        .daemon
+        .cli_ok(&["ban", &v4_short, &v6_short, "--for", "1h"]);
+    setup
+        .daemon
+        .cli_ok(&["ban", &v4_long, &v6_long, "--for", "1s"]);
+    // Until the longer bans have ended (reconciliation, which would delete
+    // their map entries, runs only once a minute).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while listed(&setup.daemon.list(), &v4_long).is_some()
+        || listed(&setup.daemon.list(), &v6_long).is_some()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{v4_long} and {v6_long} still listed after 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    setup.assert_dropped(
+        server_v4,
+        SMTP,
+        "client in an expired /25 inside a live /24",
+    );
+    setup.assert_dropped(
+        server_v6,
+        SMTP,
+        "client in an expired /64 inside a live /48",
+    );
+    setup.daemon.cli_ok(&["unban", &v4_short, &v6_short]);
+    setup.assert_connects(server_v4, SMTP, "after unbanning the /24");
+    setup.assert_connects(server_v6, SMTP, "after unbanning the /48");
 }

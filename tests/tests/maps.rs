@@ -62,11 +62,7 @@ fn bulk_insert_and_batched_read_agree() {
         ..TEST_CAPACITIES
     };
     let mut dataplane = Dataplane::load(pins.path(), capacities).expect("load dataplane");
-    let value = BanValue {
-        expires_ns: BanValue::PERMANENT,
-        source: SOURCE_LOGWATCH,
-        count: 7,
-    };
+    let value = BanValue::new(BanValue::PERMANENT, SOURCE_LOGWATCH, 32, 7);
     let bans: Vec<(IpNet, BanValue)> = (0..100_000_u32)
         .map(|i| {
             (
@@ -130,11 +126,7 @@ fn manager_writes_the_maps_and_reconcile_repairs_them() {
     assert_eq!(in_map(&bans), [net("192.0.2.7/32"), net("2001:db8:9::/64")]);
 
     // An entry the store does not hold, and a ban that vanished from the map.
-    let stray = BanValue {
-        expires_ns: BanValue::PERMANENT,
-        source: 2,
-        count: 1,
-    };
+    let stray = BanValue::new(BanValue::PERMANENT, 2, 32, 1);
     let dataplane = bans.xdp_mut().dataplane.as_mut().expect("dataplane");
     dataplane
         .insert(net("198.51.100.1/32"), stray)

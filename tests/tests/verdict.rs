@@ -14,7 +14,8 @@ use spamwall::dataplane::{Dataplane, DataplaneError};
 use spamwall_tests::{
     PinDir, TEST_CAPACITIES, XDP_DROP, XDP_PASS,
     frames::{
-        self, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, ETH_P_LOCAL_EXPERIMENTAL, FrameBuilder, IPV4_HLEN,
+        self, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, ETH_P_LOCAL_EXPERIMENTAL, Extension, FrameBuilder,
+        IPPROTO_ESP, IPPROTO_GRE, IPV4_HLEN, IPV6_NONXT,
     },
     require_root,
 };
@@ -51,11 +52,7 @@ impl Harness {
 
     fn ban_with(&mut self, net: impl Banned, expires_ns: u64) {
         let net = net.net();
-        let value = BanValue {
-            expires_ns,
-            source: SOURCE_CLI,
-            count: 1,
-        };
+        let value = BanValue::new(expires_ns, SOURCE_CLI, net.prefix_len(), 1);
         self.dataplane
             .insert(net, value)
             .unwrap_or_else(|e| panic!("banning {net}: {e}"));
@@ -507,6 +504,130 @@ fn expired_exact_ban_with_live_prefix_is_dropped() {
     );
 }
 
+/// Monotonic time a second ago: an expiry already passed.
+fn a_second_ago() -> u64 {
+    spamwall::dataplane::monotonic_now_ns() - 1_000_000_000
+}
+
+#[test]
+fn a_live_prefix_drops_through_expired_longer_ones() {
+    if !require_root("a_live_prefix_drops_through_expired_longer_ones") {
+        return;
+    }
+    let mut t = Harness::new();
+    let past = a_second_ago();
+    // A live /16 under expired /20, /24 and /28, and an expired address.
+    t.ban("198.51.0.0/16".parse::<IpNet>().unwrap());
+    for expired in ["198.51.96.0/20", "198.51.100.0/24", "198.51.100.0/28"] {
+        t.ban_with(expired.parse::<IpNet>().unwrap(), past);
+    }
+    let client = Ipv4Addr::new(198, 51, 100, 7);
+    t.ban_with(client, past);
+    t.expect(
+        &v4(client).build(),
+        XDP_DROP,
+        Counter::DroppedV4,
+        "IPv4 in expired /32, /28, /24, /20 inside a live /16",
+    );
+    t.expect(
+        &v4(Ipv4Addr::new(198, 51, 100, 9)).build(),
+        XDP_DROP,
+        Counter::DroppedV4,
+        "IPv4 in an expired /28 inside a live /16",
+    );
+    // An expired /25 inside a live /24, the shape of the report.
+    t.ban("203.0.113.0/24".parse::<IpNet>().unwrap());
+    t.ban_with("203.0.113.0/25".parse::<IpNet>().unwrap(), past);
+    t.expect(
+        &v4(Ipv4Addr::new(203, 0, 113, 5)).build(),
+        XDP_DROP,
+        Counter::DroppedV4,
+        "IPv4 in an expired /25 inside a live /24",
+    );
+    // When every enclosing prefix has expired, the client passes.
+    t.ban_with("192.0.2.0/24".parse::<IpNet>().unwrap(), past);
+    t.ban_with("192.0.2.0/26".parse::<IpNet>().unwrap(), past);
+    t.expect(
+        &v4(Ipv4Addr::new(192, 0, 2, 3)).build(),
+        XDP_PASS,
+        Counter::ExpiredPassed,
+        "IPv4 in an expired /26 inside an expired /24",
+    );
+    // A live longer prefix inside an expired shorter one still drops.
+    t.ban("192.0.2.64/26".parse::<IpNet>().unwrap());
+    t.expect(
+        &v4(Ipv4Addr::new(192, 0, 2, 65)).build(),
+        XDP_DROP,
+        Counter::DroppedV4,
+        "IPv4 in a live /26 inside an expired /24",
+    );
+
+    t.ban("2001:db8:7::/48".parse::<IpNet>().unwrap());
+    t.ban_with("2001:db8:7:1::/64".parse::<IpNet>().unwrap(), past);
+    t.ban_with("2001:db8:7:1::/120".parse::<IpNet>().unwrap(), past);
+    t.expect(
+        &v6("2001:db8:7:1::9".parse().unwrap()).build(),
+        XDP_DROP,
+        Counter::DroppedV6,
+        "IPv6 in expired /120 and /64 inside a live /48",
+    );
+    t.ban_with("2001:db8:8::/48".parse::<IpNet>().unwrap(), past);
+    t.ban_with("2001:db8:8:1::/64".parse::<IpNet>().unwrap(), past);
+    t.expect(
+        &v6("2001:db8:8:1::9".parse().unwrap()).build(),
+        XDP_PASS,
+        Counter::ExpiredPassed,
+        "IPv6 in an expired /64 inside an expired /48",
+    );
+}
+
+#[test]
+fn every_prefix_length_is_walked() {
+    if !require_root("every_prefix_length_is_walked") {
+        return;
+    }
+    // The deepest nesting there can be: a live /0 under an expired prefix
+    // of every other length, for both families.
+    let mut t = Harness::new();
+    let past = a_second_ago();
+    let client_v4 = Ipv4Addr::new(203, 0, 113, 200);
+    let client_v6: Ipv6Addr = "2001:db8:a:b:c:d:e:f".parse().unwrap();
+    for len in 1..=32 {
+        let net = ipnet::Ipv4Net::new(client_v4, len).unwrap().trunc();
+        t.ban_with(IpNet::V4(net), past);
+    }
+    for len in 1..=128 {
+        let net = ipnet::Ipv6Net::new(client_v6, len).unwrap().trunc();
+        t.ban_with(IpNet::V6(net), past);
+    }
+    t.expect(
+        &v4(client_v4).build(),
+        XDP_PASS,
+        Counter::ExpiredPassed,
+        "IPv4 under 32 expired prefixes",
+    );
+    t.expect(
+        &v6(client_v6).build(),
+        XDP_PASS,
+        Counter::ExpiredPassed,
+        "IPv6 under 128 expired prefixes",
+    );
+    t.ban("0.0.0.0/0".parse::<IpNet>().unwrap());
+    t.ban("::/0".parse::<IpNet>().unwrap());
+    t.expect(
+        &v4(client_v4).build(),
+        XDP_DROP,
+        Counter::DroppedV4,
+        "IPv4 under 32 expired prefixes and a live /0",
+    );
+    t.expect(
+        &v6(client_v6).build(),
+        XDP_DROP,
+        Counter::DroppedV6,
+        "IPv6 under 128 expired prefixes and a live /0",
+    );
+}
+
 #[test]
 fn removed_ban_passes() {
     if !require_root("removed_ban_passes") {
@@ -567,13 +688,6 @@ fn port_scope_limits_enforcement() {
         Counter::OutOfScopePassed,
         "banned, ICMP",
     );
-    let later_fragment = v4(BANNED_V4).tcp(25).fragment_offset(185).build();
-    t.expect(
-        &later_fragment,
-        XDP_PASS,
-        Counter::OutOfScopePassed,
-        "banned, non-first IPv4 fragment",
-    );
     let first_fragment = v4(BANNED_V4).tcp(25).more_fragments().build();
     t.expect(
         &first_fragment,
@@ -624,14 +738,202 @@ fn port_scope_limits_enforcement() {
         Counter::OutOfScopePassed,
         "IPv6 banned, ICMPv6",
     );
-    // A TCP header cut before the destination port has no port to judge.
-    let cut = frames::truncated(&v4(BANNED_V4).tcp(25).build(), ETH_HLEN + IPV4_HLEN + 3);
+}
+
+/// Frames whose destination port cannot be established, each with a
+/// description: a banned source fails closed on them, a clean one passes.
+fn portless_frames(v4_src: Ipv4Addr, v6_src: Ipv6Addr) -> Vec<(Vec<u8>, &'static str)> {
+    let hop = Extension::HOP_BY_HOP;
+    let mut too_long = v6(v6_src);
+    for _ in 0..9 {
+        too_long = too_long.extension(Extension::DESTINATION_OPTIONS);
+    }
+    let dstopts_tcp = v6(v6_src).extension(hop).tcp(25).build();
+    vec![
+        (
+            v4(v4_src).tcp(25).fragment_offset(185).build(),
+            "IPv4 later fragment",
+        ),
+        (
+            frames::truncated(&v4(v4_src).tcp(25).build(), ETH_HLEN + IPV4_HLEN + 3),
+            "IPv4 TCP header cut before the port",
+        ),
+        (
+            v4(v4_src).protocol(IPPROTO_GRE).build(),
+            "IPv4 GRE (a tunnel's inner packet has a port)",
+        ),
+        (
+            v6(v6_src)
+                .extension(Extension::Fragment {
+                    offset: 185,
+                    more: false,
+                })
+                .tcp(25)
+                .build(),
+            "IPv6 later fragment",
+        ),
+        (
+            too_long.tcp(25).build(),
+            "IPv6 chain of nine extension headers",
+        ),
+        (
+            v6(v6_src)
+                .extension(Extension::DestinationOptions { units: 200 })
+                .tcp(25)
+                .build(),
+            "IPv6 extension header reaching past the walk's limit",
+        ),
+        (
+            frames::truncated(&dstopts_tcp, dstopts_tcp.len() - 20 - 4),
+            "IPv6 extension header cut short",
+        ),
+        (
+            v6(v6_src).protocol(IPPROTO_ESP).build(),
+            "IPv6 ESP (encrypted, no port)",
+        ),
+        (
+            v6(v6_src).extension(hop).protocol(IPV6_NONXT).build(),
+            "IPv6 hop-by-hop then No Next Header",
+        ),
+        (
+            v6(v6_src).protocol(253).build(),
+            "IPv6 experimental next header 253",
+        ),
+    ]
+}
+
+#[test]
+fn port_scope_fails_closed_for_banned_sources_only() {
+    if !require_root("port_scope_fails_closed_for_banned_sources_only") {
+        return;
+    }
+    let mut t = Harness::new();
+    t.ban(BANNED_V4);
+    t.ban(BANNED_V6);
+    t.set_ports(&[25]);
+    for (frame, what) in portless_frames(BANNED_V4, BANNED_V6) {
+        let counter = if frame[12..14] == ETH_P_IP.to_be_bytes() {
+            Counter::DroppedV4
+        } else {
+            Counter::DroppedV6
+        };
+        t.expect(&frame, XDP_DROP, counter, &format!("banned, {what}"));
+    }
+    for (frame, what) in portless_frames(CLEAN_V4, CLEAN_V6) {
+        t.expect(&frame, XDP_PASS, Counter::Passed, &format!("clean, {what}"));
+    }
+}
+
+#[test]
+fn ipv6_extension_headers_are_walked_to_the_port() {
+    if !require_root("ipv6_extension_headers_are_walked_to_the_port") {
+        return;
+    }
+    let mut t = Harness::new();
+    t.ban(BANNED_V6);
+    t.set_ports(&[25]);
+    let every_kind = [
+        Extension::HOP_BY_HOP,
+        Extension::Routing,
+        Extension::FIRST_FRAGMENT,
+        Extension::DESTINATION_OPTIONS,
+        Extension::Authentication,
+    ];
+    let mut chains: Vec<(Vec<Extension>, String)> = every_kind
+        .iter()
+        .map(|&e| (vec![e], format!("{e:?}")))
+        .collect();
+    chains.push((every_kind.to_vec(), "all five kinds in a row".to_owned()));
+    chains.push((
+        vec![Extension::DESTINATION_OPTIONS; 8],
+        "eight destination options headers, the most walked".to_owned(),
+    ));
+    chains.push((
+        vec![
+            Extension::HopByHop { units: 20 },
+            Extension::DestinationOptions { units: 40 },
+        ],
+        "long option headers (496 bytes)".to_owned(),
+    ));
+    for (chain, what) in chains {
+        let build = |src: Ipv6Addr, port: u16, udp: bool| {
+            let mut frame = v6(src);
+            for &extension in &chain {
+                frame = frame.extension(extension);
+            }
+            if udp {
+                frame.udp(port)
+            } else {
+                frame.tcp(port)
+            }
+            .build()
+        };
+        t.expect(
+            &build(BANNED_V6, 25, false),
+            XDP_DROP,
+            Counter::DroppedV6,
+            &format!("banned, {what}, TCP to 25"),
+        );
+        t.expect(
+            &build(BANNED_V6, 25, true),
+            XDP_DROP,
+            Counter::DroppedV6,
+            &format!("banned, {what}, UDP to 25"),
+        );
+        t.expect(
+            &build(BANNED_V6, 80, false),
+            XDP_PASS,
+            Counter::OutOfScopePassed,
+            &format!("banned, {what}, TCP to 80"),
+        );
+        t.expect(
+            &build(CLEAN_V6, 25, false),
+            XDP_PASS,
+            Counter::Passed,
+            &format!("clean, {what}, TCP to 25"),
+        );
+    }
+    let icmp = v6(BANNED_V6)
+        .extension(Extension::DESTINATION_OPTIONS)
+        .icmp()
+        .build();
     t.expect(
-        &cut,
+        &icmp,
         XDP_PASS,
-        Counter::MalformedPassed,
-        "banned, TCP header cut before the port",
+        Counter::OutOfScopePassed,
+        "banned, destination options then ICMPv6",
     );
+    let vlan = v6(BANNED_V6)
+        .qinq(3, 4)
+        .extension(Extension::HOP_BY_HOP)
+        .tcp(25)
+        .build();
+    t.expect(
+        &vlan,
+        XDP_DROP,
+        Counter::DroppedV6,
+        "banned, QinQ, hop-by-hop, TCP to 25",
+    );
+}
+
+#[test]
+fn unscoped_extension_headers_change_nothing() {
+    if !require_root("unscoped_extension_headers_change_nothing") {
+        return;
+    }
+    let mut t = Harness::new();
+    t.ban(BANNED_V6);
+    for (frame, what) in portless_frames(CLEAN_V4, BANNED_V6)
+        .into_iter()
+        .filter(|(frame, _)| frame[12..14] == ETH_P_IPV6.to_be_bytes())
+    {
+        t.expect(
+            &frame,
+            XDP_DROP,
+            Counter::DroppedV6,
+            &format!("no port scope, banned, {what}"),
+        );
+    }
 }
 
 #[test]
@@ -828,11 +1130,12 @@ fn bans_survive_a_reload_on_the_same_pin_dir() {
         return;
     }
     let pin = PinDir::new();
-    let value = BanValue {
-        expires_ns: spamwall::dataplane::monotonic_now_ns() + HOUR_NS,
-        source: SOURCE_CLI,
-        count: 3,
-    };
+    let value = BanValue::new(
+        spamwall::dataplane::monotonic_now_ns() + HOUR_NS,
+        SOURCE_CLI,
+        32,
+        3,
+    );
     let net = IpNet::from(IpAddr::V4(BANNED_V4));
     {
         let mut first = load(&pin);

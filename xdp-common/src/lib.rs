@@ -55,10 +55,21 @@ pub const DEFAULT_PREFIX_CAPACITY: u32 = 1 << 16;
 /// Words in the [`MAP_PORTS`] bitmap: one bit for each of the 65,536 ports.
 pub const PORT_BITMAP_WORDS: u32 = 65_536 / 64;
 
+/// The [`MAP_PORTS`] word index and the bit within it that stand for `port`.
+#[expect(
+    clippy::inline_always,
+    reason = "the XDP program calls this per packet"
+)]
+#[inline(always)]
+pub const fn port_slot(port: u16) -> (u32, u64) {
+    ((port >> 6) as u32, 1_u64 << (port & 63))
+}
+
 /// What the program stores for each ban.
 ///
-/// The program reads only `expires_ns`; `source` and `count` are carried for
-/// the daemon so the maps alone can be listed after a restart.
+/// The program reads `expires_ns` and, in the prefix tries, `prefix_len`;
+/// `source` and `count` are carried for the daemon so the maps alone can be
+/// listed after a restart.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BanValue {
@@ -68,14 +79,36 @@ pub struct BanValue {
     /// (a few milliseconds) after this instant.
     pub expires_ns: u64,
     /// Where the ban came from, one of the `SOURCE_*` constants.
-    pub source: u32,
+    pub source: u16,
+    /// Prefix length of the entry's key (32 or 128 for a single address).
+    /// When a prefix entry has expired, the program looks for a shorter
+    /// live prefix below this length, so an expired /25 cannot hide the
+    /// live /24 around it. Zero (an entry written before this field
+    /// existed) ends that search.
+    pub prefix_len: u8,
+    /// Reserved, zero.
+    pub reserved: u8,
     /// How many times this address has been banned.
     pub count: u32,
 }
 
+/// Size of a [`BanValue`] in a map, in bytes.
+pub const BAN_VALUE_SIZE: usize = 16;
+
 impl BanValue {
     /// `expires_ns` value of a ban without expiry.
     pub const PERMANENT: u64 = 0;
+
+    /// A ban of a key `prefix_len` bits long (32 or 128 for an address).
+    pub const fn new(expires_ns: u64, source: u16, prefix_len: u8, count: u32) -> Self {
+        Self {
+            expires_ns,
+            source,
+            prefix_len,
+            reserved: 0,
+            count,
+        }
+    }
 
     /// Whether the ban still holds at monotonic time `now_ns`.
     #[expect(
@@ -86,16 +119,42 @@ impl BanValue {
     pub const fn is_live(&self, now_ns: u64) -> bool {
         self.expires_ns == Self::PERMANENT || now_ns < self.expires_ns
     }
+
+    /// The bytes the kernel stores, in the host's byte order.
+    pub fn to_ne_bytes(&self) -> [u8; BAN_VALUE_SIZE] {
+        let mut out = [0_u8; BAN_VALUE_SIZE];
+        out[0..8].copy_from_slice(&self.expires_ns.to_ne_bytes());
+        out[8..10].copy_from_slice(&self.source.to_ne_bytes());
+        out[10] = self.prefix_len;
+        out[11] = self.reserved;
+        out[12..16].copy_from_slice(&self.count.to_ne_bytes());
+        out
+    }
+
+    /// A value from the bytes the kernel stores (see [`Self::to_ne_bytes`]).
+    pub fn from_ne_bytes(bytes: &[u8; BAN_VALUE_SIZE]) -> Self {
+        let mut expires = [0_u8; 8];
+        expires.copy_from_slice(&bytes[0..8]);
+        let mut count = [0_u8; 4];
+        count.copy_from_slice(&bytes[12..16]);
+        Self {
+            expires_ns: u64::from_ne_bytes(expires),
+            source: u16::from_ne_bytes([bytes[8], bytes[9]]),
+            prefix_len: bytes[10],
+            reserved: bytes[11],
+            count: u32::from_ne_bytes(count),
+        }
+    }
 }
 
 /// Ban source: Postfix policy verdict.
-pub const SOURCE_POLICY: u32 = 1;
+pub const SOURCE_POLICY: u16 = 1;
 /// Ban source: `spamwall ban` on the command line.
-pub const SOURCE_CLI: u32 = 2;
+pub const SOURCE_CLI: u16 = 2;
 /// Ban source: log watcher rule.
-pub const SOURCE_LOGWATCH: u32 = 3;
+pub const SOURCE_LOGWATCH: u16 = 3;
 /// Ban source: another node of the fleet.
-pub const SOURCE_FLEET: u32 = 4;
+pub const SOURCE_FLEET: u16 = 4;
 
 /// Program settings, the single entry of [`MAP_CONFIG`].
 #[repr(C)]
@@ -171,17 +230,66 @@ mod tests {
 
     #[test]
     fn ban_value_layout_is_fixed() {
-        assert_eq!(size_of::<BanValue>(), 16);
+        assert_eq!(size_of::<BanValue>(), BAN_VALUE_SIZE);
         assert_eq!(align_of::<BanValue>(), 8);
         assert_eq!(offset_of!(BanValue, expires_ns), 0);
         assert_eq!(offset_of!(BanValue, source), 8);
+        assert_eq!(offset_of!(BanValue, prefix_len), 10);
+        assert_eq!(offset_of!(BanValue, reserved), 11);
         assert_eq!(offset_of!(BanValue, count), 12);
+    }
+
+    #[test]
+    fn ban_value_bytes_round_trip_and_match_the_layout() {
+        let value = BanValue {
+            expires_ns: 0x0102_0304_0506_0708,
+            source: SOURCE_FLEET,
+            prefix_len: 24,
+            reserved: 0,
+            count: 0xA0B0_C0D0,
+        };
+        let bytes = value.to_ne_bytes();
+        assert_eq!(BanValue::from_ne_bytes(&bytes), value);
+        // SAFETY: BanValue is repr(C), 16 bytes without implicit padding.
+        let raw: [u8; BAN_VALUE_SIZE] = unsafe { core::mem::transmute(value) };
+        assert_eq!(bytes, raw);
+    }
+
+    #[test]
+    fn a_value_written_before_prefix_len_existed_reads_with_length_zero() {
+        // The old layout: u64 expiry, u32 source, u32 count.
+        let mut old = [0_u8; BAN_VALUE_SIZE];
+        old[0..8].copy_from_slice(&99_u64.to_ne_bytes());
+        old[8..12].copy_from_slice(&u32::from(SOURCE_LOGWATCH).to_ne_bytes());
+        old[12..16].copy_from_slice(&7_u32.to_ne_bytes());
+        let value = BanValue::from_ne_bytes(&old);
+        assert_eq!(
+            (
+                value.expires_ns,
+                value.source,
+                value.prefix_len,
+                value.count
+            ),
+            (99, SOURCE_LOGWATCH, 0, 7)
+        );
     }
 
     #[test]
     fn config_layout_is_fixed() {
         assert_eq!(size_of::<XdpConfig>(), 8);
         assert_eq!(offset_of!(XdpConfig, reserved), 4);
+    }
+
+    #[test]
+    fn every_port_has_its_own_bit_in_the_bitmap() {
+        let mut seen = [0_u64; PORT_BITMAP_WORDS as usize];
+        for port in 0..=u16::MAX {
+            let (word, bit) = port_slot(port);
+            assert!(word < PORT_BITMAP_WORDS);
+            assert_eq!(seen[word as usize] & bit, 0, "port {port} shares a bit");
+            seen[word as usize] |= bit;
+        }
+        assert!(seen.iter().all(|&word| word == u64::MAX));
     }
 
     #[test]
@@ -204,6 +312,8 @@ mod tests {
         let ban = BanValue {
             expires_ns: 100,
             source: SOURCE_CLI,
+            prefix_len: 32,
+            reserved: 0,
             count: 1,
         };
         assert!(ban.is_live(99));

@@ -9,6 +9,7 @@ use aya_ebpf::{
 };
 use xdp_common::{
     BanValue, Counter, DEFAULT_CAPACITY, DEFAULT_PREFIX_CAPACITY, PORT_BITMAP_WORDS, XdpConfig,
+    port_slot,
 };
 
 // Map names must equal the `MAP_*` constants of xdp-common: the attribute
@@ -44,10 +45,25 @@ const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88A8;
 const IPV4_MIN_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;
+const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMPV6: u8 = 58;
+/// IPv6 extension headers the walk steps over.
+const IPV6_HOPOPTS: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_AH: u8 = 51;
+const IPV6_DSTOPTS: u8 = 60;
 /// Fragment offset bits of the IPv4 flags/fragment field.
 const IPV4_FRAG_OFFSET: u16 = 0x1FFF;
+/// Fragment offset bits of the IPv6 fragment header's offset/flags field.
+const IPV6_FRAG_OFFSET: u16 = 0xFFF8;
+/// Most IPv6 extension headers walked before the port counts as unknown.
+const MAX_EXTENSION_HEADERS: usize = 8;
+/// Furthest a TCP/UDP header may start in the frame. A real chain ends far
+/// sooner; the cap also bounds the offset for the verifier.
+const MAX_L4_OFFSET: usize = 1024;
 
 #[xdp]
 pub fn xdp_spamwall(ctx: XdpContext) -> u32 {
@@ -131,6 +147,19 @@ enum Lookup {
     OutOfScope,
 }
 
+/// Where a packet goes, as far as port scoping is concerned.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// TCP/UDP to an enforced port.
+    In,
+    /// Certainly not to an enforced port: TCP/UDP to another port, or ICMP.
+    Out,
+    /// The port cannot be established: a later fragment, a header cut
+    /// short, an extension chain too long, ESP, any other protocol. A
+    /// banned source fails closed on it.
+    Unknown,
+}
+
 #[inline(always)]
 fn ipv4(ctx: &XdpContext, offset: usize) -> Option<Lookup> {
     let version_ihl = read::<[u8; 1]>(ctx, offset)?[0];
@@ -139,22 +168,30 @@ fn ipv4(ctx: &XdpContext, offset: usize) -> Option<Lookup> {
         return None;
     }
     let src = read::<[u8; 4]>(ctx, offset + 12)?;
+    // The whole header must be present, options included.
+    ptr_at::<u8>(ctx, offset + header_len - 1)?;
     if scoped_to_ports() {
         let protocol = read::<[u8; 1]>(ctx, offset + 9)?[0];
         let fragment = read_be16(ctx, offset + 6)? & IPV4_FRAG_OFFSET;
-        // A later fragment carries no L4 header: it has no port to match.
-        if fragment != 0 || !port_in_scope(ctx, protocol, offset + header_len)? {
+        let scope = if fragment != 0 {
+            // A later fragment carries no L4 header.
+            Scope::Unknown
+        } else {
+            protocol_scope(ctx, protocol, offset + header_len)
+        };
+        if scope == Scope::Out {
             return Some(Lookup::OutOfScope);
         }
-    } else {
-        // Still require the whole header to be present, options included.
-        ptr_at::<u8>(ctx, offset + header_len - 1)?;
     }
-    Some(judge(BANS_V4.get_ptr(src), || {
-        PREFIX_V4
-            .get(Key::new(32, src))
-            .map(|v| v as *const BanValue)
-    }))
+    Some(judge(
+        BANS_V4.get_ptr(src),
+        |len| {
+            PREFIX_V4
+                .get(Key::new(len, src))
+                .map(|v| v as *const BanValue)
+        },
+        32,
+    ))
 }
 
 #[inline(always)]
@@ -164,20 +201,22 @@ fn ipv6(ctx: &XdpContext, offset: usize) -> Option<Lookup> {
         return None;
     }
     let src = read::<[u8; 16]>(ctx, offset + 8)?;
+    ptr_at::<[u8; IPV6_HLEN]>(ctx, offset)?;
     if scoped_to_ports() {
         let next_header = read::<[u8; 1]>(ctx, offset + 6)?[0];
-        // Extension headers are not walked: such a packet has no port here.
-        if !port_in_scope(ctx, next_header, offset + IPV6_HLEN)? {
+        if ipv6_scope(ctx, next_header, offset + IPV6_HLEN) == Scope::Out {
             return Some(Lookup::OutOfScope);
         }
-    } else {
-        ptr_at::<[u8; IPV6_HLEN]>(ctx, offset)?;
     }
-    Some(judge(BANS_V6.get_ptr(src), || {
-        PREFIX_V6
-            .get(Key::new(128, src))
-            .map(|v| v as *const BanValue)
-    }))
+    Some(judge(
+        BANS_V6.get_ptr(src),
+        |len| {
+            PREFIX_V6
+                .get(Key::new(len, src))
+                .map(|v| v as *const BanValue)
+        },
+        128,
+    ))
 }
 
 #[inline(always)]
@@ -185,26 +224,90 @@ fn scoped_to_ports() -> bool {
     CONFIG.get(0).is_some_and(|config| config.ports_only != 0)
 }
 
-/// Whether a packet of `protocol` whose L4 header starts at `l4` goes to an
-/// enforced port; `None` when a TCP/UDP header is cut short.
+/// Walks the IPv6 extension headers (Hop-by-Hop, Routing, Fragment,
+/// Destination Options, AH) from `next_header` at offset `at` to the
+/// upper-layer header, and scopes the packet by it.
 #[inline(always)]
-fn port_in_scope(ctx: &XdpContext, protocol: u8, l4: usize) -> Option<bool> {
-    if protocol != IPPROTO_TCP && protocol != IPPROTO_UDP {
-        return Some(false);
+fn ipv6_scope(ctx: &XdpContext, mut next_header: u8, mut at: usize) -> Scope {
+    // One step per extension header, and one for the upper layer.
+    for _ in 0..=MAX_EXTENSION_HEADERS {
+        let header_len = match next_header {
+            IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS => {
+                let Some([next, len]) = read::<[u8; 2]>(ctx, at) else {
+                    return Scope::Unknown;
+                };
+                next_header = next;
+                (usize::from(len) + 1) * 8
+            }
+            IPV6_FRAGMENT => {
+                let Some([next, _, offset_hi, offset_lo]) = read::<[u8; 4]>(ctx, at) else {
+                    return Scope::Unknown;
+                };
+                if u16::from_be_bytes([offset_hi, offset_lo]) & IPV6_FRAG_OFFSET != 0 {
+                    // A later fragment carries no L4 header.
+                    return Scope::Unknown;
+                }
+                next_header = next;
+                8
+            }
+            IPV6_AH => {
+                let Some([next, len]) = read::<[u8; 2]>(ctx, at) else {
+                    return Scope::Unknown;
+                };
+                next_header = next;
+                (usize::from(len) + 2) * 4
+            }
+            protocol => return protocol_scope(ctx, protocol, at),
+        };
+        at += header_len;
+        if at > MAX_L4_OFFSET {
+            return Scope::Unknown;
+        }
+        // No-op after the check above; keeps the bound visible to the
+        // verifier whatever the compiler does with the comparison.
+        at &= 2 * MAX_L4_OFFSET - 1;
     }
-    // Cap the variable offset so the verifier can bound the packet access.
-    let l4 = l4 & 0xFF;
-    let port = read_be16(ctx, l4 + 2)?;
-    let word = PORTS.get(u32::from(port >> 6))?;
-    Some(word & (1u64 << (port & 63)) != 0)
+    Scope::Unknown
+}
+
+/// Scopes a packet whose upper-layer `protocol` header starts at `l4`.
+#[inline(always)]
+fn protocol_scope(ctx: &XdpContext, protocol: u8, l4: usize) -> Scope {
+    match protocol {
+        IPPROTO_TCP | IPPROTO_UDP => {
+            if l4 > MAX_L4_OFFSET {
+                return Scope::Unknown;
+            }
+            // Cap the variable offset so the verifier can bound the access.
+            let l4 = l4 & (2 * MAX_L4_OFFSET - 1);
+            let Some(port) = read_be16(ctx, l4 + 2) else {
+                return Scope::Unknown;
+            };
+            let (word, bit) = port_slot(port);
+            match PORTS.get(word) {
+                Some(bits) if bits & bit != 0 => Scope::In,
+                Some(_) => Scope::Out,
+                None => Scope::Unknown,
+            }
+        }
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => Scope::Out,
+        _ => Scope::Unknown,
+    }
 }
 
 /// Exact ban first; the prefix tries are consulted only when it does not
-/// already decide, so a hit costs one hash lookup.
+/// already decide, so a hit costs one hash lookup. `prefix(len)` looks up
+/// the longest prefix of at most `len` bits; `full` is the address length.
+///
+/// A trie lookup returns only the longest matching prefix. When that one
+/// has expired, the walk goes on with the prefixes shorter than it, so a
+/// live /24 still drops a client whose expired /25 sits inside it. Each
+/// step is strictly shorter, so `full + 1` steps reach every prefix.
 #[inline(always)]
 fn judge(
     exact: Option<*const BanValue>,
-    prefix: impl FnOnce() -> Option<*const BanValue>,
+    prefix: impl Fn(u32) -> Option<*const BanValue>,
+    full: u32,
 ) -> Lookup {
     let mut now = None;
     let mut live = |value: *const BanValue| {
@@ -222,11 +325,19 @@ fn judge(
         }
         seen = true;
     }
-    if let Some(value) = prefix() {
+    let mut len = full;
+    for _ in 0..=full {
+        let Some(value) = prefix(len) else { break };
         if live(value) {
             return Lookup::Banned;
         }
         seen = true;
+        // SAFETY: as above.
+        let matched = u32::from(unsafe { (*value).prefix_len });
+        if matched == 0 || matched > len {
+            break;
+        }
+        len = matched - 1;
     }
     if seen { Lookup::Expired } else { Lookup::Clean }
 }

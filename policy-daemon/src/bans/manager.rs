@@ -783,11 +783,12 @@ fn kernel_value(row: &StoredBan, now: i64, mono_now: u64) -> BanValue {
             .saturating_add(left.saturating_mul(1_000_000_000))
             .max(1)
     });
-    BanValue {
+    BanValue::new(
         expires_ns,
-        source: row.source.code(),
-        count: row.count,
-    }
+        row.source.code(),
+        row.target.prefix_len(),
+        row.count,
+    )
 }
 
 /// Equal but for clock jitter between the two conversions.
@@ -798,7 +799,7 @@ fn close_enough(a: &BanValue, b: &BanValue) -> bool {
         (BanValue::PERMANENT, _) | (_, BanValue::PERMANENT) => false,
         (x, y) => x.abs_diff(y) <= TOLERANCE_NS,
     };
-    same_expiry && a.source == b.source && a.count == b.count
+    same_expiry && a.source == b.source && a.prefix_len == b.prefix_len && a.count == b.count
 }
 
 fn adopt(entries: &[(IpNet, BanValue)], now: i64, mono: u64) -> Vec<StoredBan> {

@@ -170,7 +170,7 @@ pub enum Source {
 
 impl Source {
     /// The code stored in the kernel map value.
-    pub const fn code(self) -> u32 {
+    pub const fn code(self) -> u16 {
         match self {
             Self::Policy => SOURCE_POLICY,
             Self::Cli => SOURCE_CLI,
@@ -180,7 +180,7 @@ impl Source {
     }
 
     /// The source for a stored code; unknown codes read as `cli`.
-    pub const fn from_code(code: u32) -> Self {
+    pub const fn from_code(code: u16) -> Self {
         match code {
             SOURCE_POLICY => Self::Policy,
             SOURCE_LOGWATCH => Self::Logwatch,

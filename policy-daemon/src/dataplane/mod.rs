@@ -254,7 +254,7 @@ const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
     clippy::cast_possible_truncation,
     reason = "16 bytes, pinned by xdp-common's layout test"
 )]
-const BAN_VALUE_SIZE: u32 = size_of::<BanValue>() as u32;
+const BAN_VALUE_SIZE: u32 = xdp_common::BAN_VALUE_SIZE as u32;
 #[expect(
     clippy::cast_possible_truncation,
     reason = "8 bytes, pinned by xdp-common's layout test"
@@ -493,7 +493,8 @@ impl Dataplane {
     pub fn set_ports(&mut self, ports: &[u16]) -> Result<()> {
         let mut bitmap = vec![0_u64; PORT_BITMAP_WORDS as usize];
         for &port in ports {
-            bitmap[usize::from(port >> 6)] |= 1 << (port & 63);
+            let (word, bit) = xdp_common::port_slot(port);
+            bitmap[word as usize] |= bit;
         }
         let ports_only = u32::from(!ports.is_empty());
         let map_error = |name| move |source| DataplaneError::Map { name, source };
@@ -810,7 +811,7 @@ fn batch_update<const N: usize>(
         let mut values = Vec::with_capacity(chunk.len() * BAN_VALUE_SIZE as usize);
         for (key, value) in chunk {
             keys.extend_from_slice(key);
-            ban_value_to_bytes(value, &mut values);
+            values.extend_from_slice(&value.to_ne_bytes());
         }
         let count = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
         match sys::map_update_batch(map.map().fd().as_fd(), &keys, &values, count) {
@@ -841,12 +842,14 @@ fn exact_entries<const N: usize>(
     name: &'static str,
     mut each: impl FnMut([u8; N], BanValue),
 ) -> Result<()> {
-    let value_size = BAN_VALUE_SIZE as usize;
+    let value_size = xdp_common::BAN_VALUE_SIZE;
     sys::map_lookup_batch(map.fd().as_fd(), N, value_size, |keys, values| {
         for (key, value) in keys.chunks_exact(N).zip(values.chunks_exact(value_size)) {
             let mut addr = [0_u8; N];
             addr.copy_from_slice(key);
-            each(addr, ban_value_from_bytes(value));
+            let mut bytes = [0_u8; xdp_common::BAN_VALUE_SIZE];
+            bytes.copy_from_slice(value);
+            each(addr, BanValue::from_ne_bytes(&bytes));
         }
     })
     .map_err(|source| DataplaneError::Io {
@@ -854,22 +857,6 @@ fn exact_entries<const N: usize>(
         path: PathBuf::from(name),
         source,
     })
-}
-
-fn ban_value_from_bytes(bytes: &[u8]) -> BanValue {
-    let u64_at = |at: usize| u64::from_ne_bytes(bytes[at..at + 8].try_into().unwrap_or_default());
-    let u32_at = |at: usize| u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap_or_default());
-    BanValue {
-        expires_ns: u64_at(0),
-        source: u32_at(8),
-        count: u32_at(12),
-    }
-}
-
-fn ban_value_to_bytes(value: &BanValue, out: &mut Vec<u8>) {
-    out.extend_from_slice(&value.expires_ns.to_ne_bytes());
-    out.extend_from_slice(&value.source.to_ne_bytes());
-    out.extend_from_slice(&value.count.to_ne_bytes());
 }
 
 fn v4_key(net: Ipv4Net) -> Key<[u8; 4]> {
