@@ -427,7 +427,7 @@ fn refusals(refused: &[control::Refusal]) -> Result<(), Failure> {
 fn until(expires_at: Option<SystemTime>) -> String {
     expires_at.map_or_else(
         || "permanently".to_owned(),
-        |time| format!("until {}", humantime::format_rfc3339_seconds(time)),
+        |time| format!("until {}", crate::clock::rfc3339(time)),
     )
 }
 
@@ -453,10 +453,9 @@ pub fn ban_table(bans: &[BanEntry]) -> String {
         "ADDRESS", "EXPIRES (UTC)", "SOURCE", "COUNT"
     );
     for ban in bans {
-        let expires = ban.expires_at.map_or_else(
-            || "permanent".to_owned(),
-            |t| humantime::format_rfc3339_seconds(t).to_string(),
-        );
+        let expires = ban
+            .expires_at
+            .map_or_else(|| "permanent".to_owned(), crate::clock::rfc3339);
         let _ = writeln!(
             out,
             "{:<40} {:<21} {:<9} {:>5}  {}",

@@ -145,8 +145,13 @@ pub struct BanConfig {
 pub struct Fail2banConfig {
     /// fail2ban's control socket. Default `/var/run/fail2ban/fail2ban.sock`.
     pub socket: PathBuf,
-    /// The jail bans are added to. Default `spamwall`.
+    /// The jail bans are added to. Default `spamwall`. It belongs to
+    /// spamwall: entries spamwall does not hold are lifted.
     pub jail: String,
+    /// How often the jail is compared with the store, both ways: bans it
+    /// lacks are sent again, entries no active ban explains are lifted.
+    /// Also done at start. Default 1 minute.
+    pub reconcile_interval: Span,
 }
 
 impl Fail2banConfig {
@@ -165,6 +170,7 @@ impl Default for Fail2banConfig {
         Self {
             socket: PathBuf::from("/var/run/fail2ban/fail2ban.sock"),
             jail: "spamwall".to_owned(),
+            reconcile_interval: Span(Duration::from_mins(1)),
         }
     }
 }
@@ -200,9 +206,21 @@ enum RawDuration {
     Text(String),
 }
 
+/// The longest length of time any setting takes: a hundred years. Longer
+/// values are typing mistakes, and would overflow the clock arithmetic
+/// timers do.
+const MAX_SETTING: Duration = Duration::from_hours(876_600);
+
 /// Humantime text (`500ms`, `90s`, `10m`, `1h 30m`, `1w`) or a plain
-/// number of seconds.
+/// number of seconds, at most a hundred years.
 fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_unbounded(text)?;
+    bounded(duration).map_err(|e| format!("{:?}: {e}", text.trim()))
+}
+
+/// [`parse_duration`] without the upper bound, for callers with a bound
+/// of their own.
+fn parse_unbounded(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     match text.parse::<u64>() {
         Ok(secs) => Ok(Duration::from_secs(secs)),
@@ -212,11 +230,23 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+fn bounded(duration: Duration) -> Result<Duration, String> {
+    if duration > MAX_SETTING {
+        Err(format!(
+            "{} is longer than the longest setting, {}",
+            humantime::format_duration(duration),
+            humantime::format_duration(MAX_SETTING)
+        ))
+    } else {
+        Ok(duration)
+    }
+}
+
 /// Deserializes a length of time: a number of seconds or
 /// [`parse_duration`] text; zero allowed.
 pub(crate) fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     match RawDuration::deserialize(deserializer)? {
-        RawDuration::Seconds(secs) => Ok(Duration::from_secs(secs)),
+        RawDuration::Seconds(secs) => bounded(Duration::from_secs(secs)).map_err(de::Error::custom),
         RawDuration::Text(text) => parse_duration(&text).map_err(de::Error::custom),
     }
 }
@@ -309,8 +339,21 @@ impl FromStr for BanTime {
         if text.trim().eq_ignore_ascii_case("permanent") {
             return Ok(Self(None));
         }
-        let duration = parse_duration(text).map_err(|e| format!("{e} or permanent"))?;
-        Ok(Self((!duration.is_zero()).then_some(duration)))
+        let duration = parse_unbounded(text).map_err(|e| format!("{e} or permanent"))?;
+        Self::limited(duration).map_err(|e| format!("{:?}: {e}", text.trim()))
+    }
+}
+
+impl BanTime {
+    /// `length` as a ban time (zero is permanent), refused beyond
+    /// [`crate::clock::MAX_BAN_LENGTH`].
+    fn limited(length: Duration) -> Result<Self, String> {
+        if length.is_zero() {
+            return Ok(Self(None));
+        }
+        crate::clock::check_ban_length(length)
+            .map(|length| Self(Some(length)))
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -326,7 +369,9 @@ impl fmt::Display for BanTime {
 impl<'de> Deserialize<'de> for BanTime {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         match RawDuration::deserialize(deserializer)? {
-            RawDuration::Seconds(secs) => Ok(Self((secs != 0).then(|| Duration::from_secs(secs)))),
+            RawDuration::Seconds(secs) => {
+                Self::limited(Duration::from_secs(secs)).map_err(de::Error::custom)
+            }
             RawDuration::Text(text) => text.parse().map_err(de::Error::custom),
         }
     }
@@ -413,6 +458,9 @@ impl Config {
         }
         if !(self.ban.factor.is_finite() && self.ban.factor > 0.0) {
             problems.push("ban.factor: must be a positive number".to_owned());
+        }
+        if let Err(error) = crate::clock::check_ban_length(self.ban.maxtime.0) {
+            problems.push(format!("ban.maxtime: {error}"));
         }
         if self.ban.aggregate_v4_prefix > 32 {
             problems.push("ban.aggregate_v4_prefix: must be at most 32".to_owned());
@@ -652,6 +700,45 @@ mod tests {
             message.contains("forever") && message.contains("line 2"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn ban_lengths_beyond_the_maximum_are_refused_on_every_key() {
+        assert_eq!(
+            "10y".parse(),
+            Ok(BanTime(Some(crate::clock::MAX_BAN_LENGTH)))
+        );
+        for text in ["10y 1s", "10000y", "20000000000000"] {
+            let error = text.parse::<BanTime>().expect_err(text);
+            assert!(error.contains("exceeds the maximum of 10years"), "{error}");
+        }
+        let message = syntax("[ban]\nbantime = \"10000y\"\n");
+        assert!(
+            message.contains("10000years") && message.contains("line 2"),
+            "{message}"
+        );
+        let message = syntax("[ban]\nbantime = 18446744073709551615\n");
+        assert!(message.contains("exceeds the maximum"), "{message}");
+        let problems = invalid("[ban]\nmaxtime = \"99y\"\n");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("ban.maxtime:") && p.contains("99years")),
+            "{problems:?}"
+        );
+        let message = syntax(
+            "[policy]\n[[policy.threshold]]\nscore = 5\naction = \"REJECT\"\nban = \"99999y\"\n",
+        );
+        assert!(message.contains("99999years"), "{message}");
+        // Every other length of time is bounded too, so no timer overflows.
+        for text in [
+            "[ban]\nhistory_age = 18446744073709551615\n",
+            "[policy]\nidle_timeout = \"500000y\"\n",
+            "[fail2ban]\nreconcile_interval = \"101y\"\n",
+        ] {
+            let message = syntax(text);
+            assert!(message.contains("longest setting"), "{text}: {message}");
+        }
     }
 
     #[test]

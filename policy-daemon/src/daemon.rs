@@ -137,7 +137,7 @@ async fn start_fleet(
 fn log_ban(entry: &BanEntry) {
     info!(
         target = %target_to_string(&entry.addr),
-        expires_at = %entry.expires_at.map_or_else(|| "never".to_owned(), |t| humantime::format_rfc3339_seconds(t).to_string()),
+        expires_at = %entry.expires_at.map_or_else(|| "never".to_owned(), crate::clock::rfc3339),
         source = %entry.source,
         reason = %entry.reason,
         count = entry.count,
@@ -171,9 +171,9 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     };
     let fail2ban = start_fail2ban(&config, &store)?;
     let mut manager = BanManager::new(store, xdp, fail2ban, config.ban.policy())?;
-    if manager.fail2ban_active() {
-        manager.sync_fail2ban();
-    }
+    // The jail itself is compared with the store by the fail2ban task as
+    // soon as it starts.
+    manager.track_fail2ban_expiries();
     let report = manager.reconcile(true);
     if report.restored + report.removed + report.corrected > 0 {
         info!(
@@ -234,6 +234,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
         stopped.clone(),
     )
     .await?;
+    let fail2ban_task = fail2ban_interval(&shared.runtime().config)
+        .map(|every| tokio::spawn(fail2ban_loop(Arc::clone(&shared), stopped.clone(), every)));
     let maintenance = tokio::spawn(maintenance_loop(Arc::clone(&shared), stopped));
     let logwatch = {
         let config = shared.runtime().config.logwatch.clone();
@@ -268,6 +270,9 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     let _ = server.await;
     policy.stopped().await;
     let _ = maintenance.await;
+    if let Some(task) = fail2ban_task {
+        let _ = task.await;
+    }
     let _ = tokio::task::spawn_blocking(move || logwatch.stop()).await;
     if let Some(task) = fleet_task {
         let _ = task.await;
@@ -524,6 +529,93 @@ async fn maintenance_loop(shared: Arc<Shared>, mut stopped: tokio::sync::watch::
     }
 }
 
+/// How often the fail2ban jail is reconciled, when there is a fail2ban
+/// backend.
+fn fail2ban_interval(config: &Config) -> Option<Duration> {
+    match (
+        &config.fail2ban,
+        config.ban.backends.contains(&Backend::Fail2ban),
+    ) {
+        (Some(section), _) => Some(section.reconcile_interval.0),
+        (None, true) => Some(Fail2banConfig::default().reconcile_interval.0),
+        (None, false) => None,
+    }
+}
+
+/// Ends fail2ban bans when they expire (checked every second) and
+/// reconciles the jail with the store at start and every `every`.
+async fn fail2ban_loop(
+    shared: Arc<Shared>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+    every: Duration,
+) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reconcile_at = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = async { stopped.wait_for(|stop| *stop).await.is_ok() } => return,
+            _ = ticker.tick() => {}
+        }
+        let due = tokio::time::Instant::now() >= reconcile_at;
+        let worker = Arc::clone(&shared);
+        let outcome = tokio::task::spawn_blocking(move || {
+            worker.manager().expire_fail2ban();
+            due.then(|| reconcile_fail2ban(&worker))
+        })
+        .await;
+        // A deferred check (the queue was still draining) is tried again
+        // at the next tick.
+        if let Ok(Some(JailCheck::Done | JailCheck::Failed)) = outcome {
+            reconcile_at = tokio::time::Instant::now() + every;
+        }
+    }
+}
+
+/// How a jail reconciliation went.
+enum JailCheck {
+    Done,
+    /// Operations were still queued; comparing now would see them as
+    /// missing or stray.
+    Deferred,
+    Failed,
+}
+
+/// Reads the jail's entries (outside the manager's lock) and brings it in
+/// line with the store.
+fn reconcile_fail2ban(shared: &Shared) -> JailCheck {
+    let settings = {
+        let manager = shared.manager();
+        let Some(link) = manager.fail2ban() else {
+            return JailCheck::Done;
+        };
+        if link.backend.health().queue_depth > 0 {
+            return JailCheck::Deferred;
+        }
+        link.backend.settings().clone()
+    };
+    let mut client = crate::bans::fail2ban::Fail2banClient::new(&settings.socket, settings.timeout);
+    let entries = match client.banned(&settings.jail) {
+        Ok(entries) => entries,
+        Err(error) => {
+            warn!(%error, "reading the fail2ban jail failed; reconciliation retries later");
+            return JailCheck::Failed;
+        }
+    };
+    client.disconnect();
+    let report = shared.manager().reconcile_fail2ban(&entries);
+    if report.resent + report.lifted > 0 {
+        info!(
+            jail = %settings.jail,
+            resent = report.resent,
+            lifted = report.lifted,
+            foreign = report.foreign,
+            "fail2ban jail brought in line with the store"
+        );
+    }
+    JailCheck::Done
+}
+
 /// Reconciles the maps with the store and purges old history.
 fn maintain(shared: &Shared) {
     let mut manager = shared.manager();
@@ -704,7 +796,7 @@ fn status(shared: &Shared) -> Result<Status, DataplaneError> {
     Ok(Status {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         pid: std::process::id(),
-        started_at: humantime::format_rfc3339_seconds(runtime.started_at).to_string(),
+        started_at: crate::clock::rfc3339(runtime.started_at),
         config: runtime.config_path.display().to_string(),
         pin_dir,
         program_id,

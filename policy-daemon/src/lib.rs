@@ -5,6 +5,7 @@
 //! to the kernel's BPF subsystem, [`control`] owns the control socket.
 pub mod bans;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -410,6 +410,42 @@ impl Daemon {
         }
     }
 
+    /// Rewrites the configuration file from `settings`, keeping this
+    /// daemon's paths, as an operator edits it (the run-as user is not
+    /// changed). Takes effect on [`Daemon::reload`] or a restart.
+    pub fn rewrite_config(&self, settings: &Settings) {
+        let text = settings.toml(&self.socket, &self.dir.path().join("state"), &self.pin_dir);
+        fs::write(&self.config, text)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", self.config.display()));
+    }
+
+    /// Sends SIGHUP and waits (bounded) until the daemon logged that it
+    /// reloaded its configuration.
+    pub fn reload(&self) {
+        const RELOADED: &str = "configuration reloaded";
+        let before = self.log().matches(RELOADED).count();
+        let pid = self.pid().expect("reload: the daemon is not running");
+        let pid = libc::pid_t::try_from(pid).expect("pid fits pid_t");
+        // SAFETY: kill has no memory-safety preconditions; `pid` is our
+        // unreaped child.
+        let sent = unsafe { libc::kill(pid, libc::SIGHUP) };
+        assert_eq!(
+            sent,
+            0,
+            "kill({pid}, SIGHUP): {}",
+            std::io::Error::last_os_error()
+        );
+        let started = Instant::now();
+        while self.log().matches(RELOADED).count() == before {
+            assert!(
+                started.elapsed() <= READY_TIMEOUT,
+                "spamwall did not reload within {READY_TIMEOUT:?}; log:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `spamwall --config CFG xdp detach EXTRA…` (no daemon needed).
     pub fn detach(&self, extra: &[&str]) -> Output {
         let mut args = vec![

@@ -270,7 +270,14 @@ fn invalid_addresses_are_refused_before_connecting() {
 fn bad_ban_length_is_named() {
     let files = Files::new();
     let socket = files.missing_socket();
-    for length in ["soon", "10 parsecs", "-5m"] {
+    for length in [
+        "soon",
+        "10 parsecs",
+        "-5m",
+        "10000y",
+        "10y 1s",
+        "18446744073709551615",
+    ] {
         // `--for=VALUE`, so that clap takes `-5m` as the value.
         let output = spamwall([
             "--socket",

@@ -733,3 +733,80 @@ fn an_expired_longer_prefix_does_not_hide_a_live_shorter_one() {
     setup.assert_connects(server_v4, SMTP, "after unbanning the /24");
     setup.assert_connects(server_v6, SMTP, "after unbanning the /48");
 }
+
+/// Sends one raw control request line, as any member of the socket's group
+/// could without the CLI, and returns the answer line.
+fn raw_control_request(socket: &std::path::Path, line: &str) -> String {
+    use std::io::{BufRead as _, Write as _};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)
+        .unwrap_or_else(|e| panic!("connecting to {}: {e}", socket.display()));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(line.as_bytes()).unwrap();
+    stream.write_all(b"\n").unwrap();
+    let mut answer = String::new();
+    std::io::BufReader::new(stream)
+        .read_line(&mut answer)
+        .unwrap();
+    answer
+}
+
+#[test]
+fn ban_lengths_are_bounded_and_any_stored_expiry_is_listed() {
+    if !require_root("ban_lengths_are_bounded_and_any_stored_expiry_is_listed") {
+        return;
+    }
+    let mut setup = Setup::new(Subnet::test_net_3(12), &[SMTP], |_| {});
+    let client = setup.net.client_v4().to_string();
+    let refused = setup.daemon.cli(["ban", &client, "--for", "10000y"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("10000years"),
+        "{}",
+        stderr(&refused)
+    );
+    // Past the CLI, straight to the socket: refused by the ban manager.
+    let answer = raw_control_request(
+        setup.daemon.socket(),
+        &format!(
+            r#"{{"command":"ban","targets":["{client}"],"length":{{"for":18446744073709551615}},"reason":"forever and a day"}}"#
+        ),
+    );
+    assert!(
+        answer.contains("refused") && answer.contains("exceeds the maximum"),
+        "{answer}"
+    );
+    assert!(setup.daemon.list().is_empty(), "{:?}", setup.daemon.list());
+
+    // Rows no path can write any more, as an older version or a damaged
+    // store holds them: listed, counted and enforced, never a panic.
+    setup.daemon.kill(libc::SIGTERM);
+    let store = spamwall::bans::store::Store::open_in(&setup.daemon.dir().join("state")).unwrap();
+    let row = |target: &str, expires_at| spamwall::bans::store::StoredBan {
+        target: target.parse().unwrap(),
+        expires_at,
+        source: spamwall::bans::Source::Cli,
+        reason: "stored by hand".to_owned(),
+        detail: String::new(),
+        count: 1,
+        first_banned_at: i64::MIN,
+        last_banned_at: i64::MAX,
+    };
+    store
+        .put_bans(&[
+            row(&format!("{client}/32"), Some(i64::MAX - 1)),
+            row("203.0.113.99/32", Some(i64::MIN)),
+        ])
+        .unwrap();
+    drop(store);
+    setup.daemon.restart();
+    let bans = setup.daemon.list();
+    assert_eq!(bans.len(), 1, "{bans:?}");
+    assert_eq!(bans[0]["addr"], client.as_str());
+    assert_eq!(bans[0]["expires_at"], "9999-12-31T23:59:59Z");
+    let human = setup.daemon.cli_ok(&["list"]);
+    assert!(human.contains("9999-12-31T23:59:59Z"), "{human}");
+    assert_eq!(counter(&setup.daemon.stats(), "bans_active"), 1);
+    setup.assert_dropped(setup.net.server_v4(), SMTP, "client with a ban until 9999");
+}

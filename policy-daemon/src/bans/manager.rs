@@ -7,12 +7,7 @@
 //! fail2ban queue. Reconciliation repairs the maps from the store (after a
 //! reboot wiped the pins, or when the LRU map evicted a live ban).
 
-use std::{
-    collections::VecDeque,
-    net::IpAddr,
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{collections::BTreeSet, net::IpAddr, sync::Arc, time::Duration};
 
 // foldhash: several times faster than SipHash on address keys, and seeded
 // per process, so attacker-chosen addresses cannot aim at collisions.
@@ -27,7 +22,10 @@ use super::{
     store::{Store, StoredBan},
     target_to_string,
 };
-use crate::dataplane::{Dataplane, monotonic_now_ns};
+use crate::{
+    clock::{self, expiry_after, secs_i64, unix_now},
+    dataplane::{Dataplane, monotonic_now_ns},
+};
 
 /// Escalation for repeat offenders, like fail2ban's `bantime.increment`:
 /// the n-th ban within the history age lasts `base × 2^min(n−1, 20) × factor`,
@@ -134,6 +132,18 @@ impl std::fmt::Debug for Observer {
     }
 }
 
+/// What a reconciliation of the fail2ban jail did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fail2banReconciled {
+    /// Active bans the jail lacked, queued again.
+    pub resent: u64,
+    /// Jail entries no active ban explains (expired, lifted, or never
+    /// ours), queued for lifting.
+    pub lifted: u64,
+    /// Jail entries that are not an address or prefix, left alone.
+    pub foreign: u64,
+}
+
 /// What a reconciliation did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Reconciled {
@@ -157,7 +167,11 @@ pub struct BanManager {
     fail2ban: Option<Fail2banLink>,
     policy: BanPolicy,
     own_addresses: Vec<IpNet>,
-    recent: HashMap<IpNet, VecDeque<i64>>,
+    /// When each ban sent to fail2ban ends, soonest first; an entry whose
+    /// row has since changed is skipped when it comes due.
+    fail2ban_expiries: BTreeSet<(i64, IpNet)>,
+    /// Per aggregation prefix: each address newly banned in it, with when.
+    recent: HashMap<IpNet, Vec<(IpNet, i64)>>,
     evicted: u64,
     backend_errors: u64,
     observer: Observer,
@@ -183,6 +197,7 @@ impl BanManager {
             policy: BanPolicy::default(),
             own_addresses: Vec::new(),
             recent: HashMap::new(),
+            fail2ban_expiries: BTreeSet::new(),
             evicted: 0,
             backend_errors: 0,
             observer: Observer::default(),
@@ -199,6 +214,7 @@ impl BanManager {
             Vec::new()
         };
         self.policy = policy;
+        self.lift_disallowed();
     }
 
     /// Sets the observer told about every ban and unban after the store
@@ -247,13 +263,106 @@ impl BanManager {
             return;
         }
         let now = unix_now();
-        let ops: Vec<Fail2banOp> = self
+        let ops = self
             .index
             .values()
             .filter(|row| row.is_active(now))
             .map(|row| Fail2banOp::ban(row.target))
             .collect();
+        self.track_fail2ban_expiries();
         self.queue_for_fail2ban(ops);
+    }
+
+    /// Notes when every active ban ends, so that [`Self::expire_fail2ban`]
+    /// lifts it from fail2ban then (at start, and when fail2ban takes
+    /// over).
+    pub fn track_fail2ban_expiries(&mut self) {
+        if !self.fail2ban_active() {
+            return;
+        }
+        let now = unix_now();
+        let expiries: Vec<(i64, IpNet)> = self
+            .index
+            .values()
+            .filter(|row| row.is_active(now))
+            .filter_map(|row| row.expires_at.map(|at| (at, row.target)))
+            .collect();
+        self.fail2ban_expiries.extend(expiries);
+    }
+
+    /// Queues the unban of every ban sent to fail2ban whose expiry has
+    /// come; returns how many. Called every second or so: fail2ban keeps a
+    /// ban until told (the jail's `bantime = -1`), so its end is ours to
+    /// send. An unban that cannot be delivered waits in the outbox.
+    pub fn expire_fail2ban(&mut self) -> usize {
+        let now = unix_now();
+        let mut ops = Vec::new();
+        while let Some(&(at, target)) = self.fail2ban_expiries.first() {
+            if at > now {
+                break;
+            }
+            self.fail2ban_expiries.pop_first();
+            // A ban extended or lifted since has another entry or was
+            // already unbanned.
+            if self
+                .index
+                .get(&target)
+                .is_some_and(|row| row.expires_at == Some(at))
+            {
+                ops.push(Fail2banOp::unban(target));
+            }
+        }
+        let expired = ops.len();
+        if expired > 0 {
+            debug!(expired, "bans ended: unbans queued for fail2ban");
+            self.queue_for_fail2ban(ops);
+        }
+        expired
+    }
+
+    /// Brings the fail2ban jail, whose entries are `in_jail`, in line with
+    /// the store: while fail2ban is in use every active ban must be in it,
+    /// and nothing else; while it is an idle fallback, nothing. Missing
+    /// bans and stray entries are queued through the outbox.
+    pub fn reconcile_fail2ban(&mut self, in_jail: &[String]) -> Fail2banReconciled {
+        let mut report = Fail2banReconciled::default();
+        let now = unix_now();
+        let active = self.fail2ban_active();
+        let mut jail: HashSet<IpNet> = HashSet::default();
+        for entry in in_jail {
+            match super::parse_target(entry) {
+                Ok(net) => {
+                    jail.insert(net);
+                }
+                Err(_) => report.foreign += 1,
+            }
+        }
+        let wanted = |row: &StoredBan| active && row.is_active(now);
+        let mut ops = Vec::new();
+        let mut expiries = Vec::new();
+        for row in self.index.values().filter(|row| wanted(row)) {
+            if !jail.contains(&row.target) {
+                ops.push(Fail2banOp::ban(row.target));
+                if let Some(at) = row.expires_at {
+                    expiries.push((at, row.target));
+                }
+                report.resent += 1;
+            }
+        }
+        for net in jail {
+            if !self.index.get(&net).is_some_and(&wanted) {
+                ops.push(Fail2banOp::unban(net));
+                report.lifted += 1;
+            }
+        }
+        self.fail2ban_expiries.extend(expiries);
+        if let Some(link) = &self.fail2ban
+            && let Err(error) = link.backend.submit_many(ops)
+        {
+            self.backend_errors += 1;
+            warn!(%error, "queueing the fail2ban reconciliation failed; the next one retries");
+        }
+        report
     }
 
     fn queue_for_fail2ban(&mut self, ops: Vec<Fail2banOp>) {
@@ -328,10 +437,15 @@ impl BanManager {
         let now = unix_now();
         let mut results = Vec::with_capacity(requests.len());
         let mut rows: Vec<StoredBan> = Vec::with_capacity(requests.len());
+        // Whether each row starts a ban rather than re-applying a live one.
+        let mut fresh: Vec<bool> = Vec::with_capacity(requests.len());
         let mut pending: HashMap<IpNet, usize> = HashMap::with_capacity(requests.len());
         for request in requests {
             let target = canonical_net(request.target.trunc());
-            if let Err(error) = self.admissible(target) {
+            if let Err(error) = self
+                .admissible(target)
+                .and_then(|()| admissible_length(target, request.length, now))
+            {
                 results.push(Err(error));
                 continue;
             }
@@ -339,6 +453,7 @@ impl BanManager {
                 .get(&target)
                 .map(|&i| &rows[i])
                 .or_else(|| self.index.get(&target));
+            let starts = previous.is_none_or(|p| !p.is_active(now));
             let row = self.next_row(previous, target, request, now);
             results.push(Ok(target));
             if let Some(&i) = pending.get(&target) {
@@ -346,6 +461,7 @@ impl BanManager {
             } else {
                 pending.insert(target, rows.len());
                 rows.push(row);
+                fresh.push(starts);
             }
         }
         if rows.is_empty() {
@@ -376,7 +492,13 @@ impl BanManager {
             }
         }
         self.tell(&BanEvent::Banned(&rows));
-        let aggregates = self.aggregate(&rows, now);
+        let aggregates = self.aggregate(&rows, &fresh, now);
+        if self.fail2ban_active() {
+            self.fail2ban_expiries.extend(
+                rows.iter()
+                    .filter_map(|row| row.expires_at.map(|at| (at, row.target))),
+            );
+        }
         self.queue_for_fail2ban(rows.iter().map(|row| Fail2banOp::ban(row.target)).collect());
         for row in rows {
             self.index.insert(row.target, row);
@@ -445,7 +567,7 @@ impl BanManager {
         request: BanRequest,
         now: i64,
     ) -> StoredBan {
-        let cutoff = now - secs_i64(self.policy.history_age);
+        let cutoff = now.saturating_sub(secs_i64(self.policy.history_age));
         let previous = previous.filter(|p| p.last_banned_at >= cutoff);
         if let BanLength::Until(until) = request.length {
             return Self::remote_row(previous, target, request, until, now);
@@ -462,7 +584,7 @@ impl BanManager {
         };
         StoredBan {
             target,
-            expires_at: length.map(|d| now + secs_i64(d).max(1)),
+            expires_at: length.map(|d| expiry_after(now, d)),
             source: request.source,
             reason: request.reason,
             detail: request.detail,
@@ -482,7 +604,7 @@ impl BanManager {
         until: i64,
         now: i64,
     ) -> StoredBan {
-        let remote = (until != i64::MAX).then_some(until.max(now + 1));
+        let remote = (until != i64::MAX).then_some(until.max(now.saturating_add(1)));
         let expires_at = match previous.filter(|p| p.is_active(now)) {
             Some(p) => p.expires_at.zip(remote).map(|(a, b)| a.max(b)),
             None => remote,
@@ -528,40 +650,36 @@ impl BanManager {
         }
     }
 
-    /// Records host bans per prefix; returns prefix bans that reached the
-    /// aggregation threshold.
-    fn aggregate(&mut self, rows: &[StoredBan], now: i64) -> Vec<BanRequest> {
+    /// Records the addresses whose ban starts now (`fresh`) per prefix;
+    /// returns prefix bans that reached the aggregation threshold. Distinct
+    /// addresses count, not events: an address banned again, or a live ban
+    /// applied again (a fleet resync), does not add to its prefix.
+    fn aggregate(&mut self, rows: &[StoredBan], fresh: &[bool], now: i64) -> Vec<BanRequest> {
         let Some(rule) = self.policy.aggregation else {
             return Vec::new();
         };
-        let window = secs_i64(rule.window);
+        let since = now.saturating_sub(secs_i64(rule.window));
         let mut requests = Vec::new();
-        for row in rows {
-            let prefix = match row.target {
-                IpNet::V4(n) if n.prefix_len() == 32 => {
-                    Ipv4Net::new(n.addr(), rule.v4_prefix).map(|p| IpNet::V4(p.trunc()))
-                }
-                IpNet::V6(n) if n.prefix_len() == 128 => {
-                    Ipv6Net::new(n.addr(), rule.v6_prefix).map(|p| IpNet::V6(p.trunc()))
-                }
-                _ => continue,
+        for (row, _) in rows.iter().zip(fresh).filter(|(_, fresh)| **fresh) {
+            let Some(prefix) = aggregation_prefix(row.target, rule) else {
+                continue;
             };
-            let Ok(prefix) = prefix else { continue };
-            let times = self.recent.entry(prefix).or_default();
-            times.push_back(now);
-            while times.front().is_some_and(|&t| t < now - window) {
-                times.pop_front();
+            let addresses = self.recent.entry(prefix).or_default();
+            addresses.retain(|&(_, at)| at >= since);
+            match addresses.iter_mut().find(|(addr, _)| *addr == row.target) {
+                Some((_, at)) => *at = now,
+                None => addresses.push((row.target, now)),
             }
+            let distinct = addresses.len();
             let already = self.index.get(&prefix).is_some_and(|b| b.is_active(now))
                 || requests.iter().any(|r: &BanRequest| r.target == prefix);
-            if times.len() >= rule.threshold as usize && !already {
+            if distinct >= rule.threshold as usize && !already {
                 requests.push(BanRequest {
                     target: prefix,
                     length: BanLength::Default,
                     source: row.source,
                     reason: format!(
-                        "{} addresses of {} banned within {}",
-                        times.len(),
+                        "{distinct} addresses of {} banned within {}",
                         target_to_string(&prefix),
                         humantime::format_duration(rule.window)
                     ),
@@ -581,7 +699,15 @@ impl BanManager {
     /// unbans are not published again).
     pub fn unban_from(&mut self, target: IpNet, source: Source) -> Result<bool, BanError> {
         let target = canonical_net(target.trunc());
-        let now = unix_now();
+        let lifted = self.end(target, unix_now())?;
+        if lifted {
+            self.tell(&BanEvent::Unbanned { target, source });
+        }
+        Ok(lifted)
+    }
+
+    /// Ends the ban on `target` everywhere: store, fail2ban, kernel maps.
+    fn end(&mut self, target: IpNet, now: i64) -> Result<bool, BanError> {
         let ended = self
             .store
             .end_ban(&target, now)
@@ -603,10 +729,44 @@ impl BanManager {
                 message: e.to_string(),
             })?;
         }
-        if ended || removed {
-            self.tell(&BanEvent::Unbanned { target, source });
-        }
         Ok(ended || removed)
+    }
+
+    /// Lifts every active ban that the allowlist (or, with `ignore_self`,
+    /// an address of this host) now covers, in the store, the kernel maps
+    /// and fail2ban, and logs the entry that lifted it: an allowlist entry
+    /// added by a reload or present at start is retroactive. Returns the
+    /// lifted targets with the entry that covered each. A local decision:
+    /// not published to the fleet.
+    pub fn lift_disallowed(&mut self) -> Vec<(IpNet, IpNet)> {
+        let now = unix_now();
+        let covered: Vec<(IpNet, IpNet)> = self
+            .index
+            .values()
+            .filter(|row| row.is_active(now))
+            .filter_map(|row| match self.admissible(row.target) {
+                Err(BanError::Allowlisted { entry, .. }) => Some((row.target, entry)),
+                Err(BanError::OwnAddress { own, .. }) => Some((row.target, own)),
+                _ => None,
+            })
+            .collect();
+        let mut lifted = Vec::with_capacity(covered.len());
+        for (target, entry) in covered {
+            match self.end(target, now) {
+                Ok(_) => {
+                    info!(
+                        target = %target_to_string(&target),
+                        entry = %target_to_string(&entry),
+                        "ban lifted: the allowlist covers it"
+                    );
+                    lifted.push((target, entry));
+                }
+                Err(error) => {
+                    warn!(%error, target = %target_to_string(&target), "lifting an allowlisted ban failed");
+                }
+            }
+        }
+        lifted
     }
 
     /// Every active ban, sorted by address.
@@ -746,7 +906,7 @@ impl BanManager {
 
     /// Deletes history older than the history age.
     pub fn purge(&mut self) -> Result<usize, BanError> {
-        let cutoff = unix_now() - secs_i64(self.policy.history_age);
+        let cutoff = unix_now().saturating_sub(secs_i64(self.policy.history_age));
         let purged = self.store.purge(cutoff).map_err(|e| BanError::Store {
             message: e.to_string(),
         })?;
@@ -754,18 +914,18 @@ impl BanManager {
             row.expires_at.is_none_or(|at| at >= cutoff) || row.last_banned_at >= cutoff
         });
         let window = self.policy.aggregation.map_or(0, |a| secs_i64(a.window));
-        let now = unix_now();
-        self.recent
-            .retain(|_, times| times.back().is_some_and(|&t| t >= now - window));
+        let since = unix_now().saturating_sub(window);
+        self.recent.retain(|_, addresses| {
+            addresses.retain(|&(_, at)| at >= since);
+            !addresses.is_empty()
+        });
         Ok(purged)
     }
 
     fn entry(row: &StoredBan) -> BanEntry {
         BanEntry {
             addr: row.target,
-            expires_at: row
-                .expires_at
-                .map(|at| UNIX_EPOCH + Duration::from_secs(at.unsigned_abs())),
+            expires_at: row.expires_at.map(clock::system_time),
             source: row.source,
             reason: row.reason.clone(),
             detail: row.detail.clone(),
@@ -778,7 +938,7 @@ impl BanManager {
 /// kernel's monotonic clock.
 fn kernel_value(row: &StoredBan, now: i64, mono_now: u64) -> BanValue {
     let expires_ns = row.expires_at.map_or(BanValue::PERMANENT, |at| {
-        let left = u64::try_from(at - now).unwrap_or(0);
+        let left = u64::try_from(at.saturating_sub(now)).unwrap_or(0);
         mono_now
             .saturating_add(left.saturating_mul(1_000_000_000))
             .max(1)
@@ -809,7 +969,9 @@ fn adopt(entries: &[(IpNet, BanValue)], now: i64, mono: u64) -> Vec<StoredBan> {
         .map(|&(target, value)| StoredBan {
             target,
             expires_at: (value.expires_ns != BanValue::PERMANENT).then(|| {
-                now + i64::try_from((value.expires_ns - mono) / 1_000_000_000).unwrap_or(0) + 1
+                let left = value.expires_ns.saturating_sub(mono) / 1_000_000_000;
+                now.saturating_add(i64::try_from(left).unwrap_or(i64::MAX))
+                    .saturating_add(1)
             }),
             source: Source::from_code(value.source),
             reason: "found in the kernel maps".to_owned(),
@@ -821,21 +983,38 @@ fn adopt(entries: &[(IpNet, BanValue)], now: i64, mono: u64) -> Vec<StoredBan> {
         .collect()
 }
 
+/// The length of a request, refused beyond [`clock::MAX_BAN_LENGTH`]; a
+/// fleet ban's absolute expiry likewise.
+fn admissible_length(target: IpNet, length: BanLength, now: i64) -> Result<(), BanError> {
+    let asked = match length {
+        BanLength::Default | BanLength::Permanent | BanLength::Until(i64::MAX) => return Ok(()),
+        BanLength::For(d) | BanLength::Base(d) => d,
+        BanLength::Until(at) => {
+            Duration::from_secs(u64::try_from(at.saturating_sub(now)).unwrap_or(0))
+        }
+    };
+    clock::check_ban_length(asked)
+        .map(drop)
+        .map_err(|reason| BanError::TooLong { target, reason })
+}
+
+/// The prefix an address is aggregated into; `None` for a prefix ban.
+fn aggregation_prefix(target: IpNet, rule: Aggregation) -> Option<IpNet> {
+    match target {
+        IpNet::V4(n) if n.prefix_len() == 32 => Ipv4Net::new(n.addr(), rule.v4_prefix)
+            .ok()
+            .map(|p| IpNet::V4(p.trunc())),
+        IpNet::V6(n) if n.prefix_len() == 128 => Ipv6Net::new(n.addr(), rule.v6_prefix)
+            .ok()
+            .map(|p| IpNet::V6(p.trunc())),
+        _ => None,
+    }
+}
+
 fn no_row() -> BanError {
     BanError::Store {
         message: "the ban was not recorded".to_owned(),
     }
-}
-
-/// Unix time in seconds.
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-fn secs_i64(duration: Duration) -> i64 {
-    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
 }
 
 /// The addresses configured on this host's interfaces.
@@ -892,6 +1071,10 @@ pub fn host_addresses() -> Vec<IpNet> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use proptest::prelude::*;
+
     use super::*;
 
     fn net(text: &str) -> IpNet {
@@ -1047,6 +1230,197 @@ mod tests {
             .expect("prefix banned");
         assert!(prefix.reason.contains("3 addresses"), "{}", prefix.reason);
         assert!(!bans.list().iter().any(|b| b.addr == net("192.0.2.0/24")));
+    }
+
+    fn aggregating(threshold: u32) -> BanPolicy {
+        BanPolicy {
+            aggregation: Some(Aggregation {
+                threshold,
+                window: Duration::from_mins(10),
+                v4_prefix: 24,
+                v6_prefix: 64,
+            }),
+            escalation: Some(Escalation {
+                factor: 1.0,
+                max: Duration::from_hours(24),
+            }),
+            ..BanPolicy::default()
+        }
+    }
+
+    fn has(bans: &BanManager, target: &str) -> bool {
+        bans.list().iter().any(|b| b.addr == net(target))
+    }
+
+    #[test]
+    fn one_address_banned_three_times_does_not_ban_its_prefix() {
+        let (_dir, mut bans) = manager(aggregating(3));
+        for _ in 0..3 {
+            bans.ban(request("192.0.2.7/32", BanLength::Default))
+                .expect("ban");
+        }
+        // Lifted and banned again: a repeat offence, still one address.
+        bans.unban(net("192.0.2.7/32")).expect("unban");
+        bans.ban(request("192.0.2.7/32", BanLength::Default))
+            .expect("ban");
+        assert!(!has(&bans, "192.0.2.0/24"), "{:?}", bans.list());
+        // Live fleet bans applied again (a resync) add nothing either.
+        let fleet = |target: &str| BanRequest {
+            source: Source::Fleet,
+            ..request(target, BanLength::Until(unix_now() + 600))
+        };
+        for _ in 0..3 {
+            bans.ban_many(vec![fleet("198.51.100.1/32"), fleet("198.51.100.2/32")]);
+        }
+        assert!(!has(&bans, "198.51.100.0/24"), "{:?}", bans.list());
+    }
+
+    #[test]
+    fn three_distinct_addresses_ban_their_prefix() {
+        let (_dir, mut bans) = manager(aggregating(3));
+        bans.ban(request("192.0.2.1/32", BanLength::Default))
+            .expect("ban");
+        bans.ban(request("192.0.2.2/32", BanLength::Default))
+            .expect("ban");
+        bans.ban(request("192.0.2.1/32", BanLength::Default))
+            .expect("ban");
+        assert!(!has(&bans, "192.0.2.0/24"), "two addresses so far");
+        bans.ban(request("192.0.2.3/32", BanLength::Default))
+            .expect("ban");
+        assert!(has(&bans, "192.0.2.0/24"), "{:?}", bans.list());
+        // Three new fleet bans are three distinct addresses too.
+        let fleet = |target: &str| BanRequest {
+            source: Source::Fleet,
+            ..request(target, BanLength::Until(unix_now() + 600))
+        };
+        bans.ban_many(vec![
+            fleet("2001:db8:5::1/128"),
+            fleet("2001:db8:5::2/128"),
+            fleet("2001:db8:5::3/128"),
+        ]);
+        assert!(has(&bans, "2001:db8:5::/64"), "{:?}", bans.list());
+    }
+
+    #[test]
+    fn an_allowlist_entry_lifts_the_bans_it_covers() {
+        let (_dir, mut bans) = manager(BanPolicy::default());
+        for target in [
+            "192.0.2.7/32",
+            "192.0.2.0/25",
+            "198.51.0.0/16",
+            "203.0.113.9/32",
+        ] {
+            bans.ban(request(target, BanLength::Default)).expect("ban");
+        }
+        let lifted = bans.lift_disallowed();
+        assert!(lifted.is_empty(), "nothing is allowlisted yet: {lifted:?}");
+        // The operator's own network, inside a /16 they banned by mistake,
+        // and a /24 that covers two bans.
+        let mut policy = BanPolicy {
+            allowlist: Allowlist::new([net("198.51.100.0/24"), net("192.0.2.0/24")]),
+            ..BanPolicy::default()
+        };
+        bans.set_policy(policy.clone());
+        let remaining: Vec<String> = bans
+            .list()
+            .iter()
+            .map(|b| target_to_string(&b.addr))
+            .collect();
+        assert_eq!(remaining, ["203.0.113.9"]);
+        // History is kept: banned again later it counts as a repeat.
+        policy.allowlist = Allowlist::default();
+        bans.set_policy(policy);
+        let again = bans
+            .ban(request("192.0.2.7/32", BanLength::Default))
+            .expect("ban");
+        assert_eq!(again.count, 2);
+        let mut lifted = {
+            let (_dir, mut fresh) = manager(BanPolicy::default());
+            fresh
+                .ban(request("192.0.2.7/32", BanLength::Default))
+                .expect("ban");
+            fresh.policy.allowlist = Allowlist::new([net("192.0.2.0/24")]);
+            fresh.lift_disallowed()
+        };
+        lifted.sort();
+        assert_eq!(lifted, [(net("192.0.2.7/32"), net("192.0.2.0/24"))]);
+    }
+
+    #[test]
+    fn lengths_beyond_the_maximum_are_refused_on_every_path() {
+        let (_dir, mut bans) = manager(BanPolicy::default());
+        let too_long = clock::MAX_BAN_LENGTH + Duration::from_secs(1);
+        let results = bans.ban_many(vec![
+            request("192.0.2.1/32", BanLength::For(too_long)),
+            request(
+                "192.0.2.2/32",
+                BanLength::Base(Duration::from_secs(u64::MAX)),
+            ),
+            BanRequest {
+                source: Source::Fleet,
+                ..request("192.0.2.3/32", BanLength::Until(i64::MAX - 1))
+            },
+            request("192.0.2.4/32", BanLength::For(clock::MAX_BAN_LENGTH)),
+            BanRequest {
+                source: Source::Fleet,
+                ..request("192.0.2.5/32", BanLength::Until(i64::MAX))
+            },
+        ]);
+        for (i, result) in results.iter().take(3).enumerate() {
+            let error = result.as_ref().expect_err("too long");
+            assert!(
+                matches!(error, BanError::TooLong { .. })
+                    && error.to_string().contains("exceeds the maximum"),
+                "request {i}: {error}"
+            );
+        }
+        assert!(results[3].is_ok() && results[4].is_ok(), "{results:?}");
+        let listed = bans.list();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[1].expires_at, None, "i64::MAX is permanent");
+    }
+
+    fn any_row() -> impl Strategy<Value = StoredBan> {
+        (
+            any::<u32>(),
+            proptest::option::of(any::<i64>()),
+            any::<u32>(),
+            any::<i64>(),
+            any::<i64>(),
+            prop_oneof![Just(32_u8), 0..32_u8],
+        )
+            .prop_map(|(addr, expires_at, count, first, last, len)| StoredBan {
+                target: IpNet::V4(Ipv4Net::new(addr.into(), len).unwrap_or_default().trunc()),
+                expires_at,
+                source: Source::Cli,
+                reason: String::new(),
+                detail: String::new(),
+                count,
+                first_banned_at: first,
+                last_banned_at: last,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn any_stored_row_converts_without_panic(row in any_row(), now in any::<i64>(), mono in any::<u64>()) {
+            let value = kernel_value(&row, now, mono);
+            prop_assert_eq!(value.prefix_len, row.target.prefix_len());
+            prop_assert_eq!(value.expires_ns == BanValue::PERMANENT, row.expires_at.is_none());
+            let entry = BanManager::entry(&row);
+            let json = serde_json::to_value(&entry).expect("serializes");
+            let back: BanEntry = serde_json::from_value(json).expect("parses back");
+            prop_assert_eq!(back.expires_at.is_none(), row.expires_at.is_none());
+        }
+
+        #[test]
+        fn any_kernel_value_is_adopted_without_panic(expires_ns in any::<u64>(), mono in any::<u64>(), now in any::<i64>()) {
+            let value = BanValue::new(expires_ns, 2, 32, 1);
+            let adopted = adopt(&[(net("192.0.2.1/32"), value)], now, mono);
+            if let Some(row) = adopted.first() {
+                prop_assert!(row.expires_at.is_none_or(|at| at >= now));
+            }
+        }
     }
 
     #[test]

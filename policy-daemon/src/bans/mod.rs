@@ -20,7 +20,7 @@ pub mod store;
 
 pub use manager::{
     Aggregation, BanEvent, BanManager, BanObserver, BanPolicy, BanRequest, Escalation,
-    Fail2banLink, Reconciled, XdpBackend, host_addresses, unix_now,
+    Fail2banLink, Fail2banReconciled, Reconciled, XdpBackend, host_addresses,
 };
 
 /// Why an address cannot be banned.
@@ -42,6 +42,11 @@ pub enum BanError {
         target_to_string(own)
     )]
     OwnAddress { target: IpNet, own: IpNet },
+    #[error("{}: {reason}", target_to_string(target))]
+    TooLong {
+        target: IpNet,
+        reason: crate::clock::TooLong,
+    },
     #[error("{}: {message}", target_to_string(target))]
     Kernel { target: IpNet, message: String },
     #[error("{message}; nothing was banned")]
@@ -314,7 +319,7 @@ mod rfc3339_opt {
     )]
     pub fn serialize<S: Serializer>(value: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
         match value {
-            Some(time) => s.serialize_str(&humantime::format_rfc3339_seconds(*time).to_string()),
+            Some(time) => s.serialize_str(&crate::clock::rfc3339(*time)),
             None => s.serialize_none(),
         }
     }

@@ -231,7 +231,10 @@ impl Store {
         Ok(changed > 0)
     }
 
-    /// Every row: active bans and history.
+    /// Every row: active bans and history. A row that cannot be read as a
+    /// ban (an unparseable target or source, written by something else) is
+    /// skipped with an error in the log; out-of-range numbers are clamped,
+    /// so one damaged row never keeps the daemon from starting.
     pub fn all(&self) -> Result<Vec<StoredBan>, StoreError> {
         let conn = self.conn();
         let mut query = conn
@@ -245,7 +248,7 @@ impl Store {
                     row.get::<_, String>(2)?,
                     row.get::<_, String>(3)?,
                     row.get::<_, String>(4)?,
-                    row.get::<_, u32>(5)?,
+                    row.get::<_, i64>(5)?,
                     row.get::<_, i64>(6)?,
                     row.get::<_, i64>(7)?,
                 ))
@@ -263,21 +266,34 @@ impl Store {
                 first_banned_at,
                 last_banned_at,
             ) = row.map_err(sql(&self.path, "reading a ban"))?;
-            let corrupt = |detail: String| StoreError::Corrupt {
-                path: self.path.clone(),
-                target: target.clone(),
-                detail,
+            let parsed = parse_target(&target)
+                .map_err(|e| e.to_string())
+                .and_then(|net| {
+                    source_from_name(&source)
+                        .map(|source| (net, source))
+                        .ok_or_else(|| format!("unknown source {source:?}"))
+                });
+            let (net, source) = match parsed {
+                Ok(parsed) => parsed,
+                Err(detail) => {
+                    tracing::error!(
+                        "{}; row skipped",
+                        StoreError::Corrupt {
+                            path: self.path.clone(),
+                            target,
+                            detail,
+                        }
+                    );
+                    continue;
+                }
             };
-            let net = parse_target(&target).map_err(|e| corrupt(e.to_string()))?;
-            let source = source_from_name(&source)
-                .ok_or_else(|| corrupt(format!("unknown source {source:?}")))?;
             bans.push(StoredBan {
                 target: net,
                 expires_at,
                 source,
                 reason,
                 detail,
-                count,
+                count: u32::try_from(count.max(0)).unwrap_or(u32::MAX),
                 first_banned_at,
                 last_banned_at,
             });
@@ -450,7 +466,7 @@ impl OutboxStore for Store {
             .iter()
             .map(|op| (op.kind.as_str(), target_to_string(&op.target)))
             .collect();
-        self.outbox_push_many(FAIL2BAN_OUTBOX, &rows, super::unix_now())
+        self.outbox_push_many(FAIL2BAN_OUTBOX, &rows, crate::clock::unix_now())
     }
 
     fn pending(&self) -> Result<Vec<(u64, Fail2banOp)>, StoreError> {
@@ -648,6 +664,38 @@ mod tests {
         assert_eq!(
             store.logwatch_position("journal").expect("get"),
             Some(journal)
+        );
+    }
+
+    #[test]
+    fn damaged_rows_are_skipped_or_clamped_never_fatal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_in(dir.path()).expect("open");
+        store
+            .put_bans(&[ban("192.0.2.7/32", Some(i64::MAX), 1)])
+            .expect("put");
+        store
+            .conn()
+            .execute_batch(
+                "INSERT INTO bans VALUES ('not an address', 5, 'cli', '', '', 1, 0, 0);
+                 INSERT INTO bans VALUES ('192.0.2.8', 5, 'martian', '', '', 1, 0, 0);
+                 INSERT INTO bans VALUES ('192.0.2.9', -9223372036854775808, 'cli', '', '', -4, -1, 9223372036854775807);
+                 INSERT INTO bans VALUES ('192.0.2.10', NULL, 'cli', '', '', 99999999999, 0, 0);",
+            )
+            .expect("damage");
+        let mut all = store.all().expect("all");
+        all.sort_by_key(|b| b.target);
+        let summary: Vec<(String, Option<i64>, u32)> = all
+            .iter()
+            .map(|b| (target_to_string(&b.target), b.expires_at, b.count))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("192.0.2.7".to_owned(), Some(i64::MAX), 1),
+                ("192.0.2.9".to_owned(), Some(i64::MIN), 0),
+                ("192.0.2.10".to_owned(), None, u32::MAX),
+            ]
         );
     }
 

@@ -9,7 +9,10 @@ use tokio::sync::{oneshot, watch};
 use tracing::{debug, info, warn};
 
 use super::{Fleet, FleetError, FleetTarget, Message, OUTBOX_BACKEND, Op, now_ms};
-use crate::bans::{BanLength, BanRequest, Source, parse_target, unix_now};
+use crate::{
+    bans::{BanLength, BanRequest, Source, parse_target},
+    clock::unix_now,
+};
 
 /// Longest a connect or command may take before the link counts as down.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);

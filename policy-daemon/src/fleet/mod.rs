@@ -34,10 +34,13 @@ use tracing::warn;
 pub use config::FleetConfig;
 pub use link::run;
 
-use crate::bans::{
-    BanEvent, BanObserver, BanRequest, Source,
-    store::{Store, StoreError},
-    target_to_string, unix_now,
+use crate::{
+    bans::{
+        BanEvent, BanObserver, BanRequest, Source,
+        store::{Store, StoreError},
+        target_to_string,
+    },
+    clock::unix_now,
 };
 
 /// The outbox backend name of queued fleet messages.

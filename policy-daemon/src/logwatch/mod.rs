@@ -157,7 +157,7 @@ pub fn test_filter(
             let object = serde_json::json!({
                 "line": lines + hit.line,
                 "host": hit.host.to_string(),
-                "time": hit.time.map(|t| humantime::format_rfc3339_micros(t).to_string()),
+                "time": hit.time.map(crate::clock::rfc3339_micros),
                 "regex": hit.regex,
             });
             let _ = writeln!(json_out, "{object}");
