@@ -104,6 +104,9 @@ pub struct BanArgs {
     /// Why, shown by `list`
     #[arg(long, default_value = "manual ban", value_name = "TEXT")]
     pub reason: String,
+    /// Ban prefixes wider than the configured widest (16 and 32 bits by default) too
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -328,6 +331,7 @@ fn ban(socket: &Path, args: &BanArgs) -> Result<(), Failure> {
         targets: args.targets.clone(),
         length: ban_length(args)?,
         reason: args.reason.clone(),
+        force: args.force,
     };
     let Response::Banned { banned, refused } = ask(socket, &request)? else {
         return Err(Failure::runtime("unexpected answer to ban"));
@@ -363,6 +367,7 @@ fn ban_file(socket: &Path, args: &BanArgs, path: &Path) -> Result<(), Failure> {
         targets,
         length: ban_length(args)?,
         reason: args.reason.clone(),
+        force: args.force,
     };
     let response = ask(socket, &request)?;
     let Response::BulkBanned { banned, refused } = response else {

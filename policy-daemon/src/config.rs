@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, de};
 
 use crate::{
-    bans::{Aggregation, Allowlist, BanPolicy, Escalation, parse_target},
+    bans::{Aggregation, Allowlist, BanPolicy, Escalation, Widest, parse_target},
     dataplane::{AttachMode, Capacities},
 };
 
@@ -136,6 +136,12 @@ pub struct BanConfig {
     pub aggregate_v4_prefix: u8,
     /// IPv6 prefix length aggregated to. Default 64.
     pub aggregate_v6_prefix: u8,
+    /// The widest IPv4 prefix any ban may cover; wider ones are refused on
+    /// every path (the command line goes wider only with `--force`).
+    /// Default 16.
+    pub widest_v4: u8,
+    /// The widest IPv6 prefix any ban may cover. Default 32.
+    pub widest_v6: u8,
 }
 
 /// `[fail2ban]`: the fail2ban server bans go to when `ban.backends` names
@@ -271,6 +277,8 @@ impl Default for BanConfig {
             aggregate_window: Span(Duration::from_mins(10)),
             aggregate_v4_prefix: 24,
             aggregate_v6_prefix: 64,
+            widest_v4: 16,
+            widest_v6: 32,
         }
     }
 }
@@ -293,6 +301,10 @@ impl BanConfig {
                 v6_prefix: self.aggregate_v6_prefix,
             }),
             ignore_self: self.ignore_self,
+            widest: Widest {
+                v4: self.widest_v4,
+                v6: self.widest_v6,
+            },
         }
     }
 
@@ -467,6 +479,26 @@ impl Config {
         }
         if self.ban.aggregate_v6_prefix > 128 {
             problems.push("ban.aggregate_v6_prefix: must be at most 128".to_owned());
+        }
+        if self.ban.widest_v4 > 32 {
+            problems.push("ban.widest_v4: must be at most 32".to_owned());
+        }
+        if self.ban.widest_v6 > 128 {
+            problems.push("ban.widest_v6: must be at most 128".to_owned());
+        }
+        if self.ban.aggregate_threshold > 0 {
+            if self.ban.aggregate_v4_prefix < self.ban.widest_v4 {
+                problems.push(format!(
+                    "ban.aggregate_v4_prefix: /{} is wider than ban.widest_v4 (/{})",
+                    self.ban.aggregate_v4_prefix, self.ban.widest_v4
+                ));
+            }
+            if self.ban.aggregate_v6_prefix < self.ban.widest_v6 {
+                problems.push(format!(
+                    "ban.aggregate_v6_prefix: /{} is wider than ban.widest_v6 (/{})",
+                    self.ban.aggregate_v6_prefix, self.ban.widest_v6
+                ));
+            }
         }
         if let Some(fail2ban) = &self.fail2ban
             && (fail2ban.jail.is_empty() || fail2ban.jail.contains(char::is_whitespace))
@@ -738,6 +770,25 @@ mod tests {
         ] {
             let message = syntax(text);
             assert!(message.contains("longest setting"), "{text}: {message}");
+        }
+    }
+
+    #[test]
+    fn the_widest_prefix_bounds_aggregation_too() {
+        let config = Config::parse("").expect("defaults");
+        assert_eq!((config.ban.widest_v4, config.ban.widest_v6), (16, 32));
+        let problems = invalid(
+            "[ban]\nwidest_v4 = 33\nwidest_v6 = 48\naggregate_threshold = 3\naggregate_v4_prefix = 8\naggregate_v6_prefix = 40\n",
+        );
+        for needle in [
+            "ban.widest_v4: must be at most 32",
+            "ban.aggregate_v4_prefix: /8 is wider than ban.widest_v4 (/33)",
+            "ban.aggregate_v6_prefix: /40 is wider than ban.widest_v6 (/48)",
+        ] {
+            assert!(
+                problems.iter().any(|p| p == needle),
+                "{needle}: {problems:?}"
+            );
         }
     }
 

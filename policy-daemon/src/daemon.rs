@@ -19,8 +19,8 @@ use tracing::{error, info, warn};
 
 use crate::{
     bans::{
-        BanEntry, BanError, BanLength, BanManager, BanRequest, BanSink, Fail2banLink, Source,
-        XdpBackend,
+        BanEntry, BanError, BanLength, BanManager, BanRequest, BanSink, Breadth, Fail2banLink,
+        Source, XdpBackend,
         fail2ban::Fail2banBackend,
         parse_target,
         store::{Store, StoreError},
@@ -49,6 +49,8 @@ pub enum DaemonError {
     Metrics(#[from] crate::metrics::MetricsError),
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -110,7 +112,7 @@ impl crate::fleet::FleetTarget for Shared {
     }
 
     fn unban_remote(&self, target: IpNet) {
-        if let Err(error) = self.manager().unban_from(target, Source::Fleet) {
+        if let Err(error) = self.manager().unban_remote(target) {
             warn!(%error, "fleet unban failed");
         }
     }
@@ -183,11 +185,14 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
             "kernel maps brought in line with the store"
         );
     }
-    let fleet = config.fleet.clone().map(|section| {
-        let fleet = crate::fleet::Fleet::new(section, Arc::clone(manager.store()));
-        manager.set_observer(fleet.observer());
-        fleet
-    });
+    let fleet = match config.fleet.clone() {
+        Some(section) => {
+            let fleet = crate::fleet::Fleet::new(section, Arc::clone(manager.store()))?;
+            manager.set_observer(fleet.observer());
+            Some(fleet)
+        }
+        None => None,
+    };
     let shared = Arc::new(Shared {
         manager: Mutex::new(manager),
         runtime: Mutex::new(Runtime {
@@ -641,15 +646,17 @@ fn handle(shared: &Shared, request: Request) -> Response {
             targets,
             length,
             reason,
+            force,
         } => {
-            let (banned, refused) = ban_targets(shared, targets, length, &reason);
+            let (banned, refused) = ban_targets(shared, targets, length, &reason, breadth(force));
             Response::Banned { banned, refused }
         }
         Request::BanBulk {
             targets,
             length,
             reason,
-        } => ban_bulk(shared, targets, length, &reason),
+            force,
+        } => ban_bulk(shared, targets, length, &reason, breadth(force)),
         Request::Unban { targets } => {
             let mut unbanned = Vec::new();
             let mut not_banned = Vec::new();
@@ -694,7 +701,22 @@ fn handle(shared: &Shared, request: Request) -> Response {
 }
 
 /// `ban --file`: one batch, answered with a count.
-fn ban_bulk(shared: &Shared, targets: Vec<String>, length: BanLength, reason: &str) -> Response {
+/// How wide a command-line ban may be.
+const fn breadth(force: bool) -> Breadth {
+    if force {
+        Breadth::Forced
+    } else {
+        Breadth::Bounded
+    }
+}
+
+fn ban_bulk(
+    shared: &Shared,
+    targets: Vec<String>,
+    length: BanLength,
+    reason: &str,
+    breadth: Breadth,
+) -> Response {
     tracing::debug!(targets = targets.len(), "bulk ban request parsed");
     let mut refused = Vec::new();
     let mut nets = Vec::with_capacity(targets.len());
@@ -713,7 +735,7 @@ fn ban_bulk(shared: &Shared, targets: Vec<String>, length: BanLength, reason: &s
     }
     let (banned, rejected) = shared
         .manager()
-        .ban_bulk(&nets, length, Source::Cli, reason);
+        .ban_bulk(&nets, length, Source::Cli, reason, breadth);
     for (i, error) in rejected {
         refused.push(Refusal {
             target: std::mem::take(&mut texts[i]),
@@ -733,6 +755,7 @@ fn ban_targets(
     targets: Vec<String>,
     length: BanLength,
     reason: &str,
+    breadth: Breadth,
 ) -> (Vec<BanEntry>, Vec<Refusal>) {
     let mut refused = Vec::new();
     let mut requests = Vec::with_capacity(targets.len());
@@ -756,7 +779,7 @@ fn ban_targets(
         }
     }
     let count = requests.len();
-    let results = shared.manager().ban_many(requests);
+    let results = shared.manager().ban_many_as(requests, breadth);
     let mut banned = Vec::with_capacity(count);
     for (target, result) in texts.into_iter().zip(results) {
         match result {

@@ -810,3 +810,53 @@ fn ban_lengths_are_bounded_and_any_stored_expiry_is_listed() {
     assert_eq!(counter(&setup.daemon.stats(), "bans_active"), 1);
     setup.assert_dropped(setup.net.server_v4(), SMTP, "client with a ban until 9999");
 }
+
+#[test]
+fn prefixes_wider_than_the_limit_need_force() {
+    if !require_root("prefixes_wider_than_the_limit_need_force") {
+        return;
+    }
+    let setup = Setup::new(Subnet::test_net_2(13), &[SMTP], |s| {
+        s.ban_extra = "widest_v6 = 48".to_owned();
+    });
+    for (target, key) in [
+        ("10.0.0.0/8", "ban.widest_v4 (/16)"),
+        ("2001:db8:e000::/35", "ban.widest_v6 (/48)"),
+    ] {
+        let refused = setup.daemon.cli(["ban", target]);
+        assert_eq!(
+            refused.status.code(),
+            Some(2),
+            "{target}: {}",
+            stderr(&refused)
+        );
+        let message = stderr(&refused);
+        assert!(
+            message.contains(target) && message.contains(key) && message.contains("--force"),
+            "{message}"
+        );
+    }
+    let list = setup.daemon.dir().join("wide.txt");
+    std::fs::write(
+        &list,
+        "172.16.0.0/12
+",
+    )
+    .unwrap();
+    let refused = setup.daemon.cli(["ban", "--file", list.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("ban.widest_v4"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(setup.daemon.list().is_empty(), "{:?}", setup.daemon.list());
+    let forced = setup
+        .daemon
+        .cli_ok(&["ban", "10.0.0.0/8", "2001:db8:e000::/35", "--force"]);
+    assert!(
+        forced.contains("10.0.0.0/8") && forced.contains("2001:db8:e000::/35"),
+        "{forced}"
+    );
+    assert_eq!(setup.daemon.list().len(), 2);
+}

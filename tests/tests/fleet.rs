@@ -12,7 +12,7 @@ use std::{
 
 use spamwall_tests::{
     daemon::{Daemon, Settings},
-    netns::{NetnsPair, Subnet},
+    netns::{NetnsPair, Side, Subnet},
     redis::RedisServer,
     require_root,
 };
@@ -31,16 +31,38 @@ struct Node {
 
 impl Node {
     fn start(redis: &RedisServer, name: &str, allowlist: &[&str]) -> Self {
+        Self::start_with(redis, name, allowlist, "")
+    }
+
+    /// A node with more `[fleet]` keys (TOML lines) and a metrics
+    /// endpoint on its own loopback.
+    fn start_with(redis: &RedisServer, name: &str, allowlist: &[&str], fleet: &str) -> Self {
         let mut pair = NetnsPair::new(Subnet::test_net_1(1));
         pair.listen(pair.server_v4().into(), PORT);
         let mut settings = Settings::on(pair.server());
         settings.allowlist = allowlist.iter().map(|&a| a.to_owned()).collect();
         settings.extra = format!(
-            "[fleet]\nredis = {:?}\nnode = {name:?}\nshare = [\"policy\", \"logwatch\", \"cli\"]\n",
+            "[fleet]\nredis = {:?}\nnode = {name:?}\nshare = [\"policy\", \"logwatch\", \"cli\"]\n{fleet}\n\
+             [metrics]\nlisten = \"127.0.0.1:9465\"\n",
             redis.url()
         );
         let daemon = Daemon::start(pair.server(), &settings);
         Self { daemon, pair }
+    }
+
+    /// `spamwall_fleet_rejected_total{reason}` from the node's metrics.
+    fn rejected(&self, reason: &str) -> u64 {
+        let scrape = self.pair.exec_in(
+            Side::Server,
+            &["curl", "-sf", "http://127.0.0.1:9465/metrics"],
+            Duration::from_secs(10),
+        );
+        let text = String::from_utf8_lossy(&scrape.stdout);
+        let series = format!("spamwall_fleet_rejected_total{{reason=\"{reason}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&series))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
     }
 
     fn lists(&self, target: &str) -> Option<serde_json::Value> {
@@ -184,7 +206,19 @@ fn a_node_started_later_resyncs_every_active_ban() {
         c.lists("203.0.113.5").is_none(),
         "an unbanned target came back"
     );
-    assert!(c.lists("2001:db8:7::/64").expect("listed")["expires_at"].is_null());
+    // A permanent ban from another node lasts fleet.max_bantime here (7
+    // days by default).
+    let capped = c.lists("2001:db8:7::/64").expect("listed")["expires_at"].clone();
+    let capped = humantime::parse_rfc3339(capped.as_str().expect("capped, not permanent"))
+        .expect("RFC 3339");
+    let left = capped
+        .duration_since(std::time::SystemTime::now())
+        .expect("in the future");
+    assert!(
+        left > Duration::from_hours(7 * 24) - Duration::from_mins(1)
+            && left <= Duration::from_hours(7 * 24),
+        "{left:?}"
+    );
     let on_a = a.lists("198.51.100.9").expect("on A")["expires_at"].clone();
     let on_c = c.lists("198.51.100.9").expect("on C")["expires_at"].clone();
     assert_eq!(on_a, on_c, "the absolute expiry travels unchanged");
@@ -298,4 +332,166 @@ fn the_local_allowlist_wins_over_the_fleet() {
     let c = Node::start(&redis, "mx-c", &["198.51.100.77"]);
     assert!(c.lists("198.51.100.78").is_some());
     assert!(c.lists("198.51.100.77").is_none());
+}
+
+/// A well-formed fleet message, unsigned.
+fn message(op: &str, target: &str, expires_at: &str, node: &str, reason: &str) -> String {
+    format!(
+        r#"{{"op":"{op}","target":"{target}","expires_at":{expires_at},"source":"policy","reason":"{reason}","node":"{node}","id":"{node}-1-0","at":1700000000000}}"#
+    )
+}
+
+/// Two nodes sharing a secret file; B caps remote bans at an hour.
+/// Returns them and the `[fleet]` line naming the secret.
+fn signed_nodes(redis: &RedisServer) -> (Node, Node, String) {
+    let secret = redis.dir().join("fleet.key");
+    std::fs::write(&secret, "a fleet secret of thirty-two byte\n").expect("secret");
+    let signed = format!("secret_file = {:?}\n", secret.display().to_string());
+    let a = Node::start_with(redis, "mx-a", &[], &signed);
+    let b = Node::start_with(
+        redis,
+        "mx-b",
+        &[],
+        &format!("{signed}max_bantime = \"1h\"\n"),
+    );
+    a.daemon.cli_ok(&["ban", "198.51.100.10", "--for", "0"]);
+    assert!(
+        within(PROPAGATION, || b.lists("198.51.100.10").is_some()).is_some(),
+        "a signed ban did not reach B; log:\n{}",
+        b.daemon.log()
+    );
+    (a, b, signed)
+}
+
+/// Bans `marker` on `from` and waits until `to` lists it: everything
+/// published before it has been read by then.
+fn sync_through(from: &Node, to: &Node, marker: &str) {
+    from.daemon.cli_ok(&["ban", marker]);
+    assert!(
+        within(Duration::from_secs(5), || to.lists(marker).is_some()).is_some(),
+        "{}",
+        to.daemon.log()
+    );
+}
+
+#[test]
+fn forged_and_malformed_fleet_messages_change_nothing() {
+    if !ready("forged_and_malformed_fleet_messages_change_nothing") {
+        return;
+    }
+    let redis = RedisServer::start();
+    let (a, b, signed) = signed_nodes(&redis);
+    let publish = |payload: &str| {
+        redis
+            .cli(&["PUBLISH", "spamwall", payload])
+            .unwrap_or_else(|| panic!("redis-cli PUBLISH failed"));
+    };
+    // The attack of the report: blackhole half the internet, permanently.
+    publish(&message("ban", "128.0.0.0/1", "null", "mx-evil", "owned"));
+    let stored = redis
+        .cli(&["HGET", "spamwall:details", "198.51.100.10"])
+        .expect("HGET");
+    let stored = stored.trim();
+    assert!(
+        stored.contains("\"sig\":\""),
+        "Redis holds signed JSON: {stored}"
+    );
+    // A genuine message altered in transit, and a made-up signature.
+    publish(&stored.replace("198.51.100.10", "198.51.100.66"));
+    publish(&format!(
+        "{},\"sig\":\"{}\"}}",
+        message("ban", "198.51.100.67", "null", "mx-a", "x").trim_end_matches('}'),
+        "0".repeat(64)
+    ));
+    publish(&"x".repeat(5000));
+    for junk in ["not json", "{", "null", "{\"op\":\"ban\"}"] {
+        publish(junk);
+    }
+    sync_through(&a, &b, "198.51.100.11");
+    let banned: Vec<String> = b
+        .daemon
+        .list()
+        .iter()
+        .map(|ban| ban["addr"].as_str().expect("addr").to_owned())
+        .collect();
+    assert_eq!(
+        banned,
+        ["198.51.100.10", "198.51.100.11"],
+        "B applied a forgery"
+    );
+    assert_eq!(b.rejected("unsigned"), 1);
+    assert_eq!(b.rejected("bad_signature"), 2);
+    assert_eq!(b.rejected("oversized"), 1);
+    assert_eq!(b.rejected("malformed"), 4);
+
+    // The resync set is checked the same way: forged entries written
+    // straight into Redis are not applied by a node that starts later.
+    redis
+        .cli(&["ZADD", "spamwall:bans", "+inf", "128.0.0.0/1"])
+        .expect("ZADD");
+    redis
+        .cli(&[
+            "HSET",
+            "spamwall:details",
+            "128.0.0.0/1",
+            &message("ban", "128.0.0.0/1", "null", "mx-evil", "owned"),
+        ])
+        .expect("HSET");
+    let c = Node::start_with(&redis, "mx-c", &[], &signed);
+    assert!(
+        c.lists("198.51.100.10").is_some(),
+        "C resynced the signed ban"
+    );
+    assert!(
+        c.lists("128.0.0.0/1").is_none(),
+        "C applied a forged resync entry"
+    );
+    assert_eq!(c.rejected("unsigned"), 1);
+    for node in [&a, &b, &c] {
+        node.daemon.cli_ok(&["status"]);
+    }
+}
+
+#[test]
+fn signed_fleet_messages_are_still_bounded() {
+    if !ready("signed_fleet_messages_are_still_bounded") {
+        return;
+    }
+    let redis = RedisServer::start();
+    let (a, b, _) = signed_nodes(&redis);
+    // A permanent remote ban lasts at most B's fleet.max_bantime.
+    let expires = b.lists("198.51.100.10").expect("listed")["expires_at"].clone();
+    let expires = humantime::parse_rfc3339(expires.as_str().expect("capped, not permanent"))
+        .expect("RFC 3339");
+    let left = expires
+        .duration_since(std::time::SystemTime::now())
+        .expect("in the future");
+    assert!(left <= Duration::from_hours(1), "{left:?}");
+
+    // A validly signed ban still obeys B's widest-prefix rule, and a
+    // validly signed unban lifts only bans that came from the fleet.
+    b.daemon
+        .cli_ok(&["ban", "203.0.113.9", "--for", "0", "--reason", "local"]);
+    a.daemon
+        .cli_ok(&["ban", "10.0.0.0/8", "203.0.113.9", "--force", "--for", "1h"]);
+    a.daemon.cli_ok(&["unban", "203.0.113.9", "198.51.100.10"]);
+    assert!(
+        within(Duration::from_secs(5), || b
+            .lists("198.51.100.10")
+            .is_none())
+        .is_some(),
+        "the unban of a fleet ban did not reach B; log:\n{}",
+        b.daemon.log()
+    );
+    let kept = b.lists("203.0.113.9").expect("B's own ban stays");
+    assert_eq!(
+        (kept["source"].as_str(), kept["reason"].as_str()),
+        (Some("cli"), Some("local"))
+    );
+    assert!(kept["expires_at"].is_null(), "{kept}");
+    assert!(
+        b.lists("10.0.0.0/8").is_none(),
+        "B took a /8 from the fleet"
+    );
+    assert_eq!(b.rejected("refused"), 1);
 }

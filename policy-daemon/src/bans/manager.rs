@@ -46,6 +46,38 @@ pub struct Aggregation {
     pub v6_prefix: u8,
 }
 
+/// The widest prefix a ban may cover, per family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Widest {
+    pub v4: u8,
+    pub v6: u8,
+}
+
+impl Default for Widest {
+    fn default() -> Self {
+        Self { v4: 16, v6: 32 }
+    }
+}
+
+impl Widest {
+    /// The limit for `target`'s family, if `target` is wider than it.
+    pub const fn exceeded_by(self, target: &IpNet) -> Option<u8> {
+        let (len, widest) = match target {
+            IpNet::V4(n) => (n.prefix_len(), self.v4),
+            IpNet::V6(n) => (n.prefix_len(), self.v6),
+        };
+        if len < widest { Some(widest) } else { None }
+    }
+}
+
+/// Whether a ban may be wider than [`BanPolicy::widest`]: only a person at
+/// the command line says so (`--force`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Breadth {
+    Bounded,
+    Forced,
+}
+
 /// Settings the manager applies to every ban.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BanPolicy {
@@ -59,6 +91,8 @@ pub struct BanPolicy {
     pub aggregation: Option<Aggregation>,
     /// Never ban the host's own addresses.
     pub ignore_self: bool,
+    /// No ban covers a wider prefix than this unless forced.
+    pub widest: Widest,
 }
 
 impl Default for BanPolicy {
@@ -70,6 +104,7 @@ impl Default for BanPolicy {
             history_age: Duration::from_hours(24 * 7),
             aggregation: None,
             ignore_self: false,
+            widest: Widest::default(),
         }
     }
 }
@@ -394,7 +429,17 @@ impl BanManager {
     /// bans are written to the store in one transaction before any result
     /// is returned; if that write fails, every one of them fails.
     pub fn ban_many(&mut self, requests: Vec<BanRequest>) -> Vec<Result<BanEntry, BanError>> {
-        self.apply(requests)
+        self.ban_many_as(requests, Breadth::Bounded)
+    }
+
+    /// [`BanManager::ban_many`], allowing prefixes wider than
+    /// [`BanPolicy::widest`] when `breadth` is [`Breadth::Forced`].
+    pub fn ban_many_as(
+        &mut self,
+        requests: Vec<BanRequest>,
+        breadth: Breadth,
+    ) -> Vec<Result<BanEntry, BanError>> {
+        self.apply(requests, breadth)
             .into_iter()
             .map(|r| {
                 r.and_then(|target| self.index.get(&target).map(Self::entry).ok_or_else(no_row))
@@ -410,6 +455,7 @@ impl BanManager {
         length: BanLength,
         source: Source,
         reason: &str,
+        breadth: Breadth,
     ) -> (usize, Vec<(usize, BanError)>) {
         let requests = targets
             .iter()
@@ -423,7 +469,7 @@ impl BanManager {
             .collect();
         let mut banned = 0;
         let mut refused = Vec::new();
-        for (i, result) in self.apply(requests).into_iter().enumerate() {
+        for (i, result) in self.apply(requests, breadth).into_iter().enumerate() {
             match result {
                 Ok(_) => banned += 1,
                 Err(error) => refused.push((i, error)),
@@ -433,7 +479,11 @@ impl BanManager {
     }
 
     /// The common path: validate, compute, store, enforce, aggregate.
-    fn apply(&mut self, requests: Vec<BanRequest>) -> Vec<Result<IpNet, BanError>> {
+    fn apply(
+        &mut self,
+        requests: Vec<BanRequest>,
+        breadth: Breadth,
+    ) -> Vec<Result<IpNet, BanError>> {
         let now = unix_now();
         let mut results = Vec::with_capacity(requests.len());
         let mut rows: Vec<StoredBan> = Vec::with_capacity(requests.len());
@@ -443,7 +493,8 @@ impl BanManager {
         for request in requests {
             let target = canonical_net(request.target.trunc());
             if let Err(error) = self
-                .admissible(target)
+                .admissible_breadth(target, breadth)
+                .and_then(|()| self.admissible(target))
                 .and_then(|()| admissible_length(target, request.length, now))
             {
                 results.push(Err(error));
@@ -546,6 +597,15 @@ impl BanManager {
             .collect()
     }
 
+    fn admissible_breadth(&self, target: IpNet, breadth: Breadth) -> Result<(), BanError> {
+        match self.policy.widest.exceeded_by(&target) {
+            Some(widest) if breadth == Breadth::Bounded => {
+                Err(BanError::TooWide { target, widest })
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn admissible(&self, target: IpNet) -> Result<(), BanError> {
         if let Some(entry) = self.policy.allowlist.covers(&target) {
             return Err(BanError::Allowlisted { target, entry });
@@ -596,7 +656,8 @@ impl BanManager {
 
     /// A ban another host made: its absolute expiry (`i64::MAX` is
     /// permanent), the longer of it and a live local ban, and no new count,
-    /// so escalation is not counted twice.
+    /// so escalation is not counted twice. A live ban made here keeps its
+    /// source and reason, so a remote unban cannot lift it.
     fn remote_row(
         previous: Option<&StoredBan>,
         target: IpNet,
@@ -605,16 +666,21 @@ impl BanManager {
         now: i64,
     ) -> StoredBan {
         let remote = (until != i64::MAX).then_some(until.max(now.saturating_add(1)));
-        let expires_at = match previous.filter(|p| p.is_active(now)) {
+        let live = previous.filter(|p| p.is_active(now));
+        let expires_at = match live {
             Some(p) => p.expires_at.zip(remote).map(|(a, b)| a.max(b)),
             None => remote,
+        };
+        let (source, reason, detail) = match live {
+            Some(p) if p.source != Source::Fleet => (p.source, p.reason.clone(), p.detail.clone()),
+            _ => (request.source, request.reason, request.detail),
         };
         StoredBan {
             target,
             expires_at,
-            source: request.source,
-            reason: request.reason,
-            detail: request.detail,
+            source,
+            reason,
+            detail,
             count: previous.map_or(0, |p| p.count),
             first_banned_at: previous.map_or(now, |p| p.first_banned_at),
             last_banned_at: previous.map_or(now, |p| p.last_banned_at),
@@ -704,6 +770,21 @@ impl BanManager {
             self.tell(&BanEvent::Unbanned { target, source });
         }
         Ok(lifted)
+    }
+
+    /// Lifts the ban on `target` at another node's request, only when it
+    /// came from the fleet: a ban made here (command line, policy, log
+    /// watcher) stays. `false` when nothing was lifted.
+    pub fn unban_remote(&mut self, target: IpNet) -> Result<bool, BanError> {
+        let target = canonical_net(target.trunc());
+        let now = unix_now();
+        match self.index.get(&target) {
+            Some(row) if row.is_active(now) && row.source != Source::Fleet => {
+                debug!(target = %target_to_string(&target), source = %row.source, "fleet unban ignored: the ban was made here");
+                Ok(false)
+            }
+            _ => self.unban_from(target, Source::Fleet),
+        }
     }
 
     /// Ends the ban on `target` everywhere: store, fail2ban, kernel maps.
@@ -1378,6 +1459,84 @@ mod tests {
         let listed = bans.list();
         assert_eq!(listed.len(), 2);
         assert_eq!(listed[1].expires_at, None, "i64::MAX is permanent");
+    }
+
+    #[test]
+    fn prefixes_wider_than_the_limit_are_refused_unless_forced() {
+        let (_dir, mut bans) = manager(BanPolicy::default());
+        let results = bans.ban_many(vec![
+            request("128.0.0.0/1", BanLength::Default),
+            request("10.0.0.0/8", BanLength::Default),
+            request("10.1.0.0/16", BanLength::Default),
+            request("2001:db8::/31", BanLength::Default),
+            request("2001:db8::/32", BanLength::Default),
+            request("::/0", BanLength::Default),
+        ]);
+        let outcome: Vec<String> = results
+            .iter()
+            .map(|r| match r {
+                Ok(entry) => format!("ok {}", target_to_string(&entry.addr)),
+                Err(error) => error.to_string(),
+            })
+            .collect();
+        assert!(
+            outcome[0].contains("128.0.0.0/1 is wider than ban.widest_v4 (/16)"),
+            "{outcome:?}"
+        );
+        assert!(outcome[0].contains("--force"), "{outcome:?}");
+        assert!(
+            outcome[1].contains("wider than ban.widest_v4"),
+            "{outcome:?}"
+        );
+        assert_eq!(outcome[2], "ok 10.1.0.0/16");
+        assert!(
+            outcome[3].contains("wider than ban.widest_v6 (/32)"),
+            "{outcome:?}"
+        );
+        assert_eq!(outcome[4], "ok 2001:db8::/32");
+        assert!(outcome[5].contains("widest_v6"), "{outcome:?}");
+        let forced = bans.ban_many_as(
+            vec![request("10.0.0.0/8", BanLength::Default)],
+            Breadth::Forced,
+        );
+        assert!(forced[0].is_ok(), "{forced:?}");
+        // A remote node cannot force: fleet bans go through ban_many.
+        let fleet = bans.ban(BanRequest {
+            source: Source::Fleet,
+            ..request("172.16.0.0/12", BanLength::Until(unix_now() + 60))
+        });
+        assert!(
+            matches!(fleet, Err(BanError::TooWide { widest: 16, .. })),
+            "{fleet:?}"
+        );
+    }
+
+    #[test]
+    fn a_remote_unban_lifts_only_fleet_bans() {
+        let (_dir, mut bans) = manager(BanPolicy::default());
+        let remote = |target: &str| BanRequest {
+            source: Source::Fleet,
+            ..request(target, BanLength::Until(unix_now() + 600))
+        };
+        bans.ban(BanRequest {
+            source: Source::Cli,
+            ..request("192.0.2.1/32", BanLength::Permanent)
+        })
+        .expect("local ban");
+        // A remote ban of the same address, then its unban: the hand-made
+        // ban stays, with its own source.
+        let merged = bans.ban(remote("192.0.2.1/32")).expect("remote ban");
+        assert_eq!((merged.source, merged.expires_at), (Source::Cli, None));
+        assert!(!bans.unban_remote(net("192.0.2.1/32")).expect("unban"));
+        assert!(has(&bans, "192.0.2.1/32"), "the local ban stays");
+        bans.ban(remote("192.0.2.2/32")).expect("remote ban");
+        assert!(bans.unban_remote(net("192.0.2.2/32")).expect("unban"));
+        assert!(!has(&bans, "192.0.2.2/32"), "the fleet's own ban is lifted");
+        assert!(
+            !bans
+                .unban_remote(net("192.0.2.3/32"))
+                .expect("nothing there")
+        );
     }
 
     fn any_row() -> impl Strategy<Value = StoredBan> {

@@ -19,8 +19,8 @@ mod manager;
 pub mod store;
 
 pub use manager::{
-    Aggregation, BanEvent, BanManager, BanObserver, BanPolicy, BanRequest, Escalation,
-    Fail2banLink, Fail2banReconciled, Reconciled, XdpBackend, host_addresses,
+    Aggregation, BanEvent, BanManager, BanObserver, BanPolicy, BanRequest, Breadth, Escalation,
+    Fail2banLink, Fail2banReconciled, Reconciled, Widest, XdpBackend, host_addresses,
 };
 
 /// Why an address cannot be banned.
@@ -42,6 +42,12 @@ pub enum BanError {
         target_to_string(own)
     )]
     OwnAddress { target: IpNet, own: IpNet },
+    #[error(
+        "{} is wider than ban.widest_{} (/{widest}); not banned (`spamwall ban --force` goes wider)",
+        target_to_string(target),
+        if target.addr().is_ipv4() { "v4" } else { "v6" }
+    )]
+    TooWide { target: IpNet, widest: u8 },
     #[error("{}: {reason}", target_to_string(target))]
     TooLong {
         target: IpNet,

@@ -29,12 +29,17 @@ pub enum Request {
         targets: Vec<String>,
         length: BanLength,
         reason: String,
+        /// Allow prefixes wider than `ban.widest_v4` / `ban.widest_v6`.
+        #[serde(default)]
+        force: bool,
     },
     /// Ban many targets (a file); the answer counts instead of listing.
     BanBulk {
         targets: Vec<String>,
         length: BanLength,
         reason: String,
+        #[serde(default)]
+        force: bool,
     },
     /// Lift the ban on each target.
     Unban { targets: Vec<String> },
@@ -130,14 +135,22 @@ mod tests {
             targets: vec!["192.0.2.7".into()],
             length: BanLength::For(std::time::Duration::from_secs(90)),
             reason: "manual".into(),
+            force: false,
         };
         let text = serde_json::to_string(&request).expect("json");
         assert_eq!(
             text,
-            r#"{"command":"ban","targets":["192.0.2.7"],"length":{"for":90},"reason":"manual"}"#
+            r#"{"command":"ban","targets":["192.0.2.7"],"length":{"for":90},"reason":"manual","force":false}"#
         );
         assert_eq!(
             serde_json::from_str::<Request>(&text).expect("parse"),
+            request
+        );
+        // A client that predates `force` is read as not forcing.
+        let old =
+            r#"{"command":"ban","targets":["192.0.2.7"],"length":{"for":90},"reason":"manual"}"#;
+        assert_eq!(
+            serde_json::from_str::<Request>(old).expect("parse"),
             request
         );
         assert_eq!(

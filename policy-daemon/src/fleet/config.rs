@@ -1,8 +1,10 @@
 //! `[fleet]`: where Redis is and what is shared.
 
+use std::{path::PathBuf, time::Duration};
+
 use serde::Deserialize;
 
-use crate::bans::Source;
+use crate::{bans::Source, config::BanTime};
 
 /// `[fleet]`. Absent: bans stay local.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -27,6 +29,16 @@ pub struct FleetConfig {
     /// Whether bans from other nodes are applied here; default true.
     #[serde(default = "default_accept")]
     pub accept: bool,
+    /// File holding the fleet's shared secret: messages and the resync set
+    /// are signed with HMAC-SHA256, and only messages signed with it are
+    /// applied. Default none: unsigned (warned about off loopback).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// Longest ban another node can impose here, counted from receipt;
+    /// longer and permanent remote bans are cut to it. `"permanent"` lifts
+    /// the cap. Default 7 days.
+    #[serde(default = "default_max_bantime")]
+    pub max_bantime: BanTime,
 }
 
 fn default_name() -> String {
@@ -39,6 +51,10 @@ fn default_share() -> Vec<Source> {
 
 const fn default_accept() -> bool {
     true
+}
+
+const fn default_max_bantime() -> BanTime {
+    BanTime(Some(Duration::from_hours(24 * 7)))
 }
 
 impl FleetConfig {
@@ -63,7 +79,33 @@ impl FleetConfig {
         if self.node.as_deref().is_some_and(str::is_empty) {
             problems.push("fleet.node: must not be empty".to_owned());
         }
+        if let Some(path) = &self.secret_file
+            && let Err(error) = super::wire::Secret::load(path)
+        {
+            problems.push(error.to_string());
+        }
         problems
+    }
+
+    /// Whether messages travel unauthenticated over a network: no secret,
+    /// and plain `redis://` to a host that is not loopback.
+    pub fn unprotected(&self) -> bool {
+        if self.secret_file.is_some() {
+            return false;
+        }
+        let Ok(client) = redis::Client::open(self.redis.as_str()) else {
+            return false;
+        };
+        match client.get_connection_info().addr() {
+            redis::ConnectionAddr::Tcp(host, _) => {
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                !(host == "localhost"
+                    || host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback()))
+            }
+            _ => false,
+        }
     }
 
     /// `node`, else the host name.
@@ -123,5 +165,31 @@ mod tests {
         let problems = bad.problems();
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(toml::from_str::<FleetConfig>("redis = \"redis://h\"\nbogus = 1").is_err());
+        assert_eq!(
+            config.max_bantime,
+            BanTime(Some(Duration::from_hours(24 * 7)))
+        );
+    }
+
+    #[test]
+    fn plaintext_off_loopback_without_a_secret_is_unprotected() {
+        let fleet = |text: &str| -> FleetConfig { toml::from_str(text).expect("toml") };
+        assert!(fleet("redis = \"redis://192.0.2.1:6379\"").unprotected());
+        assert!(fleet("redis = \"redis://mx-redis.example\"").unprotected());
+        assert!(!fleet("redis = \"redis://127.0.0.1:6379\"").unprotected());
+        assert!(!fleet("redis = \"redis://[::1]:6379\"").unprotected());
+        assert!(!fleet("redis = \"redis://localhost\"").unprotected());
+        assert!(!fleet("redis = \"rediss://192.0.2.1:6379\"").unprotected());
+        assert!(!fleet("redis = \"redis+unix:///run/redis.sock\"").unprotected());
+        assert!(
+            !fleet("redis = \"redis://192.0.2.1\"\nsecret_file = \"/etc/spamwall/fleet.key\"")
+                .unprotected()
+        );
+        let problems =
+            fleet("redis = \"redis://h\"\nsecret_file = \"/nonexistent/key\"").problems();
+        assert!(
+            problems.iter().any(|p| p.contains("/nonexistent/key")),
+            "{problems:?}"
+        );
     }
 }

@@ -8,7 +8,10 @@ use redis::{AsyncCommands as _, aio::MultiplexedConnection};
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, info, warn};
 
-use super::{Fleet, FleetError, FleetTarget, Message, OUTBOX_BACKEND, Op, now_ms};
+use super::{
+    Fleet, FleetError, FleetTarget, Message, OUTBOX_BACKEND, Op, now_ms,
+    wire::{self, Rejected},
+};
 use crate::{
     bans::{BanLength, BanRequest, Source, parse_target},
     clock::unix_now,
@@ -145,12 +148,7 @@ async fn session(
                 }
                 let parsed: Vec<Message> = batch
                     .iter()
-                    .filter_map(|m| {
-                        let payload: String = m.get_payload().ok()?;
-                        serde_json::from_str(&payload)
-                            .inspect_err(|error| warn!(%error, "fleet: an unreadable message was ignored"))
-                            .ok()
-                    })
+                    .filter_map(|m| fleet.read(m.get_payload_bytes()))
                     .collect();
                 apply(fleet, target, parsed).await;
             }
@@ -224,7 +222,7 @@ async fn resync(
         let messages: Vec<Message> = values
             .into_iter()
             .flatten()
-            .filter_map(|json| serde_json::from_str(&json).ok())
+            .filter_map(|json| fleet.read(json.as_bytes()))
             .collect();
         total += messages.len();
         apply_bans(fleet, target, messages).await;
@@ -252,6 +250,9 @@ async fn apply(fleet: &Arc<Fleet>, target: &Arc<dyn FleetTarget>, messages: Vec<
             Op::Unban => {
                 apply_bans(fleet, target, std::mem::take(&mut run)).await;
                 let Ok(net) = parse_target(&message.target) else {
+                    fleet
+                        .health
+                        .record_rejected(Rejected::Malformed, 1, &message.target);
                     continue;
                 };
                 let target = Arc::clone(target);
@@ -264,29 +265,48 @@ async fn apply(fleet: &Arc<Fleet>, target: &Arc<dyn FleetTarget>, messages: Vec<
 
 async fn apply_bans(fleet: &Arc<Fleet>, target: &Arc<dyn FleetTarget>, messages: Vec<Message>) {
     let now = unix_now();
-    let requests: Vec<BanRequest> = messages
-        .into_iter()
-        .filter(|m| m.op == Op::Ban && m.node != fleet.node)
-        .filter(|m| m.expires_at.is_none_or(|at| at > now))
-        .filter_map(|m| {
-            let net = parse_target(&m.target).ok()?;
-            Some(BanRequest {
-                target: net,
-                length: BanLength::Until(m.expires_at.unwrap_or(i64::MAX)),
-                source: Source::Fleet,
-                reason: format!("{} (from {}, {})", m.reason, m.node, m.source),
-                detail: String::new(),
-            })
-        })
-        .collect();
+    // Another node decides how long a ban lasts here only up to the cap.
+    let latest = fleet
+        .config
+        .max_bantime
+        .0
+        .map_or(i64::MAX, |cap| crate::clock::expiry_after(now, cap));
+    let mut requests = Vec::with_capacity(messages.len());
+    for m in messages {
+        if m.op != Op::Ban || m.node == fleet.node || m.expires_at.is_some_and(|at| at <= now) {
+            continue;
+        }
+        let Ok(net) = parse_target(&m.target) else {
+            fleet
+                .health
+                .record_rejected(Rejected::Malformed, 1, &m.target);
+            continue;
+        };
+        requests.push(BanRequest {
+            target: net,
+            length: BanLength::Until(m.expires_at.unwrap_or(i64::MAX).min(latest)),
+            source: Source::Fleet,
+            reason: format!("{} (from {}, {})", m.reason, m.node, m.source),
+            detail: String::new(),
+        });
+    }
     if requests.is_empty() {
         return;
     }
     let count = requests.len();
+    let example = requests
+        .first()
+        .map(|r| crate::bans::target_to_string(&r.target))
+        .unwrap_or_default();
     let target = Arc::clone(target);
     let accepted = tokio::task::spawn_blocking(move || target.ban_remote(requests))
         .await
         .unwrap_or_default();
+    fleet.health.record_rejected(
+        Rejected::Refused,
+        count.saturating_sub(accepted) as u64,
+        &example,
+    );
     debug!(count, accepted, "fleet: bans applied");
 }
 
@@ -315,6 +335,8 @@ async fn flush(fleet: &Arc<Fleet>, conn: &mut MultiplexedConnection) -> Result<(
                     );
                     continue;
                 };
+                // Signed as it leaves, with the secret in force now.
+                let text = wire::encode(&message, fleet.secret.as_ref());
                 match message.op {
                     Op::Ban => {
                         let expiry = message
@@ -325,14 +347,14 @@ async fn flush(fleet: &Arc<Fleet>, conn: &mut MultiplexedConnection) -> Result<(
                             .arg(expiry)
                             .arg(&message.target)
                             .ignore();
-                        pipe.hset(&details, &message.target, &row.target).ignore();
+                        pipe.hset(&details, &message.target, &text).ignore();
                     }
                     Op::Unban => {
                         pipe.zrem(&bans, &message.target).ignore();
                         pipe.hdel(&details, &message.target).ignore();
                     }
                 }
-                pipe.publish(&fleet.config.channel, &row.target).ignore();
+                pipe.publish(&fleet.config.channel, &text).ignore();
             }
             timed(
                 fleet,

@@ -15,16 +15,24 @@
 //! active bans of other nodes into the local manager as source `fleet`
 //! with their absolute expiry ([`BanLength::Until`]: no escalation, no new
 //! count). Messages from this node are ignored; the local allowlist wins.
+//!
+//! With `fleet.secret_file`, messages are signed when published and only
+//! messages signed with the same secret are applied ([`wire`]). Whatever
+//! another node sends is bounded here: remote expiries are cut to
+//! `fleet.max_bantime`, reasons to 200 bytes, prefixes to the widest the
+//! local manager accepts, and a remote unban lifts only a ban that came
+//! from the fleet.
 
 mod config;
 mod link;
+pub mod wire;
 
 use std::{
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use ipnet::IpNet;
@@ -56,6 +64,10 @@ pub const METRIC_LAG: &str = "spamwall_fleet_lag_seconds";
 pub const METRIC_PUBLISHED: &str = "spamwall_fleet_published_total";
 /// Messages received from other nodes.
 pub const METRIC_RECEIVED: &str = "spamwall_fleet_received_total";
+/// Received messages not applied, by `reason` ([`wire::Rejected`]).
+pub const METRIC_REJECTED: &str = "spamwall_fleet_rejected_total";
+/// How often each kind of rejected message is logged at most.
+const REJECTION_LOG_INTERVAL: Duration = Duration::from_mins(1);
 
 /// Why talking to Redis failed. URLs are shown without their password.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +94,8 @@ pub enum FleetError {
     Disconnected { url: String, channel: String },
     #[error("fleet: the outbox in the store: {0}")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Secret(#[from] wire::SecretError),
 }
 
 /// What a message asks for.
@@ -128,7 +142,12 @@ pub struct Health {
     lag_ms: AtomicI64,
     published: AtomicU64,
     received: AtomicU64,
+    /// Rejected messages, per reason in [`wire::Rejected::ALL`] order.
+    rejected: [AtomicU64; wire::Rejected::ALL.len()],
     last_error: Mutex<Option<String>>,
+    /// Per rejection reason: when it was last logged, and how many came
+    /// since.
+    rejections: Mutex<Vec<(wire::Rejected, Option<Instant>, u64)>>,
 }
 
 impl Health {
@@ -173,14 +192,61 @@ impl Health {
     pub fn queue_depth(&self) -> u64 {
         self.queue_depth.load(Ordering::Relaxed)
     }
+
+    /// Received messages that were not applied.
+    pub fn rejected(&self) -> u64 {
+        self.rejected
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Counts `n` rejected messages and logs the reason, at most once per
+    /// [`REJECTION_LOG_INTERVAL`] per reason, with how many came since.
+    fn record_rejected(&self, reason: wire::Rejected, n: u64, example: &str) {
+        if n == 0 {
+            return;
+        }
+        if let Some(count) = wire::Rejected::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .and_then(|i| self.rejected.get(i))
+        {
+            count.fetch_add(n, Ordering::Relaxed);
+        }
+        let mut log = self
+            .rejections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let index = if let Some(index) = log.iter().position(|(r, _, _)| *r == reason) {
+            index
+        } else {
+            log.push((reason, None, 0));
+            log.len() - 1
+        };
+        let (_, last, since) = &mut log[index];
+        *since += n;
+        let now = Instant::now();
+        if last.is_none_or(|at| now.duration_since(at) >= REJECTION_LOG_INTERVAL) {
+            warn!(
+                reason = reason.as_str(),
+                count = *since,
+                example = %example.escape_debug(),
+                "fleet: received messages rejected"
+            );
+            *last = Some(now);
+            *since = 0;
+        }
+    }
 }
 
 /// Applies what other nodes decided to the local ban manager.
 pub trait FleetTarget: Send + Sync {
-    /// Bans through the manager (allowlist applies); returns how many were
-    /// accepted. Blocking.
+    /// Bans through the manager (allowlist, widest prefix and length
+    /// apply); returns how many were accepted. Blocking.
     fn ban_remote(&self, requests: Vec<BanRequest>) -> usize;
-    /// Lifts a ban without publishing it again. Blocking.
+    /// Lifts a ban that came from the fleet, without publishing it again;
+    /// a ban made here stays. Blocking.
     fn unban_remote(&self, target: IpNet);
 }
 
@@ -188,6 +254,7 @@ pub trait FleetTarget: Send + Sync {
 #[derive(Debug)]
 pub struct Fleet {
     config: FleetConfig,
+    secret: Option<wire::Secret>,
     node: String,
     store: Arc<Store>,
     health: Health,
@@ -196,11 +263,25 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// The fleet over `store`'s outbox.
-    pub fn new(config: FleetConfig, store: Arc<Store>) -> Arc<Self> {
+    /// The fleet over `store`'s outbox; fails when the secret file cannot
+    /// be read.
+    pub fn new(config: FleetConfig, store: Arc<Store>) -> Result<Arc<Self>, FleetError> {
         let node = config.node_name();
+        let secret = config
+            .secret_file
+            .as_deref()
+            .map(wire::Secret::load)
+            .transpose()?;
+        if config.unprotected() {
+            warn!(
+                redis = %config.redacted_url(),
+                "fleet: Redis is reached in plaintext off this host and fleet.secret_file is not set: \
+                 anyone who can publish on the channel can ban on every node"
+            );
+        }
         let fleet = Arc::new(Self {
             config,
+            secret,
             node,
             store,
             health: Health::default(),
@@ -212,7 +293,7 @@ impl Fleet {
             Ok(depth) => fleet.health.set_queue_depth(depth),
             Err(error) => warn!(%error, "fleet: counting the outbox failed"),
         }
-        fleet
+        Ok(fleet)
     }
 
     /// This node's name.
@@ -230,8 +311,14 @@ impl Fleet {
         &self.health
     }
 
-    /// Sets the link gauges (before a scrape).
+    /// Sets the link gauges and the rejection counters (before a scrape;
+    /// messages are rejected from the first resync on, before the metrics
+    /// endpoint exists). Every rejection reason is listed.
     pub fn record_gauges(&self) {
+        for (reason, count) in wire::Rejected::ALL.iter().zip(&self.health.rejected) {
+            metrics::counter!(METRIC_REJECTED, "reason" => reason.as_str())
+                .absolute(count.load(Ordering::Relaxed));
+        }
         self.health.set_connected(self.health.connected());
         self.health.set_queue_depth(self.health.queue_depth());
         #[expect(clippy::cast_precision_loss, reason = "a gauge")]
@@ -255,11 +342,17 @@ impl Fleet {
             )
         };
         format!(
-            "node {}; {state}; {} queued, {} published, {} received, lag {} ms",
+            "node {}; {state}; {}; {} queued, {} published, {} received, {} rejected, lag {} ms",
             self.node,
+            if self.secret.is_some() {
+                "signed"
+            } else {
+                "unsigned"
+            },
             self.health.queue_depth(),
             self.health.published.load(Ordering::Relaxed),
             self.health.received.load(Ordering::Relaxed),
+            self.health.rejected(),
             self.health.lag_ms.load(Ordering::Relaxed),
         )
     }
@@ -315,6 +408,17 @@ impl Fleet {
                 tracing::error!(%error, count = ops.len(), "fleet: queueing bans for the fleet failed; they stay local");
             }
         }
+    }
+
+    /// A received payload as a message, or `None` when it is rejected
+    /// (counted and logged).
+    fn read(&self, payload: &[u8]) -> Option<Message> {
+        wire::decode(payload, self.secret.as_ref())
+            .inspect_err(|&reason| {
+                let shown = String::from_utf8_lossy(&payload[..payload.len().min(80)]).into_owned();
+                self.health.record_rejected(reason, 1, &shown);
+            })
+            .ok()
     }
 
     fn message(
