@@ -272,6 +272,9 @@ fn check_config(flag: Option<&Path>) -> Result<(), Failure> {
         "  control socket: {}",
         config.daemon.control_socket.display()
     );
+    for warning in config.warnings() {
+        eprintln!("spamwall: warning: {warning}");
+    }
     Ok(())
 }
 
@@ -424,7 +427,11 @@ fn refusals(refused: &[control::Refusal]) -> Result<(), Failure> {
         return Ok(());
     }
     for refusal in refused {
-        eprintln!("spamwall: refused {}: {}", refusal.target, refusal.reason);
+        eprintln!(
+            "spamwall: refused {}: {}",
+            printable(&refusal.target),
+            printable(&refusal.reason)
+        );
     }
     Err(Failure::usage(String::new()))
 }
@@ -468,7 +475,7 @@ pub fn ban_table(bans: &[BanEntry]) -> String {
             expires,
             ban.source.to_string(),
             ban.count,
-            ban.reason
+            printable(&ban.reason)
         );
     }
     out
@@ -506,23 +513,33 @@ fn status(socket: &Path, json: bool) -> Result<(), Failure> {
 fn status_text(status: &Status) -> String {
     let mut out = format!(
         "spamwall {} (pid {}), running since {}\nconfig: {}\n",
-        status.version, status.pid, status.started_at, status.config
+        printable(&status.version),
+        status.pid,
+        printable(&status.started_at),
+        printable(&status.config)
     );
     for backend in &status.backends {
         let state = if backend.active { "active" } else { "inactive" };
-        let _ = writeln!(out, "backend {}: {state}, {}", backend.name, backend.detail);
+        let _ = writeln!(
+            out,
+            "backend {}: {state}, {}",
+            printable(&backend.name),
+            printable(&backend.detail)
+        );
     }
     for attachment in &status.interfaces {
         let _ = writeln!(
             out,
             "interface {}: {} mode",
-            attachment.interface, attachment.mode
+            printable(&attachment.interface),
+            attachment.mode
         );
     }
     let _ = writeln!(
         out,
         "program id {}, pinned under {}",
-        status.program_id, status.pin_dir
+        status.program_id,
+        printable(&status.pin_dir)
     );
     let _ = writeln!(out, "ports: {}", ports_text(&status.ports));
     let _ = writeln!(out, "active bans: {}", status.bans_active);
@@ -538,6 +555,25 @@ fn status_text(status: &Status) -> String {
     let _ = writeln!(out, "allowlist: {}", allow.join(", "));
     let _ = writeln!(out, "default bantime: {}", status.default_bantime);
     out
+}
+
+/// `text` safe for a terminal: each control character (escape sequences,
+/// carriage returns, newlines) is written as its Rust escape, `\u{1b}`.
+/// Reasons come from log lines and other hosts; they must not be able to
+/// move the cursor or fake lines.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 fn ports_text(ports: &[u16]) -> String {
@@ -637,5 +673,48 @@ mod tests {
             table.contains("cli") && table.contains("spam run") && table.contains('3'),
             "{table}"
         );
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        let hostile = "ok\u{1b}[2J\u{1b}[1;1Hbanned nothing\r\nfake line\u{7}";
+        let bans = [BanEntry {
+            addr: "192.0.2.7/32".parse().expect("net"),
+            expires_at: None,
+            source: crate::bans::Source::Fleet,
+            reason: hostile.into(),
+            detail: String::new(),
+            count: 1,
+        }];
+        let table = ban_table(&bans);
+        assert_eq!(table.lines().count(), 2, "{table}");
+        assert!(
+            !table
+                .trim_end()
+                .chars()
+                .any(|c| c.is_control() && c != '\n'),
+            "{table:?}"
+        );
+        assert!(table.contains("ok\\u{1b}[2J"), "{table}");
+        let status: Status = serde_json::from_value(serde_json::json!({
+            "version": "0.1.0", "pid": 1, "started_at": "2026-11-28T00:00:00Z",
+            "config": "/etc/spamwall/spamwall.toml", "pin_dir": "/sys/fs/bpf/spamwall",
+            "program_id": 7, "ports": [], "bans_active": 1, "capacity_v4": 1,
+            "capacity_v6": 1, "capacity_prefix_v4": 1, "capacity_prefix_v6": 1,
+            "allowlist": [], "default_bantime": "1h", "store": "/var/lib/spamwall/spamwall.db",
+            "interfaces": [],
+            "backends": [{"name": "fleet", "active": true, "detail": hostile}],
+        }))
+        .expect("status");
+        let text = status_text(&status);
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(
+            text.contains("backend fleet: active, ok\\u{1b}[2J"),
+            "{text}"
+        );
+        assert_eq!(printable("plain text"), "plain text");
     }
 }

@@ -433,6 +433,12 @@ impl Config {
         }
     }
 
+    /// What is allowed but risky, each naming its key; `check-config`
+    /// prints them and the daemon logs them at start.
+    pub fn warnings(&self) -> Vec<String> {
+        self.logwatch.warnings()
+    }
+
     /// Every semantic problem, each naming its key.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();

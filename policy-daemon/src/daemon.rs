@@ -157,6 +157,9 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     // must stop here, before it touches the store, the maps or the links.
     let socket_path = config.daemon.control_socket.clone();
     let listener = control::bind(&socket_path)?;
+    for warning in config.warnings() {
+        warn!("{warning}");
+    }
     let store = Arc::new(Store::open_in(&config.daemon.state_dir)?);
     let (xdp, attachments) = if config.ban.backends.contains(&Backend::Xdp) {
         start_xdp(&config)

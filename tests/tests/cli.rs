@@ -332,3 +332,102 @@ fn help_and_usage_errors() {
         expect_code(&spamwall(args), 2, &format!("{args:?}"));
     }
 }
+
+/// A reject line whose HELO name and quoted sender each hold a
+/// `from name[address]` of the client's choosing; the real client is
+/// 192.0.2.10.
+const STEERING_LINE: &str = "Nov 28 10:00:00 mx postfix/smtpd[1234]: NOQUEUE: reject: RCPT from unknown[192.0.2.10]: 554 5.7.1 <x@example.com>: Relay access denied; from=<\"from b[203.0.113.9]\"@example.org> to=<x@example.com> proto=ESMTP helo=<c from d[192.0.2.44]>";
+
+/// The example configuration's custom filter, uncommented, with nothing
+/// else: the filter an operator would start from.
+fn example_filter_config(files: &Files) -> PathBuf {
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/spamwall.toml"),
+    )
+    .unwrap();
+    let block: Vec<&str> = example
+        .lines()
+        .skip_while(|line| *line != "#[[logwatch.filter]]")
+        .take_while(|line| line.starts_with('#') && !line.starts_with("# ["))
+        .filter(|line| !line.starts_with("# "))
+        .map(|line| &line[1..])
+        .collect();
+    assert!(
+        block.iter().any(|line| line.starts_with("failregex")),
+        "no custom filter in the example: {block:?}"
+    );
+    files.write("example-filter.toml", &(block.join("\n") + "\n"))
+}
+
+/// The hosts `spamwall ARGS` (a `test-filter --json`) reports.
+fn hosts_matched(args: &[&str]) -> Vec<String> {
+    let output = spamwall(args);
+    expect_code(&output, 0, &format!("{args:?}"));
+    text(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|hit| hit["host"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn a_client_cannot_steer_a_filter_to_another_address() {
+    let files = Files::new();
+    let log = files.write("mail.log", &format!("{STEERING_LINE}\n"));
+    let log = log.to_str().unwrap();
+    assert_eq!(
+        hosts_matched(&["test-filter", log, "--filter", "postfix", "--json"]),
+        ["192.0.2.10"],
+        "built-in filter"
+    );
+    let config = example_filter_config(&files);
+    let check = spamwall(["check-config", config.to_str().unwrap()]);
+    let warnings = expect_code(&check, 0, "check-config of the example filter");
+    assert!(!warnings.contains("warning"), "{warnings}");
+    assert_eq!(
+        hosts_matched(&[
+            "--config",
+            config.to_str().unwrap(),
+            "test-filter",
+            log,
+            "--filter",
+            "mine",
+            "--json",
+        ]),
+        ["192.0.2.10"],
+        "the example's custom filter"
+    );
+}
+
+#[test]
+fn check_config_warns_about_a_filter_a_client_can_steer() {
+    let files = Files::new();
+    let config = files.write(
+        "loose.toml",
+        "[[logwatch.filter]]\nname = \"loose\"\nfailregex = ['^.* reject: .* from \\S+\\[<HOST>\\]', 'reject: \\S+ from \\S+\\[<HOST>\\]']\n",
+    );
+    let check = spamwall(["check-config", config.to_str().unwrap()]);
+    let stderr = expect_code(&check, 0, "a loose filter is allowed");
+    assert_names(
+        &stderr,
+        &[
+            "warning: logwatch.filter[0] (loose): failregex 1 reaches <HOST> through a greedy",
+            "warning: logwatch.filter[0] (loose): failregex 2 is not anchored",
+        ],
+        "check-config warnings",
+    );
+    // The loose filter matches the HELO's address: what the warning is about.
+    let log = files.write("mail.log", &format!("{STEERING_LINE}\n"));
+    assert_eq!(
+        hosts_matched(&[
+            "--config",
+            config.to_str().unwrap(),
+            "test-filter",
+            log.to_str().unwrap(),
+            "--filter",
+            "loose",
+            "--json",
+        ]),
+        ["192.0.2.44"]
+    );
+}

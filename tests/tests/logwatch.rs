@@ -294,3 +294,68 @@ fn journal_lines_of_the_unit_ban_and_restart_resumes_after_the_cursor() {
         assert_eq!(ban["count"], 1, "a line was read twice: {ban}");
     }
 }
+
+#[test]
+fn a_fail_line_smuggled_past_the_line_limit_bans_nothing() {
+    if !require_root("a_fail_line_smuggled_past_the_line_limit_bans_nothing") {
+        return;
+    }
+    let logs = tempfile::Builder::new()
+        .prefix("spamwall-logwatch-")
+        .tempdir()
+        .expect("creating a temporary directory");
+    let log = logs.path().join("mail.log");
+    append(&log, "Nov 20 10:00:00 mx postfix/master[1]: daemon started");
+    let net = NetnsPair::new(Subnet::test_net_2(54));
+    let mut settings = Settings::on(net.server());
+    settings.extra = format!(
+        "[[logwatch.source]]\nname = \"mail\"\npath = {}\n\n\
+         [[logwatch.rule]]\nfilter = \"postfix\"\nmode = \"rbl\"\nmaxretry = 1\n",
+        serde_json::to_string(log.to_str().expect("UTF-8 path")).expect("quoted")
+    );
+    let daemon = Daemon::start(net.server(), &settings);
+    // Whoever gets 100 KiB into one line (a long HELO or sender repeated
+    // by a milter, say) puts a complete fail line after the 64 KiB limit.
+    // Written in two goes, so the follower sees the limit crossed before
+    // the forged part arrives: that is where a cut would start a new line.
+    let victim = IpAddr::from(net.client_v4());
+    let padding = format!(
+        "Nov 20 10:00:01 mx postfix/smtpd[2]: {}",
+        "A".repeat(70 << 10)
+    );
+    let mut file = OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .unwrap_or_else(|e| panic!("opening {}: {e}", log.display()));
+    file.write_all(padding.as_bytes())
+        .expect("appending the padding");
+    let started = Instant::now();
+    while !daemon.log().contains("dropped=1") {
+        assert!(
+            started.elapsed() < BAN_DEADLINE,
+            "the over-long line was not reported as dropped; daemon log:\n{}",
+            daemon.log()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    append(
+        &log,
+        &format!("{}{}", "A".repeat(30 << 10), dnsbl_line(victim, 40010)),
+    );
+    // A genuine line after it: once it is banned, the long one was read.
+    let marker = IpAddr::from(net.subnet().v4_host(99));
+    let genuine = dnsbl_line(marker, 40011);
+    append(&log, &genuine);
+    let ban = wait_banned(&daemon, marker, "the line after the long one");
+    assert_eq!(ban["reason"], genuine.as_str());
+    assert!(
+        ban_of(&daemon, victim).is_none(),
+        "the smuggled line banned {victim}: {:?}",
+        daemon.list()
+    );
+    let log_text = daemon.log();
+    assert!(
+        log_text.contains("over-long log lines dropped whole"),
+        "daemon log:\n{log_text}"
+    );
+}

@@ -3,6 +3,7 @@
 //! `maxretry` is reached within its `findtime`.
 
 pub mod filter;
+pub mod lint;
 pub mod postfix;
 pub mod rules;
 pub mod source;
@@ -520,6 +521,23 @@ impl LogwatchConfig {
             })
             .collect();
         (filters, problems)
+    }
+
+    /// What is allowed but risky, each naming its key: failregexes whose
+    /// host a client can choose ([`lint::host_not_anchored`]).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (i, (name, failregex, _)) in self.user_filters().iter().enumerate() {
+            for (j, regex) in failregex.iter().enumerate() {
+                if let Some(problem) = lint::host_not_anchored(regex) {
+                    warnings.push(format!(
+                        "logwatch.filter[{i}] ({name}): failregex {} {problem}: {regex}",
+                        j + 1
+                    ));
+                }
+            }
+        }
+        warnings
     }
 
     /// Every problem, each naming its key (`logwatch.rule[1].filter`).

@@ -10,7 +10,7 @@
 use std::{
     ffi::OsString,
     fs::File,
-    io::{self, BufRead as _, BufReader, Read as _, Seek as _},
+    io::{self, BufReader, Seek as _},
     os::unix::{
         fs::{FileExt as _, MetadataExt as _},
         process::CommandExt as _,
@@ -34,9 +34,14 @@ const READ_LIMIT: usize = 4 << 20;
 const DRAIN_IDLE: Duration = Duration::from_secs(10);
 /// Bytes of the first line hashed to recognise a file.
 const HEAD_BYTES: usize = 4096;
-/// A line longer than this is cut: a writer that never ends its line must
-/// not make the follower buffer without bound.
-const MAX_LINE: usize = 64 << 10;
+/// A line longer than this is dropped whole, up to its newline: a writer
+/// that never ends its line must not make the follower buffer without
+/// bound, and the tail of a long line must not be read as a line of its
+/// own (whoever gets 64 KiB into one line could forge a fail line).
+pub const MAX_LINE: usize = 64 << 10;
+/// The longest journal entry read (JSON, with every field), for the same
+/// reasons.
+const MAX_JOURNAL_LINE: usize = 1 << 20;
 
 /// A log source that cannot be read, naming the file or the command.
 #[derive(Debug, thiserror::Error)]
@@ -115,11 +120,13 @@ pub struct FileFollower {
     path: PathBuf,
     file: Option<File>,
     inode: u64,
-    /// Just past the last complete line handed out.
+    /// Just past the last complete line handed out (or dropped).
     offset: u64,
-    /// Bytes after `offset` read without their `\n` yet.
-    partial: Vec<u8>,
+    /// What was read after `offset` without its `\n` yet.
+    partial: Pending,
     head_hash: Option<u64>,
+    /// Over-long lines dropped since [`FileFollower::take_dropped`].
+    dropped: u64,
     /// The saved position (or the end of the file at start), until the
     /// file is first opened.
     resume: Option<LogPosition>,
@@ -135,7 +142,7 @@ struct Draining {
     file: File,
     /// Just past the last complete line handed out.
     offset: u64,
-    partial: Vec<u8>,
+    partial: Pending,
     /// When it last grew.
     grew: Instant,
 }
@@ -152,8 +159,9 @@ impl FileFollower {
             file: None,
             inode: 0,
             offset: 0,
-            partial: Vec::new(),
+            partial: Pending::default(),
             head_hash: None,
+            dropped: 0,
             resume,
             draining: None,
             drain_idle: DRAIN_IDLE,
@@ -165,6 +173,11 @@ impl FileFollower {
     fn draining_for(mut self, idle: Duration) -> Self {
         self.drain_idle = idle;
         self
+    }
+
+    /// How many over-long lines were dropped since the last call.
+    pub fn take_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped)
     }
 
     /// Where to resume after the lines handed out so far.
@@ -204,7 +217,7 @@ impl FileFollower {
                     .map(|now| now != Some(known))?,
                 None => false,
             };
-            if size < self.offset + self.partial.len() as u64 || replaced {
+            if size < self.offset + self.partial.len() || replaced {
                 tracing::info!(source = %self.source_name, path = %self.path.display(), "log truncated or rewritten; reading it from the start");
                 self.restart_at_zero();
             }
@@ -247,12 +260,12 @@ impl FileFollower {
         let Some(old) = &mut self.draining else {
             return Ok(());
         };
-        let before = old.offset + old.partial.len() as u64;
+        let before = old.offset + old.partial.len();
         while read_lines(
             &old.file,
             &mut old.offset,
             &mut old.partial,
-            out,
+            (out, &mut self.dropped),
             READ_LIMIT,
         )
         .map_err(|error| SourceError::File {
@@ -261,7 +274,7 @@ impl FileFollower {
             operation: "reading the rotated file",
             error,
         })? {}
-        if old.offset + old.partial.len() as u64 != before {
+        if old.offset + old.partial.len() != before {
             old.grew = Instant::now();
         } else if old.grew.elapsed() >= self.drain_idle {
             flush_partial(out, &mut old.offset, &mut old.partial);
@@ -272,7 +285,7 @@ impl FileFollower {
 
     fn restart_at_zero(&mut self) {
         self.offset = 0;
-        self.partial.clear();
+        self.partial = Pending::default();
         self.head_hash = None;
     }
 
@@ -287,7 +300,7 @@ impl FileFollower {
         let meta = file.metadata().map_err(self.error("fstat"))?;
         let head = head_hash(&file).map_err(self.error("reading"))?;
         self.inode = meta.ino();
-        self.partial.clear();
+        self.partial = Pending::default();
         self.head_hash = head;
         self.offset = 0;
         if let Some(saved) = self.resume.take() {
@@ -306,7 +319,7 @@ impl FileFollower {
     /// After a restart the saved inode is no longer at the path: if it sits
     /// next to it under a rotated name, reads it from the saved offset.
     fn finish_rotated(
-        &self,
+        &mut self,
         saved: &LogPosition,
         out: &mut Vec<String>,
     ) -> Result<(), SourceError> {
@@ -343,17 +356,17 @@ impl FileFollower {
                 .seek(io::SeekFrom::Start(saved.offset))
                 .map_err(self.error("seeking in the rotated file"))?;
             let mut line = Vec::new();
+            let mut dropped = 0;
             loop {
-                line.clear();
-                let n = (&mut reader)
-                    .take(MAX_LINE as u64)
-                    .read_until(b'\n', &mut line)
-                    .map_err(self.error("reading the rotated file"))?;
-                if n == 0 {
-                    break;
+                match next_line(&mut reader, &mut line, MAX_LINE)
+                    .map_err(self.error("reading the rotated file"))?
+                {
+                    Line::Complete => push_line(out, &line),
+                    Line::TooLong => dropped += 1,
+                    Line::End => break,
                 }
-                push_line(out, &line);
             }
+            self.dropped += dropped;
             break;
         }
         Ok(())
@@ -365,15 +378,19 @@ impl FileFollower {
         let Some(file) = &self.file else {
             return Ok(false);
         };
-        let more =
-            read_lines(file, &mut self.offset, &mut self.partial, out, limit).map_err(|error| {
-                SourceError::File {
-                    source_name: self.source_name.clone(),
-                    path: self.path.clone(),
-                    operation: "reading",
-                    error,
-                }
-            })?;
+        let more = read_lines(
+            file,
+            &mut self.offset,
+            &mut self.partial,
+            (out, &mut self.dropped),
+            limit,
+        )
+        .map_err(|error| SourceError::File {
+            source_name: self.source_name.clone(),
+            path: self.path.clone(),
+            operation: "reading",
+            error,
+        })?;
         if self.head_hash.is_none() && self.offset > 0 {
             self.head_hash = head_hash(file).ok().flatten();
         }
@@ -381,52 +398,136 @@ impl FileFollower {
     }
 }
 
+/// What was read of a line whose `\n` has not come yet.
+#[derive(Debug, Default)]
+struct Pending {
+    /// The line so far, while it is at most [`MAX_LINE`] long.
+    bytes: Vec<u8>,
+    /// Bytes of an over-long line passed over; non-zero while its end is
+    /// awaited. The line's start stays the saved position, so a restart
+    /// meanwhile reads it from its start and drops it again.
+    skipped: u64,
+}
+
+impl Pending {
+    /// Bytes read past the last complete line.
+    fn len(&self) -> u64 {
+        self.bytes.len() as u64 + self.skipped
+    }
+}
+
 /// Reads up to `limit` bytes of `file` past `offset` and what `partial`
-/// holds, appending the complete lines to `out` and advancing `offset`
-/// past them; returns whether more is waiting.
+/// holds, appending the complete lines to `out.0` and advancing `offset`
+/// past them; a line longer than [`MAX_LINE`] is dropped whole and counted
+/// in `out.1`. Returns whether more is waiting.
 fn read_lines(
     file: &File,
     offset: &mut u64,
-    partial: &mut Vec<u8>,
-    out: &mut Vec<String>,
+    partial: &mut Pending,
+    out: (&mut Vec<String>, &mut u64),
     limit: usize,
 ) -> io::Result<bool> {
+    let (out, dropped) = out;
     let mut buf = vec![0u8; limit.min(64 << 10)];
     let mut total = 0;
     while total < limit {
-        let n = file.read_at(&mut buf, *offset + partial.len() as u64)?;
+        let n = file.read_at(&mut buf, *offset + partial.len())?;
         if n == 0 {
             return Ok(false);
         }
         total += n;
         let mut chunk = &buf[..n];
         while let Some(end) = chunk.iter().position(|&b| b == b'\n') {
-            let consumed = partial.len() + end + 1;
-            if partial.is_empty() {
+            let consumed = partial.len() + end as u64 + 1;
+            if partial.skipped > 0 {
+                // The end of a line already counted as dropped.
+            } else if partial.bytes.len() + end > MAX_LINE {
+                *dropped += 1;
+            } else if partial.bytes.is_empty() {
                 push_line(out, &chunk[..end]);
             } else {
-                partial.extend_from_slice(&chunk[..end]);
-                push_line(out, partial);
-                partial.clear();
+                partial.bytes.extend_from_slice(&chunk[..end]);
+                push_line(out, &partial.bytes);
             }
-            *offset += consumed as u64;
+            *partial = Pending::default();
+            *offset += consumed;
             chunk = &chunk[end + 1..];
         }
-        partial.extend_from_slice(chunk);
-        if partial.len() > MAX_LINE {
-            // A runaway line: hand out what there is.
-            flush_partial(out, offset, partial);
+        if partial.skipped > 0 {
+            partial.skipped += chunk.len() as u64;
+        } else {
+            partial.bytes.extend_from_slice(chunk);
+            if partial.bytes.len() > MAX_LINE {
+                *dropped += 1;
+                partial.skipped = partial.bytes.len() as u64;
+                partial.bytes = Vec::new();
+            }
         }
     }
     Ok(true)
 }
 
-/// A file is finished: its unterminated last line counts.
-fn flush_partial(out: &mut Vec<String>, offset: &mut u64, partial: &mut Vec<u8>) {
-    if !partial.is_empty() {
-        push_line(out, partial);
-        *offset += partial.len() as u64;
-        partial.clear();
+/// A file is finished: its unterminated last line counts, unless it was
+/// too long (then it was counted as dropped already).
+fn flush_partial(out: &mut Vec<String>, offset: &mut u64, partial: &mut Pending) {
+    if partial.skipped == 0 {
+        if partial.bytes.is_empty() {
+            return;
+        }
+        push_line(out, &partial.bytes);
+    }
+    *offset += partial.len();
+    *partial = Pending::default();
+}
+
+/// What [`next_line`] read.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// A line (its `\n` included when it had one), in the buffer.
+    Complete,
+    /// A line longer than the limit, passed over up to its newline.
+    TooLong,
+    End,
+}
+
+/// Reads one line of at most `max` bytes into `line`; a longer one is
+/// passed over whole without being buffered.
+fn next_line(reader: &mut impl io::BufRead, line: &mut Vec<u8>, max: usize) -> io::Result<Line> {
+    line.clear();
+    let mut too_long = false;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(available) => available,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        if available.is_empty() {
+            return Ok(match (too_long, line.is_empty()) {
+                (true, _) => Line::TooLong,
+                (false, true) => Line::End,
+                (false, false) => Line::Complete,
+            });
+        }
+        let (take, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(end) => (end + 1, true),
+            None => (available.len(), false),
+        };
+        if !too_long {
+            if line.len() + take > max + 1 {
+                too_long = true;
+                line.clear();
+            } else {
+                line.extend_from_slice(&available[..take]);
+            }
+        }
+        reader.consume(take);
+        if done {
+            return Ok(if too_long {
+                Line::TooLong
+            } else {
+                Line::Complete
+            });
+        }
     }
 }
 
@@ -503,6 +604,8 @@ pub struct JournalFollower {
     cursor: Option<String>,
     child: Option<Child>,
     lines: Option<mpsc::Receiver<String>>,
+    /// Over-long entries passed over by the reading thread.
+    dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl JournalFollower {
@@ -520,6 +623,7 @@ impl JournalFollower {
             units: units.to_vec(),
             namespace: None,
             cursor,
+            dropped: std::sync::Arc::default(),
             child: None,
             lines: None,
         }
@@ -598,11 +702,22 @@ impl JournalFollower {
         let (send, receive) = mpsc::sync_channel(4096);
         if let Some(stdout) = child.stdout.take() {
             let name = format!("journal-{}", self.source_name);
+            let dropped = std::sync::Arc::clone(&self.dropped);
             let spawned = std::thread::Builder::new().name(name).spawn(move || {
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    if send.send(line).is_err() {
-                        break;
+                let mut reader = BufReader::new(stdout);
+                let mut line = Vec::new();
+                loop {
+                    match next_line(&mut reader, &mut line, MAX_JOURNAL_LINE) {
+                        Ok(Line::Complete) => {
+                            let text = String::from_utf8_lossy(&line);
+                            if send.send(text.trim_end_matches('\n').to_owned()).is_err() {
+                                break;
+                            }
+                        }
+                        Ok(Line::TooLong) => {
+                            dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Ok(Line::End) | Err(_) => break,
                     }
                 }
             });
@@ -618,6 +733,11 @@ impl JournalFollower {
         self.child = Some(child);
         self.lines = Some(receive);
         Ok(())
+    }
+
+    /// How many over-long entries were dropped since the last call.
+    pub fn take_dropped(&mut self) -> u64 {
+        self.dropped.swap(0, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Waits up to `timeout` for entries and appends them to `out`; `Ok(false)`
@@ -708,6 +828,76 @@ mod tests {
 
     fn expected(range: std::ops::Range<u32>, tag: &str) -> Vec<String> {
         range.map(|i| format!("{tag} line {i}")).collect()
+    }
+
+    /// A fail line an attacker would like to see matched.
+    const FORGED: &str = "Nov 28 10:00:00 mx postfix/smtpd[1]: NOQUEUE: reject: RCPT from x[198.51.100.200]: 554 5.7.1 forged";
+
+    /// 100 KiB of padding, then the forged line, all on one line.
+    fn smuggler() -> String {
+        format!("{}{FORGED}\n", "A".repeat(100 << 10))
+    }
+
+    #[test]
+    fn an_over_long_line_is_dropped_whole_and_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("mail.log");
+        append(&log, "");
+        let mut follower = FileFollower::new("mail", &log, None);
+        assert!(poll_all(&mut follower).is_empty());
+        let longest = "b".repeat(MAX_LINE);
+        append(&log, &format!("before\n{}after\n{longest}\n", smuggler()));
+        assert_eq!(
+            poll_all(&mut follower),
+            ["before", "after", longest.as_str()]
+        );
+        assert_eq!(follower.take_dropped(), 1);
+        assert_eq!(follower.take_dropped(), 0);
+    }
+
+    #[test]
+    fn an_over_long_line_written_in_pieces_is_dropped_to_its_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("mail.log");
+        append(&log, "");
+        let mut follower = FileFollower::new("mail", &log, None);
+        poll_all(&mut follower);
+        let line = smuggler();
+        let (head, tail) = line.split_at(70 << 10);
+        append(&log, head);
+        assert!(poll_all(&mut follower).is_empty());
+        assert_eq!(follower.take_dropped(), 1, "counted once it is too long");
+        // The saved position is still the start of that line: a restart
+        // now reads it from there and drops it again.
+        let position = follower.position();
+        append(&log, &tail[..tail.len() - 10]);
+        assert!(poll_all(&mut follower).is_empty());
+        append(&log, &format!("{}next\n", &tail[tail.len() - 10..]));
+        assert_eq!(poll_all(&mut follower), ["next"]);
+        assert_eq!(
+            follower.take_dropped(),
+            0,
+            "the same line is not counted twice"
+        );
+        let mut restarted = FileFollower::new("mail", &log, Some(position));
+        assert_eq!(poll_all(&mut restarted), ["next"]);
+        assert_eq!(restarted.take_dropped(), 1);
+    }
+
+    #[test]
+    fn bounded_line_reads_pass_over_long_lines() {
+        let text = format!("one\n{}two", smuggler());
+        let mut reader = BufReader::with_capacity(1000, text.as_bytes());
+        let mut line = Vec::new();
+        let mut seen = Vec::new();
+        loop {
+            match next_line(&mut reader, &mut line, MAX_LINE).expect("read") {
+                Line::Complete => seen.push(String::from_utf8_lossy(&line).into_owned()),
+                Line::TooLong => seen.push("(dropped)".to_owned()),
+                Line::End => break,
+            }
+        }
+        assert_eq!(seen, ["one\n", "(dropped)", "two"]);
     }
 
     #[test]

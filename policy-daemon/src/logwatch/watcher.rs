@@ -37,6 +37,7 @@ struct Pipeline {
     sink: Arc<dyn BanSink>,
     lines: metrics::Counter,
     matches: metrics::Counter,
+    dropped: metrics::Counter,
 }
 
 impl Pipeline {
@@ -47,6 +48,20 @@ impl Pipeline {
             sink: Arc::clone(sink),
             lines: metrics::counter!("spamwall_logwatch_lines_total", "source" => source.to_owned()),
             matches: metrics::counter!("spamwall_logwatch_matches_total", "source" => source.to_owned()),
+            dropped: metrics::counter!("spamwall_logwatch_dropped_lines_total", "source" => source.to_owned()),
+        }
+    }
+
+    /// Counts `n` lines dropped whole for being too long.
+    fn dropped(&self, n: u64) {
+        if n > 0 {
+            self.dropped.increment(n);
+            warn!(
+                source = %self.source,
+                dropped = n,
+                max_bytes = super::source::MAX_LINE,
+                "over-long log lines dropped whole"
+            );
         }
     }
 
@@ -235,6 +250,7 @@ fn follow_file(
         for line in lines.drain(..) {
             pipeline.process(&line, false);
         }
+        pipeline.dropped(follower.take_dropped());
         let position = follower.position();
         if position.inode != 0 && saved.as_ref() != Some(&position) {
             match store.put_logwatch_position(name, &position) {
@@ -274,6 +290,7 @@ fn follow_journal(
             for entry in entries.drain(..) {
                 pipeline.process(&entry.json, true);
             }
+            pipeline.dropped(follower.take_dropped());
             let position = follower.position();
             if position != saved && (saved_at.elapsed() >= POLL_INTERVAL || !alive) {
                 match store.put_logwatch_position(name, &position) {
