@@ -155,6 +155,11 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     // must stop here, before it touches the store, the maps or the links.
     let socket_path = config.daemon.control_socket.clone();
     let listener = control::bind(&socket_path)?;
+    crate::listen::ensure_fd_budget(if config.policy.serves() {
+        config.policy.max_connections
+    } else {
+        0
+    });
     let store = Arc::new(Store::open_in(&config.daemon.state_dir)?);
     let (xdp, attachments) = if config.ban.backends.contains(&Backend::Xdp) {
         start_xdp(&config)

@@ -60,3 +60,20 @@ fn systemd_unit_verifies() {
         "systemd-analyze verify:\n{report}"
     );
 }
+
+#[test]
+fn systemd_unit_open_file_limit_fits_the_default_caps() {
+    let unit = fs::read_to_string(packaging("spamwall.service")).expect("reading the unit");
+    let limit: u64 = unit
+        .lines()
+        .find_map(|line| line.strip_prefix("LimitNOFILE="))
+        .expect("the unit sets LimitNOFILE")
+        .parse()
+        .expect("LimitNOFILE is a number");
+    let max_connections = spamwall::policy::PolicyConfig::default().max_connections;
+    let budget = spamwall::listen::fd_budget(max_connections);
+    assert!(
+        limit >= budget,
+        "LimitNOFILE={limit} is below the {budget} descriptors the listeners may need with max_connections = {max_connections}"
+    );
+}
