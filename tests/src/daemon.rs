@@ -24,6 +24,7 @@ use std::{
 use crate::{
     netns::{in_netns, kill_and_reap, run_bounded, try_run_bounded},
     pin::PIN_ROOT,
+    seccomp::SyscallFilter,
 };
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -108,6 +109,13 @@ pub struct Settings {
     pub run_as: Option<String>,
     /// Extra environment variables for the daemon, e.g. `SSL_CERT_FILE`.
     pub env: Vec<(String, String)>,
+    /// Run the daemon under this seccomp allow list (e.g. the unit's,
+    /// [`SyscallFilter::of_unit`]), installed last, right before the
+    /// daemon starts. `None` (the default): no filter.
+    pub syscall_filter: Option<SyscallFilter>,
+    /// Open-file limit (soft and hard) for the daemon, through `prlimit`.
+    /// `None` (the default): inherited.
+    pub nofile: Option<u64>,
 }
 
 /// The capabilities `packaging/spamwall.service` grants, in setpriv's
@@ -129,6 +137,8 @@ impl Settings {
             extra: String::new(),
             run_as: None,
             env: Vec::new(),
+            syscall_filter: None,
+            nofile: None,
         }
     }
 
@@ -186,6 +196,8 @@ pub struct Daemon {
     child: Option<Child>,
     run_as: Option<String>,
     env: Vec<(String, String)>,
+    syscall_filter: Option<SyscallFilter>,
+    nofile: Option<u64>,
 }
 
 /// Gives `user` the daemon's directories, as the unit's `ExecStartPre`
@@ -238,6 +250,8 @@ impl Daemon {
         let mut daemon = Self {
             run_as: settings.run_as.clone(),
             env: settings.env.clone(),
+            syscall_filter: settings.syscall_filter.clone(),
+            nofile: settings.nofile,
             bin: spamwall_bin(),
             netns: netns.to_owned(),
             dir,
@@ -270,24 +284,40 @@ impl Daemon {
         let stdout = log
             .try_clone()
             .unwrap_or_else(|e| panic!("duplicating {}: {e}", self.log.display()));
-        // nsenter without --fork execs the daemon: the child's pid is the
-        // daemon's, and signals go straight to it.
-        let mut command = match &self.run_as {
-            None => in_netns(&self.netns, &self.bin),
-            Some(user) => {
-                let mut command = in_netns(&self.netns, "setpriv");
-                command
-                    .arg(format!("--reuid={user}"))
-                    .arg(format!("--regid={user}"))
-                    .arg("--clear-groups")
-                    .arg(format!("--inh-caps=-all,{UNIT_CAPABILITIES}"))
-                    .arg(format!("--ambient-caps=-all,{UNIT_CAPABILITIES}"))
-                    .arg(format!("--bounding-set=-all,{UNIT_CAPABILITIES}"))
-                    .arg("--")
-                    .arg(&self.bin);
-                command
-            }
-        };
+        // nsenter, prlimit, setpriv and seccomp-exec all exec the next
+        // program: the child's pid is the daemon's, and signals go
+        // straight to it.
+        let mut chain: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(nofile) = self.nofile {
+            chain.extend([
+                "prlimit".into(),
+                format!("--nofile={nofile}:{nofile}").into(),
+                "--".into(),
+            ]);
+        }
+        if let Some(user) = &self.run_as {
+            chain.push("setpriv".into());
+            chain.extend(
+                [
+                    format!("--reuid={user}"),
+                    format!("--regid={user}"),
+                    "--clear-groups".to_owned(),
+                    format!("--inh-caps=-all,{UNIT_CAPABILITIES}"),
+                    format!("--ambient-caps=-all,{UNIT_CAPABILITIES}"),
+                    format!("--bounding-set=-all,{UNIT_CAPABILITIES}"),
+                    "--".to_owned(),
+                ]
+                .map(Into::into),
+            );
+        }
+        if let Some(filter) = &self.syscall_filter {
+            let (helper, args) = filter.wrapper();
+            chain.push(helper.into());
+            chain.extend(args.into_iter().map(Into::into));
+        }
+        chain.push(self.bin.clone().into());
+        let mut command = in_netns(&self.netns, &chain[0]);
+        command.args(&chain[1..]);
         let child = command
             .arg("run")
             .arg("--config")
