@@ -113,9 +113,6 @@ pub struct Settings {
     /// [`SyscallFilter::of_unit`]), installed last, right before the
     /// daemon starts. `None` (the default): no filter.
     pub syscall_filter: Option<SyscallFilter>,
-    /// Open-file limit (soft and hard) for the daemon, through `prlimit`.
-    /// `None` (the default): inherited.
-    pub nofile: Option<u64>,
 }
 
 /// The capabilities `packaging/spamwall.service` grants, in setpriv's
@@ -138,7 +135,6 @@ impl Settings {
             run_as: None,
             env: Vec::new(),
             syscall_filter: None,
-            nofile: None,
         }
     }
 
@@ -197,7 +193,6 @@ pub struct Daemon {
     run_as: Option<String>,
     env: Vec<(String, String)>,
     syscall_filter: Option<SyscallFilter>,
-    nofile: Option<u64>,
 }
 
 /// Gives `user` the daemon's directories, as the unit's `ExecStartPre`
@@ -251,7 +246,6 @@ impl Daemon {
             run_as: settings.run_as.clone(),
             env: settings.env.clone(),
             syscall_filter: settings.syscall_filter.clone(),
-            nofile: settings.nofile,
             bin: spamwall_bin(),
             netns: netns.to_owned(),
             dir,
@@ -284,17 +278,9 @@ impl Daemon {
         let stdout = log
             .try_clone()
             .unwrap_or_else(|e| panic!("duplicating {}: {e}", self.log.display()));
-        // nsenter, prlimit, setpriv and seccomp-exec all exec the next
-        // program: the child's pid is the daemon's, and signals go
-        // straight to it.
+        // nsenter, setpriv and seccomp-exec all exec the next program:
+        // the child's pid is the daemon's, and signals go straight to it.
         let mut chain: Vec<std::ffi::OsString> = Vec::new();
-        if let Some(nofile) = self.nofile {
-            chain.extend([
-                "prlimit".into(),
-                format!("--nofile={nofile}:{nofile}").into(),
-                "--".into(),
-            ]);
-        }
         if let Some(user) = &self.run_as {
             chain.push("setpriv".into());
             chain.extend(
@@ -364,6 +350,12 @@ impl Daemon {
     /// Sends `signal` to the daemon by pid and waits (bounded) for it to
     /// exit; returns its exit status. Panics if it does not exit.
     pub fn kill(&mut self, signal: libc::c_int) -> ExitStatus {
+        self.kill_within(signal, EXIT_TIMEOUT)
+    }
+
+    /// [`Daemon::kill`] with its own deadline: panics with the log when
+    /// the daemon has not exited `timeout` after the signal.
+    pub fn kill_within(&mut self, signal: libc::c_int, timeout: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("kill: the daemon is not running");
         let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
         // SAFETY: kill has no memory-safety preconditions; `pid` is our
@@ -378,13 +370,13 @@ impl Daemon {
         loop {
             match child.try_wait() {
                 Ok(Some(status)) => return status,
-                Ok(None) if started.elapsed() < EXIT_TIMEOUT => {
+                Ok(None) if started.elapsed() < timeout => {
                     thread::sleep(Duration::from_millis(20));
                 }
                 Ok(None) => {
                     kill_and_reap(&mut child);
                     panic!(
-                        "spamwall did not exit within {EXIT_TIMEOUT:?} of signal {signal}; log:\n{}",
+                        "spamwall did not exit within {timeout:?} of signal {signal}; log:\n{}",
                         self.log()
                     );
                 }
