@@ -8,7 +8,7 @@
 //! - [`engine`] adds scores up per mail and applies the threshold table;
 //! - [`client`] is `spamwall query`.
 //!
-//! Fail-open is the rule throughout: every well-formed request gets an
+//! Fail-open is the rule throughout: every well-framed request gets an
 //! answer before its deadline, `DUNNO` when nothing fired or nothing
 //! finished. Postfix never has to fall back on its 451 default because of
 //! spamwall.
