@@ -156,8 +156,11 @@ pub async fn serve<F>(
             }
         };
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            // A fresh socket's send buffer takes the short answer.
-            let _ = stream.try_write(BUSY);
+            // A fresh socket's send buffer takes the short answer; written
+            // straight to the non-blocking socket, it never waits.
+            if let Ok(mut stream) = stream.into_std() {
+                let _ = std::io::Write::write(&mut stream, BUSY);
+            }
             debug!(
                 max_clients = MAX_CLIENTS,
                 "metrics scrape turned away: too many at once"

@@ -136,7 +136,7 @@ pub async fn serve<H>(
             }
         };
         let Some(admitted) = clients.admit() else {
-            turn_away(&stream);
+            turn_away(stream);
             if let Some(held_back) = turned_away.check() {
                 warn!(
                     max_clients = MAX_CLIENTS,
@@ -163,17 +163,18 @@ pub async fn serve<H>(
 }
 
 /// Answers a client that cannot be served now with an error, without
-/// waiting: a fresh socket's send buffer takes the short line, and if it
-/// does not, closing says enough.
-fn turn_away(stream: &UnixStream) {
+/// waiting: a fresh socket's send buffer takes the short line (written
+/// straight to the non-blocking socket, whatever the runtime knows of its
+/// readiness), and if it does not, closing says enough.
+fn turn_away(stream: UnixStream) {
     let response = Response::Error {
         message: format!(
             "the daemon is busy: {MAX_CLIENTS} control requests in progress; try again"
         ),
     };
-    if let Ok(mut text) = serde_json::to_vec(&response) {
+    if let (Ok(mut text), Ok(mut stream)) = (serde_json::to_vec(&response), stream.into_std()) {
         text.push(b'\n');
-        let _ = stream.try_write(&text);
+        let _ = io::Write::write(&mut stream, &text);
     }
 }
 
