@@ -153,7 +153,12 @@ impl Slot {
     /// request has begun.
     pub fn idle(&mut self) {
         let mut state = self.clients.state();
-        let State { live, idle, .. } = &mut *state;
+        let State {
+            live,
+            idle,
+            waiting,
+            ..
+        } = &mut *state;
         let Some(entry) = live.get_mut(&self.id) else {
             return;
         };
@@ -161,8 +166,11 @@ impl Slot {
             let now = Instant::now();
             entry.idle_since = Some(now);
             idle.insert((now, self.id));
+            let anyone_waiting = *waiting > 0;
             drop(state);
-            self.clients.changed.notify_waiters();
+            if anyone_waiting {
+                self.clients.changed.notify_waiters();
+            }
         }
     }
 
@@ -176,14 +184,22 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut state = self.clients.state();
-        let State { live, idle, .. } = &mut *state;
+        let State {
+            live,
+            idle,
+            waiting,
+            ..
+        } = &mut *state;
         if let Some(entry) = live.remove(&self.id)
             && let Some(since) = entry.idle_since
         {
             idle.remove(&(since, self.id));
         }
+        let anyone_waiting = *waiting > 0;
         drop(state);
-        self.clients.changed.notify_waiters();
+        if anyone_waiting {
+            self.clients.changed.notify_waiters();
+        }
     }
 }
 
