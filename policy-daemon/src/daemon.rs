@@ -160,6 +160,11 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     for warning in config.warnings() {
         warn!("{warning}");
     }
+    crate::listen::ensure_fd_budget(if config.policy.serves() {
+        config.policy.max_connections
+    } else {
+        0
+    });
     let store = Arc::new(Store::open_in(&config.daemon.state_dir)?);
     let (xdp, attachments) = if config.ban.backends.contains(&Backend::Xdp) {
         start_xdp(&config)

@@ -4,6 +4,11 @@
 //! figures that live elsewhere (kernel counters, ban counts, backend state)
 //! are copied in from a snapshot right before each scrape, so a scrape is
 //! never staler than the request.
+//!
+//! At most [`MAX_CLIENTS`] scrapes are served at once; one more is answered
+//! `503` at once, without waiting. A scraper has [`REQUEST_TIMEOUT`] to send
+//! its request and [`WRITE_TIMEOUT`] to read the answer; shutdown closes
+//! every connection at once.
 
 use std::{sync::Arc, time::Duration};
 
@@ -12,10 +17,15 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},
+    sync::{Semaphore, watch},
 };
-use tracing::{debug, warn};
+use tracing::debug;
 
-use crate::{bans::BanStats, control::BackendStatus};
+use crate::{
+    bans::BanStats,
+    control::BackendStatus,
+    listen::{LogLimit, WARN_INTERVAL, accept_failed},
+};
 
 /// Policy request latency, seconds.
 pub const POLICY_LATENCY: &str = "spamwall_policy_request_duration_seconds";
@@ -30,7 +40,14 @@ const LATENCY_BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5, 2.0, 10.0,
 ];
 /// Longest a scraper may take to send its request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a scraper may take to read the answer.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Scrapes served at once. Prometheus scrapes one at a time per target.
+pub const MAX_CLIENTS: usize = 16;
+/// The answer to a scrape over [`MAX_CLIENTS`].
+const BUSY: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
 /// Why metrics could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -105,8 +122,9 @@ pub fn record_snapshot(stats: &BanStats, backends: &[BackendStatus]) {
     }
 }
 
-/// Serves `GET /metrics` until `shutdown` resolves. `refresh` runs before
-/// each render (on the blocking pool: it may read kernel maps).
+/// Serves `GET /metrics` until `shutdown` resolves, then closes every
+/// connection. `refresh` runs before each render (on the blocking pool:
+/// it may read kernel maps).
 pub async fn serve<F>(
     listener: TcpListener,
     handle: PrometheusHandle,
@@ -115,24 +133,56 @@ pub async fn serve<F>(
 ) where
     F: Fn() + Send + Sync + 'static,
 {
+    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let accept_errors = LogLimit::new(WARN_INTERVAL);
+    let (stop, stopped) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
-            () = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let handle = handle.clone();
-                    let refresh = Arc::clone(&refresh);
-                    tokio::spawn(async move {
-                        if let Err(error) = scrape(stream, handle, refresh).await {
-                            debug!(%error, "metrics connection ended with an error");
-                        }
-                    });
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                let pause = accept_failed("metrics", &error, &accept_errors);
+                if !pause.is_zero() {
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(pause) => {}
+                    }
                 }
-                Err(error) => warn!(%error, "accepting a metrics connection failed"),
-            },
-        }
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            // A fresh socket's send buffer takes the short answer; written
+            // straight to the non-blocking socket, it never waits.
+            if let Ok(mut stream) = stream.into_std() {
+                let _ = std::io::Write::write(&mut stream, BUSY);
+            }
+            debug!(
+                max_clients = MAX_CLIENTS,
+                "metrics scrape turned away: too many at once"
+            );
+            continue;
+        };
+        let handle = handle.clone();
+        let refresh = Arc::clone(&refresh);
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                scraped = scrape(stream, handle, refresh) => {
+                    if let Err(error) = scraped {
+                        debug!(%error, "metrics connection ended with an error");
+                    }
+                }
+                _ = stopped.wait_for(|stop| *stop) => {}
+            }
+            drop(permit);
+        });
     }
+    let _ = stop.send(true);
 }
 
 async fn scrape<F>(
@@ -175,7 +225,102 @@ where
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
+    let answer = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    tokio::time::timeout(WRITE_TIMEOUT, answer)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "writing the answer"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    struct Running {
+        addr: std::net::SocketAddr,
+        stop: oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    async fn start() -> Running {
+        let listener = bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        // A recorder of its own: the process-wide one is the daemon's.
+        let handle = PrometheusBuilder::new().build_recorder().handle();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, handle, Arc::new(|| {}), async {
+            let _ = stopped.await;
+        }));
+        Running { addr, stop, task }
+    }
+
+    /// Sends `GET /metrics` and reads the whole answer (bounded).
+    async fn scrape_text(addr: std::net::SocketAddr) -> String {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        // Turned-away clients may find the connection closed before the
+        // request is written; the answer is what counts.
+        let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await;
+        read_all(&mut stream).await
+    }
+
+    async fn read_all(stream: &mut TcpStream) -> String {
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+            .await
+            .expect("answered within 5 s");
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test]
+    async fn scrapes_over_the_cap_get_503_at_once() {
+        let server = start().await;
+        assert!(
+            scrape_text(server.addr)
+                .await
+                .starts_with("HTTP/1.1 200 OK")
+        );
+        // Connections that never send their request hold every place.
+        let mut silent = Vec::new();
+        for _ in 0..MAX_CLIENTS {
+            silent.push(TcpStream::connect(server.addr).await.expect("connect"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let answer = scrape_text(server.addr).await;
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        drop(silent);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            scrape_text(server.addr)
+                .await
+                .starts_with("HTTP/1.1 200 OK")
+        );
+    }
+
+    #[tokio::test]
+    async fn shutdown_closes_silent_connections_at_once() {
+        let server = start().await;
+        let mut silent = Vec::new();
+        for _ in 0..MAX_CLIENTS {
+            silent.push(TcpStream::connect(server.addr).await.expect("connect"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        server.stop.send(()).expect("stop");
+        // Well before REQUEST_TIMEOUT (5 s) would have closed them.
+        tokio::time::timeout(Duration::from_secs(2), server.task)
+            .await
+            .expect("stopped within 2 s")
+            .expect("serve");
+        for stream in &mut silent {
+            let mut byte = [0_u8; 1];
+            let read = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut byte))
+                .await
+                .expect("closed within 2 s");
+            assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        }
+    }
 }

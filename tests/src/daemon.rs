@@ -24,6 +24,7 @@ use std::{
 use crate::{
     netns::{in_netns, kill_and_reap, run_bounded, try_run_bounded},
     pin::PIN_ROOT,
+    seccomp::SyscallFilter,
 };
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -108,6 +109,10 @@ pub struct Settings {
     pub run_as: Option<String>,
     /// Extra environment variables for the daemon, e.g. `SSL_CERT_FILE`.
     pub env: Vec<(String, String)>,
+    /// Run the daemon under this seccomp allow list (e.g. the unit's,
+    /// [`SyscallFilter::of_unit`]), installed last, right before the
+    /// daemon starts. `None` (the default): no filter.
+    pub syscall_filter: Option<SyscallFilter>,
 }
 
 /// The capabilities `packaging/spamwall.service` grants, in setpriv's
@@ -129,6 +134,7 @@ impl Settings {
             extra: String::new(),
             run_as: None,
             env: Vec::new(),
+            syscall_filter: None,
         }
     }
 
@@ -186,6 +192,7 @@ pub struct Daemon {
     child: Option<Child>,
     run_as: Option<String>,
     env: Vec<(String, String)>,
+    syscall_filter: Option<SyscallFilter>,
 }
 
 /// Gives `user` the daemon's directories, as the unit's `ExecStartPre`
@@ -238,6 +245,7 @@ impl Daemon {
         let mut daemon = Self {
             run_as: settings.run_as.clone(),
             env: settings.env.clone(),
+            syscall_filter: settings.syscall_filter.clone(),
             bin: spamwall_bin(),
             netns: netns.to_owned(),
             dir,
@@ -270,24 +278,32 @@ impl Daemon {
         let stdout = log
             .try_clone()
             .unwrap_or_else(|e| panic!("duplicating {}: {e}", self.log.display()));
-        // nsenter without --fork execs the daemon: the child's pid is the
-        // daemon's, and signals go straight to it.
-        let mut command = match &self.run_as {
-            None => in_netns(&self.netns, &self.bin),
-            Some(user) => {
-                let mut command = in_netns(&self.netns, "setpriv");
-                command
-                    .arg(format!("--reuid={user}"))
-                    .arg(format!("--regid={user}"))
-                    .arg("--clear-groups")
-                    .arg(format!("--inh-caps=-all,{UNIT_CAPABILITIES}"))
-                    .arg(format!("--ambient-caps=-all,{UNIT_CAPABILITIES}"))
-                    .arg(format!("--bounding-set=-all,{UNIT_CAPABILITIES}"))
-                    .arg("--")
-                    .arg(&self.bin);
-                command
-            }
-        };
+        // nsenter, setpriv and seccomp-exec all exec the next program:
+        // the child's pid is the daemon's, and signals go straight to it.
+        let mut chain: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(user) = &self.run_as {
+            chain.push("setpriv".into());
+            chain.extend(
+                [
+                    format!("--reuid={user}"),
+                    format!("--regid={user}"),
+                    "--clear-groups".to_owned(),
+                    format!("--inh-caps=-all,{UNIT_CAPABILITIES}"),
+                    format!("--ambient-caps=-all,{UNIT_CAPABILITIES}"),
+                    format!("--bounding-set=-all,{UNIT_CAPABILITIES}"),
+                    "--".to_owned(),
+                ]
+                .map(Into::into),
+            );
+        }
+        if let Some(filter) = &self.syscall_filter {
+            let (helper, args) = filter.wrapper();
+            chain.push(helper.into());
+            chain.extend(args.into_iter().map(Into::into));
+        }
+        chain.push(self.bin.clone().into());
+        let mut command = in_netns(&self.netns, &chain[0]);
+        command.args(&chain[1..]);
         let child = command
             .arg("run")
             .arg("--config")
@@ -334,6 +350,12 @@ impl Daemon {
     /// Sends `signal` to the daemon by pid and waits (bounded) for it to
     /// exit; returns its exit status. Panics if it does not exit.
     pub fn kill(&mut self, signal: libc::c_int) -> ExitStatus {
+        self.kill_within(signal, EXIT_TIMEOUT)
+    }
+
+    /// [`Daemon::kill`] with its own deadline: panics with the log when
+    /// the daemon has not exited `timeout` after the signal.
+    pub fn kill_within(&mut self, signal: libc::c_int, timeout: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("kill: the daemon is not running");
         let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
         // SAFETY: kill has no memory-safety preconditions; `pid` is our
@@ -348,13 +370,13 @@ impl Daemon {
         loop {
             match child.try_wait() {
                 Ok(Some(status)) => return status,
-                Ok(None) if started.elapsed() < EXIT_TIMEOUT => {
+                Ok(None) if started.elapsed() < timeout => {
                     thread::sleep(Duration::from_millis(20));
                 }
                 Ok(None) => {
                     kill_and_reap(&mut child);
                     panic!(
-                        "spamwall did not exit within {EXIT_TIMEOUT:?} of signal {signal}; log:\n{}",
+                        "spamwall did not exit within {timeout:?} of signal {signal}; log:\n{}",
                         self.log()
                     );
                 }

@@ -6,7 +6,9 @@
 //! - [`postfix`] runs a real Postfix in a network namespace and sends it
 //!   mail with `swaks`;
 //! - [`journald`] runs a real `systemd-journald` in a journal namespace of
-//!   its own and logs into it as a unit would.
+//!   its own and logs into it as a unit would;
+//! - [`seccomp`] applies the systemd unit's `SystemCallFilter=` to a
+//!   daemon under test, without systemd.
 //!
 //! Tests that touch kernel state run serially (`--test-threads=1`) and
 //! panic with a message rather than return a `Result`.
@@ -21,6 +23,7 @@ pub mod postfix;
 pub mod privilege;
 pub mod rbldnsd;
 pub mod redis;
+pub mod seccomp;
 
 use spamwall::dataplane::Capacities;
 

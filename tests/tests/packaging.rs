@@ -2,7 +2,7 @@
 
 use std::{fs, path::Path, process::Command};
 
-use spamwall_tests::daemon::spamwall_bin;
+use spamwall_tests::{daemon::spamwall_bin, seccomp::SyscallFilter};
 
 fn packaging(file: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -59,4 +59,114 @@ fn systemd_unit_verifies() {
         out.status.success() && problems.is_empty(),
         "systemd-analyze verify:\n{report}"
     );
+}
+
+/// Whether `systemd-analyze` runs here. Without it the test is skipped
+/// with a message, except under `CI`, where that is a failure.
+fn systemd_analyze_available(test: &str) -> bool {
+    let found = Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test}: systemd-analyze (package systemd) is missing and CI is set"
+        );
+        eprintln!("SKIP {test}: systemd-analyze (package systemd) is missing");
+    }
+    found
+}
+
+/// The most `systemd-analyze security` may rate the unit (lower is
+/// better; README, "Running under systemd", states the figure).
+const MAX_EXPOSURE: f64 = 2.0;
+
+#[test]
+fn systemd_unit_exposure_stays_at_most_2_0() {
+    if !systemd_analyze_available("systemd_unit_exposure_stays_at_most_2_0") {
+        return;
+    }
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(packaging("spamwall.service"))
+        .output()
+        .expect("running systemd-analyze security");
+    let report = String::from_utf8_lossy(&out.stdout);
+    let exposure: f64 = report
+        .lines()
+        .find_map(|line| {
+            let (_, rest) = line.split_once("Overall exposure level for ")?;
+            rest.split_once(':')?
+                .1
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no \"Overall exposure level\" line in:\n{report}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert!(
+        exposure <= MAX_EXPOSURE,
+        "systemd-analyze security rates the unit {exposure}, above {MAX_EXPOSURE}:\n{report}"
+    );
+}
+
+#[test]
+fn systemd_unit_open_file_limit_fits_the_default_caps() {
+    let unit = fs::read_to_string(packaging("spamwall.service")).expect("reading the unit");
+    let limit: u64 = unit
+        .lines()
+        .find_map(|line| line.strip_prefix("LimitNOFILE="))
+        .expect("the unit sets LimitNOFILE")
+        .parse()
+        .expect("LimitNOFILE is a number");
+    let max_connections = spamwall::policy::PolicyConfig::default().max_connections;
+    let budget = spamwall::listen::fd_budget(max_connections);
+    assert!(
+        limit >= budget,
+        "LimitNOFILE={limit} is below the {budget} descriptors the listeners may need with max_connections = {max_connections}"
+    );
+}
+
+#[test]
+fn systemd_unit_syscall_filter_allows_bpf_and_nothing_privileged() {
+    if !systemd_analyze_available("systemd_unit_syscall_filter_allows_bpf_and_nothing_privileged") {
+        return;
+    }
+    let filter = SyscallFilter::of_unit(
+        &packaging("spamwall.service"),
+        Path::new(env!("CARGO_BIN_EXE_seccomp-exec")),
+    );
+    for needed in [
+        "bpf",
+        "socket",
+        "accept4",
+        "epoll_wait",
+        "prlimit64",
+        "execve",
+    ] {
+        assert!(filter.allows(needed), "the unit's filter refuses {needed}");
+    }
+    for refused in [
+        "setuid",
+        "setresuid",
+        "capset",
+        "chown",
+        "mount",
+        "ptrace",
+        "perf_event_open",
+        "init_module",
+        "setrlimit",
+        "sched_setaffinity",
+    ] {
+        assert!(
+            !filter.allows(refused),
+            "the unit's filter allows {refused}"
+        );
+    }
 }

@@ -31,12 +31,14 @@ pub fn request(socket: &Path, request: &Request) -> Result<Response, ClientError
     })?;
     let mut line = serde_json::to_vec(request).map_err(|e| io_error(io::Error::other(e)))?;
     line.push(b'\n');
-    stream.write_all(&line).map_err(io_error)?;
+    // A daemon that cannot serve us now answers with an error and closes
+    // before reading: the write then fails, but the answer is there.
+    let written = stream.write_all(&line);
     let mut answer = Vec::new();
-    BufReader::new(stream)
-        .read_until(b'\n', &mut answer)
-        .map_err(io_error)?;
+    let read = BufReader::new(stream).read_until(b'\n', &mut answer);
     if answer.is_empty() {
+        written.map_err(io_error)?;
+        read.map_err(io_error)?;
         return Err(ClientError::Protocol {
             path: socket.to_owned(),
             message: "connection closed without an answer".to_owned(),

@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 pub use client::{ClientError, request};
-pub use server::{BindError, bind, bind_unix, serve};
+pub use server::{BindError, CLIENT_TIMEOUT, MAX_CLIENTS, bind, bind_unix, serve};
 
 use crate::{
     bans::{BanEntry, BanLength, BanStats},

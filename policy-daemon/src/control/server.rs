@@ -1,21 +1,39 @@
+//! The control socket's server side: binding UNIX sockets safely and
+//! serving one JSON request per line.
+//!
+//! At most [`MAX_CLIENTS`] clients are served at once. A client is idle
+//! while the server waits for its next request; when one more connects at
+//! the cap, the client idle the longest is closed to admit it, and when
+//! every client has a request in progress the newcomer gets an error
+//! answer at once. Reading a request and writing its answer each have
+//! [`CLIENT_TIMEOUT`], and so does an idle client. Shutdown closes idle
+//! clients at once; a request in progress finishes.
+
 use std::{
     fs, io,
     os::unix::fs::{FileTypeExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
     sync::Arc,
+    time::Duration,
 };
 
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
     net::{UnixListener, UnixStream},
-    sync::Semaphore,
+    sync::watch,
 };
 use tracing::{debug, warn};
 
 use super::{MAX_REQUEST_BYTES, Request, Response};
+use crate::listen::{Clients, LogLimit, Slot, WARN_INTERVAL, accept_failed};
 
-/// Concurrent control connections; more wait for a slot.
-const MAX_CONNECTIONS: usize = 32;
+/// Control clients served at once.
+pub const MAX_CLIENTS: usize = 64;
+
+/// How long a client may stay idle, take to send a request, or take to
+/// read its answer. The CLI sends its request at once and reads the
+/// answer whole; 30 s covers a `ban --file` of millions of addresses.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a UNIX socket (the control socket, a policy listener) could not be
 /// opened. `role` names it, e.g. "control socket".
@@ -83,7 +101,9 @@ pub fn bind_unix(path: &Path, mode: u32, role: &'static str) -> Result<UnixListe
 }
 
 /// Serves control requests until `shutdown` resolves, then removes the
-/// socket file. `handler` runs on the blocking pool: it may touch the kernel.
+/// socket file. `handler` runs on the blocking pool: it may touch the
+/// kernel. Neither idle clients nor a full house hold up accepting or
+/// shutdown.
 pub async fn serve<H>(
     listener: UnixListener,
     path: PathBuf,
@@ -92,47 +112,121 @@ pub async fn serve<H>(
 ) where
     H: Fn(Request) -> Response + Send + Sync + 'static,
 {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let clients = Clients::new(MAX_CLIENTS);
+    let accept_errors = LogLimit::new(WARN_INTERVAL);
+    let turned_away = LogLimit::new(WARN_INTERVAL);
+    let (stop, stopped) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
+        let accepted = tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let Ok(permit) = Arc::clone(&slots).acquire_owned().await else { break };
-                    let handler = Arc::clone(&handler);
-                    tokio::spawn(async move {
-                        if let Err(error) = connection(stream, handler).await {
-                            debug!(%error, "control connection ended with an error");
-                        }
-                        drop(permit);
-                    });
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                let pause = accept_failed("control", &error, &accept_errors);
+                if !pause.is_zero() {
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(pause) => {}
+                    }
                 }
-                Err(error) => warn!(%error, "accepting a control connection failed"),
-            },
+                continue;
+            }
+        };
+        let Some(admitted) = clients.admit() else {
+            turn_away(stream);
+            if let Some(held_back) = turned_away.check() {
+                warn!(
+                    max_clients = MAX_CLIENTS,
+                    held_back, "control client turned away: every client has a request in progress"
+                );
+            }
+            continue;
+        };
+        if admitted.closed_idle {
+            debug!("control clients at the cap: closed the longest-idle one");
         }
+        let handler = Arc::clone(&handler);
+        let stopped = stopped.clone();
+        tokio::spawn(async move {
+            if let Err(error) = connection(stream, handler, admitted.slot, stopped).await {
+                debug!(%error, "control connection ended with an error");
+            }
+        });
     }
+    let _ = stop.send(true);
     if let Err(error) = fs::remove_file(&path) {
         warn!(path = %path.display(), %error, "could not remove the control socket");
     }
 }
 
-async fn connection<H>(stream: UnixStream, handler: Arc<H>) -> io::Result<()>
+/// Answers a client that cannot be served now with an error, without
+/// waiting: a fresh socket's send buffer takes the short line (written
+/// straight to the non-blocking socket, whatever the runtime knows of its
+/// readiness), and if it does not, closing says enough.
+fn turn_away(stream: UnixStream) {
+    let response = Response::Error {
+        message: format!(
+            "the daemon is busy: {MAX_CLIENTS} control requests in progress; try again"
+        ),
+    };
+    if let (Ok(mut text), Ok(mut stream)) = (serde_json::to_vec(&response), stream.into_std()) {
+        text.push(b'\n');
+        let _ = io::Write::write(&mut stream, &text);
+    }
+}
+
+fn timed_out(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("{what} took longer than {CLIENT_TIMEOUT:?}"),
+    )
+}
+
+async fn connection<H>(
+    stream: UnixStream,
+    handler: Arc<H>,
+    mut slot: Slot,
+    mut stopped: watch::Receiver<bool>,
+) -> io::Result<()>
 where
     H: Fn(Request) -> Response + Send + Sync + 'static,
 {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     loop {
-        let mut line = Vec::new();
-        let read = (&mut reader)
-            .take(MAX_REQUEST_BYTES + 1)
-            .read_until(b'\n', &mut line)
-            .await?;
-        if read == 0 {
+        slot.idle();
+        if *stopped.borrow() {
             return Ok(());
         }
-        let response = if line.len() as u64 > MAX_REQUEST_BYTES {
+        let waiting = async { reader.fill_buf().await.map(<[u8]>::is_empty) };
+        let ended = tokio::select! {
+            ready = tokio::time::timeout(CLIENT_TIMEOUT, waiting) => match ready {
+                Ok(ended) => ended?,
+                Err(_) => return Err(timed_out("waiting for a request")),
+            },
+            _ = stopped.changed() => return Ok(()),
+            () = slot.closed() => {
+                debug!("idle control client closed to admit a new one");
+                return Ok(());
+            }
+        };
+        if ended || !slot.busy() {
+            return Ok(());
+        }
+        let mut line = Vec::new();
+        tokio::time::timeout(
+            CLIENT_TIMEOUT,
+            (&mut reader)
+                .take(MAX_REQUEST_BYTES + 1)
+                .read_until(b'\n', &mut line),
+        )
+        .await
+        .map_err(|_| timed_out("reading a request"))??;
+        let too_large = line.len() as u64 > MAX_REQUEST_BYTES;
+        let response = if too_large {
             Response::Error {
                 message: format!("request larger than {MAX_REQUEST_BYTES} bytes"),
             }
@@ -153,8 +247,10 @@ where
         };
         let mut text = serde_json::to_vec(&response).map_err(io::Error::other)?;
         text.push(b'\n');
-        write.write_all(&text).await?;
-        if matches!(response, Response::Error { .. }) && line.len() as u64 > MAX_REQUEST_BYTES {
+        tokio::time::timeout(CLIENT_TIMEOUT, write.write_all(&text))
+            .await
+            .map_err(|_| timed_out("writing an answer"))??;
+        if too_large {
             return Ok(());
         }
     }
@@ -232,6 +328,112 @@ mod tests {
             lines[0]
         );
         assert!(lines[1].contains("\"bans\""), "{}", lines[1]);
+    }
+
+    /// A server on a fresh socket in `dir`, stopped by the returned sender.
+    fn start_server(
+        dir: &Path,
+    ) -> (
+        PathBuf,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let path = dir.join("control.sock");
+        let listener = bind(&path).expect("bind");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(
+            listener,
+            path.clone(),
+            Arc::new(echo_status),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        (path, stop, server)
+    }
+
+    async fn ask_list(path: &Path) -> Result<Response, ClientError> {
+        let path = path.to_owned();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::task::spawn_blocking(move || request(&path, &Request::List)),
+        )
+        .await
+        .expect("answered within 5 s")
+        .expect("join")
+    }
+
+    #[tokio::test]
+    async fn idle_clients_beyond_the_cap_cannot_lock_out_a_request() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, _stop, _server) = start_server(dir.path());
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CLIENTS + 36 {
+            idle.push(UnixStream::connect(&path).await.expect("connect"));
+        }
+        let answer = ask_list(&path).await.expect("answer");
+        assert_eq!(answer, Response::Bans { bans: Vec::new() });
+        // The clients idle the longest were closed to make room.
+        let mut first = [0_u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), idle[0].read(&mut first))
+            .await
+            .expect("closed within 5 s");
+        assert_eq!(read.expect("read"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_house_turns_a_newcomer_away_with_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, _stop, _server) = start_server(dir.path());
+        let mut busy = Vec::new();
+        for _ in 0..MAX_CLIENTS {
+            let mut stream = UnixStream::connect(&path).await.expect("connect");
+            // Half a request: busy until the line ends.
+            stream.write_all(b"{\"command\":").await.expect("write");
+            busy.push(stream);
+        }
+        // Every busy client has been seen before the newcomer arrives.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        match ask_list(&path).await {
+            Ok(Response::Error { message }) => {
+                assert!(message.contains("busy"), "{message}");
+            }
+            other => panic!("expected a busy error, got {other:?}"),
+        }
+        // One busy client finishes: its place frees once it is idle.
+        busy[0].write_all(b"\"list\"}\n").await.expect("write");
+        let mut answer = vec![0_u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(5), busy[0].read(&mut answer))
+            .await
+            .expect("answered within 5 s")
+            .expect("read");
+        assert!(answer[..read].starts_with(b"{\"result\":\"bans\""));
+        let answer = ask_list(&path).await.expect("answer");
+        assert_eq!(answer, Response::Bans { bans: Vec::new() });
+    }
+
+    #[tokio::test]
+    async fn shutdown_is_not_held_up_by_idle_clients() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, stop, server) = start_server(dir.path());
+        let mut idle = Vec::new();
+        for _ in 0..100 {
+            idle.push(UnixStream::connect(&path).await.expect("connect"));
+        }
+        // Every client accepted before the stop.
+        assert!(matches!(ask_list(&path).await, Ok(Response::Bans { .. })));
+        stop.send(()).expect("stop");
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("stopped within 5 s")
+            .expect("server");
+        assert!(!path.exists(), "socket removed");
+        let last = idle.last_mut().expect("clients");
+        let mut byte = [0_u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), last.read(&mut byte))
+            .await
+            .expect("idle client closed within 5 s");
+        assert_eq!(read.expect("read"), 0);
     }
 
     #[test]

@@ -7,8 +7,12 @@
 //!
 //! The [`Decoder`] works on a connection's read buffer: it takes one
 //! complete request off its front, or says it needs more bytes, or refuses
-//! the input with a [`CodecError`] as soon as a limit is crossed, so a
-//! hostile peer cannot make the buffer grow past `max_request_size`.
+//! the input with a [`CodecError`] as soon as the framing breaks (a line
+//! without `=`, a limit crossed), so a hostile peer cannot make the buffer
+//! grow past `max_request_size`. A well-framed line whose name or value is
+//! unusable (invalid UTF-8, control bytes, an empty name) does not break
+//! the framing: it is left out of the request and reported as a
+//! [`BadAttribute`], and the request is answered as usual.
 
 use std::ops::Range;
 
@@ -33,28 +37,47 @@ impl Default for Limits {
     }
 }
 
-/// Why a request was refused. The connection is closed after any of these:
-/// the peer does not speak the protocol, and guessing where the next
-/// request starts would be unsafe.
+/// Why a request was refused: its framing is broken. The connection is
+/// closed after any of these: the peer does not speak the protocol, and
+/// guessing where the next request starts would be unsafe.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
     #[error("line {line} has no '=' (expected name=value)")]
     NoEquals { line: usize },
-    #[error("line {line} has an empty attribute name")]
-    EmptyName { line: usize },
     #[error("line {line} is longer than {limit} bytes")]
     LineTooLong { line: usize, limit: usize },
     #[error("more than {limit} attributes")]
     TooManyAttributes { limit: usize },
     #[error("request larger than {limit} bytes")]
     RequestTooLarge { limit: usize },
-    #[error("line {line} is not valid UTF-8")]
-    InvalidUtf8 { line: usize },
-    #[error("line {line} holds binary data (control byte {byte:#04x})")]
-    Binary { line: usize, byte: u8 },
     #[error("empty request (an empty line before any attribute)")]
     Empty,
 }
+
+/// What is wrong with a well-framed attribute line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AttributeProblem {
+    #[error("empty attribute name")]
+    EmptyName,
+    #[error("not valid UTF-8")]
+    InvalidUtf8,
+    #[error("control byte {0:#04x}")]
+    ControlByte(u8),
+}
+
+/// An attribute left out of its request, for the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadAttribute {
+    /// Line number within the request, from 1.
+    pub line: usize,
+    /// The name, escaped and cut to [`MAX_LOGGED_NAME`] characters: safe
+    /// to log whatever the peer sent.
+    pub name: String,
+    pub problem: AttributeProblem,
+}
+
+/// Longest attribute name kept in a [`BadAttribute`].
+pub const MAX_LOGGED_NAME: usize = 64;
 
 /// One attribute: byte ranges of its name and value in the request text.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,6 +91,7 @@ struct Attribute {
 pub struct Request {
     text: String,
     attributes: Vec<Attribute>,
+    bad: Vec<BadAttribute>,
 }
 
 impl Request {
@@ -91,9 +115,15 @@ impl Request {
         self.attributes.len()
     }
 
-    /// Whether the request has no attribute (never true for a decoded one).
+    /// Whether the request has no attribute: a decoded one only when
+    /// every attribute was left out as bad.
     pub fn is_empty(&self) -> bool {
         self.attributes.is_empty()
+    }
+
+    /// The attributes left out because their name or value was unusable.
+    pub fn bad_attributes(&self) -> &[BadAttribute] {
+        &self.bad
     }
 
     /// A request from `name=value` pairs, for tests and `spamwall query`.
@@ -101,6 +131,7 @@ impl Request {
         let mut request = Self {
             text: String::new(),
             attributes: Vec::new(),
+            bad: Vec::new(),
         };
         for (name, value) in pairs {
             request.push(name, value);
@@ -150,8 +181,10 @@ pub struct Decoder {
     /// Bytes at the front of the buffer already checked, always at a line
     /// start: complete lines of the request being received.
     scanned: usize,
-    /// Attributes among the scanned lines.
+    /// Attribute lines among the scanned lines, bad ones included.
     attributes: usize,
+    /// Bad attribute lines among the scanned lines.
+    bad: Vec<BadAttribute>,
 }
 
 impl Decoder {
@@ -161,6 +194,7 @@ impl Decoder {
             limits,
             scanned: 0,
             attributes: 0,
+            bad: Vec::new(),
         }
     }
 
@@ -205,8 +239,7 @@ impl Decoder {
                 if self.attributes == 0 {
                     return Err(CodecError::Empty);
                 }
-                let request = self.take(buffer, end)?;
-                return Ok(Some(request));
+                return Ok(Some(self.take(buffer, end)));
             }
             if line.len() > self.limits.max_line_length {
                 return Err(CodecError::LineTooLong {
@@ -214,39 +247,34 @@ impl Decoder {
                     limit: self.limits.max_line_length,
                 });
             }
-            if let Some(&byte) = line
-                .iter()
-                .find(|&&b| (b < 0x20 && b != b'\t') || b == 0x7f)
-            {
-                return Err(CodecError::Binary {
-                    line: line_number,
-                    byte,
-                });
-            }
-            match line.iter().position(|&b| b == b'=') {
-                None => return Err(CodecError::NoEquals { line: line_number }),
-                Some(0) => return Err(CodecError::EmptyName { line: line_number }),
-                Some(_) => {}
-            }
-            if std::str::from_utf8(line).is_err() {
-                return Err(CodecError::InvalidUtf8 { line: line_number });
-            }
+            let Some(equals) = memchr::memchr(b'=', line) else {
+                return Err(CodecError::NoEquals { line: line_number });
+            };
             self.attributes += 1;
             if self.attributes > self.limits.max_attributes {
                 return Err(CodecError::TooManyAttributes {
                     limit: self.limits.max_attributes,
                 });
             }
+            if let Some(problem) = attribute_problem(line, equals) {
+                self.bad.push(BadAttribute {
+                    line: line_number,
+                    name: logged_name(&line[..equals]),
+                    problem,
+                });
+            }
             self.scanned = end;
         }
     }
 
-    /// Builds the request from the scanned lines and removes it, with its
-    /// final empty line ending at `end`, from the buffer.
-    fn take(&mut self, buffer: &mut Vec<u8>, end: usize) -> Result<Request, CodecError> {
+    /// Builds the request from the scanned lines, bad ones left out, and
+    /// removes it, with its final empty line ending at `end`, from the
+    /// buffer.
+    fn take(&mut self, buffer: &mut Vec<u8>, end: usize) -> Request {
         let mut request = Request {
             text: String::with_capacity(self.scanned),
-            attributes: Vec::with_capacity(self.attributes),
+            attributes: Vec::with_capacity(self.attributes - self.bad.len()),
+            bad: std::mem::take(&mut self.bad),
         };
         for line in buffer[..self.scanned].split(|&b| b == b'\n') {
             let line = match line {
@@ -254,22 +282,52 @@ impl Decoder {
                 [head @ .., b'\r'] => head,
                 line => line,
             };
-            // Checked line by line in `decode`; cannot fail here.
-            let line = std::str::from_utf8(line).map_err(|_| CodecError::InvalidUtf8 {
-                line: request.len() + 1,
-            })?;
-            let Some((name, value)) = line.split_once('=') else {
-                return Err(CodecError::NoEquals {
-                    line: request.len() + 1,
-                });
+            // Every scanned line has an '=' (checked in `decode`); the
+            // bad ones are recorded already.
+            let Some(equals) = memchr::memchr(b'=', line) else {
+                continue;
             };
-            request.push(name, value);
+            if attribute_problem(line, equals).is_some() {
+                continue;
+            }
+            let Ok(line) = std::str::from_utf8(line) else {
+                continue;
+            };
+            request.push(&line[..equals], &line[equals + 1..]);
         }
         buffer.drain(..end);
         self.scanned = 0;
         self.attributes = 0;
-        Ok(request)
+        request
     }
+}
+
+/// What makes the line `name=value` (its first `=` at `equals`) unusable,
+/// if anything. Tabs are text; every other control byte is not.
+fn attribute_problem(line: &[u8], equals: usize) -> Option<AttributeProblem> {
+    if equals == 0 {
+        return Some(AttributeProblem::EmptyName);
+    }
+    if let Some(&byte) = line
+        .iter()
+        .find(|&&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+    {
+        return Some(AttributeProblem::ControlByte(byte));
+    }
+    if std::str::from_utf8(line).is_err() {
+        return Some(AttributeProblem::InvalidUtf8);
+    }
+    None
+}
+
+/// `name` as text that is safe to log: invalid UTF-8 replaced, control
+/// characters escaped, at most [`MAX_LOGGED_NAME`] characters.
+fn logged_name(name: &[u8]) -> String {
+    String::from_utf8_lossy(name)
+        .chars()
+        .take(MAX_LOGGED_NAME)
+        .flat_map(char::escape_debug)
+        .collect()
 }
 
 #[cfg(test)]
@@ -339,34 +397,101 @@ mod tests {
     }
 
     #[test]
-    fn malformed_lines_are_refused_with_a_reason() {
+    fn broken_framing_is_refused_with_a_reason() {
         assert_eq!(
             one(b"a=1\nnoequals\n\n"),
             Err(CodecError::NoEquals { line: 2 })
         );
-        assert_eq!(one(b"=value\n\n"), Err(CodecError::EmptyName { line: 1 }));
+        // Without an '=' the line is not an attribute, whatever its bytes.
+        assert_eq!(
+            one(b"a=1\n\xff\x00\n\n"),
+            Err(CodecError::NoEquals { line: 2 })
+        );
         assert_eq!(one(b"\n"), Err(CodecError::Empty));
-        assert_eq!(
-            one(b"a=\xff\xfe\n\n"),
-            Err(CodecError::InvalidUtf8 { line: 1 })
-        );
-        assert_eq!(
-            one(b"a=x\0y\n\n"),
-            Err(CodecError::Binary { line: 1, byte: 0 })
-        );
-        assert_eq!(
-            one(b"a=1\nb=\x1b[1m\n\n"),
-            Err(CodecError::Binary {
-                line: 2,
-                byte: 0x1b
-            })
-        );
-        assert!(one(b"a=tab\there\n\n").is_ok(), "tabs are text");
         let message = CodecError::NoEquals { line: 2 }.to_string();
         assert!(
             message.contains("line 2") && message.contains('='),
             "{message}"
         );
+    }
+
+    #[test]
+    fn a_bad_name_or_value_leaves_out_that_attribute_only() {
+        let request = one(
+            b"request=smtpd_access_policy\nhelo_name=\xc3\x28x\nsender=a\x00b@x\n=orphan\nx\x1b[1m=1\nclient_address=192.0.2.7\n\n",
+        )
+        .expect("well framed")
+        .expect("complete");
+        assert_eq!(request.get("request"), Some("smtpd_access_policy"));
+        assert_eq!(request.get("client_address"), Some("192.0.2.7"));
+        assert_eq!(request.get("helo_name"), None);
+        assert_eq!(request.get("sender"), None);
+        assert_eq!(request.len(), 2);
+        assert_eq!(
+            request.bad_attributes(),
+            [
+                BadAttribute {
+                    line: 2,
+                    name: "helo_name".to_owned(),
+                    problem: AttributeProblem::InvalidUtf8,
+                },
+                BadAttribute {
+                    line: 3,
+                    name: "sender".to_owned(),
+                    problem: AttributeProblem::ControlByte(0),
+                },
+                BadAttribute {
+                    line: 4,
+                    name: String::new(),
+                    problem: AttributeProblem::EmptyName,
+                },
+                BadAttribute {
+                    line: 5,
+                    name: "x\\u{1b}[1m".to_owned(),
+                    problem: AttributeProblem::ControlByte(0x1b),
+                },
+            ]
+        );
+        assert!(
+            one(b"a=tab\there\n\n").is_ok_and(|r| r.is_some_and(|r| r.bad_attributes().is_empty()))
+        );
+        // A request made only of bad lines is still a request.
+        let only_bad = one(b"a=\xff\n\n").expect("framed").expect("complete");
+        assert!(only_bad.is_empty());
+        assert_eq!(only_bad.bad_attributes().len(), 1);
+    }
+
+    #[test]
+    fn a_logged_name_is_escaped_and_short() {
+        let mut input = b"\x07".repeat(200);
+        input.extend_from_slice(b"=1\n\n");
+        let request = one(&input).expect("framed").expect("complete");
+        let [bad] = request.bad_attributes() else {
+            panic!("one bad attribute: {request:?}")
+        };
+        assert!(!bad.name.contains('\x07'), "{:?}", bad.name);
+        assert_eq!(bad.name, r"\u{7}".repeat(MAX_LOGGED_NAME));
+    }
+
+    #[test]
+    fn bad_lines_still_count_toward_the_limits() {
+        let limits = Limits {
+            max_line_length: 64,
+            max_attributes: 2,
+            max_request_size: 1024,
+        };
+        assert_eq!(
+            decode_all(b"a=\xff\nb=\x01\nc=3\n\n", limits).map(|r| r.len()),
+            Err(CodecError::TooManyAttributes { limit: 2 })
+        );
+        let pipelined = decode_all(b"a=\xff\n\nb=2\n\n", limits).expect("two requests");
+        assert_eq!(pipelined.len(), 2);
+        assert_eq!(pipelined[0].bad_attributes().len(), 1);
+        assert!(
+            pipelined[1].bad_attributes().is_empty(),
+            "reset per request"
+        );
+        assert_eq!(pipelined[1].get("b"), Some("2"));
     }
 
     #[test]
@@ -456,7 +581,8 @@ mod tests {
                 buffer.push(byte);
                 match decoder.decode(&mut buffer) {
                     Ok(Some(request)) => {
-                        assert!(!request.is_empty() && request.len() <= limits.max_attributes);
+                        let lines = request.len() + request.bad_attributes().len();
+                        assert!(lines >= 1 && lines <= limits.max_attributes);
                     }
                     Ok(None) => assert!(buffer.len() <= limits.max_request_size + 1),
                     Err(_) => break,

@@ -88,8 +88,10 @@ pub struct PolicyConfig {
     /// Postfix's `smtpd_policy_service_max_idle`.
     #[serde(deserialize_with = "duration")]
     pub idle_timeout: Duration,
-    /// Connections served at once over all listeners; more wait in the
-    /// kernel's backlog. Default 512.
+    /// Connections served at once over all listeners. At the cap the
+    /// connection idle the longest is closed to admit a new one; when all
+    /// are busy, up to as many again wait for one to turn idle. Default
+    /// 512.
     pub max_connections: usize,
     /// Longest `name=value` line in bytes. Default 4096.
     pub max_line_length: usize,

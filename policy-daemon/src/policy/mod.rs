@@ -2,12 +2,13 @@
 //! per mail, thresholds and bans.
 //!
 //! - [`codec`] is the only module that knows Postfix's byte format;
-//! - [`server`] owns the listeners and connections;
+//! - [`server`] owns the listeners and admits connections, [`connection`]
+//!   serves one;
 //! - [`checks`] holds the check types, [`dns`] their resolvers and cache;
 //! - [`engine`] adds scores up per mail and applies the threshold table;
 //! - [`client`] is `spamwall query`.
 //!
-//! Fail-open is the rule throughout: every well-formed request gets an
+//! Fail-open is the rule throughout: every well-framed request gets an
 //! answer before its deadline, `DUNNO` when nothing fired or nothing
 //! finished. Postfix never has to fall back on its 451 default because of
 //! spamwall.
@@ -17,6 +18,7 @@ pub mod checks;
 pub mod client;
 pub mod codec;
 pub mod config;
+mod connection;
 pub mod dns;
 pub mod engine;
 pub mod join;
@@ -59,8 +61,15 @@ pub struct PolicyStats {
     pub requests: AtomicU64,
     /// Requests refused as malformed or incomplete (connection closed).
     pub malformed: AtomicU64,
+    /// Requests answered without some of their attributes, whose name or
+    /// value was unusable.
+    pub bad_attributes: AtomicU64,
     /// Connections accepted.
     pub connections: AtomicU64,
+    /// Idle connections closed at `max_connections` to admit a new one.
+    pub closed_idle: AtomicU64,
+    /// Connections closed at once: every place busy and as many waiting.
+    pub refused: AtomicU64,
     /// Requests answered at their deadline with checks still running.
     pub deadline_answers: AtomicU64,
     /// Checks that failed or timed out (each counted per request).

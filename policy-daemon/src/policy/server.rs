@@ -1,37 +1,45 @@
 //! The policy listeners: TCP and UNIX sockets, keep-alive connections,
 //! limits and timeouts.
 //!
-//! A connection costs one slot of `max_connections`; when all are taken
-//! the next connection waits in the kernel's backlog until one frees. A
-//! client that sends nothing is closed after `idle_timeout`, one that
-//! starts a request and stalls after `request_timeout`; neither holds
-//! anything but its own slot. A malformed request is logged with the peer
-//! and the reason, and its connection closed.
+//! At most `max_connections` connections are served at once, over all
+//! listeners. A connection is idle while it waits for its next request and
+//! busy from the request's first byte until the answer is written. When a
+//! connection arrives at the cap, the one idle the longest is closed to
+//! admit it (Postfix reconnects when it needs that one again); a busy one
+//! is never closed for it. When every connection is busy, the newcomer
+//! waits, up to `max_connections` of them, until one turns idle or leaves;
+//! beyond that it is closed at once. The accept loop itself never waits
+//! for a place, so idle clients can neither starve Postfix nor hold up
+//! shutdown.
+//!
+//! A client that sends nothing is closed after `idle_timeout`, one that
+//! starts a request and stalls after `request_timeout`. A request whose
+//! framing breaks (a line without `=`, a limit crossed) is logged with the
+//! peer and the reason, and its connection closed; an attribute with an
+//! unusable name or value is left out, logged with the peer, and the
+//! request answered from the others.
 
 use std::{
     fs, io,
     path::PathBuf,
     sync::{Arc, PoisonError, RwLock, atomic::Ordering},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use tokio::{
-    io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
     net::{TcpListener, UnixListener},
-    sync::{Semaphore, watch},
+    sync::watch,
 };
-use tracing::{debug, warn};
+use tracing::warn;
 
 use super::{
     PolicyError, PolicyStats,
-    codec::{Decoder, Limits, encode_reply},
+    codec::Limits,
     config::{ListenAddr, PolicyConfig},
+    connection::serve_connection,
     engine::Engine,
 };
-
-/// Pause after a failed `accept` (e.g. out of file descriptors), so the
-/// loop does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+use crate::listen::{Clients, LogLimit, Slot, WARN_INTERVAL, WaitTicket, accept_failed};
 
 /// A bound listener, TCP or UNIX.
 #[derive(Debug)]
@@ -70,15 +78,29 @@ impl Listener {
     }
 }
 
+/// Warnings a peer can provoke, each at most once per [`WARN_INTERVAL`].
+#[derive(Debug)]
+pub(super) struct Warnings {
+    accept: LogLimit,
+    at_cap: LogLimit,
+    refused: LogLimit,
+    pub(super) malformed: LogLimit,
+    pub(super) bad_attributes: LogLimit,
+}
+
 /// What every connection of every listener shares.
 #[derive(Debug)]
 pub struct Service {
     engine: RwLock<Arc<Engine>>,
-    limits: Limits,
-    request_timeout: Duration,
-    idle_timeout: Duration,
-    slots: Arc<Semaphore>,
-    stats: Arc<PolicyStats>,
+    pub(super) limits: Limits,
+    pub(super) request_timeout: Duration,
+    pub(super) idle_timeout: Duration,
+    clients: Arc<Clients>,
+    /// The cap; also the most connections waiting for a place while every
+    /// admitted one is busy.
+    max_connections: usize,
+    pub(super) stats: Arc<PolicyStats>,
+    pub(super) warnings: Warnings,
 }
 
 impl Service {
@@ -93,8 +115,16 @@ impl Service {
             },
             request_timeout: config.request_timeout,
             idle_timeout: config.idle_timeout,
-            slots: Arc::new(Semaphore::new(config.max_connections.max(1))),
+            clients: Clients::new(config.max_connections),
+            max_connections: config.max_connections.max(1),
             stats,
+            warnings: Warnings {
+                accept: LogLimit::new(WARN_INTERVAL),
+                at_cap: LogLimit::new(WARN_INTERVAL),
+                refused: LogLimit::new(WARN_INTERVAL),
+                malformed: LogLimit::new(WARN_INTERVAL),
+                bad_attributes: LogLimit::new(WARN_INTERVAL),
+            },
         }
     }
 
@@ -113,51 +143,105 @@ impl Service {
     pub fn stats(&self) -> &Arc<PolicyStats> {
         &self.stats
     }
+
+    /// Counts and logs (rate-limited) an idle connection closed to admit
+    /// a new one.
+    fn closed_idle(&self) {
+        self.stats.closed_idle.fetch_add(1, Ordering::Relaxed);
+        if let Some(held_back) = self.warnings.at_cap.check() {
+            warn!(
+                max_connections = self.max_connections,
+                held_back,
+                "policy connections at max_connections: closed the longest-idle one to admit a new one"
+            );
+        }
+    }
+}
+
+/// How a new connection gets its place.
+enum Admission {
+    Now(Slot),
+    /// Every admitted connection is busy: wait for one to turn idle.
+    Wait(WaitTicket),
 }
 
 /// Serves `listener` until `shutdown` resolves. Connections then finish
-/// the request they are answering and close; a UNIX socket file is
-/// removed.
+/// the request they are answering and close; idle and waiting ones close
+/// at once. A UNIX socket file is removed.
 pub async fn serve(listener: Listener, service: Arc<Service>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let (stop, stopped) = watch::channel(false);
     loop {
-        let permit = tokio::select! {
-            () = &mut shutdown => break,
-            permit = Arc::clone(&service.slots).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
         let accepted = tokio::select! {
             () = &mut shutdown => break,
             accepted = accept(&listener) => accepted,
         };
-        match accepted {
-            Ok(connection) => {
-                service.stats.connections.fetch_add(1, Ordering::Relaxed);
-                let service = Arc::clone(&service);
-                let stopped = stopped.clone();
-                tokio::spawn(async move {
-                    match connection {
-                        Accepted::Tcp(stream, peer) => {
-                            // Request and answer are one write each: no
-                            // reason to let Nagle hold the answer back.
-                            let _ = stream.set_nodelay(true);
-                            serve_connection(stream, &peer, &service, stopped).await;
-                        }
-                        Accepted::Unix(stream, peer) => {
-                            serve_connection(stream, &peer, &service, stopped).await;
-                        }
-                    }
-                    drop(permit);
-                });
-            }
+        let connection = match accepted {
+            Ok(connection) => connection,
             Err(error) => {
-                warn!(%error, "accepting a policy connection failed");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                let pause = accept_failed("policy", &error, &service.warnings.accept);
+                if !pause.is_zero() {
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                }
+                continue;
             }
-        }
+        };
+        service.stats.connections.fetch_add(1, Ordering::Relaxed);
+        let admission = match service.clients.admit() {
+            Some(admitted) => {
+                if admitted.closed_idle {
+                    service.closed_idle();
+                }
+                Admission::Now(admitted.slot)
+            }
+            None => {
+                if let Some(ticket) = service.clients.wait_ticket(service.max_connections) {
+                    Admission::Wait(ticket)
+                } else {
+                    service.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    if let Some(held_back) = service.warnings.refused.check() {
+                        warn!(
+                            peer = %connection.peer(),
+                            max_connections = service.max_connections,
+                            held_back,
+                            "policy connection refused: every connection is in the middle of a request and as many wait"
+                        );
+                    }
+                    continue;
+                }
+            }
+        };
+        let service = Arc::clone(&service);
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            let slot = match admission {
+                Admission::Now(slot) => slot,
+                Admission::Wait(ticket) => {
+                    let admitted = tokio::select! {
+                        admitted = ticket.admit() => admitted,
+                        _ = stopped.wait_for(|stop| *stop) => return,
+                    };
+                    if admitted.closed_idle {
+                        service.closed_idle();
+                    }
+                    admitted.slot
+                }
+            };
+            match connection {
+                Accepted::Tcp(stream, peer) => {
+                    // Request and answer are one write each: no reason to
+                    // let Nagle hold the answer back.
+                    let _ = stream.set_nodelay(true);
+                    serve_connection(stream, &peer, &service, stopped, slot).await;
+                }
+                Accepted::Unix(stream, peer) => {
+                    serve_connection(stream, &peer, &service, stopped, slot).await;
+                }
+            }
+        });
     }
     let _ = stop.send(true);
     if let Listener::Unix(_, path) = &listener
@@ -170,6 +254,14 @@ pub async fn serve(listener: Listener, service: Arc<Service>, shutdown: impl Fut
 enum Accepted {
     Tcp(tokio::net::TcpStream, String),
     Unix(tokio::net::UnixStream, String),
+}
+
+impl Accepted {
+    fn peer(&self) -> &str {
+        match self {
+            Self::Tcp(_, peer) | Self::Unix(_, peer) => peer,
+        }
+    }
 }
 
 async fn accept(listener: &Listener) -> io::Result<Accepted> {
@@ -185,106 +277,16 @@ async fn accept(listener: &Listener) -> io::Result<Accepted> {
     }
 }
 
-/// Serves the requests of one connection, one after the other.
-async fn serve_connection<S>(
-    mut stream: S,
-    peer: &str,
-    service: &Service,
-    mut stopped: watch::Receiver<bool>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut buffer: Vec<u8> = Vec::with_capacity(4096);
-    let mut reply: Vec<u8> = Vec::with_capacity(256);
-    let mut decoder = Decoder::new(service.limits);
-    // Looked up once per connection, not per request: Postfix keeps its
-    // policy connections open for many requests.
-    let requests = metrics::counter!(crate::metrics::POLICY_REQUESTS);
-    let latency = metrics::histogram!(crate::metrics::POLICY_LATENCY);
-    loop {
-        let mut started: Option<Instant> = None;
-        let request = loop {
-            match decoder.decode(&mut buffer) {
-                Ok(Some(request)) => break request,
-                Ok(None) => {}
-                Err(reason) => {
-                    service.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                    warn!(%peer, %reason, "malformed policy request; closing the connection");
-                    return;
-                }
-            }
-            let in_request = decoder.in_request(&buffer);
-            let until = if in_request {
-                *started.get_or_insert_with(Instant::now) + service.request_timeout
-            } else {
-                if *stopped.borrow() {
-                    return;
-                }
-                Instant::now() + service.idle_timeout
-            };
-            buffer.reserve(4096);
-            let read = tokio::select! {
-                read = tokio::time::timeout_at(until.into(), stream.read_buf(&mut buffer)) => read,
-                _ = stopped.changed(), if !in_request => return,
-            };
-            match read {
-                Ok(Ok(0)) => {
-                    if in_request {
-                        warn!(%peer, "connection closed in the middle of a policy request");
-                    }
-                    return;
-                }
-                Ok(Ok(_)) => {}
-                Ok(Err(error)) => {
-                    debug!(%peer, %error, "reading a policy request failed");
-                    return;
-                }
-                Err(_) if in_request => {
-                    service.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                    warn!(
-                        %peer,
-                        timeout = ?service.request_timeout,
-                        "policy request not complete in time; closing the connection"
-                    );
-                    return;
-                }
-                Err(_) => {
-                    debug!(%peer, "idle policy connection closed");
-                    return;
-                }
-            }
-        };
-        service.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
-        let deadline = started + service.request_timeout;
-        let decision = service.engine().decide(&request, deadline).await;
-        requests.increment(1);
-        latency.record(started.elapsed().as_secs_f64());
-        reply.clear();
-        encode_reply(&decision.action, &mut reply);
-        match tokio::time::timeout(service.request_timeout, stream.write_all(&reply)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                debug!(%peer, %error, "writing a policy answer failed");
-                return;
-            }
-            Err(_) => {
-                warn!(%peer, "the client does not read its answers; closing the connection");
-                return;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::{
         net::{Ipv4Addr, SocketAddr},
         os::unix::fs::PermissionsExt as _,
+        time::Instant,
     };
 
     use tokio::{
-        io::{AsyncBufReadExt as _, BufReader},
+        io::{AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
         net::{TcpStream, UnixStream},
     };
 
@@ -412,24 +414,21 @@ action = "reject %IP% listed (%DETAIL%)"
     }
 
     #[tokio::test]
-    async fn every_malformed_request_closes_its_connection_and_others_are_served() {
+    async fn broken_framing_closes_its_connection_and_others_are_served() {
         let server =
             start("max_line_length = 64\nmax_attributes = 5\nmax_request_size = 256").await;
         let mut healthy = connect(server.addr).await;
         let long_line = format!("sender={}\n\n", "x".repeat(100));
         let many = "a=1\n".repeat(6) + "\n";
         let big = format!("sender={}\n", "y".repeat(53)).repeat(5) + "\n";
-        let cases: [(&str, &[u8]); 8] = [
+        let cases: [(&str, &[u8]); 5] = [
             (
                 "no equals sign",
                 b"request=smtpd_access_policy\nnonsense\n\n",
             ),
-            ("empty name", b"=x\n\n"),
             ("line too long", long_line.as_bytes()),
             ("too many attributes", many.as_bytes()),
             ("request too large", big.as_bytes()),
-            ("invalid UTF-8", b"sender=\xc3\x28@x\n\n"),
-            ("binary", b"sender=\x00\x01\x02\n\n"),
             ("empty request", b"\n"),
         ];
         for (case, bytes) in cases {
@@ -447,7 +446,46 @@ action = "reject %IP% listed (%DETAIL%)"
             );
         }
         let malformed = server.service.stats().malformed.load(Ordering::Relaxed);
-        assert_eq!(malformed, 8);
+        assert_eq!(malformed, 5);
+    }
+
+    #[tokio::test]
+    async fn a_bad_attribute_is_left_out_and_the_request_answered() {
+        let server = start("").await;
+        let mut stream = connect(server.addr).await;
+        let cases: [(&str, &[u8]); 4] = [
+            ("invalid UTF-8", b"helo_name=\xc3\x28x"),
+            ("NUL byte", b"sender=a\x00b@example.org"),
+            ("escape sequence", b"sender=\x1b[2Jx@example.org"),
+            ("empty name", b"=orphan"),
+        ];
+        for (case, line) in cases {
+            // A clean client: the default answer.
+            let mut request = b"request=smtpd_access_policy\nclient_address=192.0.2.1\n".to_vec();
+            request.extend_from_slice(line);
+            request.extend_from_slice(b"\n\n");
+            stream.get_mut().write_all(&request).await.expect("write");
+            assert_eq!(
+                read_answer(&mut stream).await.as_deref(),
+                Some("action=DUNNO\n"),
+                "{case}: answered"
+            );
+            // A listed client: the checks still run on the attributes
+            // left, so a bad byte cannot buy a pass.
+            let mut request = b"request=smtpd_access_policy\nclient_address=127.0.0.2\n".to_vec();
+            request.extend_from_slice(line);
+            request.extend_from_slice(b"\n\n");
+            stream.get_mut().write_all(&request).await.expect("write");
+            assert_eq!(
+                read_answer(&mut stream).await.as_deref(),
+                Some("action=reject 127.0.0.2 listed (zen=127.0.0.2(+10))\n"),
+                "{case}: the listed client is still rejected"
+            );
+        }
+        let stats = server.service.stats();
+        assert_eq!(stats.bad_attributes.load(Ordering::Relaxed), 8);
+        assert_eq!(stats.malformed.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.requests(), 8);
     }
 
     #[tokio::test]
@@ -498,24 +536,130 @@ action = "reject %IP% listed (%DETAIL%)"
         assert!(ask(&mut stream, &rcpt("127.0.0.2")).await.is_some());
     }
 
+    /// Whether the server closed `stream` (or answers nothing) within
+    /// `wait`: `Some(true)` closed, `Some(false)` sent bytes, `None` quiet.
+    async fn closed_within(stream: &mut BufReader<TcpStream>, wait: Duration) -> Option<bool> {
+        let mut byte = [0_u8; 1];
+        match tokio::time::timeout(wait, stream.read(&mut byte)).await {
+            Ok(Ok(0) | Err(_)) => Some(true),
+            Ok(Ok(_)) => Some(false),
+            Err(_) => None,
+        }
+    }
+
     #[tokio::test]
-    async fn connections_over_the_limit_wait_for_a_slot() {
-        let server = start("max_connections = 1").await;
+    async fn at_the_cap_the_longest_idle_connection_makes_room() {
+        let server = start("max_connections = 2").await;
         let mut first = connect(server.addr).await;
         assert!(ask(&mut first, &rcpt("192.0.2.1")).await.is_some());
         let mut second = connect(server.addr).await;
-        second
+        assert!(ask(&mut second, &rcpt("192.0.2.2")).await.is_some());
+        // `first` is answered again: now `second` has been idle longest.
+        assert!(ask(&mut first, &rcpt("192.0.2.1")).await.is_some());
+        let mut third = connect(server.addr).await;
+        assert_eq!(
+            ask(&mut third, &rcpt("192.0.2.3")).await.as_deref(),
+            Some("action=DUNNO\n"),
+            "the newcomer is served at once"
+        );
+        assert_eq!(
+            closed_within(&mut second, Duration::from_secs(5)).await,
+            Some(true),
+            "the longest-idle connection was closed"
+        );
+        assert!(
+            ask(&mut first, &rcpt("192.0.2.1")).await.is_some(),
+            "the other one is kept"
+        );
+        assert_eq!(
+            server.service.stats().closed_idle.load(Ordering::Relaxed),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn twice_the_cap_of_idle_connections_cannot_starve_a_request() {
+        let server = start("max_connections = 4").await;
+        let mut idle = Vec::new();
+        for _ in 0..8 {
+            idle.push(connect(server.addr).await);
+        }
+        let mut postfix = connect(server.addr).await;
+        let answer = tokio::time::timeout(
+            Duration::from_secs(1),
+            ask(&mut postfix, &rcpt("192.0.2.1")),
+        )
+        .await
+        .expect("answered within 1 s");
+        assert_eq!(answer.as_deref(), Some("action=DUNNO\n"));
+        assert!(server.service.clients.len() <= 4);
+    }
+
+    #[tokio::test]
+    async fn a_busy_connection_is_never_closed_and_a_newcomer_waits_for_it() {
+        let server = start("max_connections = 1").await;
+        let mut busy = connect(server.addr).await;
+        let request = rcpt("192.0.2.1");
+        let (head, tail) = request.split_at(20);
+        busy.get_mut()
+            .write_all(head.as_bytes())
+            .await
+            .expect("write");
+        // Let the server see the first bytes before the newcomer arrives.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut newcomer = connect(server.addr).await;
+        newcomer
             .get_mut()
             .write_all(rcpt("192.0.2.2").as_bytes())
             .await
             .expect("write");
-        let waiting =
-            tokio::time::timeout(Duration::from_millis(300), read_answer(&mut second)).await;
-        assert!(waiting.is_err(), "no slot yet: {waiting:?}");
-        drop(first);
         assert_eq!(
-            read_answer(&mut second).await.as_deref(),
-            Some("action=DUNNO\n")
+            closed_within(&mut newcomer, Duration::from_millis(300)).await,
+            None,
+            "the newcomer waits: the only place is busy"
+        );
+        busy.get_mut()
+            .write_all(tail.as_bytes())
+            .await
+            .expect("write");
+        assert_eq!(
+            read_answer(&mut busy).await.as_deref(),
+            Some("action=DUNNO\n"),
+            "the busy connection was not closed and is answered"
+        );
+        assert_eq!(
+            read_answer(&mut newcomer).await.as_deref(),
+            Some("action=DUNNO\n"),
+            "once it turned idle, the newcomer took its place"
+        );
+        assert_eq!(
+            closed_within(&mut busy, Duration::from_secs(5)).await,
+            Some(true)
+        );
+    }
+
+    #[tokio::test]
+    async fn beyond_the_waiting_connections_a_newcomer_is_closed_at_once() {
+        let server = start("max_connections = 1").await;
+        let mut busy = connect(server.addr).await;
+        busy.get_mut()
+            .write_all(b"request=smtpd_access_policy\n")
+            .await
+            .expect("write");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut waiting = connect(server.addr).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut refused = connect(server.addr).await;
+        assert_eq!(
+            closed_within(&mut refused, Duration::from_secs(5)).await,
+            Some(true),
+            "no place and no room to wait"
+        );
+        assert_eq!(server.service.stats().refused.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            closed_within(&mut waiting, Duration::from_millis(100)).await,
+            None,
+            "the waiting one still waits"
         );
     }
 
@@ -528,6 +672,43 @@ action = "reject %IP% listed (%DETAIL%)"
         server.task.await.expect("serve");
         assert_eq!(read_answer(&mut stream).await, None);
         assert!(TcpStream::connect(server.addr).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn shutdown_closes_waiting_connections_and_busy_ones_finish() {
+        let mut server = start("max_connections = 1").await;
+        let mut busy = connect(server.addr).await;
+        let request = rcpt("192.0.2.1");
+        let (head, tail) = request.split_at(20);
+        busy.get_mut()
+            .write_all(head.as_bytes())
+            .await
+            .expect("write");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut waiting = connect(server.addr).await;
+        waiting
+            .get_mut()
+            .write_all(rcpt("192.0.2.2").as_bytes())
+            .await
+            .expect("write");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        server.stop.take().expect("stop").send(()).expect("send");
+        server.task.await.expect("serve");
+        assert_eq!(
+            read_answer(&mut waiting).await,
+            None,
+            "a waiting connection is closed"
+        );
+        busy.get_mut()
+            .write_all(tail.as_bytes())
+            .await
+            .expect("write");
+        assert_eq!(
+            read_answer(&mut busy).await.as_deref(),
+            Some("action=DUNNO\n"),
+            "the request in progress is answered"
+        );
+        assert_eq!(read_answer(&mut busy).await, None, "then closed");
     }
 
     #[tokio::test]

@@ -1,0 +1,191 @@
+//! One policy connection: its requests read and answered one after the
+//! other, idle and busy as [`Slot`] knows them.
+//!
+//! Idle is waiting for the first byte of a request; busy lasts from that
+//! byte until the answer is written. Only an idle connection is closed
+//! for shutdown or to admit another; a busy one finishes its request.
+
+use std::{fmt::Write as _, sync::atomic::Ordering, time::Instant};
+
+use tokio::{
+    io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
+    sync::watch,
+};
+use tracing::{debug, warn};
+
+use super::{
+    codec::{Decoder, Request, encode_reply},
+    server::Service,
+};
+use crate::listen::Slot;
+
+/// Counts and logs (rate-limited) the attributes left out of `request`.
+fn report_bad_attributes(service: &Service, peer: &str, request: &Request) {
+    let bad = request.bad_attributes();
+    if bad.is_empty() {
+        return;
+    }
+    service.stats.bad_attributes.fetch_add(1, Ordering::Relaxed);
+    let Some(held_back) = service.warnings.bad_attributes.check() else {
+        return;
+    };
+    let mut left_out = String::new();
+    for (i, attribute) in bad.iter().enumerate() {
+        let separator = if i == 0 { "" } else { "; " };
+        let _ = write!(
+            left_out,
+            "{separator}line {} \"{}\": {}",
+            attribute.line, attribute.name, attribute.problem
+        );
+    }
+    warn!(
+        %peer,
+        %left_out,
+        held_back,
+        "policy request with unusable attributes: answered without them"
+    );
+}
+
+/// Serves the requests of one connection, one after the other, in `slot`.
+pub(super) async fn serve_connection<S>(
+    stream: S,
+    peer: &str,
+    service: &Service,
+    stopped: watch::Receiver<bool>,
+    slot: Slot,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut connection = Connection {
+        stream,
+        peer,
+        service,
+        stopped,
+        slot,
+        buffer: Vec::with_capacity(4096),
+        decoder: Decoder::new(service.limits),
+    };
+    let mut reply: Vec<u8> = Vec::with_capacity(256);
+    // Looked up once per connection, not per request: Postfix keeps its
+    // policy connections open for many requests.
+    let requests = metrics::counter!(crate::metrics::POLICY_REQUESTS);
+    let latency = metrics::histogram!(crate::metrics::POLICY_LATENCY);
+    while let Some(request) = connection.next_request().await {
+        report_bad_attributes(service, peer, &request);
+        service.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let deadline = started + service.request_timeout;
+        let decision = service.engine().decide(&request, deadline).await;
+        requests.increment(1);
+        latency.record(started.elapsed().as_secs_f64());
+        reply.clear();
+        encode_reply(&decision.action, &mut reply);
+        let written =
+            tokio::time::timeout(service.request_timeout, connection.stream.write_all(&reply));
+        match written.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                debug!(%peer, %error, "writing a policy answer failed");
+                return;
+            }
+            Err(_) => {
+                warn!(%peer, "the client does not read its answers; closing the connection");
+                return;
+            }
+        }
+    }
+}
+
+/// One connection's state between requests.
+struct Connection<'a, S> {
+    stream: S,
+    peer: &'a str,
+    service: &'a Service,
+    stopped: watch::Receiver<bool>,
+    slot: Slot,
+    /// Bytes read and not yet taken by the decoder.
+    buffer: Vec<u8>,
+    decoder: Decoder,
+}
+
+impl<S: AsyncRead + Unpin> Connection<'_, S> {
+    /// Reads until the next complete request. `None`: the connection is
+    /// to be closed (the peer left, broke the framing or stalled, it was
+    /// idle too long or closed to admit another, or the server stops).
+    async fn next_request(&mut self) -> Option<Request> {
+        let (peer, service) = (self.peer, self.service);
+        let mut started: Option<Instant> = None;
+        loop {
+            match self.decoder.decode(&mut self.buffer) {
+                Ok(Some(request)) => return Some(request),
+                Ok(None) => {}
+                Err(reason) => {
+                    service.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    if let Some(held_back) = service.warnings.malformed.check() {
+                        warn!(%peer, %reason, held_back, "malformed policy request; closing the connection");
+                    }
+                    return None;
+                }
+            }
+            let in_request = self.decoder.in_request(&self.buffer);
+            let until = if in_request {
+                *started.get_or_insert_with(Instant::now) + service.request_timeout
+            } else {
+                if *self.stopped.borrow() {
+                    return None;
+                }
+                self.slot.idle();
+                Instant::now() + service.idle_timeout
+            };
+            self.buffer.reserve(4096);
+            let reading =
+                tokio::time::timeout_at(until.into(), self.stream.read_buf(&mut self.buffer));
+            let read = if in_request {
+                reading.await
+            } else {
+                tokio::select! {
+                    read = reading => read,
+                    _ = self.stopped.changed() => return None,
+                    () = self.slot.closed() => {
+                        debug!(%peer, "idle policy connection closed to admit a new one");
+                        return None;
+                    }
+                }
+            };
+            match read {
+                Ok(Ok(0)) => {
+                    if in_request && let Some(held_back) = service.warnings.malformed.check() {
+                        warn!(%peer, held_back, "connection closed in the middle of a policy request");
+                    }
+                    return None;
+                }
+                Ok(Ok(_)) => {
+                    if !in_request && !self.slot.busy() {
+                        debug!(%peer, "idle policy connection closed to admit a new one");
+                        return None;
+                    }
+                }
+                Ok(Err(error)) => {
+                    debug!(%peer, %error, "reading a policy request failed");
+                    return None;
+                }
+                Err(_) if in_request => {
+                    service.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    if let Some(held_back) = service.warnings.malformed.check() {
+                        warn!(
+                            %peer,
+                            timeout = ?service.request_timeout,
+                            held_back,
+                            "policy request not complete in time; closing the connection"
+                        );
+                    }
+                    return None;
+                }
+                Err(_) => {
+                    debug!(%peer, "idle policy connection closed");
+                    return None;
+                }
+            }
+        }
+    }
+}
