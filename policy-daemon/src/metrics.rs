@@ -94,17 +94,8 @@ pub fn record_snapshot(stats: &BanStats, backends: &[BackendStatus]) {
         )]
         gauge!("spamwall_bans_active", "kind" => kind).set(value as f64);
     }
-    let packets = &stats.packets;
-    for (outcome, value) in [
-        ("passed", packets.passed),
-        ("dropped_v4", packets.dropped_v4),
-        ("dropped_v6", packets.dropped_v6),
-        ("expired_passed", packets.expired_passed),
-        ("malformed_passed", packets.malformed_passed),
-        ("non_ip_passed", packets.non_ip_passed),
-        ("out_of_scope_passed", packets.out_of_scope_passed),
-    ] {
-        counter!("spamwall_xdp_packets_total", "outcome" => outcome).absolute(value);
+    for (outcome, value) in stats.packets.iter() {
+        counter!("spamwall_xdp_packets_total", "outcome" => outcome.name()).absolute(value);
     }
     counter!("spamwall_bans_evicted_total").absolute(stats.evicted);
     counter!("spamwall_backend_errors_total").absolute(stats.backend_errors);

@@ -31,16 +31,106 @@ pub const MAP_PORTS: &str = "xdp_ports";
 /// Packet counters: `BPF_MAP_TYPE_PERCPU_ARRAY` of `u64`, indexed by [`Counter`].
 pub const MAP_STATS: &str = "xdp_stats";
 
+/// `BPF_MAP_TYPE_ARRAY`.
+pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
+/// `BPF_MAP_TYPE_PERCPU_ARRAY`.
+pub const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+/// `BPF_MAP_TYPE_LRU_HASH`.
+pub const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+/// `BPF_MAP_TYPE_LPM_TRIE`.
+pub const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
+
+/// What a map looks like to the kernel: the daemon checks pinned maps
+/// against it, and the program's declarations are checked against it at
+/// compile time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapSpec {
+    pub name: &'static str,
+    /// `BPF_MAP_TYPE_*`.
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+}
+
 /// Every map, in the order the daemon reports them.
-pub const MAP_NAMES: [&str; 7] = [
-    MAP_BANS_V4,
-    MAP_BANS_V6,
-    MAP_PREFIX_V4,
-    MAP_PREFIX_V6,
-    MAP_CONFIG,
-    MAP_PORTS,
-    MAP_STATS,
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "value sizes of 16 bytes at most"
+)]
+pub const MAPS: [MapSpec; 7] = [
+    MapSpec {
+        name: MAP_BANS_V4,
+        map_type: BPF_MAP_TYPE_LRU_HASH,
+        key_size: 4,
+        value_size: BAN_VALUE_SIZE as u32,
+    },
+    MapSpec {
+        name: MAP_BANS_V6,
+        map_type: BPF_MAP_TYPE_LRU_HASH,
+        key_size: 16,
+        value_size: BAN_VALUE_SIZE as u32,
+    },
+    MapSpec {
+        name: MAP_PREFIX_V4,
+        map_type: BPF_MAP_TYPE_LPM_TRIE,
+        // struct bpf_lpm_trie_key: u32 prefix length, then the address.
+        key_size: 4 + 4,
+        value_size: BAN_VALUE_SIZE as u32,
+    },
+    MapSpec {
+        name: MAP_PREFIX_V6,
+        map_type: BPF_MAP_TYPE_LPM_TRIE,
+        key_size: 4 + 16,
+        value_size: BAN_VALUE_SIZE as u32,
+    },
+    MapSpec {
+        name: MAP_CONFIG,
+        map_type: BPF_MAP_TYPE_ARRAY,
+        key_size: 4,
+        value_size: size_of::<XdpConfig>() as u32,
+    },
+    MapSpec {
+        name: MAP_PORTS,
+        map_type: BPF_MAP_TYPE_ARRAY,
+        key_size: 4,
+        value_size: 8,
+    },
+    MapSpec {
+        name: MAP_STATS,
+        map_type: BPF_MAP_TYPE_PERCPU_ARRAY,
+        key_size: 4,
+        value_size: 8,
+    },
 ];
+
+/// The names of [`MAPS`], in order.
+pub const MAP_NAMES: [&str; 7] = {
+    let mut names = [""; 7];
+    let mut i = 0;
+    while i < MAPS.len() {
+        names[i] = MAPS[i].name;
+        i += 1;
+    }
+    names
+};
+
+/// Whether two names are the same, at compile time: the program declares
+/// each map with a literal name (the `#[map]` attribute takes nothing
+/// else) and asserts it equals the constant here.
+pub const fn same_name(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
 
 /// Sub-directory of the pin directory that holds one link per interface,
 /// named `<interface>:<mode>` (mode `native` or `skb`; `.` and `%` in the
@@ -203,6 +293,20 @@ impl Counter {
         Counter::OutOfScopePassed,
     ];
 
+    /// The counter's name in `stats --json` and in the `outcome` label of
+    /// `spamwall_xdp_packets_total`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::Passed => "passed",
+            Counter::DroppedV4 => "dropped_v4",
+            Counter::DroppedV6 => "dropped_v6",
+            Counter::ExpiredPassed => "expired_passed",
+            Counter::MalformedPassed => "malformed_passed",
+            Counter::NonIpPassed => "non_ip_passed",
+            Counter::OutOfScopePassed => "out_of_scope_passed",
+        }
+    }
+
     /// Index in [`MAP_STATS`].
     #[expect(
         clippy::inline_always,
@@ -296,6 +400,37 @@ mod tests {
     fn counters_are_dense_and_ordered() {
         for (i, counter) in Counter::ALL.iter().enumerate() {
             assert_eq!(counter.index() as usize, i);
+        }
+    }
+
+    #[test]
+    fn counter_names_are_distinct_snake_case() {
+        for (i, counter) in Counter::ALL.iter().enumerate() {
+            let name = counter.name();
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            );
+            for other in &Counter::ALL[..i] {
+                assert_ne!(other.name(), name);
+            }
+        }
+    }
+
+    #[test]
+    fn map_specs_match_the_shared_types() {
+        assert_eq!(MAP_NAMES[0], MAP_BANS_V4);
+        assert_eq!(MAP_NAMES[6], MAP_STATS);
+        assert!(same_name(MAP_PORTS, "xdp_ports") && !same_name(MAP_PORTS, "xdp_port"));
+        for spec in MAPS {
+            if spec.map_type == BPF_MAP_TYPE_LRU_HASH || spec.map_type == BPF_MAP_TYPE_LPM_TRIE {
+                assert_eq!(
+                    spec.value_size as usize,
+                    size_of::<BanValue>(),
+                    "{}",
+                    spec.name
+                );
+            }
         }
     }
 

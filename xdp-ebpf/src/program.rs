@@ -8,34 +8,47 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use xdp_common::{
-    BanValue, Counter, DEFAULT_CAPACITY, DEFAULT_PREFIX_CAPACITY, PORT_BITMAP_WORDS, XdpConfig,
-    port_slot,
+    BanValue, Counter, DEFAULT_CAPACITY, DEFAULT_PREFIX_CAPACITY, MAPS, PORT_BITMAP_WORDS,
+    XdpConfig, port_slot, same_name,
 };
 
-// Map names must equal the `MAP_*` constants of xdp-common: the attribute
-// takes a literal, and the daemon's load fails loudly if one drifts.
-#[map(name = "bans_v4")]
-static BANS_V4: LruHashMap<[u8; 4], BanValue> = LruHashMap::with_max_entries(DEFAULT_CAPACITY, 0);
+/// Declares a map with the literal name the `#[map]` attribute needs, and
+/// asserts at compile time that it is the name and shape xdp-common's
+/// [`MAPS`] entry gives: the contract is defined there once.
+macro_rules! contract_map {
+    ($name:literal = MAPS[$index:literal], key $key:ty, value $value:ty,
+     static $ident:ident: $map:ty = $init:expr;) => {
+        const _: () = {
+            let spec = MAPS[$index];
+            assert!(same_name($name, spec.name));
+            assert!(size_of::<$key>() == spec.key_size as usize);
+            assert!(size_of::<$value>() == spec.value_size as usize);
+        };
+        #[map(name = $name)]
+        static $ident: $map = $init;
+    };
+}
 
-#[map(name = "bans_v6")]
-static BANS_V6: LruHashMap<[u8; 16], BanValue> = LruHashMap::with_max_entries(DEFAULT_CAPACITY, 0);
+contract_map!("bans_v4" = MAPS[0], key [u8; 4], value BanValue,
+    static BANS_V4: LruHashMap<[u8; 4], BanValue> = LruHashMap::with_max_entries(DEFAULT_CAPACITY, 0););
 
-#[map(name = "prefix_v4")]
-static PREFIX_V4: LpmTrie<[u8; 4], BanValue> =
-    LpmTrie::with_max_entries(DEFAULT_PREFIX_CAPACITY, 0);
+contract_map!("bans_v6" = MAPS[1], key [u8; 16], value BanValue,
+    static BANS_V6: LruHashMap<[u8; 16], BanValue> = LruHashMap::with_max_entries(DEFAULT_CAPACITY, 0););
 
-#[map(name = "prefix_v6")]
-static PREFIX_V6: LpmTrie<[u8; 16], BanValue> =
-    LpmTrie::with_max_entries(DEFAULT_PREFIX_CAPACITY, 0);
+contract_map!("prefix_v4" = MAPS[2], key Key<[u8; 4]>, value BanValue,
+    static PREFIX_V4: LpmTrie<[u8; 4], BanValue> = LpmTrie::with_max_entries(DEFAULT_PREFIX_CAPACITY, 0););
 
-#[map(name = "xdp_config")]
-static CONFIG: Array<XdpConfig> = Array::with_max_entries(1, 0);
+contract_map!("prefix_v6" = MAPS[3], key Key<[u8; 16]>, value BanValue,
+    static PREFIX_V6: LpmTrie<[u8; 16], BanValue> = LpmTrie::with_max_entries(DEFAULT_PREFIX_CAPACITY, 0););
 
-#[map(name = "xdp_ports")]
-static PORTS: Array<u64> = Array::with_max_entries(PORT_BITMAP_WORDS, 0);
+contract_map!("xdp_config" = MAPS[4], key u32, value XdpConfig,
+    static CONFIG: Array<XdpConfig> = Array::with_max_entries(1, 0););
 
-#[map(name = "xdp_stats")]
-static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+contract_map!("xdp_ports" = MAPS[5], key u32, value u64,
+    static PORTS: Array<u64> = Array::with_max_entries(PORT_BITMAP_WORDS, 0););
+
+contract_map!("xdp_stats" = MAPS[6], key u32, value u64,
+    static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0););
 
 const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;

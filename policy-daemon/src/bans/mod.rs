@@ -501,6 +501,25 @@ mod tests {
     }
 
     #[test]
+    fn stats_json_names_every_packet_counter_at_the_top_level() {
+        let mut stats = BanStats {
+            bans_active: 3,
+            ..BanStats::default()
+        };
+        let mut json = serde_json::to_value(stats).expect("json");
+        for (i, counter) in xdp_common::Counter::ALL.iter().enumerate() {
+            assert_eq!(json[counter.name()], 0, "{json}");
+            json[counter.name()] = serde_json::json!(i + 10);
+        }
+        assert_eq!(json["bans_active"], 3);
+        json["from_a_newer_daemon"] = serde_json::json!({"nested": true});
+        stats = serde_json::from_value(json).expect("back");
+        assert_eq!(stats.bans_active, 3);
+        assert_eq!(stats.packets.get(xdp_common::Counter::DroppedV6), 12);
+        assert_eq!(stats.packets.get(xdp_common::Counter::OutOfScopePassed), 16);
+    }
+
+    #[test]
     fn ban_entry_json_shape() {
         let entry = BanEntry {
             addr: net("192.0.2.7/32"),

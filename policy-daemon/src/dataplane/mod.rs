@@ -35,7 +35,7 @@ pub use sys::TestRun;
 use tracing::{info, warn};
 use xdp_common::{
     BanValue, Counter, LINK_PIN_DIR, MAP_BANS_V4, MAP_BANS_V6, MAP_CONFIG, MAP_PORTS,
-    MAP_PREFIX_V4, MAP_PREFIX_V6, MAP_STATS, PORT_BITMAP_WORDS, PROGRAM_NAME, XdpConfig,
+    MAP_PREFIX_V4, MAP_PREFIX_V6, MAP_STATS, MAPS, PORT_BITMAP_WORDS, PROGRAM_NAME, XdpConfig,
 };
 
 /// The XDP object built from `xdp-ebpf`, embedded at compile time.
@@ -199,112 +199,76 @@ impl Default for Capacities {
     }
 }
 
-/// Sums of the per-CPU packet counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PacketCounters {
-    pub passed: u64,
-    pub dropped_v4: u64,
-    pub dropped_v6: u64,
-    pub expired_passed: u64,
-    pub malformed_passed: u64,
-    pub non_ip_passed: u64,
-    pub out_of_scope_passed: u64,
-}
+/// Sums of the per-CPU packet counters, one per [`Counter`]; serialized
+/// as one member per counter, named by [`Counter::name`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PacketCounters([u64; Counter::COUNT as usize]);
 
 impl PacketCounters {
     /// The value of one counter.
     pub const fn get(&self, counter: Counter) -> u64 {
-        match counter {
-            Counter::Passed => self.passed,
-            Counter::DroppedV4 => self.dropped_v4,
-            Counter::DroppedV6 => self.dropped_v6,
-            Counter::ExpiredPassed => self.expired_passed,
-            Counter::MalformedPassed => self.malformed_passed,
-            Counter::NonIpPassed => self.non_ip_passed,
-            Counter::OutOfScopePassed => self.out_of_scope_passed,
-        }
+        self.0[counter.index() as usize]
+    }
+
+    /// Every counter with its value, in index order.
+    pub fn iter(&self) -> impl Iterator<Item = (Counter, u64)> + '_ {
+        Counter::ALL.into_iter().zip(self.0)
     }
 
     const fn slot(&mut self, counter: Counter) -> &mut u64 {
-        match counter {
-            Counter::Passed => &mut self.passed,
-            Counter::DroppedV4 => &mut self.dropped_v4,
-            Counter::DroppedV6 => &mut self.dropped_v6,
-            Counter::ExpiredPassed => &mut self.expired_passed,
-            Counter::MalformedPassed => &mut self.malformed_passed,
-            Counter::NonIpPassed => &mut self.non_ip_passed,
-            Counter::OutOfScopePassed => &mut self.out_of_scope_passed,
-        }
+        &mut self.0[counter.index() as usize]
     }
 }
 
-/// Expected shape of each pinned map: kernel type, key and value size.
-struct MapShape {
-    name: &'static str,
-    map_type: u32,
-    key_size: u32,
-    value_size: u32,
+impl Serialize for PacketCounters {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (counter, value) in self.iter() {
+            map.serialize_entry(counter.name(), &value)?;
+        }
+        map.end()
+    }
 }
 
-const BPF_MAP_TYPE_ARRAY: u32 = 2;
-const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
-const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
-const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
-#[expect(
-    clippy::cast_possible_truncation,
-    reason = "16 bytes, pinned by xdp-common's layout test"
-)]
-const BAN_VALUE_SIZE: u32 = xdp_common::BAN_VALUE_SIZE as u32;
-#[expect(
-    clippy::cast_possible_truncation,
-    reason = "8 bytes, pinned by xdp-common's layout test"
-)]
-const CONFIG_VALUE_SIZE: u32 = size_of::<XdpConfig>() as u32;
+impl<'de> Deserialize<'de> for PacketCounters {
+    /// Reads the counters it knows by name; other members (those of a
+    /// struct it is flattened into, or a newer daemon's) are ignored.
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        struct Members;
 
-const MAP_SHAPES: [MapShape; 7] = [
-    MapShape {
-        name: MAP_BANS_V4,
-        map_type: BPF_MAP_TYPE_LRU_HASH,
-        key_size: 4,
-        value_size: BAN_VALUE_SIZE,
-    },
-    MapShape {
-        name: MAP_BANS_V6,
-        map_type: BPF_MAP_TYPE_LRU_HASH,
-        key_size: 16,
-        value_size: BAN_VALUE_SIZE,
-    },
-    MapShape {
-        name: MAP_PREFIX_V4,
-        map_type: BPF_MAP_TYPE_LPM_TRIE,
-        key_size: 8,
-        value_size: BAN_VALUE_SIZE,
-    },
-    MapShape {
-        name: MAP_PREFIX_V6,
-        map_type: BPF_MAP_TYPE_LPM_TRIE,
-        key_size: 20,
-        value_size: BAN_VALUE_SIZE,
-    },
-    MapShape {
-        name: MAP_CONFIG,
-        map_type: BPF_MAP_TYPE_ARRAY,
-        key_size: 4,
-        value_size: CONFIG_VALUE_SIZE,
-    },
-    MapShape {
-        name: MAP_PORTS,
-        map_type: BPF_MAP_TYPE_ARRAY,
-        key_size: 4,
-        value_size: 8,
-    },
-    MapShape {
-        name: MAP_STATS,
-        map_type: BPF_MAP_TYPE_PERCPU_ARRAY,
-        key_size: 4,
-        value_size: 8,
-    },
-];
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = PacketCounters;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("packet counters by name")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<PacketCounters, A::Error> {
+                let mut counters = PacketCounters::default();
+                while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match Counter::ALL.into_iter().find(|c| c.name() == name) {
+                        Some(counter) => *counters.slot(counter) = map.next_value()?,
+                        None => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(counters)
+            }
+        }
+
+        deserializer.deserialize_map(Members)
+    }
+}
 
 /// The loaded program and its maps.
 pub struct Dataplane {
@@ -343,8 +307,8 @@ impl Dataplane {
         raise_memlock_limit();
 
         let mut loader = EbpfLoader::new();
-        for shape in &MAP_SHAPES {
-            loader.map_pin_path(shape.name, pin_dir.join(shape.name));
+        for spec in &MAPS {
+            loader.map_pin_path(spec.name, pin_dir.join(spec.name));
         }
         loader
             .map_max_entries(MAP_BANS_V4, capacities.v4)
@@ -742,8 +706,8 @@ pub fn detach(pin_dir: &Path, interface: Option<&str>, purge: bool) -> Result<De
     if interface.is_none() {
         detached.program = remove_if_present(&pin_dir.join(PROGRAM_NAME))?;
         if purge {
-            for shape in &MAP_SHAPES {
-                detached.maps |= remove_if_present(&pin_dir.join(shape.name))?;
+            for spec in &MAPS {
+                detached.maps |= remove_if_present(&pin_dir.join(spec.name))?;
             }
             for dir in [links_dir.as_path(), pin_dir] {
                 if dir.is_dir() {
@@ -808,7 +772,7 @@ fn batch_update<const N: usize>(
 ) -> Result<()> {
     for chunk in entries.chunks(BATCH_CHUNK) {
         let mut keys = Vec::with_capacity(chunk.len() * N);
-        let mut values = Vec::with_capacity(chunk.len() * BAN_VALUE_SIZE as usize);
+        let mut values = Vec::with_capacity(chunk.len() * xdp_common::BAN_VALUE_SIZE);
         for (key, value) in chunk {
             keys.extend_from_slice(key);
             values.extend_from_slice(&value.to_ne_bytes());
@@ -972,8 +936,8 @@ fn remove_if_present(path: &Path) -> Result<bool> {
 /// program's (an older, incompatible version); warns on capacity changes,
 /// which apply only to maps created from now on.
 fn check_pinned_maps(pin_dir: &Path, capacities: Capacities) -> Result<()> {
-    for shape in &MAP_SHAPES {
-        let path = pin_dir.join(shape.name);
+    for spec in &MAPS {
+        let path = pin_dir.join(spec.name);
         if !path.exists() {
             continue;
         }
@@ -984,20 +948,20 @@ fn check_pinned_maps(pin_dir: &Path, capacities: Capacities) -> Result<()> {
         let map = MapData::from_pin(&path).map_err(|e| incompatible(e.to_string()))?;
         let info = map.info().map_err(|e| incompatible(e.to_string()))?;
         let map_type = info.map_type().map_or(u32::MAX, |t| t as u32);
-        if map_type != shape.map_type
-            || info.key_size() != shape.key_size
-            || info.value_size() != shape.value_size
+        if map_type != spec.map_type
+            || info.key_size() != spec.key_size
+            || info.value_size() != spec.value_size
         {
             return Err(incompatible(format!(
                 "type {map_type}, key {} bytes, value {} bytes; expected type {}, key {} bytes, value {} bytes",
                 info.key_size(),
                 info.value_size(),
-                shape.map_type,
-                shape.key_size,
-                shape.value_size
+                spec.map_type,
+                spec.key_size,
+                spec.value_size
             )));
         }
-        let wanted = match shape.name {
+        let wanted = match spec.name {
             MAP_BANS_V4 => Some(capacities.v4),
             MAP_BANS_V6 => Some(capacities.v6),
             MAP_PREFIX_V4 => Some(capacities.prefix_v4),
@@ -1008,7 +972,7 @@ fn check_pinned_maps(pin_dir: &Path, capacities: Capacities) -> Result<()> {
             && wanted != info.max_entries()
         {
             warn!(
-                map = shape.name,
+                map = spec.name,
                 pinned = info.max_entries(),
                 configured = wanted,
                 "pinned map keeps its capacity; the configured one applies after `spamwall xdp detach --purge`"
