@@ -11,13 +11,15 @@ use std::{
     time::SystemTime,
 };
 
+mod run;
+
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
     bans::{BanEntry, BanLength, parse_target, parse_target_list, target_to_string},
     config::{BanTime, Config, resolve_path},
     control::{self, Request, Response, Status},
-    daemon, dataplane,
+    dataplane,
 };
 
 /// Default control socket when no configuration file is found.
@@ -166,7 +168,7 @@ pub fn run(cli: &Cli) -> ExitCode {
 
 fn dispatch(cli: &Cli) -> Result<(), Failure> {
     match &cli.command {
-        Command::Run => run_daemon(cli.config.as_deref()),
+        Command::Run => run::run_daemon(cli.config.as_deref()),
         Command::CheckConfig { path } => check_config(path.as_deref().or(cli.config.as_deref())),
         Command::Xdp(XdpCommand::Detach { iface, purge }) => {
             let config = load_config(cli.config.as_deref())?;
@@ -242,18 +244,6 @@ fn test_filter(config: Option<&Path>, args: &TestFilterArgs) -> Result<(), Failu
 fn load_config(flag: Option<&Path>) -> Result<Config, Failure> {
     let path = resolve_path(flag);
     Config::load(&path).map_err(|e| Failure::usage(e.to_string()))
-}
-
-fn run_daemon(flag: Option<&Path>) -> Result<(), Failure> {
-    let path = resolve_path(flag);
-    let config = Config::load(&path).map_err(|e| Failure::usage(e.to_string()))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::runtime(format!("starting the runtime: {e}")))?;
-    runtime
-        .block_on(daemon::run(path, config))
-        .map_err(|e| Failure::runtime(e.to_string()))
 }
 
 fn check_config(flag: Option<&Path>) -> Result<(), Failure> {

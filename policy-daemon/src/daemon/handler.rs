@@ -1,0 +1,266 @@
+//! Answers the requests of the control socket: ban, unban, list, stats
+//! and status, each through the ban manager.
+
+use tracing::{info, warn};
+
+use super::{Shared, log_ban};
+use crate::{
+    bans::{
+        BanEntry, BanLength, BanManager, BanRequest, Breadth, Source, parse_target,
+        target_to_string,
+    },
+    control::{BackendStatus, Refusal, Request, Response, Status},
+    dataplane::DataplaneError,
+};
+
+/// Answers one control request.
+pub(super) fn handle(shared: &Shared, request: Request) -> Response {
+    match request {
+        Request::Ban {
+            targets,
+            length,
+            reason,
+            force,
+        } => {
+            let (banned, refused) = ban_targets(shared, targets, length, &reason, breadth(force));
+            Response::Banned { banned, refused }
+        }
+        Request::BanBulk {
+            targets,
+            length,
+            reason,
+            force,
+        } => ban_bulk(shared, targets, length, &reason, breadth(force)),
+        Request::Unban { targets } => {
+            let mut unbanned = Vec::new();
+            let mut not_banned = Vec::new();
+            let mut refused = Vec::new();
+            let mut manager = shared.manager();
+            for target in targets {
+                match parse_target(&target).and_then(|net| Ok((net, manager.unban(net)?))) {
+                    Ok((net, true)) => {
+                        info!(target = %target_to_string(&net), "unbanned");
+                        unbanned.push(target_to_string(&net));
+                    }
+                    Ok((net, false)) => not_banned.push(target_to_string(&net)),
+                    Err(error) => refused.push(Refusal {
+                        target,
+                        reason: error.to_string(),
+                    }),
+                }
+            }
+            Response::Unbanned {
+                unbanned,
+                not_banned,
+                refused,
+            }
+        }
+        Request::List => Response::Bans {
+            bans: shared.manager().list(),
+        },
+        Request::Stats => {
+            let mut stats = shared.manager().stats();
+            stats.policy_requests = shared.policy_stats.requests();
+            Response::Stats { stats }
+        }
+        Request::Status => match status(shared) {
+            Ok(status) => Response::Status {
+                status: Box::new(status),
+            },
+            Err(error) => Response::Error {
+                message: error.to_string(),
+            },
+        },
+    }
+}
+
+/// `ban --file`: one batch, answered with a count.
+/// How wide a command-line ban may be.
+pub(super) const fn breadth(force: bool) -> Breadth {
+    if force {
+        Breadth::Forced
+    } else {
+        Breadth::Bounded
+    }
+}
+
+pub(super) fn ban_bulk(
+    shared: &Shared,
+    targets: Vec<String>,
+    length: BanLength,
+    reason: &str,
+    breadth: Breadth,
+) -> Response {
+    tracing::debug!(targets = targets.len(), "bulk ban request parsed");
+    let mut refused = Vec::new();
+    let mut nets = Vec::with_capacity(targets.len());
+    let mut texts = Vec::with_capacity(targets.len());
+    for target in targets {
+        match parse_target(&target) {
+            Ok(net) => {
+                nets.push(net);
+                texts.push(target);
+            }
+            Err(error) => refused.push(Refusal {
+                target,
+                reason: error.to_string(),
+            }),
+        }
+    }
+    let (banned, rejected) = shared
+        .manager()
+        .ban_bulk(&nets, length, Source::Cli, reason, breadth);
+    for (i, error) in rejected {
+        refused.push(Refusal {
+            target: std::mem::take(&mut texts[i]),
+            reason: error.to_string(),
+        });
+    }
+    info!(banned, refused = refused.len(), %reason, "bulk ban");
+    Response::BulkBanned {
+        banned: banned as u64,
+        refused,
+    }
+}
+
+/// Bans command-line targets through the manager in one batch.
+pub(super) fn ban_targets(
+    shared: &Shared,
+    targets: Vec<String>,
+    length: BanLength,
+    reason: &str,
+    breadth: Breadth,
+) -> (Vec<BanEntry>, Vec<Refusal>) {
+    let mut refused = Vec::new();
+    let mut requests = Vec::with_capacity(targets.len());
+    let mut texts = Vec::with_capacity(targets.len());
+    for target in targets {
+        match parse_target(&target) {
+            Ok(net) => {
+                requests.push(BanRequest {
+                    target: net,
+                    length,
+                    source: Source::Cli,
+                    reason: reason.to_owned(),
+                    detail: String::new(),
+                });
+                texts.push(target);
+            }
+            Err(error) => refused.push(Refusal {
+                target,
+                reason: error.to_string(),
+            }),
+        }
+    }
+    let count = requests.len();
+    let results = shared.manager().ban_many_as(requests, breadth);
+    let mut banned = Vec::with_capacity(count);
+    for (target, result) in texts.into_iter().zip(results) {
+        match result {
+            Ok(entry) => {
+                log_ban(&entry);
+                banned.push(entry);
+            }
+            Err(error) => {
+                warn!(%target, %error, "ban refused");
+                refused.push(Refusal {
+                    target,
+                    reason: error.to_string(),
+                });
+            }
+        }
+    }
+    (banned, refused)
+}
+
+pub(super) fn status(shared: &Shared) -> Result<Status, DataplaneError> {
+    let runtime = shared.runtime();
+    let manager = shared.manager();
+    let xdp = manager.xdp();
+    let stats = manager.stats();
+    let (program_id, capacities, pin_dir) = match &xdp.dataplane {
+        Some(dataplane) => (
+            dataplane.program_id()?,
+            dataplane.capacities()?,
+            dataplane.pin_dir().display().to_string(),
+        ),
+        None => (
+            0,
+            runtime.config.ban.capacities(),
+            runtime.config.daemon.bpf_pin_dir.display().to_string(),
+        ),
+    };
+    Ok(Status {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        pid: std::process::id(),
+        started_at: crate::clock::rfc3339(runtime.started_at),
+        config: runtime.config_path.display().to_string(),
+        pin_dir,
+        program_id,
+        backends: {
+            let mut list = backends(&manager);
+            if let Some(fleet) = &shared.fleet {
+                list.push(BackendStatus {
+                    name: "fleet".to_owned(),
+                    active: fleet.health().connected(),
+                    detail: fleet.describe(),
+                    queue_depth: Some(fleet.health().queue_depth()),
+                });
+            }
+            list
+        },
+        interfaces: runtime.attachments.clone(),
+        ports: runtime.config.xdp.ports.clone(),
+        bans_active: stats.bans_active,
+        capacity_v4: capacities.v4,
+        capacity_v6: capacities.v6,
+        capacity_prefix_v4: capacities.prefix_v4,
+        capacity_prefix_v6: capacities.prefix_v6,
+        allowlist: manager.policy().allowlist.entries().to_vec(),
+        default_bantime: runtime.config.ban.bantime.to_string(),
+        store: manager.store().path().display().to_string(),
+    })
+}
+
+/// Every backend and its health, for `status` and metrics.
+pub(super) fn backends(manager: &BanManager) -> Vec<BackendStatus> {
+    let xdp = manager.xdp();
+    let mut backends = vec![BackendStatus {
+        name: "xdp".to_owned(),
+        active: xdp.enforcing,
+        detail: xdp.note.clone(),
+        queue_depth: None,
+    }];
+    if let Some(link) = manager.fail2ban() {
+        let health = link.backend.health();
+        let settings = link.backend.settings();
+        let role = match (link.always, manager.fail2ban_active()) {
+            (true, _) => "backend".to_owned(),
+            (false, true) => "fallback, in use because XDP is not enforcing".to_owned(),
+            (false, false) => "fallback, idle while XDP enforces".to_owned(),
+        };
+        let connection = if health.connected {
+            format!(
+                "connected to {} jail {}",
+                settings.socket.display(),
+                settings.jail
+            )
+        } else {
+            format!(
+                "not connected to {} ({})",
+                settings.socket.display(),
+                health.last_error.as_deref().unwrap_or("not tried yet")
+            )
+        };
+        backends.push(BackendStatus {
+            name: "fail2ban".to_owned(),
+            active: manager.fail2ban_active(),
+            detail: format!(
+                "{role}; {connection}; {} queued, {} delivered, {} errors, {} rejected",
+                health.queue_depth, health.delivered, health.errors, health.rejected
+            ),
+            queue_depth: Some(health.queue_depth),
+        });
+    }
+    backends
+}

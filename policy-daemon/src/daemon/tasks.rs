@@ -1,0 +1,206 @@
+//! The daemon's background work: the fleet link, the metrics endpoint,
+//! the fail2ban backend's expiry and jail reconciliation, and the periodic
+//! reconciliation of the kernel maps with the store.
+
+use std::{sync::Arc, time::Duration};
+
+use tracing::{info, warn};
+
+use super::{DaemonError, Shared, handler::backends};
+use crate::{
+    bans::{Fail2banLink, fail2ban::Fail2banBackend, store::Store},
+    config::{Backend, Config, Fail2banConfig},
+};
+
+/// How often the maps are reconciled with the store and history purged.
+pub(super) const MAINTENANCE_INTERVAL: Duration = Duration::from_mins(1);
+
+/// Starts the fleet link and waits for its first resync (or first failure)
+/// so the daemon reports ready with the fleet's bans in place.
+pub(super) async fn start_fleet(
+    shared: &Arc<Shared>,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let fleet = shared.fleet.clone()?;
+    let (ready, resynced) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(crate::fleet::run(
+        fleet,
+        Arc::clone(shared) as Arc<dyn crate::fleet::FleetTarget>,
+        stopped,
+        ready,
+    ));
+    let _ = resynced.await;
+    Some(task)
+}
+
+pub(super) async fn start_metrics(
+    addr: &str,
+    shared: &Arc<Shared>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, DaemonError> {
+    let handle = crate::metrics::install()?;
+    let listener = crate::metrics::bind(addr).await?;
+    let refresh = {
+        let shared = Arc::clone(shared);
+        Arc::new(move || {
+            let manager = shared.manager();
+            crate::metrics::record_snapshot(&manager.stats(), &backends(&manager));
+            if let Some(fleet) = &shared.fleet {
+                fleet.record_gauges();
+            }
+        })
+    };
+    info!(%addr, "metrics at http://{addr}/metrics");
+    Ok(tokio::spawn(crate::metrics::serve(
+        listener,
+        handle,
+        refresh,
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await.is_ok();
+        },
+    )))
+}
+
+/// Starts the fail2ban backend when `ban.backends` names it or a
+/// `[fail2ban]` section asks for it as the fallback.
+pub(super) fn start_fail2ban(
+    config: &Config,
+    store: &Arc<Store>,
+) -> Result<Option<Fail2banLink>, DaemonError> {
+    let always = config.ban.backends.contains(&Backend::Fail2ban);
+    let section = match (&config.fail2ban, always) {
+        (Some(section), _) => section.clone(),
+        (None, true) => Fail2banConfig::default(),
+        (None, false) => return Ok(None),
+    };
+    let backend = Fail2banBackend::start(section.settings(), Arc::clone(store))?;
+    info!(
+        socket = %section.socket.display(),
+        jail = %section.jail,
+        role = if always { "backend" } else { "fallback" },
+        "fail2ban backend started"
+    );
+    Ok(Some(Fail2banLink { backend, always }))
+}
+
+pub(super) async fn maintenance_loop(
+    shared: Arc<Shared>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(MAINTENANCE_INTERVAL);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = async { stopped.wait_for(|stop| *stop).await.is_ok() } => return,
+            _ = ticker.tick() => {
+                let shared = Arc::clone(&shared);
+                let _ = tokio::task::spawn_blocking(move || maintain(&shared)).await;
+            }
+        }
+    }
+}
+
+/// Reconciles the maps with the store and purges old history.
+pub(super) fn maintain(shared: &Shared) {
+    let mut manager = shared.manager();
+    let report = manager.reconcile(false);
+    if report.removed + report.corrected > 0 {
+        info!(
+            removed = report.removed,
+            corrected = report.corrected,
+            "kernel maps brought in line with the store"
+        );
+    }
+    match manager.purge() {
+        Ok(0) => {}
+        Ok(purged) => info!(purged, "old ban history purged"),
+        Err(error) => warn!(%error, "purging ban history failed"),
+    }
+}
+
+/// How often the fail2ban jail is reconciled, when there is a fail2ban
+/// backend.
+pub(super) fn fail2ban_interval(config: &Config) -> Option<Duration> {
+    match (
+        &config.fail2ban,
+        config.ban.backends.contains(&Backend::Fail2ban),
+    ) {
+        (Some(section), _) => Some(section.reconcile_interval.0),
+        (None, true) => Some(Fail2banConfig::default().reconcile_interval.0),
+        (None, false) => None,
+    }
+}
+
+/// Ends fail2ban bans when they expire (checked every second) and
+/// reconciles the jail with the store at start and every `every`.
+pub(super) async fn fail2ban_loop(
+    shared: Arc<Shared>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+    every: Duration,
+) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reconcile_at = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = async { stopped.wait_for(|stop| *stop).await.is_ok() } => return,
+            _ = ticker.tick() => {}
+        }
+        let due = tokio::time::Instant::now() >= reconcile_at;
+        let worker = Arc::clone(&shared);
+        let outcome = tokio::task::spawn_blocking(move || {
+            worker.manager().expire_fail2ban();
+            due.then(|| reconcile_fail2ban(&worker))
+        })
+        .await;
+        // A deferred check (the queue was still draining) is tried again
+        // at the next tick.
+        if let Ok(Some(JailCheck::Done | JailCheck::Failed)) = outcome {
+            reconcile_at = tokio::time::Instant::now() + every;
+        }
+    }
+}
+
+/// How a jail reconciliation went.
+pub(super) enum JailCheck {
+    Done,
+    /// Operations were still queued; comparing now would see them as
+    /// missing or stray.
+    Deferred,
+    Failed,
+}
+
+/// Reads the jail's entries (outside the manager's lock) and brings it in
+/// line with the store.
+pub(super) fn reconcile_fail2ban(shared: &Shared) -> JailCheck {
+    let settings = {
+        let manager = shared.manager();
+        let Some(link) = manager.fail2ban() else {
+            return JailCheck::Done;
+        };
+        if link.backend.health().queue_depth > 0 {
+            return JailCheck::Deferred;
+        }
+        link.backend.settings().clone()
+    };
+    let mut client = crate::bans::fail2ban::Fail2banClient::new(&settings.socket, settings.timeout);
+    let entries = match client.banned(&settings.jail) {
+        Ok(entries) => entries,
+        Err(error) => {
+            warn!(%error, "reading the fail2ban jail failed; reconciliation retries later");
+            return JailCheck::Failed;
+        }
+    };
+    client.disconnect();
+    let report = shared.manager().reconcile_fail2ban(&entries);
+    if report.resent + report.lifted > 0 {
+        info!(
+            jail = %settings.jail,
+            resent = report.resent,
+            lifted = report.lifted,
+            foreign = report.foreign,
+            "fail2ban jail brought in line with the store"
+        );
+    }
+    JailCheck::Done
+}

@@ -1,0 +1,118 @@
+//! Loading the XDP program and attaching it to the configured interfaces,
+//! at start and on reload.
+
+use tracing::{error, info, warn};
+
+use crate::{
+    bans::XdpBackend,
+    config::Config,
+    dataplane::{self, Attachment, Dataplane},
+};
+
+/// Loads, pins and attaches the XDP program. Failure is not fatal: the
+/// daemon runs on without XDP and says why.
+pub(super) fn start(config: &Config) -> (XdpBackend, Vec<Attachment>) {
+    let pin_dir = &config.daemon.bpf_pin_dir;
+    let loaded = Dataplane::load(pin_dir, config.ban.capacities()).and_then(|mut dataplane| {
+        dataplane.pin_program()?;
+        dataplane.set_ports(&config.xdp.ports)?;
+        Ok(dataplane)
+    });
+    let mut dataplane = match loaded {
+        Ok(dataplane) => dataplane,
+        Err(error) => {
+            error!("XDP unavailable, bans are stored but not dropped in the kernel: {error}");
+            let note = format!("unavailable: {error}");
+            return (
+                XdpBackend {
+                    dataplane: None,
+                    enforcing: false,
+                    note,
+                },
+                Vec::new(),
+            );
+        }
+    };
+    info!(
+        program_id = dataplane.program_id().unwrap_or_default(),
+        pin_dir = %pin_dir.display(),
+        "XDP program loaded"
+    );
+    let (attachments, failures) = attach_all(&mut dataplane, config);
+    let xdp = backend(dataplane, &attachments, &failures);
+    (xdp, attachments)
+}
+
+pub(super) fn backend(
+    dataplane: Dataplane,
+    attachments: &[Attachment],
+    failures: &[String],
+) -> XdpBackend {
+    let enforcing = !attachments.is_empty();
+    let mut parts: Vec<String> = Vec::new();
+    if enforcing {
+        let names: Vec<String> = attachments
+            .iter()
+            .map(|a| format!("{} ({})", a.interface, a.mode))
+            .collect();
+        parts.push(format!("attached to {}", names.join(", ")));
+    } else if failures.is_empty() {
+        parts.push(
+            "loaded, attached to no interface (xdp.interfaces is empty): bans are not enforced"
+                .to_owned(),
+        );
+    }
+    parts.extend(failures.iter().cloned());
+    XdpBackend {
+        dataplane: Some(dataplane),
+        enforcing,
+        note: parts.join("; "),
+    }
+}
+
+/// Attaches to every configured interface and detaches the pinned links of
+/// interfaces no longer configured. Returns the attachments and a message
+/// for each interface that failed.
+pub(super) fn attach_all(
+    dataplane: &mut Dataplane,
+    config: &Config,
+) -> (Vec<Attachment>, Vec<String>) {
+    let pin_dir = dataplane.pin_dir().to_owned();
+    let mut failures = Vec::new();
+    match dataplane::pinned_links(&pin_dir) {
+        Ok(pinned) => {
+            for (interface, _) in pinned {
+                if config.xdp.interfaces.contains(&interface) {
+                    continue;
+                }
+                match dataplane::detach(&pin_dir, Some(&interface), false) {
+                    Ok(_) => info!(%interface, "detached: no longer in xdp.interfaces"),
+                    Err(error) => failures.push(error.to_string()),
+                }
+            }
+        }
+        Err(error) => failures.push(error.to_string()),
+    }
+    if config.xdp.interfaces.is_empty() {
+        warn!("xdp.interfaces is empty: bans are recorded but not enforced anywhere");
+    }
+    let mut attachments = Vec::new();
+    for interface in &config.xdp.interfaces {
+        match dataplane.attach(interface, config.xdp.mode) {
+            Ok(attachment) => {
+                info!(
+                    interface = %attachment.interface,
+                    mode = %attachment.mode,
+                    kept_link = attachment.reused,
+                    "attached"
+                );
+                attachments.push(attachment);
+            }
+            Err(error) => {
+                error!("{error}");
+                failures.push(error.to_string());
+            }
+        }
+    }
+    (attachments, failures)
+}
