@@ -17,9 +17,12 @@ use std::{collections::HashMap, fmt};
 pub const MAX_DEPTH: usize = 32;
 
 /// Bytes of decoded values (counted with their in-memory size) allowed per
-/// byte of input, on top of [`BUDGET_BASE`]. A real `get <jail> banned`
-/// reply needs about 8.
-pub const BUDGET_PER_INPUT_BYTE: usize = 16;
+/// byte of input, on top of [`BUDGET_BASE`]. fail2ban's `status <jail>`
+/// reply needs about 25 when its banned addresses are short IPv4 ones:
+/// each is a `builtins.str` `REDUCE` whose string, argument tuple and
+/// result Python all memoizes, and every tuple enclosing the list is
+/// memoized (copied) once filled.
+pub const BUDGET_PER_INPUT_BYTE: usize = 32;
 
 /// Decoding budget every input gets regardless of its length.
 pub const BUDGET_BASE: usize = 1 << 20;
@@ -1007,6 +1010,94 @@ mod tests {
         assert_eq!(list.len(), 1502);
         assert_eq!(list[2], s("10.0.0.1"));
         assert!(list.iter().all(|item| item.as_str().is_some()));
+    }
+
+    /// A list of `builtins.str` objects as fail2ban's Python writes it
+    /// (batches of 1000, `STACK_GLOBAL` once then `BINGET`), for a list
+    /// memoized as entry `memo`.
+    fn str_list(out: &mut Vec<u8>, memo: u8, addresses: &[&str]) {
+        out.extend_from_slice(b"]\x94");
+        for (n, batch) in addresses.chunks(1000).enumerate() {
+            out.push(b'(');
+            for (i, address) in batch.iter().enumerate() {
+                if n == 0 && i == 0 {
+                    out.extend_from_slice(b"\x8c\x08builtins\x94\x8c\x03str\x94\x93\x94");
+                } else {
+                    out.extend_from_slice(&[b'h', memo + 3]);
+                }
+                out.extend_from_slice(&[0x8c, u8::try_from(address.len()).expect("short")]);
+                out.extend_from_slice(address.as_bytes());
+                out.extend_from_slice(b"\x94\x85\x94R\x94");
+            }
+            out.push(b'e');
+        }
+    }
+
+    /// Protocol 5 framing around `body`, in one frame: Python splits
+    /// frames at 64 KiB, which the decoder does not look at.
+    fn framed(body: &[u8]) -> Vec<u8> {
+        let mut out = vec![0x80, 5, 0x95];
+        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// `get <jail> banned` → `(0, [addresses])`.
+    fn banned_reply(addresses: &[&str]) -> Vec<u8> {
+        let mut body = b"K\x00".to_vec();
+        str_list(&mut body, 0, addresses);
+        body.extend_from_slice(b"\x86\x94.");
+        framed(&body)
+    }
+
+    /// `status <jail>` with `addresses` banned (the counters stay those of
+    /// the captured reply).
+    fn status_reply(addresses: &[&str]) -> Vec<u8> {
+        let captured: &[u8] = include_bytes!("testdata/status.pickle");
+        let mut body = captured[11..183].to_vec();
+        str_list(&mut body, 19, addresses);
+        body.extend_from_slice(b"\x86\x94e\x86\x94e\x86\x94.");
+        framed(&body)
+    }
+
+    #[test]
+    fn real_banned_lists_fit_the_budget_at_any_size() {
+        // The generators reproduce the captured replies byte for byte.
+        let large: Vec<String> = ["192.0.2.7".to_owned(), "2001:db8::7".to_owned()]
+            .into_iter()
+            .chain((0..1500).map(|i| format!("10.{}.{}.1", i / 256, i % 256)))
+            .collect();
+        let large: Vec<&str> = large.iter().map(String::as_str).collect();
+        assert_eq!(
+            banned_reply(&large),
+            include_bytes!("testdata/get_banned_large.pickle")
+        );
+        assert_eq!(
+            status_reply(&["192.0.2.7", "2001:db8::7", "198.51.100.9"]),
+            include_bytes!("testdata/status.pickle")
+        );
+        // 60,000 short addresses: far past the base budget, and the
+        // reply shape that decodes to the most bytes per input byte.
+        let many: Vec<String> = (0..60_000u32)
+            .map(|i| format!("1.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255))
+            .collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let Value::Tuple(banned) = decode(&banned_reply(&many)).expect("banned") else {
+            panic!("tuple");
+        };
+        let banned = banned[1].as_seq().expect("list");
+        assert_eq!(banned.len(), many.len());
+        assert_eq!(banned.last(), Some(&s("1.0.234.95")));
+        let Value::Tuple(status) = decode(&status_reply(&many)).expect("status") else {
+            panic!("tuple");
+        };
+        let actions = &status[1].as_seq().expect("sections")[1]
+            .as_seq()
+            .expect("pair")[1];
+        let listed = &actions.as_seq().expect("entries")[2]
+            .as_seq()
+            .expect("pair")[1];
+        assert_eq!(listed.as_seq().expect("list").len(), many.len());
     }
 
     #[test]
