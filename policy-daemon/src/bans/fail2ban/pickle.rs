@@ -1220,6 +1220,27 @@ mod tests {
                     offset: 0,
                 },
             ),
+            (
+                b"j\xff\xff\xff\xff.",
+                PickleError::MissingMemo {
+                    index: u64::from(u32::MAX),
+                    offset: 0,
+                },
+            ),
+            (
+                b"\x94N.",
+                PickleError::Malformed {
+                    offset: 0,
+                    reason: "stack underflow",
+                },
+            ),
+            (
+                b"\x82\x01N.",
+                PickleError::UnknownOpcode {
+                    opcode: 0x82,
+                    offset: 0,
+                },
+            ),
             (b"\x8c\x02\xff\xfe.", PickleError::InvalidUtf8 { offset: 2 }),
             (
                 b"(a",
@@ -1288,9 +1309,28 @@ mod tests {
         input.push(b'.');
         assert!(matches!(decode(&input), Err(PickleError::TooDeep { .. })));
         let mut tuples = vec![b'N'];
-        tuples.extend(std::iter::repeat_n(0x85, 10_000));
+        tuples.extend(std::iter::repeat_n(0x85, 1_000_000));
         tuples.push(b'.');
         assert!(matches!(decode(&tuples), Err(PickleError::TooDeep { .. })));
+        // {1: {1: {1: …}}} filled from the inside out by SETITEM.
+        let mut dicts = vec![b'}'];
+        for _ in 0..10_000 {
+            dicts.extend_from_slice(b"K\x01}");
+        }
+        dicts.extend(std::iter::repeat_n(b's', 10_000));
+        dicts.push(b'.');
+        assert!(matches!(decode(&dicts), Err(PickleError::TooDeep { .. })));
+        // m.f(m.f(m.f(…))) by REDUCE, and as BUILD state.
+        let mut objects = b"cm\nf\n".repeat(10_000);
+        objects.push(b'N');
+        objects.extend(b"\x85R".repeat(10_000));
+        objects.push(b'.');
+        assert!(matches!(decode(&objects), Err(PickleError::TooDeep { .. })));
+        let mut states = b"cm\nf\n)R".repeat(10_000);
+        states.push(b'N');
+        states.extend(std::iter::repeat_n(b'b', 10_000));
+        states.push(b'.');
+        assert!(matches!(decode(&states), Err(PickleError::TooDeep { .. })));
         let mut ok = vec![b'N'];
         ok.extend(std::iter::repeat_n(0x85, MAX_DEPTH));
         ok.push(b'.');
@@ -1332,6 +1372,105 @@ mod tests {
         dup.extend(std::iter::repeat_n(b'2', 100_000));
         dup.extend_from_slice(b"t.");
         assert!(matches!(decode(&dup), Err(PickleError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn every_truncated_reply_asks_for_more() {
+        // The client reads until a reply decodes; a cut reply must say
+        // `Truncated` (read on), never decode or fail otherwise.
+        for (name, bytes) in CAPTURED {
+            let step = if bytes.len() > 4096 { 97 } else { 1 };
+            for len in (0..bytes.len()).step_by(step) {
+                assert!(
+                    matches!(decode(&bytes[..len]), Err(PickleError::Truncated { .. })),
+                    "{name} cut at {len}: {:?}",
+                    decode(&bytes[..len])
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn huge_declared_lengths_are_checked_against_the_input() {
+        // Lengths are compared with the bytes present before anything is
+        // allocated.
+        for (opcode, len) in [
+            (0x8d, 1u64 << 60), // BINUNICODE8
+            (0x8e, 1 << 60),    // BINBYTES8
+            (0x8d, u64::MAX),
+        ] {
+            let mut input = vec![0x80, 5, opcode];
+            input.extend_from_slice(&len.to_le_bytes());
+            input.extend_from_slice(b"abc.");
+            assert_eq!(decode(&input), Err(PickleError::Truncated { offset: 15 }));
+        }
+        for opcode in [b'X', b'B'] {
+            let mut input = vec![opcode];
+            input.extend_from_slice(&u32::MAX.to_le_bytes());
+            input.extend_from_slice(b"abc.");
+            assert_eq!(decode(&input), Err(PickleError::Truncated { offset: 9 }));
+        }
+        // A FRAME's length is never used: what follows is read as usual.
+        let mut frame = vec![0x80, 5, 0x95];
+        frame.extend_from_slice(&(1u64 << 63).to_le_bytes());
+        frame.extend_from_slice(b"N.");
+        assert_eq!(decode(&frame), Ok(Value::None));
+    }
+
+    #[test]
+    fn globals_are_recorded_never_called() {
+        let system = |arg: &str| object("os", "system", vec![s(arg)]);
+        // GLOBAL + REDUCE, STACK_GLOBAL + REDUCE (protocol 4), NEWOBJ.
+        assert_eq!(
+            decode(b"cos\nsystem\n(X\x0a\x00\x00\x00echo pwnedtR."),
+            Ok(system("echo pwned"))
+        );
+        assert_eq!(
+            decode(
+                b"\x80\x04\x8c\x02os\x94\x8c\x06system\x94\x93\x94\x8c\x0aecho pwned\x94\x85\x94R\x94."
+            ),
+            Ok(system("echo pwned"))
+        );
+        assert_eq!(
+            decode(b"\x80\x02cos\nsystem\nX\x01\x00\x00\x00x\x85\x81."),
+            Ok(system("x"))
+        );
+        // BUILD only records the state.
+        let Ok(Value::Object(built)) =
+            decode(b"cos\nsystem\n(X\x01\x00\x00\x00xtR}X\x01\x00\x00\x00aK\x01sb.")
+        else {
+            panic!("object");
+        };
+        assert_eq!(
+            built.state,
+            Some(Value::Dict(vec![(s("a"), Value::Int(1))]))
+        );
+        // INST and OBJ, protocol 0/1's way to instantiate, are refused.
+        assert_eq!(
+            decode(b"(X\x0a\x00\x00\x00echo pwnedios\nsystem\n."),
+            Err(PickleError::UnknownOpcode {
+                opcode: b'i',
+                offset: 16
+            })
+        );
+        assert_eq!(
+            decode(b"(cos\nsystem\nX\x0a\x00\x00\x00echo pwnedo."),
+            Err(PickleError::UnknownOpcode {
+                opcode: b'o',
+                offset: 27
+            })
+        );
+        // Only builtins.str becomes a string; a lookalike keeps its class.
+        assert_eq!(
+            decode(
+                b"\x80\x02K\x00](cbuiltins\nstr\nX\x09\x00\x00\x00192.0.2.7\x85R\
+                  cos\nsystem\nX\x09\x00\x00\x00192.0.2.8\x85Re\x86."
+            ),
+            Ok(Value::Tuple(vec![
+                Value::Int(0),
+                Value::List(vec![s("192.0.2.7"), system("192.0.2.8")])
+            ]))
+        );
     }
 
     /// xorshift64*: deterministic, so a failure reproduces from its seed.
