@@ -8,8 +8,9 @@
 //!
 //! The decoder never executes anything, never recurses on input data and
 //! bounds what a hostile reply can make it allocate: nesting is limited to
-//! [`MAX_DEPTH`], and every value it builds or copies out of the memo is
-//! charged against a budget proportional to the input length.
+//! [`MAX_DEPTH`], and every value it builds or copies out of the memo, and
+//! every open `MARK`, is charged against a budget proportional to the
+//! input length.
 
 use std::{collections::HashMap, fmt};
 
@@ -342,10 +343,14 @@ struct Decoder<'a> {
     stack: Vec<Value>,
     /// Stack lengths at each open `MARK`.
     marks: Vec<usize>,
-    /// Copies, not shared references: a container memoized before it was
-    /// filled reads back empty. fail2ban's replies only fetch strings,
-    /// tuples and globals from the memo.
-    memo: HashMap<u64, Value>,
+    /// Memo entries `0..memo.len()`, as Python writes them (`MEMOIZE`
+    /// always, `BINPUT` in practice). Copies, not shared references: a
+    /// container memoized before it was filled reads back empty. fail2ban's
+    /// replies only fetch strings, tuples and globals from the memo.
+    memo: Vec<Value>,
+    /// Entries a `BINPUT` stored past the end of `memo`; every key is at
+    /// least `memo.len()`.
+    sparse_memo: HashMap<u64, Value>,
     spent: usize,
     budget: usize,
 }
@@ -358,7 +363,8 @@ impl<'a> Decoder<'a> {
             at: 0,
             stack: Vec::new(),
             marks: Vec::new(),
-            memo: HashMap::new(),
+            memo: Vec::new(),
+            sparse_memo: HashMap::new(),
             spent: 0,
             budget: input
                 .len()
@@ -408,7 +414,10 @@ impl<'a> Decoder<'a> {
                 // follows inline.
                 self.take(8)?;
             }
-            op::MARK => self.marks.push(self.stack.len()),
+            op::MARK => {
+                self.charge(size_of::<usize>())?;
+                self.marks.push(self.stack.len());
+            }
             op::POP => {
                 if self.marks.last() == Some(&self.stack.len()) {
                     self.marks.pop();
@@ -517,7 +526,8 @@ impl<'a> Decoder<'a> {
                 self.extend_dict(items)?;
             }
             op::MEMOIZE => {
-                let index = self.memo.len() as u64;
+                // Python's `len(memo)`: both parts hold distinct keys.
+                let index = (self.memo.len() + self.sparse_memo.len()) as u64;
                 self.put(index)?;
             }
             op::BINPUT => {
@@ -804,14 +814,28 @@ impl<'a> Decoder<'a> {
     fn put(&mut self, index: u64) -> Result<(), PickleError> {
         let value = self.peek()?.clone();
         self.charge(value.weight())?;
-        self.memo.insert(index, value);
+        let next = self.memo.len();
+        match usize::try_from(index) {
+            Ok(slot) if slot < next => self.memo[slot] = value,
+            Ok(slot) if slot == next => {
+                self.sparse_memo.remove(&index);
+                self.memo.push(value);
+            }
+            _ => {
+                // A hash-map entry costs about twice its size.
+                self.charge(2 * size_of::<(u64, Value)>())?;
+                self.sparse_memo.insert(index, value);
+            }
+        }
         Ok(())
     }
 
     fn get(&mut self, index: u64) -> Result<(), PickleError> {
-        let value = self
-            .memo
-            .get(&index)
+        let stored = match usize::try_from(index) {
+            Ok(slot) if slot < self.memo.len() => self.memo.get(slot),
+            _ => self.sparse_memo.get(&index),
+        };
+        let value = stored
             .ok_or(PickleError::MissingMemo {
                 index,
                 offset: self.at,
@@ -1469,6 +1493,56 @@ mod tests {
             Ok(Value::Tuple(vec![
                 Value::Int(0),
                 Value::List(vec![s("192.0.2.7"), system("192.0.2.8")])
+            ]))
+        );
+    }
+
+    #[test]
+    fn floods_of_small_opcodes_stay_within_the_budget() {
+        // One-byte opcodes decode to at most one 32-byte value each (or
+        // an 8-byte mark), which the budget allows: each flood runs to its
+        // structural error, in time linear in its length. Copies of larger
+        // values are what the budget refuses (`memo_amplification_is_refused`).
+        let more = "STOP with more than one value on the stack";
+        let open = "MARK without its closing opcode";
+        for (unit, reason) in [
+            (&b"N"[..], more),
+            (b"]", more),
+            (b"N\x94", more),
+            (b"(N", open),
+            (b"(", open),
+            (b"N0", "STOP with an empty stack"),
+        ] {
+            let mut input = unit.repeat((1 << 21) / unit.len());
+            input.push(b'.');
+            let started = std::time::Instant::now();
+            assert_eq!(
+                decode(&input).map(drop),
+                Err(PickleError::Malformed {
+                    offset: 1 << 21,
+                    reason
+                }),
+                "{unit:?}"
+            );
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "{unit:?}: {:?}",
+                started.elapsed()
+            );
+        }
+    }
+
+    #[test]
+    fn memo_indices_follow_python() {
+        // MEMOIZE stores at len(memo), which entries put out of order by
+        // BINPUT count towards; pickle.loads gives (8, 10, None, 11).
+        assert_eq!(
+            decode(b"Nq\x020K\x07\x940K\x08q\x000K\x0aq\x010K\x0b\x940(h\x00h\x01h\x02h\x03t."),
+            Ok(Value::Tuple(vec![
+                Value::Int(8),
+                Value::Int(10),
+                Value::None,
+                Value::Int(11)
             ]))
         );
     }
