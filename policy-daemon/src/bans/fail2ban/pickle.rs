@@ -1260,27 +1260,6 @@ mod tests {
                     offset: 0,
                 },
             ),
-            (
-                b"j\xff\xff\xff\xff.",
-                PickleError::MissingMemo {
-                    index: u64::from(u32::MAX),
-                    offset: 0,
-                },
-            ),
-            (
-                b"\x94N.",
-                PickleError::Malformed {
-                    offset: 0,
-                    reason: "stack underflow",
-                },
-            ),
-            (
-                b"\x82\x01N.",
-                PickleError::UnknownOpcode {
-                    opcode: 0x82,
-                    offset: 0,
-                },
-            ),
             (b"\x8c\x02\xff\xfe.", PickleError::InvalidUtf8 { offset: 2 }),
             (
                 b"(a",
@@ -1340,6 +1319,32 @@ mod tests {
         for (input, expected) in cases {
             assert_eq!(decode(input).as_ref(), Err(expected), "{input:?}");
         }
+    }
+
+    #[test]
+    fn memo_misuse_and_extension_opcodes_are_errors() {
+        assert_eq!(
+            decode(b"j\xff\xff\xff\xff."),
+            Err(PickleError::MissingMemo {
+                index: u64::from(u32::MAX),
+                offset: 0,
+            })
+        );
+        assert_eq!(
+            decode(b"\x94N."),
+            Err(PickleError::Malformed {
+                offset: 0,
+                reason: "stack underflow",
+            })
+        );
+        // EXT1: a class from the copyreg extension registry.
+        assert_eq!(
+            decode(b"\x82\x01N."),
+            Err(PickleError::UnknownOpcode {
+                opcode: 0x82,
+                offset: 0,
+            })
+        );
     }
 
     #[test]
