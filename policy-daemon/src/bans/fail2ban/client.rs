@@ -682,6 +682,27 @@ mod tests {
     }
 
     #[test]
+    fn only_real_strings_are_banned_entries() {
+        // (0, [builtins.str('192.0.2.7'), os.system('192.0.2.8')]): the
+        // lookalike is neither called nor taken for an address.
+        let reply = pickle::decode(
+            b"\x80\x02K\x00](cbuiltins\nstr\nX\x09\x00\x00\x00192.0.2.7\x85R\
+              cos\nsystem\nX\x09\x00\x00\x00192.0.2.8\x85Re\x86.",
+        )
+        .expect("decode");
+        let client = Fail2banClient::new("/s", Duration::from_secs(1));
+        let result = client
+            .interpret(&["get", "spamwall", "banned"], reply)
+            .expect("ok");
+        assert_eq!(strings(&result), None);
+        let error = client.unexpected(&["get", "spamwall", "banned"], &result);
+        assert!(
+            error.to_string().contains("system(\"192.0.2.8\")"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn long_commands_are_shortened_in_messages() {
         let args: Vec<String> = (0..70).map(|i| format!("192.0.2.{i}")).collect();
         let mut all = vec!["set", "spamwall", "banip"];

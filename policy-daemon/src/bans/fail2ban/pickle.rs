@@ -3,13 +3,30 @@
 //! Requests are lists of strings, written as protocol 2 (fail2ban unpickles
 //! any protocol). Replies come from Python's default protocol (5 since
 //! Python 3.8) and may hold exception objects and `builtins.str` instances
-//! built by `REDUCE`; [`decode`] turns them into a small [`Value`] tree and
-//! keeps class names, which `serde-pickle` drops.
+//! built by `REDUCE`; [`decode`] turns them into a small [`Value`] tree
+//! that keeps class names.
+//!
+//! Why not the `serde-pickle` crate (1.2.0, measured on every reply in
+//! `testdata/` and on the hostile inputs of the tests below): with
+//! `keep_restore_state` it reads every reply, but a `REDUCE` of a class it
+//! does not know loses the class. `UnknownJailException('nojail')`,
+//! `Exception('Invalid command')` and `ValueError(…)` all come out as
+//! `('nojail',)`-like tuples (or `None`), so the client could not tell a
+//! missing jail (kept and retried) from a refused command (dropped), and
+//! the addresses of `status` and `banned` come out as 1-tuples, as
+//! `os.system('…')` does. Nor is it total on hostile input: it converts
+//! and drops values recursively, so 2 KB of nested tuples abort a 2 MiB
+//! thread such as the backend's worker (10 KB the main thread) with a
+//! stack overflow; and it copies without a limit: each `MARK` reserves
+//! 4 KiB (1 MB of them takes 4 GB), each `DUP` or `MEMOIZE` of a 1 KiB
+//! string copies it (1 MB takes 1 GB). Capping the input length bounds
+//! none of this.
 //!
 //! The decoder never executes anything, never recurses on input data and
 //! bounds what a hostile reply can make it allocate: nesting is limited to
-//! [`MAX_DEPTH`], and every value it builds or copies out of the memo is
-//! charged against a budget proportional to the input length.
+//! [`MAX_DEPTH`], and every value it builds or copies out of the memo, and
+//! every open `MARK`, is charged against a budget proportional to the
+//! input length.
 
 use std::{collections::HashMap, fmt};
 
@@ -17,9 +34,12 @@ use std::{collections::HashMap, fmt};
 pub const MAX_DEPTH: usize = 32;
 
 /// Bytes of decoded values (counted with their in-memory size) allowed per
-/// byte of input, on top of [`BUDGET_BASE`]. A real `get <jail> banned`
-/// reply needs about 8.
-pub const BUDGET_PER_INPUT_BYTE: usize = 16;
+/// byte of input, on top of [`BUDGET_BASE`]. fail2ban's `status <jail>`
+/// reply needs about 25 when its banned addresses are short IPv4 ones:
+/// each is a `builtins.str` `REDUCE` whose string, argument tuple and
+/// result Python all memoizes, and every tuple enclosing the list is
+/// memoized (copied) once filled.
+pub const BUDGET_PER_INPUT_BYTE: usize = 32;
 
 /// Decoding budget every input gets regardless of its length.
 pub const BUDGET_BASE: usize = 1 << 20;
@@ -339,10 +359,14 @@ struct Decoder<'a> {
     stack: Vec<Value>,
     /// Stack lengths at each open `MARK`.
     marks: Vec<usize>,
-    /// Copies, not shared references: a container memoized before it was
-    /// filled reads back empty. fail2ban's replies only fetch strings,
-    /// tuples and globals from the memo.
-    memo: HashMap<u64, Value>,
+    /// Memo entries `0..memo.len()`, as Python writes them (`MEMOIZE`
+    /// always, `BINPUT` in practice). Copies, not shared references: a
+    /// container memoized before it was filled reads back empty. fail2ban's
+    /// replies only fetch strings, tuples and globals from the memo.
+    memo: Vec<Value>,
+    /// Entries a `BINPUT` stored past the end of `memo`; every key is at
+    /// least `memo.len()`.
+    sparse_memo: HashMap<u64, Value>,
     spent: usize,
     budget: usize,
 }
@@ -355,7 +379,8 @@ impl<'a> Decoder<'a> {
             at: 0,
             stack: Vec::new(),
             marks: Vec::new(),
-            memo: HashMap::new(),
+            memo: Vec::new(),
+            sparse_memo: HashMap::new(),
             spent: 0,
             budget: input
                 .len()
@@ -405,7 +430,10 @@ impl<'a> Decoder<'a> {
                 // follows inline.
                 self.take(8)?;
             }
-            op::MARK => self.marks.push(self.stack.len()),
+            op::MARK => {
+                self.charge(size_of::<usize>())?;
+                self.marks.push(self.stack.len());
+            }
             op::POP => {
                 if self.marks.last() == Some(&self.stack.len()) {
                     self.marks.pop();
@@ -514,7 +542,8 @@ impl<'a> Decoder<'a> {
                 self.extend_dict(items)?;
             }
             op::MEMOIZE => {
-                let index = self.memo.len() as u64;
+                // Python's `len(memo)`: both parts hold distinct keys.
+                let index = (self.memo.len() + self.sparse_memo.len()) as u64;
                 self.put(index)?;
             }
             op::BINPUT => {
@@ -801,14 +830,28 @@ impl<'a> Decoder<'a> {
     fn put(&mut self, index: u64) -> Result<(), PickleError> {
         let value = self.peek()?.clone();
         self.charge(value.weight())?;
-        self.memo.insert(index, value);
+        let next = self.memo.len();
+        match usize::try_from(index) {
+            Ok(slot) if slot < next => self.memo[slot] = value,
+            Ok(slot) if slot == next => {
+                self.sparse_memo.remove(&index);
+                self.memo.push(value);
+            }
+            _ => {
+                // A hash-map entry costs about twice its size.
+                self.charge(2 * size_of::<(u64, Value)>())?;
+                self.sparse_memo.insert(index, value);
+            }
+        }
         Ok(())
     }
 
     fn get(&mut self, index: u64) -> Result<(), PickleError> {
-        let value = self
-            .memo
-            .get(&index)
+        let stored = match usize::try_from(index) {
+            Ok(slot) if slot < self.memo.len() => self.memo.get(slot),
+            _ => self.sparse_memo.get(&index),
+        };
+        let value = stored
             .ok_or(PickleError::MissingMemo {
                 index,
                 offset: self.at,
@@ -1009,6 +1052,94 @@ mod tests {
         assert!(list.iter().all(|item| item.as_str().is_some()));
     }
 
+    /// A list of `builtins.str` objects as fail2ban's Python writes it
+    /// (batches of 1000, `STACK_GLOBAL` once then `BINGET`), for a list
+    /// memoized as entry `memo`.
+    fn str_list(out: &mut Vec<u8>, memo: u8, addresses: &[&str]) {
+        out.extend_from_slice(b"]\x94");
+        for (n, batch) in addresses.chunks(1000).enumerate() {
+            out.push(b'(');
+            for (i, address) in batch.iter().enumerate() {
+                if n == 0 && i == 0 {
+                    out.extend_from_slice(b"\x8c\x08builtins\x94\x8c\x03str\x94\x93\x94");
+                } else {
+                    out.extend_from_slice(&[b'h', memo + 3]);
+                }
+                out.extend_from_slice(&[0x8c, u8::try_from(address.len()).expect("short")]);
+                out.extend_from_slice(address.as_bytes());
+                out.extend_from_slice(b"\x94\x85\x94R\x94");
+            }
+            out.push(b'e');
+        }
+    }
+
+    /// Protocol 5 framing around `body`, in one frame: Python splits
+    /// frames at 64 KiB, which the decoder does not look at.
+    fn framed(body: &[u8]) -> Vec<u8> {
+        let mut out = vec![0x80, 5, 0x95];
+        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// `get <jail> banned` → `(0, [addresses])`.
+    fn banned_reply(addresses: &[&str]) -> Vec<u8> {
+        let mut body = b"K\x00".to_vec();
+        str_list(&mut body, 0, addresses);
+        body.extend_from_slice(b"\x86\x94.");
+        framed(&body)
+    }
+
+    /// `status <jail>` with `addresses` banned (the counters stay those of
+    /// the captured reply).
+    fn status_reply(addresses: &[&str]) -> Vec<u8> {
+        let captured: &[u8] = include_bytes!("testdata/status.pickle");
+        let mut body = captured[11..183].to_vec();
+        str_list(&mut body, 19, addresses);
+        body.extend_from_slice(b"\x86\x94e\x86\x94e\x86\x94.");
+        framed(&body)
+    }
+
+    #[test]
+    fn real_banned_lists_fit_the_budget_at_any_size() {
+        // The generators reproduce the captured replies byte for byte.
+        let large: Vec<String> = ["192.0.2.7".to_owned(), "2001:db8::7".to_owned()]
+            .into_iter()
+            .chain((0..1500).map(|i| format!("10.{}.{}.1", i / 256, i % 256)))
+            .collect();
+        let large: Vec<&str> = large.iter().map(String::as_str).collect();
+        assert_eq!(
+            banned_reply(&large),
+            include_bytes!("testdata/get_banned_large.pickle")
+        );
+        assert_eq!(
+            status_reply(&["192.0.2.7", "2001:db8::7", "198.51.100.9"]),
+            include_bytes!("testdata/status.pickle")
+        );
+        // 60,000 short addresses: far past the base budget, and the
+        // reply shape that decodes to the most bytes per input byte.
+        let many: Vec<String> = (0..60_000u32)
+            .map(|i| format!("1.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255))
+            .collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let Value::Tuple(banned) = decode(&banned_reply(&many)).expect("banned") else {
+            panic!("tuple");
+        };
+        let banned = banned[1].as_seq().expect("list");
+        assert_eq!(banned.len(), many.len());
+        assert_eq!(banned.last(), Some(&s("1.0.234.95")));
+        let Value::Tuple(status) = decode(&status_reply(&many)).expect("status") else {
+            panic!("tuple");
+        };
+        let actions = &status[1].as_seq().expect("sections")[1]
+            .as_seq()
+            .expect("pair")[1];
+        let listed = &actions.as_seq().expect("entries")[2]
+            .as_seq()
+            .expect("pair")[1];
+        assert_eq!(listed.as_seq().expect("list").len(), many.len());
+    }
+
     #[test]
     fn kitchen_sink_decodes_in_both_protocols() {
         let mut error = object("builtins", "ValueError", vec![s("bad value")]);
@@ -1191,15 +1322,60 @@ mod tests {
     }
 
     #[test]
+    fn memo_misuse_and_extension_opcodes_are_errors() {
+        assert_eq!(
+            decode(b"j\xff\xff\xff\xff."),
+            Err(PickleError::MissingMemo {
+                index: u64::from(u32::MAX),
+                offset: 0,
+            })
+        );
+        assert_eq!(
+            decode(b"\x94N."),
+            Err(PickleError::Malformed {
+                offset: 0,
+                reason: "stack underflow",
+            })
+        );
+        // EXT1: a class from the copyreg extension registry.
+        assert_eq!(
+            decode(b"\x82\x01N."),
+            Err(PickleError::UnknownOpcode {
+                opcode: 0x82,
+                offset: 0,
+            })
+        );
+    }
+
+    #[test]
     fn deep_nesting_is_refused() {
         let mut input = vec![b']'; 10_000];
         input.extend(std::iter::repeat_n(b'a', 9_999));
         input.push(b'.');
         assert!(matches!(decode(&input), Err(PickleError::TooDeep { .. })));
         let mut tuples = vec![b'N'];
-        tuples.extend(std::iter::repeat_n(0x85, 10_000));
+        tuples.extend(std::iter::repeat_n(0x85, 1_000_000));
         tuples.push(b'.');
         assert!(matches!(decode(&tuples), Err(PickleError::TooDeep { .. })));
+        // {1: {1: {1: …}}} filled from the inside out by SETITEM.
+        let mut dicts = vec![b'}'];
+        for _ in 0..10_000 {
+            dicts.extend_from_slice(b"K\x01}");
+        }
+        dicts.extend(std::iter::repeat_n(b's', 10_000));
+        dicts.push(b'.');
+        assert!(matches!(decode(&dicts), Err(PickleError::TooDeep { .. })));
+        // m.f(m.f(m.f(…))) by REDUCE, and as BUILD state.
+        let mut objects = b"cm\nf\n".repeat(10_000);
+        objects.push(b'N');
+        objects.extend(b"\x85R".repeat(10_000));
+        objects.push(b'.');
+        assert!(matches!(decode(&objects), Err(PickleError::TooDeep { .. })));
+        let mut states = b"cm\nf\n)R".repeat(10_000);
+        states.push(b'N');
+        states.extend(std::iter::repeat_n(b'b', 10_000));
+        states.push(b'.');
+        assert!(matches!(decode(&states), Err(PickleError::TooDeep { .. })));
         let mut ok = vec![b'N'];
         ok.extend(std::iter::repeat_n(0x85, MAX_DEPTH));
         ok.push(b'.');
@@ -1241,6 +1417,155 @@ mod tests {
         dup.extend(std::iter::repeat_n(b'2', 100_000));
         dup.extend_from_slice(b"t.");
         assert!(matches!(decode(&dup), Err(PickleError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn every_truncated_reply_asks_for_more() {
+        // The client reads until a reply decodes; a cut reply must say
+        // `Truncated` (read on), never decode or fail otherwise.
+        for (name, bytes) in CAPTURED {
+            let step = if bytes.len() > 4096 { 97 } else { 1 };
+            for len in (0..bytes.len()).step_by(step) {
+                assert!(
+                    matches!(decode(&bytes[..len]), Err(PickleError::Truncated { .. })),
+                    "{name} cut at {len}: {:?}",
+                    decode(&bytes[..len])
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn huge_declared_lengths_are_checked_against_the_input() {
+        // Lengths are compared with the bytes present before anything is
+        // allocated.
+        for (opcode, len) in [
+            (0x8d, 1u64 << 60), // BINUNICODE8
+            (0x8e, 1 << 60),    // BINBYTES8
+            (0x8d, u64::MAX),
+        ] {
+            let mut input = vec![0x80, 5, opcode];
+            input.extend_from_slice(&len.to_le_bytes());
+            input.extend_from_slice(b"abc.");
+            assert_eq!(decode(&input), Err(PickleError::Truncated { offset: 15 }));
+        }
+        for opcode in [b'X', b'B'] {
+            let mut input = vec![opcode];
+            input.extend_from_slice(&u32::MAX.to_le_bytes());
+            input.extend_from_slice(b"abc.");
+            assert_eq!(decode(&input), Err(PickleError::Truncated { offset: 9 }));
+        }
+        // A FRAME's length is never used: what follows is read as usual.
+        let mut frame = vec![0x80, 5, 0x95];
+        frame.extend_from_slice(&(1u64 << 63).to_le_bytes());
+        frame.extend_from_slice(b"N.");
+        assert_eq!(decode(&frame), Ok(Value::None));
+    }
+
+    #[test]
+    fn globals_are_recorded_never_called() {
+        let system = |arg: &str| object("os", "system", vec![s(arg)]);
+        // GLOBAL + REDUCE, STACK_GLOBAL + REDUCE (protocol 4), NEWOBJ.
+        assert_eq!(
+            decode(b"cos\nsystem\n(X\x0a\x00\x00\x00echo pwnedtR."),
+            Ok(system("echo pwned"))
+        );
+        assert_eq!(
+            decode(
+                b"\x80\x04\x8c\x02os\x94\x8c\x06system\x94\x93\x94\x8c\x0aecho pwned\x94\x85\x94R\x94."
+            ),
+            Ok(system("echo pwned"))
+        );
+        assert_eq!(
+            decode(b"\x80\x02cos\nsystem\nX\x01\x00\x00\x00x\x85\x81."),
+            Ok(system("x"))
+        );
+        // BUILD only records the state.
+        let Ok(Value::Object(built)) =
+            decode(b"cos\nsystem\n(X\x01\x00\x00\x00xtR}X\x01\x00\x00\x00aK\x01sb.")
+        else {
+            panic!("object");
+        };
+        assert_eq!(
+            built.state,
+            Some(Value::Dict(vec![(s("a"), Value::Int(1))]))
+        );
+        // INST and OBJ, protocol 0/1's way to instantiate, are refused.
+        assert_eq!(
+            decode(b"(X\x0a\x00\x00\x00echo pwnedios\nsystem\n."),
+            Err(PickleError::UnknownOpcode {
+                opcode: b'i',
+                offset: 16
+            })
+        );
+        assert_eq!(
+            decode(b"(cos\nsystem\nX\x0a\x00\x00\x00echo pwnedo."),
+            Err(PickleError::UnknownOpcode {
+                opcode: b'o',
+                offset: 27
+            })
+        );
+        // Only builtins.str becomes a string; a lookalike keeps its class.
+        assert_eq!(
+            decode(
+                b"\x80\x02K\x00](cbuiltins\nstr\nX\x09\x00\x00\x00192.0.2.7\x85R\
+                  cos\nsystem\nX\x09\x00\x00\x00192.0.2.8\x85Re\x86."
+            ),
+            Ok(Value::Tuple(vec![
+                Value::Int(0),
+                Value::List(vec![s("192.0.2.7"), system("192.0.2.8")])
+            ]))
+        );
+    }
+
+    #[test]
+    fn floods_of_small_opcodes_stay_within_the_budget() {
+        // One-byte opcodes decode to at most one 32-byte value each (or
+        // an 8-byte mark), which the budget allows: each flood runs to its
+        // structural error, in time linear in its length. Copies of larger
+        // values are what the budget refuses (`memo_amplification_is_refused`).
+        let more = "STOP with more than one value on the stack";
+        let open = "MARK without its closing opcode";
+        for (unit, reason) in [
+            (&b"N"[..], more),
+            (b"]", more),
+            (b"N\x94", more),
+            (b"(N", open),
+            (b"(", open),
+            (b"N0", "STOP with an empty stack"),
+        ] {
+            let mut input = unit.repeat((1 << 21) / unit.len());
+            input.push(b'.');
+            let started = std::time::Instant::now();
+            assert_eq!(
+                decode(&input).map(drop),
+                Err(PickleError::Malformed {
+                    offset: 1 << 21,
+                    reason
+                }),
+                "{unit:?}"
+            );
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "{unit:?}: {:?}",
+                started.elapsed()
+            );
+        }
+    }
+
+    #[test]
+    fn memo_indices_follow_python() {
+        // MEMOIZE stores at len(memo), which entries put out of order by
+        // BINPUT count towards; pickle.loads gives (8, 10, None, 11).
+        assert_eq!(
+            decode(b"Nq\x020K\x07\x940K\x08q\x000K\x0aq\x010K\x0b\x940(h\x00h\x01h\x02h\x03t."),
+            Ok(Value::Tuple(vec![
+                Value::Int(8),
+                Value::Int(10),
+                Value::None,
+                Value::Int(11)
+            ]))
+        );
     }
 
     /// xorshift64*: deterministic, so a failure reproduces from its seed.
