@@ -1,0 +1,487 @@
+//! The ban manager: the one path every ban takes, whatever its source.
+//!
+//! It validates the target, enforces the allowlist (and, optionally, the
+//! host's own addresses), computes the ban length with escalation for repeat
+//! offenders, writes the store — the source of truth — before anything is
+//! acknowledged, then brings the backends in line: the XDP maps and the
+//! fail2ban queue. Reconciliation repairs the maps from the store (after a
+//! reboot wiped the pins, or when the LRU map evicted a live ban).
+//!
+//! Here: validation, the store write and the kernel write of every ban.
+//! [`policy`] holds the settings, [`length`] how long a ban lasts,
+//! [`aggregate`] prefix aggregation, [`unban`] lifting bans, [`fail2ban`]
+//! the fail2ban backend's expiry and jail reconciliation, [`reconcile`]
+//! the kernel maps' reconciliation and purging, [`host`] the host's own
+//! addresses.
+
+mod aggregate;
+mod fail2ban;
+mod host;
+mod length;
+mod policy;
+mod reconcile;
+#[cfg(test)]
+mod tests;
+mod unban;
+
+use std::{collections::BTreeSet, sync::Arc};
+
+// foldhash: several times faster than SipHash on address keys, and seeded
+// per process, so attacker-chosen addresses cannot aim at collisions.
+use foldhash::{HashMap, HashMapExt as _};
+use ipnet::IpNet;
+use tracing::{debug, info, warn};
+use xdp_common::BanValue;
+
+use super::{
+    BanEntry, BanError, BanLength, BanStats, Source, canonical_net,
+    fail2ban::Fail2banOp,
+    store::{Store, StoredBan},
+    target_to_string,
+};
+use crate::{
+    clock::{self, unix_now},
+    dataplane::{Dataplane, monotonic_now_ns},
+};
+
+/// One ban to make.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BanRequest {
+    pub target: IpNet,
+    pub length: BanLength,
+    pub source: Source,
+    pub reason: String,
+    /// Score detail of a policy verdict.
+    pub detail: String,
+}
+
+/// Where the XDP backend stands.
+#[derive(Debug)]
+pub struct XdpBackend {
+    /// The loaded program and maps; `None` when loading failed.
+    pub dataplane: Option<Dataplane>,
+    /// Whether packets are being checked (attached to an interface).
+    pub enforcing: bool,
+    /// Why not, or where: shown by `status`.
+    pub note: String,
+}
+
+/// A change the manager made, told to its observer after the store
+/// committed it (the fleet publishes shared ones).
+#[derive(Debug)]
+pub enum BanEvent<'a> {
+    /// These rows were stored and enforced.
+    Banned(&'a [StoredBan]),
+    /// The ban on `target` was lifted at the request of `source`.
+    Unbanned { target: IpNet, source: Source },
+}
+
+/// Called with every [`BanEvent`], under the manager's lock: keep it short.
+pub type BanObserver = Box<dyn Fn(&BanEvent<'_>) + Send + Sync>;
+
+/// The optional observer; `Debug` by name only.
+#[derive(Default)]
+struct Observer(Option<BanObserver>);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Observer(set)"
+        } else {
+            "Observer(none)"
+        })
+    }
+}
+
+/// The one path for bans.
+#[derive(Debug)]
+pub struct BanManager {
+    store: Arc<Store>,
+    /// Every store row (active and history), mirrored for lookups.
+    index: HashMap<IpNet, StoredBan>,
+    xdp: XdpBackend,
+    fail2ban: Option<Fail2banLink>,
+    policy: BanPolicy,
+    own_addresses: Vec<IpNet>,
+    /// When each ban sent to fail2ban ends, soonest first; an entry whose
+    /// row has since changed is skipped when it comes due.
+    fail2ban_expiries: BTreeSet<(i64, IpNet)>,
+    /// Per aggregation prefix: each address newly banned in it, with when.
+    recent: HashMap<IpNet, Vec<(IpNet, i64)>>,
+    evicted: u64,
+    backend_errors: u64,
+    observer: Observer,
+}
+
+impl BanManager {
+    /// Loads the store into memory. Call [`BanManager::reconcile`] next.
+    pub fn new(
+        store: Arc<Store>,
+        xdp: XdpBackend,
+        fail2ban: Option<Fail2banLink>,
+        policy: BanPolicy,
+    ) -> Result<Self, BanError> {
+        let rows = store.all().map_err(|e| BanError::Store {
+            message: e.to_string(),
+        })?;
+        let index = rows.into_iter().map(|ban| (ban.target, ban)).collect();
+        let mut manager = Self {
+            store,
+            index,
+            xdp,
+            fail2ban,
+            policy: BanPolicy::default(),
+            own_addresses: Vec::new(),
+            recent: HashMap::new(),
+            fail2ban_expiries: BTreeSet::new(),
+            evicted: 0,
+            backend_errors: 0,
+            observer: Observer::default(),
+        };
+        manager.set_policy(policy);
+        Ok(manager)
+    }
+
+    /// Replaces the settings (on reload).
+    pub fn set_policy(&mut self, policy: BanPolicy) {
+        self.own_addresses = if policy.ignore_self {
+            host_addresses()
+        } else {
+            Vec::new()
+        };
+        self.policy = policy;
+        self.lift_disallowed();
+    }
+
+    /// Sets the observer told about every ban and unban after the store
+    /// committed it.
+    pub fn set_observer(&mut self, observer: BanObserver) {
+        self.observer = Observer(Some(observer));
+    }
+
+    fn tell(&self, event: &BanEvent<'_>) {
+        if let Some(observer) = &self.observer.0 {
+            observer(event);
+        }
+    }
+
+    /// The settings in force.
+    pub fn policy(&self) -> &BanPolicy {
+        &self.policy
+    }
+
+    /// The XDP backend, for attach, reload and status.
+    pub fn xdp(&self) -> &XdpBackend {
+        &self.xdp
+    }
+
+    /// The XDP backend, mutable.
+    pub fn xdp_mut(&mut self) -> &mut XdpBackend {
+        &mut self.xdp
+    }
+
+    /// The fail2ban backend, if configured.
+    pub fn fail2ban(&self) -> Option<&Fail2banLink> {
+        self.fail2ban.as_ref()
+    }
+
+    /// Whether bans currently go to fail2ban.
+    pub fn fail2ban_active(&self) -> bool {
+        self.fail2ban
+            .as_ref()
+            .is_some_and(|link| link.always || !self.xdp.enforcing)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Bans one target. See [`BanManager::ban_many`].
+    pub fn ban(&mut self, request: BanRequest) -> Result<BanEntry, BanError> {
+        self.ban_many(vec![request]).pop().unwrap_or_else(|| {
+            Err(BanError::Store {
+                message: "no result for the ban".to_owned(),
+            })
+        })
+    }
+
+    /// Bans every target, one result per request in order. All accepted
+    /// bans are written to the store in one transaction before any result
+    /// is returned; if that write fails, every one of them fails.
+    pub fn ban_many(&mut self, requests: Vec<BanRequest>) -> Vec<Result<BanEntry, BanError>> {
+        self.ban_many_as(requests, Breadth::Bounded)
+    }
+
+    /// [`BanManager::ban_many`], allowing prefixes wider than
+    /// [`BanPolicy::widest`] when `breadth` is [`Breadth::Forced`].
+    pub fn ban_many_as(
+        &mut self,
+        requests: Vec<BanRequest>,
+        breadth: Breadth,
+    ) -> Vec<Result<BanEntry, BanError>> {
+        self.apply(requests, breadth)
+            .into_iter()
+            .map(|r| {
+                r.and_then(|target| self.index.get(&target).map(Self::entry).ok_or_else(no_row))
+            })
+            .collect()
+    }
+
+    /// Bans many targets with one reason, as `ban --file` does; returns how
+    /// many were banned and the refusals by position in `targets`.
+    pub fn ban_bulk(
+        &mut self,
+        targets: &[IpNet],
+        length: BanLength,
+        source: Source,
+        reason: &str,
+        breadth: Breadth,
+    ) -> (usize, Vec<(usize, BanError)>) {
+        let requests = targets
+            .iter()
+            .map(|&target| BanRequest {
+                target,
+                length,
+                source,
+                reason: reason.to_owned(),
+                detail: String::new(),
+            })
+            .collect();
+        let mut banned = 0;
+        let mut refused = Vec::new();
+        for (i, result) in self.apply(requests, breadth).into_iter().enumerate() {
+            match result {
+                Ok(_) => banned += 1,
+                Err(error) => refused.push((i, error)),
+            }
+        }
+        (banned, refused)
+    }
+
+    /// The common path: validate, compute, store, enforce, aggregate.
+    fn apply(
+        &mut self,
+        requests: Vec<BanRequest>,
+        breadth: Breadth,
+    ) -> Vec<Result<IpNet, BanError>> {
+        let now = unix_now();
+        let mut results = Vec::with_capacity(requests.len());
+        let mut rows: Vec<StoredBan> = Vec::with_capacity(requests.len());
+        // Whether each row starts a ban rather than re-applying a live one.
+        let mut fresh: Vec<bool> = Vec::with_capacity(requests.len());
+        let mut pending: HashMap<IpNet, usize> = HashMap::with_capacity(requests.len());
+        for request in requests {
+            let target = canonical_net(request.target.trunc());
+            if let Err(error) = self
+                .admissible_breadth(target, breadth)
+                .and_then(|()| self.admissible(target))
+                .and_then(|()| admissible_length(target, request.length, now))
+            {
+                results.push(Err(error));
+                continue;
+            }
+            let previous = pending
+                .get(&target)
+                .map(|&i| &rows[i])
+                .or_else(|| self.index.get(&target));
+            let starts = previous.is_none_or(|p| !p.is_active(now));
+            let row = self.next_row(previous, target, request, now);
+            results.push(Ok(target));
+            if let Some(&i) = pending.get(&target) {
+                rows[i] = row;
+            } else {
+                pending.insert(target, rows.len());
+                rows.push(row);
+                fresh.push(starts);
+            }
+        }
+        if rows.is_empty() {
+            return results;
+        }
+        debug!(rows = rows.len(), "bans validated");
+        let started = std::time::Instant::now();
+        // The store and the kernel are written at the same time; the call
+        // returns only once the store has committed.
+        let store = Arc::clone(&self.store);
+        let (stored, enforced) = std::thread::scope(|scope| {
+            let writer = scope.spawn(|| store.put_bans(&rows).map(|()| started.elapsed()));
+            self.enforce(&rows);
+            let enforced = started.elapsed();
+            (writer.join(), enforced)
+        });
+        let stored = match stored {
+            Ok(Ok(elapsed)) => elapsed,
+            Ok(Err(error)) => return self.undo(&rows, results, &error.to_string()),
+            Err(_) => return self.undo(&rows, results, "the store writer panicked"),
+        };
+        debug!(rows = rows.len(), ?stored, ?enforced, "bans written");
+        for source in [Source::Policy, Source::Cli, Source::Logwatch, Source::Fleet] {
+            let n = rows.iter().filter(|row| row.source == source).count() as u64;
+            if n > 0 {
+                metrics::counter!(crate::metrics::BANS_TOTAL, "source" => source.as_str())
+                    .increment(n);
+            }
+        }
+        self.tell(&BanEvent::Banned(&rows));
+        let aggregates = self.aggregate(&rows, &fresh, now);
+        if self.fail2ban_active() {
+            self.fail2ban_expiries.extend(
+                rows.iter()
+                    .filter_map(|row| row.expires_at.map(|at| (at, row.target))),
+            );
+        }
+        self.queue_for_fail2ban(rows.iter().map(|row| Fail2banOp::ban(row.target)).collect());
+        for row in rows {
+            self.index.insert(row.target, row);
+        }
+        debug!("index updated");
+        if !aggregates.is_empty() {
+            for result in self.ban_many(aggregates) {
+                match result {
+                    Ok(entry) => {
+                        info!(prefix = %target_to_string(&entry.addr), reason = %entry.reason, "prefix banned");
+                    }
+                    Err(error) => warn!(%error, "prefix ban refused"),
+                }
+            }
+        }
+        results
+    }
+
+    /// The store refused the bans: take them back out of the kernel (the
+    /// earlier state of each target is restored by the next
+    /// reconciliation) and fail every accepted request.
+    fn undo(
+        &mut self,
+        rows: &[StoredBan],
+        results: Vec<Result<IpNet, BanError>>,
+        message: &str,
+    ) -> Vec<Result<IpNet, BanError>> {
+        if let Some(dataplane) = self.xdp.dataplane.as_mut() {
+            for row in rows
+                .iter()
+                .filter(|row| !self.index.contains_key(&row.target))
+            {
+                let _ = dataplane.remove(row.target);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.and_then(|_| {
+                    Err(BanError::Store {
+                        message: message.to_owned(),
+                    })
+                })
+            })
+            .collect()
+    }
+
+    fn admissible_breadth(&self, target: IpNet, breadth: Breadth) -> Result<(), BanError> {
+        match self.policy.widest.exceeded_by(&target) {
+            Some(widest) if breadth == Breadth::Bounded => {
+                Err(BanError::TooWide { target, widest })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn admissible(&self, target: IpNet) -> Result<(), BanError> {
+        if let Some(entry) = self.policy.allowlist.covers(&target) {
+            return Err(BanError::Allowlisted { target, entry });
+        }
+        if let Some(own) = self
+            .own_addresses
+            .iter()
+            .find(|own| target.contains(&own.network()))
+        {
+            return Err(BanError::OwnAddress { target, own: *own });
+        }
+        Ok(())
+    }
+
+    /// Writes rows to the kernel maps; a failure is logged and repaired by
+    /// the next reconciliation (the store already holds the bans).
+    fn enforce(&mut self, rows: &[StoredBan]) {
+        let Some(dataplane) = self.xdp.dataplane.as_mut() else {
+            return;
+        };
+        let mono = monotonic_now_ns();
+        let now = unix_now();
+        let values: Vec<(IpNet, BanValue)> = rows
+            .iter()
+            .map(|row| (row.target, kernel_value(row, now, mono)))
+            .collect();
+        if let Err(error) = dataplane.insert_many(&values) {
+            self.backend_errors += 1;
+            warn!(%error, "writing bans to the XDP maps failed; the next reconciliation retries");
+        }
+    }
+
+    /// Every active ban, sorted by address.
+    pub fn list(&self) -> Vec<BanEntry> {
+        let now = unix_now();
+        let mut bans: Vec<BanEntry> = self
+            .index
+            .values()
+            .filter(|row| row.is_active(now))
+            .map(Self::entry)
+            .collect();
+        bans.sort_by_key(|ban| ban.addr);
+        bans
+    }
+
+    /// Ban counts, packet counters and backend figures.
+    pub fn stats(&self) -> BanStats {
+        let now = unix_now();
+        let mut stats = BanStats {
+            evicted: self.evicted,
+            backend_errors: self.backend_errors,
+            ..BanStats::default()
+        };
+        if let Some(link) = &self.fail2ban {
+            stats.queue_depth = link.backend.health().queue_depth;
+        }
+        if let Some(dataplane) = &self.xdp.dataplane {
+            match dataplane.counters() {
+                Ok(packets) => stats.packets = packets,
+                Err(error) => warn!(%error, "reading the packet counters failed"),
+            }
+        }
+        for row in self.index.values().filter(|row| row.is_active(now)) {
+            stats.bans_active += 1;
+            match row.target {
+                IpNet::V4(n) if n.prefix_len() == 32 => stats.bans_v4 += 1,
+                IpNet::V6(n) if n.prefix_len() == 128 => stats.bans_v6 += 1,
+                IpNet::V4(_) => stats.prefixes_v4 += 1,
+                IpNet::V6(_) => stats.prefixes_v6 += 1,
+            }
+        }
+        stats
+    }
+
+    fn entry(row: &StoredBan) -> BanEntry {
+        BanEntry {
+            addr: row.target,
+            expires_at: row.expires_at.map(clock::system_time),
+            source: row.source,
+            reason: row.reason.clone(),
+            detail: row.detail.clone(),
+            count: row.count,
+        }
+    }
+}
+
+fn no_row() -> BanError {
+    BanError::Store {
+        message: "the ban was not recorded".to_owned(),
+    }
+}
+
+pub use fail2ban::{Fail2banLink, Fail2banReconciled};
+pub use host::host_addresses;
+use length::admissible_length;
+pub use policy::{Aggregation, BanPolicy, Breadth, Escalation, Widest};
+pub use reconcile::Reconciled;
+use reconcile::kernel_value;
