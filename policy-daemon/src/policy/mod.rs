@@ -13,6 +13,7 @@
 //! finished. Postfix never has to fall back on its 451 default because of
 //! spamwall.
 
+pub mod action;
 pub mod cache;
 pub mod checks;
 pub mod client;

@@ -12,7 +12,7 @@ use regex::RegexSet;
 use super::{Hit, Local, Mail, Problems, score};
 use crate::{
     bans::parse_target,
-    policy::{config::CheckConfig, engine::check_action},
+    policy::{action::check_action, config::CheckConfig},
 };
 
 /// What a list entry is matched against.
