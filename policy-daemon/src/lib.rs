@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
+pub mod duration;
 pub mod fleet;
 pub mod listen;
 pub mod logwatch;

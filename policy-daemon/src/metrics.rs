@@ -12,7 +12,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use metrics::{counter, gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -21,11 +20,7 @@ use tokio::{
 };
 use tracing::debug;
 
-use crate::{
-    bans::BanStats,
-    control::BackendStatus,
-    listen::{LogLimit, WARN_INTERVAL, accept_failed},
-};
+use crate::listen::{LogLimit, WARN_INTERVAL, accept_failed};
 
 /// Policy request latency, seconds.
 pub const POLICY_LATENCY: &str = "spamwall_policy_request_duration_seconds";
@@ -78,39 +73,6 @@ pub async fn bind(addr: &str) -> Result<TcpListener, MetricsError> {
             addr: addr.to_owned(),
             source,
         })
-}
-
-/// Copies a snapshot of the ban manager into the recorder.
-pub fn record_snapshot(stats: &BanStats, backends: &[BackendStatus]) {
-    for (kind, value) in [
-        ("v4", stats.bans_v4),
-        ("v6", stats.bans_v6),
-        ("prefix_v4", stats.prefixes_v4),
-        ("prefix_v6", stats.prefixes_v6),
-    ] {
-        #[expect(
-            clippy::cast_precision_loss,
-            reason = "gauges are f64; ban counts stay far below 2^52"
-        )]
-        gauge!("spamwall_bans_active", "kind" => kind).set(value as f64);
-    }
-    for (outcome, value) in stats.packets.iter() {
-        counter!("spamwall_xdp_packets_total", "outcome" => outcome.name()).absolute(value);
-    }
-    counter!("spamwall_bans_evicted_total").absolute(stats.evicted);
-    counter!("spamwall_backend_errors_total").absolute(stats.backend_errors);
-    for backend in backends {
-        gauge!("spamwall_backend_up", "backend" => backend.name.clone())
-            .set(f64::from(u8::from(backend.active)));
-        if let Some(depth) = backend.queue_depth {
-            #[expect(
-                clippy::cast_precision_loss,
-                reason = "gauges are f64; queue depths stay far below 2^52"
-            )]
-            gauge!("spamwall_backend_queue_depth", "backend" => backend.name.clone())
-                .set(depth as f64);
-        }
-    }
 }
 
 /// Serves `GET /metrics` until `shutdown` resolves, then closes every

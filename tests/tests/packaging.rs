@@ -126,7 +126,7 @@ fn systemd_unit_open_file_limit_fits_the_default_caps() {
         .parse()
         .expect("LimitNOFILE is a number");
     let max_connections = spamwall::policy::PolicyConfig::default().max_connections;
-    let budget = spamwall::listen::fd_budget(max_connections);
+    let budget = spamwall::daemon::fd_budget(max_connections);
     assert!(
         limit >= budget,
         "LimitNOFILE={limit} is below the {budget} descriptors the listeners may need with max_connections = {max_connections}"

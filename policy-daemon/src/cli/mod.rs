@@ -17,9 +17,10 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{
     bans::{BanEntry, BanLength, parse_target, parse_target_list, target_to_string},
-    config::{BanTime, Config, resolve_path},
+    config::{Config, resolve_path},
     control::{self, Request, Response, Status},
     dataplane,
+    duration::BanTime,
 };
 
 /// Default control socket when no configuration file is found.

@@ -10,7 +10,9 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 pub use client::{ClientError, request};
-pub use server::{BindError, CLIENT_TIMEOUT, MAX_CLIENTS, bind, bind_unix, serve};
+pub use server::{CLIENT_TIMEOUT, MAX_CLIENTS, bind, serve};
+
+pub use crate::listen::BindError;
 
 use crate::{
     bans::{BanEntry, BanLength, BanStats},

@@ -11,7 +11,6 @@
 
 use std::{
     fs, io,
-    os::unix::fs::{FileTypeExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -25,7 +24,7 @@ use tokio::{
 use tracing::{debug, warn};
 
 use super::{MAX_REQUEST_BYTES, Request, Response};
-use crate::listen::{Clients, LogLimit, Slot, WARN_INTERVAL, accept_failed};
+use crate::listen::{BindError, Clients, LogLimit, Slot, WARN_INTERVAL, accept_failed, bind_unix};
 
 /// Control clients served at once.
 pub const MAX_CLIENTS: usize = 64;
@@ -35,69 +34,9 @@ pub const MAX_CLIENTS: usize = 64;
 /// answer whole; 30 s covers a `ban --file` of millions of addresses.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Why a UNIX socket (the control socket, a policy listener) could not be
-/// opened. `role` names it, e.g. "control socket".
-#[derive(Debug, thiserror::Error)]
-pub enum BindError {
-    #[error("{role} {path}: another process is already listening there")]
-    InUse { role: &'static str, path: PathBuf },
-    #[error("{role} {path} exists and is not a socket; remove it or change the configuration")]
-    NotASocket { role: &'static str, path: PathBuf },
-    #[error("{role} {path}: {operation}: {source}")]
-    Io {
-        role: &'static str,
-        path: PathBuf,
-        operation: &'static str,
-        source: io::Error,
-    },
-}
-
 /// Binds the control socket with mode 0660.
 pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
     bind_unix(path, 0o660, "control socket")
-}
-
-/// Binds a UNIX stream socket with `mode`. A socket file left by a dead
-/// process is removed; a live one is never taken over, and a file that is
-/// not a socket is left alone.
-pub fn bind_unix(path: &Path, mode: u32, role: &'static str) -> Result<UnixListener, BindError> {
-    let io_error = |operation| {
-        move |source| BindError::Io {
-            role,
-            path: path.to_owned(),
-            operation,
-            source,
-        }
-    };
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(io_error("creating its directory"))?;
-    }
-    match fs::symlink_metadata(path) {
-        Ok(meta) if !meta.file_type().is_socket() => {
-            return Err(BindError::NotASocket {
-                role,
-                path: path.to_owned(),
-            });
-        }
-        Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
-            Ok(_) => {
-                return Err(BindError::InUse {
-                    role,
-                    path: path.to_owned(),
-                });
-            }
-            Err(_) => fs::remove_file(path).map_err(io_error("removing the stale socket"))?,
-        },
-        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-        Err(source) => return Err(io_error("inspecting")(source)),
-    }
-    let listener = std::os::unix::net::UnixListener::bind(path).map_err(io_error("binding"))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .map_err(io_error("setting its mode"))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(io_error("setting non-blocking"))?;
-    UnixListener::from_std(listener).map_err(io_error("registering with the runtime"))
 }
 
 /// Serves control requests until `shutdown` resolves, then removes the
@@ -258,6 +197,8 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
     use super::*;
     use crate::control::{ClientError, request};
 

@@ -16,6 +16,7 @@
 //! - [`tasks`] runs the background work (fleet, metrics, fail2ban,
 //!   maintenance).
 
+mod fd_limit;
 mod handler;
 mod tasks;
 mod xdp;
@@ -160,7 +161,7 @@ pub async fn run(
     for warning in config.warnings() {
         warn!("{warning}");
     }
-    crate::listen::ensure_fd_budget(if config.policy.serves() {
+    fd_limit::ensure_fd_budget(if config.policy.serves() {
         config.policy.max_connections
     } else {
         0
@@ -364,3 +365,5 @@ fn reload(shared: &Shared) {
     runtime.config = config;
     info!(config = %path.display(), "configuration reloaded");
 }
+
+pub use fd_limit::{RESERVED_FDS, fd_budget};

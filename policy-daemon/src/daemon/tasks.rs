@@ -4,12 +4,14 @@
 
 use std::{sync::Arc, time::Duration};
 
+use metrics::{counter, gauge};
 use tracing::{info, warn};
 
 use super::{DaemonError, Shared, handler::backends};
 use crate::{
-    bans::{Fail2banLink, fail2ban::Fail2banBackend, store::Store},
+    bans::{BanStats, Fail2banLink, fail2ban::Fail2banBackend, store::Store},
     config::{Backend, Config, Fail2banConfig},
+    control::BackendStatus,
 };
 
 /// How often the maps are reconciled with the store and history purged.
@@ -44,7 +46,7 @@ pub(super) async fn start_metrics(
         let shared = Arc::clone(shared);
         Arc::new(move || {
             let manager = shared.manager();
-            crate::metrics::record_snapshot(&manager.stats(), &backends(&manager));
+            record_snapshot(&manager.stats(), &backends(&manager));
             if let Some(fleet) = &shared.fleet {
                 fleet.record_gauges();
             }
@@ -203,4 +205,37 @@ pub(super) fn reconcile_fail2ban(shared: &Shared) -> JailCheck {
         );
     }
     JailCheck::Done
+}
+
+/// Copies a snapshot of the ban manager into the recorder.
+fn record_snapshot(stats: &BanStats, backends: &[BackendStatus]) {
+    for (kind, value) in [
+        ("v4", stats.bans_v4),
+        ("v6", stats.bans_v6),
+        ("prefix_v4", stats.prefixes_v4),
+        ("prefix_v6", stats.prefixes_v6),
+    ] {
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "gauges are f64; ban counts stay far below 2^52"
+        )]
+        gauge!("spamwall_bans_active", "kind" => kind).set(value as f64);
+    }
+    for (outcome, value) in stats.packets.iter() {
+        counter!("spamwall_xdp_packets_total", "outcome" => outcome.name()).absolute(value);
+    }
+    counter!("spamwall_bans_evicted_total").absolute(stats.evicted);
+    counter!("spamwall_backend_errors_total").absolute(stats.backend_errors);
+    for backend in backends {
+        gauge!("spamwall_backend_up", "backend" => backend.name.clone())
+            .set(f64::from(u8::from(backend.active)));
+        if let Some(depth) = backend.queue_depth {
+            #[expect(
+                clippy::cast_precision_loss,
+                reason = "gauges are f64; queue depths stay far below 2^52"
+            )]
+            gauge!("spamwall_backend_queue_depth", "backend" => backend.name.clone())
+                .set(depth as f64);
+        }
+    }
 }

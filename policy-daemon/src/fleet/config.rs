@@ -4,7 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
-use crate::{bans::Source, config::BanTime};
+use crate::{bans::Source, duration::BanTime};
 
 /// `[fleet]`. Absent: bans stay local.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]

@@ -1,22 +1,21 @@
 //! What the policy, control and metrics listeners share: the registry of
 //! live clients with its cap ([`Clients`]), the pause after a failed
-//! `accept`, warnings limited to one a second ([`LogLimit`]), and the
-//! open-file limit their caps need ([`ensure_fd_budget`]).
+//! `accept`, warnings limited to one a second ([`LogLimit`]).
 //!
 //! None of it ever makes an accept loop wait for a client: a loop waits
 //! only for the next connection, for the end of a pause, or for shutdown.
 
 mod clients;
-mod fd_limit;
 mod log_limit;
+mod unix;
 
 use std::{io, time::Duration};
 
 use tracing::{debug, warn};
 
 pub use clients::{Admitted, Clients, Slot, WaitTicket};
-pub use fd_limit::{RESERVED_FDS, ensure_fd_budget, fd_budget};
 pub use log_limit::LogLimit;
+pub use unix::{BindError, bind_unix};
 
 /// Pause after `accept` failed for want of a resource (file descriptors,
 /// memory): the pending connection keeps the listener readable, so

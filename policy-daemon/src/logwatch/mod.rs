@@ -469,11 +469,11 @@ pub struct RuleConfig {
     pub filter: String,
     pub mode: Option<String>,
     /// Default 10 minutes.
-    pub findtime: Option<crate::config::Span>,
+    pub findtime: Option<crate::duration::Span>,
     /// Default 5.
     pub maxretry: Option<u32>,
     /// Default `ban.bantime`.
-    pub bantime: Option<crate::config::BanTime>,
+    pub bantime: Option<crate::duration::BanTime>,
     /// Only lines of this source; default all.
     pub source: Option<String>,
 }

@@ -95,8 +95,8 @@ impl RuleSet {
                     .map_err(|error| RuleError { index, error })?;
                 let length = match rule.bantime {
                     None => BanLength::Default,
-                    Some(crate::config::BanTime(Some(base))) => BanLength::Base(base),
-                    Some(crate::config::BanTime(None)) => BanLength::Permanent,
+                    Some(crate::duration::BanTime(Some(base))) => BanLength::Base(base),
+                    Some(crate::duration::BanTime(None)) => BanLength::Permanent,
                 };
                 Ok(Rule {
                     filter,

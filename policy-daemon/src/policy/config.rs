@@ -16,8 +16,7 @@ use std::{
 
 use serde::{Deserialize, Deserializer, de};
 
-use super::{checks::Chain, engine::Thresholds};
-use crate::config::{BanTime, duration};
+use crate::duration::{BanTime, duration};
 
 /// The listener every default configuration has: Postfix's customary port
 /// on loopback.
@@ -262,7 +261,9 @@ impl PolicyConfig {
         self.enabled && !self.listen.is_empty()
     }
 
-    /// Every problem in the section, each naming its key.
+    /// Every problem of the section's own keys, each naming its key;
+    /// [`crate::policy::problems`] adds what compiling the checks and
+    /// thresholds finds.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         for (i, listen) in self.listen.iter().enumerate() {
@@ -316,12 +317,6 @@ impl PolicyConfig {
                     "policy.hostnames[{i}]: {host:?} is not a host name"
                 ));
             }
-        }
-        if let Err(mut found) = Chain::compile(self) {
-            problems.append(&mut found);
-        }
-        if let Err(mut found) = Thresholds::compile(&self.threshold) {
-            problems.append(&mut found);
         }
         problems
     }

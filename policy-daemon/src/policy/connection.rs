@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 
 use super::{
     codec::{Decoder, Request, encode_reply},
-    server::Service,
+    service::Service,
 };
 use crate::listen::Slot;
 

@@ -31,7 +31,7 @@ use super::{
 };
 use crate::{
     bans::{BanLength, BanSink, Source},
-    config::BanTime,
+    duration::BanTime,
 };
 
 /// One compiled `[[policy.threshold]]`.

@@ -24,6 +24,7 @@ pub mod dns;
 pub mod engine;
 pub mod join;
 pub mod server;
+mod service;
 
 use std::{
     io,
@@ -38,9 +39,24 @@ use tracing::{info, warn};
 
 pub use config::{ListenAddr, PolicyConfig};
 pub use engine::{Decision, Engine};
-pub use server::{Listener, Service, serve};
+pub use server::{Listener, serve};
+pub use service::Service;
 
 use crate::bans::BanSink;
+
+/// Every problem of a `[policy]` section: its own keys, then what
+/// compiling its checks and thresholds finds (a regex that does not
+/// compile, an action Postfix would refuse), each naming its key.
+pub fn problems(config: &PolicyConfig) -> Vec<String> {
+    let mut problems = config.problems();
+    if let Err(mut found) = checks::Chain::compile(config) {
+        problems.append(&mut found);
+    }
+    if let Err(mut found) = engine::Thresholds::compile(&config.threshold) {
+        problems.append(&mut found);
+    }
+    problems
+}
 
 /// Why the policy server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +68,7 @@ pub enum PolicyError {
     #[error("policy listener {addr}: {source}")]
     Bind { addr: String, source: io::Error },
     #[error(transparent)]
-    Socket(#[from] crate::control::BindError),
+    Socket(#[from] crate::listen::BindError),
 }
 
 /// Counters of the policy server; shared with the daemon's `stats`.

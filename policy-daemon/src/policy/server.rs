@@ -22,8 +22,7 @@
 use std::{
     fs, io,
     path::PathBuf,
-    sync::{Arc, PoisonError, RwLock, atomic::Ordering},
-    time::Duration,
+    sync::{Arc, atomic::Ordering},
 };
 
 use tokio::{
@@ -32,14 +31,8 @@ use tokio::{
 };
 use tracing::warn;
 
-use super::{
-    PolicyError, PolicyStats,
-    codec::Limits,
-    config::{ListenAddr, PolicyConfig},
-    connection::serve_connection,
-    engine::Engine,
-};
-use crate::listen::{Clients, LogLimit, Slot, WARN_INTERVAL, WaitTicket, accept_failed};
+use super::{PolicyError, config::ListenAddr, connection::serve_connection, service::Service};
+use crate::listen::{Slot, WaitTicket, accept_failed};
 
 /// A bound listener, TCP or UNIX.
 #[derive(Debug)]
@@ -63,7 +56,7 @@ impl Listener {
                         source,
                     })
             }
-            ListenAddr::Unix(path) => crate::control::bind_unix(path, mode, "policy socket")
+            ListenAddr::Unix(path) => crate::listen::bind_unix(path, mode, "policy socket")
                 .map(|l| Self::Unix(l, path.clone()))
                 .map_err(PolicyError::from),
         }
@@ -74,86 +67,6 @@ impl Listener {
         match self {
             Self::Tcp(listener) => listener.local_addr().map(ListenAddr::Tcp),
             Self::Unix(_, path) => Ok(ListenAddr::Unix(path.clone())),
-        }
-    }
-}
-
-/// Warnings a peer can provoke, each at most once per [`WARN_INTERVAL`].
-#[derive(Debug)]
-pub(super) struct Warnings {
-    accept: LogLimit,
-    at_cap: LogLimit,
-    refused: LogLimit,
-    pub(super) malformed: LogLimit,
-    pub(super) bad_attributes: LogLimit,
-}
-
-/// What every connection of every listener shares.
-#[derive(Debug)]
-pub struct Service {
-    engine: RwLock<Arc<Engine>>,
-    pub(super) limits: Limits,
-    pub(super) request_timeout: Duration,
-    pub(super) idle_timeout: Duration,
-    clients: Arc<Clients>,
-    /// The cap; also the most connections waiting for a place while every
-    /// admitted one is busy.
-    max_connections: usize,
-    pub(super) stats: Arc<PolicyStats>,
-    pub(super) warnings: Warnings,
-}
-
-impl Service {
-    /// A service answering with `engine` under the limits of `config`.
-    pub fn new(engine: Engine, config: &PolicyConfig, stats: Arc<PolicyStats>) -> Self {
-        Self {
-            engine: RwLock::new(Arc::new(engine)),
-            limits: Limits {
-                max_line_length: config.max_line_length,
-                max_attributes: config.max_attributes,
-                max_request_size: config.max_request_size,
-            },
-            request_timeout: config.request_timeout,
-            idle_timeout: config.idle_timeout,
-            clients: Clients::new(config.max_connections),
-            max_connections: config.max_connections.max(1),
-            stats,
-            warnings: Warnings {
-                accept: LogLimit::new(WARN_INTERVAL),
-                at_cap: LogLimit::new(WARN_INTERVAL),
-                refused: LogLimit::new(WARN_INTERVAL),
-                malformed: LogLimit::new(WARN_INTERVAL),
-                bad_attributes: LogLimit::new(WARN_INTERVAL),
-            },
-        }
-    }
-
-    /// The engine answering requests now.
-    pub fn engine(&self) -> Arc<Engine> {
-        Arc::clone(&self.engine.read().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    /// Answers later requests with `engine`; requests in flight finish
-    /// with the old one.
-    pub fn replace_engine(&self, engine: Engine) {
-        *self.engine.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(engine);
-    }
-
-    /// Counters.
-    pub fn stats(&self) -> &Arc<PolicyStats> {
-        &self.stats
-    }
-
-    /// Counts and logs (rate-limited) an idle connection closed to admit
-    /// a new one.
-    fn closed_idle(&self) {
-        self.stats.closed_idle.fetch_add(1, Ordering::Relaxed);
-        if let Some(held_back) = self.warnings.at_cap.check() {
-            warn!(
-                max_connections = self.max_connections,
-                held_back,
-                "policy connections at max_connections: closed the longest-idle one to admit a new one"
-            );
         }
     }
 }
@@ -282,7 +195,7 @@ mod tests {
     use std::{
         net::{Ipv4Addr, SocketAddr},
         os::unix::fs::PermissionsExt as _,
-        time::Instant,
+        time::{Duration, Instant},
     };
 
     use tokio::{
@@ -291,6 +204,7 @@ mod tests {
     };
 
     use super::*;
+    use crate::policy::{Engine, PolicyStats};
     use crate::{
         config::Config,
         policy::dns::{AddressLookup, stub::StubLookup},
