@@ -389,12 +389,9 @@ impl Config {
             }
         }
         if let Some(fail2ban) = &self.fail2ban
-            && (fail2ban.jail.is_empty() || fail2ban.jail.contains(char::is_whitespace))
+            && let Err(error) = crate::bans::fail2ban::check_jail_name(&fail2ban.jail)
         {
-            problems.push(format!(
-                "fail2ban.jail: {:?} is not a jail name",
-                fail2ban.jail
-            ));
+            problems.push(format!("fail2ban.jail: {error}"));
         }
         for (key, value) in [
             ("ban.capacity_v4", self.ban.capacity_v4),

@@ -5,6 +5,7 @@ use std::{
     fmt,
     net::IpAddr,
     str::FromStr,
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -23,13 +24,20 @@ pub use manager::{
     Fail2banLink, Fail2banReconciled, Reconciled, Widest, XdpBackend, host_addresses,
 };
 
-/// Why an address cannot be banned.
+/// Why a text is not a ban target.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum BanError {
+pub enum TargetError {
     #[error("{input:?} is not an IP address or CIDR prefix")]
     NotAnAddress { input: String },
     #[error("{input} has host bits set; the prefix is {network}")]
     HostBits { input: String, network: IpNet },
+}
+
+/// Why an address cannot be banned, or a ban not made or lifted.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum BanError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
     #[error(
         "{} is in the allowlist ({}); not banned",
         target_to_string(target),
@@ -53,22 +61,41 @@ pub enum BanError {
         target: IpNet,
         reason: crate::clock::TooLong,
     },
-    #[error("{}: {message}", target_to_string(target))]
-    Kernel { target: IpNet, message: String },
-    #[error("{message}; nothing was banned")]
-    Store { message: String },
+    #[error("{}: {source}", target_to_string(target))]
+    Kernel {
+        target: IpNet,
+        #[source]
+        source: Arc<crate::dataplane::DataplaneError>,
+    },
+    /// The store failed; shared by every request of the batch it failed.
+    #[error("{source}; nothing was banned")]
+    Store {
+        #[source]
+        source: Arc<store::StoreError>,
+    },
+    /// A request the manager has no result for (a broken invariant).
+    #[error("{0}; nothing was banned")]
+    Lost(&'static str),
+}
+
+impl From<store::StoreError> for BanError {
+    fn from(source: store::StoreError) -> Self {
+        Self::Store {
+            source: Arc::new(source),
+        }
+    }
 }
 
 /// Parses a ban target: an IPv4 or IPv6 address (optionally in brackets, as
 /// Postfix logs it), or a CIDR prefix without host bits. IPv4-mapped IPv6
 /// addresses become IPv4.
-pub fn parse_target(input: &str) -> Result<IpNet, BanError> {
+pub fn parse_target(input: &str) -> Result<IpNet, TargetError> {
     let text = input.trim();
     let text = text
         .strip_prefix('[')
         .and_then(|t| t.strip_suffix(']'))
         .unwrap_or(text);
-    let not_an_address = || BanError::NotAnAddress {
+    let not_an_address = || TargetError::NotAnAddress {
         input: input.to_owned(),
     };
     if let Ok(addr) = IpAddr::from_str(text) {
@@ -76,7 +103,7 @@ pub fn parse_target(input: &str) -> Result<IpNet, BanError> {
     }
     let net = IpNet::from_str(text).map_err(|_| not_an_address())?;
     if net.trunc() != net {
-        return Err(BanError::HostBits {
+        return Err(TargetError::HostBits {
             input: input.to_owned(),
             network: net.trunc(),
         });
@@ -89,7 +116,7 @@ pub fn parse_target(input: &str) -> Result<IpNet, BanError> {
 pub struct TargetList {
     pub targets: Vec<IpNet>,
     /// 1-based line number and what is wrong with it.
-    pub errors: Vec<(usize, BanError)>,
+    pub errors: Vec<(usize, TargetError)>,
 }
 
 /// Parses one target per line; blank lines and `#` comments (whole-line or
@@ -459,7 +486,7 @@ mod tests {
         let error = parse_target("192.0.2.5/24").expect_err("host bits");
         assert_eq!(
             error,
-            BanError::HostBits {
+            TargetError::HostBits {
                 input: "192.0.2.5/24".into(),
                 network: net("192.0.2.0/24")
             }

@@ -6,7 +6,7 @@ use tracing::{info, warn};
 use super::{Shared, log_ban};
 use crate::{
     bans::{
-        BanEntry, BanLength, BanManager, BanRequest, Breadth, Source, parse_target,
+        BanEntry, BanError, BanLength, BanManager, BanRequest, Breadth, Source, parse_target,
         target_to_string,
     },
     control::{BackendStatus, Refusal, Request, Response, Status},
@@ -37,7 +37,10 @@ pub(super) fn handle(shared: &Shared, request: Request) -> Response {
             let mut refused = Vec::new();
             let mut manager = shared.manager();
             for target in targets {
-                match parse_target(&target).and_then(|net| Ok((net, manager.unban(net)?))) {
+                match parse_target(&target)
+                    .map_err(BanError::from)
+                    .and_then(|net| Ok((net, manager.unban(net)?)))
+                {
                     Ok((net, true)) => {
                         info!(target = %target_to_string(&net), "unbanned");
                         unbanned.push(target_to_string(&net));

@@ -214,7 +214,10 @@ impl Drop for Fail2banBackend {
     }
 }
 
-fn check_jail_name(jail: &str) -> Result<(), Fail2banBackendError> {
+/// Whether `jail` can name a fail2ban jail in a command: not empty, no
+/// white space or control characters, no `<` or `>` (fail2ban's command
+/// markers). `check-config` and the backend use this one rule.
+pub fn check_jail_name(jail: &str) -> Result<(), Fail2banBackendError> {
     let reason = if jail.is_empty() {
         "is empty"
     } else if jail.chars().any(|c| c.is_whitespace() || c.is_control()) {

@@ -23,7 +23,7 @@ use std::{fmt, path::PathBuf, str::FromStr, time::Duration};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-pub use backend::{Fail2banBackend, Fail2banBackendError};
+pub use backend::{Fail2banBackend, Fail2banBackendError, check_jail_name};
 pub use client::{BanOutcome, Fail2banClient, Fail2banError, JailStatus, UnbanOutcome};
 
 use super::target_to_string;

@@ -121,9 +121,7 @@ impl BanManager {
         fail2ban: Option<Fail2banLink>,
         policy: BanPolicy,
     ) -> Result<Self, BanError> {
-        let rows = store.all().map_err(|e| BanError::Store {
-            message: e.to_string(),
-        })?;
+        let rows = store.all()?;
         let index = rows.into_iter().map(|ban| (ban.target, ban)).collect();
         let mut manager = Self {
             store,
@@ -199,11 +197,9 @@ impl BanManager {
 
     /// Bans one target. See [`BanManager::ban_many`].
     pub fn ban(&mut self, request: BanRequest) -> Result<BanEntry, BanError> {
-        self.ban_many(vec![request]).pop().unwrap_or_else(|| {
-            Err(BanError::Store {
-                message: "no result for the ban".to_owned(),
-            })
-        })
+        self.ban_many(vec![request])
+            .pop()
+            .unwrap_or_else(|| Err(BanError::Lost("no result for the ban")))
     }
 
     /// Bans every target, one result per request in order. All accepted
@@ -312,8 +308,10 @@ impl BanManager {
         });
         let stored = match stored {
             Ok(Ok(elapsed)) => elapsed,
-            Ok(Err(error)) => return self.undo(&rows, results, &error.to_string()),
-            Err(_) => return self.undo(&rows, results, "the store writer panicked"),
+            Ok(Err(error)) => return self.undo(&rows, results, &BanError::from(error)),
+            Err(_) => {
+                return self.undo(&rows, results, &BanError::Lost("the store writer panicked"));
+            }
         };
         debug!(rows = rows.len(), ?stored, ?enforced, "bans written");
         for source in [Source::Policy, Source::Cli, Source::Logwatch, Source::Fleet] {
@@ -356,7 +354,7 @@ impl BanManager {
         &mut self,
         rows: &[StoredBan],
         results: Vec<Result<IpNet, BanError>>,
-        message: &str,
+        error: &BanError,
     ) -> Vec<Result<IpNet, BanError>> {
         if let Some(dataplane) = self.xdp.dataplane.as_mut() {
             for row in rows
@@ -368,13 +366,7 @@ impl BanManager {
         }
         results
             .into_iter()
-            .map(|r| {
-                r.and_then(|_| {
-                    Err(BanError::Store {
-                        message: message.to_owned(),
-                    })
-                })
-            })
+            .map(|r| r.and_then(|_| Err(error.clone())))
             .collect()
     }
 
@@ -474,9 +466,7 @@ impl BanManager {
 }
 
 fn no_row() -> BanError {
-    BanError::Store {
-        message: "the ban was not recorded".to_owned(),
-    }
+    BanError::Lost("the ban was not recorded")
 }
 
 pub use fail2ban::{Fail2banLink, Fail2banReconciled};

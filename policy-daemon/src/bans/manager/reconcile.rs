@@ -124,9 +124,7 @@ impl BanManager {
     /// Deletes history older than the history age.
     pub fn purge(&mut self) -> Result<usize, BanError> {
         let cutoff = unix_now().saturating_sub(secs_i64(self.policy.history_age));
-        let purged = self.store.purge(cutoff).map_err(|e| BanError::Store {
-            message: e.to_string(),
-        })?;
+        let purged = self.store.purge(cutoff).map_err(BanError::from)?;
         self.index.retain(|_, row| {
             row.expires_at.is_none_or(|at| at >= cutoff) || row.last_banned_at >= cutoff
         });

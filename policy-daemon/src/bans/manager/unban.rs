@@ -1,6 +1,8 @@
 //! Lifting bans: by hand, at another host's request, and when the
 //! allowlist comes to cover them.
 
+use std::sync::Arc;
+
 use ipnet::IpNet;
 use tracing::{debug, info, warn};
 
@@ -44,12 +46,7 @@ impl BanManager {
 
     /// Ends the ban on `target` everywhere: store, fail2ban, kernel maps.
     pub(super) fn end(&mut self, target: IpNet, now: i64) -> Result<bool, BanError> {
-        let ended = self
-            .store
-            .end_ban(&target, now)
-            .map_err(|e| BanError::Store {
-                message: e.to_string(),
-            })?;
+        let ended = self.store.end_ban(&target, now).map_err(BanError::from)?;
         if let Some(row) = self.index.get_mut(&target)
             && row.is_active(now)
         {
@@ -60,10 +57,12 @@ impl BanManager {
         }
         let mut removed = false;
         if let Some(dataplane) = self.xdp.dataplane.as_mut() {
-            removed = dataplane.remove(target).map_err(|e| BanError::Kernel {
-                target,
-                message: e.to_string(),
-            })?;
+            removed = dataplane
+                .remove(target)
+                .map_err(|source| BanError::Kernel {
+                    target,
+                    source: Arc::new(source),
+                })?;
         }
         Ok(ended || removed)
     }
