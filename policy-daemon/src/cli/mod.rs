@@ -11,6 +11,7 @@ use std::{
     time::SystemTime,
 };
 
+mod query;
 mod run;
 
 use clap::{Args, Parser, Subcommand};
@@ -68,7 +69,7 @@ pub enum Command {
     #[command(subcommand)]
     Xdp(XdpCommand),
     /// Send one Postfix policy request (name=value lines on stdin, or --attr) and print the answer
-    Query(crate::policy::client::QueryArgs),
+    Query(query::QueryArgs),
     /// Run a log filter over a file, like fail2ban-regex (no daemon, no root)
     TestFilter(TestFilterArgs),
 }
@@ -198,12 +199,9 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
         Command::Stats(flag) => stats(&socket(cli)?, flag.json),
         Command::Status(flag) => status(&socket(cli)?, flag.json),
         Command::TestFilter(args) => test_filter(cli.config.as_deref(), args),
-        Command::Query(args) => crate::policy::client::run(args, cli.config.as_deref())
-            .map(|answer| println!("{answer}"))
-            .map_err(|f| Failure {
-                code: f.code,
-                message: f.message,
-            }),
+        Command::Query(args) => {
+            query::run(args, cli.config.as_deref()).map(|answer| println!("{answer}"))
+        }
     }
 }
 
