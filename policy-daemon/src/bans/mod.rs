@@ -15,10 +15,12 @@ use xdp_common::{SOURCE_CLI, SOURCE_FLEET, SOURCE_LOGWATCH, SOURCE_POLICY};
 
 use crate::dataplane::PacketCounters;
 
+mod backend;
 pub mod fail2ban;
 mod manager;
 pub mod store;
 
+pub use backend::{Backend, BackendStatus};
 pub use manager::{
     Aggregation, BanEvent, BanManager, BanObserver, BanPolicy, BanRequest, Breadth, Escalation,
     Fail2banLink, Fail2banReconciled, Reconciled, Widest, XdpBackend, host_addresses,

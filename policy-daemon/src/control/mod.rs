@@ -116,16 +116,7 @@ pub struct Status {
     pub store: String,
 }
 
-/// One ban backend and its health.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BackendStatus {
-    pub name: String,
-    pub active: bool,
-    pub detail: String,
-    /// Operations waiting for delivery, for backends with a queue.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub queue_depth: Option<u64>,
-}
+pub use crate::bans::BackendStatus;
 
 #[cfg(test)]
 mod tests {

@@ -6,8 +6,7 @@ use tracing::{info, warn};
 use super::{Shared, log_ban};
 use crate::{
     bans::{
-        BanEntry, BanError, BanLength, BanManager, BanRequest, Breadth, Source, parse_target,
-        target_to_string,
+        BanEntry, BanError, BanLength, BanRequest, Breadth, Source, parse_target, target_to_string,
     },
     control::{BackendStatus, Refusal, Request, Response, Status},
     dataplane::DataplaneError,
@@ -179,14 +178,9 @@ pub(super) fn ban_targets(
 pub(super) fn status(shared: &Shared) -> Result<Status, DataplaneError> {
     let runtime = shared.runtime();
     let manager = shared.manager();
-    let xdp = manager.xdp();
     let stats = manager.stats();
-    let (program_id, capacities, pin_dir) = match &xdp.dataplane {
-        Some(dataplane) => (
-            dataplane.program_id()?,
-            dataplane.capacities()?,
-            dataplane.pin_dir().display().to_string(),
-        ),
+    let (program_id, capacities, pin_dir) = match manager.xdp().program()? {
+        Some(program) => program,
         None => (
             0,
             runtime.config.ban.capacities(),
@@ -201,7 +195,7 @@ pub(super) fn status(shared: &Shared) -> Result<Status, DataplaneError> {
         pin_dir,
         program_id,
         backends: {
-            let mut list = backends(&manager);
+            let mut list = manager.backends();
             if let Some(fleet) = &shared.fleet {
                 list.push(BackendStatus {
                     name: "fleet".to_owned(),
@@ -223,47 +217,4 @@ pub(super) fn status(shared: &Shared) -> Result<Status, DataplaneError> {
         default_bantime: runtime.config.ban.bantime.to_string(),
         store: manager.store().path().display().to_string(),
     })
-}
-
-/// Every backend and its health, for `status` and metrics.
-pub(super) fn backends(manager: &BanManager) -> Vec<BackendStatus> {
-    let xdp = manager.xdp();
-    let mut backends = vec![BackendStatus {
-        name: "xdp".to_owned(),
-        active: xdp.enforcing,
-        detail: xdp.note.clone(),
-        queue_depth: None,
-    }];
-    if let Some(link) = manager.fail2ban() {
-        let health = link.backend.health();
-        let settings = link.backend.settings();
-        let role = match (link.always, manager.fail2ban_active()) {
-            (true, _) => "backend".to_owned(),
-            (false, true) => "fallback, in use because XDP is not enforcing".to_owned(),
-            (false, false) => "fallback, idle while XDP enforces".to_owned(),
-        };
-        let connection = if health.connected {
-            format!(
-                "connected to {} jail {}",
-                settings.socket.display(),
-                settings.jail
-            )
-        } else {
-            format!(
-                "not connected to {} ({})",
-                settings.socket.display(),
-                health.last_error.as_deref().unwrap_or("not tried yet")
-            )
-        };
-        backends.push(BackendStatus {
-            name: "fail2ban".to_owned(),
-            active: manager.fail2ban_active(),
-            detail: format!(
-                "{role}; {connection}; {} queued, {} delivered, {} errors, {} rejected",
-                health.queue_depth, health.delivered, health.errors, health.rejected
-            ),
-            queue_depth: Some(health.queue_depth),
-        });
-    }
-    backends
 }

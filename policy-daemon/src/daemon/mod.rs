@@ -350,12 +350,7 @@ fn reload(shared: &Shared) {
     let mut manager = shared.manager();
     let fail2ban_was_active = manager.fail2ban_active();
     manager.set_policy(config.ban.policy());
-    if let Some(mut dataplane) = manager.xdp_mut().dataplane.take() {
-        if let Err(error) = dataplane.set_ports(&config.xdp.ports) {
-            error!("reload: setting ports: {error}");
-        }
-        let (attachments, failures) = xdp::attach_all(&mut dataplane, &config);
-        *manager.xdp_mut() = xdp::backend(dataplane, &attachments, &failures);
+    if let Some(attachments) = manager.xdp_mut().reconfigure(&config) {
         runtime.attachments = attachments;
     }
     if manager.fail2ban_active() && !fail2ban_was_active {

@@ -7,11 +7,10 @@ use std::{sync::Arc, time::Duration};
 use metrics::{counter, gauge};
 use tracing::{info, warn};
 
-use super::{DaemonError, Shared, handler::backends};
+use super::{DaemonError, Shared};
 use crate::{
-    bans::{BanStats, Fail2banLink, fail2ban::Fail2banBackend, store::Store},
+    bans::{BackendStatus, BanStats, Fail2banLink, fail2ban::Fail2banBackend, store::Store},
     config::{Backend, Config, Fail2banConfig},
-    control::BackendStatus,
 };
 
 /// How often the maps are reconciled with the store and history purged.
@@ -46,7 +45,7 @@ pub(super) async fn start_metrics(
         let shared = Arc::clone(shared);
         Arc::new(move || {
             let manager = shared.manager();
-            record_snapshot(&manager.stats(), &backends(&manager));
+            record_snapshot(&manager.stats(), &manager.backends());
             if let Some(fleet) = &shared.fleet {
                 fleet.record_gauges();
             }

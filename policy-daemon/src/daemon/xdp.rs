@@ -6,7 +6,7 @@ use tracing::{error, info, warn};
 use crate::{
     bans::XdpBackend,
     config::Config,
-    dataplane::{self, Attachment, Dataplane},
+    dataplane::{self, Attachment, Capacities, Dataplane, DataplaneError},
 };
 
 /// Loads, pins and attaches the XDP program. Failure is not fatal: the
@@ -43,11 +43,7 @@ pub(super) fn start(config: &Config) -> (XdpBackend, Vec<Attachment>) {
     (xdp, attachments)
 }
 
-pub(super) fn backend(
-    dataplane: Dataplane,
-    attachments: &[Attachment],
-    failures: &[String],
-) -> XdpBackend {
+fn backend(dataplane: Dataplane, attachments: &[Attachment], failures: &[String]) -> XdpBackend {
     let enforcing = !attachments.is_empty();
     let mut parts: Vec<String> = Vec::new();
     if enforcing {
@@ -115,4 +111,33 @@ pub(super) fn attach_all(
         }
     }
     (attachments, failures)
+}
+
+impl XdpBackend {
+    /// Applies a reloaded configuration: the enforced ports, and the
+    /// interfaces (attaching new ones, detaching those no longer listed).
+    /// Returns the attachments now in place; nothing without a loaded
+    /// program.
+    pub(super) fn reconfigure(&mut self, config: &Config) -> Option<Vec<Attachment>> {
+        let mut dataplane = self.dataplane.take()?;
+        if let Err(error) = dataplane.set_ports(&config.xdp.ports) {
+            error!("reload: setting ports: {error}");
+        }
+        let (attachments, failures) = attach_all(&mut dataplane, config);
+        *self = backend(dataplane, &attachments, &failures);
+        Some(attachments)
+    }
+
+    /// The loaded program's id, the maps' capacities and the pin
+    /// directory, for `status`; `None` without a loaded program.
+    pub(super) fn program(&self) -> Result<Option<(u32, Capacities, String)>, DataplaneError> {
+        let Some(dataplane) = &self.dataplane else {
+            return Ok(None);
+        };
+        Ok(Some((
+            dataplane.program_id()?,
+            dataplane.capacities()?,
+            dataplane.pin_dir().display().to_string(),
+        )))
+    }
 }

@@ -190,6 +190,16 @@ impl BanManager {
             .is_some_and(|link| link.always || !self.xdp.enforcing)
     }
 
+    /// Every backend and its health, for `status` and metrics.
+    pub fn backends(&self) -> Vec<super::BackendStatus> {
+        use super::Backend as _;
+        let mut backends = vec![self.xdp.status(self.xdp.enforcing)];
+        if let Some(link) = &self.fail2ban {
+            backends.push(link.status(self.fail2ban_active()));
+        }
+        backends
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
