@@ -312,6 +312,7 @@ impl Store {
             .map_err(sql(&self.path, "purging old bans"))
     }
 
+    #[cfg(any(test, feature = "test-support"))]
     /// Queues an operation for `backend`; returns its id.
     pub fn outbox_push(
         &self,

@@ -11,6 +11,7 @@ use xdp_common::Counter;
 pub struct PacketCounters([u64; Counter::COUNT as usize]);
 
 impl PacketCounters {
+    #[cfg(any(test, feature = "test-support"))]
     /// The value of one counter.
     pub const fn get(&self, counter: Counter) -> u64 {
         self.0[counter.index() as usize]

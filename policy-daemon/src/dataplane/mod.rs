@@ -14,7 +14,6 @@ mod sys;
 
 use std::{
     fmt, fs, io,
-    os::fd::AsFd as _,
     path::{Path, PathBuf},
 };
 
@@ -24,6 +23,7 @@ use aya::{
     pin::PinError,
     programs::{ProgramError, Xdp},
 };
+#[cfg(any(test, feature = "test-support"))]
 pub use sys::TestRun;
 use xdp_common::{
     BanValue, MAP_BANS_V4, MAP_BANS_V6, MAP_CONFIG, MAP_PORTS, MAP_PREFIX_V4, MAP_PREFIX_V6,
@@ -77,6 +77,7 @@ pub enum DataplaneError {
     Attach { interface: String, detail: String },
     #[error("pinning {path}: {}", error_chain(source))]
     Pin { path: PathBuf, source: PinError },
+    #[cfg(any(test, feature = "test-support"))]
     #[error("BPF_PROG_TEST_RUN: {source}")]
     TestRun { source: io::Error },
 }
@@ -197,6 +198,7 @@ impl Dataplane {
             .map_err(|source| DataplaneError::Program { source })
     }
 
+    #[cfg(any(test, feature = "test-support"))]
     /// Runs the loaded program on one frame (`BPF_PROG_TEST_RUN`), against
     /// the live maps: counters move as for a real packet.
     pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<TestRun> {
@@ -209,11 +211,12 @@ impl Dataplane {
         let fd = program
             .fd()
             .map_err(|source| DataplaneError::Program { source })?;
-        sys::prog_test_run(fd.as_fd(), frame, repeat)
+        sys::prog_test_run(std::os::fd::AsFd::as_fd(&fd), frame, repeat)
             .map_err(|source| DataplaneError::TestRun { source })
     }
 }
 
+#[cfg(any(test, feature = "test-support"))]
 /// Runs any loaded XDP program, found by its kernel id, on one frame.
 pub fn test_run_program_id(id: u32, frame: &[u8], repeat: u32) -> Result<TestRun> {
     let info = aya::programs::loaded_programs()
@@ -225,7 +228,7 @@ pub fn test_run_program_id(id: u32, frame: &[u8], repeat: u32) -> Result<TestRun
     let fd = info
         .fd()
         .map_err(|source| DataplaneError::Program { source })?;
-    sys::prog_test_run(fd.as_fd(), frame, repeat)
+    sys::prog_test_run(std::os::fd::AsFd::as_fd(&fd), frame, repeat)
         .map_err(|source| DataplaneError::TestRun { source })
 }
 

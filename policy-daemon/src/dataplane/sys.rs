@@ -12,6 +12,7 @@ use std::{
 };
 
 const BPF_OBJ_GET: libc::c_long = 7;
+#[cfg(any(test, feature = "test-support"))]
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
@@ -56,6 +57,7 @@ impl Attr {
     }
 }
 
+#[cfg(any(test, feature = "test-support"))]
 /// Outcome of `BPF_PROG_TEST_RUN` on one frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TestRun {
@@ -65,6 +67,7 @@ pub struct TestRun {
     pub duration_ns: u32,
 }
 
+#[cfg(any(test, feature = "test-support"))]
 /// Runs an XDP program on `frame` `repeat` times (`BPF_PROG_TEST_RUN`).
 pub fn prog_test_run(prog: BorrowedFd<'_>, frame: &[u8], repeat: u32) -> io::Result<TestRun> {
     let size = u32::try_from(frame.len())

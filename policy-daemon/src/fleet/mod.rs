@@ -296,16 +296,6 @@ impl Fleet {
         Ok(fleet)
     }
 
-    /// This node's name.
-    pub fn node(&self) -> &str {
-        &self.node
-    }
-
-    /// The settings.
-    pub fn config(&self) -> &FleetConfig {
-        &self.config
-    }
-
     /// Link state.
     pub fn health(&self) -> &Health {
         &self.health

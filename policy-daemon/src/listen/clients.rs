@@ -114,11 +114,13 @@ impl Clients {
         })
     }
 
+    #[cfg(any(test, feature = "test-support"))]
     /// Clients admitted now.
     pub fn len(&self) -> usize {
         self.state().live.len()
     }
 
+    #[cfg(any(test, feature = "test-support"))]
     /// Whether no client is admitted.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -3,11 +3,11 @@
 //! `maxretry` is reached within its `findtime`.
 
 pub mod filter;
-pub mod lint;
+mod lint;
 pub mod postfix;
-pub mod rules;
-pub mod source;
-pub mod watcher;
+mod rules;
+mod source;
+mod watcher;
 
 pub use watcher::Watcher;
 

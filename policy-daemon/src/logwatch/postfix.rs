@@ -30,6 +30,7 @@ pub enum Mode {
 }
 
 impl Mode {
+    #[cfg(any(test, feature = "test-support"))]
     /// Every mode, for help texts.
     pub const ALL: [Self; 6] = [
         Self::Normal,

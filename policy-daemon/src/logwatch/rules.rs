@@ -117,6 +117,7 @@ impl RuleSet {
         self.rules.is_empty()
     }
 
+    #[cfg(test)]
     /// Hosts currently tracked by rule `index` (for tests and status).
     pub fn tracked(&self, index: usize) -> usize {
         self.rules.get(index).map_or(0, |rule| rule.windows.len())

@@ -119,6 +119,7 @@ impl<K: Hash + Eq, V> TtlCache<K, V> {
         shard.retain(|_, entry| entry.expires > cutoff);
     }
 
+    #[cfg(test)]
     /// Live and expired entries currently held.
     pub fn len(&self) -> usize {
         self.shards
@@ -127,6 +128,7 @@ impl<K: Hash + Eq, V> TtlCache<K, V> {
             .sum()
     }
 
+    #[cfg(test)]
     /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

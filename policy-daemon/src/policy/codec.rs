@@ -95,6 +95,7 @@ pub struct Request {
 }
 
 impl Request {
+    #[cfg(any(test, feature = "test-support"))]
     /// The value of the first attribute called `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.attributes
@@ -110,11 +111,13 @@ impl Request {
             .map(|a| (&self.text[range(&a.name)], &self.text[range(&a.value)]))
     }
 
+    #[cfg(any(test, feature = "test-support"))]
     /// How many attributes the request has.
     pub fn len(&self) -> usize {
         self.attributes.len()
     }
 
+    #[cfg(any(test, feature = "test-support"))]
     /// Whether the request has no attribute: a decoded one only when
     /// every attribute was left out as bad.
     pub fn is_empty(&self) -> bool {
@@ -126,6 +129,7 @@ impl Request {
         &self.bad
     }
 
+    #[cfg(any(test, feature = "test-support"))]
     /// A request from `name=value` pairs, for tests and `spamwall query`.
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         let mut request = Self {

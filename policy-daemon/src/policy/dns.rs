@@ -223,11 +223,6 @@ impl Dns {
         }
         Ok(codes)
     }
-
-    /// Answers currently cached (live or not yet swept).
-    pub fn cached(&self) -> usize {
-        self.cache.len()
-    }
 }
 
 /// `d.c.b.a.zone.` for IPv4 `a.b.c.d`.

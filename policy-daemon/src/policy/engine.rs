@@ -205,11 +205,6 @@ impl Engine {
         })
     }
 
-    /// The DNS layer, for its cache figures.
-    pub const fn dns(&self) -> &Dns {
-        &self.dns
-    }
-
     /// Answers one request by `deadline`.
     pub async fn decide(&self, request: &Request, deadline: Instant) -> Decision {
         let mail = Mail::from_request(request);

@@ -13,17 +13,17 @@
 //! finished. Postfix never has to fall back on its 451 default because of
 //! spamwall.
 
-pub mod action;
-pub mod cache;
+mod action;
+mod cache;
 pub mod checks;
 pub mod client;
 pub mod codec;
 pub mod config;
 mod connection;
-pub mod dns;
-pub mod engine;
-pub mod join;
-pub mod server;
+mod dns;
+mod engine;
+mod join;
+mod server;
 mod service;
 
 use std::{
@@ -153,11 +153,6 @@ impl PolicyServer {
             )));
         }
         Ok(server)
-    }
-
-    /// Where it listens (ephemeral ports resolved).
-    pub fn addrs(&self) -> &[ListenAddr] {
-        &self.addrs
     }
 
     /// Replaces checks and thresholds for later requests (SIGHUP):

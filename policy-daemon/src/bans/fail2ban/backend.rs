@@ -107,17 +107,20 @@ impl Fail2banBackend {
         })
     }
 
+    #[cfg(any(test, feature = "test-support"))]
     /// Queues a ban of `target` (address or prefix); returns its outbox id
     /// once it is stored.
     pub fn ban(&self, target: IpNet) -> Result<u64, Fail2banBackendError> {
         self.submit(Fail2banOp::ban(target))
     }
 
+    #[cfg(any(test, feature = "test-support"))]
     /// Queues lifting the ban on `target`.
     pub fn unban(&self, target: IpNet) -> Result<u64, Fail2banBackendError> {
         self.submit(Fail2banOp::unban(target))
     }
 
+    #[cfg(any(test, feature = "test-support"))]
     /// Stores `op` in the outbox and queues it behind every operation
     /// accepted before it.
     pub fn submit(&self, op: Fail2banOp) -> Result<u64, Fail2banBackendError> {
@@ -125,7 +128,8 @@ impl Fail2banBackend {
         let id = self
             .shared
             .outbox
-            .push(&op)
+            .push_many(std::slice::from_ref(&op))
+            .map(|ids| ids.first().copied().unwrap_or_default())
             .map_err(|source| Fail2banBackendError::Outbox {
                 operation: format!("queue `{op}` for jail {:?}", self.shared.settings.jail),
                 source,
@@ -169,6 +173,7 @@ impl Fail2banBackend {
         }
     }
 
+    #[cfg(any(test, feature = "test-support"))]
     /// Waits until every queued operation was acknowledged or `timeout`
     /// passed; returns whether the queue is empty.
     pub fn flush(&self, timeout: Duration) -> bool {
@@ -192,6 +197,7 @@ impl Fail2banBackend {
         &self.shared.settings
     }
 
+    #[cfg(any(test, feature = "test-support"))]
     /// Stops the worker and waits for it.
     pub fn shutdown(mut self) {
         self.stop();
@@ -236,16 +242,11 @@ pub fn check_jail_name(jail: &str) -> Result<(), Fail2banBackendError> {
 /// [`OutboxStore`] with its error type erased, so the backend is not
 /// generic.
 trait DynOutbox: Send + Sync {
-    fn push(&self, op: &Fail2banOp) -> Result<u64, BoxError>;
     fn push_many(&self, ops: &[Fail2banOp]) -> Result<Vec<u64>, BoxError>;
     fn remove(&self, id: u64) -> Result<(), BoxError>;
 }
 
 impl<S: OutboxStore> DynOutbox for Arc<S> {
-    fn push(&self, op: &Fail2banOp) -> Result<u64, BoxError> {
-        S::push(self, op).map_err(|e| Box::new(e) as BoxError)
-    }
-
     fn push_many(&self, ops: &[Fail2banOp]) -> Result<Vec<u64>, BoxError> {
         S::push_many(self, ops).map_err(|e| Box::new(e) as BoxError)
     }

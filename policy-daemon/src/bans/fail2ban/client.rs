@@ -12,7 +12,7 @@ use std::{
     fmt::Write as _,
     io::{self, Read, Write},
     os::unix::net::UnixStream,
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -153,6 +153,7 @@ fn connect_hint(error: &io::Error) -> &'static str {
     }
 }
 
+#[cfg(any(test, feature = "test-support"))]
 /// The answer to a ban.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BanOutcome {
@@ -162,6 +163,7 @@ pub enum BanOutcome {
     AlreadyBanned,
 }
 
+#[cfg(any(test, feature = "test-support"))]
 /// The answer to an unban.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UnbanOutcome {
@@ -171,6 +173,7 @@ pub enum UnbanOutcome {
     NotBanned,
 }
 
+#[cfg(any(test, feature = "test-support"))]
 /// A jail's `status`, as `fail2ban-client status <jail>` prints it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct JailStatus {
@@ -203,7 +206,8 @@ impl Fail2banClient {
         }
     }
 
-    pub fn socket(&self) -> &Path {
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn socket(&self) -> &std::path::Path {
         &self.socket
     }
 
@@ -235,6 +239,7 @@ impl Fail2banClient {
         }
     }
 
+    #[cfg(any(test, feature = "test-support"))]
     /// `ping` → `pong`.
     pub fn ping(&mut self) -> Result<(), Fail2banError> {
         let args = ["ping"];
@@ -245,6 +250,7 @@ impl Fail2banClient {
         }
     }
 
+    #[cfg(any(test, feature = "test-support"))]
     /// Bans `target` (an address or a CIDR prefix) in `jail`.
     pub fn ban(
         &mut self,
@@ -259,6 +265,7 @@ impl Fail2banClient {
         }
     }
 
+    #[cfg(any(test, feature = "test-support"))]
     /// Lifts the ban on `target` in `jail`.
     pub fn unban(
         &mut self,
@@ -285,6 +292,7 @@ impl Fail2banClient {
         self.many(jail, "unbanip", targets)
     }
 
+    #[cfg(any(test, feature = "test-support"))]
     /// Whether `target` is banned in `jail` (exact match: an address inside
     /// a banned prefix is not reported).
     pub fn is_banned(
@@ -303,6 +311,7 @@ impl Fail2banClient {
         strings(&reply).ok_or_else(|| self.unexpected(&args, &reply))
     }
 
+    #[cfg(any(test, feature = "test-support"))]
     /// The jail's counters and banned list.
     pub fn status(&mut self, jail: &str) -> Result<JailStatus, Fail2banError> {
         let args = ["status", jail];
@@ -563,6 +572,7 @@ fn strings(value: &Value) -> Option<Vec<String>> {
         .collect()
 }
 
+#[cfg(any(test, feature = "test-support"))]
 /// `[('Filter', [(name, value), …]), ('Actions', [(name, value), …])]`.
 fn parse_status(value: &Value) -> Option<JailStatus> {
     let mut status = JailStatus::default();

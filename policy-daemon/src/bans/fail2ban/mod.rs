@@ -14,9 +14,9 @@
 //! prefixes into addresses was rejected: an IPv6 /64 cannot be expanded,
 //! and an IPv4 /24 would become 256 rules in the common iptables actions.
 
-pub mod backend;
-pub mod client;
-pub mod pickle;
+mod backend;
+mod client;
+mod pickle;
 
 use std::{fmt, path::PathBuf, str::FromStr, time::Duration};
 
@@ -24,7 +24,9 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 pub use backend::{Fail2banBackend, Fail2banBackendError, check_jail_name};
-pub use client::{BanOutcome, Fail2banClient, Fail2banError, JailStatus, UnbanOutcome};
+#[cfg(any(test, feature = "test-support"))]
+pub use client::{BanOutcome, JailStatus, UnbanOutcome};
+pub use client::{Fail2banClient, Fail2banError};
 
 use super::target_to_string;
 
