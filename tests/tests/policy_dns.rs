@@ -28,11 +28,19 @@ use spamwall_tests::{
     require_root,
 };
 
-/// IPv4 list: .50 in SBL, .51 in PBL, .52 with an uncategorised code.
+/// IPv4 list: .50 in SBL, .51 in PBL, .52 with an uncategorised code;
+/// .53 to .56 answered with Spamhaus's error codes and an answer outside
+/// 127.0.0.0/8, none of them a listing.
 const ZEN_V4: &str = ":127.0.0.2:Listed in SBL\n\
     192.0.2.50\n\
     192.0.2.51 :127.0.0.10:Listed in PBL\n\
-    192.0.2.52 :127.0.0.4:Listed in XBL\n";
+    192.0.2.52 :127.0.0.4:Listed in XBL\n\
+    192.0.2.53 :127.255.255.254:Query via public/open resolver\n\
+    192.0.2.54 :127.255.255.252:Typing error in DNSBL name\n\
+    192.0.2.55 :127.255.255.255:Excessive number of queries\n\
+    192.0.2.56 :10.0.0.1:Not a listing\n";
+/// The clients [`ZEN_V4`] answers with an error, not a listing.
+const ERROR_ANSWERS: [&str; 4] = ["192.0.2.53", "192.0.2.54", "192.0.2.55", "192.0.2.56"];
 /// IPv6 list: one address and one /64.
 const ZEN_V6: &str = ":127.0.0.2:Listed in SBL\n\
     2001:db8:50::1\n\
@@ -162,6 +170,13 @@ fn ipv4_clients_listed_not_listed_and_categories() {
         "a code in no category scores the list's score"
     );
     assert_eq!(server.action("192.0.2.99"), "action=DUNNO");
+    for client in ERROR_ANSWERS {
+        assert_eq!(
+            server.action(client),
+            "action=DUNNO",
+            "{client}: an error answer is no listing"
+        );
+    }
     assert_eq!(
         server.action("::ffff:192.0.2.50").split(' ').nth(3),
         Some("192.0.2.50")
@@ -371,6 +386,9 @@ fn the_daemon_answers_spamwall_query_and_bans() {
         "{ban}"
     );
     assert_eq!(query("192.0.2.99"), "action=DUNNO\n");
+    for client in ERROR_ANSWERS {
+        assert_eq!(query(client), "action=DUNNO\n", "{client}");
+    }
 
     // The allowlist wins on the policy path too: the answer stands, the
     // ban is refused.
@@ -382,14 +400,30 @@ fn the_daemon_answers_spamwall_query_and_bans() {
         "an allowlisted client was banned: {bans:?}"
     );
     assert!(daemon.stats()["policy_requests"].as_u64().unwrap() >= 2);
-    // Three requests answered, in the Prometheus metrics too.
+    // Seven requests answered, in the Prometheus metrics too, and the
+    // error answers counted by zone and reason.
     let text = scrape_metrics(&net, "127.0.0.1:9466");
     for line in [
-        "spamwall_policy_requests_total 3",
-        "spamwall_policy_request_duration_seconds_count 3",
+        "spamwall_policy_requests_total 7",
+        "spamwall_policy_request_duration_seconds_count 7",
     ] {
         assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
     }
+    for reason in ["public_resolver", "typo_in_zone", "rate_limited", "not_a_listing"] {
+        assert!(
+            text.lines().any(|l| l.starts_with("spamwall_dnsbl_errors_total{")
+                && l.contains("zone=\"zen.test\"")
+                && l.contains(&format!("reason=\"{reason}\""))
+                && l.ends_with(" 1")),
+            "no error count for {reason} in:\n{text}"
+        );
+    }
+    let errors_logged = daemon
+        .log()
+        .lines()
+        .filter(|l| l.contains("answered with an error code"))
+        .count();
+    assert_eq!(errors_logged, 1, "logged once per interval:\n{}", daemon.log());
 
     // A connection error names the address and exits 1.
     let output = net.exec_in(

@@ -2,15 +2,47 @@
 //! octets and IPv6 as reversed nibbles, with optional reply-code
 //! categories (mtpolicyd's `RBL` + `RBLAction`).
 
-use std::{fmt::Write as _, net::IpAddr, net::Ipv4Addr, time::Duration};
+use std::{
+    fmt::Write as _,
+    net::{IpAddr, Ipv4Addr},
+    sync::Arc,
+    time::Duration,
+};
 
 use regex::Regex;
+use tracing::warn;
 
 use super::{DEFAULT_DNS_TIMEOUT, Hit, Mail, Problems, score, signed};
+use crate::listen::LogLimit;
 use crate::policy::{
     config::{CategoryConfig, CheckConfig},
     dns::{Dns, DnsError, ipv4_query, ipv6_query},
 };
+
+/// Metric of answers that are errors, not listings, by `zone` and `reason`.
+pub const METRIC_ERRORS: &str = "spamwall_dnsbl_errors_total";
+/// How often one list's error answers are logged at most.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_mins(1);
+
+/// Why an answer is an error from the list, not a listing; `None` for a
+/// listing. Spamhaus answers `127.255.255.252` for a typo in the zone,
+/// `.254` for a query through a public or open resolver, `.255` for too
+/// many queries, and its domain list `127.0.1.255` for an IP address
+/// queried; any `127.255.255.x` is an error by the same convention, and an
+/// answer outside `127.0.0.0/8` is no listing at all (a wildcard, a
+/// hijacking resolver).
+pub fn refusal(code: Ipv4Addr, domain_list: bool) -> Option<&'static str> {
+    let [a, b, c, d] = code.octets();
+    match (a, b, c, d) {
+        (127, 255, 255, 252) => Some("typo_in_zone"),
+        (127, 255, 255, 254) => Some("public_resolver"),
+        (127, 255, 255, 255) => Some("rate_limited"),
+        (127, 255, 255, _) => Some("error_code"),
+        (127, 0, 1, 255) if domain_list => Some("ip_query_refused"),
+        (127, ..) => None,
+        _ => Some("not_a_listing"),
+    }
+}
 
 /// How a category recognises reply codes.
 #[derive(Clone, Debug)]
@@ -64,11 +96,18 @@ pub struct Category {
     pub score: f64,
 }
 
-/// Scoring shared by `dnsbl` and `rhsbl`: the list's score and categories.
+/// Scoring shared by `dnsbl` and `rhsbl`: the list's score and categories,
+/// and what its error answers are.
 #[derive(Clone, Debug)]
 pub struct Scoring {
     pub score: f64,
     pub categories: Vec<Category>,
+    /// The zone, for error reports.
+    pub zone: String,
+    /// A domain list (`rhsbl`): `127.0.1.255` is an error there.
+    pub domain_list: bool,
+    /// Error answers are logged at most once per [`ERROR_LOG_INTERVAL`].
+    pub errors: Arc<LogLimit>,
 }
 
 impl Scoring {
@@ -82,13 +121,41 @@ impl Scoring {
         Self {
             score: score(check, problems),
             categories,
+            zone: check.zone.clone().unwrap_or_default(),
+            domain_list: check.kind == crate::policy::config::CheckType::Rhsbl,
+            errors: Arc::new(LogLimit::new(ERROR_LOG_INTERVAL)),
         }
+    }
+
+    /// The listing codes among `codes`; error answers are counted in
+    /// [`METRIC_ERRORS`] and logged, never scored.
+    fn listings(&self, codes: &[Ipv4Addr]) -> Vec<Ipv4Addr> {
+        let mut listings = Vec::with_capacity(codes.len());
+        for &code in codes {
+            let Some(reason) = refusal(code, self.domain_list) else {
+                listings.push(code);
+                continue;
+            };
+            metrics::counter!(METRIC_ERRORS, "zone" => self.zone.clone(), "reason" => reason)
+                .increment(1);
+            if let Some(held_back) = self.errors.check() {
+                warn!(
+                    zone = %self.zone,
+                    %code,
+                    reason,
+                    held_back,
+                    "DNS list answered with an error code, not a listing: it counts nothing (check the zone name and that the resolver is your own)"
+                );
+            }
+        }
+        listings
     }
 
     /// The hit for reply `codes` of `what` (`zen`, `dbl(spam.example)`):
     /// each matching category counts once, with its own score, in place of
     /// the list's; codes in no category score the list's score.
     pub fn hit(&self, what: &str, codes: &[Ipv4Addr]) -> Option<Hit> {
+        let codes = &self.listings(codes);
         if codes.is_empty() {
             return None;
         }
@@ -230,6 +297,9 @@ mod tests {
 
     fn scoring(categories: &[(&str, &str, f64)]) -> Scoring {
         Scoring {
+            zone: "zen.test".to_owned(),
+            domain_list: false,
+            errors: Arc::new(LogLimit::new(ERROR_LOG_INTERVAL)),
             score: 5.0,
             categories: categories
                 .iter()
@@ -281,5 +351,31 @@ mod tests {
             .hit("zen", &[ip("127.0.0.4")])
             .expect("uncategorised");
         assert_eq!((hit.score, hit.detail.as_str()), (5.0, "zen=127.0.0.4(+5)"));
+    }
+
+    #[test]
+    fn error_answers_are_never_listings() {
+        let scoring = scoring(&[("127.0.0.2", "sbl", 10.0)]);
+        for code in [
+            "127.255.255.252",
+            "127.255.255.254",
+            "127.255.255.255",
+            "127.255.255.1",
+            "10.0.0.1",
+            "0.0.0.0",
+        ] {
+            assert_eq!(scoring.hit("zen", &[ip(code)]), None, "{code}");
+        }
+        assert_eq!(
+            refusal(ip("127.255.255.254"), false),
+            Some("public_resolver")
+        );
+        assert_eq!(refusal(ip("127.0.1.255"), false), None);
+        assert_eq!(refusal(ip("127.0.1.255"), true), Some("ip_query_refused"));
+        // A real listing next to an error code still scores.
+        let hit = scoring
+            .hit("zen", &[ip("127.255.255.254"), ip("127.0.0.2")])
+            .expect("listing");
+        assert_eq!(hit.detail, "zen/sbl=127.0.0.2(+10)");
     }
 }

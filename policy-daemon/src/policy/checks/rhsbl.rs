@@ -159,6 +159,11 @@ mod tests {
             scoring: Scoring {
                 score: 3.0,
                 categories: Vec::new(),
+                zone: "dbl.test".to_owned(),
+                domain_list: true,
+                errors: std::sync::Arc::new(crate::listen::LogLimit::new(
+                    std::time::Duration::from_mins(1),
+                )),
             },
         };
         let mail = Mail {
