@@ -319,6 +319,44 @@ fn scrape_metrics(net: &NetnsPair, addr: &str) -> String {
     String::from_utf8(scrape.stdout).unwrap()
 }
 
+/// Seven requests answered, in the Prometheus metrics too, and the error
+/// answers counted by zone and reason and logged once.
+fn assert_metrics(net: &NetnsPair, daemon: &Daemon) {
+    let text = scrape_metrics(net, "127.0.0.1:9466");
+    for line in [
+        "spamwall_policy_requests_total 7",
+        "spamwall_policy_request_duration_seconds_count 7",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+    }
+    for reason in [
+        "public_resolver",
+        "typo_in_zone",
+        "rate_limited",
+        "not_a_listing",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("spamwall_dnsbl_errors_total{")
+                    && l.contains("zone=\"zen.test\"")
+                    && l.contains(&format!("reason=\"{reason}\""))
+                    && l.ends_with(" 1")),
+            "no error count for {reason} in:\n{text}"
+        );
+    }
+    let errors_logged = daemon
+        .log()
+        .lines()
+        .filter(|l| l.contains("answered with an error code"))
+        .count();
+    assert_eq!(
+        errors_logged,
+        1,
+        "logged once per interval:\n{}",
+        daemon.log()
+    );
+}
+
 #[test]
 fn the_daemon_answers_spamwall_query_and_bans() {
     if !require_root("the_daemon_answers_spamwall_query_and_bans") {
@@ -400,30 +438,7 @@ fn the_daemon_answers_spamwall_query_and_bans() {
         "an allowlisted client was banned: {bans:?}"
     );
     assert!(daemon.stats()["policy_requests"].as_u64().unwrap() >= 2);
-    // Seven requests answered, in the Prometheus metrics too, and the
-    // error answers counted by zone and reason.
-    let text = scrape_metrics(&net, "127.0.0.1:9466");
-    for line in [
-        "spamwall_policy_requests_total 7",
-        "spamwall_policy_request_duration_seconds_count 7",
-    ] {
-        assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
-    }
-    for reason in ["public_resolver", "typo_in_zone", "rate_limited", "not_a_listing"] {
-        assert!(
-            text.lines().any(|l| l.starts_with("spamwall_dnsbl_errors_total{")
-                && l.contains("zone=\"zen.test\"")
-                && l.contains(&format!("reason=\"{reason}\""))
-                && l.ends_with(" 1")),
-            "no error count for {reason} in:\n{text}"
-        );
-    }
-    let errors_logged = daemon
-        .log()
-        .lines()
-        .filter(|l| l.contains("answered with an error code"))
-        .count();
-    assert_eq!(errors_logged, 1, "logged once per interval:\n{}", daemon.log());
+    assert_metrics(&net, &daemon);
 
     // A connection error names the address and exits 1.
     let output = net.exec_in(

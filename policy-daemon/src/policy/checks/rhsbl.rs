@@ -161,9 +161,7 @@ mod tests {
                 categories: Vec::new(),
                 zone: "dbl.test".to_owned(),
                 domain_list: true,
-                errors: std::sync::Arc::new(crate::listen::LogLimit::new(
-                    std::time::Duration::from_mins(1),
-                )),
+                errors: std::sync::Arc::new(crate::listen::LogLimit::new(Duration::from_mins(1))),
             },
         };
         let mail = Mail {
