@@ -143,8 +143,7 @@ async fn session(
                 let parsed: Vec<Message> = batch
                     .iter()
                     .filter_map(|m| {
-                        let payload: String = m.get_payload().ok()?;
-                        serde_json::from_str(&payload)
+                        Message::decode(m.get_payload_bytes())
                             .inspect_err(|error| warn!(%error, "fleet: an unreadable message was ignored"))
                             .ok()
                     })
@@ -221,7 +220,7 @@ async fn resync(
         let messages: Vec<Message> = values
             .into_iter()
             .flatten()
-            .filter_map(|json| serde_json::from_str(&json).ok())
+            .filter_map(|json| Message::decode(json.as_bytes()).ok())
             .collect();
         total += messages.len();
         apply_bans(fleet, target, messages).await;

@@ -117,6 +117,16 @@ pub struct Message {
     pub at: i64,
 }
 
+impl Message {
+    /// A message as another node sent it: a pub/sub payload or a value of
+    /// the `<prefix>:details` hash. Any bytes give a message or an error,
+    /// never a panic; the fields are not checked further (the target is
+    /// parsed when the ban is applied).
+    pub fn decode(payload: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(payload)
+    }
+}
+
 /// Link state for `status` and metrics.
 #[derive(Debug, Default)]
 pub struct Health {
@@ -365,5 +375,8 @@ mod tests {
         assert_eq!(json["source"], "policy");
         let back: Message = serde_json::from_value(json).expect("back");
         assert_eq!(back, message);
+        let bytes = serde_json::to_vec(&message).expect("bytes");
+        assert_eq!(Message::decode(&bytes).expect("decodes"), message);
+        assert!(Message::decode(b"{\"op\":\"ban\"}").is_err());
     }
 }
