@@ -475,9 +475,11 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    /// Scratch that takes the general path only, to compare against.
-    #[cfg(test)]
-    pub(crate) fn general() -> Self {
+    /// Scratch that takes the general path only: [`Filter::check_with`]
+    /// gives the same verdict with it as with [`Filter::scratch`], which
+    /// the tests and the `failregex` fuzz target check.
+    #[cfg(any(test, fuzzing))]
+    pub fn general() -> Self {
         Self { gated: None }
     }
 }
@@ -1142,8 +1144,19 @@ pub fn import_fail2ban(
     path: &Path,
     params: &[(String, String)],
 ) -> Result<ImportedFilter, FilterError> {
+    import_fail2ban_text(path, &read_filter_file(path)?, params)
+}
+
+/// [`import_fail2ban`] of `text`, the contents of the filter file at
+/// `path`: only its includes are read, from `path`'s directory. Any text
+/// gives the filter or an error naming the file at fault, never a panic.
+pub fn import_fail2ban_text(
+    path: &Path,
+    text: &str,
+    params: &[(String, String)],
+) -> Result<ImportedFilter, FilterError> {
     let mut vars: HashMap<String, String> = HashMap::new();
-    load_file(path, &mut vars, 0)?;
+    load_text(path, text, &mut vars, 0)?;
     for (key, value) in params {
         vars.insert(key.clone(), value.clone());
     }
@@ -1197,8 +1210,26 @@ fn fold_prefregex(prefregex: &str, failregex: &str) -> String {
     strip_tags(&format!("{}{inner}{after}", &prefregex[..start]))
 }
 
+fn read_filter_file(path: &Path) -> Result<String, FilterError> {
+    std::fs::read_to_string(path).map_err(|source| FilterError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
 fn load_file(
     path: &Path,
+    vars: &mut HashMap<String, String>,
+    depth: usize,
+) -> Result<(), FilterError> {
+    load_text(path, &read_filter_file(path)?, vars, depth)
+}
+
+/// Adds the variables of the filter file `path`, whose contents are `text`,
+/// and of its includes to `vars`.
+fn load_text(
+    path: &Path,
+    text: &str,
     vars: &mut HashMap<String, String>,
     depth: usize,
 ) -> Result<(), FilterError> {
@@ -1208,11 +1239,7 @@ fn load_file(
             message: "includes nested too deep".to_owned(),
         });
     }
-    let text = std::fs::read_to_string(path).map_err(|source| FilterError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let sections = parse_ini(path, &text)?;
+    let sections = parse_ini(path, text)?;
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     let includes = |key: &str| -> Vec<PathBuf> {
         sections
