@@ -2,6 +2,7 @@
 //! spamwall. Orchestration only: everything real happens in child processes.
 
 mod cmd;
+mod fuzz;
 mod setup;
 
 use std::env;
@@ -50,6 +51,17 @@ enum Task {
         /// Extra arguments for the integration test run (e.g. a test filter)
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Fuzz the parsers with cargo-fuzz (nightly): every target, or one
+    Fuzz {
+        /// Target name (a file in `fuzz/fuzz_targets`); default all
+        target: Option<String>,
+        /// Seconds per target [default: 60, or no limit with --runs]
+        #[arg(long, value_name = "SECS")]
+        time: Option<u64>,
+        /// Stop a target after this many executions
+        #[arg(long, value_name = "N")]
+        runs: Option<u64>,
     },
     /// Run a benchmark
     Bench {
@@ -129,6 +141,11 @@ fn dispatch(task: Task) -> Result<()> {
         Task::Build { release } => build(release),
         Task::Run { args } => run_daemon(&args),
         Task::Test { unit, args } => test(unit, &args),
+        Task::Fuzz { target, time, runs } => {
+            setup::ensure()?;
+            let seconds = time.or(if runs.is_some() { None } else { Some(60) });
+            fuzz::fuzz(target.as_deref(), fuzz::Budget { seconds, runs })
+        }
         Task::Bench { name, args } => bench(&name, &args),
     }
 }
