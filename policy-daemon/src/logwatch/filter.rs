@@ -920,6 +920,12 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// A time of day as clocks show it (60 seconds: a leap second). Out of
+/// range fields would carry into the next day, or days later.
+fn clock_valid(hour: u32, minute: u32, second: u32) -> bool {
+    hour <= 23 && minute <= 59 && second <= 60
+}
+
 fn from_unix(secs: i64, nanos: u32) -> Option<SystemTime> {
     let secs = u64::try_from(secs).ok()?;
     UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
@@ -937,7 +943,12 @@ fn parse_rfc3339_prefix(line: &str) -> Option<(SystemTime, &str)> {
     let hour = digits(line.get(11..13)?)?;
     let minute = digits(line.get(14..16)?)?;
     let second = digits(line.get(17..19)?)?;
-    if b[13] != b':' || b[16] != b':' || !(1..=12).contains(&month) || day == 0 || day > 31 {
+    if b[13] != b':'
+        || b[16] != b':'
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || !clock_valid(hour, minute, second)
+    {
         return None;
     }
     let mut i = 19;
@@ -962,6 +973,9 @@ fn parse_rfc3339_prefix(line: &str) -> Option<(SystemTime, &str)> {
             } else {
                 (i64::from(digits(line.get(i + 3..i + 5)?)?), 5)
             };
+            if hh > 23 || mm > 59 {
+                return None;
+            }
             offset = (hh * 60 + mm) * 60;
             if *sign == b'-' {
                 offset = -offset;
@@ -1000,6 +1014,9 @@ fn parse_syslog_prefix(line: &str, now: SystemTime) -> Option<(SystemTime, &str)
         digits(&clock[3..5])?,
         digits(&clock[6..8])?,
     );
+    if !(1..=31).contains(&day) || !clock_valid(hour, minute, second) {
+        return None;
+    }
     let mut rest = &rest[8..];
     let mut nanos = 0;
     if let Some(frac) = rest.strip_prefix('.') {
@@ -1556,6 +1573,30 @@ mod tests {
         // December seen in November is last year's.
         let december = parse_line("Dec 31 10:00:00 mx a", now).time.expect("time");
         assert!(december < now);
+    }
+
+    #[test]
+    fn impossible_dates_and_clocks_are_not_timestamps() {
+        // Found by the log_timestamp fuzz target: day 62 of December,
+        // read on New Year's Day, landed a month in the future.
+        let new_year = UNIX_EPOCH + Duration::from_secs(1_798_765_207); // 2027-01-01T01:00:07Z
+        for line in [
+            "Dec 62 23:59:59 mx a",
+            "Dec 0 10:00:00 mx a",
+            "Nov 20 24:00:00 mx a",
+            "Nov 20 10:60:00 mx a",
+            "Nov 20 10:00:61 mx a",
+            "2026-11-17T24:00:00Z mx a",
+            "2026-11-17T10:99:00Z mx a",
+            "2026-11-17T10:00:61+00:00 mx a",
+            "2026-11-17T10:00:00+99:00 mx a",
+        ] {
+            let parsed = parse_line(line, new_year);
+            assert_eq!(parsed.time, None, "{line}");
+            assert_eq!(parsed.text, line, "the line is left whole");
+        }
+        let leap = parse_line("Dec 31 23:59:60 mx a", new_year);
+        assert_eq!(leap.text, "mx a", "a leap second is a time");
     }
 
     #[test]
