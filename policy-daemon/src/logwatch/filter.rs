@@ -17,6 +17,7 @@ use std::{
     fmt::{self, Write as _},
     net::IpAddr,
     path::{Path, PathBuf},
+    sync::LazyLock,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -1202,11 +1203,21 @@ pub fn import_fail2ban_text(
     })
 }
 
+// The import's own regexes, compiled once: compiling them took most of
+// an import's time.
+static F_TAG: LazyLock<Result<regex::Regex, regex::Error>> =
+    LazyLock::new(|| regex::Regex::new(r"</?F-[A-Z0-9_-]+>"));
+static PERCENT_REFERENCE: LazyLock<Result<regex::Regex, regex::Error>> =
+    LazyLock::new(|| regex::Regex::new(r"%\(([^)]+)\)s"));
+static TAG_REFERENCE: LazyLock<Result<regex::Regex, regex::Error>> =
+    LazyLock::new(|| regex::Regex::new(r"<([^<>\s]+)>"));
+
 /// `prefregex` `…<F-CONTENT>.+</F-CONTENT>$` around `failregex`.
 fn fold_prefregex(prefregex: &str, failregex: &str) -> String {
     let strip_tags = |s: &str| {
-        let tag = regex::Regex::new(r"</?F-[A-Z0-9_-]+>").ok();
-        tag.map_or_else(|| s.to_owned(), |t| t.replace_all(s, "").into_owned())
+        F_TAG
+            .as_ref()
+            .map_or_else(|_| s.to_owned(), |tag| tag.replace_all(s, "").into_owned())
     };
     if prefregex.is_empty() {
         return strip_tags(failregex);
@@ -1305,8 +1316,8 @@ fn load_text(
 }
 
 fn interpolate(value: &str, vars: &HashMap<String, String>) -> Result<String, String> {
-    let percent = regex::Regex::new(r"%\(([^)]+)\)s").map_err(|e| e.to_string())?;
-    let tag = regex::Regex::new(r"<([^<>\s]+)>").map_err(|e| e.to_string())?;
+    let percent = PERCENT_REFERENCE.as_ref().map_err(ToString::to_string)?;
+    let tag = TAG_REFERENCE.as_ref().map_err(ToString::to_string)?;
     let mut current = value.to_owned();
     for _ in 0..64 {
         let mut changed = false;
