@@ -26,12 +26,16 @@ const INPUT_TIMEOUT_SECS: u64 = 25;
 /// repository but fed to the import target where fail2ban is installed.
 const SYSTEM_SEEDS: &[(&str, &str)] = &[("filter_import", "/etc/fail2ban/filter.d")];
 
-/// When a run of a target stops: after `seconds` (if any) or `runs`
-/// executions (if any), whichever comes first.
+/// How the targets are built and run.
 #[derive(Clone, Copy, Debug)]
-pub struct Budget {
+pub struct Plan {
+    /// A target stops after this many seconds (if any) or `runs`
+    /// executions (if any), whichever comes first.
     pub seconds: Option<u64>,
     pub runs: Option<u64>,
+    pub build: Build,
+    /// Whether the system's seed directories ([`SYSTEM_SEEDS`]) are read.
+    pub system_seeds: bool,
 }
 
 /// What one run of a target did.
@@ -67,10 +71,38 @@ fn cargo_fuzz(args: &[&str]) -> Result<Command> {
     Ok(cmd)
 }
 
-/// Runs `target` (every target when `None`) for `budget` each, prints
+/// Seconds each target runs in `cargo xtask test`.
+const SMOKE_SECS: u64 = 3;
+
+/// How the targets are built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Build {
+    /// Optimised, as campaigns want.
+    Release,
+    /// `--dev` (opt-level 1, see `fuzz/Cargo.toml`): a third of the
+    /// release build's time, for the smoke run.
+    Dev,
+}
+
+/// The fuzzing step of `cargo xtask test`: every target for a few seconds,
+/// its committed seeds (regression inputs included) first. The system's
+/// seeds are left out: unoptimised, Debian's filters alone take 20 s.
+pub fn smoke() -> Result<()> {
+    fuzz(
+        None,
+        Plan {
+            seconds: Some(SMOKE_SECS),
+            runs: None,
+            build: Build::Dev,
+            system_seeds: false,
+        },
+    )
+}
+
+/// Runs `target` (every target when `None`) as `plan` says, prints
 /// executions, exec/s and the result per target, and fails when any
 /// target crashed.
-pub fn fuzz(target: Option<&str>, budget: Budget) -> Result<()> {
+pub fn fuzz(target: Option<&str>, plan: Plan) -> Result<()> {
     let all = targets()?;
     let selected: Vec<String> = match target {
         Some(name) if all.iter().any(|t| t == name) => vec![name.to_owned()],
@@ -84,14 +116,17 @@ pub fn fuzz(target: Option<&str>, budget: Budget) -> Result<()> {
         None => all,
     };
     // One build for all: the targets share every dependency.
-    let mut build = cargo_fuzz(&["build"])?;
-    if let Some(name) = target {
-        build.arg(name);
+    let mut cmd = cargo_fuzz(&["build"])?;
+    if plan.build == Build::Dev {
+        cmd.arg("--dev");
     }
-    run(&mut build)?;
+    if let Some(name) = target {
+        cmd.arg(name);
+    }
+    run(&mut cmd)?;
     let mut outcomes = Vec::new();
     for name in &selected {
-        outcomes.push(run_target(name, budget)?);
+        outcomes.push(run_target(name, plan)?);
     }
     print_table(&outcomes);
     let failed: Vec<String> = outcomes
@@ -109,7 +144,7 @@ pub fn fuzz(target: Option<&str>, budget: Budget) -> Result<()> {
     }
 }
 
-fn run_target(name: &str, budget: Budget) -> Result<Outcome> {
+fn run_target(name: &str, plan: Plan) -> Result<Outcome> {
     let root = root()?;
     let work = target_dir()?.join("fuzz/corpus").join(name);
     let logs = target_dir()?.join("fuzz/logs");
@@ -119,9 +154,12 @@ fn run_target(name: &str, budget: Budget) -> Result<Outcome> {
     let seeds = root.join("fuzz/corpus").join(name);
     // libFuzzer writes new inputs into the first directory only.
     let mut cmd = cargo_fuzz(&["run", name])?;
+    if plan.build == Build::Dev {
+        cmd.arg("--dev");
+    }
     cmd.arg(&work).arg(&seeds);
     for &(target, dir) in SYSTEM_SEEDS {
-        if target == name && Path::new(dir).is_dir() {
+        if plan.system_seeds && target == name && Path::new(dir).is_dir() {
             cmd.arg(dir);
         }
     }
@@ -130,10 +168,10 @@ fn run_target(name: &str, budget: Budget) -> Result<Outcome> {
         "-print_final_stats=1",
         &format!("-timeout={INPUT_TIMEOUT_SECS}"),
     ]);
-    if let Some(seconds) = budget.seconds {
+    if let Some(seconds) = plan.seconds {
         cmd.arg(format!("-max_total_time={seconds}"));
     }
-    if let Some(runs) = budget.runs {
+    if let Some(runs) = plan.runs {
         cmd.arg(format!("-runs={runs}"));
     }
     let log_path = logs.join(format!("{name}.log"));
