@@ -1045,7 +1045,7 @@ fn parse_syslog_prefix(line: &str, now: SystemTime) -> Option<(SystemTime, &str)
     let mut secs = local(year) - offset;
     // A line a day or more in the future is from last year (December
     // lines read in January).
-    if secs > now_secs + 86_400 {
+    if secs >= now_secs + 86_400 {
         secs = local(year - 1) - offset;
     }
     Some((from_unix(secs, nanos)?, rest.trim_start()))
@@ -1608,6 +1608,21 @@ mod tests {
         }
         let leap = parse_line("Dec 31 23:59:60 mx a", new_year);
         assert_eq!(leap.text, "mx a", "a leap second is a time");
+    }
+
+    #[test]
+    fn a_syslog_stamp_a_day_ahead_is_last_years() {
+        // Found by the log_timestamp fuzz target: "Jan  2 00:59:60.123"
+        // read at one o'clock on New Year's Day is exactly a day ahead (the
+        // leap second makes 00:59:60 one o'clock) and stayed in this year,
+        // its fraction past the day.
+        let utc = 1_795_136_400; // 2026-11-20T01:00:00Z
+        let local = u64::try_from(utc - local_offset(utc)).expect("after 1970");
+        let now = UNIX_EPOCH + Duration::from_secs(local); // 01:00 here
+        let time = parse_line("Nov 21 00:59:60.123 a", now).time.expect("time");
+        assert!(time < now, "{time:?} is not last year's");
+        let time = parse_line("Nov 21 00:59:59.999 a", now).time.expect("time");
+        assert!(time > now, "less than a day ahead stays in this year");
     }
 
     #[test]
