@@ -1034,21 +1034,35 @@ fn parse_syslog_prefix(line: &str, now: SystemTime) -> Option<(SystemTime, &str)
     }
     let month = u32::try_from(month).ok()? + 1;
     let now_secs = i64::try_from(now.duration_since(UNIX_EPOCH).ok()?.as_secs()).ok()?;
-    let year = current_year(now_secs);
+    let offset = local_offset(now_secs);
+    let secs = syslog_secs(month, day, (hour, minute, second), now_secs, offset);
+    Some((from_unix(secs, nanos)?, rest.trim_start()))
+}
+
+/// Unix seconds of a syslog stamp (no year, local time) read at `now_secs`
+/// in a zone `offset` seconds east of UTC: in the current local year, or
+/// the one before when that would put it a day or more ahead (December
+/// lines read in January).
+fn syslog_secs(
+    month: u32,
+    day: u32,
+    (hour, minute, second): (u32, u32, u32),
+    now_secs: i64,
+    offset: i64,
+) -> i64 {
     let local = |year: i64| {
         days_from_civil(year, month, day) * 86_400
             + i64::from(hour) * 3600
             + i64::from(minute) * 60
             + i64::from(second)
     };
-    let offset = local_offset(now_secs);
-    let mut secs = local(year) - offset;
-    // A line a day or more in the future is from last year (December
-    // lines read in January).
+    let year = current_year(now_secs + offset);
+    let secs = local(year) - offset;
     if secs >= now_secs + 86_400 {
-        secs = local(year - 1) - offset;
+        local(year - 1) - offset
+    } else {
+        secs
     }
-    Some((from_unix(secs, nanos)?, rest.trim_start()))
 }
 
 fn current_year(now_secs: i64) -> i64 {
@@ -1623,6 +1637,21 @@ mod tests {
         assert!(time < now, "{time:?} is not last year's");
         let time = parse_line("Nov 21 00:59:59.999 a", now).time.expect("time");
         assert!(time > now, "less than a day ahead stays in this year");
+    }
+
+    #[test]
+    fn the_year_of_a_syslog_stamp_is_the_local_one() {
+        // 00:30 on New Year's Day in Tokyo (UTC+9) is still December in
+        // UTC: the year was taken from UTC, so the stamp went back a year.
+        let tokyo = 9 * 3600;
+        let now = 1_798_731_900; // 2027-01-01T00:45+09:00
+        let secs = syslog_secs(1, 1, (0, 30, 0), now, tokyo);
+        assert_eq!(now - secs, 15 * 60, "a quarter of an hour ago");
+        // West of UTC the new year starts in UTC first.
+        let los_angeles = -8 * 3600;
+        let now = 1_798_761_600; // 2026-12-31T16:00-08:00
+        let secs = syslog_secs(12, 31, (15, 0, 0), now, los_angeles);
+        assert_eq!(now - secs, 3600, "an hour ago");
     }
 
     #[test]
