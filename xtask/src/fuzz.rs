@@ -44,6 +44,8 @@ struct Outcome {
     executions: Option<u64>,
     exec_per_sec: Option<u64>,
     seconds: f64,
+    /// For the table: `no crash`, `CRASH (timeout)`, `failed (signal 2)`.
+    result: String,
     /// Why the run failed: the crash artifact, or the exit status.
     failure: Option<String>,
 }
@@ -177,24 +179,29 @@ fn run_target(name: &str, plan: Plan) -> Result<Outcome> {
     let log_path = logs.join(format!("{name}.log"));
     let started = Instant::now();
     let (status, report) = run_logged(&mut cmd, &log_path)?;
-    let failure = if status.success() {
-        None
-    } else {
-        Some(match &report.artifact {
-            Some(artifact) => format!(
-                "{} ({}); reproduce with `cargo +{NIGHTLY} fuzz run {name} {artifact}`, log {}",
-                report.kind.as_deref().unwrap_or("crash"),
+    let kind = report.kind.as_deref().unwrap_or("crash");
+    let (result, failure) = match (status.success(), &report.artifact) {
+        (true, _) => ("no crash".to_owned(), None),
+        (false, Some(artifact)) => (
+            format!("CRASH ({kind})"),
+            Some(format!(
+                "{kind} ({}); reproduce with `cargo +{NIGHTLY} fuzz run {name} {artifact}`, log {}",
                 describe(status),
                 log_path.display()
-            ),
-            None => format!("{}, log {}", describe(status), log_path.display()),
-        })
+            )),
+        ),
+        // Interrupted, or the fuzzer could not start: no input to blame.
+        (false, None) => (
+            format!("failed ({})", describe(status)),
+            Some(format!("{}, log {}", describe(status), log_path.display())),
+        ),
     };
     Ok(Outcome {
         target: name.to_owned(),
         executions: report.executions,
         exec_per_sec: report.exec_per_sec,
         seconds: started.elapsed().as_secs_f64(),
+        result,
         failure,
     })
 }
@@ -206,7 +213,8 @@ struct Stats {
     exec_per_sec: Option<u64>,
     /// The file a crashing, hanging or leaking input was written to.
     artifact: Option<String>,
-    /// libFuzzer's name for the failure: `deadly signal`, `timeout`, …
+    /// libFuzzer's or the sanitizer's name for the failure: `deadly
+    /// signal`, `timeout after 25 seconds`, `heap-buffer-overflow …`.
     kind: Option<String>,
 }
 
@@ -219,8 +227,12 @@ impl Stats {
             self.exec_per_sec = number(value);
         } else if let Some((_, path)) = line.split_once("Test unit written to ") {
             self.artifact = Some(path.trim().to_owned());
-        } else if let Some((_, kind)) = line.split_once("ERROR: libFuzzer: ") {
-            self.kind = Some(kind.trim().to_owned());
+        } else if self.kind.is_none() {
+            // The first report names the failure; later ones follow from it.
+            self.kind = ["libFuzzer", "AddressSanitizer", "LeakSanitizer"]
+                .iter()
+                .find_map(|tool| line.split_once(&format!("ERROR: {tool}: ")))
+                .map(|(_, kind)| kind.trim().to_owned());
         }
     }
 }
@@ -275,11 +287,7 @@ fn print_table(outcomes: &[Outcome]) {
             count(o.executions),
             count(o.exec_per_sec),
             o.seconds,
-            if o.failure.is_some() {
-                "CRASH"
-            } else {
-                "no crash"
-            }
+            o.result
         );
     }
 }
@@ -320,6 +328,17 @@ mod tests {
             Some("fuzz/artifacts/pickle/crash-da39a3ee")
         );
         assert_eq!(stats.kind.as_deref(), Some("deadly signal"));
+        let mut stats = Stats::default();
+        for line in [
+            "==7==ERROR: AddressSanitizer: heap-buffer-overflow on address 0x6020",
+            "==7==ERROR: libFuzzer: deadly signal",
+        ] {
+            stats.read(line);
+        }
+        assert_eq!(
+            stats.kind.as_deref(),
+            Some("heap-buffer-overflow on address 0x6020")
+        );
     }
 
     #[test]
