@@ -202,9 +202,11 @@ fn split_lookarounds(pattern: &str) -> (String, Vec<(String, Option<String>)>) {
             '(' => {
                 let open = main.len();
                 let mut header = open + 1;
+                // `(?:`, `(?i:`, `(?P<name>`: the header ends before any
+                // other parenthesis, or this is no group with a header.
                 if rest[1..].starts_with('?')
-                    && let Some(end) = rest[2..].find([':', '>', ')'])
-                    && rest.as_bytes()[2 + end] != b')'
+                    && let Some(end) = rest[2..].find([':', '>', '(', ')'])
+                    && matches!(rest.as_bytes()[2 + end], b':' | b'>')
                 {
                     header = open + 2 + end + 1;
                 }
@@ -1565,6 +1567,24 @@ mod tests {
             f.check("lost connection after DATA from x[192.0.2.1]"),
             Verdict::Missed
         );
+    }
+
+    #[test]
+    fn a_lookaround_after_a_broken_group_header_is_an_error() {
+        // Found by the failregex fuzz target: the header of `(?x` was
+        // taken to run to the `:` inside the next group, and splitting out
+        // the lookaround sliced backwards and panicked.
+        for pattern in [r"(?x(y:(?=a)<HOST>", r"(?P<n(x>(?!y)<HOST>)"] {
+            let error = Filter::new("t", &[pattern.to_owned()], &[]).expect_err(pattern);
+            assert!(error.to_string().contains("failregex[0]"), "{error}");
+        }
+        // Headers before nested groups still split as before.
+        let f = filter(&[r"^(?i:x(?:y)(?!z))\S* \[<HOST>\]"], &[]);
+        assert!(matches!(
+            f.check("Xyw [192.0.2.1]"),
+            Verdict::Matched { .. }
+        ));
+        assert_eq!(f.check("xyz [192.0.2.1]"), Verdict::Missed);
     }
 
     #[test]
