@@ -21,6 +21,9 @@ use crate::{UsageError, root, target_dir};
 /// Longest one input may run before libFuzzer reports it as a hang.
 const INPUT_TIMEOUT_SECS: u64 = 25;
 
+/// Seconds each target runs in `cargo xtask test`.
+const SMOKE_SECS: u64 = 3;
+
 /// Extra seed directories read (never written) when they exist: Debian's
 /// fail2ban filters are GPL-licensed, so they are not copied into the
 /// repository but fed to the import target where fail2ban is installed.
@@ -38,6 +41,17 @@ pub struct Plan {
     pub system_seeds: bool,
 }
 
+/// How the targets are built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Build {
+    /// Optimised, as campaigns want.
+    Release,
+    /// `--dev`, unoptimised: about a third of the release build's CPU time
+    /// and the library rebuilt in seconds after a change; for the smoke
+    /// run.
+    Dev,
+}
+
 /// What one run of a target did.
 struct Outcome {
     target: String,
@@ -51,7 +65,7 @@ struct Outcome {
 }
 
 /// The targets: one per file in `fuzz/fuzz_targets`, in name order.
-pub fn targets() -> Result<Vec<String>> {
+fn targets() -> Result<Vec<String>> {
     let dir = root()?.join("fuzz/fuzz_targets");
     let mut names: Vec<String> = fs::read_dir(&dir)
         .with_context(|| format!("cannot list {}", dir.display()))?
@@ -71,19 +85,6 @@ fn cargo_fuzz(args: &[&str]) -> Result<Command> {
         .arg("fuzz")
         .args(args);
     Ok(cmd)
-}
-
-/// Seconds each target runs in `cargo xtask test`.
-const SMOKE_SECS: u64 = 3;
-
-/// How the targets are built.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Build {
-    /// Optimised, as campaigns want.
-    Release,
-    /// `--dev` (opt-level 1, see `fuzz/Cargo.toml`): a third of the
-    /// release build's time, for the smoke run.
-    Dev,
 }
 
 /// The fuzzing step of `cargo xtask test`: every target for a few seconds,
