@@ -2,6 +2,7 @@
 //! spamwall. Orchestration only: everything real happens in child processes.
 
 mod cmd;
+mod fuzz;
 mod setup;
 
 use std::env;
@@ -42,7 +43,8 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// fmt, clippy, unit tests, then the (root, serial) integration tests
+    /// fmt, clippy, unit tests, a fuzzing smoke run, then the (root,
+    /// serial) integration tests
     Test {
         /// Only fmt, clippy and the unit tests
         #[arg(long, conflicts_with = "args")]
@@ -50,6 +52,20 @@ enum Task {
         /// Extra arguments for the integration test run (e.g. a test filter)
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Fuzz the parsers with cargo-fuzz (nightly): every target, or one
+    Fuzz {
+        /// Target name (a file in `fuzz/fuzz_targets`); default all
+        target: Option<String>,
+        /// Seconds per target [default: 60, or no limit with --runs]
+        #[arg(long, value_name = "SECS")]
+        time: Option<u64>,
+        /// Stop a target after this many executions
+        #[arg(long, value_name = "N")]
+        runs: Option<u64>,
+        /// Build unoptimised, as the smoke run of `cargo xtask test` does
+        #[arg(long)]
+        dev: bool,
     },
     /// Run a benchmark
     Bench {
@@ -129,6 +145,12 @@ fn dispatch(task: Task) -> Result<()> {
         Task::Build { release } => build(release),
         Task::Run { args } => run_daemon(&args),
         Task::Test { unit, args } => test(unit, &args),
+        Task::Fuzz {
+            target,
+            time,
+            runs,
+            dev,
+        } => run_fuzz(target.as_deref(), time, runs, dev),
         Task::Bench { name, args } => bench(&name, &args),
     }
 }
@@ -206,39 +228,86 @@ fn run_daemon(args: &[String]) -> Result<()> {
     Err(err).with_context(|| format!("cannot exec `{line}`"))
 }
 
+/// `cargo xtask fuzz`: 60 s per target unless `--time` or `--runs` say
+/// otherwise.
+fn run_fuzz(target: Option<&str>, time: Option<u64>, runs: Option<u64>, dev: bool) -> Result<()> {
+    setup::ensure()?;
+    fuzz::fuzz(
+        target,
+        fuzz::Plan {
+            seconds: time.or(if runs.is_some() { None } else { Some(60) }),
+            runs,
+            build: if dev {
+                fuzz::Build::Dev
+            } else {
+                fuzz::Build::Release
+            },
+            system_seeds: true,
+        },
+    )
+}
+
+/// A step of `cargo xtask test`.
+enum TestStep {
+    Command(Command),
+    FuzzSmoke,
+}
+
 fn test(unit: bool, args: &[String]) -> Result<()> {
     setup::ensure()?;
     let mut steps = vec![
-        ("format", cargo(&["fmt", "--all", "--", "--check"])?),
+        (
+            "format",
+            TestStep::Command(cargo(&["fmt", "--all", "--", "--check"])?),
+        ),
+        (
+            "format (fuzz targets)",
+            TestStep::Command(cargo(&[
+                "fmt",
+                "--manifest-path",
+                "fuzz/Cargo.toml",
+                "--",
+                "--check",
+            ])?),
+        ),
         (
             "clippy",
-            cargo(&[
+            TestStep::Command(cargo(&[
                 "clippy",
                 "--workspace",
                 "--all-targets",
                 "--",
                 "-D",
                 "warnings",
-            ])?,
+            ])?),
         ),
         (
             "unit tests",
-            cargo(&["test", "--workspace", "--exclude", "spamwall-tests"])?,
+            TestStep::Command(cargo(&[
+                "test",
+                "--workspace",
+                "--exclude",
+                "spamwall-tests",
+            ])?),
         ),
     ];
     if !unit {
+        steps.push(("fuzz smoke", TestStep::FuzzSmoke));
         steps.push((
             "release build",
-            cargo(&["build", "--release", "-p", "policy-daemon"])?,
+            TestStep::Command(cargo(&["build", "--release", "-p", "policy-daemon"])?),
         ));
         let mut integration = cargo(&["test", "-p", "spamwall-tests", "--", "--test-threads=1"])?;
         integration.env("SPAMWALL_BIN", spamwall_bin()?).args(args);
-        steps.push(("integration tests", integration));
+        steps.push(("integration tests", TestStep::Command(integration)));
     }
     let total = steps.len();
-    for (index, (label, mut cmd)) in steps.into_iter().enumerate() {
-        run(&mut cmd)
-            .with_context(|| format!("test step {}/{total} ({label}) failed", index + 1))?;
+    for (index, (label, step)) in steps.into_iter().enumerate() {
+        match step {
+            TestStep::Command(mut cmd) => run(&mut cmd),
+            TestStep::FuzzSmoke => fuzz::smoke(),
+        }
+        .with_context(|| format!("test step {}/{total} ({label}) failed", index + 1))?;
     }
     eprintln!("test: all {total} steps passed");
     Ok(())

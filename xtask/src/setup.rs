@@ -30,15 +30,20 @@ pub const APT_PACKAGES: &[&str] = &[
     "redis-server",
     // systemd-journald and journalctl, for the journal source's test.
     "systemd",
+    // libFuzzer is C++: libfuzzer-sys compiles it for the fuzz targets.
+    "g++",
 ];
 
 /// Answers for packages that would otherwise ask during installation:
 /// Postfix is configured by the tests themselves, in their own directories.
 const DEBCONF_SELECTIONS: &str = "postfix postfix/main_mailer_type select No configuration\n";
 
-/// The eBPF toolchain. Never a dated one: `RUSTUP_AUTO_INSTALL=0` is set.
-const NIGHTLY: &str = "nightly";
+/// The eBPF and fuzzing toolchain. Never a dated one: `RUSTUP_AUTO_INSTALL=0`
+/// is set.
+pub const NIGHTLY: &str = "nightly";
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// The cargo-fuzz `cargo xtask fuzz` drives; it prints `cargo-fuzz VERSION`.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// Records which nightly bpf-linker was linked against (its `rustc -vV`).
 const BPF_LINKER_STAMP: &str = ".bpf-linker-nightly";
 const BPFFS: &str = "/sys/fs/bpf";
@@ -122,17 +127,25 @@ enum Step {
     Apt,
     RustSrc,
     BpfLinker,
+    CargoFuzz,
     Bpffs,
 }
 
 impl Step {
-    const ALL: [Self; 4] = [Self::Apt, Self::RustSrc, Self::BpfLinker, Self::Bpffs];
+    const ALL: [Self; 5] = [
+        Self::Apt,
+        Self::RustSrc,
+        Self::BpfLinker,
+        Self::CargoFuzz,
+        Self::Bpffs,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Self::Apt => "apt packages",
             Self::RustSrc => "rust-src (nightly)",
             Self::BpfLinker => "bpf-linker",
+            Self::CargoFuzz => "cargo-fuzz",
             Self::Bpffs => "bpffs",
         }
     }
@@ -142,6 +155,7 @@ impl Step {
             Self::Apt => check_apt(),
             Self::RustSrc => Ok(check_rust_src(nightly)),
             Self::BpfLinker => check_bpf_linker(nightly),
+            Self::CargoFuzz => Ok(check_cargo_fuzz()),
             Self::Bpffs => Ok(check_bpffs()),
         }
     }
@@ -156,6 +170,7 @@ enum Fix {
     Apt(Vec<&'static str>),
     RustSrc,
     BpfLinker,
+    CargoFuzz,
     MountBpffs,
 }
 
@@ -173,14 +188,14 @@ impl Fix {
                 packages.join(" ")
             ),
             Self::MountBpffs => format!("mount -t bpf bpf {BPFFS}"),
-            Self::RustSrc | Self::BpfLinker => "cargo xtask setup".to_owned(),
+            Self::RustSrc | Self::BpfLinker | Self::CargoFuzz => "cargo xtask setup".to_owned(),
         }
     }
 
     fn done(&self) -> &'static str {
         match self {
             Self::MountBpffs => "mounted",
-            Self::Apt(_) | Self::RustSrc | Self::BpfLinker => "installed",
+            Self::Apt(_) | Self::RustSrc | Self::BpfLinker | Self::CargoFuzz => "installed",
         }
     }
 
@@ -206,6 +221,13 @@ impl Fix {
                 NIGHTLY,
             ])),
             Self::BpfLinker => install_bpf_linker(nightly),
+            Self::CargoFuzz => run(Command::new("cargo")
+                .arg(format!("+{NIGHTLY}"))
+                .env_remove("RUSTFLAGS")
+                .env_remove("CARGO_ENCODED_RUSTFLAGS")
+                .current_dir(env::temp_dir())
+                .args(["install", "cargo-fuzz", "--version", CARGO_FUZZ_VERSION])
+                .args(["--locked", "--force"])),
             Self::MountBpffs => run(Command::new("mount").args(["-t", "bpf", "bpf", BPFFS])),
         }
     }
@@ -362,6 +384,23 @@ fn install_bpf_linker(nightly: &Nightly) -> Result<()> {
     let stamp = bin.join(BPF_LINKER_STAMP);
     fs::write(&stamp, &nightly.version_verbose)
         .with_context(|| format!("cannot write {}", stamp.display()))
+}
+
+fn check_cargo_fuzz() -> Status {
+    let wanted = format!("cargo-fuzz {CARGO_FUZZ_VERSION}");
+    match output(Command::new("cargo").args([&format!("+{NIGHTLY}"), "fuzz", "--version"])) {
+        Ok(version) if version.trim() == wanted => {
+            Status::Satisfied(format!("already installed: {wanted}"))
+        }
+        Ok(version) => Status::Missing {
+            what: format!("{} installed, {wanted} wanted", version.trim()),
+            fix: Fix::CargoFuzz,
+        },
+        Err(err) => Status::Missing {
+            what: format!("not usable: {err:#}"),
+            fix: Fix::CargoFuzz,
+        },
+    }
 }
 
 fn check_bpffs() -> Status {

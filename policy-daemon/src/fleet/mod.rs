@@ -462,5 +462,8 @@ mod tests {
         assert_eq!(json["source"], "policy");
         let back: Message = serde_json::from_value(json).expect("back");
         assert_eq!(back, message);
+        let bytes = serde_json::to_vec(&message).expect("bytes");
+        assert_eq!(wire::decode(&bytes, None), Ok(message));
+        assert!(wire::decode(b"{\"op\":\"ban\"}", None).is_err());
     }
 }

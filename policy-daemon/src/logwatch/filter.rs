@@ -17,6 +17,7 @@ use std::{
     fmt::{self, Write as _},
     net::IpAddr,
     path::{Path, PathBuf},
+    sync::LazyLock,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -201,9 +202,11 @@ fn split_lookarounds(pattern: &str) -> (String, Vec<(String, Option<String>)>) {
             '(' => {
                 let open = main.len();
                 let mut header = open + 1;
+                // `(?:`, `(?i:`, `(?P<name>`: the header ends before any
+                // other parenthesis, or this is no group with a header.
                 if rest[1..].starts_with('?')
-                    && let Some(end) = rest[2..].find([':', '>', ')'])
-                    && rest.as_bytes()[2 + end] != b')'
+                    && let Some(end) = rest[2..].find([':', '>', '(', ')'])
+                    && matches!(rest.as_bytes()[2 + end], b':' | b'>')
                 {
                     header = open + 2 + end + 1;
                 }
@@ -475,9 +478,11 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    /// Scratch that takes the general path only, to compare against.
-    #[cfg(test)]
-    pub(crate) fn general() -> Self {
+    /// Scratch that takes the general path only: [`Filter::check_with`]
+    /// gives the same verdict with it as with [`Filter::scratch`], which
+    /// the tests and the `failregex` fuzz target check.
+    #[cfg(any(test, fuzzing))]
+    pub fn general() -> Self {
         Self { gated: None }
     }
 }
@@ -918,6 +923,12 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// A time of day as clocks show it (60 seconds: a leap second). Out of
+/// range fields would carry into the next day, or days later.
+fn clock_valid(hour: u32, minute: u32, second: u32) -> bool {
+    hour <= 23 && minute <= 59 && second <= 60
+}
+
 fn from_unix(secs: i64, nanos: u32) -> Option<SystemTime> {
     let secs = u64::try_from(secs).ok()?;
     UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
@@ -935,7 +946,12 @@ fn parse_rfc3339_prefix(line: &str) -> Option<(SystemTime, &str)> {
     let hour = digits(line.get(11..13)?)?;
     let minute = digits(line.get(14..16)?)?;
     let second = digits(line.get(17..19)?)?;
-    if b[13] != b':' || b[16] != b':' || !(1..=12).contains(&month) || day == 0 || day > 31 {
+    if b[13] != b':'
+        || b[16] != b':'
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || !clock_valid(hour, minute, second)
+    {
         return None;
     }
     let mut i = 19;
@@ -960,6 +976,9 @@ fn parse_rfc3339_prefix(line: &str) -> Option<(SystemTime, &str)> {
             } else {
                 (i64::from(digits(line.get(i + 3..i + 5)?)?), 5)
             };
+            if hh > 23 || mm > 59 {
+                return None;
+            }
             offset = (hh * 60 + mm) * 60;
             if *sign == b'-' {
                 offset = -offset;
@@ -998,6 +1017,9 @@ fn parse_syslog_prefix(line: &str, now: SystemTime) -> Option<(SystemTime, &str)
         digits(&clock[3..5])?,
         digits(&clock[6..8])?,
     );
+    if !(1..=31).contains(&day) || !clock_valid(hour, minute, second) {
+        return None;
+    }
     let mut rest = &rest[8..];
     let mut nanos = 0;
     if let Some(frac) = rest.strip_prefix('.') {
@@ -1014,21 +1036,35 @@ fn parse_syslog_prefix(line: &str, now: SystemTime) -> Option<(SystemTime, &str)
     }
     let month = u32::try_from(month).ok()? + 1;
     let now_secs = i64::try_from(now.duration_since(UNIX_EPOCH).ok()?.as_secs()).ok()?;
-    let year = current_year(now_secs);
+    let offset = local_offset(now_secs);
+    let secs = syslog_secs(month, day, (hour, minute, second), now_secs, offset);
+    Some((from_unix(secs, nanos)?, rest.trim_start()))
+}
+
+/// Unix seconds of a syslog stamp (no year, local time) read at `now_secs`
+/// in a zone `offset` seconds east of UTC: in the current local year, or
+/// the one before when that would put it a day or more ahead (December
+/// lines read in January).
+fn syslog_secs(
+    month: u32,
+    day: u32,
+    (hour, minute, second): (u32, u32, u32),
+    now_secs: i64,
+    offset: i64,
+) -> i64 {
     let local = |year: i64| {
         days_from_civil(year, month, day) * 86_400
             + i64::from(hour) * 3600
             + i64::from(minute) * 60
             + i64::from(second)
     };
-    let offset = local_offset(now_secs);
-    let mut secs = local(year) - offset;
-    // A line a day or more in the future is from last year (December
-    // lines read in January).
-    if secs > now_secs + 86_400 {
-        secs = local(year - 1) - offset;
+    let year = current_year(now_secs + offset);
+    let secs = local(year) - offset;
+    if secs >= now_secs + 86_400 {
+        local(year - 1) - offset
+    } else {
+        secs
     }
-    Some((from_unix(secs, nanos)?, rest.trim_start()))
 }
 
 fn current_year(now_secs: i64) -> i64 {
@@ -1142,8 +1178,19 @@ pub fn import_fail2ban(
     path: &Path,
     params: &[(String, String)],
 ) -> Result<ImportedFilter, FilterError> {
+    import_fail2ban_text(path, &read_filter_file(path)?, params)
+}
+
+/// [`import_fail2ban`] of `text`, the contents of the filter file at
+/// `path`: only its includes are read, from `path`'s directory. Any text
+/// gives the filter or an error naming the file at fault, never a panic.
+pub fn import_fail2ban_text(
+    path: &Path,
+    text: &str,
+    params: &[(String, String)],
+) -> Result<ImportedFilter, FilterError> {
     let mut vars: HashMap<String, String> = HashMap::new();
-    load_file(path, &mut vars, 0)?;
+    load_text(path, text, &mut vars, 0)?;
     for (key, value) in params {
         vars.insert(key.clone(), value.clone());
     }
@@ -1172,11 +1219,21 @@ pub fn import_fail2ban(
     })
 }
 
+// The import's own regexes, compiled once: compiling them took most of
+// an import's time.
+static F_TAG: LazyLock<Result<regex::Regex, regex::Error>> =
+    LazyLock::new(|| regex::Regex::new(r"</?F-[A-Z0-9_-]+>"));
+static PERCENT_REFERENCE: LazyLock<Result<regex::Regex, regex::Error>> =
+    LazyLock::new(|| regex::Regex::new(r"%\(([^)]+)\)s"));
+static TAG_REFERENCE: LazyLock<Result<regex::Regex, regex::Error>> =
+    LazyLock::new(|| regex::Regex::new(r"<([^<>\s]+)>"));
+
 /// `prefregex` `…<F-CONTENT>.+</F-CONTENT>$` around `failregex`.
 fn fold_prefregex(prefregex: &str, failregex: &str) -> String {
     let strip_tags = |s: &str| {
-        let tag = regex::Regex::new(r"</?F-[A-Z0-9_-]+>").ok();
-        tag.map_or_else(|| s.to_owned(), |t| t.replace_all(s, "").into_owned())
+        F_TAG
+            .as_ref()
+            .map_or_else(|_| s.to_owned(), |tag| tag.replace_all(s, "").into_owned())
     };
     if prefregex.is_empty() {
         return strip_tags(failregex);
@@ -1197,8 +1254,26 @@ fn fold_prefregex(prefregex: &str, failregex: &str) -> String {
     strip_tags(&format!("{}{inner}{after}", &prefregex[..start]))
 }
 
+fn read_filter_file(path: &Path) -> Result<String, FilterError> {
+    std::fs::read_to_string(path).map_err(|source| FilterError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
 fn load_file(
     path: &Path,
+    vars: &mut HashMap<String, String>,
+    depth: usize,
+) -> Result<(), FilterError> {
+    load_text(path, &read_filter_file(path)?, vars, depth)
+}
+
+/// Adds the variables of the filter file `path`, whose contents are `text`,
+/// and of its includes to `vars`.
+fn load_text(
+    path: &Path,
+    text: &str,
     vars: &mut HashMap<String, String>,
     depth: usize,
 ) -> Result<(), FilterError> {
@@ -1208,11 +1283,7 @@ fn load_file(
             message: "includes nested too deep".to_owned(),
         });
     }
-    let text = std::fs::read_to_string(path).map_err(|source| FilterError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let sections = parse_ini(path, &text)?;
+    let sections = parse_ini(path, text)?;
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     let includes = |key: &str| -> Vec<PathBuf> {
         sections
@@ -1260,30 +1331,39 @@ fn load_file(
     Ok(())
 }
 
+/// Longest a value may grow to as its references are substituted. The
+/// largest of Debian's filters, sshd in aggressive mode, needs 12 KB; a
+/// value that refers to itself twice doubles with every round.
+const MAX_INTERPOLATED: usize = 256 * 1024;
+
 fn interpolate(value: &str, vars: &HashMap<String, String>) -> Result<String, String> {
-    let percent = regex::Regex::new(r"%\(([^)]+)\)s").map_err(|e| e.to_string())?;
-    let tag = regex::Regex::new(r"<([^<>\s]+)>").map_err(|e| e.to_string())?;
+    let percent = PERCENT_REFERENCE.as_ref().map_err(ToString::to_string)?;
+    let tag = TAG_REFERENCE.as_ref().map_err(ToString::to_string)?;
     let mut current = value.to_owned();
     for _ in 0..64 {
         let mut changed = false;
-        let next = percent.replace_all(&current, |c: &regex::Captures<'_>| {
-            if let Some(v) = vars.get(&c[1]) {
+        let mut too_long = false;
+        // What the round's result can grow to, checked before it is built.
+        let mut size = current.len();
+        let mut substitute = |c: &regex::Captures<'_>| match vars.get(&c[1]) {
+            Some(v) if size + v.len() <= MAX_INTERPOLATED => {
                 changed = true;
+                size += v.len();
                 v.clone()
-            } else {
+            }
+            Some(_) => {
+                too_long = true;
                 c[0].to_owned()
             }
-        });
-        let next = tag
-            .replace_all(&next, |c: &regex::Captures<'_>| {
-                if let Some(v) = vars.get(&c[1]) {
-                    changed = true;
-                    v.clone()
-                } else {
-                    c[0].to_owned()
-                }
-            })
-            .into_owned();
+            None => c[0].to_owned(),
+        };
+        let next = percent.replace_all(&current, &mut substitute);
+        let next = tag.replace_all(&next, &mut substitute).into_owned();
+        if too_long {
+            return Err(format!(
+                "interpolation of {value:?} grows past {MAX_INTERPOLATED} bytes (a value that refers to itself?)"
+            ));
+        }
         current = next;
         if !changed {
             return Ok(current);
@@ -1490,6 +1570,24 @@ mod tests {
     }
 
     #[test]
+    fn a_lookaround_after_a_broken_group_header_is_an_error() {
+        // Found by the failregex fuzz target: the header of `(?x` was
+        // taken to run to the `:` inside the next group, and splitting out
+        // the lookaround sliced backwards and panicked.
+        for pattern in [r"(?x(y:(?=a)<HOST>", r"(?P<n(x>(?!y)<HOST>)"] {
+            let error = Filter::new("t", &[pattern.to_owned()], &[]).expect_err(pattern);
+            assert!(error.to_string().contains("failregex[0]"), "{error}");
+        }
+        // Headers before nested groups still split as before.
+        let f = filter(&[r"^(?i:x(?:y)(?!z))\S* \[<HOST>\]"], &[]);
+        assert!(matches!(
+            f.check("Xyw [192.0.2.1]"),
+            Verdict::Matched { .. }
+        ));
+        assert_eq!(f.check("xyz [192.0.2.1]"), Verdict::Missed);
+    }
+
+    #[test]
     fn ignoreregex_wins() {
         let f = filter(&[r"\[<HOST>\]"], &[r"^ok"]);
         assert_eq!(f.check("ok [192.0.2.1]"), Verdict::Ignored);
@@ -1529,6 +1627,81 @@ mod tests {
         // December seen in November is last year's.
         let december = parse_line("Dec 31 10:00:00 mx a", now).time.expect("time");
         assert!(december < now);
+    }
+
+    #[test]
+    fn impossible_dates_and_clocks_are_not_timestamps() {
+        // Found by the log_timestamp fuzz target: day 62 of December,
+        // read on New Year's Day, landed a month in the future.
+        let new_year = UNIX_EPOCH + Duration::from_secs(1_798_765_207); // 2027-01-01T01:00:07Z
+        for line in [
+            "Dec 62 23:59:59 mx a",
+            "Dec 0 10:00:00 mx a",
+            "Nov 20 24:00:00 mx a",
+            "Nov 20 10:60:00 mx a",
+            "Nov 20 10:00:61 mx a",
+            "2026-11-17T24:00:00Z mx a",
+            "2026-11-17T10:99:00Z mx a",
+            "2026-11-17T10:00:61+00:00 mx a",
+            "2026-11-17T10:00:00+99:00 mx a",
+        ] {
+            let parsed = parse_line(line, new_year);
+            assert_eq!(parsed.time, None, "{line}");
+            assert_eq!(parsed.text, line, "the line is left whole");
+        }
+        let leap = parse_line("Dec 31 23:59:60 mx a", new_year);
+        assert_eq!(leap.text, "mx a", "a leap second is a time");
+    }
+
+    #[test]
+    fn a_syslog_stamp_a_day_ahead_is_last_years() {
+        // Found by the log_timestamp fuzz target: "Jan  2 00:59:60.123"
+        // read at one o'clock on New Year's Day is exactly a day ahead (the
+        // leap second makes 00:59:60 one o'clock) and stayed in this year,
+        // its fraction past the day.
+        let utc = 1_795_136_400; // 2026-11-20T01:00:00Z
+        let local = u64::try_from(utc - local_offset(utc)).expect("after 1970");
+        let now = UNIX_EPOCH + Duration::from_secs(local); // 01:00 here
+        let time = parse_line("Nov 21 00:59:60.123 a", now).time.expect("time");
+        assert!(time < now, "{time:?} is not last year's");
+        let time = parse_line("Nov 21 00:59:59.999 a", now).time.expect("time");
+        assert!(time > now, "less than a day ahead stays in this year");
+    }
+
+    #[test]
+    fn the_year_of_a_syslog_stamp_is_the_local_one() {
+        // 00:30 on New Year's Day in Tokyo (UTC+9) is still December in
+        // UTC: the year was taken from UTC, so the stamp went back a year.
+        let tokyo = 9 * 3600;
+        let now = 1_798_731_900; // 2027-01-01T00:45+09:00
+        let secs = syslog_secs(1, 1, (0, 30, 0), now, tokyo);
+        assert_eq!(now - secs, 15 * 60, "a quarter of an hour ago");
+        // West of UTC the new year starts in UTC first.
+        let los_angeles = -8 * 3600;
+        let now = 1_798_761_600; // 2026-12-31T16:00-08:00
+        let secs = syslog_secs(12, 31, (15, 0, 0), now, los_angeles);
+        assert_eq!(now - secs, 3600, "an hour ago");
+    }
+
+    #[test]
+    fn a_value_that_doubles_itself_is_refused() {
+        // Found with the filter_import fuzz target: `x = <x><x>` doubled
+        // in each of the 64 rounds of interpolation and never finished.
+        let path = Path::new("/nonexistent/doubling.conf");
+        for text in [
+            "[Definition]\nx = <x><x>\nfailregex = ^<x> <HOST>$\n",
+            "[Definition]\nx = %(x)s%(x)s\nfailregex = ^%(x)s <HOST>$\n",
+        ] {
+            let error = import_fail2ban_text(path, text, &[]).expect_err(text);
+            let message = error.to_string();
+            assert!(
+                message.contains("grows past") && message.contains("doubling.conf"),
+                "{message}"
+            );
+        }
+        let looping = "[Definition]\na = <b>\nb = <a>\nfailregex = <a> <HOST>\n";
+        let error = import_fail2ban_text(path, looping, &[]).expect_err("a loop");
+        assert!(error.to_string().contains("does not end"), "{error}");
     }
 
     #[test]

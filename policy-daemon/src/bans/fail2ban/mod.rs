@@ -16,7 +16,7 @@
 
 mod backend;
 mod client;
-mod pickle;
+pub mod pickle;
 
 use std::{fmt, path::PathBuf, str::FromStr, time::Duration};
 
