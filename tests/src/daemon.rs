@@ -78,6 +78,47 @@ where
     run_bounded(&mut command, CLI_TIMEOUT)
 }
 
+/// `BIN --version` prints `spamwall VERSION (commit HASH)` with a commit of
+/// the repository the tests run from, or `(unknown commit)` when they do
+/// not run from a git checkout. A binary built before the latest commits
+/// passes too: any commit of the repository does.
+pub fn assert_version_names_a_commit(bin: &Path) {
+    let output = run_bounded(Command::new(bin).arg("--version"), CLI_TIMEOUT);
+    let version = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{} --version: {version}",
+        bin.display()
+    );
+    let inner = version
+        .trim()
+        .strip_prefix(concat!("spamwall ", env!("CARGO_PKG_VERSION"), " ("))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{} --version: {version:?}", bin.display()));
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests package sits in the workspace");
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(workspace)
+            .args(args)
+            .output()
+            .is_ok_and(|out| out.status.success())
+    };
+    if !git(&["rev-parse", "--git-dir"]) {
+        assert_eq!(inner, "unknown commit", "--version outside git");
+        return;
+    }
+    let hash = inner
+        .strip_prefix("commit ")
+        .unwrap_or_else(|| panic!("--version in a git checkout: {version:?}"));
+    assert!(
+        hash.len() == 12 && git(&["cat-file", "-e", &format!("{hash}^{{commit}}")]),
+        "--version names {hash:?}, not a commit of this repository"
+    );
+}
+
 /// What goes into the daemon's configuration; paths are chosen by
 /// [`Daemon`].
 #[derive(Clone, Debug)]
