@@ -30,6 +30,11 @@ pub const APT_PACKAGES: &[&str] = &[
     "redis-server",
     // systemd-journald and journalctl, for the journal source's test.
     "systemd",
+    // The Debian package: cargo-deb's dependency scan (dpkg-shlibdeps),
+    // and what the package test checks it with.
+    "dpkg-dev",
+    "lintian",
+    "man-db",
 ];
 
 /// Answers for packages that would otherwise ask during installation:
@@ -39,6 +44,8 @@ const DEBCONF_SELECTIONS: &str = "postfix postfix/main_mailer_type select No con
 /// The eBPF toolchain. Never a dated one: `RUSTUP_AUTO_INSTALL=0` is set.
 const NIGHTLY: &str = "nightly";
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Builds the Debian package (`cargo xtask deb`); 3.8 builds with Rust 1.85+.
+const CARGO_DEB_VERSION: &str = "3.8.0";
 /// Records which nightly bpf-linker was linked against (its `rustc -vV`).
 const BPF_LINKER_STAMP: &str = ".bpf-linker-nightly";
 const BPFFS: &str = "/sys/fs/bpf";
@@ -122,17 +129,25 @@ enum Step {
     Apt,
     RustSrc,
     BpfLinker,
+    CargoDeb,
     Bpffs,
 }
 
 impl Step {
-    const ALL: [Self; 4] = [Self::Apt, Self::RustSrc, Self::BpfLinker, Self::Bpffs];
+    const ALL: [Self; 5] = [
+        Self::Apt,
+        Self::RustSrc,
+        Self::BpfLinker,
+        Self::CargoDeb,
+        Self::Bpffs,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Self::Apt => "apt packages",
             Self::RustSrc => "rust-src (nightly)",
             Self::BpfLinker => "bpf-linker",
+            Self::CargoDeb => "cargo-deb",
             Self::Bpffs => "bpffs",
         }
     }
@@ -142,6 +157,7 @@ impl Step {
             Self::Apt => check_apt(),
             Self::RustSrc => Ok(check_rust_src(nightly)),
             Self::BpfLinker => check_bpf_linker(nightly),
+            Self::CargoDeb => Ok(check_cargo_deb()),
             Self::Bpffs => Ok(check_bpffs()),
         }
     }
@@ -156,6 +172,7 @@ enum Fix {
     Apt(Vec<&'static str>),
     RustSrc,
     BpfLinker,
+    CargoDeb,
     MountBpffs,
 }
 
@@ -173,14 +190,14 @@ impl Fix {
                 packages.join(" ")
             ),
             Self::MountBpffs => format!("mount -t bpf bpf {BPFFS}"),
-            Self::RustSrc | Self::BpfLinker => "cargo xtask setup".to_owned(),
+            Self::RustSrc | Self::BpfLinker | Self::CargoDeb => "cargo xtask setup".to_owned(),
         }
     }
 
     fn done(&self) -> &'static str {
         match self {
             Self::MountBpffs => "mounted",
-            Self::Apt(_) | Self::RustSrc | Self::BpfLinker => "installed",
+            Self::Apt(_) | Self::RustSrc | Self::BpfLinker | Self::CargoDeb => "installed",
         }
     }
 
@@ -206,6 +223,11 @@ impl Fix {
                 NIGHTLY,
             ])),
             Self::BpfLinker => install_bpf_linker(nightly),
+            // --force: replaces another version of cargo-deb.
+            Self::CargoDeb => run(Command::new("cargo")
+                .current_dir(env::temp_dir())
+                .args(["install", "cargo-deb", "--version", CARGO_DEB_VERSION])
+                .args(["--locked", "--force"])),
             Self::MountBpffs => run(Command::new("mount").args(["-t", "bpf", "bpf", BPFFS])),
         }
     }
@@ -362,6 +384,23 @@ fn install_bpf_linker(nightly: &Nightly) -> Result<()> {
     let stamp = bin.join(BPF_LINKER_STAMP);
     fs::write(&stamp, &nightly.version_verbose)
         .with_context(|| format!("cannot write {}", stamp.display()))
+}
+
+fn check_cargo_deb() -> Status {
+    let wanted = format!("cargo-deb {CARGO_DEB_VERSION}");
+    match output(Command::new("cargo-deb").arg("--version")) {
+        Ok(version) if version.trim() == wanted => {
+            Status::Satisfied(format!("already installed: {wanted}"))
+        }
+        Ok(version) => Status::Missing {
+            what: format!("{} installed, {wanted} wanted", version.trim()),
+            fix: Fix::CargoDeb,
+        },
+        Err(err) => Status::Missing {
+            what: format!("not usable: {err:#}"),
+            fix: Fix::CargoDeb,
+        },
+    }
 }
 
 fn check_bpffs() -> Status {
