@@ -78,6 +78,47 @@ where
     run_bounded(&mut command, CLI_TIMEOUT)
 }
 
+/// `BIN --version` prints `spamwall VERSION (commit HASH)` with a commit of
+/// the repository the tests run from, or `(unknown commit)` when they do
+/// not run from a git checkout. A binary built before the latest commits
+/// passes too: any commit of the repository does.
+pub fn assert_version_names_a_commit(bin: &Path) {
+    let output = run_bounded(Command::new(bin).arg("--version"), CLI_TIMEOUT);
+    let version = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{} --version: {version}",
+        bin.display()
+    );
+    let inner = version
+        .trim()
+        .strip_prefix(concat!("spamwall ", env!("CARGO_PKG_VERSION"), " ("))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{} --version: {version:?}", bin.display()));
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests package sits in the workspace");
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(workspace)
+            .args(args)
+            .output()
+            .is_ok_and(|out| out.status.success())
+    };
+    if !git(&["rev-parse", "--git-dir"]) {
+        assert_eq!(inner, "unknown commit", "--version outside git");
+        return;
+    }
+    let hash = inner
+        .strip_prefix("commit ")
+        .unwrap_or_else(|| panic!("--version in a git checkout: {version:?}"));
+    assert!(
+        hash.len() == 12 && git(&["cat-file", "-e", &format!("{hash}^{{commit}}")]),
+        "--version names {hash:?}, not a commit of this repository"
+    );
+}
+
 /// What goes into the daemon's configuration; paths are chosen by
 /// [`Daemon`].
 #[derive(Clone, Debug)]
@@ -113,6 +154,13 @@ pub struct Settings {
     /// [`SyscallFilter::of_unit`]), installed last, right before the
     /// daemon starts. `None` (the default): no filter.
     pub syscall_filter: Option<SyscallFilter>,
+    /// The daemon binary, e.g. a packaged `/usr/sbin/spamwall`. `None`
+    /// (the default): [`spamwall_bin`].
+    pub bin: Option<PathBuf>,
+    /// `daemon.state_dir`, created (and with [`Settings::run_as`] handed
+    /// to that user) as systemd's `StateDirectory=` does. `None` (the
+    /// default): `state` in the daemon's temporary directory.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// The capabilities `packaging/spamwall.service` grants, in setpriv's
@@ -135,6 +183,8 @@ impl Settings {
             run_as: None,
             env: Vec::new(),
             syscall_filter: None,
+            bin: None,
+            state_dir: None,
         }
     }
 
@@ -187,6 +237,7 @@ pub struct Daemon {
     dir: tempfile::TempDir,
     config: PathBuf,
     socket: PathBuf,
+    state_dir: PathBuf,
     pin_dir: PathBuf,
     log: PathBuf,
     child: Option<Child>,
@@ -198,9 +249,8 @@ pub struct Daemon {
 /// Gives `user` the daemon's directories, as the unit's `ExecStartPre`
 /// does for the pin directory and systemd does for the state and runtime
 /// directories. The daemon binary must be reachable by that user too.
-fn hand_over(user: &str, dir: &Path, pin_dir: &Path) {
-    let state = dir.join("state");
-    fs::create_dir_all(&state).expect("creating the state directory");
+fn hand_over(user: &str, dir: &Path, state: &Path, pin_dir: &Path) {
+    fs::create_dir_all(state).expect("creating the state directory");
     let chown = |path: &Path| {
         let status = Command::new("chown")
             .arg("-R")
@@ -215,6 +265,7 @@ fn hand_over(user: &str, dir: &Path, pin_dir: &Path) {
         );
     };
     chown(dir);
+    chown(state);
     fs::create_dir_all(pin_dir).expect("creating the pin directory");
     chown(pin_dir);
 }
@@ -236,21 +287,26 @@ impl Daemon {
         );
         let socket = dir.path().join("control.sock");
         let config = dir.path().join("spamwall.toml");
-        let text = settings.toml(&socket, &dir.path().join("state"), &pin_dir);
+        let state_dir = settings
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("state"));
+        let text = settings.toml(&socket, &state_dir, &pin_dir);
         fs::write(&config, text).unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
         let log = dir.path().join("daemon.log");
         if let Some(user) = &settings.run_as {
-            hand_over(user, dir.path(), &pin_dir);
+            hand_over(user, dir.path(), &state_dir, &pin_dir);
         }
         let mut daemon = Self {
             run_as: settings.run_as.clone(),
             env: settings.env.clone(),
             syscall_filter: settings.syscall_filter.clone(),
-            bin: spamwall_bin(),
+            bin: settings.bin.clone().unwrap_or_else(spamwall_bin),
             netns: netns.to_owned(),
             dir,
             config,
             socket,
+            state_dir,
             pin_dir,
             log,
             child: None,
@@ -436,7 +492,7 @@ impl Daemon {
     /// daemon's paths, as an operator edits it (the run-as user is not
     /// changed). Takes effect on [`Daemon::reload`] or a restart.
     pub fn rewrite_config(&self, settings: &Settings) {
-        let text = settings.toml(&self.socket, &self.dir.path().join("state"), &self.pin_dir);
+        let text = settings.toml(&self.socket, &self.state_dir, &self.pin_dir);
         fs::write(&self.config, text)
             .unwrap_or_else(|e| panic!("writing {}: {e}", self.config.display()));
     }

@@ -333,6 +333,36 @@ fn help_and_usage_errors() {
     }
 }
 
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    spamwall_tests::daemon::assert_version_names_a_commit(&spamwall_bin());
+}
+
+#[test]
+fn completions_print_a_script_for_each_shell() {
+    for (shell, marker) in [
+        ("bash", "complete -F _spamwall"),
+        ("zsh", "#compdef spamwall"),
+        ("fish", "complete -c spamwall"),
+    ] {
+        let output = spamwall(["completions", shell]);
+        let script = expect_code(&output, 0, shell);
+        assert!(
+            script.is_empty(),
+            "completions {shell} wrote to stderr: {script}"
+        );
+        let script = text(&output.stdout);
+        assert!(script.contains(marker), "completions {shell}:\n{script}");
+        assert!(
+            script.contains("check-config"),
+            "completions {shell}:\n{script}"
+        );
+    }
+    let output = spamwall(["completions", "tcsh"]);
+    let err = expect_code(&output, 2, "completions tcsh");
+    assert_names(&err, &["tcsh", "bash", "zsh", "fish"], "completions tcsh");
+}
+
 /// A reject line whose HELO name and quoted sender each hold a
 /// `from name[address]` of the client's choosing; the real client is
 /// 192.0.2.10.

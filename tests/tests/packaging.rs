@@ -27,7 +27,8 @@ fn example_configuration_passes_check_config() {
 #[test]
 fn systemd_unit_verifies() {
     // systemd-analyze checks the binary exists and the user is known: point
-    // both at what this machine has, keep everything else as shipped.
+    // both at what this machine has, keep everything else as shipped. The
+    // man page is the package's (tests/tests/debian.rs checks it there).
     let unit = fs::read_to_string(packaging("spamwall.service")).expect("reading the unit");
     assert!(
         unit.contains("Type=notify"),
@@ -35,14 +36,14 @@ fn systemd_unit_verifies() {
     );
     let bin = spamwall_bin();
     let local = unit
-        .replace("/usr/local/bin/spamwall", bin.to_str().expect("UTF-8 path"))
+        .replace("/usr/sbin/spamwall", bin.to_str().expect("UTF-8 path"))
         .replace("User=spamwall", "User=daemon")
         .replace("Group=spamwall", "Group=daemon");
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("spamwall.service");
     fs::write(&path, local).expect("writing the unit");
     let out = Command::new("systemd-analyze")
-        .arg("verify")
+        .args(["verify", "--man=no"])
         .arg(&path)
         .output()
         .expect("running systemd-analyze (package systemd)");
@@ -58,6 +59,43 @@ fn systemd_unit_verifies() {
     assert!(
         out.status.success() && problems.is_empty(),
         "systemd-analyze verify:\n{report}"
+    );
+}
+
+/// The unit starts the binary where the package puts it, and the
+/// package's changelog names the workspace's version: cargo-deb takes the
+/// version from Cargo, dpkg and lintian read the changelog.
+#[test]
+fn unit_package_metadata_and_changelog_agree() {
+    let unit = fs::read_to_string(packaging("spamwall.service")).expect("reading the unit");
+    assert!(
+        unit.lines()
+            .any(|line| line.starts_with("ExecStart=/usr/sbin/spamwall run ")),
+        "the unit runs /usr/sbin/spamwall"
+    );
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policy-daemon/Cargo.toml");
+    let manifest = fs::read_to_string(manifest).expect("reading policy-daemon/Cargo.toml");
+    for asset in [
+        r#"["target/release/spamwall", "usr/sbin/", "755"]"#,
+        r#"["../packaging/spamwall.service", "lib/systemd/system/", "644"]"#,
+    ] {
+        assert!(
+            manifest.contains(asset),
+            "[package.metadata.deb] lacks {asset}"
+        );
+    }
+    let changelog =
+        fs::read_to_string(packaging("debian/changelog")).expect("reading the changelog");
+    assert_eq!(
+        changelog.lines().next(),
+        Some(
+            format!(
+                "spamwall ({}-1) unstable; urgency=medium",
+                env!("CARGO_PKG_VERSION")
+            )
+            .as_str()
+        ),
+        "packaging/debian/changelog's first entry is the workspace's version"
     );
 }
 

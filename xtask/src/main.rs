@@ -2,6 +2,7 @@
 //! spamwall. Orchestration only: everything real happens in child processes.
 
 mod cmd;
+mod deb;
 mod fuzz;
 mod setup;
 
@@ -37,6 +38,8 @@ enum Task {
         #[arg(long)]
         release: bool,
     },
+    /// Build the Debian package target/debian/spamwall_VERSION-1_ARCH.deb (prints its path)
+    Deb,
     /// Build the daemon and run it in the foreground with packaging/spamwall.toml
     Run {
         /// Extra arguments for `spamwall run`
@@ -143,6 +146,7 @@ fn dispatch(task: Task) -> Result<()> {
     match task {
         Task::Setup => setup::setup(),
         Task::Build { release } => build(release),
+        Task::Deb => deb::deb().map(drop),
         Task::Run { args } => run_daemon(&args),
         Task::Test { unit, args } => test(unit, &args),
         Task::Fuzz {

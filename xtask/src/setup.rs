@@ -32,6 +32,11 @@ pub const APT_PACKAGES: &[&str] = &[
     "systemd",
     // libFuzzer is C++: libfuzzer-sys compiles it for the fuzz targets.
     "g++",
+    // The Debian package: cargo-deb's dependency scan (dpkg-shlibdeps),
+    // and what the package test checks it with.
+    "dpkg-dev",
+    "lintian",
+    "man-db",
 ];
 
 /// Answers for packages that would otherwise ask during installation:
@@ -44,6 +49,8 @@ pub const NIGHTLY: &str = "nightly";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The cargo-fuzz `cargo xtask fuzz` drives; it prints `cargo-fuzz VERSION`.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
+/// Builds the Debian package (`cargo xtask deb`); 3.8 builds with Rust 1.85+.
+const CARGO_DEB_VERSION: &str = "3.8.0";
 /// Records which nightly bpf-linker was linked against (its `rustc -vV`).
 const BPF_LINKER_STAMP: &str = ".bpf-linker-nightly";
 const BPFFS: &str = "/sys/fs/bpf";
@@ -128,15 +135,17 @@ enum Step {
     RustSrc,
     BpfLinker,
     CargoFuzz,
+    CargoDeb,
     Bpffs,
 }
 
 impl Step {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 6] = [
         Self::Apt,
         Self::RustSrc,
         Self::BpfLinker,
         Self::CargoFuzz,
+        Self::CargoDeb,
         Self::Bpffs,
     ];
 
@@ -146,6 +155,7 @@ impl Step {
             Self::RustSrc => "rust-src (nightly)",
             Self::BpfLinker => "bpf-linker",
             Self::CargoFuzz => "cargo-fuzz",
+            Self::CargoDeb => "cargo-deb",
             Self::Bpffs => "bpffs",
         }
     }
@@ -156,6 +166,7 @@ impl Step {
             Self::RustSrc => Ok(check_rust_src(nightly)),
             Self::BpfLinker => check_bpf_linker(nightly),
             Self::CargoFuzz => Ok(check_cargo_fuzz()),
+            Self::CargoDeb => Ok(check_cargo_deb()),
             Self::Bpffs => Ok(check_bpffs()),
         }
     }
@@ -171,6 +182,7 @@ enum Fix {
     RustSrc,
     BpfLinker,
     CargoFuzz,
+    CargoDeb,
     MountBpffs,
 }
 
@@ -188,14 +200,18 @@ impl Fix {
                 packages.join(" ")
             ),
             Self::MountBpffs => format!("mount -t bpf bpf {BPFFS}"),
-            Self::RustSrc | Self::BpfLinker | Self::CargoFuzz => "cargo xtask setup".to_owned(),
+            Self::RustSrc | Self::BpfLinker | Self::CargoFuzz | Self::CargoDeb => {
+                "cargo xtask setup".to_owned()
+            }
         }
     }
 
     fn done(&self) -> &'static str {
         match self {
             Self::MountBpffs => "mounted",
-            Self::Apt(_) | Self::RustSrc | Self::BpfLinker | Self::CargoFuzz => "installed",
+            Self::Apt(_) | Self::RustSrc | Self::BpfLinker | Self::CargoFuzz | Self::CargoDeb => {
+                "installed"
+            }
         }
     }
 
@@ -227,6 +243,11 @@ impl Fix {
                 .env_remove("CARGO_ENCODED_RUSTFLAGS")
                 .current_dir(env::temp_dir())
                 .args(["install", "cargo-fuzz", "--version", CARGO_FUZZ_VERSION])
+                .args(["--locked", "--force"])),
+            // --force: replaces another version of cargo-deb.
+            Self::CargoDeb => run(Command::new("cargo")
+                .current_dir(env::temp_dir())
+                .args(["install", "cargo-deb", "--version", CARGO_DEB_VERSION])
                 .args(["--locked", "--force"])),
             Self::MountBpffs => run(Command::new("mount").args(["-t", "bpf", "bpf", BPFFS])),
         }
@@ -399,6 +420,23 @@ fn check_cargo_fuzz() -> Status {
         Err(err) => Status::Missing {
             what: format!("not usable: {err:#}"),
             fix: Fix::CargoFuzz,
+        },
+    }
+}
+
+fn check_cargo_deb() -> Status {
+    let wanted = format!("cargo-deb {CARGO_DEB_VERSION}");
+    match output(Command::new("cargo-deb").arg("--version")) {
+        Ok(version) if version.trim() == wanted => {
+            Status::Satisfied(format!("already installed: {wanted}"))
+        }
+        Ok(version) => Status::Missing {
+            what: format!("{} installed, {wanted} wanted", version.trim()),
+            fix: Fix::CargoDeb,
+        },
+        Err(err) => Status::Missing {
+            what: format!("not usable: {err:#}"),
+            fix: Fix::CargoDeb,
         },
     }
 }

@@ -14,7 +14,7 @@ use std::{
 mod query;
 mod run;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
 
 use crate::{
     bans::{BanEntry, BanLength, parse_target, parse_target_list, target_to_string},
@@ -27,10 +27,20 @@ use crate::{
 /// Default control socket when no configuration file is found.
 const DEFAULT_SOCKET: &str = "/run/spamwall/control.sock";
 
+/// What `spamwall --version` prints after the name: the package version and
+/// the git commit the binary was built from (`build.rs`), or "unknown
+/// commit" for a build outside a git checkout, such as a source tarball.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("SPAMWALL_COMMIT"),
+    ")"
+);
+
 /// spamwall: a Postfix policy server that bans abusive SMTP clients in the
 /// kernel with XDP.
 #[derive(Debug, Parser)]
-#[command(name = "spamwall", version, about, long_about = None)]
+#[command(name = "spamwall", version = VERSION, about, long_about = None)]
 pub struct Cli {
     /// Configuration file [default: `$SPAMWALL_CONFIG`, then `/etc/spamwall/spamwall.toml`]
     #[arg(long, global = true, value_name = "PATH")]
@@ -72,6 +82,12 @@ pub enum Command {
     Query(query::QueryArgs),
     /// Run a log filter over a file, like fail2ban-regex (no daemon, no root)
     TestFilter(TestFilterArgs),
+    /// Print a completion script for a shell
+    Completions {
+        /// bash, zsh, fish, elvish or powershell
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -202,7 +218,15 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
         Command::Query(args) => {
             query::run(args, cli.config.as_deref()).map(|answer| println!("{answer}"))
         }
+        Command::Completions { shell } => print_out(&completion_script(*shell)),
     }
+}
+
+/// The completion script for `shell`, generated from these definitions.
+pub fn completion_script(shell: clap_complete::Shell) -> String {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "spamwall", &mut script);
+    String::from_utf8_lossy(&script).into_owned()
 }
 
 /// `test-filter`: needs a configuration only for a user filter by name.
@@ -596,13 +620,49 @@ fn print_out(text: &str) -> Result<(), Failure> {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory as _;
-
     use super::*;
 
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn version_names_the_commit_or_says_it_is_unknown() {
+        let commit = VERSION
+            .strip_prefix(concat!(env!("CARGO_PKG_VERSION"), " ("))
+            .and_then(|rest| rest.strip_suffix(')'))
+            .expect(VERSION);
+        let known = commit
+            .strip_prefix("commit ")
+            .is_some_and(|hash| hash.len() == 12 && hash.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(known || commit == "unknown commit", "{VERSION}");
+    }
+
+    #[test]
+    fn completion_scripts_name_every_verb() {
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let script = completion_script(shell);
+            for verb in [
+                "run",
+                "ban",
+                "check-config",
+                "test-filter",
+                "detach",
+                "completions",
+            ] {
+                assert!(script.contains(verb), "{shell}: no {verb} in\n{script}");
+            }
+            // fish spells a long option `-l for`.
+            assert!(
+                script.contains("--for") || script.contains("-l for"),
+                "{shell}: no ban --for"
+            );
+        }
     }
 
     #[test]
