@@ -46,10 +46,13 @@ pub fn secs_i64(duration: Duration) -> i64 {
     i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
 }
 
-/// The Unix time `length` after `now`, at least one second later;
-/// saturates instead of overflowing.
+/// The Unix time at which a ban of `length` made at `now` (Unix time read
+/// to the whole second, so up to a second late) ends: never sooner than
+/// `length` after the real moment, at most a second later. Saturates
+/// instead of overflowing.
 pub fn expiry_after(now: i64, length: Duration) -> i64 {
     now.saturating_add(secs_i64(length).max(1))
+        .saturating_add(1)
 }
 
 /// `unix` as a [`SystemTime`], clamped to the range RFC 3339 can write
