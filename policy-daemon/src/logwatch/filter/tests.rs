@@ -1,0 +1,334 @@
+use std::{
+    path::Path,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use super::{gate::*, import::*, timestamp::*, *};
+
+#[test]
+fn required_literals_are_only_what_every_match_contains() {
+    let lit = |pattern: &str| {
+        required_literals(pattern).and_then(|found| found.into_iter().max_by_key(String::len))
+    };
+    assert_eq!(
+        lit(r"^(?:\S+\s+)?postfix/\w+: DNSBL rank \d+ for \[(?P<host>[^]]+)\]").as_deref(),
+        Some(": DNSBL rank ")
+    );
+    assert_eq!(
+        lit(r"^x: (?i:LOGIN|PLAIN) authentication failed:").as_deref(),
+        Some(" authentication failed:")
+    );
+    assert_eq!(
+        lit(r"lost connection after \S+ from").as_deref(),
+        Some("lost connection after ")
+    );
+    assert_eq!(lit(r"abcd?ef").as_deref(), Some("abc"), "d is optional");
+    assert_eq!(lit(r"abcde+fgh").as_deref(), Some("abcde"), "e repeats");
+    assert_eq!(lit(r"reject\.here:\[x"), Some("reject.here:[x".to_owned()));
+    assert_eq!(lit(r"(?i)reject"), None, "flags for the rest");
+    assert_eq!(lit(r"alpha one|beta two"), None, "top-level alternation");
+    assert_eq!(
+        lit(r"(?:alpha|beta) x"),
+        None,
+        "nothing required is long enough"
+    );
+    assert_eq!(lit(r"[abc]{2}longword"), Some("longword".to_owned()));
+    let needles = choose_needles(&[
+        r"^postfix/\w+: a longer literal here".to_owned(),
+        r"^postfix/\w+: DNSBL".to_owned(),
+    ]);
+    assert_eq!(
+        needles,
+        Some(vec![
+            ": a longer literal here".to_owned(),
+            ": DNSBL".to_owned()
+        ])
+    );
+    let shared_only = choose_needles(&[r"^postfix/\w+ x".to_owned(), r"^postfix/\d+ y".to_owned()]);
+    assert_eq!(shared_only, None, "only the shared prefix: no prefilter");
+}
+
+#[test]
+fn overlap_is_any_shared_byte() {
+    assert!(can_overlap(b"from", b"disconnect from"), "contained");
+    assert!(can_overlap(b"disconnect from", b"from"), "contains");
+    assert!(can_overlap(b"warning:", b": SASL"), "tail meets head");
+    assert!(can_overlap(b": SASL", b"warning:"), "head meets tail");
+    assert!(can_overlap(b"aba", b"aba"), "itself");
+    assert!(can_overlap(b"abab", b"abab"), "itself, shifted");
+    assert!(!can_overlap(b"reject", b"from"));
+    assert!(!can_overlap(b"DNSBL rank", b"auth=0"));
+}
+
+#[test]
+fn gating_literals_are_trimmed_to_words() {
+    let literals = gating_literals(r"^\S+ disconnect from \S+ auth=0/(?:[1-9])").expect("literals");
+    assert_eq!(literals, ["disconnect from", "auth=0"]);
+    assert_eq!(
+        gating_literals(r"^\S+ ab: \S+ x"),
+        Some(Vec::new()),
+        "too short"
+    );
+}
+
+#[test]
+fn gated_path_agrees_with_the_general_path() {
+    let f = filter(
+        &[
+            r"^\S+ lost connection after(?! DATA) [A-Z]+ from \S*\[<HOST>\]",
+            r"^\S+ reject: \S+ from \S*\[<HOST>\]: \d+",
+            r"^\S+ reject: \S+ from \S*\[\S+\]: <HOST>",
+            r"^\S+ client=\S*\[<HOST>\]",
+        ],
+        &[],
+    );
+    assert!(f.gated.is_some(), "anchored with literals: the fast path");
+    let long = "a".repeat(100_000);
+    let lines = [
+        "mx lost connection after AUTH from x[192.0.2.1]".to_owned(),
+        // The main regex matches, its guard refuses: general path.
+        "mx lost connection after DATA from x[192.0.2.1]".to_owned(),
+        "mx reject: RCPT from x[2001:db8::7]: 554".to_owned(),
+        // The first regex's host is not an address: the next one.
+        "mx reject: RCPT from x[999.0.2.1]: 554".to_owned(),
+        "mx reject: RCPT from x[192.0.2.1]: notanaddress".to_owned(),
+        format!("mx client={long}[192.0.2.9]"),
+        "mx client=x[::ffff:192.0.2.8]".to_owned(),
+        "mx nothing to see from x[192.0.2.1]".to_owned(),
+        "reject: from lost connection client=".to_owned(),
+    ];
+    for line in &lines {
+        let fast = f.check_with(&mut f.scratch(), line);
+        let general = f.check_with(&mut Scratch::general(), line);
+        assert_eq!(fast, general, "{}", &line[..line.len().min(80)]);
+    }
+    assert_eq!(
+        f.check(&lines[5]),
+        Verdict::Matched {
+            host: "192.0.2.9".parse().expect("ip"),
+            regex: 3
+        },
+        "a line too long for the backtracker still matches"
+    );
+    assert_eq!(f.check(&lines[1]), Verdict::Missed);
+    assert_eq!(f.check(&lines[3]), Verdict::Missed);
+}
+
+#[test]
+fn only_unanchored_filters_take_the_general_path() {
+    assert!(filter(&[r"from \S+\[<HOST>\]"], &[]).gated.is_none());
+    // Anchored without a literal: gated, tried on every line.
+    let bare = filter(&[r"^(?:a|b)+ x \[<HOST>\]"], &[]);
+    assert!(bare.gated.is_some());
+    assert_eq!(
+        bare.check("ab x [192.0.2.1]"),
+        Verdict::Matched {
+            host: "192.0.2.1".parse().expect("ip"),
+            regex: 0
+        }
+    );
+    assert_eq!(bare.check("c x [192.0.2.1]"), Verdict::Missed);
+}
+
+fn filter(failregex: &[&str], ignore: &[&str]) -> Filter {
+    let f: Vec<String> = failregex.iter().map(|s| (*s).to_owned()).collect();
+    let i: Vec<String> = ignore.iter().map(|s| (*s).to_owned()).collect();
+    Filter::new("t", &f, &i).expect("compiles")
+}
+
+#[test]
+fn placeholders_capture_v4_v6_and_mapped() {
+    let f = filter(&[r"from \S+\[<HOST>\]"], &[]);
+    for (text, host) in [
+        ("x from unknown[192.0.2.7]: y", "192.0.2.7"),
+        ("x from a.example[2001:db8::5]:25", "2001:db8::5"),
+        ("x from unknown[::ffff:198.51.100.9]", "198.51.100.9"),
+    ] {
+        assert_eq!(
+            f.check(text),
+            Verdict::Matched {
+                host: host.parse().expect("ip"),
+                regex: 0
+            },
+            "{text}"
+        );
+    }
+    assert_eq!(f.check("x from unknown[not-an-ip]"), Verdict::Missed);
+}
+
+#[test]
+fn lookarounds_become_guards() {
+    let f = filter(
+        &[r"lost connection after(?! DATA) [A-Z]+ from \S*\[<HOST>\]"],
+        &[],
+    );
+    assert!(matches!(
+        f.check("lost connection after AUTH from x[192.0.2.1]"),
+        Verdict::Matched { .. }
+    ));
+    assert_eq!(
+        f.check("lost connection after DATA from x[192.0.2.1]"),
+        Verdict::Missed
+    );
+}
+
+#[test]
+fn a_lookaround_after_a_broken_group_header_is_an_error() {
+    // Found by the failregex fuzz target: the header of `(?x` was
+    // taken to run to the `:` inside the next group, and splitting out
+    // the lookaround sliced backwards and panicked.
+    for pattern in [r"(?x(y:(?=a)<HOST>", r"(?P<n(x>(?!y)<HOST>)"] {
+        let error = Filter::new("t", &[pattern.to_owned()], &[]).expect_err(pattern);
+        assert!(error.to_string().contains("failregex[0]"), "{error}");
+    }
+    // Headers before nested groups still split as before.
+    let f = filter(&[r"^(?i:x(?:y)(?!z))\S* \[<HOST>\]"], &[]);
+    assert!(matches!(
+        f.check("Xyw [192.0.2.1]"),
+        Verdict::Matched { .. }
+    ));
+    assert_eq!(f.check("xyz [192.0.2.1]"), Verdict::Missed);
+}
+
+#[test]
+fn ignoreregex_wins() {
+    let f = filter(&[r"\[<HOST>\]"], &[r"^ok"]);
+    assert_eq!(f.check("ok [192.0.2.1]"), Verdict::Ignored);
+}
+
+#[test]
+fn timestamps() {
+    let now = UNIX_EPOCH + Duration::from_secs(1_795_000_000); // 2026-11-18
+    let line = parse_line("2026-11-17T10:00:00.123456+00:00 mx postfix/x[1]: hi", now);
+    assert_eq!(line.text, "mx postfix/x[1]: hi");
+    let since = line
+        .time
+        .expect("time")
+        .duration_since(UNIX_EPOCH)
+        .expect("after epoch");
+    assert_eq!(since.subsec_micros(), 123_456);
+    assert_eq!(
+        i64::try_from(since.as_secs()).expect("secs"),
+        days_from_civil(2026, 11, 17) * 86_400 + 36_000
+    );
+    let rfc = parse_line("2026-11-17T10:00:00Z a", now)
+        .time
+        .expect("time");
+    let minus = parse_line("2026-11-17T11:00:00+01:00 a", now)
+        .time
+        .expect("time");
+    assert_eq!(rfc, minus);
+    let json = parse_line(
+        r#"{"__REALTIME_TIMESTAMP":"1795000000000000","SYSLOG_IDENTIFIER":"postfix/postscreen","_PID":"7","MESSAGE":"PASS OLD [192.0.2.1]:1"}"#,
+        now,
+    );
+    assert_eq!(json.text, "postfix/postscreen[7]: PASS OLD [192.0.2.1]:1");
+    assert_eq!(json.time, Some(now));
+    let syslog = parse_line("Nov 17 10:00:00 mx postfix/x[1]: hi", now);
+    assert_eq!(syslog.text, "mx postfix/x[1]: hi");
+    assert!(syslog.time.is_some());
+    // December seen in November is last year's.
+    let december = parse_line("Dec 31 10:00:00 mx a", now).time.expect("time");
+    assert!(december < now);
+}
+
+#[test]
+fn impossible_dates_and_clocks_are_not_timestamps() {
+    // Found by the log_timestamp fuzz target: day 62 of December,
+    // read on New Year's Day, landed a month in the future.
+    let new_year = UNIX_EPOCH + Duration::from_secs(1_798_765_207); // 2027-01-01T01:00:07Z
+    for line in [
+        "Dec 62 23:59:59 mx a",
+        "Dec 0 10:00:00 mx a",
+        "Nov 20 24:00:00 mx a",
+        "Nov 20 10:60:00 mx a",
+        "Nov 20 10:00:61 mx a",
+        "2026-11-17T24:00:00Z mx a",
+        "2026-11-17T10:99:00Z mx a",
+        "2026-11-17T10:00:61+00:00 mx a",
+        "2026-11-17T10:00:00+99:00 mx a",
+    ] {
+        let parsed = parse_line(line, new_year);
+        assert_eq!(parsed.time, None, "{line}");
+        assert_eq!(parsed.text, line, "the line is left whole");
+    }
+    let leap = parse_line("Dec 31 23:59:60 mx a", new_year);
+    assert_eq!(leap.text, "mx a", "a leap second is a time");
+}
+
+#[test]
+fn a_syslog_stamp_a_day_ahead_is_last_years() {
+    // Found by the log_timestamp fuzz target: "Jan  2 00:59:60.123"
+    // read at one o'clock on New Year's Day is exactly a day ahead (the
+    // leap second makes 00:59:60 one o'clock) and stayed in this year,
+    // its fraction past the day.
+    let utc = 1_795_136_400; // 2026-11-20T01:00:00Z
+    let local = u64::try_from(utc - local_offset(utc)).expect("after 1970");
+    let now = UNIX_EPOCH + Duration::from_secs(local); // 01:00 here
+    let time = parse_line("Nov 21 00:59:60.123 a", now).time.expect("time");
+    assert!(time < now, "{time:?} is not last year's");
+    let time = parse_line("Nov 21 00:59:59.999 a", now).time.expect("time");
+    assert!(time > now, "less than a day ahead stays in this year");
+}
+
+#[test]
+fn the_year_of_a_syslog_stamp_is_the_local_one() {
+    // 00:30 on New Year's Day in Tokyo (UTC+9) is still December in
+    // UTC: the year was taken from UTC, so the stamp went back a year.
+    let tokyo = 9 * 3600;
+    let now = 1_798_731_900; // 2027-01-01T00:45+09:00
+    let secs = syslog_secs(1, 1, (0, 30, 0), now, tokyo);
+    assert_eq!(now - secs, 15 * 60, "a quarter of an hour ago");
+    // West of UTC the new year starts in UTC first.
+    let los_angeles = -8 * 3600;
+    let now = 1_798_761_600; // 2026-12-31T16:00-08:00
+    let secs = syslog_secs(12, 31, (15, 0, 0), now, los_angeles);
+    assert_eq!(now - secs, 3600, "an hour ago");
+}
+
+#[test]
+fn a_value_that_doubles_itself_is_refused() {
+    // Found with the filter_import fuzz target: `x = <x><x>` doubled
+    // in each of the 64 rounds of interpolation and never finished.
+    let path = Path::new("/nonexistent/doubling.conf");
+    for text in [
+        "[Definition]\nx = <x><x>\nfailregex = ^<x> <HOST>$\n",
+        "[Definition]\nx = %(x)s%(x)s\nfailregex = ^%(x)s <HOST>$\n",
+    ] {
+        let error = import_fail2ban_text(path, text, &[]).expect_err(text);
+        let message = error.to_string();
+        assert!(
+            message.contains("grows past") && message.contains("doubling.conf"),
+            "{message}"
+        );
+    }
+    let looping = "[Definition]\na = <b>\nb = <a>\nfailregex = <a> <HOST>\n";
+    let error = import_fail2ban_text(path, looping, &[]).expect_err("a loop");
+    assert!(error.to_string().contains("does not end"), "{error}");
+}
+
+#[test]
+fn imports_debians_postfix_filter_in_every_mode() {
+    let path = Path::new("/etc/fail2ban/filter.d/postfix.conf");
+    if !path.exists() {
+        eprintln!("SKIP: no {}", path.display());
+        return;
+    }
+    for mode in ["normal", "rbl", "auth", "ddos", "aggressive", "more"] {
+        let imported =
+            import_fail2ban(path, &[("mode".to_owned(), mode.to_owned())]).expect("imports");
+        let f = Filter::new("postfix", &imported.failregex, &imported.ignoreregex)
+            .unwrap_or_else(|e| panic!("mode {mode}: {e}"));
+        if mode == "aggressive" {
+            let line = parse_line(
+                "Nov 17 10:00:00 mx postfix/smtpd[1]: warning: unknown[192.0.2.9]: SASL LOGIN authentication failed: UGFzc3dvcmQ6",
+                SystemTime::now(),
+            );
+            assert!(
+                matches!(f.check(&line.text), Verdict::Matched { .. }),
+                "{:?}",
+                f.failregex()
+            );
+        }
+    }
+}

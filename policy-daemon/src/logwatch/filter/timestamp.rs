@@ -1,0 +1,272 @@
+//! Log lines' timestamps: classic syslog, RFC 3339, and `journalctl -o
+//! json` entries.
+
+use std::{
+    borrow::Cow,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+/// A log line split into its time and the text filters see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine<'a> {
+    pub time: Option<SystemTime>,
+    pub text: Cow<'a, str>,
+}
+
+/// Splits a line: journald JSON (`{"__REALTIME_TIMESTAMP":…}`) becomes
+/// `IDENT[PID]: MESSAGE`; an RFC 3339 or classic syslog timestamp at the
+/// start is removed (as fail2ban does before applying failregex).
+pub fn parse_line(line: &str, now: SystemTime) -> LogLine<'_> {
+    let line = line.trim_end_matches(['\n', '\r']);
+    if line.starts_with('{')
+        && let Some(parsed) = parse_journal_json(line)
+    {
+        return parsed;
+    }
+    if let Some((time, rest)) = parse_rfc3339_prefix(line) {
+        return LogLine {
+            time: Some(time),
+            text: Cow::Borrowed(rest),
+        };
+    }
+    if let Some((time, rest)) = parse_syslog_prefix(line, now) {
+        return LogLine {
+            time: Some(time),
+            text: Cow::Borrowed(rest),
+        };
+    }
+    LogLine {
+        time: None,
+        text: Cow::Borrowed(line),
+    }
+}
+
+pub(super) fn parse_journal_json(line: &str) -> Option<LogLine<'static>> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    let message = match &value["MESSAGE"] {
+        serde_json::Value::String(s) => s.clone(),
+        // Non-UTF-8 messages come as byte arrays.
+        serde_json::Value::Array(bytes) => {
+            let bytes: Vec<u8> = bytes
+                .iter()
+                .filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+                .collect();
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
+        _ => return None,
+    };
+    let micros: Option<u64> = value["__REALTIME_TIMESTAMP"]
+        .as_str()
+        .and_then(|s| s.parse().ok());
+    let ident = value["SYSLOG_IDENTIFIER"].as_str().unwrap_or("");
+    let text = match (ident, value["_PID"].as_str()) {
+        ("", _) => message,
+        (ident, Some(pid)) => format!("{ident}[{pid}]: {message}"),
+        (ident, None) => format!("{ident}: {message}"),
+    };
+    Some(LogLine {
+        time: micros.map(|m| UNIX_EPOCH + Duration::from_micros(m)),
+        text: Cow::Owned(text),
+    })
+}
+
+pub(super) fn digits(s: &str) -> Option<u32> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+pub(super) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A time of day as clocks show it (60 seconds: a leap second). Out of
+/// range fields would carry into the next day, or days later.
+pub(super) fn clock_valid(hour: u32, minute: u32, second: u32) -> bool {
+    hour <= 23 && minute <= 59 && second <= 60
+}
+
+pub(super) fn from_unix(secs: i64, nanos: u32) -> Option<SystemTime> {
+    let secs = u64::try_from(secs).ok()?;
+    UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+}
+
+/// `2026-11-22T00:52:44.123456+01:00 rest` (also with a space or `Z`).
+pub(super) fn parse_rfc3339_prefix(line: &str) -> Option<(SystemTime, &str)> {
+    let b = line.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b' ') {
+        return None;
+    }
+    let year = i64::from(digits(line.get(0..4)?)?);
+    let month = digits(line.get(5..7)?)?;
+    let day = digits(line.get(8..10)?)?;
+    let hour = digits(line.get(11..13)?)?;
+    let minute = digits(line.get(14..16)?)?;
+    let second = digits(line.get(17..19)?)?;
+    if b[13] != b':'
+        || b[16] != b':'
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || !clock_valid(hour, minute, second)
+    {
+        return None;
+    }
+    let mut i = 19;
+    let mut nanos = 0u32;
+    if b.get(i) == Some(&b'.') || b.get(i) == Some(&b',') {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let frac = &line[start..i];
+        let frac9: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
+        nanos = frac9.parse().ok()?;
+    }
+    let mut offset = 0i64;
+    match b.get(i) {
+        Some(b'Z' | b'z') => i += 1,
+        Some(sign @ (b'+' | b'-')) => {
+            let hh = i64::from(digits(line.get(i + 1..i + 3)?)?);
+            let (mm, len) = if b.get(i + 3) == Some(&b':') {
+                (i64::from(digits(line.get(i + 4..i + 6)?)?), 6)
+            } else {
+                (i64::from(digits(line.get(i + 3..i + 5)?)?), 5)
+            };
+            if hh > 23 || mm > 59 {
+                return None;
+            }
+            offset = (hh * 60 + mm) * 60;
+            if *sign == b'-' {
+                offset = -offset;
+            }
+            i += len;
+        }
+        _ => return None,
+    }
+    let secs = days_from_civil(year, month, day) * 86_400
+        + i64::from(hour) * 3600
+        + i64::from(minute) * 60
+        + i64::from(second)
+        - offset;
+    let rest = line.get(i..)?.trim_start();
+    Some((from_unix(secs, nanos)?, rest))
+}
+
+pub(super) const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// `Nov 22 00:52:44 rest` in local time; the year is the current one, or
+/// the previous one when that would put the line in the future.
+pub(super) fn parse_syslog_prefix(line: &str, now: SystemTime) -> Option<(SystemTime, &str)> {
+    let month = MONTHS.iter().position(|m| line.starts_with(m))?;
+    let rest = line.get(3..)?.strip_prefix(' ')?.trim_start_matches(' ');
+    let (day, rest) = rest.split_once(' ')?;
+    let day = digits(day)?;
+    let clock = rest.get(..8)?;
+    let cb = clock.as_bytes();
+    if cb[2] != b':' || cb[5] != b':' {
+        return None;
+    }
+    let (hour, minute, second) = (
+        digits(&clock[0..2])?,
+        digits(&clock[3..5])?,
+        digits(&clock[6..8])?,
+    );
+    if !(1..=31).contains(&day) || !clock_valid(hour, minute, second) {
+        return None;
+    }
+    let mut rest = &rest[8..];
+    let mut nanos = 0;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let end = frac
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(frac.len());
+        let frac9: String = frac[..end]
+            .chars()
+            .chain(std::iter::repeat('0'))
+            .take(9)
+            .collect();
+        nanos = frac9.parse().ok()?;
+        rest = &frac[end..];
+    }
+    let month = u32::try_from(month).ok()? + 1;
+    let now_secs = i64::try_from(now.duration_since(UNIX_EPOCH).ok()?.as_secs()).ok()?;
+    let offset = local_offset(now_secs);
+    let secs = syslog_secs(month, day, (hour, minute, second), now_secs, offset);
+    Some((from_unix(secs, nanos)?, rest.trim_start()))
+}
+
+/// Unix seconds of a syslog stamp (no year, local time) read at `now_secs`
+/// in a zone `offset` seconds east of UTC: in the current local year, or
+/// the one before when that would put it a day or more ahead (December
+/// lines read in January).
+pub(super) fn syslog_secs(
+    month: u32,
+    day: u32,
+    (hour, minute, second): (u32, u32, u32),
+    now_secs: i64,
+    offset: i64,
+) -> i64 {
+    let local = |year: i64| {
+        days_from_civil(year, month, day) * 86_400
+            + i64::from(hour) * 3600
+            + i64::from(minute) * 60
+            + i64::from(second)
+    };
+    let year = current_year(now_secs + offset);
+    let secs = local(year) - offset;
+    if secs >= now_secs + 86_400 {
+        local(year - 1) - offset
+    } else {
+        secs
+    }
+}
+
+pub(super) fn current_year(now_secs: i64) -> i64 {
+    // Civil-from-days, year only.
+    let z = now_secs.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month_is_jan_or_feb = mp >= 10;
+    yoe + era * 400 + i64::from(month_is_jan_or_feb)
+}
+
+/// The local time zone's offset from UTC in seconds at `now`.
+pub(super) fn local_offset(now_secs: i64) -> i64 {
+    // Every line of a scan is read against the same `now`: remember the
+    // last answer instead of asking libc (and its time-zone lock) per line.
+    thread_local! {
+        static LAST: std::cell::Cell<Option<(i64, i64)>> = const { std::cell::Cell::new(None) };
+    }
+    if let Some((at, offset)) = LAST.get()
+        && at == now_secs
+    {
+        return offset;
+    }
+    let offset = local_offset_uncached(now_secs);
+    LAST.set(Some((now_secs, offset)));
+    offset
+}
+
+pub(super) fn local_offset_uncached(now_secs: i64) -> i64 {
+    let time: libc::time_t = now_secs;
+    // SAFETY: `tm` is plain data, zero-initialised; localtime_r writes into
+    // it and reads only `time`.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the call.
+    let result = unsafe { libc::localtime_r(&raw const time, &raw mut tm) };
+    if result.is_null() { 0 } else { tm.tm_gmtoff }
+}

@@ -1,0 +1,233 @@
+//! Translating fail2ban's failregex syntax to Rust regexes: the host
+//! placeholders, Python's syntax, and lookarounds split into guards.
+
+use std::fmt::Write as _;
+
+use regex::bytes::{Regex, RegexBuilder};
+
+pub(super) const IP4: &str = r"(?:\d{1,3}\.){3}\d{1,3}";
+
+pub(super) const IP6: &str =
+    r"(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?";
+
+/// Expands the placeholders of one failregex; the first one captures `host`.
+pub fn expand_placeholders(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() + 64);
+    let mut rest = pattern;
+    let mut captured = false;
+    while let Some(start) = rest.find('<') {
+        out.push_str(&rest[..start]);
+        let tail = &rest[start..];
+        let found = ["<HOST>", "<ADDR>", "<IP4>", "<IP6>"]
+            .into_iter()
+            .find(|tag| tail.starts_with(tag));
+        let Some(tag) = found else {
+            out.push('<');
+            rest = &tail[1..];
+            continue;
+        };
+        let body = match tag {
+            "<IP4>" => IP4.to_owned(),
+            "<IP6>" => IP6.to_owned(),
+            _ => format!("(?:{IP4}|{IP6})"),
+        };
+        let mapped = if tag == "<HOST>" {
+            r"(?:::f{4,6}:)?"
+        } else {
+            ""
+        };
+        if captured {
+            let _ = write!(out, "{mapped}(?:{body})");
+        } else {
+            let _ = write!(out, "{mapped}(?P<host>{body})");
+            captured = true;
+        }
+        rest = &tail[tag.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// One failregex: the main regex and its lookaround guards.
+#[derive(Debug)]
+pub(super) struct Rule {
+    pub(super) regex: Regex,
+    /// `(trigger, required)`: see [`split_lookarounds`].
+    pub(super) guards: Vec<(Regex, Option<Regex>)>,
+}
+
+impl Rule {
+    pub(super) fn accepts(&self, text: &[u8]) -> bool {
+        self.guards.iter().all(|(trigger, required)| {
+            !trigger.is_match(text) || required.as_ref().is_some_and(|r| r.is_match(text))
+        })
+    }
+}
+
+/// Splits lookarounds out of a Python regex: the pattern without them, and
+/// per lookaround a guard `(trigger, required)`: the line is refused when
+/// `trigger` matches and `required` is `None` (`(?!…)`) or does not match
+/// (`(?=…)`). Triggers follow only the branch the lookaround sits in.
+pub(super) fn split_lookarounds(pattern: &str) -> (String, Vec<(String, Option<String>)>) {
+    // Open groups in `main`: (start, header end, start of current branch).
+    let mut stack: Vec<(usize, usize, usize)> = vec![(0, 0, 0)];
+    let mut main = String::with_capacity(pattern.len());
+    let mut guards = Vec::new();
+    let mut in_class = false;
+    let mut i = 0;
+    let bytes = pattern.as_bytes();
+    while i < pattern.len() {
+        let rest = &pattern[i..];
+        let Some(c) = rest.chars().next() else { break };
+        if c == '\\' {
+            let next = rest[1..].chars().next().map_or(0, char::len_utf8);
+            main.push_str(&rest[..=next]);
+            i += 1 + next;
+            continue;
+        }
+        if in_class {
+            in_class = c != ']';
+            main.push(c);
+            i += c.len_utf8();
+            continue;
+        }
+        let positive = rest.starts_with("(?=");
+        if positive || rest.starts_with("(?!") {
+            let mut depth = 0usize;
+            let mut j = i;
+            let mut class = false;
+            while j < bytes.len() {
+                match bytes[j] {
+                    b'\\' => j += 1,
+                    b'[' if !class => class = true,
+                    b']' if class => class = false,
+                    b'(' if !class => depth += 1,
+                    b')' if !class => {
+                        depth -= 1;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+            let body = &pattern[i + 3..j.min(pattern.len())];
+            let branch_path = |suffix: &str| {
+                let mut p = String::new();
+                for (level, &(open, header, branch)) in stack.iter().enumerate() {
+                    let until = stack.get(level + 1).map_or(main.len(), |g| g.0);
+                    p.push_str(&main[open..header]);
+                    p.push_str(&main[branch..until]);
+                }
+                p.push_str(suffix);
+                for _ in 1..stack.len() {
+                    p.push(')');
+                }
+                p
+            };
+            let with_body = branch_path(&format!("(?:{body})"));
+            if positive {
+                guards.push((branch_path(""), Some(with_body)));
+            } else {
+                guards.push((with_body, None));
+            }
+            i = j + 1;
+            continue;
+        }
+        match c {
+            '[' => in_class = true,
+            '(' => {
+                let open = main.len();
+                let mut header = open + 1;
+                // `(?:`, `(?i:`, `(?P<name>`: the header ends before any
+                // other parenthesis, or this is no group with a header.
+                if rest[1..].starts_with('?')
+                    && let Some(end) = rest[2..].find([':', '>', '(', ')'])
+                    && matches!(rest.as_bytes()[2 + end], b':' | b'>')
+                {
+                    header = open + 2 + end + 1;
+                }
+                stack.push((open, header, header));
+            }
+            ')' if stack.len() > 1 => {
+                stack.pop();
+            }
+            '|' => {
+                if let Some(top) = stack.last_mut() {
+                    top.2 = main.len() + 1;
+                }
+            }
+            _ => {}
+        }
+        main.push(c);
+        i += c.len_utf8();
+    }
+    (main, guards)
+}
+
+/// Python regex syntax the `regex` crate reads differently: a `[` inside a
+/// character class (`[^[]`) is literal in Python, a nested class here.
+pub(super) fn python_to_rust(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() + 8);
+    let mut chars = pattern.chars().peekable();
+    let mut in_class = false;
+    let mut class_start = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                out.push(c);
+                if let Some(next) = chars.next() {
+                    out.push(next);
+                }
+                class_start = false;
+                continue;
+            }
+            '[' if in_class => out.push_str("\\["),
+            '[' => {
+                in_class = true;
+                out.push('[');
+                if chars.peek() == Some(&'^') {
+                    out.push('^');
+                    chars.next();
+                }
+                class_start = true;
+                continue;
+            }
+            ']' if in_class && !class_start => {
+                in_class = false;
+                out.push(']');
+            }
+            ']' if in_class => out.push_str("\\]"),
+            '&' | '~' if in_class => {
+                out.push('\\');
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+        class_start = false;
+    }
+    out
+}
+
+pub(super) fn compile(pattern: &str) -> Result<(String, Rule), String> {
+    let expanded = expand_placeholders(&python_to_rust(pattern));
+    let (main, guards) = split_lookarounds(&expanded);
+    let regex = ascii_regex(&main)?;
+    let guards = guards
+        .into_iter()
+        .map(|(trigger, required)| {
+            let trigger = ascii_regex(&trigger)?;
+            let required = required.map(|r| ascii_regex(&r)).transpose()?;
+            Ok::<_, String>((trigger, required))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((main, Rule { regex, guards }))
+}
+
+pub(super) fn ascii_regex(pattern: &str) -> Result<Regex, String> {
+    RegexBuilder::new(pattern)
+        .unicode(false)
+        .build()
+        .map_err(|e| e.to_string())
+}
