@@ -12,9 +12,9 @@ use std::{
 };
 
 use super::{
-    LogwatchConfig, TestFilterError,
+    LogwatchConfig,
     filter::{Filter, Verdict},
-    resolve_filter,
+    resolve::{ResolveError, resolve_filter},
 };
 use crate::bans::BanLength;
 
@@ -32,7 +32,7 @@ const FUTURE_SLACK: Duration = Duration::from_mins(1);
 #[error("logwatch.rule[{index}].filter: {error}")]
 pub struct RuleError {
     pub index: usize,
-    pub error: TestFilterError,
+    pub error: ResolveError,
 }
 
 /// One compiled rule and its windows.

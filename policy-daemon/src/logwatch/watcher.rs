@@ -21,7 +21,7 @@ use tracing::{error, info, warn};
 
 use super::{
     LogwatchConfig,
-    filter::parse_line,
+    filter::{LogLine, parse_line},
     rules::RuleSet,
     source::{FileFollower, JournalFollower, POLL_INTERVAL, SourceError},
 };
@@ -65,11 +65,15 @@ impl Pipeline {
         }
     }
 
-    /// Applies the rules to one line; `reason` is what a ban records.
-    fn process(&self, line: &str, reason_is_text: bool) {
+    /// Applies the rules to one line of a file; a ban records the line.
+    fn process_line(&self, line: &str) {
         let now = SystemTime::now();
-        let parsed = parse_line(line, now);
-        let reason = if reason_is_text { &parsed.text } else { line };
+        self.process(&parse_line(line, now), line, now);
+    }
+
+    /// Applies the rules to one parsed line; `reason` is what a ban
+    /// records.
+    fn process(&self, parsed: &LogLine<'_>, reason: &str, now: SystemTime) {
         let observation = self
             .rules
             .lock()
@@ -248,7 +252,7 @@ fn follow_file(
             }
         };
         for line in lines.drain(..) {
-            pipeline.process(&line, false);
+            pipeline.process_line(&line);
         }
         pipeline.dropped(follower.take_dropped());
         let position = follower.position();
@@ -287,8 +291,9 @@ fn follow_journal(
         }
         loop {
             let alive = follower.poll(&mut entries, POLL_INTERVAL);
-            for entry in entries.drain(..) {
-                pipeline.process(&entry.json, true);
+            let now = SystemTime::now();
+            for line in entries.drain(..).filter_map(|entry| entry.line) {
+                pipeline.process(&line, &line.text, now);
             }
             pipeline.dropped(follower.take_dropped());
             let position = follower.position();

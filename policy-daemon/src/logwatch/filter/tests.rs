@@ -332,3 +332,35 @@ fn imports_debians_postfix_filter_in_every_mode() {
         }
     }
 }
+
+#[test]
+fn journal_entries_are_parsed_once_with_cursor_time_and_text() {
+    let entry = parse_journal_entry(
+        r#"{"__CURSOR":"s=1;i=2","__REALTIME_TIMESTAMP":"1700000000000001","SYSLOG_IDENTIFIER":"postfix/smtpd","_PID":"9","MESSAGE":"hi"}"#,
+    )
+    .expect("entry");
+    assert_eq!(entry.cursor.as_deref(), Some("s=1;i=2"));
+    let line = entry.line.expect("a message");
+    assert_eq!(
+        line.time,
+        Some(UNIX_EPOCH + Duration::from_micros(1_700_000_000_000_001))
+    );
+    assert_eq!(line.text, "postfix/smtpd[9]: hi");
+    // Non-UTF-8 messages come as byte arrays.
+    let bytes = parse_journal_entry(r#"{"MESSAGE":[104,255,105]}"#).expect("entry");
+    assert_eq!(bytes.line.expect("message").text, "h\u{fffd}i");
+    // Without a message the entry still moves the cursor, and is no line.
+    let bare = parse_journal_entry(r#"{"__CURSOR":"c","_PID":"1"}"#).expect("entry");
+    assert_eq!((bare.cursor.as_deref(), bare.line), (Some("c"), None));
+    // A timestamp past what a clock holds is no time, not a panic.
+    let far =
+        parse_journal_entry(r#"{"__REALTIME_TIMESTAMP":"18446744073709551615","MESSAGE":"x"}"#)
+            .expect("entry");
+    assert!(far.line.is_some());
+    for not_an_entry in ["not json", "[1,2]", "\"text\"", "{"] {
+        assert!(
+            parse_journal_entry(not_an_entry).is_none(),
+            "{not_an_entry}"
+        );
+    }
+}

@@ -19,7 +19,7 @@ pub struct LogLine<'a> {
 pub fn parse_line(line: &str, now: SystemTime) -> LogLine<'_> {
     let line = line.trim_end_matches(['\n', '\r']);
     if line.starts_with('{')
-        && let Some(parsed) = parse_journal_json(line)
+        && let Some(parsed) = parse_journal_entry(line).and_then(|entry| entry.line)
     {
         return parsed;
     }
@@ -41,33 +41,51 @@ pub fn parse_line(line: &str, now: SystemTime) -> LogLine<'_> {
     }
 }
 
-pub(super) fn parse_journal_json(line: &str) -> Option<LogLine<'static>> {
-    let value: serde_json::Value = serde_json::from_str(line).ok()?;
-    let message = match &value["MESSAGE"] {
-        serde_json::Value::String(s) => s.clone(),
+/// One entry of `journalctl -o json`, parsed once: its cursor and the
+/// line filters read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JournalEntry {
+    pub cursor: Option<String>,
+    /// `IDENT[PID]: MESSAGE` and the entry's time; `None` without a
+    /// `MESSAGE` (the entry still moves the cursor on).
+    pub line: Option<LogLine<'static>>,
+}
+
+/// Parses one line of `journalctl -o json`; `None` when it is not a JSON
+/// object.
+pub fn parse_journal_entry(line: &str) -> Option<JournalEntry> {
+    let serde_json::Value::Object(fields) = serde_json::from_str(line).ok()? else {
+        return None;
+    };
+    let text = |name: &str| fields.get(name).and_then(serde_json::Value::as_str);
+    let cursor = text("__CURSOR").map(str::to_owned);
+    let message = match fields.get("MESSAGE") {
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
         // Non-UTF-8 messages come as byte arrays.
-        serde_json::Value::Array(bytes) => {
+        Some(serde_json::Value::Array(bytes)) => {
             let bytes: Vec<u8> = bytes
                 .iter()
                 .filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
                 .collect();
-            String::from_utf8_lossy(&bytes).into_owned()
+            Some(String::from_utf8_lossy(&bytes).into_owned())
         }
-        _ => return None,
+        _ => None,
     };
-    let micros: Option<u64> = value["__REALTIME_TIMESTAMP"]
-        .as_str()
-        .and_then(|s| s.parse().ok());
-    let ident = value["SYSLOG_IDENTIFIER"].as_str().unwrap_or("");
-    let text = match (ident, value["_PID"].as_str()) {
-        ("", _) => message,
-        (ident, Some(pid)) => format!("{ident}[{pid}]: {message}"),
-        (ident, None) => format!("{ident}: {message}"),
-    };
-    Some(LogLine {
-        time: micros.map(|m| UNIX_EPOCH + Duration::from_micros(m)),
-        text: Cow::Owned(text),
-    })
+    let line = message.map(|message| {
+        let time = text("__REALTIME_TIMESTAMP")
+            .and_then(|s| s.parse::<u64>().ok())
+            .and_then(|micros| UNIX_EPOCH.checked_add(Duration::from_micros(micros)));
+        let text = match (text("SYSLOG_IDENTIFIER").unwrap_or(""), text("_PID")) {
+            ("", _) => message,
+            (ident, Some(pid)) => format!("{ident}[{pid}]: {message}"),
+            (ident, None) => format!("{ident}: {message}"),
+        };
+        LogLine {
+            time,
+            text: Cow::Owned(text),
+        }
+    });
+    Some(JournalEntry { cursor, line })
 }
 
 pub(super) fn digits(s: &str) -> Option<u32> {

@@ -1,71 +1,38 @@
-//! Log sources: files followed across rotation and truncation, and the
-//! systemd journal through `journalctl -f -o json`.
+//! Following a log file by path across rotation and truncation.
 //!
 //! A [`FileFollower`] hands out complete lines only and reports the offset
 //! just past the last one, so a position saved after the lines were
 //! processed never skips a line nor repeats one. Polling (every
-//! [`POLL_INTERVAL`]) rather than inotify: it also works on NFS, in
-//! containers and across the rename-then-create of logrotate.
+//! [`POLL_INTERVAL`](super::POLL_INTERVAL)) rather than inotify: it also
+//! works on NFS, in containers and across the rename-then-create of
+//! logrotate.
 
 use std::{
     ffi::OsString,
     fs::File,
-    io::{self, BufReader, Seek as _},
-    os::unix::{
-        fs::{FileExt as _, MetadataExt as _},
-        process::CommandExt as _,
-    },
+    io,
+    os::unix::fs::{FileExt as _, MetadataExt as _},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
-use crate::bans::store::LogPosition;
+use super::{MAX_LINE, SourceError};
+use crate::{
+    bans::store::LogPosition,
+    logwatch::lines::{self, Last, Options},
+};
 
-/// How often a file is checked for new data, rotation and truncation.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// Most bytes read in one [`FileFollower::poll`]: a large backlog is
 /// processed (and its position saved) in slices.
-const READ_LIMIT: usize = 4 << 20;
+const READ_LIMIT: u64 = 4 << 20;
+/// How much of a file is read at once.
+const BLOCK: usize = 64 << 10;
 /// How long a renamed log is still read after it last grew: its writer
 /// keeps writing to it until it reopens the path (rsyslog on the HUP of
 /// logrotate's `postrotate`), and those lines count too.
 const DRAIN_IDLE: Duration = Duration::from_secs(10);
 /// Bytes of the first line hashed to recognise a file.
 const HEAD_BYTES: usize = 4096;
-/// A line longer than this is dropped whole, up to its newline: a writer
-/// that never ends its line must not make the follower buffer without
-/// bound, and the tail of a long line must not be read as a line of its
-/// own (whoever gets 64 KiB into one line could forge a fail line).
-pub const MAX_LINE: usize = 64 << 10;
-/// The longest journal entry read (JSON, with every field), for the same
-/// reasons.
-const MAX_JOURNAL_LINE: usize = 1 << 20;
-
-/// A log source that cannot be read, naming the file or the command.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    #[error("log source {source_name}: {path}: {operation}: {error}")]
-    File {
-        source_name: String,
-        path: PathBuf,
-        operation: &'static str,
-        error: io::Error,
-    },
-    #[error(
-        "log source {source_name}: journalctl not found ({error}); install systemd's journalctl or follow a file with `path`"
-    )]
-    JournalctlMissing {
-        source_name: String,
-        error: io::Error,
-    },
-    #[error("log source {source_name}: starting journalctl: {error}")]
-    Journalctl {
-        source_name: String,
-        error: io::Error,
-    },
-}
 
 /// FNV-1a, stable across builds and runs (it is stored); never 0, which
 /// means "not known".
@@ -120,10 +87,8 @@ pub struct FileFollower {
     path: PathBuf,
     file: Option<File>,
     inode: u64,
-    /// Just past the last complete line handed out (or dropped).
-    offset: u64,
-    /// What was read after `offset` without its `\n` yet.
-    partial: Pending,
+    /// Where the next line starts.
+    at: ReadPoint,
     head_hash: Option<u64>,
     /// Over-long lines dropped since [`FileFollower::take_dropped`].
     dropped: u64,
@@ -140,10 +105,9 @@ pub struct FileFollower {
 #[derive(Debug)]
 struct Draining {
     file: File,
-    /// Just past the last complete line handed out.
-    offset: u64,
-    partial: Pending,
-    /// When it last grew.
+    at: ReadPoint,
+    /// Its size when it last grew, and when that was.
+    size: u64,
     grew: Instant,
 }
 
@@ -158,8 +122,7 @@ impl FileFollower {
             path: path.to_owned(),
             file: None,
             inode: 0,
-            offset: 0,
-            partial: Pending::default(),
+            at: ReadPoint::default(),
             head_hash: None,
             dropped: 0,
             resume,
@@ -184,7 +147,7 @@ impl FileFollower {
     pub fn position(&self) -> LogPosition {
         LogPosition {
             inode: self.inode,
-            offset: self.offset,
+            offset: self.at.offset,
             head_hash: self.head_hash.unwrap_or(0),
             cursor: None,
         }
@@ -217,12 +180,12 @@ impl FileFollower {
                     .map(|now| now != Some(known))?,
                 None => false,
             };
-            if size < self.offset + self.partial.len() || replaced {
+            if size < self.at.offset + self.at.skipped || replaced {
                 tracing::info!(source = %self.source_name, path = %self.path.display(), "log truncated or rewritten; reading it from the start");
                 self.restart_at_zero();
             }
         }
-        if self.read_available(out, READ_LIMIT)? {
+        if self.read_available(out)? {
             return Ok(true);
         }
         let at_path = match std::fs::metadata(&self.path) {
@@ -234,21 +197,21 @@ impl FileFollower {
         if at_path.ino() != self.inode {
             // Rotated: whatever the writer added before it moved on; the
             // old file stays open for what it adds until it reopens.
-            while self.read_available(out, READ_LIMIT)? {}
-            if let Some(mut older) = self.draining.take() {
-                flush_partial(out, &mut older.offset, &mut older.partial);
+            while self.read_available(out)? {}
+            if let Some(older) = self.draining.take() {
+                self.finish_draining(older, out)?;
             }
             if let Some(file) = self.file.take() {
                 self.draining = Some(Draining {
+                    size: file.metadata().map_err(self.error("fstat"))?.len(),
                     file,
-                    offset: self.offset,
-                    partial: std::mem::take(&mut self.partial),
+                    at: std::mem::take(&mut self.at),
                     grew: Instant::now(),
                 });
             }
             tracing::info!(source = %self.source_name, path = %self.path.display(), "log rotated; following the new file");
             if self.open(out)? {
-                return self.read_available(out, READ_LIMIT);
+                return self.read_available(out);
             }
         }
         Ok(false)
@@ -260,32 +223,41 @@ impl FileFollower {
         let Some(old) = &mut self.draining else {
             return Ok(());
         };
-        let before = old.offset + old.partial.len();
-        while read_lines(
-            &old.file,
-            &mut old.offset,
-            &mut old.partial,
-            (out, &mut self.dropped),
-            READ_LIMIT,
-        )
-        .map_err(|error| SourceError::File {
+        let error = |error| SourceError::File {
             source_name: self.source_name.clone(),
             path: self.path.clone(),
             operation: "reading the rotated file",
             error,
-        })? {}
-        if old.offset + old.partial.len() != before {
+        };
+        while read_from(&old.file, &mut old.at, Last::Held, out, &mut self.dropped)
+            .map_err(error)?
+        {}
+        let size = old.file.metadata().map_err(error)?.len();
+        if size != old.size {
+            old.size = size;
             old.grew = Instant::now();
-        } else if old.grew.elapsed() >= self.drain_idle {
-            flush_partial(out, &mut old.offset, &mut old.partial);
-            self.draining = None;
+        } else if old.grew.elapsed() >= self.drain_idle
+            && let Some(old) = self.draining.take()
+        {
+            self.finish_draining(old, out)?;
         }
         Ok(())
     }
 
+    /// Reads a rotated file to its end, its unterminated last line too.
+    fn finish_draining(
+        &mut self,
+        mut old: Draining,
+        out: &mut Vec<String>,
+    ) -> Result<(), SourceError> {
+        while read_from(&old.file, &mut old.at, Last::Line, out, &mut self.dropped)
+            .map_err(self.error("reading the rotated file"))?
+        {}
+        Ok(())
+    }
+
     fn restart_at_zero(&mut self) {
-        self.offset = 0;
-        self.partial = Pending::default();
+        self.at = ReadPoint::default();
         self.head_hash = None;
     }
 
@@ -300,14 +272,13 @@ impl FileFollower {
         let meta = file.metadata().map_err(self.error("fstat"))?;
         let head = head_hash(&file).map_err(self.error("reading"))?;
         self.inode = meta.ino();
-        self.partial = Pending::default();
         self.head_hash = head;
-        self.offset = 0;
+        self.at = ReadPoint::default();
         if let Some(saved) = self.resume.take() {
             let same = saved.inode == self.inode
                 && (saved.head_hash == 0 || Some(saved.head_hash) == head);
             if same && saved.offset <= meta.len() {
-                self.offset = saved.offset;
+                self.at.offset = saved.offset;
             } else if !same {
                 self.finish_rotated(&saved, out)?;
             }
@@ -351,190 +322,85 @@ impl FileFollower {
                 continue;
             }
             tracing::info!(source = %self.source_name, old = %entry.path().display(), "finishing the log rotated while stopped");
-            let mut reader = BufReader::new(old);
-            reader
-                .seek(io::SeekFrom::Start(saved.offset))
-                .map_err(self.error("seeking in the rotated file"))?;
-            let mut line = Vec::new();
-            let mut dropped = 0;
-            loop {
-                match next_line(&mut reader, &mut line, MAX_LINE)
-                    .map_err(self.error("reading the rotated file"))?
-                {
-                    Line::Complete => push_line(out, &line),
-                    Line::TooLong => dropped += 1,
-                    Line::End => break,
-                }
-            }
-            self.dropped += dropped;
+            let mut at = ReadPoint {
+                offset: saved.offset,
+                skipped: 0,
+            };
+            while read_from(&old, &mut at, Last::Line, out, &mut self.dropped)
+                .map_err(self.error("reading the rotated file"))?
+            {}
             break;
         }
         Ok(())
     }
 
-    /// Reads up to `limit` bytes past what was read; returns whether more
-    /// is waiting.
-    fn read_available(&mut self, out: &mut Vec<String>, limit: usize) -> Result<bool, SourceError> {
+    /// Reads the lines past what was read, up to [`READ_LIMIT`] bytes;
+    /// returns whether more is waiting.
+    fn read_available(&mut self, out: &mut Vec<String>) -> Result<bool, SourceError> {
         let Some(file) = &self.file else {
             return Ok(false);
         };
-        let more = read_lines(
-            file,
-            &mut self.offset,
-            &mut self.partial,
-            (out, &mut self.dropped),
-            limit,
-        )
-        .map_err(|error| SourceError::File {
-            source_name: self.source_name.clone(),
-            path: self.path.clone(),
-            operation: "reading",
-            error,
-        })?;
-        if self.head_hash.is_none() && self.offset > 0 {
+        let more =
+            read_from(file, &mut self.at, Last::Held, out, &mut self.dropped).map_err(|error| {
+                SourceError::File {
+                    source_name: self.source_name.clone(),
+                    path: self.path.clone(),
+                    operation: "reading",
+                    error,
+                }
+            })?;
+        if self.head_hash.is_none() && self.at.offset > 0 {
             self.head_hash = head_hash(file).ok().flatten();
         }
         Ok(more)
     }
 }
 
-/// What was read of a line whose `\n` has not come yet.
-#[derive(Debug, Default)]
-struct Pending {
-    /// The line so far, while it is at most [`MAX_LINE`] long.
-    bytes: Vec<u8>,
-    /// Bytes of an over-long line passed over; non-zero while its end is
-    /// awaited. The line's start stays the saved position, so a restart
-    /// meanwhile reads it from its start and drops it again.
+/// Where reading a file resumes.
+#[derive(Clone, Copy, Debug, Default)]
+struct ReadPoint {
+    /// Where the next line starts (what a saved position holds).
+    offset: u64,
+    /// Bytes after `offset` of an over-long line already passed over.
     skipped: u64,
 }
 
-impl Pending {
-    /// Bytes read past the last complete line.
-    fn len(&self) -> u64 {
-        self.bytes.len() as u64 + self.skipped
-    }
-}
-
-/// Reads up to `limit` bytes of `file` past `offset` and what `partial`
-/// holds, appending the complete lines to `out.0` and advancing `offset`
-/// past them; a line longer than [`MAX_LINE`] is dropped whole and counted
-/// in `out.1`. Returns whether more is waiting.
-fn read_lines(
+/// Appends the lines of `file` past `at` to `out`, up to [`READ_LIMIT`]
+/// bytes, and moves `at` past them; over-long lines are counted in
+/// `dropped`. Returns whether more is waiting.
+fn read_from(
     file: &File,
-    offset: &mut u64,
-    partial: &mut Pending,
-    out: (&mut Vec<String>, &mut u64),
-    limit: usize,
+    at: &mut ReadPoint,
+    last: Last,
+    out: &mut Vec<String>,
+    dropped: &mut u64,
 ) -> io::Result<bool> {
-    let (out, dropped) = out;
-    let mut buf = vec![0u8; limit.min(64 << 10)];
-    let mut total = 0;
-    while total < limit {
-        let n = file.read_at(&mut buf, *offset + partial.len())?;
-        if n == 0 {
-            return Ok(false);
-        }
-        total += n;
-        let mut chunk = &buf[..n];
-        while let Some(end) = chunk.iter().position(|&b| b == b'\n') {
-            let consumed = partial.len() + end as u64 + 1;
-            if partial.skipped > 0 {
-                // The end of a line already counted as dropped.
-            } else if partial.bytes.len() + end > MAX_LINE {
-                *dropped += 1;
-            } else if partial.bytes.is_empty() {
-                push_line(out, &chunk[..end]);
-            } else {
-                partial.bytes.extend_from_slice(&chunk[..end]);
-                push_line(out, &partial.bytes);
-            }
-            *partial = Pending::default();
-            *offset += consumed;
-            chunk = &chunk[end + 1..];
-        }
-        if partial.skipped > 0 {
-            partial.skipped += chunk.len() as u64;
-        } else {
-            partial.bytes.extend_from_slice(chunk);
-            if partial.bytes.len() > MAX_LINE {
-                *dropped += 1;
-                partial.skipped = partial.bytes.len() as u64;
-                partial.bytes = Vec::new();
-            }
-        }
-    }
-    Ok(true)
-}
-
-/// A file is finished: its unterminated last line counts, unless it was
-/// too long (then it was counted as dropped already).
-fn flush_partial(out: &mut Vec<String>, offset: &mut u64, partial: &mut Pending) {
-    if partial.skipped == 0 {
-        if partial.bytes.is_empty() {
-            return;
-        }
-        push_line(out, &partial.bytes);
-    }
-    *offset += partial.len();
-    *partial = Pending::default();
-}
-
-/// What [`next_line`] read.
-#[derive(Debug, PartialEq, Eq)]
-enum Line {
-    /// A line (its `\n` included when it had one), in the buffer.
-    Complete,
-    /// A line longer than the limit, passed over up to its newline.
-    TooLong,
-    End,
-}
-
-/// Reads one line of at most `max` bytes into `line`; a longer one is
-/// passed over whole without being buffered.
-fn next_line(reader: &mut impl io::BufRead, line: &mut Vec<u8>, max: usize) -> io::Result<Line> {
-    line.clear();
-    let mut too_long = false;
-    loop {
-        let available = match reader.fill_buf() {
-            Ok(available) => available,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(error) => return Err(error),
+    let start = at.offset + at.skipped;
+    let mut position = start;
+    let progress = lines::read_lines(
+        |buf| {
+            let n = file.read_at(buf, position)?;
+            position += n as u64;
+            Ok(n)
+        },
+        Options {
+            skip_first: at.skipped > 0,
+            owned: READ_LIMIT,
+            block: BLOCK,
+            max_line: Some(MAX_LINE),
+            last,
+        },
+        |chunk| lines::split_lines(chunk, out),
+    )?;
+    if progress.consumed > 0 {
+        *at = ReadPoint {
+            offset: start + progress.consumed,
+            skipped: 0,
         };
-        if available.is_empty() {
-            return Ok(match (too_long, line.is_empty()) {
-                (true, _) => Line::TooLong,
-                (false, true) => Line::End,
-                (false, false) => Line::Complete,
-            });
-        }
-        let (take, done) = match available.iter().position(|&b| b == b'\n') {
-            Some(end) => (end + 1, true),
-            None => (available.len(), false),
-        };
-        if !too_long {
-            if line.len() + take > max + 1 {
-                too_long = true;
-                line.clear();
-            } else {
-                line.extend_from_slice(&available[..take]);
-            }
-        }
-        reader.consume(take);
-        if done {
-            return Ok(if too_long {
-                Line::TooLong
-            } else {
-                Line::Complete
-            });
-        }
     }
-}
-
-fn push_line(out: &mut Vec<String>, bytes: &[u8]) {
-    let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-    out.push(String::from_utf8_lossy(bytes).into_owned());
+    at.skipped += progress.unfinished;
+    *dropped += progress.dropped;
+    Ok(progress.more)
 }
 
 /// The position at the end of the file at `path` (at its last complete
@@ -568,233 +434,6 @@ fn last_line_end(file: &File, size: u64) -> io::Result<u64> {
         .iter()
         .rposition(|&b| b == b'\n')
         .map_or(size, |i| start + i as u64 + 1))
-}
-
-/// One journal entry: the line as filters read it (the JSON object, which
-/// [`super::filter::parse_line`] understands) and its cursor.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct JournalEntry {
-    pub json: String,
-    pub cursor: Option<String>,
-    pub time: Option<SystemTime>,
-}
-
-/// Parses one line of `journalctl -o json`; `None` when it is not JSON.
-pub fn parse_journal_entry(line: &str) -> Option<JournalEntry> {
-    let value: serde_json::Value = serde_json::from_str(line).ok()?;
-    let cursor = value["__CURSOR"].as_str().map(str::to_owned);
-    let time = value["__REALTIME_TIMESTAMP"]
-        .as_str()
-        .and_then(|s| s.parse::<u64>().ok())
-        .and_then(|micros| UNIX_EPOCH.checked_add(Duration::from_micros(micros)));
-    Some(JournalEntry {
-        json: line.to_owned(),
-        cursor,
-        time,
-    })
-}
-
-/// `journalctl -f -o json` for some units, resuming after a cursor.
-#[derive(Debug)]
-pub struct JournalFollower {
-    source_name: String,
-    program: PathBuf,
-    units: Vec<String>,
-    namespace: Option<String>,
-    cursor: Option<String>,
-    child: Option<Child>,
-    lines: Option<mpsc::Receiver<String>>,
-    /// Over-long entries passed over by the reading thread.
-    dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl JournalFollower {
-    /// A follower of `units`, resuming after `cursor` (else from now).
-    /// `program` is `journalctl` (a path in tests).
-    pub fn new(
-        source_name: &str,
-        program: &Path,
-        units: &[String],
-        cursor: Option<String>,
-    ) -> Self {
-        Self {
-            source_name: source_name.to_owned(),
-            program: program.to_owned(),
-            units: units.to_vec(),
-            namespace: None,
-            cursor,
-            dropped: std::sync::Arc::default(),
-            child: None,
-            lines: None,
-        }
-    }
-
-    /// Reads the journal namespace `namespace` (`None`: the system
-    /// journal).
-    #[must_use]
-    pub fn in_namespace(mut self, namespace: Option<&str>) -> Self {
-        self.namespace = namespace.map(str::to_owned);
-        self
-    }
-
-    /// The cursor of the last entry handed out.
-    pub fn position(&self) -> LogPosition {
-        LogPosition {
-            cursor: self.cursor.clone(),
-            ..LogPosition::default()
-        }
-    }
-
-    /// The arguments of the `journalctl` run.
-    pub fn arguments(&self) -> Vec<String> {
-        let mut args: Vec<String> = ["-f", "-o", "json", "--no-pager"].map(str::to_owned).into();
-        if let Some(namespace) = &self.namespace {
-            args.push(format!("--namespace={namespace}"));
-        }
-        match &self.cursor {
-            Some(cursor) => args.push(format!("--after-cursor={cursor}")),
-            None => args.extend(["--since".to_owned(), "now".to_owned()]),
-        }
-        for unit in &self.units {
-            args.push("-u".to_owned());
-            args.push(unit.clone());
-        }
-        args
-    }
-
-    /// Starts `journalctl` (again) after the current cursor. It receives
-    /// SIGTERM when the thread that started it ends, so a daemon killed
-    /// outright leaves no `journalctl` behind.
-    pub fn start(&mut self) -> Result<(), SourceError> {
-        self.stop();
-        let mut command = Command::new(&self.program);
-        // SAFETY: the closure runs in the forked child before exec and
-        // only calls prctl(2), which is async-signal-safe.
-        unsafe {
-            command.pre_exec(|| {
-                // A daemon killed outright (SIGKILL, OOM) takes its
-                // journalctl with it instead of leaving it following.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = command
-            .args(self.arguments())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|error| {
-                if error.kind() == io::ErrorKind::NotFound {
-                    SourceError::JournalctlMissing {
-                        source_name: self.source_name.clone(),
-                        error,
-                    }
-                } else {
-                    SourceError::Journalctl {
-                        source_name: self.source_name.clone(),
-                        error,
-                    }
-                }
-            })?;
-        let (send, receive) = mpsc::sync_channel(4096);
-        if let Some(stdout) = child.stdout.take() {
-            let name = format!("journal-{}", self.source_name);
-            let dropped = std::sync::Arc::clone(&self.dropped);
-            let spawned = std::thread::Builder::new().name(name).spawn(move || {
-                let mut reader = BufReader::new(stdout);
-                let mut line = Vec::new();
-                loop {
-                    match next_line(&mut reader, &mut line, MAX_JOURNAL_LINE) {
-                        Ok(Line::Complete) => {
-                            let text = String::from_utf8_lossy(&line);
-                            if send.send(text.trim_end_matches('\n').to_owned()).is_err() {
-                                break;
-                            }
-                        }
-                        Ok(Line::TooLong) => {
-                            dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        }
-                        Ok(Line::End) | Err(_) => break,
-                    }
-                }
-            });
-            if let Err(error) = spawned {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(SourceError::Journalctl {
-                    source_name: self.source_name.clone(),
-                    error,
-                });
-            }
-        }
-        self.child = Some(child);
-        self.lines = Some(receive);
-        Ok(())
-    }
-
-    /// How many over-long entries were dropped since the last call.
-    pub fn take_dropped(&mut self) -> u64 {
-        self.dropped.swap(0, std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Waits up to `timeout` for entries and appends them to `out`; `Ok(false)`
-    /// when `journalctl` has exited (call [`Self::start`] again).
-    pub fn poll(&mut self, out: &mut Vec<JournalEntry>, timeout: Duration) -> bool {
-        let Some(lines) = self.lines.take() else {
-            return false;
-        };
-        let mut take = |line: &str| {
-            if let Some(entry) = parse_journal_entry(line) {
-                if entry.cursor.is_some() {
-                    self.cursor.clone_from(&entry.cursor);
-                }
-                out.push(entry);
-            }
-        };
-        let alive = match lines.recv_timeout(timeout) {
-            Ok(line) => {
-                take(&line);
-                let mut alive = true;
-                for _ in 0..4096 {
-                    match lines.try_recv() {
-                        Ok(line) => take(&line),
-                        Err(mpsc::TryRecvError::Empty) => break,
-                        Err(mpsc::TryRecvError::Disconnected) => {
-                            alive = false;
-                            break;
-                        }
-                    }
-                }
-                alive
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => true,
-            Err(mpsc::RecvTimeoutError::Disconnected) => false,
-        };
-        if alive {
-            self.lines = Some(lines);
-        } else {
-            self.stop();
-        }
-        alive
-    }
-
-    /// Kills `journalctl` (our child, by its handle) and reaps it.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        self.lines = None;
-    }
-}
-
-impl Drop for JournalFollower {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 #[cfg(test)]
@@ -882,22 +521,6 @@ mod tests {
         let mut restarted = FileFollower::new("mail", &log, Some(position));
         assert_eq!(poll_all(&mut restarted), ["next"]);
         assert_eq!(restarted.take_dropped(), 1);
-    }
-
-    #[test]
-    fn bounded_line_reads_pass_over_long_lines() {
-        let text = format!("one\n{}two", smuggler());
-        let mut reader = BufReader::with_capacity(1000, text.as_bytes());
-        let mut line = Vec::new();
-        let mut seen = Vec::new();
-        loop {
-            match next_line(&mut reader, &mut line, MAX_LINE).expect("read") {
-                Line::Complete => seen.push(String::from_utf8_lossy(&line).into_owned()),
-                Line::TooLong => seen.push("(dropped)".to_owned()),
-                Line::End => break,
-            }
-        }
-        assert_eq!(seen, ["one\n", "(dropped)", "two"]);
     }
 
     #[test]
@@ -1076,87 +699,5 @@ mod tests {
         want.extend(expected(0..3, "b"));
         want.extend(expected(0..4, "c"));
         assert_eq!(seen, want);
-    }
-
-    #[test]
-    fn journal_entries_carry_their_cursor_and_time() {
-        let entry = parse_journal_entry(
-            r#"{"__CURSOR":"s=1;i=2","__REALTIME_TIMESTAMP":"1700000000000001","MESSAGE":"hi"}"#,
-        )
-        .expect("entry");
-        assert_eq!(entry.cursor.as_deref(), Some("s=1;i=2"));
-        assert_eq!(
-            entry.time,
-            Some(UNIX_EPOCH + Duration::from_micros(1_700_000_000_000_001))
-        );
-        assert!(parse_journal_entry("not json").is_none());
-    }
-
-    #[test]
-    fn journal_follower_resumes_after_its_cursor() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let script = dir.path().join("journalctl");
-        let args = dir.path().join("args");
-        std::fs::write(
-            &script,
-            format!(
-                "#!/bin/sh\necho \"$@\" >> {}\necho '{{\"__CURSOR\":\"c1\",\"MESSAGE\":\"one\"}}'\necho '{{\"__CURSOR\":\"c2\",\"MESSAGE\":\"two\"}}'\n",
-                args.display()
-            ),
-        )
-        .expect("script");
-        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .expect("chmod");
-        let units = vec!["postfix@-.service".to_owned()];
-        let mut follower = JournalFollower::new("journal", &script, &units, None);
-        follower.start().expect("start");
-        let mut entries = Vec::new();
-        for _ in 0..40 {
-            if !follower.poll(&mut entries, Duration::from_millis(250)) {
-                break;
-            }
-        }
-        assert_eq!(entries.len(), 2, "{entries:?}");
-        assert_eq!(follower.position().cursor.as_deref(), Some("c2"));
-        let mut again =
-            JournalFollower::new("journal", &script, &units, follower.position().cursor);
-        again.start().expect("restart");
-        while again.poll(&mut entries, Duration::from_millis(250)) {}
-        let calls = std::fs::read_to_string(&args).expect("args");
-        assert_eq!(
-            calls,
-            "-f -o json --no-pager --since now -u postfix@-.service\n\
-             -f -o json --no-pager --after-cursor=c2 -u postfix@-.service\n"
-        );
-    }
-
-    #[test]
-    fn a_journal_namespace_is_passed_on() {
-        let units = vec!["postfix@-.service".to_owned()];
-        let follower = JournalFollower::new("j", Path::new("journalctl"), &units, None)
-            .in_namespace(Some("mail"));
-        assert_eq!(
-            follower.arguments(),
-            [
-                "-f",
-                "-o",
-                "json",
-                "--no-pager",
-                "--namespace=mail",
-                "--since",
-                "now",
-                "-u",
-                "postfix@-.service"
-            ]
-        );
-    }
-
-    #[test]
-    fn missing_journalctl_is_named() {
-        let mut follower =
-            JournalFollower::new("jr", Path::new("/nonexistent/journalctl"), &[], None);
-        let error = follower.start().expect_err("missing");
-        assert!(matches!(error, SourceError::JournalctlMissing { .. }));
-        assert!(error.to_string().contains("jr") && error.to_string().contains("journalctl"));
     }
 }

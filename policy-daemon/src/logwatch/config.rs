@@ -1,0 +1,251 @@
+//! `[logwatch]` in the configuration: sources, user filters, rules.
+
+use std::path::{Path, PathBuf};
+
+use super::{
+    filter::{self, Filter},
+    lint,
+    resolve::{UserFilter, resolve_filter},
+};
+
+/// `[logwatch]`: log sources, user filters and ban rules.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogwatchConfig {
+    /// `[[logwatch.source]]`.
+    pub source: Vec<SourceConfig>,
+    /// `[[logwatch.rule]]`.
+    pub rule: Vec<RuleConfig>,
+    /// `[[logwatch.filter]]`.
+    pub filter: Vec<FilterConfig>,
+}
+
+/// A followed log: a file (`path`) or journal units (`journal`).
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub name: String,
+    pub path: Option<PathBuf>,
+    pub journal: Option<Vec<String>>,
+    /// The journal namespace the units log to (their `LogNamespace=`);
+    /// default the system journal.
+    pub journal_namespace: Option<String>,
+}
+
+/// What systemd accepts as a journal namespace (`LogNamespace=`).
+fn journal_namespace_valid(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// A ban rule: `maxretry` matches of `filter` within `findtime` ban the
+/// host for `bantime` (escalated for repeat offenders).
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub filter: String,
+    pub mode: Option<String>,
+    /// Default 10 minutes.
+    pub findtime: Option<crate::duration::Span>,
+    /// Default 5.
+    pub maxretry: Option<u32>,
+    /// Default `ban.bantime`.
+    pub bantime: Option<crate::duration::BanTime>,
+    /// Only lines of this source; default all.
+    pub source: Option<String>,
+}
+
+/// A user filter: inline regexes or a fail2ban filter file.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    pub name: String,
+    #[serde(default)]
+    pub failregex: Vec<String>,
+    #[serde(default)]
+    pub ignoreregex: Vec<String>,
+    pub file: Option<PathBuf>,
+}
+
+impl LogwatchConfig {
+    /// User filters as `(name, failregex, ignoreregex)`; file filters are
+    /// imported (an unreadable file gives an empty filter, reported by
+    /// [`Self::problems`]).
+    pub fn user_filters(&self) -> Vec<UserFilter> {
+        self.load_user_filters().0
+    }
+
+    /// [`Self::user_filters`] and the import problems, each file read once.
+    fn load_user_filters(&self) -> (Vec<UserFilter>, Vec<String>) {
+        let mut problems = Vec::new();
+        let filters = self
+            .filter
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let (mut fail, mut ignore) = (f.failregex.clone(), f.ignoreregex.clone());
+                if let Some(file) = &f.file {
+                    let (path, params) = filter::split_params(file.to_str().unwrap_or(""));
+                    match filter::import_fail2ban(Path::new(path), &params) {
+                        Ok(imported) => {
+                            fail.extend(imported.failregex);
+                            ignore.extend(imported.ignoreregex);
+                        }
+                        Err(e) => problems.push(format!("logwatch.filter[{i}].file: {e}")),
+                    }
+                }
+                (f.name.clone(), fail, ignore)
+            })
+            .collect();
+        (filters, problems)
+    }
+
+    /// What is allowed but risky, each naming its key: failregexes whose
+    /// host a client can choose ([`lint::host_not_anchored`]).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (i, (name, failregex, _)) in self.user_filters().iter().enumerate() {
+            for (j, regex) in failregex.iter().enumerate() {
+                if let Some(problem) = lint::host_not_anchored(regex) {
+                    warnings.push(format!(
+                        "logwatch.filter[{i}] ({name}): failregex {} {problem}: {regex}",
+                        j + 1
+                    ));
+                }
+            }
+        }
+        warnings
+    }
+
+    /// Every problem, each naming its key (`logwatch.rule[1].filter`).
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (i, source) in self.source.iter().enumerate() {
+            if source.journal.as_ref().is_some_and(Vec::is_empty) {
+                problems.push(format!(
+                    "logwatch.source[{i}].journal: name at least one unit"
+                ));
+            }
+            if source.path.as_ref().is_some_and(|p| !p.is_absolute()) {
+                problems.push(format!("logwatch.source[{i}].path: must be absolute"));
+            }
+            if let Some(namespace) = &source.journal_namespace {
+                if source.journal.is_none() {
+                    problems.push(format!(
+                        "logwatch.source[{i}].journal_namespace: only for a `journal` source"
+                    ));
+                }
+                if !journal_namespace_valid(namespace) {
+                    problems.push(format!(
+                        "logwatch.source[{i}].journal_namespace: {namespace:?} is not a namespace name (letters, digits, `-`, `_`, `.`; at most 64)"
+                    ));
+                }
+            }
+            if source.path.is_some() == source.journal.is_some() {
+                problems.push(format!(
+                    "logwatch.source[{i}]: give exactly one of `path` or `journal`"
+                ));
+            }
+            if self.source[..i].iter().any(|s| s.name == source.name) {
+                problems.push(format!(
+                    "logwatch.source[{i}].name: {:?} is used twice",
+                    source.name
+                ));
+            }
+        }
+        let (user, import_problems) = self.load_user_filters();
+        problems.extend(import_problems);
+        for (i, f) in self.filter.iter().enumerate() {
+            if f.name == "postfix" {
+                problems.push(format!("logwatch.filter[{i}].name: `postfix` is built in"));
+            }
+            if let Err(e) = Filter::new(&f.name, &user[i].1, &user[i].2) {
+                problems.push(format!("logwatch.filter[{i}]: {e}"));
+            }
+        }
+        for (i, rule) in self.rule.iter().enumerate() {
+            if let Err(e) = resolve_filter(&rule.filter, rule.mode.as_deref(), &user) {
+                problems.push(format!("logwatch.rule[{i}].filter: {e}"));
+            }
+            if rule.maxretry == Some(0) {
+                problems.push(format!("logwatch.rule[{i}].maxretry: must be at least 1"));
+            }
+            if let Some(source) = &rule.source
+                && !self.source.iter().any(|s| &s.name == source)
+            {
+                problems.push(format!(
+                    "logwatch.rule[{i}].source: no source named {source:?}"
+                ));
+            }
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, ParseError};
+
+    #[test]
+    fn three_line_rule_parses() {
+        let config: Config = toml::from_str(
+            "[[logwatch.rule]]\nfilter = \"postfix\"\nmode = \"rbl\"\nmaxretry = 1\n",
+        )
+        .expect("deserializes");
+        assert_eq!(config.logwatch.rule[0].maxretry, Some(1));
+        let problems = config.logwatch.problems();
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    #[test]
+    fn journal_namespace_is_checked() {
+        let Err(ParseError::Invalid(problems)) = Config::parse(
+            "[[logwatch.source]]\nname = \"a\"\npath = \"/var/log/mail.log\"\njournal_namespace = \"mail\"\n\
+             [[logwatch.source]]\nname = \"b\"\njournal = [\"postfix@-.service\"]\njournal_namespace = \"../x\"\n",
+        ) else {
+            panic!("expected problems");
+        };
+        let all = problems.join("\n");
+        assert!(
+            all.contains("logwatch.source[0].journal_namespace: only for a `journal` source"),
+            "{all}"
+        );
+        assert!(
+            all.contains("logwatch.source[1].journal_namespace: \"../x\""),
+            "{all}"
+        );
+        assert!(journal_namespace_valid("mail") && journal_namespace_valid("spamwall-test.1"));
+        assert!(!journal_namespace_valid("") && !journal_namespace_valid("a/b"));
+    }
+
+    #[test]
+    fn an_unreadable_filter_file_names_its_key_and_path() {
+        let Err(ParseError::Invalid(problems)) = Config::parse(
+            "[[logwatch.filter]]\nname = \"mine\"\nfile = \"/nonexistent/mine.conf\"\n",
+        ) else {
+            panic!("expected problems");
+        };
+        let all = problems.join("\n");
+        assert!(
+            all.contains("logwatch.filter[0].file") && all.contains("/nonexistent/mine.conf"),
+            "{all}"
+        );
+    }
+
+    #[test]
+    fn bad_rule_names_its_key() {
+        let Err(ParseError::Invalid(problems)) = Config::parse(
+            "[[logwatch.rule]]\nfilter = \"postfix\"\n[[logwatch.rule]]\nfilter = \"nope\"\nmaxretry = 0\n",
+        ) else {
+            panic!("expected problems");
+        };
+        let all = problems.join("\n");
+        assert!(all.contains("logwatch.rule[1].filter"), "{all}");
+        assert!(all.contains("logwatch.rule[1].maxretry"), "{all}");
+    }
+}
