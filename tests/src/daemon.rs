@@ -2,8 +2,10 @@
 //!
 //! [`Daemon`] writes a configuration into a temporary directory, runs
 //! `spamwall run` inside a network namespace (through `nsenter`, so bpffs
-//! stays visible) with its log in a file, and waits until the control
-//! socket answers. On drop it kills the daemon by pid and runs
+//! stays visible) with its log in a file, and waits for its `READY=1` on a
+//! notify socket the harness owns, as systemd does for `Type=notify`: the
+//! daemon sends it once the policy listeners, the log watcher and the
+//! fleet's bans are in place, while the control socket answers earlier. On drop it kills the daemon by pid and runs
 //! `spamwall xdp detach --purge`, so no pin outlives the test.
 
 #![expect(
@@ -14,6 +16,7 @@
 use std::{
     ffi::OsStr,
     fs,
+    os::unix::{fs::PermissionsExt as _, net::UnixDatagram},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
@@ -29,7 +32,7 @@ use crate::{
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// How long the daemon may take to answer `status` after it was started.
+/// How long the daemon may take to report `READY=1` after it was started.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a daemon may take to exit after a signal.
 pub const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -241,6 +244,9 @@ pub struct Daemon {
     pin_dir: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    /// The harness's end of the daemon's `NOTIFY_SOCKET`, new for each
+    /// start so no message of an earlier run is read as this one's.
+    notify: Option<UnixDatagram>,
     run_as: Option<String>,
     env: Vec<(String, String)>,
     syscall_filter: Option<SyscallFilter>,
@@ -272,7 +278,7 @@ fn hand_over(user: &str, dir: &Path, state: &Path, pin_dir: &Path) {
 
 impl Daemon {
     /// Writes the configuration, starts the daemon inside `netns` and waits
-    /// until it answers; panics with its log when it does not.
+    /// until it reports ready; panics with its log when it does not.
     pub fn start(netns: &str, settings: &Settings) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("spamwall-e2e-")
@@ -310,13 +316,14 @@ impl Daemon {
             pin_dir,
             log,
             child: None,
+            notify: None,
         };
         daemon.spawn();
         daemon
     }
 
     /// Starts the daemon again with the same configuration (after
-    /// [`Daemon::kill`]) and waits until it answers.
+    /// [`Daemon::kill`]) and waits until it reports ready.
     pub fn restart(&mut self) {
         assert!(
             self.child.is_none(),
@@ -358,6 +365,7 @@ impl Daemon {
             chain.extend(args.into_iter().map(Into::into));
         }
         chain.push(self.bin.clone().into());
+        let notify_path = self.notify_socket();
         let mut command = in_netns(&self.netns, &chain[0]);
         command.args(&chain[1..]);
         let child = command
@@ -365,6 +373,7 @@ impl Daemon {
             .arg("--config")
             .arg(&self.config)
             .env_remove("SPAMWALL_CONFIG")
+            .env("NOTIFY_SOCKET", &notify_path)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(stdout)
@@ -375,26 +384,60 @@ impl Daemon {
         self.wait_ready();
     }
 
+    /// Binds a fresh notify socket in the daemon's directory, open to the
+    /// user the daemon runs as, and returns its path.
+    fn notify_socket(&mut self) -> PathBuf {
+        let path = self.dir.path().join("notify.sock");
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("removing {}: {e}", path.display()),
+        }
+        let socket =
+            UnixDatagram::bind(&path).unwrap_or_else(|e| panic!("binding {}: {e}", path.display()));
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o666))
+            .unwrap_or_else(|e| panic!("opening {} to the daemon: {e}", path.display()));
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("a read timeout on the notify socket");
+        self.notify = Some(socket);
+        path
+    }
+
+    /// Waits for `READY=1` on the notify socket; panics with the log when
+    /// the daemon exits first or stays silent past [`READY_TIMEOUT`].
     fn wait_ready(&mut self) {
         let started = Instant::now();
+        let mut message = [0_u8; 4096];
         loop {
             let child = self.child.as_mut().expect("spawned");
             if let Ok(Some(status)) = child.try_wait() {
                 self.child = None;
                 panic!(
-                    "spamwall run exited with {status} before answering; log:\n{}",
+                    "spamwall run exited with {status} before it was ready; log:\n{}",
                     self.log()
                 );
             }
-            if self.cli(["status"]).status.success() {
-                return;
+            let socket = self.notify.as_ref().expect("bound before the spawn");
+            match socket.recv(&mut message) {
+                Ok(len) => {
+                    let text = String::from_utf8_lossy(&message[..len]);
+                    if text.lines().any(|line| line == "READY=1") {
+                        return;
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("reading the notify socket: {e}"),
             }
             assert!(
                 started.elapsed() <= READY_TIMEOUT,
-                "spamwall run did not answer `status` within {READY_TIMEOUT:?}; log:\n{}",
+                "spamwall run did not report READY=1 within {READY_TIMEOUT:?}; log:\n{}",
                 self.log()
             );
-            thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -549,6 +592,11 @@ impl Daemon {
     /// The bpffs pin directory.
     pub fn pin_dir(&self) -> &Path {
         &self.pin_dir
+    }
+
+    /// `daemon.state_dir`: the store lives there.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
     }
 
     /// The temporary directory holding config, socket, state and log.

@@ -20,6 +20,7 @@ use std::{
 };
 
 use serde_json::Value;
+use spamwall::bans::store::{LogPosition, Store};
 use spamwall_tests::{
     daemon::{Daemon, Settings},
     journald::Journald,
@@ -135,9 +136,10 @@ fn appended_dnsbl_line_gets_the_client_dropped_and_restart_resumes() {
         "only the IPv4 address is banned; the client's IPv6 still connects"
     );
 
-    // The position is saved right after the line is processed; leave that
-    // a moment, then kill without a chance to save anything more.
-    thread::sleep(Duration::from_millis(750));
+    // Killed without a chance to save anything more, once the position
+    // after the line is in the store.
+    let end = std::fs::metadata(&log).expect("the log exists").len();
+    wait_saved(&daemon, "mail", "the end of the log", |p| p.offset == end);
     daemon.kill(libc::SIGKILL);
     // Written while the daemon is down: read on restart.
     let second = dnsbl_line(client_v6, 40002);
@@ -169,6 +171,47 @@ fn appended_dnsbl_line_gets_the_client_dropped_and_restart_resumes() {
         !net.can_connect(server_v4, SMTP, 1),
         "still dropped after the restart"
     );
+}
+
+/// Waits (bounded) until the position the daemon saved for `source` in its
+/// store satisfies `done`; `what` names the position awaited.
+fn wait_saved(daemon: &Daemon, source: &str, what: &str, done: impl Fn(&LogPosition) -> bool) {
+    let store = Store::open_in(daemon.state_dir()).expect("opening the daemon's store");
+    let started = Instant::now();
+    loop {
+        let saved = store
+            .logwatch_position(source)
+            .expect("reading the saved position");
+        if saved.as_ref().is_some_and(&done) {
+            return;
+        }
+        assert!(
+            started.elapsed() < BAN_DEADLINE,
+            "position of {source} at {what} not saved within {BAN_DEADLINE:?}: {saved:?}\ndaemon log:\n{}",
+            daemon.log()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The cursor of the last journal entry of `unit` in the namespace.
+fn last_cursor(journald: &Journald, unit: &str) -> String {
+    let output = spamwall_tests::netns::run_bounded(
+        Command::new("journalctl")
+            .arg(format!("--namespace={}", journald.namespace()))
+            .args(["-u", unit, "-o", "json", "-n", "1", "--no-pager"]),
+        Duration::from_secs(10),
+    );
+    let entry: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "journalctl's last entry of {unit} is not JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    });
+    entry["__CURSOR"]
+        .as_str()
+        .expect("a journal entry has a cursor")
+        .to_owned()
 }
 
 /// A postscreen `DNSBL rank` message as Postfix logs it through syslog.
@@ -276,7 +319,10 @@ fn journal_lines_of_the_unit_ban_and_restart_resumes_after_the_cursor() {
 
     // Killed outright once the cursor is saved; a line logged while it
     // is down is read on restart, the earlier ones are not read again.
-    thread::sleep(Duration::from_millis(750));
+    let last = last_cursor(&journald, "postfix@-.service");
+    wait_saved(&daemon, "journal", "the unit's last entry", |p| {
+        p.cursor.as_deref() == Some(last.as_str())
+    });
     daemon.kill(libc::SIGKILL);
     journald.log(
         "postfix@-.service",
