@@ -7,6 +7,8 @@
 //!   mail with `swaks`;
 //! - [`journald`] runs a real `systemd-journald` in a journal namespace of
 //!   its own and logs into it as a unit would;
+//! - [`skip`] is the one way a test skips when something is missing here,
+//!   and fails instead under `CI`;
 //! - [`seccomp`] applies the systemd unit's `SystemCallFilter=` to a
 //!   daemon under test, without systemd.
 //!
@@ -24,6 +26,7 @@ pub mod privilege;
 pub mod rbldnsd;
 pub mod redis;
 pub mod seccomp;
+pub mod skip;
 
 use spamwall::dataplane::Capacities;
 

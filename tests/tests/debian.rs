@@ -113,16 +113,11 @@ fn tools_available(test: &str) -> bool {
     })
     .map(|(program, _)| program)
     .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test}: missing {} (cargo xtask setup installs them) and CI is set",
-        missing.join(", ")
-    );
-    eprintln!("SKIP {test}: missing {}", missing.join(", "));
-    false
+    spamwall_tests::skip::require(
+        test,
+        missing.is_empty(),
+        format_args!("{} (cargo xtask setup installs them)", missing.join(", ")),
+    )
 }
 
 /// dpkg's view of the package: `ii` installed, `rc` configuration files
