@@ -14,7 +14,7 @@ use regex_automata::{
     util::{pool::Pool, primitives::NonMaxUsize, syntax},
 };
 
-use super::parse_host;
+use super::{parse_host, translate::is_host_group};
 
 /// The lazy DFA runs a set over a line in one pass, but with the default
 /// 2 MiB cache the Unicode classes of a dozen postfix regexes do not fit
@@ -51,8 +51,8 @@ pub(super) struct GatedRule {
     /// The literals a line must hold, as bits by their id in `literals`.
     pub(super) needs: u64,
     pub(super) backtracker: BoundedBacktracker,
-    /// The slots of the `host` group.
-    pub(super) host: Option<(usize, usize)>,
+    /// The slots of the groups holding a host, in the pattern's order.
+    pub(super) hosts: Vec<(usize, usize)>,
 }
 
 /// What [`Gated::search`] made of a line.
@@ -121,15 +121,18 @@ impl Gated {
             if !backtracker.get_nfa().is_always_start_anchored() {
                 return None;
             }
-            let host = backtracker
+            let hosts = backtracker
                 .get_nfa()
                 .group_info()
-                .to_index(PatternID::ZERO, "host")
-                .map(|group| (group * 2, group * 2 + 1));
+                .pattern_names(PatternID::ZERO)
+                .enumerate()
+                .filter(|(_, name)| name.is_some_and(is_host_group))
+                .map(|(group, _)| (group * 2, group * 2 + 1))
+                .collect();
             rules.push(GatedRule {
                 needs,
                 backtracker,
-                host,
+                hosts,
             });
         }
         let overlapping = literals
@@ -182,9 +185,11 @@ impl Gated {
             match rule.backtracker.try_search_slots(cache, &input, slots) {
                 Ok(None) => {}
                 Ok(Some(_)) => {
-                    let host = rule.host.and_then(|(start, end)| {
-                        parse_host(&text[slots[start]?.get()..slots[end]?.get()])
-                    });
+                    let host = rule
+                        .hosts
+                        .iter()
+                        .find_map(|&(start, end)| Some((slots[start]?, slots[end]?)))
+                        .and_then(|(start, end)| parse_host(&text[start.get()..end.get()]));
                     return Gate::Found(index, host);
                 }
                 Err(_) => return Gate::Unsure,
@@ -240,6 +245,33 @@ pub(super) fn choose_needles(patterns: &[String]) -> Option<Vec<String>> {
         .collect()
 }
 
+/// Consumes the argument of the escape `\\{escape}`: a braced one, or
+/// the one character (`\\pL`) or hex digits (`\\x41`) it takes.
+fn skip_escape_argument(escape: char, chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+    if chars.peek() == Some(&'{') {
+        for c in chars.by_ref() {
+            if c == '}' {
+                break;
+            }
+        }
+        return;
+    }
+    let digits = match escape {
+        'p' | 'P' => {
+            chars.next();
+            return;
+        }
+        'x' => 2,
+        'u' => 4,
+        _ => 8,
+    };
+    for _ in 0..digits {
+        if chars.next_if(char::is_ascii_hexdigit).is_none() {
+            break;
+        }
+    }
+}
+
 /// The literals every match of `pattern` contains: runs of plain
 /// characters outside any group, not made optional by a quantifier, in a
 /// pattern without top-level alternation, at least three characters long.
@@ -270,8 +302,23 @@ pub(super) fn required_literals(pattern: &str) -> Option<Vec<String>> {
         let literal = match c {
             '\\' => match chars.next() {
                 Some(e) if e.is_ascii_punctuation() || e == ' ' => Some(e),
+                // `\p{Greek}`, `\pL`, `\x{41}`, `\x41`, `\u00e9`: the
+                // argument is part of the escape, not text.
+                Some(e @ ('p' | 'P' | 'x' | 'u' | 'U')) => {
+                    skip_escape_argument(e, &mut chars);
+                    None
+                }
                 _ => None,
             },
+            // A counted repetition `{m,n}`: its digits are not text.
+            '{' => {
+                for c in chars.by_ref() {
+                    if c == '}' {
+                        break;
+                    }
+                }
+                None
+            }
             '(' => {
                 if chars.peek() == Some(&'?') {
                     // `(?i)` changes the flags of everything after it:
@@ -297,7 +344,7 @@ pub(super) fn required_literals(pattern: &str) -> Option<Vec<String>> {
             '|' if depth == 0 => return None,
             // U+FFFD stands for undecodable bytes: the raw line a literal
             // is looked for in holds other bytes there.
-            '.' | '^' | '$' | '|' | '?' | '*' | '+' | '{' | '}' | '\u{FFFD}' => None,
+            '.' | '^' | '$' | '|' | '?' | '*' | '+' | '}' | '\u{FFFD}' => None,
             c => Some(c),
         };
         match literal {

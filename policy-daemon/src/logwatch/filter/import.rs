@@ -76,7 +76,9 @@ pub(super) fn parse_ini(path: &Path, text: &str) -> Result<Sections, FilterError
 /// Reads a fail2ban filter file (`[INCLUDES] before`/`after` from the same
 /// directory, `[DEFAULT]`, `[Definition]`, `[Init]`, `lt_*` sections),
 /// applies `params` (e.g. `mode=aggressive`) and interpolates `%(name)s`
-/// and `<name>` references. A `prefregex` is folded into each failregex.
+/// (`%(known/name)s` too: the value before this file set it) and `<name>`
+/// references; a `%(name)s` nothing defines is an error. A `prefregex` is
+/// folded into each failregex.
 pub fn import_fail2ban(
     path: &Path,
     params: &[(String, String)],
@@ -206,6 +208,21 @@ pub(super) fn load_text(
     for before in includes("before") {
         load_file(&before, vars, depth + 1)?;
     }
+    // fail2ban's `%(known/name)s`: the value `name` had before this file
+    // set it, as its `before` includes left it.
+    let mut known = HashMap::new();
+    for (name, entries) in &sections {
+        if matches!(name.as_str(), "DEFAULT" | "Init" | "Definition") {
+            for (key, _) in entries {
+                if let Some(previous) = vars.get(key) {
+                    known
+                        .entry(format!("known/{key}"))
+                        .or_insert_with(|| previous.clone());
+                }
+            }
+        }
+    }
+    vars.extend(known);
     // DEFAULT first, then the named sections, so Definition overrides.
     for wanted in ["DEFAULT", "Init", "Definition"] {
         for (name, entries) in &sections {
@@ -271,6 +288,14 @@ pub(super) fn interpolate(value: &str, vars: &HashMap<String, String>) -> Result
         }
         current = next;
         if !changed {
+            // A `%(name)s` nothing defines would stay in the regex as text
+            // and never match: fail2ban refuses it too.
+            if let Some(missing) = percent.captures(&current) {
+                return Err(format!(
+                    "{value:?} refers to {}, which no section of the filter or its includes defines",
+                    &missing[0]
+                ));
+            }
             return Ok(current);
         }
     }

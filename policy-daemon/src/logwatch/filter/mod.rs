@@ -260,7 +260,9 @@ impl Filter {
             if !rule.accepts(text) {
                 return None;
             }
-            let host = parse_host(rule.regex.captures(text)?.name("host")?.as_bytes())?;
+            let captures = rule.regex.captures(text)?;
+            let host = rule.hosts.iter().find_map(|&group| captures.get(group))?;
+            let host = parse_host(host.as_bytes())?;
             Some((host, index))
         })
     }

@@ -1,6 +1,6 @@
 use std::{
     path::Path,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, UNIX_EPOCH},
 };
 
 use super::{gate::*, import::*, timestamp::*, *};
@@ -23,6 +23,15 @@ fn required_literals_are_only_what_every_match_contains() {
         Some("lost connection after ")
     );
     assert_eq!(lit(r"abcd?ef").as_deref(), Some("abc"), "d is optional");
+    // A repetition's counts and an escape's argument are not text.
+    let all = |pattern: &str| required_literals(pattern).unwrap_or_default();
+    assert_eq!(all(r"abc \d{10,300} def"), ["abc ", " def"]);
+    assert_eq!(all(r"abc x{0,3} def"), ["abc ", " def"]);
+    assert_eq!(all(r"abc\p{Greek}def"), ["abc", "def"]);
+    assert_eq!(
+        all(r"abc\pLdef\x{263a}ghi\x41jkl\u00e9mno"),
+        ["abc", "def", "ghi", "jkl", "mno"]
+    );
     assert_eq!(lit(r"abcde+fgh").as_deref(), Some("abcde"), "e repeats");
     assert_eq!(lit(r"reject\.here:\[x"), Some("reject.here:[x".to_owned()));
     assert_eq!(lit(r"(?i)reject"), None, "flags for the rest");
@@ -308,26 +317,119 @@ fn a_value_that_doubles_itself_is_refused() {
 }
 
 #[test]
-fn imports_debians_postfix_filter_in_every_mode() {
-    let path = Path::new("/etc/fail2ban/filter.d/postfix.conf");
-    if !path.exists() {
-        eprintln!("SKIP: no {}", path.display());
-        return;
+fn known_refers_to_the_value_before_this_file_set_it() {
+    // As Debian's sendmail-auth.conf extends common.conf's __prefix_line.
+    let dir = tempfile::tempdir().expect("a directory");
+    std::fs::write(
+        dir.path().join("common.conf"),
+        "[DEFAULT]\n__prefix_line = \\S+ sm-mta\\[\\d+\\]:\\s*\n",
+    )
+    .expect("writing common.conf");
+    let path = dir.path().join("sendmail-like.conf");
+    let text = "[INCLUDES]\nbefore = common.conf\n\n[Definition]\n\
+                __prefix_line = %(known/__prefix_line)s(?:\\w{14,20}: )?\n\
+                failregex = ^%(__prefix_line)s\\[<HOST>\\]: possible SMTP attack\n";
+    let imported = import_fail2ban_text(&path, text, &[]).expect("imports");
+    let filter =
+        Filter::new("sendmail-like", &imported.failregex, &imported.ignoreregex).expect("compiles");
+    let line = "smtp1 sm-mta[5133]: s1GNXHYB005133: [192.0.2.17]: possible SMTP attack";
+    assert!(
+        matches!(filter.check(line), Verdict::Matched { ref host, .. } if host.to_string() == "192.0.2.17"),
+        "{:?}",
+        filter.failregex()
+    );
+}
+
+#[test]
+fn a_reference_nothing_defines_is_refused_not_left_as_text() {
+    // Left in, `%(nowhere)s` would be a regex that never matches.
+    let path = Path::new("/nonexistent/missing.conf");
+    for text in [
+        "[Definition]\nfailregex = ^%(nowhere)s <HOST>$\n",
+        "[Definition]\nx = %(known/x)s\nfailregex = ^%(x)s <HOST>$\n",
+    ] {
+        let error = import_fail2ban_text(path, text, &[]).expect_err(text);
+        assert!(error.to_string().contains("which no section"), "{error}");
     }
-    for mode in ["normal", "rbl", "auth", "ddos", "aggressive", "more"] {
-        let imported =
-            import_fail2ban(path, &[("mode".to_owned(), mode.to_owned())]).expect("imports");
-        let f = Filter::new("postfix", &imported.failregex, &imported.ignoreregex)
-            .unwrap_or_else(|e| panic!("mode {mode}: {e}"));
-        if mode == "aggressive" {
-            let line = parse_line(
-                "Nov 17 10:00:00 mx postfix/smtpd[1]: warning: unknown[192.0.2.9]: SASL LOGIN authentication failed: UGFzc3dvcmQ6",
-                SystemTime::now(),
-            );
+    // `<name>` stays: it may be a placeholder or a named group's tag.
+    let imported =
+        import_fail2ban_text(path, "[Definition]\nfailregex = ^<unknown> <HOST>$\n", &[])
+            .expect("imports");
+    assert_eq!(imported.failregex, ["^<unknown> <HOST>$"]);
+}
+
+#[test]
+fn a_named_backreference_is_refused_with_the_reason() {
+    let error = Filter::new("f", &[r"^(?P<m>\S+) (?P=m) <HOST>$".to_owned()], &[])
+        .expect_err("a backreference");
+    assert!(error.to_string().contains("backreference"), "{error}");
+    // An escaped parenthesis is text, not a backreference.
+    Filter::new("f", &[r"^\(?P=m\) <HOST>$".to_owned()], &[]).expect("compiles");
+}
+
+#[test]
+fn python_braces_read_as_python_reads_them() {
+    // (pattern, a line it matches, a line it does not)
+    let cases = [
+        // `{,n}` is `{0,n}` (Debian's assp.conf).
+        (
+            r"^errors \(\d{,3}\) from <HOST>$",
+            "errors (12) from 192.0.2.1",
+            "errors (1234) from 192.0.2.1",
+        ),
+        // A `{` that starts no repetition is a brace (ejabberd-auth, horde).
+        (
+            r"^\({{(?:\d+,){3}\d+},\d+}\) <HOST>$",
+            "({{1,2,3,4},5}) 192.0.2.2",
+            "({1,2,3,4},5}) 192.0.2.2",
+        ),
+        (
+            r"^to (Horde|{[^}]+}) <HOST>$",
+            "to {imap} 192.0.2.3",
+            "to imap 192.0.2.3",
+        ),
+        (r"^{} <HOST>$", "{} 192.0.2.4", "x 192.0.2.4"),
+        (
+            r"^a{2} b{1,} c{,} <HOST>$",
+            "aa b c 192.0.2.5",
+            "a b c 192.0.2.5",
+        ),
+    ];
+    for (pattern, hit, miss) in cases {
+        let filter = Filter::new("f", &[pattern.to_owned()], &[])
+            .unwrap_or_else(|e| panic!("{pattern}: {e}"));
+        assert!(
+            matches!(filter.check(hit), Verdict::Matched { .. }),
+            "{pattern} should match {hit:?}"
+        );
+        assert_eq!(filter.check(miss), Verdict::Missed, "{pattern} on {miss:?}");
+    }
+    let error = Filter::new("f", &[r"^(?P<u>\S+)? (?(u)x|y) <HOST>$".to_owned()], &[])
+        .expect_err("a conditional group");
+    assert!(error.to_string().contains("conditional group"), "{error}");
+}
+
+#[test]
+fn the_host_is_whichever_placeholder_took_part() {
+    // As Debian's sendmail filters write it: `<IP4>` alone matches an
+    // IPv4 client, and its address is the host.
+    let filter = Filter::new(
+        "f",
+        &[r"^relay=\[(?:IPv6:<IP6>|<IP4>)\] rejected$".to_owned()],
+        &[],
+    )
+    .expect("compiles");
+    for (line, host) in [
+        ("relay=[192.0.2.8] rejected", "192.0.2.8"),
+        ("relay=[IPv6:2001:db8::8] rejected", "2001:db8::8"),
+    ] {
+        for verdict in [
+            filter.check(line),
+            filter.check_with(&mut Scratch::general(), line),
+        ] {
             assert!(
-                matches!(f.check(&line.text), Verdict::Matched { .. }),
-                "{:?}",
-                f.failregex()
+                matches!(verdict, Verdict::Matched { host: h, .. } if h.to_string() == host),
+                "{line}: {verdict:?}"
             );
         }
     }

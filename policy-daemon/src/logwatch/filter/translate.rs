@@ -10,11 +10,23 @@ pub(super) const IP4: &str = r"(?:\d{1,3}\.){3}\d{1,3}";
 pub(super) const IP6: &str =
     r"(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?";
 
-/// Expands the placeholders of one failregex; the first one captures `host`.
+/// Whether a capture group of a translated failregex holds a host: `host`
+/// for the first placeholder, `__host_N` for the N-th after it.
+pub(super) fn is_host_group(name: &str) -> bool {
+    name == "host"
+        || name
+            .strip_prefix("__host_")
+            .is_some_and(|n| n.parse::<usize>().is_ok())
+}
+
+/// Expands the placeholders of one failregex. Each captures its own
+/// group (`host`, then `__host_1`, …), as fail2ban's `<IP4>`, `<IP6>` and
+/// `<HOST>` do: in `\[(?:IPv6:<IP6>|<IP4>)\]` the host is whichever
+/// took part in the match, the first in the pattern when several did.
 pub fn expand_placeholders(pattern: &str) -> String {
     let mut out = String::with_capacity(pattern.len() + 64);
     let mut rest = pattern;
-    let mut captured = false;
+    let mut captured = 0_usize;
     while let Some(start) = rest.find('<') {
         out.push_str(&rest[..start]);
         let tail = &rest[start..];
@@ -36,12 +48,12 @@ pub fn expand_placeholders(pattern: &str) -> String {
         } else {
             ""
         };
-        if captured {
-            let _ = write!(out, "{mapped}(?:{body})");
-        } else {
+        if captured == 0 {
             let _ = write!(out, "{mapped}(?P<host>{body})");
-            captured = true;
+        } else {
+            let _ = write!(out, "{mapped}(?P<__host_{captured}>{body})");
         }
+        captured += 1;
         rest = &tail[tag.len()..];
     }
     out.push_str(rest);
@@ -52,6 +64,8 @@ pub fn expand_placeholders(pattern: &str) -> String {
 #[derive(Debug)]
 pub(super) struct Rule {
     pub(super) regex: Regex,
+    /// The capture groups holding a host, in the pattern's order.
+    pub(super) hosts: Vec<usize>,
     /// `(trigger, required)`: see [`split_lookarounds`].
     pub(super) guards: Vec<(Regex, Option<Regex>)>,
 }
@@ -167,7 +181,9 @@ pub(super) fn split_lookarounds(pattern: &str) -> (String, Vec<(String, Option<S
 }
 
 /// Python regex syntax the `regex` crate reads differently: a `[` inside a
-/// character class (`[^[]`) is literal in Python, a nested class here.
+/// character class (`[^[]`) is literal in Python, a nested class here; a
+/// `{` that does not start a repetition (`{{`, `{[^}]+}`) and any `}`
+/// outside one are literal in Python, errors here; `{,n}` is `{0,n}`.
 pub(super) fn python_to_rust(pattern: &str) -> String {
     let mut out = String::with_capacity(pattern.len() + 8);
     let mut chars = pattern.chars().peekable();
@@ -203,6 +219,19 @@ pub(super) fn python_to_rust(pattern: &str) -> String {
                 out.push('\\');
                 out.push(c);
             }
+            '{' if !in_class => {
+                // A repetition is short: look no further than its `}`.
+                let rest: String = chars.clone().take(MAX_REPETITION_TEXT).collect();
+                if let Some((repetition, len)) = python_repetition(&rest) {
+                    out.push_str(&repetition);
+                    for _ in 0..len {
+                        chars.next();
+                    }
+                } else {
+                    out.push_str("\\{");
+                }
+            }
+            '}' if !in_class => out.push_str("\\}"),
             _ => out.push(c),
         }
         class_start = false;
@@ -210,7 +239,47 @@ pub(super) fn python_to_rust(pattern: &str) -> String {
     out
 }
 
+/// The longest `m,n}` read as a repetition after a `{`.
+const MAX_REPETITION_TEXT: usize = 24;
+
+/// After a `{`, Python's repetition `m}`, `m,}`, `,n}`, `m,n}` or `,}`:
+/// the repetition as the `regex` crate writes it and how many characters
+/// of `rest` it takes. `None`: the `{` is a literal brace.
+fn python_repetition(rest: &str) -> Option<(String, usize)> {
+    let close = rest.find('}')?;
+    let body = &rest[..close];
+    if body.is_empty() || !body.bytes().all(|b| b.is_ascii_digit() || b == b',') {
+        return None;
+    }
+    let (min, max) = match body.split_once(',') {
+        None => (body, Some(body)),
+        Some((min, max)) if !max.contains(',') => (min, (!max.is_empty()).then_some(max)),
+        Some(_) => return None,
+    };
+    let min = if min.is_empty() { "0" } else { min };
+    let repetition = match max {
+        Some(max) if max == min && !body.contains(',') => format!("{{{min}}}"),
+        Some(max) => format!("{{{min},{max}}}"),
+        None => format!("{{{min},}}"),
+    };
+    Some((repetition, close + 1))
+}
+
 pub(super) fn compile(pattern: &str) -> Result<(String, Rule), String> {
+    if has_unescaped(pattern, "(?(") {
+        return Err(
+            "uses a conditional group `(?(name)yes|no)`, which spamwall's regex engine does not \
+             support; write the alternatives as separate failregex lines"
+                .to_owned(),
+        );
+    }
+    if has_unescaped(pattern, "(?P=") {
+        return Err(
+            "uses a backreference `(?P=name)`, which spamwall's regex engine does not support \
+             (matching stays linear in the line's length); match the text again with its own pattern"
+                .to_owned(),
+        );
+    }
     let expanded = expand_placeholders(&python_to_rust(pattern));
     let (main, guards) = split_lookarounds(&expanded);
     let regex = ascii_regex(&main)?;
@@ -222,7 +291,34 @@ pub(super) fn compile(pattern: &str) -> Result<(String, Rule), String> {
             Ok::<_, String>((trigger, required))
         })
         .collect::<Result<_, _>>()?;
-    Ok((main, Rule { regex, guards }))
+    let hosts = regex
+        .capture_names()
+        .enumerate()
+        .filter(|(_, name)| name.is_some_and(is_host_group))
+        .map(|(group, _)| group)
+        .collect();
+    Ok((
+        main,
+        Rule {
+            regex,
+            hosts,
+            guards,
+        },
+    ))
+}
+
+/// Whether `pattern` holds `syntax` (e.g. Python's `(?P=`) whose `(` is
+/// not escaped.
+fn has_unescaped(pattern: &str, syntax: &str) -> bool {
+    pattern.match_indices(syntax).any(|(at, _)| {
+        pattern[..at]
+            .bytes()
+            .rev()
+            .take_while(|&b| b == b'\\')
+            .count()
+            % 2
+            == 0
+    })
 }
 
 pub(super) fn ascii_regex(pattern: &str) -> Result<Regex, String> {
