@@ -193,7 +193,6 @@ fn mail_filters_find_the_hosts_fail2ban_regex_finds() {
         "sendmail-auth",
         "courier-smtp",
         "courier-auth",
-        "assp",
     ] {
         let filter = Path::new(FILTERS).join(format!("{name}.conf"));
         let log = Path::new(SAMPLE_LOGS).join(name);
