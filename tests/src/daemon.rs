@@ -39,9 +39,9 @@ pub const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one CLI call may take.
 pub const CLI_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The `spamwall` binary: `$SPAMWALL_BIN`, else the workspace's
-/// `target/release/spamwall`, else `target/debug/spamwall`. Panics when
-/// none exists, saying how to build one.
+/// The `spamwall` binary: `$SPAMWALL_BIN`, else the newer of the
+/// workspace's `target/release/spamwall` and `target/debug/spamwall`.
+/// Panics when none exists, saying how to build one.
 pub fn spamwall_bin() -> PathBuf {
     if let Some(path) = std::env::var_os("SPAMWALL_BIN") {
         let path = PathBuf::from(path);
@@ -57,11 +57,18 @@ pub fn spamwall_bin() -> PathBuf {
         .expect("the tests package sits in the workspace");
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| workspace.join("target"), PathBuf::from);
-    for profile in ["release", "debug"] {
-        let path = target.join(profile).join("spamwall");
-        if path.is_file() {
-            return path;
-        }
+    // The newer of the two: a test after `cargo build` must not run a
+    // release binary left from an earlier change.
+    let newest = ["release", "debug"]
+        .into_iter()
+        .map(|profile| target.join(profile).join("spamwall"))
+        .filter_map(|path| {
+            let modified = fs::metadata(&path).ok()?.modified().ok()?;
+            path.is_file().then_some((modified, path))
+        })
+        .max_by_key(|(modified, _)| *modified);
+    if let Some((_, path)) = newest {
+        return path;
     }
     panic!(
         "no spamwall binary: set SPAMWALL_BIN or build one with `cargo build -p policy-daemon` \
