@@ -119,6 +119,21 @@ fn every_debian_filter_compiles_or_is_refused_with_a_reason() {
     );
 }
 
+/// Whether `fail2ban-regex` and fail2ban's sample logs are here; else
+/// [`require`] skips `test` (a failure under `CI`).
+fn comparison_ready(test: &str) -> bool {
+    let fail2ban_regex = Command::new("fail2ban-regex")
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success());
+    require(test, fail2ban_regex, "fail2ban-regex (package fail2ban)")
+        && require(
+            test,
+            Path::new(SAMPLE_LOGS).is_dir(),
+            format_args!("{SAMPLE_LOGS} (package fail2ban)"),
+        )
+}
+
 /// The hosts `fail2ban-regex` finds in `log` with `filter`.
 fn fail2ban_hosts(log: &Path, filter: &Path) -> BTreeSet<String> {
     let output = run_bounded(
@@ -171,28 +186,18 @@ fn spamwall_hosts(log: &Path, filter: &Path) -> BTreeSet<String> {
 #[test]
 fn mail_filters_find_the_hosts_fail2ban_regex_finds() {
     let test = "mail_filters_find_the_hosts_fail2ban_regex_finds";
-    let fail2ban_regex = Command::new("fail2ban-regex")
-        .arg("--version")
-        .output()
-        .is_ok_and(|out| out.status.success());
-    if !require(test, fail2ban_regex, "fail2ban-regex (package fail2ban)")
-        || !require(
-            test,
-            Path::new(SAMPLE_LOGS).is_dir(),
-            format_args!("{SAMPLE_LOGS} (package fail2ban)"),
-        )
-    {
+    if !comparison_ready(test) {
         return;
     }
-    // Filters of mail servers that log through syslog. exim, exim-spam and
-    // assp log with their own timestamps, which test-filter does not read
-    // (see the README).
+    // ASSP's own timestamps (`Apr-07-13 07:08:36`) are not read (see
+    // the README).
     for name in [
         "postfix",
         "dovecot",
         "sendmail-auth",
         "courier-smtp",
         "courier-auth",
+        "exim-spam",
     ] {
         let filter = Path::new(FILTERS).join(format!("{name}.conf"));
         let log = Path::new(SAMPLE_LOGS).join(name);
@@ -207,4 +212,42 @@ fn mail_filters_find_the_hosts_fail2ban_regex_finds() {
             expected.difference(&found).collect::<Vec<_>>()
         );
     }
+}
+
+#[test]
+fn exims_filter_finds_what_fail2ban_regex_finds_but_a_lookahead_in_a_repetition() {
+    let test = "exims_filter_finds_what_fail2ban_regex_finds_but_a_lookahead_in_a_repetition";
+    if !comparison_ready(test) {
+        return;
+    }
+    let filter = Path::new(FILTERS).join("exim.conf");
+    let log = Path::new(SAMPLE_LOGS).join("exim");
+    let expected = fail2ban_hosts(&log, &filter);
+    let found = spamwall_hosts(&log, &filter);
+    assert!(
+        found.is_subset(&expected),
+        "spamwall found hosts fail2ban-regex does not: {:?}",
+        found.difference(&expected).collect::<Vec<_>>()
+    );
+    // Exim's mainlog lines, `2016-03-18 00:34:06 [7513] SMTP …`: the
+    // timestamp is read, and the space fail2ban leaves after it is there
+    // for `^%(pid)s `. Missed: the lines of the failregex
+    // `"[^"]+(?:"+[^"]*(?="))*?"`, whose lookahead inside a repetition the
+    // guard regexes cannot express; they refuse rather than guess.
+    let missed: BTreeSet<String> = expected.difference(&found).cloned().collect();
+    assert_eq!(
+        missed,
+        [
+            "192.0.2.4",
+            "192.0.2.5",
+            "45.32.34.167",
+            "69.10.61.61",
+            "92.45.204.170"
+        ]
+        .map(str::to_owned)
+        .into(),
+        "found {} of {}",
+        found.len(),
+        expected.len()
+    );
 }

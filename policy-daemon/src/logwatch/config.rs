@@ -72,7 +72,7 @@ pub struct FilterConfig {
 }
 
 impl LogwatchConfig {
-    /// User filters as `(name, failregex, ignoreregex)`; file filters are
+    /// The `[[logwatch.filter]]`s; file filters are
     /// imported (an unreadable file gives an empty filter, reported by
     /// [`Self::problems`]).
     pub fn user_filters(&self) -> Vec<UserFilter> {
@@ -98,7 +98,15 @@ impl LogwatchConfig {
                         Err(e) => problems.push(format!("logwatch.filter[{i}].file: {e}")),
                     }
                 }
-                (f.name.clone(), fail, ignore)
+                UserFilter {
+                    name: f.name.clone(),
+                    // Only the file's lines: they are fail2ban's.
+                    fail2ban: f.file.is_some()
+                        && f.failregex.is_empty()
+                        && f.ignoreregex.is_empty(),
+                    failregex: fail,
+                    ignoreregex: ignore,
+                }
             })
             .collect();
         (filters, problems)
@@ -108,8 +116,9 @@ impl LogwatchConfig {
     /// host a client can choose ([`lint::host_not_anchored`]).
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
-        for (i, (name, failregex, _)) in self.user_filters().iter().enumerate() {
-            for (j, regex) in failregex.iter().enumerate() {
+        for (i, filter) in self.user_filters().iter().enumerate() {
+            let name = &filter.name;
+            for (j, regex) in filter.failregex.iter().enumerate() {
                 if let Some(problem) = lint::host_not_anchored(regex) {
                     warnings.push(format!(
                         "logwatch.filter[{i}] ({name}): failregex {} {problem}: {regex}",
@@ -163,7 +172,7 @@ impl LogwatchConfig {
             if f.name == "postfix" {
                 problems.push(format!("logwatch.filter[{i}].name: `postfix` is built in"));
             }
-            if let Err(e) = Filter::new(&f.name, &user[i].1, &user[i].2) {
+            if let Err(e) = Filter::new(&f.name, &user[i].failregex, &user[i].ignoreregex) {
                 problems.push(format!("logwatch.filter[{i}]: {e}"));
             }
         }
@@ -234,6 +243,35 @@ mod tests {
         assert!(
             all.contains("logwatch.filter[0].file") && all.contains("/nonexistent/mine.conf"),
             "{all}"
+        );
+    }
+
+    #[test]
+    fn only_a_filter_made_of_a_file_alone_matches_as_fail2ban_does() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let file = dir.path().join("mine.conf");
+        std::fs::write(&file, "[Definition]\nfailregex = ^ x \\[<HOST>\\]$\n")
+            .expect("writing the filter");
+        let file = serde_json::to_string(file.to_str().expect("UTF-8")).expect("quoted");
+        let config: Config = toml::from_str(&format!(
+            "[[logwatch.filter]]\nname = \"file\"\nfile = {file}\n\
+             [[logwatch.filter]]\nname = \"mixed\"\nfile = {file}\nfailregex = [\"^y \\\\[<HOST>\\\\]$\"]\n\
+             [[logwatch.filter]]\nname = \"own\"\nfailregex = [\"^y \\\\[<HOST>\\\\]$\"]\n"
+        ))
+        .expect("deserializes");
+        let fail2ban: Vec<(String, bool)> = config
+            .logwatch
+            .user_filters()
+            .into_iter()
+            .map(|f| (f.name, f.fail2ban))
+            .collect();
+        assert_eq!(
+            fail2ban,
+            [
+                ("file".to_owned(), true),
+                ("mixed".to_owned(), false),
+                ("own".to_owned(), false)
+            ]
         );
     }
 

@@ -17,8 +17,27 @@ pub enum ResolveError {
     Spec(String),
 }
 
-/// A user filter: its name, failregex and ignoreregex lines.
-pub type UserFilter = (String, Vec<String>, Vec<String>);
+/// A `[[logwatch.filter]]`: its name, failregex and ignoreregex lines.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserFilter {
+    pub name: String,
+    pub failregex: Vec<String>,
+    pub ignoreregex: Vec<String>,
+    /// Its lines all come from a fail2ban filter `file`: matched as
+    /// fail2ban matches them ([`Filter::with_date_separator`]).
+    pub fail2ban: bool,
+}
+
+impl UserFilter {
+    fn compile(&self) -> Result<Filter, FilterError> {
+        let filter = Filter::new(&self.name, &self.failregex, &self.ignoreregex)?;
+        Ok(if self.fail2ban {
+            filter.with_date_separator()
+        } else {
+            filter
+        })
+    }
+}
 
 /// Resolves `--filter`: `postfix` (built-in, with `mode`), a fail2ban
 /// filter file path (optionally `PATH[mode=M]`), or one of `user` filters.
@@ -43,16 +62,13 @@ pub fn resolve_filter(
             .map_err(ResolveError::Spec)?;
         return Ok(postfix::filter(mode)?);
     }
-    if let Some((name, fail, ignore)) = user.iter().find(|(n, _, _)| n == name) {
-        return Ok(Filter::new(name, fail, ignore)?);
+    if let Some(filter) = user.iter().find(|f| f.name == name) {
+        return Ok(filter.compile()?);
     }
     if name.contains('/') || Path::new(name).extension().is_some_and(|e| e == "conf") {
         let imported = filter::import_fail2ban(Path::new(name), &params)?;
-        return Ok(Filter::new(
-            spec,
-            &imported.failregex,
-            &imported.ignoreregex,
-        )?);
+        let filter = Filter::new(spec, &imported.failregex, &imported.ignoreregex)?;
+        return Ok(filter.with_date_separator());
     }
     Err(ResolveError::Spec(format!(
         "unknown filter {name:?}: use `postfix`, a fail2ban filter file path, or a [[logwatch.filter]] name from --config"

@@ -295,7 +295,7 @@ mod tests {
     use std::fmt::Write as _;
 
     use super::*;
-    use crate::logwatch::resolve_filter;
+    use crate::logwatch::{UserFilter, resolve_filter};
 
     #[test]
     fn a_large_log_is_numbered_across_ranges() {
@@ -403,11 +403,11 @@ mod tests {
         assert_eq!(value["host"], "192.0.2.2");
         assert_eq!(value["regex"], 1);
         assert!(value["time"].is_string());
-        let user = vec![(
-            "mine".to_owned(),
-            vec![r"PASS OLD \[<HOST>\]".to_owned()],
-            Vec::new(),
-        )];
+        let user = vec![UserFilter {
+            name: "mine".to_owned(),
+            failregex: vec![r"PASS OLD \[<HOST>\]".to_owned()],
+            ..UserFilter::default()
+        }];
         let mine = resolve_filter("mine", None, &user).expect("user filter");
         let mut out = Vec::new();
         test_filter(&log, &mine, false, false, &mut out).expect("runs");

@@ -209,6 +209,8 @@ pub(super) struct GatedScratch {
 #[derive(Debug)]
 pub struct Scratch {
     pub(super) gated: Option<GatedScratch>,
+    /// The line with a space before it, for filters that want one.
+    pub(super) spaced: String,
 }
 
 impl Scratch {
@@ -217,7 +219,10 @@ impl Scratch {
     /// the tests and the `failregex` fuzz target check.
     #[cfg(any(test, fuzzing))]
     pub fn general() -> Self {
-        Self { gated: None }
+        Self {
+            gated: None,
+            spaced: String::new(),
+        }
     }
 }
 

@@ -78,6 +78,9 @@ pub struct Filter {
     gated: Option<std::sync::Arc<Gated>>,
     /// Scratch for [`Filter::check`], whichever thread calls it.
     scratch: ScratchPool,
+    /// Lines are matched with a space before them (see
+    /// [`Filter::with_date_separator`]).
+    date_separator: bool,
 }
 
 /// What a filter made of a line.
@@ -157,6 +160,7 @@ impl Filter {
         let for_pool = gated.clone();
         let scratch: ScratchPool = Pool::new(Box::new(move || Scratch {
             gated: for_pool.as_ref().map(|g| g.scratch()),
+            spaced: String::new(),
         }));
         Ok(Self {
             name: name.to_owned(),
@@ -168,6 +172,7 @@ impl Filter {
             needles,
             gated,
             scratch,
+            date_separator: false,
         })
     }
 
@@ -202,6 +207,7 @@ impl Filter {
     pub fn scratch(&self) -> Scratch {
         Scratch {
             gated: self.gated.as_ref().map(|g| g.scratch()),
+            spaced: String::new(),
         }
     }
 
@@ -213,6 +219,29 @@ impl Filter {
     /// [`Self::check`] with the caller's scratch (see [`Self::scratch`]):
     /// no shared state, for threads checking many lines.
     pub fn check_with(&self, scratch: &mut Scratch, text: &str) -> Verdict {
+        if self.date_separator {
+            let mut spaced = std::mem::take(&mut scratch.spaced);
+            spaced.clear();
+            spaced.push(' ');
+            spaced.push_str(text);
+            let verdict = self.check_text(scratch, &spaced);
+            scratch.spaced = spaced;
+            return verdict;
+        }
+        self.check_text(scratch, text)
+    }
+
+    /// Matches lines as fail2ban does: fail2ban cuts the date out of a
+    /// line and leaves the space after it, which some of its filters
+    /// require (exim's `^%(pid)s `). For filters imported from fail2ban
+    /// files; spamwall's own filters see the text without that space.
+    #[must_use]
+    pub fn with_date_separator(mut self) -> Self {
+        self.date_separator = true;
+        self
+    }
+
+    fn check_text(&self, scratch: &mut Scratch, text: &str) -> Verdict {
         let text = text.as_bytes();
         let found = if let (Some(gated), Some(scratch)) = (&self.gated, &mut scratch.gated) {
             match gated.search(scratch, text) {

@@ -436,6 +436,69 @@ fn the_host_is_whichever_placeholder_took_part() {
 }
 
 #[test]
+fn exim_timestamps_are_local_time_or_carry_their_zone() {
+    let now = UNIX_EPOCH + Duration::from_secs(1_795_000_000); // 2026-11-18
+    let line = parse_line(
+        "2026-11-17 10:00:00 login authenticator failed for (x) [192.0.2.1]",
+        now,
+    );
+    assert_eq!(line.text, "login authenticator failed for (x) [192.0.2.1]");
+    let naive = 1_795_000_000 - 86_400 - 1_795_000_000 % 86_400 + 10 * 3600;
+    let offset = local_offset_uncached(naive);
+    assert_eq!(
+        line.time,
+        Some(UNIX_EPOCH + Duration::from_secs((naive - offset).try_into().expect("positive")))
+    );
+    let zoned = parse_line(
+        "2026-11-17 10:00:00 +0100 [1234] H=(x) [192.0.2.1] ...",
+        now,
+    );
+    assert_eq!(zoned.text, "[1234] H=(x) [192.0.2.1] ...");
+    assert_eq!(
+        zoned.time,
+        Some(UNIX_EPOCH + Duration::from_secs((naive - 3600).try_into().expect("positive")))
+    );
+    // A number after the time that is no zone stays text.
+    let pid = parse_line("2026-11-17 10:00:00 +12345 x", now);
+    assert_eq!(pid.text, "+12345 x");
+    // Not a timestamp: the line is left whole.
+    for whole in [
+        "2026-11-17 25:00:00 x",
+        "2026-13-17 10:00:00 x",
+        "2026-11-17 10:00:00+0x00 x",
+    ] {
+        let line = parse_line(whole, now);
+        assert_eq!((line.time, line.text.as_ref()), (None, whole));
+    }
+}
+
+#[test]
+fn fail2ban_filters_see_the_space_after_the_date() {
+    // Exim's filter starts `^%(pid)s `: fail2ban leaves the space that
+    // followed the date; spamwall's own filters see the text without it.
+    let regex = [r"^(?: \[\d+\])? \w+ authenticator failed for \[<HOST>\]$".to_owned()];
+    let now = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+    let line = parse_line(
+        "2026-11-17 10:00:00 login authenticator failed for [192.0.2.6]",
+        now,
+    );
+    let own = Filter::new("own", &regex, &[]).expect("compiles");
+    assert_eq!(own.check(&line.text), Verdict::Missed);
+    let fail2ban = Filter::new("fail2ban", &regex, &[])
+        .expect("compiles")
+        .with_date_separator();
+    for verdict in [
+        fail2ban.check(&line.text),
+        fail2ban.check_with(&mut Scratch::general(), &line.text),
+    ] {
+        assert!(
+            matches!(verdict, Verdict::Matched { host, .. } if host.to_string() == "192.0.2.6"),
+            "{verdict:?}"
+        );
+    }
+}
+
+#[test]
 fn journal_entries_are_parsed_once_with_cursor_time_and_text() {
     let entry = parse_journal_entry(
         r#"{"__CURSOR":"s=1;i=2","__REALTIME_TIMESTAMP":"1700000000000001","SYSLOG_IDENTIFIER":"postfix/smtpd","_PID":"9","MESSAGE":"hi"}"#,

@@ -1,5 +1,5 @@
-//! Log lines' timestamps: classic syslog, RFC 3339, and `journalctl -o
-//! json` entries.
+//! Log lines' timestamps: classic syslog, RFC 3339, Exim's, and
+//! `journalctl -o json` entries.
 
 use std::{
     borrow::Cow,
@@ -117,7 +117,9 @@ pub(super) fn from_unix(secs: i64, nanos: u32) -> Option<SystemTime> {
     UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
 }
 
-/// `2026-11-22T00:52:44.123456+01:00 rest` (also with a space or `Z`).
+/// `2026-11-22T00:52:44.123456+01:00 rest` (also with a space or `Z`);
+/// Exim's `2026-11-22 00:52:44 rest` in local time, or with
+/// `log_timezone`, `2026-11-22 00:52:44 +0100 rest`.
 pub(super) fn parse_rfc3339_prefix(line: &str) -> Option<(SystemTime, &str)> {
     let b = line.as_bytes();
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b' ') {
@@ -150,8 +152,29 @@ pub(super) fn parse_rfc3339_prefix(line: &str) -> Option<(SystemTime, &str)> {
         nanos = frac9.parse().ok()?;
     }
     let mut offset = 0i64;
+    let mut local = false;
     match b.get(i) {
         Some(b'Z' | b'z') => i += 1,
+        // Exim's `2013-01-04 17:03:46 +0100` (`log_timezone`).
+        Some(b' ')
+            if matches!(b.get(i + 1), Some(b'+' | b'-'))
+                && b.get(i + 2..i + 6)
+                    .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
+                && b.get(i + 6).is_none_or(|&c| c == b' ') =>
+        {
+            let hh = i64::from(digits(line.get(i + 2..i + 4)?)?);
+            let mm = i64::from(digits(line.get(i + 4..i + 6)?)?);
+            if hh > 23 || mm > 59 {
+                return None;
+            }
+            offset = (hh * 60 + mm) * 60;
+            if b[i + 1] == b'-' {
+                offset = -offset;
+            }
+            i += 6;
+        }
+        // No zone, as Exim writes its mainlog: local time.
+        None | Some(b' ' | b'\t') => local = true,
         Some(sign @ (b'+' | b'-')) => {
             let hh = i64::from(digits(line.get(i + 1..i + 3)?)?);
             let (mm, len) = if b.get(i + 3) == Some(&b':') {
@@ -170,13 +193,17 @@ pub(super) fn parse_rfc3339_prefix(line: &str) -> Option<(SystemTime, &str)> {
         }
         _ => return None,
     }
-    let secs = days_from_civil(year, month, day) * 86_400
+    let naive = days_from_civil(year, month, day) * 86_400
         + i64::from(hour) * 3600
         + i64::from(minute) * 60
-        + i64::from(second)
-        - offset;
+        + i64::from(second);
+    if local {
+        // The zone's offset around then; asked once per quarter of an hour
+        // of log, as zones change offset on such a boundary.
+        offset = local_offset(naive - naive.rem_euclid(900));
+    }
     let rest = line.get(i..)?.trim_start();
-    Some((from_unix(secs, nanos)?, rest))
+    Some((from_unix(naive - offset, nanos)?, rest))
 }
 
 pub(super) const MONTHS: [&str; 12] = [
