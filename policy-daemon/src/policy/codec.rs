@@ -185,6 +185,9 @@ pub struct Decoder {
     /// Bytes at the front of the buffer already checked, always at a line
     /// start: complete lines of the request being received.
     scanned: usize,
+    /// Bytes after `scanned` already searched for a newline: a line that
+    /// arrives a byte at a time is searched once, not once per byte.
+    searched: usize,
     /// Attribute lines among the scanned lines, bad ones included.
     attributes: usize,
     /// Bad attribute lines among the scanned lines.
@@ -197,6 +200,7 @@ impl Decoder {
         Self {
             limits,
             scanned: 0,
+            searched: 0,
             attributes: 0,
             bad: Vec::new(),
         }
@@ -213,7 +217,10 @@ impl Decoder {
     pub fn decode(&mut self, buffer: &mut Vec<u8>) -> Result<Option<Request>, CodecError> {
         loop {
             let rest = &buffer[self.scanned..];
-            let Some(newline) = rest.iter().position(|&b| b == b'\n') else {
+            let Some(newline) =
+                memchr::memchr(b'\n', &rest[self.searched..]).map(|found| self.searched + found)
+            else {
+                self.searched = rest.len();
                 if rest.len() > self.limits.max_line_length + 1 {
                     return Err(CodecError::LineTooLong {
                         line: self.attributes + 1,
@@ -227,6 +234,7 @@ impl Decoder {
                 }
                 return Ok(None);
             };
+            self.searched = 0;
             let line_number = self.attributes + 1;
             let mut line = &rest[..newline];
             // Hand-typed requests (telnet, nc -C) end lines with CRLF.
@@ -390,6 +398,40 @@ mod tests {
         assert_eq!(second.get("c"), Some("3"));
         assert_eq!(decoder.decode(&mut buffer), Ok(None));
         assert_eq!(buffer, b"d=");
+    }
+
+    #[test]
+    fn a_request_fed_a_byte_at_a_time_is_the_same_request() {
+        let long = "x".repeat(4000);
+        let input = format!(
+            "request=smtpd_access_policy\r\nhelo_name={long}\nclient_address=192.0.2.1\n\nrequest=smtpd_access_policy\n\n"
+        );
+        let whole = decode_all(input.as_bytes(), Limits::default()).expect("valid");
+        let mut decoder = Decoder::new(Limits::default());
+        let mut buffer = Vec::new();
+        let mut requests = Vec::new();
+        for &byte in input.as_bytes() {
+            buffer.push(byte);
+            while let Some(request) = decoder.decode(&mut buffer).expect("valid") {
+                requests.push(request);
+            }
+        }
+        assert_eq!(requests, whole);
+        assert_eq!(requests.len(), 2);
+        assert_eq!(requests[0].get("helo_name"), Some(long.as_str()));
+        // The line limit holds however the line arrives.
+        let mut decoder = Decoder::new(Limits::default());
+        let mut buffer = b"helo_name=".to_vec();
+        let error = loop {
+            buffer.push(b'x');
+            match decoder.decode(&mut buffer) {
+                Ok(None) => {}
+                Ok(Some(request)) => panic!("no request yet: {request:?}"),
+                Err(error) => break error,
+            }
+        };
+        assert!(matches!(error, CodecError::LineTooLong { .. }), "{error}");
+        assert!(buffer.len() <= Limits::default().max_line_length + 2);
     }
 
     #[test]
