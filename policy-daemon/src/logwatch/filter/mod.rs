@@ -150,7 +150,15 @@ impl Filter {
         };
         // Leftmost-first lets the automaton use its SIMD (Teddy) searcher;
         // whether a line holds any literal at all does not depend on it.
+        // Leading white space left out: the raw line a needle is looked
+        // for in may separate its date from the text by a tab, or have no
+        // date before a text that a fail2ban filter sees with a space in
+        // front (see `with_date_separator`).
         let needles = choose_needles(&mains).and_then(|needles| {
+            let needles: Vec<&str> = needles.iter().map(|n| n.trim_start()).collect();
+            if needles.iter().any(|n| n.is_empty()) {
+                return None;
+            }
             AhoCorasick::builder()
                 .match_kind(MatchKind::LeftmostFirst)
                 .build(needles)

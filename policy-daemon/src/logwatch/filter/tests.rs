@@ -499,6 +499,34 @@ fn fail2ban_filters_see_the_space_after_the_date() {
 }
 
 #[test]
+fn the_prefilter_keeps_every_line_a_fail2ban_filter_matches() {
+    // The needle " SMTP protocol error" starts with the space fail2ban
+    // leaves after the date; the raw line may have a tab there, or no date.
+    let filter = Filter::new(
+        "exim-like",
+        &[r"^(?: \[\d+\])? SMTP protocol error from \[<HOST>\]$".to_owned()],
+        &[],
+    )
+    .expect("compiles")
+    .with_date_separator();
+    let raw = "SMTP protocol error from [192.0.2.9]\n\
+               2026-11-17 10:00:00\tSMTP protocol error from [192.0.2.10]\n";
+    let now = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+    let candidates: Vec<String> = filter
+        .candidate_lines(raw.as_bytes())
+        .map(|(_, line)| String::from_utf8_lossy(line).trim_end().to_owned())
+        .collect();
+    assert_eq!(candidates.len(), 2, "{candidates:?}");
+    for line in candidates {
+        let text = parse_line(&line, now).text;
+        assert!(
+            matches!(filter.check(&text), Verdict::Matched { .. }),
+            "{line:?}"
+        );
+    }
+}
+
+#[test]
 fn journal_entries_are_parsed_once_with_cursor_time_and_text() {
     let entry = parse_journal_entry(
         r#"{"__CURSOR":"s=1;i=2","__REALTIME_TIMESTAMP":"1700000000000001","SYSLOG_IDENTIFIER":"postfix/smtpd","_PID":"9","MESSAGE":"hi"}"#,
