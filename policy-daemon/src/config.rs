@@ -13,7 +13,10 @@ use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, de};
 
 use crate::{
-    bans::{Aggregation, Allowlist, BanPolicy, Escalation, Widest, parse_target},
+    bans::{
+        Aggregation, Allowlist, BanPolicy, BanScope, Escalation, PortScopes, TooManyScopes, Widest,
+        parse_target,
+    },
     dataplane::{AttachMode, Capacities},
     duration::{BanTime, Span},
 };
@@ -238,6 +241,7 @@ impl BanConfig {
                 v4: self.widest_v4,
                 v6: self.widest_v6,
             },
+            scopes: PortScopes::default(),
         }
     }
 
@@ -315,6 +319,72 @@ impl Config {
         }
     }
 
+    /// The manager's settings: `[ban]`, and the port scopes of `xdp.ports`
+    /// and of every rule and threshold.
+    pub fn ban_policy(&self) -> BanPolicy {
+        BanPolicy {
+            scopes: self.port_scopes().unwrap_or_default(),
+            ..self.ban.policy()
+        }
+    }
+
+    /// The port scopes: `xdp.ports`, then each rule's and threshold's own
+    /// `ports`.
+    pub fn port_scopes(&self) -> Result<PortScopes, TooManyScopes> {
+        let named: Vec<BanScope> = self
+            .scoped_ports()
+            .map(|(_, ports)| BanScope::from_ports(ports))
+            .collect();
+        PortScopes::new(&self.xdp.ports, &named)
+    }
+
+    /// Every rule's and threshold's own `ports`, with its key.
+    fn scoped_ports(&self) -> impl Iterator<Item = (String, &[u16])> {
+        let rules = self
+            .logwatch
+            .rule
+            .iter()
+            .enumerate()
+            .filter_map(|(i, rule)| {
+                rule.ports
+                    .as_deref()
+                    .map(|ports| (format!("logwatch.rule[{i}].ports"), ports))
+            });
+        let thresholds = self
+            .policy
+            .threshold
+            .iter()
+            .enumerate()
+            .filter_map(|(i, threshold)| {
+                threshold
+                    .ports
+                    .as_deref()
+                    .map(|ports| (format!("policy.threshold[{i}].ports"), ports))
+            });
+        rules.chain(thresholds)
+    }
+
+    /// Problems of `xdp.ports` and of the rules' and thresholds' own.
+    fn port_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.xdp.ports.contains(&0) {
+            problems.push(
+                "xdp.ports: port 0 cannot be enforced; list ports from 1 to 65535".to_owned(),
+            );
+        }
+        for (key, ports) in self.scoped_ports() {
+            if ports.contains(&0) {
+                problems.push(format!(
+                    "{key}: port 0 cannot be enforced; list ports from 1 to 65535, or [] for all traffic"
+                ));
+            }
+        }
+        if let Err(error) = self.port_scopes() {
+            problems.push(format!("ports: {error}"));
+        }
+        problems
+    }
+
     /// What is allowed but risky, each naming its key; `check-config`
     /// prints them and the daemon logs them at start.
     pub fn warnings(&self) -> Vec<String> {
@@ -336,11 +406,7 @@ impl Config {
             }
             seen.push(interface);
         }
-        if self.xdp.ports.contains(&0) {
-            problems.push(
-                "xdp.ports: port 0 cannot be enforced; list ports from 1 to 65535".to_owned(),
-            );
-        }
+        problems.extend(self.port_problems());
         if self.ban.backends.is_empty() {
             problems.push("ban.backends: at least one backend is needed (\"xdp\")".to_owned());
         }
@@ -702,6 +768,65 @@ mod tests {
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
+    }
+
+    #[test]
+    fn rules_and_thresholds_scope_their_bans_to_their_own_ports() {
+        let config = Config::parse(
+            r#"
+            [xdp]
+            ports = [25, 465, 587]
+            [[logwatch.rule]]
+            filter = "postfix"
+            mode = "auth"
+            ports = [993, 587, 465]
+            [[logwatch.rule]]
+            filter = "postfix"
+            mode = "rbl"
+            ports = [25]
+            [[policy.threshold]]
+            score = 15
+            action = "reject"
+            ban = "1h"
+            ports = [25]
+            "#,
+        )
+        .expect("valid");
+        let scopes = config.ban_policy().scopes;
+        assert_eq!(
+            scopes.describe(),
+            vec![
+                Some(vec![25, 465, 587]),
+                Some(vec![465, 587, 993]),
+                Some(vec![25])
+            ]
+        );
+        let problems = invalid(
+            r#"
+            [[logwatch.rule]]
+            filter = "postfix"
+            ports = [0]
+            [[policy.threshold]]
+            score = 5
+            action = "prepend X-Spam: yes"
+            ports = [25]
+            "#,
+        )
+        .join("\n");
+        assert!(
+            problems.contains("logwatch.rule[0].ports: port 0"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("policy.threshold[0].ports: only a threshold with `ban`"),
+            "{problems}"
+        );
+        let many = (1..=8)
+            .map(|port| format!("[[logwatch.rule]]\nfilter = \"postfix\"\nports = [{port}]\n"))
+            .collect::<Vec<_>>()
+            .concat();
+        let problems = invalid(&format!("[xdp]\nports = [25]\n{many}")).join("\n");
+        assert!(problems.contains("9 distinct port scopes"), "{problems}");
     }
 
     #[test]

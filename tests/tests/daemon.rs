@@ -949,6 +949,7 @@ fn ban_lengths_are_bounded_and_any_stored_expiry_is_listed() {
         reason: "stored by hand".to_owned(),
         detail: String::new(),
         count: 1,
+        scope: spamwall::bans::BanScope::Default,
         first_banned_at: i64::MIN,
         last_banned_at: i64::MAX,
     };

@@ -405,3 +405,52 @@ fn a_fail_line_smuggled_past_the_line_limit_bans_nothing() {
         "daemon log:\n{log_text}"
     );
 }
+
+#[test]
+fn a_rule_with_its_own_ports_bans_the_client_from_those_ports_only() {
+    if !require_root("a_rule_with_its_own_ports_bans_the_client_from_those_ports_only") {
+        return;
+    }
+    const SUBMISSION: u16 = 587;
+    let logs = tempfile::Builder::new()
+        .prefix("spamwall-logwatch-")
+        .tempdir()
+        .expect("creating a temporary directory");
+    let log = logs.path().join("mail.log");
+    append(
+        &log,
+        "Nov 20 10:00:00 mx postfix/master[1]: daemon started -- version 3.7.11",
+    );
+    let mut net = NetnsPair::new(Subnet::test_net_3(57));
+    net.listen_both(SMTP);
+    net.listen_both(SUBMISSION);
+    let mut settings = Settings::on(net.server());
+    settings.ports = vec![SMTP, SUBMISSION];
+    settings.extra = format!(
+        "[[logwatch.source]]\nname = \"mail\"\npath = {}\n\n\
+         [[logwatch.rule]]\nfilter = \"postfix\"\nmode = \"rbl\"\nmaxretry = 1\nports = [25]\n",
+        serde_json::to_string(log.to_str().expect("UTF-8 path")).expect("quoted")
+    );
+    let daemon = Daemon::start(net.server(), &settings);
+    let server = IpAddr::from(net.server_v4());
+    let client = IpAddr::from(net.client_v4());
+    assert!(
+        net.can_connect(server, SMTP, 2) && net.can_connect(server, SUBMISSION, 2),
+        "the client must connect before any ban; log:\n{}",
+        daemon.log()
+    );
+    let line = dnsbl_line(client, 40001);
+    append(&log, &line);
+    let ban = assert_banned_and_dropped(&daemon, &net, client, server, &line);
+    assert_eq!(ban["ports"], serde_json::json!([25]), "{ban}");
+    assert!(
+        net.can_connect(server, SUBMISSION, 2),
+        "a DNSBL listing bans from port 25 only: submission still connects; log:\n{}",
+        daemon.log()
+    );
+    let dropped = daemon.stats()["dropped_v4"].as_u64().unwrap_or(0);
+    assert!(
+        dropped > 0,
+        "the SMTP attempt was dropped by XDP: {dropped}"
+    );
+}

@@ -6,8 +6,8 @@ use std::{net::Ipv4Addr, sync::Arc, time::Duration};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use spamwall::{
     bans::{
-        Allowlist, BanError, BanLength, BanManager, BanPolicy, BanRequest, Source, XdpBackend,
-        store::Store,
+        Allowlist, BanError, BanLength, BanManager, BanPolicy, BanRequest, BanScope, PortScopes,
+        Source, XdpBackend, store::Store,
     },
     dataplane::{Capacities, Dataplane, monotonic_now_ns},
 };
@@ -47,6 +47,7 @@ fn cli_ban(target: &str, length: BanLength) -> BanRequest {
         source: Source::Cli,
         reason: "test".into(),
         detail: String::new(),
+        scope: BanScope::Default,
     }
 }
 
@@ -208,4 +209,85 @@ fn evictions_from_a_small_lru_map_are_detected_and_repaired() {
         "a 64-entry LRU map cannot hold 200 bans: {report:?}"
     );
     assert_eq!(bans.stats().evicted, report.evicted);
+}
+
+#[test]
+fn a_reload_renumbers_the_scopes_in_the_kernel_and_every_ban_follows() {
+    if !require_root("a_reload_renumbers_the_scopes_in_the_kernel_and_every_ban_follows") {
+        return;
+    }
+    let pins = PinDir::new();
+    let state = tempfile::tempdir().expect("state dir");
+    let mut bans = manager(&pins, state.path(), TEST_CAPACITIES);
+    let dnsbl = BanScope::from_ports(&[25]);
+    let sasl = BanScope::from_ports(&[465, 587, 993]);
+    let base = bans.policy().clone();
+    let policy = |named: &[BanScope]| BanPolicy {
+        scopes: PortScopes::new(&[25, 465, 587], named).expect("fits"),
+        ..base.clone()
+    };
+    let first = policy(&[dnsbl.clone(), sasl.clone()]);
+    bans.set_policy(first);
+    bans.ban(BanRequest {
+        scope: sasl.clone(),
+        ..cli_ban("192.0.2.7/32", BanLength::Default)
+    })
+    .expect("ban");
+    let scopes_in_map = |bans: &BanManager| {
+        bans.xdp()
+            .dataplane
+            .as_ref()
+            .expect("dataplane")
+            .get(net("192.0.2.7/32"))
+            .expect("lookup")
+            .expect("in the map")
+            .scopes
+    };
+    assert_eq!(scopes_in_map(&bans), 0b100, "the SASL scope is the third");
+    // The DNSBL rule goes: the SASL scope becomes the second, and the ban
+    // in the kernel is rewritten to match.
+    let second = policy(std::slice::from_ref(&sasl));
+    let expected = second.scopes.mask(&sasl);
+    bans.set_policy(second);
+    assert_eq!(expected, 0b10);
+    assert_eq!(scopes_in_map(&bans), expected);
+    assert_eq!(
+        bans.list()[0].ports,
+        Some(vec![465, 587, 993]),
+        "the store keeps the ports, not the numbering"
+    );
+}
+
+#[test]
+fn the_port_bitmap_of_an_older_version_is_unpinned_at_load() {
+    if !require_root("the_port_bitmap_of_an_older_version_is_unpinned_at_load") {
+        return;
+    }
+    let pins = PinDir::new();
+    std::fs::create_dir_all(pins.path()).expect("pin dir");
+    let old = pins.path().join("xdp_ports");
+    // The map an older program pinned: one bit per port.
+    let status = std::process::Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&old)
+        .args([
+            "type",
+            "array",
+            "key",
+            "4",
+            "value",
+            "8",
+            "entries",
+            "1024",
+            "name",
+            "xdp_ports",
+        ])
+        .status()
+        .expect("bpftool runs");
+    assert!(status.success(), "bpftool map create: {status}");
+    assert!(old.exists());
+    let dataplane = Dataplane::load(pins.path(), TEST_CAPACITIES).expect("load dataplane");
+    assert!(!old.exists(), "the retired map's pin is removed");
+    assert!(pins.path().join("xdp_port_scopes").exists());
+    drop(dataplane);
 }

@@ -10,6 +10,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
+use spamwall::bans::{BanScope, PortScopes};
 use spamwall::dataplane::{Dataplane, DataplaneError};
 use spamwall_tests::{
     PinDir, TEST_CAPACITIES, XDP_DROP, XDP_PASS,
@@ -56,6 +57,27 @@ impl Harness {
         self.dataplane
             .insert(net, value)
             .unwrap_or_else(|e| panic!("banning {net}: {e}"));
+    }
+
+    /// Bans `net` for an hour in the scopes `scopes` (one bit each).
+    fn ban_in(&mut self, net: impl Banned, scopes: u8) {
+        let net = net.net();
+        let expires_ns = spamwall::dataplane::monotonic_now_ns() + HOUR_NS;
+        let value = BanValue::new(expires_ns, SOURCE_CLI, net.prefix_len(), 1).with_scopes(scopes);
+        self.dataplane
+            .insert(net, value)
+            .unwrap_or_else(|e| panic!("banning {net}: {e}"));
+    }
+
+    /// Writes the port scopes the daemon would for `xdp.ports` and the
+    /// rules' own `ports`; returns them to compute ban masks.
+    fn set_scopes(&mut self, default: &[u16], named: &[BanScope]) -> PortScopes {
+        let scopes = PortScopes::new(default, named).unwrap();
+        let (table, all_traffic) = scopes.kernel_table();
+        self.dataplane
+            .set_port_scopes(&table, all_traffic)
+            .unwrap_or_else(|e| panic!("set_port_scopes: {e}"));
+        scopes
     }
 
     fn set_ports(&mut self, ports: &[u16]) {
@@ -1184,4 +1206,151 @@ fn pin_dir_is_removed_after_the_test() {
     );
     drop(t);
     assert!(!path.exists(), "{} is removed on drop", path.display());
+}
+
+/// `xdp.ports` is 25/465/587; a DNSBL rule bans from 25 only, a SASL rule
+/// from the submission ports and IMAPS.
+fn mail_scopes(t: &mut Harness) -> (PortScopes, BanScope, BanScope) {
+    let dnsbl = BanScope::from_ports(&[25]);
+    let sasl = BanScope::from_ports(&[465, 587, 993]);
+    let scopes = t.set_scopes(&[25, 465, 587], &[dnsbl.clone(), sasl.clone()]);
+    (scopes, dnsbl, sasl)
+}
+
+#[test]
+fn each_ban_holds_on_its_own_ports() {
+    if !require_root("each_ban_holds_on_its_own_ports") {
+        return;
+    }
+    let mut t = Harness::new();
+    let (scopes, dnsbl, sasl) = mail_scopes(&mut t);
+    let dnsbl_v4 = Ipv4Addr::new(192, 0, 2, 10);
+    let sasl_v4 = Ipv4Addr::new(192, 0, 2, 11);
+    // Written with scopes 0, as before bans had their own: xdp.ports.
+    t.ban(BANNED_V4);
+    t.ban_in(dnsbl_v4, scopes.mask(&dnsbl));
+    t.ban_in(sasl_v4, scopes.mask(&sasl));
+    t.ban_in(BANNED_V6, scopes.mask(&sasl));
+    let cases: [(Ipv4Addr, u16, bool); 12] = [
+        (BANNED_V4, 25, true),
+        (BANNED_V4, 587, true),
+        (BANNED_V4, 993, false),
+        (dnsbl_v4, 25, true),
+        (dnsbl_v4, 587, false),
+        (dnsbl_v4, 993, false),
+        (sasl_v4, 25, false),
+        (sasl_v4, 465, true),
+        (sasl_v4, 993, true),
+        (sasl_v4, 80, false),
+        (CLEAN_V4, 25, false),
+        (CLEAN_V4, 993, false),
+    ];
+    for (source, port, dropped) in cases {
+        let what = format!("{source} to TCP {port}");
+        let (action, counter) = match (dropped, source == CLEAN_V4) {
+            (true, _) => (XDP_DROP, Counter::DroppedV4),
+            (false, true) => (XDP_PASS, Counter::Passed),
+            (false, false) => (XDP_PASS, Counter::OutOfScopePassed),
+        };
+        t.expect(&v4(source).tcp(port).build(), action, counter, &what);
+    }
+    t.expect(
+        &v4(sasl_v4).udp(993).build(),
+        XDP_DROP,
+        Counter::DroppedV4,
+        "UDP to a port of the ban's scope",
+    );
+    // No port to go by: every scope holds, the banned source fails closed.
+    t.expect(
+        &v4(dnsbl_v4).fragment_offset(185).build(),
+        XDP_DROP,
+        Counter::DroppedV4,
+        "later fragment of a source banned from port 25",
+    );
+    t.expect(
+        &v4(dnsbl_v4).icmp().build(),
+        XDP_PASS,
+        Counter::OutOfScopePassed,
+        "ICMP from a source banned from port 25",
+    );
+    t.expect(
+        &v6(BANNED_V6).tcp(993).build(),
+        XDP_DROP,
+        Counter::DroppedV6,
+        "IPv6 to a port of the ban's scope",
+    );
+    t.expect(
+        &v6(BANNED_V6).tcp(25).build(),
+        XDP_PASS,
+        Counter::OutOfScopePassed,
+        "IPv6 to a port outside the ban's scope",
+    );
+}
+
+#[test]
+fn an_all_traffic_scope_drops_every_packet_of_its_bans_only() {
+    if !require_root("an_all_traffic_scope_drops_every_packet_of_its_bans_only") {
+        return;
+    }
+    let mut t = Harness::new();
+    let scopes = t.set_scopes(&[25], &[BanScope::All]);
+    t.ban(BANNED_V4);
+    let everywhere = Ipv4Addr::new(192, 0, 2, 20);
+    t.ban_in(everywhere, scopes.mask(&BanScope::All));
+    t.expect(
+        &v4(everywhere).tcp(80).build(),
+        XDP_DROP,
+        Counter::DroppedV4,
+        "all traffic, TCP 80",
+    );
+    t.expect(
+        &v4(everywhere).icmp().build(),
+        XDP_DROP,
+        Counter::DroppedV4,
+        "all traffic, ICMP",
+    );
+    t.expect(
+        &v4(BANNED_V4).tcp(80).build(),
+        XDP_PASS,
+        Counter::OutOfScopePassed,
+        "xdp.ports only, TCP 80",
+    );
+    t.expect(
+        &v4(BANNED_V4).tcp(25).build(),
+        XDP_DROP,
+        Counter::DroppedV4,
+        "xdp.ports only, TCP 25",
+    );
+}
+
+#[test]
+fn a_prefix_scoped_to_other_ports_does_not_hide_the_live_prefix_around_it() {
+    if !require_root("a_prefix_scoped_to_other_ports_does_not_hide_the_live_prefix_around_it") {
+        return;
+    }
+    let mut t = Harness::new();
+    let (scopes, dnsbl, sasl) = mail_scopes(&mut t);
+    let outer: IpNet = "203.0.113.0/24".parse().unwrap();
+    let inner: IpNet = "203.0.113.0/25".parse().unwrap();
+    t.ban_in(outer, scopes.mask(&sasl));
+    t.ban_in(inner, scopes.mask(&dnsbl));
+    let client = Ipv4Addr::new(203, 0, 113, 7);
+    t.expect(
+        &v4(client).tcp(25).build(),
+        XDP_DROP,
+        Counter::DroppedV4,
+        "the /25's port",
+    );
+    t.expect(
+        &v4(client).tcp(587).build(),
+        XDP_DROP,
+        Counter::DroppedV4,
+        "the /24's port",
+    );
+    t.expect(
+        &v4(client).tcp(80).build(),
+        XDP_PASS,
+        Counter::OutOfScopePassed,
+        "neither's port",
+    );
 }

@@ -24,10 +24,16 @@ pub const MAP_PREFIX_V4: &str = "prefix_v4";
 pub const MAP_PREFIX_V6: &str = "prefix_v6";
 /// Program settings: `BPF_MAP_TYPE_ARRAY` of one [`XdpConfig`].
 pub const MAP_CONFIG: &str = "xdp_config";
-/// Destination ports in scope when [`XdpConfig::ports_only`] is set:
-/// `BPF_MAP_TYPE_ARRAY` of [`PORT_BITMAP_WORDS`] `u64` words, bit `p % 64` of
-/// word `p / 64` set for port `p`.
-pub const MAP_PORTS: &str = "xdp_ports";
+/// The port scopes each destination port belongs to, read when
+/// [`XdpConfig::ports_only`] is set: `BPF_MAP_TYPE_ARRAY` of
+/// [`PORT_SCOPE_WORDS`] `u64` words; byte `p % 8` of word `p / 8` (by shift,
+/// see [`port_scope_slot`]) is the set of scopes, one bit each, that
+/// enforce bans on port `p`.
+pub const MAP_PORT_SCOPES: &str = "xdp_port_scopes";
+/// Pins of maps that earlier versions of the program used and this one does
+/// not: removed when the program is loaded. `xdp_ports` was a single
+/// bitmap of enforced ports, before bans carried their own scope.
+pub const RETIRED_MAPS: [&str; 1] = ["xdp_ports"];
 /// Packet counters: `BPF_MAP_TYPE_PERCPU_ARRAY` of `u64`, indexed by [`Counter`].
 pub const MAP_STATS: &str = "xdp_stats";
 
@@ -90,7 +96,7 @@ pub const MAPS: [MapSpec; 7] = [
         value_size: size_of::<XdpConfig>() as u32,
     },
     MapSpec {
-        name: MAP_PORTS,
+        name: MAP_PORT_SCOPES,
         map_type: BPF_MAP_TYPE_ARRAY,
         key_size: 4,
         value_size: 8,
@@ -142,24 +148,32 @@ pub const LINK_PIN_DIR: &str = "links";
 pub const DEFAULT_CAPACITY: u32 = 1 << 20;
 /// Default capacity of each prefix trie.
 pub const DEFAULT_PREFIX_CAPACITY: u32 = 1 << 16;
-/// Words in the [`MAP_PORTS`] bitmap: one bit for each of the 65,536 ports.
-pub const PORT_BITMAP_WORDS: u32 = 65_536 / 64;
+/// Words in [`MAP_PORT_SCOPES`]: one byte for each of the 65,536 ports.
+pub const PORT_SCOPE_WORDS: u32 = 65_536 / 8;
 
-/// The [`MAP_PORTS`] word index and the bit within it that stand for `port`.
+/// Most port scopes a program tells apart: one bit each in a byte.
+pub const MAX_SCOPES: usize = 8;
+
+/// The scope of a ban whose [`BanValue::scopes`] is zero: the configured
+/// `xdp.ports`, scope 0.
+pub const SCOPE_DEFAULT: u8 = 1;
+
+/// The [`MAP_PORT_SCOPES`] word index and the shift of the byte within it
+/// that stand for `port`.
 #[expect(
     clippy::inline_always,
     reason = "the XDP program calls this per packet"
 )]
 #[inline(always)]
-pub const fn port_slot(port: u16) -> (u32, u64) {
-    ((port >> 6) as u32, 1_u64 << (port & 63))
+pub const fn port_scope_slot(port: u16) -> (u32, u32) {
+    ((port >> 3) as u32, ((port & 7) as u32) * 8)
 }
 
 /// What the program stores for each ban.
 ///
-/// The program reads `expires_ns` and, in the prefix tries, `prefix_len`;
-/// `source` and `count` are carried for the daemon so the maps alone can be
-/// listed after a restart.
+/// The program reads `expires_ns`, `scopes` and, in the prefix tries,
+/// `prefix_len`; `source` and `count` are carried for the daemon so the maps
+/// alone can be listed after a restart.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BanValue {
@@ -176,8 +190,10 @@ pub struct BanValue {
     /// live /24 around it. Zero (an entry written before this field
     /// existed) ends that search.
     pub prefix_len: u8,
-    /// Reserved, zero.
-    pub reserved: u8,
+    /// The port scopes the ban is enforced in, one bit each (see
+    /// [`MAP_PORT_SCOPES`]). Zero, as in an entry written before scopes
+    /// existed, is [`SCOPE_DEFAULT`].
+    pub scopes: u8,
     /// How many times this address has been banned.
     pub count: u32,
 }
@@ -195,9 +211,30 @@ impl BanValue {
             expires_ns,
             source,
             prefix_len,
-            reserved: 0,
+            scopes: 0,
             count,
         }
+    }
+
+    /// The same ban, enforced in `scopes`.
+    #[must_use]
+    pub const fn with_scopes(self, scopes: u8) -> Self {
+        Self { scopes, ..self }
+    }
+
+    /// Whether the ban applies to a packet that falls in `packet_scopes`.
+    #[expect(
+        clippy::inline_always,
+        reason = "the XDP program calls this per packet"
+    )]
+    #[inline(always)]
+    pub const fn applies_in(&self, packet_scopes: u8) -> bool {
+        let scopes = if self.scopes == 0 {
+            SCOPE_DEFAULT
+        } else {
+            self.scopes
+        };
+        scopes & packet_scopes != 0
     }
 
     /// Whether the ban still holds at monotonic time `now_ns`.
@@ -216,7 +253,7 @@ impl BanValue {
         out[0..8].copy_from_slice(&self.expires_ns.to_ne_bytes());
         out[8..10].copy_from_slice(&self.source.to_ne_bytes());
         out[10] = self.prefix_len;
-        out[11] = self.reserved;
+        out[11] = self.scopes;
         out[12..16].copy_from_slice(&self.count.to_ne_bytes());
         out
     }
@@ -231,7 +268,7 @@ impl BanValue {
             expires_ns: u64::from_ne_bytes(expires),
             source: u16::from_ne_bytes([bytes[8], bytes[9]]),
             prefix_len: bytes[10],
-            reserved: bytes[11],
+            scopes: bytes[11],
             count: u32::from_ne_bytes(count),
         }
     }
@@ -250,11 +287,13 @@ pub const SOURCE_FLEET: u16 = 4;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct XdpConfig {
-    /// Non-zero: enforce bans only on TCP/UDP packets whose destination port
-    /// is set in [`MAP_PORTS`]; zero: enforce on all traffic.
+    /// Non-zero: some scope is limited to ports, so the program reads the
+    /// destination port and looks its scopes up in [`MAP_PORT_SCOPES`];
+    /// zero: every scope covers all traffic and no port is read.
     pub ports_only: u32,
-    /// Reserved, zero.
-    pub reserved: u32,
+    /// The scopes that cover all traffic, one bit each in the low byte
+    /// (the rest zero): every packet falls in them.
+    pub all_traffic: u32,
 }
 
 /// Index of each per-CPU counter in [`MAP_STATS`]. Every packet the program
@@ -274,8 +313,9 @@ pub enum Counter {
     MalformedPassed = 4,
     /// Frame that is not IPv4 or IPv6 (ARP, any other Ethernet type), passed.
     NonIpPassed = 5,
-    /// Packet outside the enforced ports (ports scoping on, not TCP/UDP to a
-    /// listed port), passed without a lookup.
+    /// Packet outside the enforced ports: to a port in no scope (passed
+    /// without a lookup), or from a source whose live bans are all scoped to
+    /// other ports.
     OutOfScopePassed = 6,
 }
 
@@ -339,7 +379,7 @@ mod tests {
         assert_eq!(offset_of!(BanValue, expires_ns), 0);
         assert_eq!(offset_of!(BanValue, source), 8);
         assert_eq!(offset_of!(BanValue, prefix_len), 10);
-        assert_eq!(offset_of!(BanValue, reserved), 11);
+        assert_eq!(offset_of!(BanValue, scopes), 11);
         assert_eq!(offset_of!(BanValue, count), 12);
     }
 
@@ -349,7 +389,7 @@ mod tests {
             expires_ns: 0x0102_0304_0506_0708,
             source: SOURCE_FLEET,
             prefix_len: 24,
-            reserved: 0,
+            scopes: 0b1000_0010,
             count: 0xA0B0_C0D0,
         };
         let bytes = value.to_ne_bytes();
@@ -381,19 +421,40 @@ mod tests {
     #[test]
     fn config_layout_is_fixed() {
         assert_eq!(size_of::<XdpConfig>(), 8);
-        assert_eq!(offset_of!(XdpConfig, reserved), 4);
+        assert_eq!(offset_of!(XdpConfig, all_traffic), 4);
     }
 
     #[test]
-    fn every_port_has_its_own_bit_in_the_bitmap() {
-        let mut seen = [0_u64; PORT_BITMAP_WORDS as usize];
+    fn every_port_has_its_own_byte_in_the_scope_map() {
+        // Ports fill the words in order, eight to a word.
+        let mut word_seen = 0;
+        let mut filled = 0_u64;
         for port in 0..=u16::MAX {
-            let (word, bit) = port_slot(port);
-            assert!(word < PORT_BITMAP_WORDS);
-            assert_eq!(seen[word as usize] & bit, 0, "port {port} shares a bit");
-            seen[word as usize] |= bit;
+            let (word, shift) = port_scope_slot(port);
+            assert!(word < PORT_SCOPE_WORDS && shift < 64);
+            if word != word_seen {
+                assert_eq!((word, filled), (word_seen + 1, u64::MAX), "port {port}");
+                word_seen = word;
+                filled = 0;
+            }
+            let byte = 0xFF_u64 << shift;
+            assert_eq!(filled & byte, 0, "port {port} shares a byte");
+            filled |= byte;
         }
-        assert!(seen.iter().all(|&word| word == u64::MAX));
+        assert_eq!((word_seen, filled), (PORT_SCOPE_WORDS - 1, u64::MAX));
+    }
+
+    #[test]
+    fn a_ban_applies_in_its_scopes_and_zero_is_the_default_scope() {
+        let ban = BanValue::new(BanValue::PERMANENT, SOURCE_CLI, 32, 1);
+        assert!(ban.applies_in(SCOPE_DEFAULT) && !ban.applies_in(0b10));
+        let sasl = ban.with_scopes(0b0110);
+        assert!(sasl.applies_in(0b0010) && sasl.applies_in(0b1100));
+        assert!(!sasl.applies_in(SCOPE_DEFAULT) && !sasl.applies_in(0));
+        assert!(
+            sasl.applies_in(u8::MAX),
+            "an unknown port falls in every scope"
+        );
     }
 
     #[test]
@@ -421,7 +482,8 @@ mod tests {
     fn map_specs_match_the_shared_types() {
         assert_eq!(MAP_NAMES[0], MAP_BANS_V4);
         assert_eq!(MAP_NAMES[6], MAP_STATS);
-        assert!(same_name(MAP_PORTS, "xdp_ports") && !same_name(MAP_PORTS, "xdp_port"));
+        assert!(same_name(MAP_STATS, "xdp_stats") && !same_name(MAP_STATS, "xdp_stat"));
+        assert!(!MAP_NAMES.iter().any(|name| RETIRED_MAPS.contains(name)));
         for spec in MAPS {
             if spec.map_type == BPF_MAP_TYPE_LRU_HASH || spec.map_type == BPF_MAP_TYPE_LPM_TRIE {
                 assert_eq!(
@@ -448,7 +510,7 @@ mod tests {
             expires_ns: 100,
             source: SOURCE_CLI,
             prefix_len: 32,
-            reserved: 0,
+            scopes: 0,
             count: 1,
         };
         assert!(ban.is_live(99));

@@ -1,8 +1,9 @@
 //! spamwall's XDP program: drop packets whose source address is banned.
 //!
-//! Parse Ethernet, up to two VLAN tags, IPv4 or IPv6 and, when the program is
-//! scoped to ports, the TCP/UDP destination port; look the source up in the
-//! exact-address LRU maps, then in the prefix tries; drop on a live ban.
+//! Parse Ethernet, up to two VLAN tags, IPv4 or IPv6 and, when some port
+//! scope is limited to ports, the TCP/UDP destination port and the scopes it
+//! falls in; look the source up in the exact-address LRU maps, then in the
+//! prefix tries; drop on a live ban whose scopes the packet falls in.
 //! Anything the parser does not understand passes. Every packet moves exactly
 //! one per-CPU counter.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]

@@ -8,8 +8,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use xdp_common::{
-    BanValue, Counter, DEFAULT_CAPACITY, DEFAULT_PREFIX_CAPACITY, MAPS, PORT_BITMAP_WORDS,
-    XdpConfig, port_slot, same_name,
+    BanValue, Counter, DEFAULT_CAPACITY, DEFAULT_PREFIX_CAPACITY, MAPS, PORT_SCOPE_WORDS,
+    XdpConfig, port_scope_slot, same_name,
 };
 
 /// Declares a map with the literal name the `#[map]` attribute needs, and
@@ -44,8 +44,8 @@ contract_map!("prefix_v6" = MAPS[3], key Key<[u8; 16]>, value BanValue,
 contract_map!("xdp_config" = MAPS[4], key u32, value XdpConfig,
     static CONFIG: Array<XdpConfig> = Array::with_max_entries(1, 0););
 
-contract_map!("xdp_ports" = MAPS[5], key u32, value u64,
-    static PORTS: Array<u64> = Array::with_max_entries(PORT_BITMAP_WORDS, 0););
+contract_map!("xdp_port_scopes" = MAPS[5], key u32, value u64,
+    static PORT_SCOPES: Array<u64> = Array::with_max_entries(PORT_SCOPE_WORDS, 0););
 
 contract_map!("xdp_stats" = MAPS[6], key u32, value u64,
     static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0););
@@ -160,18 +160,10 @@ enum Lookup {
     OutOfScope,
 }
 
-/// Where a packet goes, as far as port scoping is concerned.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Scope {
-    /// TCP/UDP to an enforced port.
-    In,
-    /// Certainly not to an enforced port: TCP/UDP to another port, or ICMP.
-    Out,
-    /// The port cannot be established: a later fragment, a header cut
-    /// short, an extension chain too long, ESP, any other protocol. A
-    /// banned source fails closed on it.
-    Unknown,
-}
+/// Every port scope: the scopes of a packet whose port cannot be
+/// established (a later fragment, a header cut short, an extension chain
+/// too long, ESP, any other protocol), so a banned source fails closed.
+const ALL_SCOPES: u8 = u8::MAX;
 
 #[inline(always)]
 fn ipv4(ctx: &XdpContext, offset: usize) -> Option<Lookup> {
@@ -183,18 +175,22 @@ fn ipv4(ctx: &XdpContext, offset: usize) -> Option<Lookup> {
     let src = read::<[u8; 4]>(ctx, offset + 12)?;
     // The whole header must be present, options included.
     ptr_at::<u8>(ctx, offset + header_len - 1)?;
-    if scoped_to_ports() {
-        let protocol = read::<[u8; 1]>(ctx, offset + 9)?[0];
-        let fragment = read_be16(ctx, offset + 6)? & IPV4_FRAG_OFFSET;
-        let scope = if fragment != 0 {
-            // A later fragment carries no L4 header.
-            Scope::Unknown
-        } else {
-            protocol_scope(ctx, protocol, offset + header_len)
-        };
-        if scope == Scope::Out {
-            return Some(Lookup::OutOfScope);
+    let scopes = match all_traffic_scopes() {
+        Some(all_traffic) => {
+            let protocol = read::<[u8; 1]>(ctx, offset + 9)?[0];
+            let fragment = read_be16(ctx, offset + 6)? & IPV4_FRAG_OFFSET;
+            let port_scopes = if fragment != 0 {
+                // A later fragment carries no L4 header.
+                ALL_SCOPES
+            } else {
+                protocol_scopes(ctx, protocol, offset + header_len)
+            };
+            port_scopes | all_traffic
         }
+        None => ALL_SCOPES,
+    };
+    if scopes == 0 {
+        return Some(Lookup::OutOfScope);
     }
     Some(judge(
         BANS_V4.get_ptr(src),
@@ -204,6 +200,7 @@ fn ipv4(ctx: &XdpContext, offset: usize) -> Option<Lookup> {
                 .map(|v| v as *const BanValue)
         },
         32,
+        scopes,
     ))
 }
 
@@ -215,11 +212,15 @@ fn ipv6(ctx: &XdpContext, offset: usize) -> Option<Lookup> {
     }
     let src = read::<[u8; 16]>(ctx, offset + 8)?;
     ptr_at::<[u8; IPV6_HLEN]>(ctx, offset)?;
-    if scoped_to_ports() {
-        let next_header = read::<[u8; 1]>(ctx, offset + 6)?[0];
-        if ipv6_scope(ctx, next_header, offset + IPV6_HLEN) == Scope::Out {
-            return Some(Lookup::OutOfScope);
+    let scopes = match all_traffic_scopes() {
+        Some(all_traffic) => {
+            let next_header = read::<[u8; 1]>(ctx, offset + 6)?[0];
+            ipv6_scopes(ctx, next_header, offset + IPV6_HLEN) | all_traffic
         }
+        None => ALL_SCOPES,
+    };
+    if scopes == 0 {
+        return Some(Lookup::OutOfScope);
     }
     Some(judge(
         BANS_V6.get_ptr(src),
@@ -229,122 +230,145 @@ fn ipv6(ctx: &XdpContext, offset: usize) -> Option<Lookup> {
                 .map(|v| v as *const BanValue)
         },
         128,
+        scopes,
     ))
 }
 
+/// `None` when every scope covers all traffic (no port need be read);
+/// otherwise the scopes that do, which every packet falls in.
 #[inline(always)]
-fn scoped_to_ports() -> bool {
-    CONFIG.get(0).is_some_and(|config| config.ports_only != 0)
+fn all_traffic_scopes() -> Option<u8> {
+    match CONFIG.get(0) {
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "the low byte holds the scopes"
+        )]
+        Some(config) if config.ports_only != 0 => Some(config.all_traffic as u8),
+        _ => None,
+    }
 }
 
 /// Walks the IPv6 extension headers (Hop-by-Hop, Routing, Fragment,
 /// Destination Options, AH) from `next_header` at offset `at` to the
 /// upper-layer header, and scopes the packet by it.
 #[inline(always)]
-fn ipv6_scope(ctx: &XdpContext, mut next_header: u8, mut at: usize) -> Scope {
+fn ipv6_scopes(ctx: &XdpContext, mut next_header: u8, mut at: usize) -> u8 {
     // One step per extension header, and one for the upper layer.
     for _ in 0..=MAX_EXTENSION_HEADERS {
         let header_len = match next_header {
             IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS => {
                 let Some([next, len]) = read::<[u8; 2]>(ctx, at) else {
-                    return Scope::Unknown;
+                    return ALL_SCOPES;
                 };
                 next_header = next;
                 (usize::from(len) + 1) * 8
             }
             IPV6_FRAGMENT => {
                 let Some([next, _, offset_hi, offset_lo]) = read::<[u8; 4]>(ctx, at) else {
-                    return Scope::Unknown;
+                    return ALL_SCOPES;
                 };
                 if u16::from_be_bytes([offset_hi, offset_lo]) & IPV6_FRAG_OFFSET != 0 {
                     // A later fragment carries no L4 header.
-                    return Scope::Unknown;
+                    return ALL_SCOPES;
                 }
                 next_header = next;
                 8
             }
             IPV6_AH => {
                 let Some([next, len]) = read::<[u8; 2]>(ctx, at) else {
-                    return Scope::Unknown;
+                    return ALL_SCOPES;
                 };
                 next_header = next;
                 (usize::from(len) + 2) * 4
             }
-            protocol => return protocol_scope(ctx, protocol, at),
+            protocol => return protocol_scopes(ctx, protocol, at),
         };
         at += header_len;
         if at > MAX_L4_OFFSET {
-            return Scope::Unknown;
+            return ALL_SCOPES;
         }
         // No-op after the check above; keeps the bound visible to the
         // verifier whatever the compiler does with the comparison.
         at &= 2 * MAX_L4_OFFSET - 1;
     }
-    Scope::Unknown
+    ALL_SCOPES
 }
 
-/// Scopes a packet whose upper-layer `protocol` header starts at `l4`.
+/// The port scopes of a packet whose upper-layer `protocol` header starts
+/// at `l4`: those of its destination port for TCP/UDP, none for ICMP, all
+/// when the port cannot be known.
 #[inline(always)]
-fn protocol_scope(ctx: &XdpContext, protocol: u8, l4: usize) -> Scope {
+fn protocol_scopes(ctx: &XdpContext, protocol: u8, l4: usize) -> u8 {
     match protocol {
         IPPROTO_TCP | IPPROTO_UDP => {
             if l4 > MAX_L4_OFFSET {
-                return Scope::Unknown;
+                return ALL_SCOPES;
             }
             // Cap the variable offset so the verifier can bound the access.
             let l4 = l4 & (2 * MAX_L4_OFFSET - 1);
             let Some(port) = read_be16(ctx, l4 + 2) else {
-                return Scope::Unknown;
+                return ALL_SCOPES;
             };
-            let (word, bit) = port_slot(port);
-            match PORTS.get(word) {
-                Some(bits) if bits & bit != 0 => Scope::In,
-                Some(_) => Scope::Out,
-                None => Scope::Unknown,
+            let (word, shift) = port_scope_slot(port);
+            match PORT_SCOPES.get(word) {
+                #[expect(clippy::cast_possible_truncation, reason = "one byte per port")]
+                Some(bytes) => (bytes >> shift) as u8,
+                None => ALL_SCOPES,
             }
         }
-        IPPROTO_ICMP | IPPROTO_ICMPV6 => Scope::Out,
-        _ => Scope::Unknown,
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => 0,
+        _ => ALL_SCOPES,
     }
 }
 
 /// Exact ban first; the prefix tries are consulted only when it does not
 /// already decide, so a hit costs one hash lookup. `prefix(len)` looks up
-/// the longest prefix of at most `len` bits; `full` is the address length.
+/// the longest prefix of at most `len` bits; `full` is the address length;
+/// `scopes` are the port scopes the packet falls in.
 ///
 /// A trie lookup returns only the longest matching prefix. When that one
-/// has expired, the walk goes on with the prefixes shorter than it, so a
-/// live /24 still drops a client whose expired /25 sits inside it. Each
-/// step is strictly shorter, so `full + 1` steps reach every prefix.
+/// has expired, or is scoped to other ports, the walk goes on with the
+/// prefixes shorter than it, so a live /24 still drops a client whose
+/// expired /25 sits inside it. Each step is strictly shorter, so `full + 1`
+/// steps reach every prefix.
 #[inline(always)]
 fn judge(
     exact: Option<*const BanValue>,
     prefix: impl Fn(u32) -> Option<*const BanValue>,
     full: u32,
+    scopes: u8,
 ) -> Lookup {
     let mut now = None;
-    let mut live = |value: *const BanValue| {
+    let mut expired = false;
+    let mut elsewhere = false;
+    let mut drops = |value: *const BanValue| {
         // The coarse clock costs a fraction of bpf_ktime_get_ns on the hit
         // path; a ban may end up to one tick late.
         // SAFETY: the helper has no preconditions.
         let now = *now.get_or_insert_with(|| unsafe { bpf_ktime_get_coarse_ns() });
         // SAFETY: a map value pointer returned by the lookup helper, valid for this run.
-        unsafe { (*value).is_live(now) }
-    };
-    let mut seen = false;
-    if let Some(value) = exact {
-        if live(value) {
-            return Lookup::Banned;
+        let value = unsafe { &*value };
+        if !value.is_live(now) {
+            expired = true;
+            false
+        } else if value.applies_in(scopes) {
+            true
+        } else {
+            elsewhere = true;
+            false
         }
-        seen = true;
+    };
+    if let Some(value) = exact
+        && drops(value)
+    {
+        return Lookup::Banned;
     }
     let mut len = full;
     for _ in 0..=full {
         let Some(value) = prefix(len) else { break };
-        if live(value) {
+        if drops(value) {
             return Lookup::Banned;
         }
-        seen = true;
         // SAFETY: as above.
         let matched = u32::from(unsafe { (*value).prefix_len });
         if matched == 0 || matched > len {
@@ -352,7 +376,13 @@ fn judge(
         }
         len = matched - 1;
     }
-    if seen { Lookup::Expired } else { Lookup::Clean }
+    if elsewhere {
+        Lookup::OutOfScope
+    } else if expired {
+        Lookup::Expired
+    } else {
+        Lookup::Clean
+    }
 }
 
 #[cfg(not(test))]

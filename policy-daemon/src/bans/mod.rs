@@ -18,6 +18,7 @@ use crate::dataplane::PacketCounters;
 mod backend;
 pub mod fail2ban;
 mod manager;
+mod scope;
 pub mod store;
 
 pub use backend::{Backend, BackendStatus};
@@ -25,6 +26,7 @@ pub use manager::{
     Aggregation, BanEvent, BanManager, BanObserver, BanPolicy, BanRequest, Breadth, Escalation,
     Fail2banLink, Fail2banReconciled, Reconciled, Widest, XdpBackend, host_addresses,
 };
+pub use scope::{BanScope, PortScopes, ScopeTextError, TooManyScopes};
 
 /// Why a text is not a ban target.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -265,6 +267,10 @@ pub struct BanEntry {
     pub detail: String,
     /// Times this address has been banned within the history age.
     pub count: u32,
+    /// The destination ports the ban holds on: absent for `xdp.ports`,
+    /// empty for all traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<u16>>,
 }
 
 /// Figures for `stats`.
@@ -290,13 +296,15 @@ pub struct BanStats {
 /// their bans: the daemon's ban manager behind its lock. Blocking: call it
 /// from a blocking context (`tokio::task::spawn_blocking`).
 pub trait BanSink: Send + Sync {
-    /// Bans `target` through the manager; the allowlist applies.
+    /// Bans `target` through the manager on the ports of `scope`; the
+    /// allowlist applies.
     fn ban(
         &self,
         target: IpNet,
         length: BanLength,
         source: Source,
         reason: &str,
+        scope: &BanScope,
     ) -> Result<BanEntry, BanError>;
 }
 
@@ -386,6 +394,8 @@ mod secs {
 #[derive(Debug, Default)]
 pub struct RecordingSink {
     pub bans: std::sync::Mutex<Vec<(IpNet, BanLength, Source, String)>>,
+    /// The scope of each ban in `bans`, in the same order.
+    pub scopes: std::sync::Mutex<Vec<BanScope>>,
 }
 
 #[cfg(test)]
@@ -407,6 +417,7 @@ impl BanSink for RecordingSink {
         length: BanLength,
         source: Source,
         reason: &str,
+        scope: &BanScope,
     ) -> Result<BanEntry, BanError> {
         if target.addr().is_loopback() {
             return Err(BanError::Allowlisted {
@@ -418,6 +429,7 @@ impl BanSink for RecordingSink {
             .lock()
             .expect("lock")
             .push((target, length, source, reason.to_owned()));
+        self.scopes.lock().expect("lock").push(scope.clone());
         Ok(BanEntry {
             addr: target,
             expires_at: None,
@@ -425,6 +437,7 @@ impl BanSink for RecordingSink {
             reason: reason.to_owned(),
             detail: String::new(),
             count: 1,
+            ports: None,
         })
     }
 }
@@ -557,6 +570,7 @@ mod tests {
             reason: "test".into(),
             detail: String::new(),
             count: 2,
+            ports: None,
         };
         let json = serde_json::to_value(&entry).expect("json");
         assert_eq!(json["addr"], "192.0.2.7");

@@ -16,7 +16,7 @@ use ipnet::IpNet;
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{
-    Source,
+    BanScope, Source,
     fail2ban::{Fail2banOp, OpKind, OutboxStore},
     parse_target, target_to_string,
 };
@@ -63,6 +63,8 @@ pub struct StoredBan {
     pub detail: String,
     /// Bans of this target within the history age, this one included.
     pub count: u32,
+    /// The destination ports the ban holds on.
+    pub scope: BanScope,
     pub first_banned_at: i64,
     pub last_banned_at: i64,
 }
@@ -164,7 +166,8 @@ impl Store {
                 detail TEXT NOT NULL DEFAULT '',
                 count INTEGER NOT NULL,
                 first_banned_at INTEGER NOT NULL,
-                last_banned_at INTEGER NOT NULL
+                last_banned_at INTEGER NOT NULL,
+                scope TEXT
             ) WITHOUT ROWID;
             CREATE TABLE IF NOT EXISTS outbox (
                 id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -183,7 +186,22 @@ impl Store {
             ) WITHOUT ROWID;
             PRAGMA user_version = 1;",
         )
-        .map_err(sql(&self.path, "creating the schema"))
+        .map_err(sql(&self.path, "creating the schema"))?;
+        // Added within schema version 1: older versions name their columns
+        // and leave this one alone, so they can still open the store.
+        let has_scope: bool = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('bans') WHERE name = 'scope'",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .map_err(sql(&self.path, "reading the schema"))?
+            > 0;
+        if !has_scope {
+            conn.execute_batch("ALTER TABLE bans ADD COLUMN scope TEXT;")
+                .map_err(sql(&self.path, "adding the scope column"))?;
+        }
+        Ok(())
     }
 
     /// Writes bans (inserted or replaced) in one transaction: when this
@@ -192,12 +210,13 @@ impl Store {
         self.in_transaction("committing bans", |tx| {
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT INTO bans (target, expires_at, source, reason, detail, count, first_banned_at, last_banned_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                    "INSERT INTO bans (target, expires_at, source, reason, detail, count, first_banned_at, last_banned_at, scope)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                      ON CONFLICT (target) DO UPDATE SET
                         expires_at = excluded.expires_at, source = excluded.source,
                         reason = excluded.reason, detail = excluded.detail, count = excluded.count,
-                        first_banned_at = excluded.first_banned_at, last_banned_at = excluded.last_banned_at",
+                        first_banned_at = excluded.first_banned_at, last_banned_at = excluded.last_banned_at,
+                        scope = excluded.scope",
                 )
                 .map_err(sql(&self.path, "preparing the ban insert"))?;
             for ban in bans {
@@ -211,6 +230,7 @@ impl Store {
                         ban.count,
                         ban.first_banned_at,
                         ban.last_banned_at,
+                        ban.scope.to_text(),
                     ])
                     .map_err(sql(&self.path, "writing a ban"))?;
             }
@@ -238,7 +258,7 @@ impl Store {
     pub fn all(&self) -> Result<Vec<StoredBan>, StoreError> {
         let conn = self.conn();
         let mut query = conn
-            .prepare("SELECT target, expires_at, source, reason, detail, count, first_banned_at, last_banned_at FROM bans")
+            .prepare("SELECT target, expires_at, source, reason, detail, count, first_banned_at, last_banned_at, scope FROM bans")
             .map_err(sql(&self.path, "preparing the ban query"))?;
         let rows = query
             .query_map([], |row| {
@@ -251,6 +271,7 @@ impl Store {
                     row.get::<_, i64>(5)?,
                     row.get::<_, i64>(6)?,
                     row.get::<_, i64>(7)?,
+                    row.get::<_, Option<String>>(8)?,
                 ))
             })
             .map_err(sql(&self.path, "reading bans"))?;
@@ -265,6 +286,7 @@ impl Store {
                 count,
                 first_banned_at,
                 last_banned_at,
+                scope,
             ) = row.map_err(sql(&self.path, "reading a ban"))?;
             let parsed = parse_target(&target)
                 .map_err(|e| e.to_string())
@@ -287,6 +309,18 @@ impl Store {
                     continue;
                 }
             };
+            // A scope that cannot be read fails closed: all traffic.
+            let scope = BanScope::from_text(scope.as_deref()).unwrap_or_else(|error| {
+                tracing::error!(
+                    "{}; the ban holds on all traffic",
+                    StoreError::Corrupt {
+                        path: self.path.clone(),
+                        target: target.clone(),
+                        detail: error.to_string(),
+                    }
+                );
+                BanScope::All
+            });
             bans.push(StoredBan {
                 target: net,
                 expires_at,
@@ -294,6 +328,7 @@ impl Store {
                 reason,
                 detail,
                 count: u32::try_from(count.max(0)).unwrap_or(u32::MAX),
+                scope,
                 first_banned_at,
                 last_banned_at,
             });
@@ -541,6 +576,7 @@ mod tests {
             reason: "score 12".into(),
             detail: "zen=127.0.0.2(+10)".into(),
             count,
+            scope: BanScope::Default,
             first_banned_at: 1000,
             last_banned_at: 1000,
         }
@@ -678,10 +714,10 @@ mod tests {
         store
             .conn()
             .execute_batch(
-                "INSERT INTO bans VALUES ('not an address', 5, 'cli', '', '', 1, 0, 0);
-                 INSERT INTO bans VALUES ('192.0.2.8', 5, 'martian', '', '', 1, 0, 0);
-                 INSERT INTO bans VALUES ('192.0.2.9', -9223372036854775808, 'cli', '', '', -4, -1, 9223372036854775807);
-                 INSERT INTO bans VALUES ('192.0.2.10', NULL, 'cli', '', '', 99999999999, 0, 0);",
+                "INSERT INTO bans VALUES ('not an address', 5, 'cli', '', '', 1, 0, 0, NULL);
+                 INSERT INTO bans VALUES ('192.0.2.8', 5, 'martian', '', '', 1, 0, 0, NULL);
+                 INSERT INTO bans VALUES ('192.0.2.9', -9223372036854775808, 'cli', '', '', -4, -1, 9223372036854775807, NULL);
+                 INSERT INTO bans VALUES ('192.0.2.10', NULL, 'cli', '', '', 99999999999, 0, 0, NULL);",
             )
             .expect("damage");
         let mut all = store.all().expect("all");
@@ -726,5 +762,78 @@ mod tests {
             .collect();
         store.put_bans(&bans).expect("bulk");
         assert_eq!(store.all().expect("all").len(), 20_000);
+    }
+
+    #[test]
+    fn scopes_round_trip_and_a_damaged_one_holds_on_all_traffic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_in(dir.path()).expect("open");
+        let scoped = StoredBan {
+            scope: BanScope::from_ports(&[587, 465]),
+            ..ban("192.0.2.1/32", None, 1)
+        };
+        let all = StoredBan {
+            scope: BanScope::All,
+            ..ban("192.0.2.2/32", None, 1)
+        };
+        let default = ban("192.0.2.3/32", None, 1);
+        store
+            .put_bans(&[scoped.clone(), all.clone(), default.clone()])
+            .expect("put");
+        let mut rows = store.all().expect("all");
+        rows.sort_by_key(|row| row.target);
+        assert_eq!(rows, vec![scoped, all, default]);
+        store
+            .conn()
+            .execute(
+                "UPDATE bans SET scope = '25,smtp' WHERE target = '192.0.2.3'",
+                [],
+            )
+            .expect("damage");
+        let damaged = store.all().expect("all");
+        let row = damaged
+            .iter()
+            .find(|row| row.target == "192.0.2.3/32".parse::<IpNet>().expect("net"))
+            .expect("row kept");
+        assert_eq!(row.scope, BanScope::All);
+    }
+
+    #[test]
+    fn a_store_from_before_scopes_gains_the_column_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(DB_FILE);
+        {
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(
+                "CREATE TABLE bans (
+                    target TEXT PRIMARY KEY, expires_at INTEGER, source TEXT NOT NULL,
+                    reason TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '',
+                    count INTEGER NOT NULL, first_banned_at INTEGER NOT NULL,
+                    last_banned_at INTEGER NOT NULL
+                ) WITHOUT ROWID;
+                INSERT INTO bans VALUES ('192.0.2.9', NULL, 'cli', 'old', '', 2, 5, 6);
+                PRAGMA user_version = 1;",
+            )
+            .expect("old schema");
+        }
+        let store = Store::open(&path).expect("open the old store");
+        let rows = store.all().expect("all");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].scope.clone(), rows[0].count),
+            (BanScope::Default, 2)
+        );
+        store
+            .put_bans(&[StoredBan {
+                scope: BanScope::from_ports(&[25]),
+                ..rows[0].clone()
+            }])
+            .expect("write a scope");
+        drop(store);
+        let reopened = Store::open(&path).expect("reopen");
+        assert_eq!(
+            reopened.all().expect("all")[0].scope,
+            BanScope::from_ports(&[25])
+        );
     }
 }

@@ -712,6 +712,7 @@ mod tests {
             reason: "spam run".into(),
             detail: String::new(),
             count: 3,
+            ports: None,
         }];
         let table = ban_table(&bans);
         assert!(
@@ -734,6 +735,7 @@ mod tests {
             reason: hostile.into(),
             detail: String::new(),
             count: 1,
+            ports: None,
         }];
         let table = ban_table(&bans);
         assert_eq!(table.lines().count(), 2, "{table}");

@@ -6,7 +6,8 @@ use tracing::{info, warn};
 use super::{Shared, log_ban};
 use crate::{
     bans::{
-        BanEntry, BanError, BanLength, BanRequest, Breadth, Source, parse_target, target_to_string,
+        BanEntry, BanError, BanLength, BanRequest, BanScope, Breadth, Source, parse_target,
+        target_to_string,
     },
     control::{BackendStatus, Refusal, Request, Response, Status},
     dataplane::DataplaneError,
@@ -145,6 +146,7 @@ pub(super) fn ban_targets(
                     source: Source::Cli,
                     reason: reason.to_owned(),
                     detail: String::new(),
+                    scope: BanScope::Default,
                 });
                 texts.push(target);
             }

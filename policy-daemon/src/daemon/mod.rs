@@ -33,7 +33,8 @@ use tracing::{error, info, warn};
 
 use crate::{
     bans::{
-        BanEntry, BanError, BanLength, BanManager, BanRequest, BanSink, Source, XdpBackend,
+        BanEntry, BanError, BanLength, BanManager, BanRequest, BanScope, BanSink, Source,
+        XdpBackend,
         store::{Store, StoreError},
         target_to_string,
     },
@@ -104,6 +105,7 @@ impl BanSink for Shared {
         length: BanLength,
         source: Source,
         reason: &str,
+        scope: &BanScope,
     ) -> Result<BanEntry, BanError> {
         let entry = self.manager().ban(BanRequest {
             target,
@@ -111,6 +113,7 @@ impl BanSink for Shared {
             source,
             reason: reason.to_owned(),
             detail: String::new(),
+            scope: scope.clone(),
         })?;
         log_ban(&entry);
         Ok(entry)
@@ -207,7 +210,7 @@ fn open(config_path: PathBuf, config: Config) -> Result<Arc<Shared>, DaemonError
         )
     };
     let fail2ban = tasks::start_fail2ban(&config, &store)?;
-    let mut manager = BanManager::new(store, xdp, fail2ban, config.ban.policy())?;
+    let mut manager = BanManager::new(store, xdp, fail2ban, config.ban_policy())?;
     // The jail itself is compared with the store by the fail2ban task as
     // soon as it starts.
     manager.track_fail2ban_expiries();
@@ -349,7 +352,7 @@ fn reload(shared: &Shared) {
     }
     let mut manager = shared.manager();
     let fail2ban_was_active = manager.fail2ban_active();
-    manager.set_policy(config.ban.policy());
+    manager.set_policy(config.ban_policy());
     if let Some(attachments) = manager.xdp_mut().reconfigure(&config) {
         runtime.attachments = attachments;
     }

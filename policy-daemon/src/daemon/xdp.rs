@@ -15,7 +15,8 @@ pub(super) fn start(config: &Config) -> (XdpBackend, Vec<Attachment>) {
     let pin_dir = &config.daemon.bpf_pin_dir;
     let loaded = Dataplane::load(pin_dir, config.ban.capacities()).and_then(|mut dataplane| {
         dataplane.pin_program()?;
-        dataplane.set_ports(&config.xdp.ports)?;
+        let (table, all_traffic) = config.port_scopes().unwrap_or_default().kernel_table();
+        dataplane.set_port_scopes(&table, all_traffic)?;
         Ok(dataplane)
     });
     let mut dataplane = match loaded {
@@ -114,15 +115,12 @@ pub(super) fn attach_all(
 }
 
 impl XdpBackend {
-    /// Applies a reloaded configuration: the enforced ports, and the
-    /// interfaces (attaching new ones, detaching those no longer listed).
-    /// Returns the attachments now in place; nothing without a loaded
-    /// program.
+    /// Applies a reloaded configuration's interfaces (attaching new ones,
+    /// detaching those no longer listed); the ban manager writes the port
+    /// scopes with its settings. Returns the attachments now in place;
+    /// nothing without a loaded program.
     pub(super) fn reconfigure(&mut self, config: &Config) -> Option<Vec<Attachment>> {
         let mut dataplane = self.dataplane.take()?;
-        if let Err(error) = dataplane.set_ports(&config.xdp.ports) {
-            error!("reload: setting ports: {error}");
-        }
         let (attachments, failures) = attach_all(&mut dataplane, config);
         *self = backend(dataplane, &attachments, &failures);
         Some(attachments)

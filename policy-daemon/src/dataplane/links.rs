@@ -15,7 +15,7 @@ use aya::programs::{
 };
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
-use xdp_common::{LINK_PIN_DIR, MAPS, PROGRAM_NAME};
+use xdp_common::{LINK_PIN_DIR, MAPS, PROGRAM_NAME, RETIRED_MAPS};
 
 use super::{Dataplane, DataplaneError, Result, error_chain, program_mut, sys};
 
@@ -218,8 +218,8 @@ pub fn detach(pin_dir: &Path, interface: Option<&str>, purge: bool) -> Result<De
     if interface.is_none() {
         detached.program = remove_if_present(&pin_dir.join(PROGRAM_NAME))?;
         if purge {
-            for spec in &MAPS {
-                detached.maps |= remove_if_present(&pin_dir.join(spec.name))?;
+            for name in MAPS.iter().map(|spec| spec.name).chain(RETIRED_MAPS) {
+                detached.maps |= remove_if_present(&pin_dir.join(name))?;
             }
             for dir in [links_dir.as_path(), pin_dir] {
                 if dir.is_dir() {

@@ -1,4 +1,4 @@
-//! Reading and writing the ban maps, the port bitmap and the counters.
+//! Reading and writing the ban maps, the port scopes and the counters.
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
@@ -9,53 +9,95 @@ use std::{
 use aya::maps::{HashMap, IterableMap as _, MapData, MapError, lpm_trie::Key};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use xdp_common::{
-    BanValue, Counter, MAP_BANS_V4, MAP_BANS_V6, MAP_CONFIG, MAP_PORTS, MAP_PREFIX_V4,
-    MAP_PREFIX_V6, MAP_STATS, PORT_BITMAP_WORDS, XdpConfig,
+    BanValue, Counter, MAP_BANS_V4, MAP_BANS_V6, MAP_CONFIG, MAP_PORT_SCOPES, MAP_PREFIX_V4,
+    MAP_PREFIX_V6, MAP_STATS, XdpConfig,
 };
 
 use super::{Capacities, Dataplane, DataplaneError, PacketCounters, Result, sys};
 
+/// The scopes of each destination port, one byte per port: bit `s` set
+/// when scope `s` enforces bans on it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PortScopeTable(Box<[u8]>);
+
+impl Default for PortScopeTable {
+    fn default() -> Self {
+        Self(vec![0; 1 << 16].into_boxed_slice())
+    }
+}
+
+impl PortScopeTable {
+    /// Adds `port` to the scopes `scopes`.
+    pub fn add(&mut self, port: u16, scopes: u8) {
+        self.0[usize::from(port)] |= scopes;
+    }
+
+    /// The scopes of `port`.
+    pub fn get(&self, port: u16) -> u8 {
+        self.0[usize::from(port)]
+    }
+}
+
+impl std::fmt::Debug for PortScopeTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ports = self.0.iter().filter(|&&scopes| scopes != 0).count();
+        write!(f, "PortScopeTable({ports} ports in a scope)")
+    }
+}
+
 impl Dataplane {
-    /// Writes the set of enforced destination ports; empty enforces bans on
-    /// all traffic.
-    pub fn set_ports(&mut self, ports: &[u16]) -> Result<()> {
-        let mut bitmap = vec![0_u64; PORT_BITMAP_WORDS as usize];
-        for &port in ports {
-            let (word, bit) = xdp_common::port_slot(port);
-            bitmap[word as usize] |= bit;
-        }
-        let ports_only = u32::from(!ports.is_empty());
+    /// Writes the port scopes: `table` gives, for each destination port,
+    /// the scopes (one bit each) that enforce bans on it; `all_traffic` the
+    /// scopes that cover every packet. With no port in any scope and every
+    /// scope covering all traffic, the program reads no port at all.
+    ///
+    /// The program switches to reading ports only once the table is
+    /// written, and stops before it is cleared, so no packet sees half of it.
+    pub fn set_port_scopes(&mut self, table: &PortScopeTable, all_traffic: u8) -> Result<()> {
+        let ports_only = u32::from(table.0.iter().any(|&scopes| scopes != 0));
+        let config = XdpConfig {
+            ports_only,
+            all_traffic: u32::from(all_traffic),
+        };
         let map_error = |name| move |source| DataplaneError::Map { name, source };
         if ports_only == 0 {
             self.config
-                .set(
-                    0,
-                    XdpConfig {
-                        ports_only,
-                        reserved: 0,
-                    },
-                    0,
-                )
+                .set(0, config, 0)
                 .map_err(map_error(MAP_CONFIG))?;
         }
-        for (index, word) in (0..).zip(bitmap) {
-            self.ports
+        for port in (0..=u16::MAX).step_by(8) {
+            let (index, _) = xdp_common::port_scope_slot(port);
+            let word = (port..=port.saturating_add(7))
+                .map(|p| {
+                    let (_, shift) = xdp_common::port_scope_slot(p);
+                    u64::from(table.get(p)) << shift
+                })
+                .fold(0, |word, byte| word | byte);
+            self.port_scopes
                 .set(index, word, 0)
-                .map_err(map_error(MAP_PORTS))?;
+                .map_err(map_error(MAP_PORT_SCOPES))?;
         }
         if ports_only != 0 {
             self.config
-                .set(
-                    0,
-                    XdpConfig {
-                        ports_only,
-                        reserved: 0,
-                    },
-                    0,
-                )
+                .set(0, config, 0)
                 .map_err(map_error(MAP_CONFIG))?;
         }
         Ok(())
+    }
+
+    /// Enforces every ban on `ports` only (all traffic when empty): one
+    /// scope, [`xdp_common::SCOPE_DEFAULT`].
+    pub fn set_ports(&mut self, ports: &[u16]) -> Result<()> {
+        let mut table = PortScopeTable::default();
+        for &port in ports {
+            table.add(port, xdp_common::SCOPE_DEFAULT);
+        }
+        let all_traffic = if ports.is_empty() {
+            xdp_common::SCOPE_DEFAULT
+        } else {
+            0
+        };
+        self.set_port_scopes(&table, all_traffic)
     }
 
     /// Stores a ban: single addresses in the LRU maps, wider prefixes in the

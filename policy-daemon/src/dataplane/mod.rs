@@ -26,7 +26,7 @@ use aya::{
 #[cfg(any(test, feature = "test-support"))]
 pub use sys::TestRun;
 use xdp_common::{
-    BanValue, MAP_BANS_V4, MAP_BANS_V6, MAP_CONFIG, MAP_PORTS, MAP_PREFIX_V4, MAP_PREFIX_V6,
+    BanValue, MAP_BANS_V4, MAP_BANS_V6, MAP_CONFIG, MAP_PORT_SCOPES, MAP_PREFIX_V4, MAP_PREFIX_V6,
     MAP_STATS, MAPS, PROGRAM_NAME, XdpConfig,
 };
 
@@ -113,7 +113,7 @@ pub struct Dataplane {
     prefix_v4: LpmTrie<MapData, [u8; 4], BanValue>,
     prefix_v6: LpmTrie<MapData, [u8; 16], BanValue>,
     config: Array<MapData, XdpConfig>,
-    ports: Array<MapData, u64>,
+    port_scopes: Array<MapData, u64>,
     stats: PerCpuArray<MapData, u64>,
 }
 
@@ -155,6 +155,15 @@ impl Dataplane {
         program_mut(&mut ebpf)?
             .load()
             .map_err(|source| DataplaneError::Program { source })?;
+        // A program still attached keeps its own maps; only the names go.
+        for name in xdp_common::RETIRED_MAPS {
+            if remove_if_present(&pin_dir.join(name))? {
+                tracing::info!(
+                    map = name,
+                    "removed the pin of a map this version no longer uses"
+                );
+            }
+        }
 
         Ok(Self {
             bans_v4: take_map(&mut ebpf, MAP_BANS_V4)?,
@@ -162,7 +171,7 @@ impl Dataplane {
             prefix_v4: take_map(&mut ebpf, MAP_PREFIX_V4)?,
             prefix_v6: take_map(&mut ebpf, MAP_PREFIX_V6)?,
             config: take_map(&mut ebpf, MAP_CONFIG)?,
-            ports: take_map(&mut ebpf, MAP_PORTS)?,
+            port_scopes: take_map(&mut ebpf, MAP_PORT_SCOPES)?,
             stats: take_map(&mut ebpf, MAP_STATS)?,
             ebpf,
             pin_dir: pin_dir.to_owned(),
@@ -276,4 +285,5 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 pub use counters::PacketCounters;
 use links::remove_if_present;
 pub use links::{AttachMode, AttachedMode, Attachment, Detached, detach, pinned_links};
+pub use maps::PortScopeTable;
 use pins::{check_pinned_maps, ensure_bpffs, raise_memlock_limit};

@@ -13,7 +13,7 @@ use super::{
     wire::{self, Rejected},
 };
 use crate::{
-    bans::{BanLength, BanRequest, Source, parse_target},
+    bans::{BanLength, BanRequest, BanScope, Source, parse_target},
     clock::unix_now,
 };
 
@@ -288,6 +288,7 @@ async fn apply_bans(fleet: &Arc<Fleet>, target: &Arc<dyn FleetTarget>, messages:
             source: Source::Fleet,
             reason: format!("{} (from {}, {})", m.reason, m.node, m.source),
             detail: String::new(),
+            scope: BanScope::from_setting(m.ports.as_deref()),
         });
     }
     if requests.is_empty() {

@@ -132,6 +132,10 @@ pub struct Message {
     /// Event time, Unix milliseconds, for the lag.
     #[serde(default)]
     pub at: i64,
+    /// The destination ports the ban holds on: absent for each node's
+    /// `xdp.ports`, empty for all traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<u16>>,
 }
 
 /// Link state for `status` and metrics.
@@ -366,11 +370,12 @@ impl Fleet {
                         row.expires_at,
                         row.source,
                         &row.reason,
+                        row.scope.to_ports(),
                     )
                 })
                 .collect(),
             BanEvent::Unbanned { target, source } if *source != Source::Fleet => {
-                vec![self.message(Op::Unban, target, None, *source, "unbanned")]
+                vec![self.message(Op::Unban, target, None, *source, "unbanned", None)]
             }
             BanEvent::Unbanned { .. } => Vec::new(),
         };
@@ -418,6 +423,7 @@ impl Fleet {
         expires_at: Option<i64>,
         source: Source,
         reason: &str,
+        ports: Option<Vec<u16>>,
     ) -> Message {
         let at = now_ms();
         let n = self.sequence.fetch_add(1, Ordering::Relaxed);
@@ -430,6 +436,7 @@ impl Fleet {
             node: self.node.clone(),
             id: format!("{}-{at}-{n}", self.node),
             at,
+            ports,
         }
     }
 }
@@ -455,6 +462,7 @@ mod tests {
             node: "mx1".into(),
             id: "mx1-1-0".into(),
             at: 1,
+            ports: Some(vec![465, 587]),
         };
         let json = serde_json::to_value(&message).expect("json");
         assert_eq!(json["op"], "ban");

@@ -219,6 +219,7 @@ mod tests {
             node: "mx1".into(),
             id: "mx1-1-0".into(),
             at: 1_700_000_000_000,
+            ports: None,
         }
     }
 

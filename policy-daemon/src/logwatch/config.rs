@@ -57,6 +57,9 @@ pub struct RuleConfig {
     pub bantime: Option<crate::duration::BanTime>,
     /// Only lines of this source; default all.
     pub source: Option<String>,
+    /// The destination ports the ban holds on; default `xdp.ports`, `[]`
+    /// all traffic.
+    pub ports: Option<Vec<u16>>,
 }
 
 /// A user filter: inline regexes or a fail2ban filter file.

@@ -16,7 +16,7 @@ use super::{
     filter::{Filter, Verdict},
     resolve::{ResolveError, resolve_filter},
 };
-use crate::bans::BanLength;
+use crate::bans::{BanLength, BanScope};
 
 /// `findtime` when a rule gives none (fail2ban's default).
 pub const DEFAULT_FINDTIME: Duration = Duration::from_mins(10);
@@ -43,6 +43,7 @@ struct Rule {
     findtime: Duration,
     maxretry: u32,
     length: BanLength,
+    scope: BanScope,
     windows: HashMap<IpAddr, VecDeque<SystemTime>>,
     capacity: usize,
 }
@@ -56,6 +57,8 @@ pub struct BanDecision {
     pub filter: String,
     pub host: IpAddr,
     pub length: BanLength,
+    /// Where the ban holds.
+    pub scope: BanScope,
     /// The line that reached `maxretry`.
     pub line: String,
     /// Failures counted in the window (`maxretry`).
@@ -104,6 +107,7 @@ impl RuleSet {
                     findtime: rule.findtime.map_or(DEFAULT_FINDTIME, |span| span.0),
                     maxretry: rule.maxretry.unwrap_or(DEFAULT_MAXRETRY).max(1),
                     length,
+                    scope: BanScope::from_setting(rule.ports.as_deref()),
                     windows: HashMap::new(),
                     capacity: capacity.max(1),
                 })
@@ -160,6 +164,7 @@ impl RuleSet {
                     filter: rule.filter.name().to_owned(),
                     host,
                     length: rule.length,
+                    scope: rule.scope.clone(),
                     line: line.to_owned(),
                     failures,
                 });
@@ -260,6 +265,7 @@ mod tests {
                 filter: "postfix[mode=rbl]".to_owned(),
                 host: "192.0.2.2".parse().expect("ip"),
                 length: BanLength::Default,
+                scope: BanScope::Default,
                 line: DNSBL.to_owned(),
                 failures: 1,
             }]

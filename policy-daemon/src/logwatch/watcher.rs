@@ -87,6 +87,7 @@ impl Pipeline {
                 ban.length,
                 Source::Logwatch,
                 &ban.line,
+                &ban.scope,
             ) {
                 Ok(entry) => info!(
                     source = %self.source,

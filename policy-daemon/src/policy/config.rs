@@ -253,6 +253,9 @@ pub struct ThresholdConfig {
     pub action: String,
     /// Ban the client for this long (through the ban manager).
     pub ban: Option<BanTime>,
+    /// The destination ports the ban holds on; default `xdp.ports`, `[]`
+    /// all traffic.
+    pub ports: Option<Vec<u16>>,
 }
 
 impl PolicyConfig {

@@ -30,7 +30,7 @@ use super::{
     join::JoinAll,
 };
 use crate::{
-    bans::{BanLength, BanSink, Source},
+    bans::{BanLength, BanScope, BanSink, Source},
     duration::BanTime,
 };
 
@@ -40,6 +40,8 @@ pub struct Threshold {
     pub score: f64,
     pub action: Template,
     pub ban: Option<BanLength>,
+    /// Where the ban holds.
+    pub scope: BanScope,
 }
 
 /// The threshold table, highest score first.
@@ -72,12 +74,18 @@ impl Thresholds {
                     "{key}.ban: a ban needs a threshold above 0, or every client is banned"
                 ));
             }
+            if config.ports.is_some() && config.ban.is_none() {
+                problems.push(format!(
+                    "{key}.ports: only a threshold with `ban` bans; set `ban` or remove `ports`"
+                ));
+            }
             table.push(Threshold {
                 score: config.score,
                 action: Template::parse(config.action.trim()),
                 ban: config
                     .ban
                     .map(|BanTime(length)| length.map_or(BanLength::Permanent, BanLength::Base)),
+                scope: BanScope::from_setting(config.ports.as_deref()),
             });
         }
         if !problems.is_empty() {
@@ -312,7 +320,7 @@ impl Engine {
             }
             let reached = self.thresholds.reached(state.score);
             let ban = reached
-                .and_then(|(_, threshold)| threshold.ban)
+                .and_then(|(_, threshold)| threshold.ban.map(|length| (length, &threshold.scope)))
                 .filter(|_| !state.banned);
             if ban.is_some() {
                 state.banned = true;
@@ -355,8 +363,9 @@ impl Engine {
                 action
             }
         };
-        if let (Some(length), Some(ip)) = (ban, mail.client) {
-            self.ban(ip, length, score, &detail, deadline).await;
+        if let (Some((length, scope)), Some(ip)) = (ban, mail.client) {
+            self.ban(ip, length, scope.clone(), score, &detail, deadline)
+                .await;
         }
         Decision {
             action,
@@ -372,6 +381,7 @@ impl Engine {
         &self,
         ip: IpAddr,
         length: BanLength,
+        ban_scope: BanScope,
         score: f64,
         detail: &str,
         deadline: Instant,
@@ -382,7 +392,7 @@ impl Engine {
         let sink = Arc::clone(sink);
         let reason = format!("policy score {score}: {detail}");
         let task = tokio::task::spawn_blocking(move || {
-            sink.ban(IpNet::from(ip), length, Source::Policy, &reason)
+            sink.ban(IpNet::from(ip), length, Source::Policy, &reason, &ban_scope)
         });
         match tokio::time::timeout_at(deadline.into(), task).await {
             Ok(Ok(Ok(_))) => {
@@ -638,11 +648,13 @@ action = "prepend X-Spamwall: %SCORE% (%DETAIL%)"
                 score: 5.0,
                 action: "prepend X-A: b".into(),
                 ban: None,
+                ports: None,
             },
             ThresholdConfig {
                 score: 10.0,
                 action: "reject".into(),
                 ban: None,
+                ports: None,
             },
         ];
         let table = Thresholds::compile(&configs).expect("table");

@@ -4,6 +4,7 @@
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::{Aggregation, BanManager, BanRequest};
+use crate::bans::BanScope;
 use crate::{
     bans::{BanLength, store::StoredBan, target_to_string},
     clock::secs_i64,
@@ -49,6 +50,7 @@ impl BanManager {
                         humantime::format_duration(rule.window)
                     ),
                     detail: String::new(),
+                    scope: BanScope::Default,
                 });
             }
         }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::{BanManager, BanRequest, Escalation};
+use crate::bans::BanScope;
 use crate::{
     bans::{BanError, BanLength, Source, store::StoredBan},
     clock::{self, expiry_after, secs_i64},
@@ -22,9 +23,11 @@ impl BanManager {
         let cutoff = now.saturating_sub(secs_i64(self.policy.history_age));
         let previous = previous.filter(|p| p.last_banned_at >= cutoff);
         if let BanLength::Until(until) = request.length {
-            return Self::remote_row(previous, target, request, until, now);
+            let scope = self.scope_with(previous, &request.scope, now);
+            return Self::remote_row(previous, target, request, until, now, scope);
         }
         let count = previous.map_or(0, |p| p.count).saturating_add(1);
+        let scope = self.scope_with(previous, &request.scope, now);
         let length = match request.length {
             BanLength::Permanent | BanLength::Until(_) => None,
             BanLength::For(d) => (!d.is_zero()).then_some(d),
@@ -41,8 +44,18 @@ impl BanManager {
             reason: request.reason,
             detail: request.detail,
             count,
+            scope,
             first_banned_at: previous.map_or(now, |p| p.first_banned_at),
             last_banned_at: now,
+        }
+    }
+
+    /// The scope of a ban made in `scope`: with a live ban already there,
+    /// the union of both, so a new offence never narrows an older one.
+    fn scope_with(&self, previous: Option<&StoredBan>, scope: &BanScope, now: i64) -> BanScope {
+        match previous.filter(|p| p.is_active(now)) {
+            Some(p) => p.scope.union(scope, self.policy.scopes.default_ports()),
+            None => scope.clone(),
         }
     }
 
@@ -56,6 +69,7 @@ impl BanManager {
         request: BanRequest,
         until: i64,
         now: i64,
+        scope: BanScope,
     ) -> StoredBan {
         let remote = (until != i64::MAX).then_some(until.max(now.saturating_add(1)));
         let live = previous.filter(|p| p.is_active(now));
@@ -74,6 +88,7 @@ impl BanManager {
             reason,
             detail,
             count: previous.map_or(0, |p| p.count),
+            scope,
             first_banned_at: previous.map_or(now, |p| p.first_banned_at),
             last_banned_at: previous.map_or(now, |p| p.last_banned_at),
         }

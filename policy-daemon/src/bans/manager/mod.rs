@@ -34,7 +34,7 @@ use tracing::{debug, info, warn};
 use xdp_common::BanValue;
 
 use super::{
-    BanEntry, BanError, BanLength, BanStats, Source, canonical_net,
+    BanEntry, BanError, BanLength, BanScope, BanStats, Source, canonical_net,
     fail2ban::Fail2banOp,
     store::{Store, StoredBan},
     target_to_string,
@@ -53,6 +53,8 @@ pub struct BanRequest {
     pub reason: String,
     /// Score detail of a policy verdict.
     pub detail: String,
+    /// The destination ports the ban holds on.
+    pub scope: BanScope,
 }
 
 /// Where the XDP backend stands.
@@ -128,7 +130,11 @@ impl BanManager {
             index,
             xdp,
             fail2ban,
-            policy: BanPolicy::default(),
+            // The kernel already holds these scopes (written at load).
+            policy: BanPolicy {
+                scopes: policy.scopes.clone(),
+                ..BanPolicy::default()
+            },
             own_addresses: Vec::new(),
             recent: HashMap::new(),
             fail2ban_expiries: BTreeSet::new(),
@@ -147,8 +153,28 @@ impl BanManager {
         } else {
             Vec::new()
         };
+        let rescoped = policy.scopes != self.policy.scopes;
         self.policy = policy;
         self.lift_disallowed();
+        if rescoped {
+            self.write_port_scopes();
+        }
+    }
+
+    /// Writes the port scopes to the kernel, then every ban's scope bits
+    /// under the new numbering.
+    fn write_port_scopes(&mut self) {
+        let Some(dataplane) = self.xdp.dataplane.as_mut() else {
+            return;
+        };
+        let (table, all_traffic) = self.policy.scopes.kernel_table();
+        if let Err(error) = dataplane.set_port_scopes(&table, all_traffic) {
+            self.backend_errors += 1;
+            warn!(%error, "writing the port scopes failed");
+            return;
+        }
+        let report = self.reconcile(false);
+        info!(rewritten = report.corrected, "port scopes written");
     }
 
     /// Sets the observer told about every ban and unban after the store
@@ -252,6 +278,7 @@ impl BanManager {
                 source,
                 reason: reason.to_owned(),
                 detail: String::new(),
+                scope: BanScope::Default,
             })
             .collect();
         let mut banned = 0;
@@ -413,7 +440,12 @@ impl BanManager {
         let now = unix_now();
         let values: Vec<(IpNet, BanValue)> = rows
             .iter()
-            .map(|row| (row.target, kernel_value(row, now, mono)))
+            .map(|row| {
+                (
+                    row.target,
+                    kernel_value(row, now, mono, &self.policy.scopes),
+                )
+            })
             .collect();
         if let Err(error) = dataplane.insert_many(&values) {
             self.backend_errors += 1;
@@ -471,6 +503,7 @@ impl BanManager {
             reason: row.reason.clone(),
             detail: row.detail.clone(),
             count: row.count,
+            ports: row.scope.to_ports(),
         }
     }
 }

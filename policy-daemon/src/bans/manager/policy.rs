@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::bans::Allowlist;
+use crate::bans::{Allowlist, PortScopes};
 
 /// Escalation for repeat offenders, like fail2ban's `bantime.increment`:
 /// the n-th ban within the history age lasts `base × 2^min(n−1, 20) × factor`,
@@ -73,6 +73,8 @@ pub struct BanPolicy {
     pub ignore_self: bool,
     /// No ban covers a wider prefix than this unless forced.
     pub widest: Widest,
+    /// The port scopes bans are enforced in.
+    pub scopes: PortScopes,
 }
 
 impl Default for BanPolicy {
@@ -85,6 +87,7 @@ impl Default for BanPolicy {
             aggregation: None,
             ignore_self: false,
             widest: Widest::default(),
+            scopes: PortScopes::default(),
         }
     }
 }

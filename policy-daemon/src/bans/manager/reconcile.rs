@@ -9,7 +9,7 @@ use xdp_common::BanValue;
 
 use super::BanManager;
 use crate::{
-    bans::{BanError, Source, store::StoredBan, target_to_string},
+    bans::{BanError, PortScopes, Source, store::StoredBan, target_to_string},
     clock::{secs_i64, unix_now},
     dataplane::monotonic_now_ns,
 };
@@ -23,7 +23,8 @@ pub struct Reconciled {
     pub evicted: u64,
     /// Map entries the store does not hold (or expired), removed.
     pub removed: u64,
-    /// Entries whose expiry or count differed from the store, rewritten.
+    /// Entries whose expiry, count or port scopes differed from the store,
+    /// rewritten.
     pub corrected: u64,
 }
 
@@ -51,7 +52,7 @@ impl BanManager {
         let now = unix_now();
         let mono = monotonic_now_ns();
         if at_start && self.index.is_empty() {
-            let adopted = adopt(&entries, now, mono);
+            let adopted = adopt(&entries, now, mono, &self.policy.scopes);
             if !adopted.is_empty() {
                 info!(
                     count = adopted.len(),
@@ -77,7 +78,7 @@ impl BanManager {
             .map(|r| r.target)
             .collect();
         for row in self.index.values().filter(|r| r.is_active(now)) {
-            let wanted = kernel_value(row, now, mono);
+            let wanted = kernel_value(row, now, mono, &self.policy.scopes);
             match in_map.get(&row.target) {
                 None if at_start => report.restored += 1,
                 None => {
@@ -140,7 +141,12 @@ impl BanManager {
 
 /// The map value for a stored ban: its wall-clock expiry moved onto the
 /// kernel's monotonic clock.
-pub(super) fn kernel_value(row: &StoredBan, now: i64, mono_now: u64) -> BanValue {
+pub(super) fn kernel_value(
+    row: &StoredBan,
+    now: i64,
+    mono_now: u64,
+    scopes: &PortScopes,
+) -> BanValue {
     let expires_ns = row.expires_at.map_or(BanValue::PERMANENT, |at| {
         let left = u64::try_from(at.saturating_sub(now)).unwrap_or(0);
         mono_now
@@ -153,6 +159,7 @@ pub(super) fn kernel_value(row: &StoredBan, now: i64, mono_now: u64) -> BanValue
         row.target.prefix_len(),
         row.count,
     )
+    .with_scopes(scopes.mask(&row.scope))
 }
 
 /// Equal but for clock jitter between the two conversions.
@@ -163,10 +170,19 @@ pub(super) fn close_enough(a: &BanValue, b: &BanValue) -> bool {
         (BanValue::PERMANENT, _) | (_, BanValue::PERMANENT) => false,
         (x, y) => x.abs_diff(y) <= TOLERANCE_NS,
     };
-    same_expiry && a.source == b.source && a.prefix_len == b.prefix_len && a.count == b.count
+    same_expiry
+        && a.source == b.source
+        && a.prefix_len == b.prefix_len
+        && a.count == b.count
+        && a.scopes == b.scopes
 }
 
-pub(super) fn adopt(entries: &[(IpNet, BanValue)], now: i64, mono: u64) -> Vec<StoredBan> {
+pub(super) fn adopt(
+    entries: &[(IpNet, BanValue)],
+    now: i64,
+    mono: u64,
+    scopes: &PortScopes,
+) -> Vec<StoredBan> {
     entries
         .iter()
         .filter(|(_, value)| value.is_live(mono))
@@ -181,6 +197,7 @@ pub(super) fn adopt(entries: &[(IpNet, BanValue)], now: i64, mono: u64) -> Vec<S
             reason: "found in the kernel maps".to_owned(),
             detail: String::new(),
             count: value.count.max(1),
+            scope: scopes.scope_of(value.scopes),
             first_banned_at: now,
             last_banned_at: now,
         })

@@ -4,8 +4,11 @@ use ipnet::Ipv4Net;
 
 use proptest::prelude::*;
 
-use super::{reconcile::adopt, *};
-use crate::bans::{Allowlist, store::Store};
+use super::{
+    reconcile::{adopt, close_enough},
+    *,
+};
+use crate::bans::{Allowlist, PortScopes, store::Store};
 
 fn net(text: &str) -> IpNet {
     text.parse().expect("net")
@@ -32,6 +35,7 @@ fn request(target: &str, length: BanLength) -> BanRequest {
         source: Source::Logwatch,
         reason: "r".into(),
         detail: String::new(),
+        scope: BanScope::Default,
     }
 }
 
@@ -408,6 +412,7 @@ fn any_row() -> impl Strategy<Value = StoredBan> {
             reason: String::new(),
             detail: String::new(),
             count,
+            scope: BanScope::Default,
             first_banned_at: first,
             last_banned_at: last,
         })
@@ -416,7 +421,7 @@ fn any_row() -> impl Strategy<Value = StoredBan> {
 proptest! {
     #[test]
     fn any_stored_row_converts_without_panic(row in any_row(), now in any::<i64>(), mono in any::<u64>()) {
-        let value = kernel_value(&row, now, mono);
+        let value = kernel_value(&row, now, mono, &PortScopes::default());
         prop_assert_eq!(value.prefix_len, row.target.prefix_len());
         prop_assert_eq!(value.expires_ns == BanValue::PERMANENT, row.expires_at.is_none());
         let entry = BanManager::entry(&row);
@@ -428,7 +433,7 @@ proptest! {
     #[test]
     fn any_kernel_value_is_adopted_without_panic(expires_ns in any::<u64>(), mono in any::<u64>(), now in any::<i64>()) {
         let value = BanValue::new(expires_ns, 2, 32, 1);
-        let adopted = adopt(&[(net("192.0.2.1/32"), value)], now, mono);
+        let adopted = adopt(&[(net("192.0.2.1/32"), value)], now, mono, &PortScopes::default());
         if let Some(row) = adopted.first() {
             prop_assert!(row.expires_at.is_none_or(|at| at >= now));
         }
@@ -505,4 +510,74 @@ fn the_observer_sees_bans_and_unbans_with_their_source() {
         .expect("unban");
     bans.unban(net("192.0.2.7/32")).expect("unban");
     assert_eq!(*seen.lock().expect("lock"), ["ban 1", "unban fleet"]);
+}
+
+#[test]
+fn a_new_offence_widens_a_live_ban_s_ports_and_never_narrows_them() {
+    let dnsbl = BanScope::from_ports(&[25]);
+    let sasl = BanScope::from_ports(&[465, 587, 993]);
+    let policy = BanPolicy {
+        scopes: PortScopes::new(&[25, 465, 587], &[dnsbl.clone(), sasl.clone()]).expect("fits"),
+        ..BanPolicy::default()
+    };
+    let (_dir, mut bans) = manager(policy);
+    let scoped = |scope: &BanScope| BanRequest {
+        scope: scope.clone(),
+        ..request("192.0.2.7/32", BanLength::Default)
+    };
+    let first = bans.ban(scoped(&dnsbl)).expect("ban");
+    assert_eq!(first.ports, Some(vec![25]));
+    let second = bans.ban(scoped(&sasl)).expect("ban");
+    assert_eq!(second.ports, Some(vec![25, 465, 587, 993]));
+    // The default scope, met with another, stands for xdp.ports.
+    let third = bans
+        .ban(request("192.0.2.7/32", BanLength::Default))
+        .expect("ban");
+    assert_eq!(third.ports, Some(vec![25, 465, 587, 993]));
+    // The store keeps the widened scope.
+    let stored = bans.store().all().expect("all");
+    assert_eq!(stored[0].scope, BanScope::from_ports(&[25, 465, 587, 993]));
+    let fresh = bans.ban(BanRequest {
+        scope: dnsbl.clone(),
+        ..request("192.0.2.9/32", BanLength::Default)
+    });
+    assert_eq!(fresh.expect("ban").ports, Some(vec![25]));
+    let plain = bans
+        .ban(request("192.0.2.10/32", BanLength::Default))
+        .expect("ban");
+    assert_eq!(plain.ports, None, "the default scope is not spelled out");
+}
+
+#[test]
+fn kernel_values_carry_the_scope_bits_and_adoption_reads_them_back() {
+    let scopes = PortScopes::new(&[25, 465, 587], &[BanScope::from_ports(&[25])]).expect("fits");
+    let row = StoredBan {
+        target: net("192.0.2.7/32"),
+        expires_at: None,
+        source: Source::Policy,
+        reason: String::new(),
+        detail: String::new(),
+        count: 1,
+        scope: BanScope::from_ports(&[25]),
+        first_banned_at: 0,
+        last_banned_at: 0,
+    };
+    let value = kernel_value(&row, 0, 1, &scopes);
+    assert_eq!(value.scopes, 0b10);
+    let adopted = adopt(&[(row.target, value)], 0, 1, &scopes);
+    assert_eq!(adopted[0].scope, row.scope);
+    let default = kernel_value(
+        &StoredBan {
+            scope: BanScope::Default,
+            ..row
+        },
+        0,
+        1,
+        &scopes,
+    );
+    assert_eq!(default.scopes, xdp_common::SCOPE_DEFAULT);
+    assert!(
+        !close_enough(&value, &default),
+        "a scope change is rewritten"
+    );
 }
