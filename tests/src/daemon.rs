@@ -158,6 +158,9 @@ pub struct Settings {
     /// systemd unit (`CAP_BPF`, `CAP_NET_ADMIN`, `CAP_PERFMON`), through
     /// `setpriv`. `None` (the default): as root.
     pub run_as: Option<String>,
+    /// With [`Settings::run_as`]: the supplementary groups, as a unit's
+    /// `SupplementaryGroups=` gives them. Empty (the default): none.
+    pub groups: Vec<String>,
     /// Extra environment variables for the daemon, e.g. `SSL_CERT_FILE`.
     pub env: Vec<(String, String)>,
     /// Run the daemon under this seccomp allow list (e.g. the unit's,
@@ -191,6 +194,7 @@ impl Settings {
             ignore_self: true,
             extra: String::new(),
             run_as: None,
+            groups: Vec::new(),
             env: Vec::new(),
             syscall_filter: None,
             bin: None,
@@ -255,6 +259,7 @@ pub struct Daemon {
     /// start so no message of an earlier run is read as this one's.
     notify: Option<UnixDatagram>,
     run_as: Option<String>,
+    groups: Vec<String>,
     env: Vec<(String, String)>,
     syscall_filter: Option<SyscallFilter>,
 }
@@ -312,6 +317,7 @@ impl Daemon {
         }
         let mut daemon = Self {
             run_as: settings.run_as.clone(),
+            groups: settings.groups.clone(),
             env: settings.env.clone(),
             syscall_filter: settings.syscall_filter.clone(),
             bin: settings.bin.clone().unwrap_or_else(spamwall_bin),
@@ -357,7 +363,11 @@ impl Daemon {
                 [
                     format!("--reuid={user}"),
                     format!("--regid={user}"),
-                    "--clear-groups".to_owned(),
+                    if self.groups.is_empty() {
+                        "--clear-groups".to_owned()
+                    } else {
+                        format!("--groups={}", self.groups.join(","))
+                    },
                     format!("--inh-caps=-all,{UNIT_CAPABILITIES}"),
                     format!("--ambient-caps=-all,{UNIT_CAPABILITIES}"),
                     format!("--bounding-set=-all,{UNIT_CAPABILITIES}"),

@@ -36,7 +36,7 @@ const CONFIG: &str = "/etc/spamwall/spamwall.toml";
 const STATE: &str = "/var/lib/spamwall";
 /// Everything the package ships or its daemon makes; none of it may exist
 /// before the test, and none after the purge.
-const OWNED: [&str; 10] = [
+const OWNED: [&str; 13] = [
     "/etc/spamwall",
     STATE,
     "/run/spamwall",
@@ -47,6 +47,9 @@ const OWNED: [&str; 10] = [
     "/usr/share/bash-completion/completions/spamwall",
     "/usr/share/zsh/vendor-completions/_spamwall",
     "/usr/share/fish/vendor_completions.d/spamwall.fish",
+    "/usr/share/doc/spamwall/examples/drop-ins/mail-log.conf",
+    "/usr/share/doc/spamwall/examples/drop-ins/journal.conf",
+    "/usr/share/doc/spamwall/examples/drop-ins/fail2ban.conf",
 ];
 /// `cargo xtask deb` may have to build the daemon in release mode first.
 const BUILD_TIMEOUT: Duration = Duration::from_mins(30);

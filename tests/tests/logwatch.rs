@@ -408,10 +408,10 @@ fn a_fail_line_smuggled_past_the_line_limit_bans_nothing() {
 
 #[test]
 fn a_rule_with_its_own_ports_bans_the_client_from_those_ports_only() {
+    const SUBMISSION: u16 = 587;
     if !require_root("a_rule_with_its_own_ports_bans_the_client_from_those_ports_only") {
         return;
     }
-    const SUBMISSION: u16 = 587;
     let logs = tempfile::Builder::new()
         .prefix("spamwall-logwatch-")
         .tempdir()
