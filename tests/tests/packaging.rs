@@ -24,6 +24,49 @@ fn example_configuration_passes_check_config() {
     );
 }
 
+/// Every setting the example shows commented out is valid as written: the
+/// example with each `#key = value`, `#[section]` and continuation line
+/// uncommented passes `check-config` (the fleet's secret file pointed at a
+/// file that exists).
+#[test]
+fn example_configuration_with_every_commented_setting_passes_check_config() {
+    let example = fs::read_to_string(packaging("spamwall.toml")).expect("reading the example");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("fleet.key");
+    fs::write(&secret, "0123456789abcdef0123456789abcdef\n").expect("writing the secret");
+    let uncommented: String = example
+        .lines()
+        .map(|line| {
+            let setting = line.strip_prefix('#').filter(|rest| {
+                !rest.starts_with('#')
+                    && (rest.starts_with(|c: char| !c.is_whitespace())
+                        || rest.starts_with("  {")
+                        || rest.starts_with(']'))
+            });
+            let line = setting.unwrap_or(line);
+            let line = if line.starts_with("secret_file = ") {
+                format!("secret_file = {:?}", secret.display().to_string())
+            } else {
+                line.to_owned()
+            };
+            line + "\n"
+        })
+        .collect();
+    assert!(uncommented.contains("\n[policy]\n") && uncommented.contains("\n[fleet]\n"));
+    let path = dir.path().join("spamwall.toml");
+    fs::write(&path, &uncommented).expect("writing the uncommented example");
+    let out = Command::new(spamwall_bin())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .expect("running spamwall");
+    assert!(
+        out.status.success(),
+        "{}\n{uncommented}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn systemd_unit_verifies() {
     // systemd-analyze checks the binary exists and the user is known: point
