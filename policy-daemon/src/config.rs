@@ -145,6 +145,10 @@ pub struct BanConfig {
     pub widest_v4: u8,
     /// The widest IPv6 prefix any ban may cover. Default 32.
     pub widest_v6: u8,
+    /// How often the kernel maps are reconciled with the store (missing
+    /// bans written back, stray and expired entries removed) and old
+    /// history purged; also done at start. Default 1 minute. Read at start.
+    pub reconcile_interval: Span,
 }
 
 /// `[fail2ban]`: the fail2ban server bans go to when `ban.backends` names
@@ -215,6 +219,7 @@ impl Default for BanConfig {
             aggregate_v6_prefix: 64,
             widest_v4: 16,
             widest_v6: 32,
+            reconcile_interval: Span(Duration::from_mins(1)),
         }
     }
 }
@@ -722,6 +727,16 @@ mod tests {
             let message = syntax(text);
             assert!(message.contains("longest setting"), "{text}: {message}");
         }
+    }
+
+    #[test]
+    fn the_reconcile_interval_defaults_to_a_minute_and_is_never_zero() {
+        let config = Config::parse("").expect("defaults");
+        assert_eq!(config.ban.reconcile_interval.0, Duration::from_mins(1));
+        let config = Config::parse("[ban]\nreconcile_interval = \"2s\"\n").expect("2s");
+        assert_eq!(config.ban.reconcile_interval.0, Duration::from_secs(2));
+        let message = syntax("[ban]\nreconcile_interval = 0\n");
+        assert!(message.contains("must be longer than zero"), "{message}");
     }
 
     #[test]

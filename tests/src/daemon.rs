@@ -155,8 +155,8 @@ pub struct Settings {
     /// `[policy]` table. Empty by default.
     pub extra: String,
     /// Run the daemon as this user with only the capabilities of the
-    /// systemd unit (`CAP_BPF`, `CAP_NET_ADMIN`, `CAP_PERFMON`), through
-    /// `setpriv`. `None` (the default): as root.
+    /// systemd unit, read from [`unit_file`] by [`unit_capabilities`],
+    /// through `setpriv`. `None` (the default): as root.
     pub run_as: Option<String>,
     /// With [`Settings::run_as`]: the supplementary groups, as a unit's
     /// `SupplementaryGroups=` gives them. Empty (the default): none.
@@ -176,9 +176,56 @@ pub struct Settings {
     pub state_dir: Option<PathBuf>,
 }
 
-/// The capabilities `packaging/spamwall.service` grants, in setpriv's
-/// spelling.
-pub const UNIT_CAPABILITIES: &str = "+bpf,+net_admin,+perfmon";
+/// The systemd unit the daemon is run as with [`Settings::run_as`]:
+/// `packaging/spamwall.service` of the workspace.
+pub fn unit_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/spamwall.service")
+}
+
+/// The capabilities `unit` grants (`AmbientCapabilities=`, which must
+/// equal `CapabilityBoundingSet=`), in setpriv's spelling, e.g.
+/// `+bpf,+net_admin,+perfmon`. Panics when the unit names none or the two
+/// settings differ.
+pub fn unit_capabilities(unit: &Path) -> String {
+    let text =
+        fs::read_to_string(unit).unwrap_or_else(|e| panic!("reading {}: {e}", unit.display()));
+    let setting = |key: &str| -> Vec<String> {
+        let mut names: Vec<String> = text
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix(key)?.strip_prefix('='))
+            .flat_map(|value| {
+                value
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    let ambient = setting("AmbientCapabilities");
+    assert!(
+        !ambient.is_empty(),
+        "{} sets no AmbientCapabilities=",
+        unit.display()
+    );
+    assert_eq!(
+        ambient,
+        setting("CapabilityBoundingSet"),
+        "{}: the ambient set differs from the bounding set",
+        unit.display()
+    );
+    ambient
+        .iter()
+        .map(|name| {
+            let bare = name
+                .strip_prefix("CAP_")
+                .unwrap_or_else(|| panic!("{}: {name} is not a capability", unit.display()));
+            format!("+{}", bare.to_ascii_lowercase())
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
 impl Settings {
     /// All traffic on `interface`, auto mode, one-hour bans, no allowlist.
@@ -358,6 +405,7 @@ impl Daemon {
         // the child's pid is the daemon's, and signals go straight to it.
         let mut chain: Vec<std::ffi::OsString> = Vec::new();
         if let Some(user) = &self.run_as {
+            let capabilities = unit_capabilities(&unit_file());
             chain.push("setpriv".into());
             chain.extend(
                 [
@@ -368,9 +416,9 @@ impl Daemon {
                     } else {
                         format!("--groups={}", self.groups.join(","))
                     },
-                    format!("--inh-caps=-all,{UNIT_CAPABILITIES}"),
-                    format!("--ambient-caps=-all,{UNIT_CAPABILITIES}"),
-                    format!("--bounding-set=-all,{UNIT_CAPABILITIES}"),
+                    format!("--inh-caps=-all,{capabilities}"),
+                    format!("--ambient-caps=-all,{capabilities}"),
+                    format!("--bounding-set=-all,{capabilities}"),
                     "--".to_owned(),
                 ]
                 .map(Into::into),

@@ -50,6 +50,9 @@ pub struct Settings {
     /// verbatim: `inet:127.0.0.1:10040` or `unix:private/NAME` (relative to
     /// the queue directory). `None`: no policy check.
     pub policy: Option<String>,
+    /// Further `main.cf` lines, appended last (e.g.
+    /// `smtpd_policy_service_default_action = DUNNO`). Empty by default.
+    pub main_cf: String,
 }
 
 impl Settings {
@@ -59,6 +62,7 @@ impl Settings {
             listen,
             domain: "example.test".to_owned(),
             policy: None,
+            main_cf: String::new(),
         }
     }
 
@@ -100,7 +104,8 @@ impl Settings {
              virtual_uid_maps = static:{uid}\n\
              virtual_gid_maps = static:{gid}\n\
              virtual_minimum_uid = 1\n\
-             smtpd_recipient_restrictions = {restrictions}\n",
+             smtpd_recipient_restrictions = {restrictions}\n\
+             {extra}",
             queue = path("spool"),
             data = path("data"),
             log = path("maillog"),
@@ -110,6 +115,7 @@ impl Settings {
             mail = path("mail"),
             uid = owner.0,
             gid = owner.1,
+            extra = self.main_cf,
         )
     }
 }

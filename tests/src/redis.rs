@@ -110,6 +110,49 @@ impl RedisServer {
         terminate(&mut child, STOP_TIMEOUT);
     }
 
+    /// Runs `commands` against the stopped server's data, as if written
+    /// while no client was connected: a second server on a socket no
+    /// daemon knows (`edit.sock`) loads the append-only file, takes the
+    /// commands and is stopped again, leaving them in the file.
+    pub fn edit_stopped(&self, commands: &[Vec<String>]) {
+        assert!(self.child.is_none(), "edit_stopped: redis-server runs");
+        let socket = self.dir.path().join("edit.sock");
+        let mut child = Command::new("redis-server")
+            .args(["--port", "0", "--unixsocket"])
+            .arg(&socket)
+            .args(["--unixsocketperm", "700", "--dir"])
+            .arg(self.dir.path())
+            .args(["--appendonly", "yes", "--save", "", "--daemonize", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning redis-server: {e}"));
+        let cli = |args: &[String]| {
+            run_bounded(
+                Command::new("redis-cli").arg("-s").arg(&socket).args(args),
+                Duration::from_secs(5),
+            )
+        };
+        let started = Instant::now();
+        while !(socket.exists() && cli(&["PING".to_owned()]).status.success()) {
+            if started.elapsed() > READY_TIMEOUT {
+                kill_and_reap(&mut child);
+                panic!("the editing redis-server did not answer within {READY_TIMEOUT:?}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        for command in commands {
+            let output = cli(command);
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            if !output.status.success() || stdout.starts_with("ERR") {
+                kill_and_reap(&mut child);
+                panic!("redis-cli {command:?}: {stdout}");
+            }
+        }
+        terminate(&mut child, STOP_TIMEOUT);
+    }
+
     /// Whether the server answers `PING`.
     pub fn answers(&self) -> bool {
         self.socket().exists() && self.cli(&["PING"]).is_some_and(|out| out.trim() == "PONG")

@@ -71,8 +71,17 @@ impl Setup {
         );
     }
 
+    /// The connection times out and the family's `dropped_*` counter
+    /// rises: a refusal (RST) or a dead listener fails the connection
+    /// without moving it.
     fn assert_dropped(&self, addr: impl Into<IpAddr>, port: u16, context: &str) {
         let addr = addr.into();
+        let name = if addr.is_ipv4() {
+            "dropped_v4"
+        } else {
+            "dropped_v6"
+        };
+        let before = self.dropped(name);
         assert!(
             !self.net.can_connect(addr, port, DROPPED_SECS),
             "{context}: client {} connected to [{addr}]:{port} but should be dropped\nstats: {}\ndaemon log:\n{}",
@@ -80,6 +89,33 @@ impl Setup {
             self.stats_text(),
             self.daemon.log()
         );
+        let after = self.dropped(name);
+        assert!(
+            after > before,
+            "{context}: the connection to [{addr}]:{port} failed, but {name} stayed at {before}: \
+             refused or not listening, not dropped\ndaemon log:\n{}",
+            self.daemon.log()
+        );
+    }
+
+    /// The drop counter `name` (`dropped_v4`, `dropped_v6`): from `stats`
+    /// while the daemon runs, else from the pinned counters map, as they
+    /// go on counting without it.
+    fn dropped(&self, name: &str) -> u64 {
+        if self.daemon.pid().is_some() {
+            return counter(&self.daemon.stats(), name);
+        }
+        let pinned = spamwall::dataplane::Dataplane::load(
+            self.daemon.pin_dir(),
+            spamwall_tests::TEST_CAPACITIES,
+        )
+        .unwrap_or_else(|e| panic!("opening the pinned maps: {e}"));
+        pinned
+            .counters()
+            .unwrap_or_else(|e| panic!("reading the pinned counters: {e}"))
+            .iter()
+            .find_map(|(counter, value)| (counter.name() == name).then_some(value))
+            .unwrap_or_else(|| panic!("no counter {name}"))
     }
 
     /// `stats --json` for failure messages; never panics.

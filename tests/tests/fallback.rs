@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use spamwall::bans::store::Store;
 use spamwall_tests::{
     daemon::{Daemon, Settings},
     fail2ban::{Fail2banServer, JAIL},
@@ -88,6 +89,32 @@ fn jail_command(fail2ban: &Fail2banServer, action: &str, target: &str) {
     );
 }
 
+/// The fail2ban backend's queue depth, from `status --json`.
+fn fail2ban_queue_depth(daemon: &Daemon) -> u64 {
+    let status = daemon.status();
+    status["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|backend| backend["name"] == "fail2ban")
+        .and_then(|backend| backend["queue_depth"].as_u64())
+        .unwrap_or_else(|| panic!("no fail2ban queue depth in status: {status}"))
+}
+
+/// Polls `status` until fail2ban's queue is empty; panics after
+/// [`JAIL_TIMEOUT`].
+fn wait_queue_empty(daemon: &Daemon) {
+    let deadline = Instant::now() + JAIL_TIMEOUT;
+    while fail2ban_queue_depth(daemon) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "fail2ban's queue not empty after {JAIL_TIMEOUT:?}\ndaemon log:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
@@ -157,20 +184,35 @@ fn both_backends_get_every_ban_and_fail2ban_restarts_lose_none() {
         "XDP drops the client"
     );
 
-    // fail2ban goes away while bans keep coming; none is lost.
+    // fail2ban goes away while bans keep coming: each waits in the queue.
     fail2ban.stop();
     let queued: Vec<String> = (1..=30).map(|i| format!("203.0.113.{i}")).collect();
     for target in &queued {
         daemon.cli_ok(&["ban", target]);
     }
-    let depth = daemon.status()["backends"][1]["queue_depth"]
-        .as_u64()
-        .unwrap();
-    assert!(depth > 0, "bans wait in the queue while fail2ban is down");
+    assert_eq!(
+        fail2ban_queue_depth(&daemon),
+        30,
+        "one queued operation per ban made while fail2ban is down"
+    );
     fail2ban.launch();
     let mut expected: BTreeSet<String> = queued.into_iter().collect();
     expected.insert(client);
     fail2ban.wait_until_listed(&expected, Duration::from_mins(1));
+
+    // fail2ban restarts in the middle of a stream of bans: none is lost.
+    let stream: Vec<String> = (1..=40)
+        .map(|i| format!("198.51.100.{}", 100 + i))
+        .collect();
+    for (n, target) in stream.iter().enumerate() {
+        if n == 20 {
+            fail2ban.restart();
+        }
+        daemon.cli_ok(&["ban", target]);
+    }
+    expected.extend(stream);
+    fail2ban.wait_until_listed(&expected, Duration::from_mins(1));
+    wait_queue_empty(&daemon);
 }
 
 #[test]
@@ -364,4 +406,128 @@ fn an_allowlist_entry_lifts_bans_everywhere_on_reload_and_at_start() {
             .all(|ban| ban["addr"] != client.as_str())
     );
     wait_jail(&fail2ban, &daemon, &client, false, "allowlisted at start");
+}
+
+/// XDP enforces and fail2ban idles as the fallback; then a reload leaves
+/// XDP no interface to enforce on, and every ban active at that moment —
+/// not one that ended before — goes to fail2ban. The jail is reconciled
+/// only hourly here, so what arrives was queued by the takeover.
+#[test]
+fn the_fallback_queues_every_active_ban_when_it_takes_over() {
+    if !require_root("the_fallback_queues_every_active_ban_when_it_takes_over") {
+        return;
+    }
+    let fail2ban = Fail2banServer::start();
+    let mut net = NetnsPair::new(Subnet::test_net_1(25));
+    net.listen(net.server_v4().into(), 25);
+    let mut settings = Settings::on(net.server());
+    settings.extra = format!(
+        "{}reconcile_interval = \"1h\"\n",
+        fail2ban_section(&fail2ban)
+    );
+    let daemon = Daemon::start(net.server(), &settings);
+    let status = daemon.status();
+    assert_eq!(status["backends"][0]["active"], true, "{status}");
+    assert_eq!(status["backends"][1]["active"], false, "{status}");
+
+    let client = net.client_v4().to_string();
+    let active = [
+        client.as_str(),
+        "203.0.113.0/28",
+        "2001:db8:25::77",
+        "198.51.100.9",
+    ];
+    let mut ban = vec!["ban"];
+    ban.extend(active);
+    daemon.cli_ok(&ban);
+    daemon.cli_ok(&["ban", "198.51.100.10"]);
+    daemon.cli_ok(&["unban", "198.51.100.10"]);
+    assert!(
+        !can_connect(net.client(), net.server_v4().into(), 25, 1),
+        "XDP drops the client"
+    );
+    assert!(
+        fail2ban.cli_banned(JAIL).is_empty(),
+        "an idle fallback gets nothing"
+    );
+
+    settings.interfaces = vec!["no-such-if0".to_owned()];
+    daemon.rewrite_config(&settings);
+    daemon.reload();
+    let status = daemon.status();
+    assert_eq!(status["backends"][0]["active"], false, "{status}");
+    assert_eq!(status["backends"][1]["active"], true, "{status}");
+    let listed = fail2ban.wait_until_listed(&set(&active), JAIL_TIMEOUT);
+    assert_eq!(listed, set(&active), "exactly the active bans");
+    daemon.cli_ok(&["ban", "198.51.100.11"]);
+    wait_jail(
+        &fail2ban,
+        &daemon,
+        "198.51.100.11",
+        true,
+        "a ban after the takeover",
+    );
+}
+
+/// Operations queued while fail2ban is down are rows of the store's
+/// `outbox` table: a SIGKILL of the daemon leaves every one there, and the
+/// restarted daemon delivers them once fail2ban is back.
+#[test]
+fn queued_fail2ban_operations_survive_a_sigkill_of_the_daemon() {
+    if !require_root("queued_fail2ban_operations_survive_a_sigkill_of_the_daemon") {
+        return;
+    }
+    let mut fail2ban = Fail2banServer::start();
+    let net = NetnsPair::new(Subnet::test_net_2(26));
+    let mut settings = Settings::on(net.server());
+    "backends = [\"fail2ban\"]".clone_into(&mut settings.ban_extra);
+    settings.extra = format!(
+        "{}reconcile_interval = \"1h\"\n",
+        fail2ban_section(&fail2ban)
+    );
+    let mut daemon = Daemon::start(net.server(), &settings);
+    daemon.cli_ok(&["ban", "198.51.100.50"]);
+    wait_jail(
+        &fail2ban,
+        &daemon,
+        "198.51.100.50",
+        true,
+        "before the outage",
+    );
+
+    fail2ban.stop();
+    let queued: Vec<String> = (1..=20).map(|i| format!("203.0.113.{i}")).collect();
+    let mut ban = vec!["ban"];
+    ban.extend(queued.iter().map(String::as_str));
+    daemon.cli_ok(&ban);
+    daemon.cli_ok(&["unban", "198.51.100.50"]);
+    assert_eq!(fail2ban_queue_depth(&daemon), 21);
+    daemon.kill(libc::SIGKILL);
+
+    let store = Store::open_in(daemon.state_dir()).unwrap();
+    let pending: BTreeSet<(String, String)> = store
+        .outbox_pending("fail2ban")
+        .unwrap()
+        .into_iter()
+        .map(|row| (row.op, row.target))
+        .collect();
+    drop(store);
+    let mut expected: BTreeSet<(String, String)> = queued
+        .iter()
+        .map(|target| ("ban".to_owned(), target.clone()))
+        .collect();
+    expected.insert(("unban".to_owned(), "198.51.100.50".to_owned()));
+    assert_eq!(pending, expected, "the outbox after the SIGKILL");
+
+    fail2ban.launch();
+    daemon.restart();
+    fail2ban.wait_until_listed(&queued.iter().cloned().collect(), JAIL_TIMEOUT);
+    wait_jail(
+        &fail2ban,
+        &daemon,
+        "198.51.100.50",
+        false,
+        "the queued unban",
+    );
+    wait_queue_empty(&daemon);
 }

@@ -498,3 +498,171 @@ fn signed_fleet_messages_are_still_bounded() {
     );
     assert_eq!(b.rejected("refused"), 1);
 }
+
+/// Unix seconds, `offset` from now.
+fn unix_in(offset: i64) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    i64::try_from(now).expect("fits") + offset
+}
+
+/// Redis stops; while it is down, an active and an expired ban of a third
+/// node enter its sorted set with no message published. When Redis
+/// returns, both nodes reconnect and resync: they apply the active ban,
+/// which they can only have read from the set, and purge the expired one.
+#[test]
+fn after_a_redis_restart_the_nodes_resync_every_active_ban() {
+    if !ready("after_a_redis_restart_the_nodes_resync_every_active_ban") {
+        return;
+    }
+    let mut redis = RedisServer::start();
+    let a = Node::start(&redis, "mx-a", &[]);
+    let b = Node::start(&redis, "mx-b", &[]);
+    sync_through(&a, &b, "198.51.100.30");
+    redis.stop();
+    for node in [&a, &b] {
+        assert!(
+            within(Duration::from_secs(10), || node.fleet_status()["active"]
+                == false)
+            .is_some(),
+            "Redis went away unnoticed: {}",
+            node.fleet_status()
+        );
+    }
+
+    let entry = |target: &str, expires: i64| {
+        let json = message(
+            "ban",
+            target,
+            &expires.to_string(),
+            "mx-z",
+            "while redis was down",
+        );
+        [
+            vec![
+                "ZADD".to_owned(),
+                "spamwall:bans".to_owned(),
+                expires.to_string(),
+                target.to_owned(),
+            ],
+            vec![
+                "HSET".to_owned(),
+                "spamwall:details".to_owned(),
+                target.to_owned(),
+                json,
+            ],
+        ]
+    };
+    let mut commands = Vec::new();
+    commands.extend(entry("198.51.100.31", unix_in(3600)));
+    commands.extend(entry("198.51.100.32", unix_in(-60)));
+    redis.edit_stopped(&commands);
+    redis.launch();
+
+    for (name, node) in [("A", &a), ("B", &b)] {
+        assert!(
+            within(Duration::from_secs(20), || node
+                .lists("198.51.100.31")
+                .is_some())
+            .is_some(),
+            "{name} did not resync after Redis returned: {}\nlog:\n{}",
+            node.fleet_status(),
+            node.daemon.log()
+        );
+        let ban = node.lists("198.51.100.31").expect("listed");
+        assert_eq!(ban["source"], "fleet", "{ban}");
+        assert!(
+            node.lists("198.51.100.32").is_none(),
+            "an expired entry applied"
+        );
+        assert_eq!(node.fleet_status()["active"], true);
+    }
+    let members = redis
+        .cli(&["ZRANGE", "spamwall:bans", "0", "-1"])
+        .expect("ZRANGE");
+    assert!(members.contains("198.51.100.31"), "{members}");
+    assert!(
+        !members.contains("198.51.100.32"),
+        "the expired entry stays: {members}"
+    );
+}
+
+/// Every node here has `192.0.2.1` and `2001:db8:1::1`: a fleet ban of one of
+/// them, or of a prefix holding one, is refused like a local one, also on
+/// a resync; a ban next to them is applied.
+#[test]
+fn a_fleet_ban_never_covers_the_nodes_own_addresses() {
+    if !ready("a_fleet_ban_never_covers_the_nodes_own_addresses") {
+        return;
+    }
+    let redis = RedisServer::start();
+    let b = Node::start(&redis, "mx-b", &[]);
+    let own = [
+        "192.0.2.0/24",
+        "192.0.2.1",
+        "2001:db8:1::1",
+        "2001:db8:1::/64",
+        "2001:db8::/32",
+    ];
+    let forever = "null";
+    for target in own {
+        redis
+            .cli(&[
+                "PUBLISH",
+                "spamwall",
+                &message("ban", target, forever, "mx-z", "own"),
+            ])
+            .expect("PUBLISH");
+    }
+    redis
+        .cli(&[
+            "PUBLISH",
+            "spamwall",
+            &message("ban", "2001:db8:2::/64", forever, "mx-z", "next door"),
+        ])
+        .expect("PUBLISH");
+    assert!(
+        within(Duration::from_secs(5), || b
+            .lists("2001:db8:2::/64")
+            .is_some())
+        .is_some(),
+        "{}",
+        b.daemon.log()
+    );
+    let listed: Vec<String> = b
+        .daemon
+        .list()
+        .iter()
+        .map(|ban| ban["addr"].as_str().expect("addr").to_owned())
+        .collect();
+    assert_eq!(listed, ["2001:db8:2::/64"], "B banned its own addresses");
+    assert_eq!(b.rejected("refused"), 5);
+    assert!(b.reaches_server(), "B drops its own client link");
+
+    // The same entries in the resync set: a node started later refuses
+    // them too.
+    for target in own {
+        redis
+            .cli(&["ZADD", "spamwall:bans", "+inf", target])
+            .expect("ZADD");
+        redis
+            .cli(&[
+                "HSET",
+                "spamwall:details",
+                target,
+                &message("ban", target, forever, "mx-z", "own"),
+            ])
+            .expect("HSET");
+    }
+    let c = Node::start(&redis, "mx-c", &[]);
+    let listed: Vec<String> = c
+        .daemon
+        .list()
+        .iter()
+        .map(|ban| ban["addr"].as_str().expect("addr").to_owned())
+        .collect();
+    assert_eq!(listed, Vec::<String>::new(), "C resynced its own addresses");
+    assert_eq!(c.rejected("refused"), 5);
+}

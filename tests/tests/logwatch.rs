@@ -236,37 +236,93 @@ fn wait_banned(daemon: &Daemon, addr: IpAddr, what: &str) -> Value {
     }
 }
 
-/// Waits until the daemon runs `journalctl` (its first start follows the
-/// journal from that moment: an earlier line is history, not replayed).
-fn wait_following(daemon: &Daemon) {
-    let pid = daemon.pid().expect("the daemon runs");
+/// The cursor of `unit`'s entry whose message is `message`, once journald
+/// has written it.
+fn cursor_of(journald: &Journald, unit: &str, message: &str) -> Option<String> {
+    let output = spamwall_tests::netns::run_bounded(
+        Command::new("journalctl")
+            .arg(format!("--namespace={}", journald.namespace()))
+            .args(["-u", unit, "-o", "json", "--no-pager"])
+            .arg(format!("MESSAGE={message}")),
+        Duration::from_secs(10),
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    let entry: Value = serde_json::from_str(text.lines().next()?).ok()?;
+    entry["__CURSOR"].as_str().map(str::to_owned)
+}
+
+/// The pids of the `journalctl` processes the daemon started: the
+/// children of its threads.
+fn journalctl_pids(daemon: &Daemon) -> Vec<u32> {
+    let Some(pid) = daemon.pid() else {
+        return Vec::new();
+    };
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|children| {
+            children
+                .split_whitespace()
+                .filter_map(|child| child.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/comm"))
+                .is_ok_and(|comm| comm.trim() == "journalctl")
+        })
+        .collect()
+}
+
+/// Whether `pid` still runs (exists and is not a zombie).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
+}
+
+/// Waits until the daemon follows `unit`'s journal: logs a probe line
+/// (which no filter matches) and polls the cursor the daemon saves until
+/// it is the probe's, with a fresh probe each second, because a
+/// `journalctl` that has not yet taken "now" never sees an earlier line.
+fn wait_following(daemon: &Daemon, journald: &mut Journald, unit: &str) {
+    let store = Store::open_in(daemon.state_dir()).expect("opening the daemon's store");
     let started = Instant::now();
-    loop {
-        // journalctl is started by one of the daemon's threads: it is
-        // listed among that thread's children.
-        let following = std::fs::read_dir(format!("/proc/{pid}/task"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-            .any(|children| {
-                children.split_whitespace().any(|child| {
-                    std::fs::read_to_string(format!("/proc/{child}/comm"))
-                        .is_ok_and(|comm| comm.trim() == "journalctl")
-                })
-            });
-        if following {
-            // journalctl takes "now" as it starts: a moment to get there.
-            thread::sleep(Duration::from_millis(500));
-            return;
+    for n in 0_u32.. {
+        let probe = format!("spamwall test probe {n}");
+        journald.log(unit, "spamwall-test", &probe);
+        let window = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < window {
+            let saved = store
+                .logwatch_position("journal")
+                .expect("reading the saved position")
+                .and_then(|position| position.cursor);
+            if saved.is_some() && saved == cursor_of(journald, unit, &probe) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
         }
         assert!(
             started.elapsed() < BAN_DEADLINE,
-            "the daemon started no journalctl within {BAN_DEADLINE:?}; log:\n{}",
+            "the daemon does not follow {unit}'s journal after {BAN_DEADLINE:?}; log:\n{}",
             daemon.log()
         );
-        thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The `[logwatch]` of a journal source on `unit` in `journald`'s
+/// namespace, banning on the first postscreen DNSBL line.
+fn journal_settings(net: &NetnsPair, journald: &Journald, unit: &str) -> Settings {
+    let mut settings = Settings::on(net.server());
+    settings.extra = format!(
+        "[[logwatch.source]]\nname = \"journal\"\njournal = [\"{unit}\"]\n\
+         journal_namespace = \"{}\"\n\n\
+         [[logwatch.rule]]\nfilter = \"postfix\"\nmode = \"rbl\"\nmaxretry = 1\n",
+        journald.namespace()
+    );
+    settings
 }
 
 #[test]
@@ -276,15 +332,9 @@ fn journal_lines_of_the_unit_ban_and_restart_resumes_after_the_cursor() {
     }
     let mut journald = Journald::start();
     let net = NetnsPair::new(Subnet::test_net_3(54));
-    let mut settings = Settings::on(net.server());
-    settings.extra = format!(
-        "[[logwatch.source]]\nname = \"journal\"\njournal = [\"postfix@-.service\"]\n\
-         journal_namespace = \"{}\"\n\n\
-         [[logwatch.rule]]\nfilter = \"postfix\"\nmode = \"rbl\"\nmaxretry = 1\n",
-        journald.namespace()
-    );
+    let settings = journal_settings(&net, &journald, "postfix@-.service");
     let mut daemon = Daemon::start(net.server(), &settings);
-    wait_following(&daemon);
+    wait_following(&daemon, &mut journald, "postfix@-.service");
     let host = |n: u8| IpAddr::from(net.subnet().v4_host(n));
 
     // Postfix's unit logs: banned, with the line as journald gave it.
@@ -338,6 +388,72 @@ fn journal_lines_of_the_unit_ban_and_restart_resumes_after_the_cursor() {
     for n in [81, 83] {
         let ban = ban_of(&daemon, host(n)).expect("still banned");
         assert_eq!(ban["count"], 1, "a line was read twice: {ban}");
+    }
+}
+
+/// The unit whose journal the tests follow, as Debian's Postfix names it.
+const UNIT: &str = "postfix@-.service";
+
+/// A `journalctl` that dies is started again, after the saved cursor, so a
+/// line logged while none ran still bans; a daemon killed outright takes
+/// its `journalctl` with it.
+#[test]
+fn journalctl_is_restarted_after_it_dies_and_dies_with_the_daemon() {
+    if !require_root("journalctl_is_restarted_after_it_dies_and_dies_with_the_daemon") {
+        return;
+    }
+    let mut journald = Journald::start();
+    let net = NetnsPair::new(Subnet::test_net_1(55));
+    let mut daemon = Daemon::start(net.server(), &journal_settings(&net, &journald, UNIT));
+    wait_following(&daemon, &mut journald, UNIT);
+    let host = |n: u8| IpAddr::from(net.subnet().v4_host(n));
+    let first = match journalctl_pids(&daemon)[..] {
+        [pid] => pid,
+        ref pids => panic!("expected one journalctl, found {pids:?}"),
+    };
+
+    // SAFETY: kill(2) on the journalctl the daemon under test started.
+    let killed = unsafe { libc::kill(i32::try_from(first).expect("pid fits"), libc::SIGKILL) };
+    assert_eq!(
+        killed,
+        0,
+        "kill {first}: {}",
+        std::io::Error::last_os_error()
+    );
+    journald.log(UNIT, "postfix/postscreen", &dnsbl_message(host(91), 40091));
+    // The restart waits 5 s; the ban arrives after it.
+    let deadline = Instant::now() + BAN_DEADLINE;
+    let second = loop {
+        if let [pid] = journalctl_pids(&daemon)[..]
+            && pid != first
+        {
+            break pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new journalctl within {BAN_DEADLINE:?} of killing {first}; log:\n{}",
+            daemon.log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!running(first), "the killed journalctl {first} runs");
+    wait_banned(&daemon, host(91), "a line logged while journalctl was dead");
+    assert!(
+        daemon
+            .log()
+            .contains("journalctl exited; starting it again"),
+        "{}",
+        daemon.log()
+    );
+
+    daemon.kill(libc::SIGKILL);
+    let deadline = Instant::now() + BAN_DEADLINE;
+    while running(second) {
+        assert!(
+            Instant::now() < deadline,
+            "journalctl {second} outlived the daemon by {BAN_DEADLINE:?}"
+        );
+        thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -201,6 +201,7 @@ fn evictions_from_a_small_lru_map_are_detected_and_repaired() {
             )
         })
         .collect();
+    let targets: Vec<IpNet> = requests.iter().map(|r| r.target).collect();
     assert!(bans.ban_many(requests).iter().all(Result::is_ok));
     assert_eq!(bans.list().len(), 200, "the store holds every ban");
     let report = bans.reconcile(false);
@@ -209,6 +210,37 @@ fn evictions_from_a_small_lru_map_are_detected_and_repaired() {
         "a 64-entry LRU map cannot hold 200 bans: {report:?}"
     );
     assert_eq!(bans.stats().evicted, report.evicted);
+
+    // Down to 20 live bans, which the map holds: whichever of them the
+    // LRU evicted are written back, each counted once.
+    for target in &targets[20..] {
+        assert!(bans.unban(*target).expect("unban"));
+    }
+    let kept = &targets[..20];
+    let in_map = |bans: &BanManager, target: &IpNet| {
+        bans.xdp()
+            .dataplane
+            .as_ref()
+            .expect("dataplane")
+            .get(*target)
+            .expect("lookup")
+            .is_some()
+    };
+    let missing = kept.iter().filter(|t| !in_map(&bans, t)).count() as u64;
+    let evicted_before = bans.stats().evicted;
+    let report = bans.reconcile(false);
+    assert_eq!(report.evicted, missing, "{report:?}");
+    assert_eq!(bans.stats().evicted, evicted_before + missing);
+    let absent: Vec<&IpNet> = kept.iter().filter(|t| !in_map(&bans, t)).collect();
+    assert!(absent.is_empty(), "not written back: {absent:?}");
+    let entries = bans
+        .xdp()
+        .dataplane
+        .as_ref()
+        .expect("dataplane")
+        .entries()
+        .expect("entries");
+    assert_eq!(entries.len(), 20, "only the live bans: {entries:?}");
 }
 
 #[test]

@@ -396,3 +396,77 @@ fn wait_for_ban(daemon: &Daemon, addr: &str) -> Option<Value> {
         thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Postfix fails open around spamwall with the shipped snippet's
+/// `smtpd_policy_service_default_action = DUNNO`: the clean client's
+/// mail is delivered when spamwall answers late (a DNS list that never
+/// answers, cut off by `request_timeout`), when it does not answer at all
+/// (stopped with SIGSTOP: Postfix's own timeout) and when it is gone.
+#[test]
+fn postfix_keeps_delivering_when_spamwall_is_slow_frozen_or_gone() {
+    const NAME: &str = "postfix_keeps_delivering_when_spamwall_is_slow_frozen_or_gone";
+    if !require_root(NAME) {
+        return;
+    }
+    let net = Net::new();
+    // No host has this address: every query to it goes unanswered.
+    let silent = std::net::SocketAddr::from((net.pair.subnet().v4_host(250), 53));
+    let mut daemon_settings = Settings::on(net.pair.server());
+    daemon_settings.extra =
+        policy_toml(silent).replace("resolver =", "request_timeout = \"1s\"\nresolver =");
+    let mut daemon = Daemon::start(net.pair.server(), &daemon_settings);
+    let mut settings = postfix::Settings::on(net.server());
+    settings.policy = Some(format!("inet:127.0.0.1:{POLICY_PORT}"));
+    // The shipped snippet's own setting, so the test fails if it changes.
+    let snippet = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../packaging/postfix-main.cf.snippet"),
+    )
+    .expect("reading the Postfix snippet");
+    let default_action = snippet
+        .lines()
+        .find(|line| line.starts_with("smtpd_policy_service_default_action"))
+        .expect("the snippet sets smtpd_policy_service_default_action");
+    assert_eq!(
+        default_action, "smtpd_policy_service_default_action = DUNNO",
+        "the snippet fails open"
+    );
+    settings.main_cf = format!(
+        "{default_action}\n\
+         smtpd_policy_service_timeout = 3s\n\
+         smtpd_policy_service_try_limit = 1\n"
+    );
+    let postfix = Postfix::start(net.pair.server(), &settings);
+    let send = |delivered: usize, what: &str, log: &dyn Fn() -> String| {
+        let output = postfix::swaks(&net.clean.netns, net.server(), FROM, TO, 15);
+        let text = transcript(&output);
+        assert!(
+            output.status.success() && text.contains("250 2.0.0 Ok: queued"),
+            "{what}: the mail was not queued:\n{text}\nPostfix log:\n{}\n{}",
+            postfix.log(),
+            log()
+        );
+        assert!(!text.contains("451"), "{what}: a tempfail:\n{text}");
+        assert!(
+            postfix.wait_delivered(delivered, DELIVERY_TIMEOUT),
+            "{what}: not delivered\nPostfix log:\n{}\n{}",
+            postfix.log(),
+            log()
+        );
+    };
+
+    send(1, "a check that never answers", &|| daemon.log());
+    let stats = daemon.stats();
+    assert_eq!(stats["policy_requests"], 1, "spamwall answered: {stats}");
+
+    let pid = libc::pid_t::try_from(daemon.pid().unwrap()).unwrap();
+    // SAFETY: kill(2) on the daemon this test started, not yet reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    send(2, "spamwall stopped (SIGSTOP)", &|| String::new());
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    daemon.cli_ok(&["status"]);
+
+    daemon.kill(libc::SIGKILL);
+    send(3, "spamwall not running", &|| String::new());
+}

@@ -294,7 +294,8 @@ impl Services {
                 every,
             ))
         });
-        let maintenance = tokio::spawn(tasks::maintenance_loop(Arc::clone(shared), stopped));
+        let every = shared.runtime().config.ban.reconcile_interval.0;
+        let maintenance = tokio::spawn(tasks::maintenance_loop(Arc::clone(shared), stopped, every));
         let logwatch = {
             let config = shared.runtime().config.logwatch.clone();
             let store = Arc::clone(shared.manager().store());

@@ -13,9 +13,6 @@ use crate::{
     config::{Backend, Config, Fail2banConfig},
 };
 
-/// How often the maps are reconciled with the store and history purged.
-pub(super) const MAINTENANCE_INTERVAL: Duration = Duration::from_mins(1);
-
 /// Starts the fleet link and waits for its first resync (or first failure)
 /// so the daemon reports ready with the fleet's bans in place.
 pub(super) async fn start_fleet(
@@ -84,11 +81,14 @@ pub(super) fn start_fail2ban(
     Ok(Some(Fail2banLink { backend, always }))
 }
 
+/// Reconciles the maps with the store and purges history every `every`
+/// (`ban.reconcile_interval`; a span is never zero).
 pub(super) async fn maintenance_loop(
     shared: Arc<Shared>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
+    every: Duration,
 ) {
-    let mut ticker = tokio::time::interval(MAINTENANCE_INTERVAL);
+    let mut ticker = tokio::time::interval(every);
     ticker.tick().await;
     loop {
         tokio::select! {

@@ -46,6 +46,18 @@ impl<'a> Decoder<'a> {
     }
 
     pub(super) fn run(mut self) -> Result<Value, PickleError> {
+        self.execute()
+    }
+
+    /// [`Decoder::run`], also returning what the decode spent and the
+    /// budget it had, for tests of the budget itself.
+    #[cfg(test)]
+    pub(super) fn run_measured(mut self) -> (Result<Value, PickleError>, usize, usize) {
+        let result = self.execute();
+        (result, self.spent, self.budget)
+    }
+
+    fn execute(&mut self) -> Result<Value, PickleError> {
         loop {
             self.at = self.pos;
             let opcode = self.byte()?;

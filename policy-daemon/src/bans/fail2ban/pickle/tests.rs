@@ -188,11 +188,23 @@ fn captured_replies_decode() {
 
 #[test]
 fn large_banned_list_decodes_within_budget() {
-    let Value::Tuple(reply) = captured("get_banned_large") else {
+    let (_, bytes) = CAPTURED
+        .iter()
+        .find(|(n, _)| *n == "get_banned_large")
+        .expect("vector");
+    let (decoded, spent, budget) = Decoder::new(bytes).run_measured();
+    assert_eq!(
+        budget,
+        bytes.len() * BUDGET_PER_INPUT_BYTE + BUDGET_BASE,
+        "the budget grows with the input"
+    );
+    assert!(spent <= budget, "spent {spent} of {budget}");
+    let Value::Tuple(reply) = decoded.expect("decodes") else {
         panic!("tuple");
     };
     let list = reply[1].as_seq().expect("list");
     assert_eq!(list.len(), 1502);
+    assert!(spent >= list.len(), "every item is charged: spent {spent}");
     assert_eq!(list[2], s("10.0.0.1"));
     assert!(list.iter().all(|item| item.as_str().is_some()));
 }
