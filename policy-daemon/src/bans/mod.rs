@@ -16,6 +16,7 @@ use xdp_common::{SOURCE_CLI, SOURCE_FLEET, SOURCE_LOGWATCH, SOURCE_POLICY};
 use crate::dataplane::PacketCounters;
 
 mod backend;
+pub mod explain;
 pub mod fail2ban;
 mod manager;
 pub mod store;
@@ -33,6 +34,14 @@ pub enum TargetError {
     NotAnAddress { input: String },
     #[error("{input} has host bits set; the prefix is {network}")]
     HostBits { input: String, network: IpNet },
+    /// A scope (zone) id names a link of this host; a ban applies to the
+    /// address on every link.
+    #[error("{input:?} has a scope id (%{zone}); give the address without it: {address}")]
+    ScopeId {
+        input: String,
+        zone: String,
+        address: String,
+    },
 }
 
 /// Why an address cannot be banned, or a ban not made or lifted.
@@ -102,6 +111,21 @@ pub fn parse_target(input: &str) -> Result<IpNet, TargetError> {
     };
     if let Ok(addr) = IpAddr::from_str(text) {
         return Ok(IpNet::from(addr.to_canonical()));
+    }
+    if let Some((address, zone)) = text.split_once('%')
+        && let Ok(addr) = IpAddr::from_str(address)
+    {
+        let (zone, length) = zone.split_once('/').map_or((zone, ""), |(z, l)| (z, l));
+        let without = if length.is_empty() {
+            addr.to_canonical().to_string()
+        } else {
+            format!("{addr}/{length}")
+        };
+        return Err(TargetError::ScopeId {
+            input: input.to_owned(),
+            zone: zone.to_owned(),
+            address: without,
+        });
     }
     let net = IpNet::from_str(text).map_err(|_| not_an_address())?;
     if net.trunc() != net {
@@ -239,6 +263,22 @@ impl Source {
             Self::Logwatch => "logwatch",
             Self::Fleet => "fleet",
         }
+    }
+}
+
+/// A name that is not a ban source.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a ban source (policy, cli, logwatch or fleet)")]
+pub struct UnknownSource(pub String);
+
+impl FromStr for Source {
+    type Err = UnknownSource;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        [Self::Policy, Self::Cli, Self::Logwatch, Self::Fleet]
+            .into_iter()
+            .find(|source| source.as_str() == text)
+            .ok_or_else(|| UnknownSource(text.to_owned()))
     }
 }
 
@@ -494,6 +534,18 @@ mod tests {
             }
         );
         assert!(error.to_string().contains("192.0.2.0/24"));
+        let error = parse_target("fe80::1%eth0").expect_err("scope id");
+        assert_eq!(
+            error.to_string(),
+            "\"fe80::1%eth0\" has a scope id (%eth0); give the address without it: fe80::1"
+        );
+        let error = parse_target("fe80::%2/64").expect_err("scope id");
+        assert!(
+            error
+                .to_string()
+                .ends_with("(%2); give the address without it: fe80::/64"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -526,7 +578,15 @@ mod tests {
     fn sources_round_trip_through_their_codes() {
         for source in [Source::Policy, Source::Cli, Source::Logwatch, Source::Fleet] {
             assert_eq!(Source::from_code(source.code()), source);
+            assert_eq!(source.as_str().parse(), Ok(source));
         }
+        assert_eq!(
+            "CLI"
+                .parse::<Source>()
+                .expect_err("case matters")
+                .to_string(),
+            "\"CLI\" is not a ban source (policy, cli, logwatch or fleet)"
+        );
     }
 
     #[test]
