@@ -7,11 +7,11 @@ use proptest::prelude::*;
 use super::{reconcile::adopt, *};
 use crate::bans::{Allowlist, store::Store};
 
-fn net(text: &str) -> IpNet {
+pub(super) fn net(text: &str) -> IpNet {
     text.parse().expect("net")
 }
 
-fn manager(policy: BanPolicy) -> (tempfile::TempDir, BanManager) {
+pub(super) fn manager(policy: BanPolicy) -> (tempfile::TempDir, BanManager) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(Store::open_in(dir.path()).expect("store"));
     let xdp = XdpBackend {
@@ -25,7 +25,7 @@ fn manager(policy: BanPolicy) -> (tempfile::TempDir, BanManager) {
     )
 }
 
-fn request(target: &str, length: BanLength) -> BanRequest {
+pub(super) fn request(target: &str, length: BanLength) -> BanRequest {
     BanRequest {
         target: net(target),
         length,
