@@ -137,34 +137,6 @@ pub fn parse_target(input: &str) -> Result<IpNet, TargetError> {
     Ok(canonical_net(net))
 }
 
-/// Targets read from a list, and the lines that were not targets.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TargetList {
-    pub targets: Vec<IpNet>,
-    /// 1-based line number and what is wrong with it.
-    pub errors: Vec<(usize, TargetError)>,
-}
-
-/// Parses one target per line; blank lines and `#` comments (whole-line or
-/// trailing) are skipped.
-pub fn parse_target_list(text: &str) -> TargetList {
-    let mut list = TargetList::default();
-    for (number, line) in text.lines().enumerate() {
-        let content = line
-            .split_once('#')
-            .map_or(line, |(before, _)| before)
-            .trim();
-        if content.is_empty() {
-            continue;
-        }
-        match parse_target(content) {
-            Ok(net) => list.targets.push(net),
-            Err(error) => list.errors.push((number + 1, error)),
-        }
-    }
-    list
-}
-
 /// `::ffff:a.b.c.d/(96+n)` is the IPv4 prefix `a.b.c.d/n`.
 pub(crate) fn canonical_net(net: IpNet) -> IpNet {
     match net {
@@ -492,24 +464,6 @@ mod tests {
             parse_target("2001:db8:1:2::/64"),
             Ok(net("2001:db8:1:2::/64"))
         );
-    }
-
-    #[test]
-    fn target_lists_skip_comments_and_number_bad_lines() {
-        let list = parse_target_list(
-            "# header\n192.0.2.1\n\n  2001:db8::/64  # a prefix\nnope\n192.0.2.5/24\r\n198.51.100.7\r\n",
-        );
-        assert_eq!(
-            list.targets,
-            [
-                net("192.0.2.1/32"),
-                net("2001:db8::/64"),
-                net("198.51.100.7/32")
-            ]
-        );
-        let lines: Vec<usize> = list.errors.iter().map(|(line, _)| *line).collect();
-        assert_eq!(lines, [5, 6]);
-        assert!(list.errors[0].1.to_string().contains("nope"));
     }
 
     #[test]

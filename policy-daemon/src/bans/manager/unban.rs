@@ -252,7 +252,7 @@ mod tests {
         let (_dir, mut bans) = manager(BanPolicy::default());
         bans.ban(request("192.0.2.1/32", BanLength::Default))
             .expect("ban");
-        let mut cli = request("192.0.2.2/32", BanLength::For(Duration::from_secs(60)));
+        let mut cli = request("192.0.2.2/32", BanLength::For(Duration::from_mins(1)));
         cli.source = Source::Cli;
         bans.ban(cli).expect("ban");
         let chosen = bans.active_from(Source::Logwatch);
