@@ -15,6 +15,7 @@ mod explain;
 mod query;
 mod run;
 mod target_file;
+mod unban;
 
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
 
@@ -60,7 +61,7 @@ pub enum Command {
     /// Ban addresses or CIDR prefixes
     Ban(ban::BanArgs),
     /// Lift bans: named, from a file, or every ban of one source
-    Unban(ban::UnbanArgs),
+    Unban(unban::UnbanArgs),
     /// Say why an address is blocked or not: bans, allowlist, kernel maps, fail2ban, ports
     Explain(explain::ExplainArgs),
     /// List active bans
@@ -189,7 +190,7 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Ban(args) => ban::ban(&socket(cli)?, args),
-        Command::Unban(args) => ban::unban(&socket(cli)?, args),
+        Command::Unban(args) => unban::unban(&socket(cli)?, args),
         Command::Explain(args) => explain::explain(&socket(cli)?, args),
         Command::List(flag) => list(&socket(cli)?, flag.json),
         Command::Stats(flag) => stats(&socket(cli)?, flag.json),
