@@ -196,6 +196,8 @@ fn client_verbs_without_a_daemon_name_the_socket() {
         &["stats", "--json"],
         &["ban", "192.0.2.7"],
         &["unban", "2001:db8::7"],
+        &["explain", "192.0.2.7"],
+        &["unban", "--source", "cli", "--yes"],
     ] {
         let mut args = vec!["--socket", socket_text];
         args.extend_from_slice(verb);
@@ -264,6 +266,66 @@ fn invalid_addresses_are_refused_before_connecting() {
             );
         }
     }
+}
+
+#[test]
+fn unban_and_explain_refuse_what_they_cannot_act_on_before_connecting() {
+    let files = Files::new();
+    let socket = files.missing_socket();
+    let socket_text = socket.to_str().unwrap();
+    for (args, named) in [
+        (
+            &["unban", "--source", "cli"][..],
+            "unban --source cli lifts every ban from cli: confirm with --yes (standard input is not a terminal to ask on); nothing was sent",
+        ),
+        (
+            &["unban", "192.0.2.7", "--yes"],
+            "--yes confirms `unban --source`",
+        ),
+        (
+            &["explain", "fe80::1%eth0"],
+            "\"fe80::1%eth0\" has a scope id (%eth0); give the address without it: fe80::1; nothing was sent",
+        ),
+        (
+            &["explain", "192.0.2.5/24"],
+            "192.0.2.5/24 has host bits set; the prefix is 192.0.2.0/24; nothing was sent",
+        ),
+        (
+            &["unban", "--source", "martian", "--yes"],
+            "\"martian\" is not a ban source (policy, cli, logwatch or fleet)",
+        ),
+        (
+            &["unban", "192.0.2.7", "--source", "cli"],
+            "cannot be used with",
+        ),
+    ] {
+        let mut all = vec!["--socket", socket_text];
+        all.extend_from_slice(args);
+        let err = expect_code(&spamwall(&all), 2, &format!("{args:?}"));
+        assert_names(&err, &[named], &format!("{args:?}"));
+        assert!(
+            !err.contains("cannot reach"),
+            "{args:?} tried to connect:\n{err}"
+        );
+    }
+    // A file that cannot be read is named, before anything is sent.
+    let absent = files.dir.path().join("absent.txt");
+    let err = expect_code(
+        &spamwall([
+            "--socket",
+            socket_text,
+            "unban",
+            "--file",
+            absent.to_str().unwrap(),
+        ]),
+        2,
+        "unban --file of a missing file",
+    );
+    assert_names(
+        &err,
+        &[&format!("cannot read {}", absent.display())],
+        "unban --file",
+    );
 }
 
 #[test]

@@ -16,6 +16,7 @@ use xdp_common::{SOURCE_CLI, SOURCE_FLEET, SOURCE_LOGWATCH, SOURCE_POLICY};
 use crate::dataplane::PacketCounters;
 
 mod backend;
+pub mod explain;
 pub mod fail2ban;
 mod manager;
 mod scope;
@@ -35,6 +36,14 @@ pub enum TargetError {
     NotAnAddress { input: String },
     #[error("{input} has host bits set; the prefix is {network}")]
     HostBits { input: String, network: IpNet },
+    /// A scope (zone) id names a link of this host; a ban applies to the
+    /// address on every link.
+    #[error("{input:?} has a scope id (%{zone}); give the address without it: {address}")]
+    ScopeId {
+        input: String,
+        zone: String,
+        address: String,
+    },
 }
 
 /// Why an address cannot be banned, or a ban not made or lifted.
@@ -105,6 +114,21 @@ pub fn parse_target(input: &str) -> Result<IpNet, TargetError> {
     if let Ok(addr) = IpAddr::from_str(text) {
         return Ok(IpNet::from(addr.to_canonical()));
     }
+    if let Some((address, zone)) = text.split_once('%')
+        && let Ok(addr) = IpAddr::from_str(address)
+    {
+        let (zone, length) = zone.split_once('/').map_or((zone, ""), |(z, l)| (z, l));
+        let without = if length.is_empty() {
+            addr.to_canonical().to_string()
+        } else {
+            format!("{addr}/{length}")
+        };
+        return Err(TargetError::ScopeId {
+            input: input.to_owned(),
+            zone: zone.to_owned(),
+            address: without,
+        });
+    }
     let net = IpNet::from_str(text).map_err(|_| not_an_address())?;
     if net.trunc() != net {
         return Err(TargetError::HostBits {
@@ -113,34 +137,6 @@ pub fn parse_target(input: &str) -> Result<IpNet, TargetError> {
         });
     }
     Ok(canonical_net(net))
-}
-
-/// Targets read from a list, and the lines that were not targets.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TargetList {
-    pub targets: Vec<IpNet>,
-    /// 1-based line number and what is wrong with it.
-    pub errors: Vec<(usize, TargetError)>,
-}
-
-/// Parses one target per line; blank lines and `#` comments (whole-line or
-/// trailing) are skipped.
-pub fn parse_target_list(text: &str) -> TargetList {
-    let mut list = TargetList::default();
-    for (number, line) in text.lines().enumerate() {
-        let content = line
-            .split_once('#')
-            .map_or(line, |(before, _)| before)
-            .trim();
-        if content.is_empty() {
-            continue;
-        }
-        match parse_target(content) {
-            Ok(net) => list.targets.push(net),
-            Err(error) => list.errors.push((number + 1, error)),
-        }
-    }
-    list
 }
 
 /// `::ffff:a.b.c.d/(96+n)` is the IPv4 prefix `a.b.c.d/n`.
@@ -241,6 +237,22 @@ impl Source {
             Self::Logwatch => "logwatch",
             Self::Fleet => "fleet",
         }
+    }
+}
+
+/// A name that is not a ban source.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a ban source (policy, cli, logwatch or fleet)")]
+pub struct UnknownSource(pub String);
+
+impl FromStr for Source {
+    type Err = UnknownSource;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        [Self::Policy, Self::Cli, Self::Logwatch, Self::Fleet]
+            .into_iter()
+            .find(|source| source.as_str() == text)
+            .ok_or_else(|| UnknownSource(text.to_owned()))
     }
 }
 
@@ -468,24 +480,6 @@ mod tests {
     }
 
     #[test]
-    fn target_lists_skip_comments_and_number_bad_lines() {
-        let list = parse_target_list(
-            "# header\n192.0.2.1\n\n  2001:db8::/64  # a prefix\nnope\n192.0.2.5/24\r\n198.51.100.7\r\n",
-        );
-        assert_eq!(
-            list.targets,
-            [
-                net("192.0.2.1/32"),
-                net("2001:db8::/64"),
-                net("198.51.100.7/32")
-            ]
-        );
-        let lines: Vec<usize> = list.errors.iter().map(|(line, _)| *line).collect();
-        assert_eq!(lines, [5, 6]);
-        assert!(list.errors[0].1.to_string().contains("nope"));
-    }
-
-    #[test]
     fn bad_targets_name_the_input() {
         for input in [
             "",
@@ -507,6 +501,18 @@ mod tests {
             }
         );
         assert!(error.to_string().contains("192.0.2.0/24"));
+        let error = parse_target("fe80::1%eth0").expect_err("scope id");
+        assert_eq!(
+            error.to_string(),
+            "\"fe80::1%eth0\" has a scope id (%eth0); give the address without it: fe80::1"
+        );
+        let error = parse_target("fe80::%2/64").expect_err("scope id");
+        assert!(
+            error
+                .to_string()
+                .ends_with("(%2); give the address without it: fe80::/64"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -539,7 +545,15 @@ mod tests {
     fn sources_round_trip_through_their_codes() {
         for source in [Source::Policy, Source::Cli, Source::Logwatch, Source::Fleet] {
             assert_eq!(Source::from_code(source.code()), source);
+            assert_eq!(source.as_str().parse(), Ok(source));
         }
+        assert_eq!(
+            "CLI"
+                .parse::<Source>()
+                .expect_err("case matters")
+                .to_string(),
+            "\"CLI\" is not a ban source (policy, cli, logwatch or fleet)"
+        );
     }
 
     #[test]

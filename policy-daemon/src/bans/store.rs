@@ -251,6 +251,27 @@ impl Store {
         Ok(changed > 0)
     }
 
+    /// Ends the bans on `targets` at `now` in one transaction (one sync to
+    /// disk for the lot); each flag says whether that ban was active.
+    pub fn end_bans(&self, targets: &[IpNet], now: i64) -> Result<Vec<bool>, StoreError> {
+        self.in_transaction("committing ended bans", |tx| {
+            let mut update = tx
+                .prepare_cached(
+                    "UPDATE bans SET expires_at = ?2 WHERE target = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+                )
+                .map_err(sql(&self.path, "preparing the ban update"))?;
+            targets
+                .iter()
+                .map(|target| {
+                    update
+                        .execute(params![target_to_string(target), now])
+                        .map(|changed| changed > 0)
+                        .map_err(sql(&self.path, "ending a ban"))
+                })
+                .collect()
+        })
+    }
+
     /// Every row: active bans and history. A row that cannot be read as a
     /// ban (an unparseable target or source, written by something else) is
     /// skipped with an error in the log; out-of-range numbers are clamped,
@@ -648,6 +669,37 @@ mod tests {
         );
         assert_eq!(store.purge(2500).expect("purge"), 1);
         assert!(store.all().expect("all").is_empty());
+    }
+
+    #[test]
+    fn ending_bans_in_one_batch_reports_each() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_in(dir.path()).expect("open");
+        store
+            .put_bans(&[
+                ban("192.0.2.7/32", None, 1),
+                ban("192.0.2.8/32", Some(1500), 1),
+                ban("2001:db8::/64", Some(9000), 2),
+            ])
+            .expect("put");
+        let targets: Vec<IpNet> = [
+            "192.0.2.7/32",
+            "192.0.2.8/32",
+            "192.0.2.9/32",
+            "2001:db8::/64",
+        ]
+        .iter()
+        .map(|t| t.parse().expect("net"))
+        .collect();
+        assert_eq!(
+            store.end_bans(&targets, 2000).expect("end"),
+            [true, false, false, true]
+        );
+        assert!(store.all().expect("all").iter().all(|b| !b.is_active(2000)));
+        assert_eq!(
+            store.end_bans(&[], 2000).expect("nothing"),
+            Vec::<bool>::new()
+        );
     }
 
     #[test]

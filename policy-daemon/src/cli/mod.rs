@@ -8,20 +8,22 @@ use std::{
     io::Write as _,
     path::{Path, PathBuf},
     process::ExitCode,
-    time::SystemTime,
 };
 
+mod ban;
+mod explain;
 mod query;
 mod run;
+mod target_file;
+mod unban;
 
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
 
 use crate::{
-    bans::{BanEntry, BanLength, parse_target, parse_target_list, target_to_string},
+    bans::{BanEntry, target_to_string},
     config::{Config, resolve_path},
     control::{self, Request, Response, Status},
     dataplane,
-    duration::BanTime,
 };
 
 /// Default control socket when no configuration file is found.
@@ -57,13 +59,11 @@ pub enum Command {
     /// Run the daemon in the foreground
     Run,
     /// Ban addresses or CIDR prefixes
-    Ban(BanArgs),
-    /// Lift bans
-    Unban {
-        /// Addresses or CIDR prefixes, exactly as banned
-        #[arg(required = true, value_name = "ADDR|CIDR")]
-        targets: Vec<String>,
-    },
+    Ban(ban::BanArgs),
+    /// Lift bans: named, from a file, or every ban of one source
+    Unban(unban::UnbanArgs),
+    /// Say why an address is blocked or not: bans, allowlist, kernel maps, fail2ban, ports
+    Explain(explain::ExplainArgs),
     /// List active bans
     List(JsonFlag),
     /// Show ban counts and packet counters
@@ -107,26 +107,6 @@ pub struct TestFilterArgs {
     /// Also print the lines no failregex matched
     #[arg(long)]
     pub print_missed: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct BanArgs {
-    /// Addresses or CIDR prefixes (IPv4 and IPv6)
-    #[arg(required_unless_present = "file", value_name = "ADDR|CIDR")]
-    pub targets: Vec<String>,
-    /// Also ban every address or prefix in this file (`-`: standard input),
-    /// one per line, `#` comments; bad lines are reported and skipped
-    #[arg(long, value_name = "PATH")]
-    pub file: Option<PathBuf>,
-    /// Ban length: 90s, 10m, 1h, 1w, or 0/permanent [default: ban.bantime]
-    #[arg(long = "for", value_name = "DURATION")]
-    pub duration: Option<String>,
-    /// Why, shown by `list`
-    #[arg(long, default_value = "manual ban", value_name = "TEXT")]
-    pub reason: String,
-    /// Ban prefixes wider than the configured widest (16 and 32 bits by default) too
-    #[arg(long)]
-    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -209,8 +189,9 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Ban(args) => ban(&socket(cli)?, args),
-        Command::Unban { targets } => unban(&socket(cli)?, targets),
+        Command::Ban(args) => ban::ban(&socket(cli)?, args),
+        Command::Unban(args) => unban::unban(&socket(cli)?, args),
+        Command::Explain(args) => explain::explain(&socket(cli)?, args),
         Command::List(flag) => list(&socket(cli)?, flag.json),
         Command::Stats(flag) => stats(&socket(cli)?, flag.json),
         Command::Status(flag) => status(&socket(cli)?, flag.json),
@@ -319,141 +300,6 @@ fn ask(socket: &Path, request: &Request) -> Result<Response, Failure> {
 
 fn unexpected(response: &Response) -> Failure {
     Failure::runtime(format!("unexpected answer from the daemon: {response:?}"))
-}
-
-/// Checks every target before anything is sent: one bad address and
-/// nothing is banned.
-fn check_targets(targets: &[String]) -> Result<(), Failure> {
-    let errors: Vec<String> = targets
-        .iter()
-        .filter_map(|t| parse_target(t).err().map(|e| e.to_string()))
-        .collect();
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(Failure::usage(format!(
-            "{}; nothing was sent",
-            errors.join("; ")
-        )))
-    }
-}
-
-fn ban(socket: &Path, args: &BanArgs) -> Result<(), Failure> {
-    check_targets(&args.targets)?;
-    if let Some(path) = &args.file {
-        return ban_file(socket, args, path);
-    }
-    let request = Request::Ban {
-        targets: args.targets.clone(),
-        length: ban_length(args)?,
-        reason: args.reason.clone(),
-        force: args.force,
-    };
-    let Response::Banned { banned, refused } = ask(socket, &request)? else {
-        return Err(Failure::runtime("unexpected answer to ban"));
-    };
-    for entry in &banned {
-        println!(
-            "banned {} {} (count {})",
-            target_to_string(&entry.addr),
-            until(entry.expires_at),
-            entry.count
-        );
-    }
-    refusals(&refused)
-}
-
-/// `ban --file`: reads the list, reports bad lines by number, bans the rest
-/// in one request and prints a count.
-fn ban_file(socket: &Path, args: &BanArgs, path: &Path) -> Result<(), Failure> {
-    let text = if path == Path::new("-") {
-        std::io::read_to_string(std::io::stdin())
-            .map_err(|e| Failure::runtime(format!("reading standard input: {e}")))?
-    } else {
-        std::fs::read_to_string(path)
-            .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?
-    };
-    let list = parse_target_list(&text);
-    for (line, error) in &list.errors {
-        eprintln!("spamwall: {}:{line}: {error}; skipped", path.display());
-    }
-    let mut targets = args.targets.clone();
-    targets.extend(list.targets.iter().map(target_to_string));
-    let request = Request::BanBulk {
-        targets,
-        length: ban_length(args)?,
-        reason: args.reason.clone(),
-        force: args.force,
-    };
-    let response = ask(socket, &request)?;
-    let Response::BulkBanned { banned, refused } = response else {
-        return Err(unexpected(&response));
-    };
-    println!("banned {banned} from {}", path.display());
-    if list.errors.is_empty() {
-        refusals(&refused)
-    } else {
-        refusals(&refused).and(Err(Failure::usage(String::new())))
-    }
-}
-
-fn ban_length(args: &BanArgs) -> Result<BanLength, Failure> {
-    Ok(match &args.duration {
-        None => BanLength::Default,
-        Some(text) => match text
-            .parse::<BanTime>()
-            .map_err(|e| Failure::usage(format!("--for: {e}")))?
-        {
-            BanTime(None) => BanLength::Permanent,
-            BanTime(Some(duration)) => BanLength::For(duration),
-        },
-    })
-}
-
-fn unban(socket: &Path, targets: &[String]) -> Result<(), Failure> {
-    check_targets(targets)?;
-    let response = ask(
-        socket,
-        &Request::Unban {
-            targets: targets.to_vec(),
-        },
-    )?;
-    let Response::Unbanned {
-        unbanned,
-        not_banned,
-        refused,
-    } = response
-    else {
-        return Err(unexpected(&response));
-    };
-    for target in unbanned {
-        println!("unbanned {target}");
-    }
-    for target in not_banned {
-        println!("{target} was not banned");
-    }
-    refusals(&refused)
-}
-
-fn refusals(refused: &[control::Refusal]) -> Result<(), Failure> {
-    if refused.is_empty() {
-        return Ok(());
-    }
-    for refusal in refused {
-        eprintln!(
-            "spamwall: refused {}: {}",
-            printable(&refusal.target),
-            printable(&refusal.reason)
-        );
-    }
-    Err(Failure::usage(String::new()))
-}
-
-fn until(expires_at: Option<SystemTime>) -> String {
-    expires_at.map_or_else(
-        || "permanently".to_owned(),
-        |time| format!("until {}", crate::clock::rfc3339(time)),
-    )
 }
 
 fn list(socket: &Path, json: bool) -> Result<(), Failure> {
@@ -683,24 +529,6 @@ mod tests {
         };
         assert_eq!(args.targets, ["192.0.2.7"]);
         assert_eq!(args.duration.as_deref(), Some("1h"));
-    }
-
-    #[test]
-    fn bad_targets_are_all_named_and_nothing_is_sent() {
-        let failure = check_targets(&["192.0.2.7".into(), "nope".into(), "10.0.0.1/8".into()])
-            .expect_err("bad targets");
-        assert_eq!(failure.code, 2);
-        assert!(failure.message.contains("\"nope\""), "{}", failure.message);
-        assert!(
-            failure.message.contains("10.0.0.0/8"),
-            "{}",
-            failure.message
-        );
-        assert!(
-            failure.message.contains("nothing was sent"),
-            "{}",
-            failure.message
-        );
     }
 
     #[test]

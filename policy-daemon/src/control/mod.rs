@@ -15,7 +15,7 @@ pub use server::{CLIENT_TIMEOUT, MAX_CLIENTS, bind, serve};
 pub use crate::listen::BindError;
 
 use crate::{
-    bans::{BanEntry, BanLength, BanStats},
+    bans::{BanEntry, BanLength, BanStats, Source, explain::Explanation},
     dataplane::Attachment,
 };
 
@@ -45,6 +45,15 @@ pub enum Request {
     },
     /// Lift the ban on each target.
     Unban { targets: Vec<String> },
+    /// Lift every active ban `source` made; with `dry_run`, only count
+    /// them.
+    UnbanSource {
+        source: Source,
+        #[serde(default)]
+        dry_run: bool,
+    },
+    /// Why `target` is blocked or not.
+    Explain { target: String },
     /// Every active ban.
     List,
     /// Ban counts and packet counters.
@@ -69,6 +78,21 @@ pub enum Response {
         unbanned: Vec<String>,
         not_banned: Vec<String>,
         refused: Vec<Refusal>,
+        /// Targets a wider prefix ban still blocks: those not banned
+        /// themselves are in no other list, those unbanned are in
+        /// `unbanned` too.
+        #[serde(default)]
+        covered: Vec<Covered>,
+    },
+    /// The bans of `source`: `active` found, `unbanned` lifted (none on a
+    /// dry run).
+    SourceUnbanned {
+        source: Source,
+        active: u64,
+        unbanned: u64,
+    },
+    Explanation {
+        explanation: Box<Explanation>,
     },
     Bans {
         bans: Vec<BanEntry>,
@@ -89,6 +113,14 @@ pub enum Response {
 pub struct Refusal {
     pub target: String,
     pub reason: String,
+}
+
+/// A target that a ban on a wider prefix blocks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Covered {
+    pub target: String,
+    /// The narrowest covering ban.
+    pub by: BanEntry,
 }
 
 /// What `spamwall status` shows.
@@ -152,5 +184,34 @@ mod tests {
         );
         let default = serde_json::to_string(&BanLength::Default).expect("json");
         assert_eq!(default, r#""default""#);
+        assert_eq!(
+            serde_json::to_string(&Request::UnbanSource {
+                source: Source::Logwatch,
+                dry_run: true
+            })
+            .expect("json"),
+            r#"{"command":"unban_source","source":"logwatch","dry_run":true}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::Explain {
+                target: "192.0.2.7".into()
+            })
+            .expect("json"),
+            r#"{"command":"explain","target":"192.0.2.7"}"#
+        );
+    }
+
+    #[test]
+    fn an_unban_answer_of_an_older_daemon_reads_as_covering_nothing() {
+        let old = r#"{"result":"unbanned","unbanned":["192.0.2.7"],"not_banned":[],"refused":[]}"#;
+        assert_eq!(
+            serde_json::from_str::<Response>(old).expect("parse"),
+            Response::Unbanned {
+                unbanned: vec!["192.0.2.7".into()],
+                not_banned: Vec::new(),
+                refused: Vec::new(),
+                covered: Vec::new(),
+            }
+        );
     }
 }

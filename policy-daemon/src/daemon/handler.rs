@@ -1,14 +1,12 @@
-//! Answers the requests of the control socket: ban, unban, list, stats
-//! and status, each through the ban manager.
+//! Answers the requests of the control socket: ban, list, stats and
+//! status here, unban and explain in their own files, each through the
+//! ban manager.
 
 use tracing::{info, warn};
 
 use super::{Shared, log_ban};
 use crate::{
-    bans::{
-        BanEntry, BanError, BanLength, BanRequest, BanScope, Breadth, Source, parse_target,
-        target_to_string,
-    },
+    bans::{BanEntry, BanLength, BanRequest, BanScope, Breadth, Source, parse_target},
     control::{BackendStatus, Refusal, Request, Response, Status},
     dataplane::DataplaneError,
 };
@@ -31,33 +29,11 @@ pub(super) fn handle(shared: &Shared, request: Request) -> Response {
             reason,
             force,
         } => ban_bulk(shared, targets, length, &reason, breadth(force)),
-        Request::Unban { targets } => {
-            let mut unbanned = Vec::new();
-            let mut not_banned = Vec::new();
-            let mut refused = Vec::new();
-            let mut manager = shared.manager();
-            for target in targets {
-                match parse_target(&target)
-                    .map_err(BanError::from)
-                    .and_then(|net| Ok((net, manager.unban(net)?)))
-                {
-                    Ok((net, true)) => {
-                        info!(target = %target_to_string(&net), "unbanned");
-                        unbanned.push(target_to_string(&net));
-                    }
-                    Ok((net, false)) => not_banned.push(target_to_string(&net)),
-                    Err(error) => refused.push(Refusal {
-                        target,
-                        reason: error.to_string(),
-                    }),
-                }
-            }
-            Response::Unbanned {
-                unbanned,
-                not_banned,
-                refused,
-            }
+        Request::Unban { targets } => super::unban::unban_targets(shared, targets),
+        Request::UnbanSource { source, dry_run } => {
+            super::unban::unban_source(shared, source, dry_run)
         }
+        Request::Explain { target } => super::explain::explain(shared, &target),
         Request::List => Response::Bans {
             bans: shared.manager().list(),
         },

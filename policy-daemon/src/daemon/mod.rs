@@ -11,14 +11,17 @@
 //! stored and go to the other backends, and `status` says why XDP is
 //! inactive.
 //!
-//! - [`handler`] answers control requests;
+//! - [`handler`] answers control requests, [`unban`] and [`explain`]
+//!   the unban and explain requests;
 //! - [`xdp`] loads and attaches the program;
 //! - [`tasks`] runs the background work (fleet, metrics, fail2ban,
 //!   maintenance).
 
+mod explain;
 mod fd_limit;
 mod handler;
 mod tasks;
+mod unban;
 mod xdp;
 
 use std::{

@@ -8,6 +8,7 @@
 
 mod counters;
 mod links;
+mod lookup;
 mod maps;
 mod pins;
 mod sys;
@@ -285,5 +286,6 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 pub use counters::PacketCounters;
 use links::remove_if_present;
 pub use links::{AttachMode, AttachedMode, Attachment, Detached, detach, pinned_links};
+pub use lookup::MapHit;
 pub use maps::PortScopeTable;
 use pins::{check_pinned_maps, ensure_bpffs, raise_memlock_limit};

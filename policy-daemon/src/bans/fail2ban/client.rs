@@ -292,7 +292,6 @@ impl Fail2banClient {
         self.many(jail, "unbanip", targets)
     }
 
-    #[cfg(any(test, feature = "test-support"))]
     /// Whether `target` is banned in `jail` (exact match: an address inside
     /// a banned prefix is not reported).
     pub fn is_banned(

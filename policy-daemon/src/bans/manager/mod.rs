@@ -9,12 +9,13 @@
 //!
 //! Here: validation, the store write and the kernel write of every ban.
 //! [`policy`] holds the settings, [`length`] how long a ban lasts,
-//! [`aggregate`] prefix aggregation, [`unban`] lifting bans, [`fail2ban`]
-//! the fail2ban backend's expiry and jail reconciliation, [`reconcile`]
-//! the kernel maps' reconciliation and purging, [`host`] the host's own
-//! addresses.
+//! [`aggregate`] prefix aggregation, [`unban`] lifting bans, [`explain`]
+//! why a target is blocked or not, [`fail2ban`] the fail2ban backend's
+//! expiry and jail reconciliation, [`reconcile`] the kernel maps'
+//! reconciliation and purging, [`host`] the host's own addresses.
 
 mod aggregate;
+mod explain;
 mod fail2ban;
 mod host;
 mod length;

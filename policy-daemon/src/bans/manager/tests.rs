@@ -10,11 +10,11 @@ use super::{
 };
 use crate::bans::{Allowlist, PortScopes, store::Store};
 
-fn net(text: &str) -> IpNet {
+pub(super) fn net(text: &str) -> IpNet {
     text.parse().expect("net")
 }
 
-fn manager(policy: BanPolicy) -> (tempfile::TempDir, BanManager) {
+pub(super) fn manager(policy: BanPolicy) -> (tempfile::TempDir, BanManager) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(Store::open_in(dir.path()).expect("store"));
     let xdp = XdpBackend {
@@ -28,7 +28,7 @@ fn manager(policy: BanPolicy) -> (tempfile::TempDir, BanManager) {
     )
 }
 
-fn request(target: &str, length: BanLength) -> BanRequest {
+pub(super) fn request(target: &str, length: BanLength) -> BanRequest {
     BanRequest {
         target: net(target),
         length,

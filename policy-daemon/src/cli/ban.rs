@@ -1,0 +1,293 @@
+//! `ban`: targets on the command line or in a file, and the result per
+//! target as text or JSON. Shared with `unban`: the JSON result of a
+//! target, reading target files, exit codes.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use clap::Args;
+use serde::Serialize;
+
+use super::{
+    Failure, ask, print_json, printable,
+    target_file::{TargetLine, TargetLines},
+    unexpected,
+};
+use crate::{
+    bans::{BanEntry, BanLength, parse_target, target_to_string},
+    control::{Refusal, Request, Response},
+    duration::BanTime,
+};
+
+#[derive(Debug, Args)]
+pub struct BanArgs {
+    /// Addresses or CIDR prefixes (IPv4 and IPv6)
+    #[arg(required_unless_present = "file", value_name = "ADDR|CIDR")]
+    pub targets: Vec<String>,
+    /// Also ban every address or prefix in this file (`-`: standard input),
+    /// one per line, `#` comments; bad lines are reported and skipped
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Ban length: 90s, 10m, 1h, 1w, or 0/permanent [default: ban.bantime]
+    #[arg(long = "for", value_name = "DURATION")]
+    pub duration: Option<String>,
+    /// Why, shown by `list`
+    #[arg(long, default_value = "manual ban", value_name = "TEXT")]
+    pub reason: String,
+    /// Ban prefixes wider than the configured widest (16 and 32 bits by default) too
+    #[arg(long)]
+    pub force: bool,
+    /// Print the result per target as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The result for one target, as `--json` prints it.
+#[derive(Debug, Serialize)]
+pub(super) struct Outcome {
+    pub(super) target: String,
+    /// `banned`, `refused`, `unbanned`, `not_banned` or `covered`.
+    pub(super) result: &'static str,
+    /// The file line it came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) line: Option<usize>,
+    /// Why it was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) reason: Option<String>,
+    /// The ban made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) ban: Option<BanEntry>,
+    /// The narrowest ban on a wider prefix that still blocks it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) covered_by: Option<BanEntry>,
+}
+
+impl Outcome {
+    pub(super) fn new(target: String, result: &'static str) -> Self {
+        Self {
+            target,
+            result,
+            line: None,
+            reason: None,
+            ban: None,
+            covered_by: None,
+        }
+    }
+
+    pub(super) fn refused(refusal: &Refusal) -> Self {
+        Self {
+            reason: Some(refusal.reason.clone()),
+            ..Self::new(refusal.target.clone(), "refused")
+        }
+    }
+
+    pub(super) fn bad_line(line: &TargetLine, error: &str) -> Self {
+        Self {
+            line: Some(line.line),
+            reason: Some(error.to_owned()),
+            ..Self::new(line.text.clone(), "refused")
+        }
+    }
+}
+
+/// Checks every target before anything is sent: one bad address and
+/// nothing is banned.
+pub(super) fn check_targets(targets: &[String]) -> Result<(), Failure> {
+    let errors: Vec<String> = targets
+        .iter()
+        .filter_map(|t| parse_target(t).err().map(|e| e.to_string()))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::usage(format!(
+            "{}; nothing was sent",
+            errors.join("; ")
+        )))
+    }
+}
+
+pub(super) fn ban(socket: &Path, args: &BanArgs) -> Result<(), Failure> {
+    check_targets(&args.targets)?;
+    if let Some(path) = &args.file {
+        return ban_file(socket, args, path);
+    }
+    let request = Request::Ban {
+        targets: args.targets.clone(),
+        length: ban_length(args)?,
+        reason: args.reason.clone(),
+        force: args.force,
+    };
+    let Response::Banned { banned, refused } = ask(socket, &request)? else {
+        return Err(Failure::runtime("unexpected answer to ban"));
+    };
+    if args.json {
+        let mut outcomes: Vec<Outcome> = banned
+            .into_iter()
+            .map(|entry| Outcome {
+                ban: Some(entry.clone()),
+                ..Outcome::new(target_to_string(&entry.addr), "banned")
+            })
+            .collect();
+        outcomes.extend(refused.iter().map(Outcome::refused));
+        print_json(&outcomes)?;
+        return exit_for(refused.is_empty(), false);
+    }
+    for entry in &banned {
+        println!(
+            "banned {} {} (count {})",
+            target_to_string(&entry.addr),
+            until(entry.expires_at),
+            entry.count
+        );
+    }
+    refusals(&refused)
+}
+
+/// `ban --file`: reads the list, reports bad lines by number, bans the rest
+/// in one request and prints a count.
+fn ban_file(socket: &Path, args: &BanArgs, path: &Path) -> Result<(), Failure> {
+    let mut targets = args.targets.clone();
+    let mut bad_lines = Vec::new();
+    for line in target_lines(path)? {
+        let line =
+            line.map_err(|e| Failure::runtime(format!("reading {}: {e}", path.display())))?;
+        match &line.target {
+            Ok(target) => targets.push(target_to_string(target)),
+            Err(error) => {
+                let error = error.clone();
+                bad_lines.push((line, error));
+            }
+        }
+    }
+    if !args.json {
+        report_bad_lines(path, &bad_lines);
+    }
+    let request = Request::BanBulk {
+        targets: targets.clone(),
+        length: ban_length(args)?,
+        reason: args.reason.clone(),
+        force: args.force,
+    };
+    let response = ask(socket, &request)?;
+    let Response::BulkBanned { banned, refused } = response else {
+        return Err(unexpected(&response));
+    };
+    if args.json {
+        let refused_targets: std::collections::HashSet<&str> =
+            refused.iter().map(|r| r.target.as_str()).collect();
+        let mut outcomes: Vec<Outcome> = targets
+            .iter()
+            .filter(|target| !refused_targets.contains(target.as_str()))
+            .map(|target| Outcome::new(target.clone(), "banned"))
+            .collect();
+        outcomes.extend(refused.iter().map(Outcome::refused));
+        outcomes.extend(
+            bad_lines
+                .iter()
+                .map(|(line, error)| Outcome::bad_line(line, error)),
+        );
+        print_json(&outcomes)?;
+        return exit_for(refused.is_empty() && bad_lines.is_empty(), false);
+    }
+    println!("banned {banned} from {}", path.display());
+    if bad_lines.is_empty() {
+        refusals(&refused)
+    } else {
+        refusals(&refused).and(Err(Failure::usage(String::new())))
+    }
+}
+
+/// The target lines of `path` (`-`: standard input), read as a stream.
+pub(super) fn target_lines(path: &Path) -> Result<TargetLines<Box<dyn BufRead>>, Failure> {
+    let reader: Box<dyn BufRead> = if path == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let file = std::fs::File::open(path)
+            .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?;
+        Box::new(BufReader::new(file))
+    };
+    Ok(TargetLines::new(reader))
+}
+
+pub(super) fn report_bad_lines(path: &Path, bad_lines: &[(TargetLine, String)]) {
+    for (line, error) in bad_lines {
+        eprintln!(
+            "spamwall: {}:{}: {error}; skipped",
+            path.display(),
+            line.line
+        );
+    }
+}
+
+fn ban_length(args: &BanArgs) -> Result<BanLength, Failure> {
+    Ok(match &args.duration {
+        None => BanLength::Default,
+        Some(text) => match text
+            .parse::<BanTime>()
+            .map_err(|e| Failure::usage(format!("--for: {e}")))?
+        {
+            BanTime(None) => BanLength::Permanent,
+            BanTime(Some(duration)) => BanLength::For(duration),
+        },
+    })
+}
+
+/// Exit 2 unless `accepted`, else 1 when `blocked`, else 0; the details
+/// are already printed.
+pub(super) fn exit_for(accepted: bool, blocked: bool) -> Result<(), Failure> {
+    if !accepted {
+        Err(Failure::usage(String::new()))
+    } else if blocked {
+        Err(Failure::runtime(String::new()))
+    } else {
+        Ok(())
+    }
+}
+
+fn refusals(refused: &[Refusal]) -> Result<(), Failure> {
+    if refused.is_empty() {
+        return Ok(());
+    }
+    for refusal in refused {
+        eprintln!(
+            "spamwall: refused {}: {}",
+            printable(&refusal.target),
+            printable(&refusal.reason)
+        );
+    }
+    Err(Failure::usage(String::new()))
+}
+
+pub(super) fn until(expires_at: Option<SystemTime>) -> String {
+    expires_at.map_or_else(
+        || "permanently".to_owned(),
+        |time| format!("until {}", crate::clock::rfc3339(time)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_targets_are_all_named_and_nothing_is_sent() {
+        let failure = check_targets(&["192.0.2.7".into(), "nope".into(), "10.0.0.1/8".into()])
+            .expect_err("bad targets");
+        assert_eq!(failure.code, 2);
+        assert!(failure.message.contains("\"nope\""), "{}", failure.message);
+        assert!(
+            failure.message.contains("10.0.0.0/8"),
+            "{}",
+            failure.message
+        );
+        assert!(
+            failure.message.contains("nothing was sent"),
+            "{}",
+            failure.message
+        );
+    }
+}
