@@ -315,8 +315,19 @@ impl Config {
     /// mistake does not hide the next; then the validation pass runs on
     /// what remains. Only broken TOML stops at its first error.
     pub fn parse(text: &str) -> Result<Self, ParseError> {
-        let mut root = toml::de::DeTable::parse(text)
-            .map_err(|e| ParseError::Syntax(toml_message(&e, text)))?;
+        let reading = Self::read(text).map_err(ParseError::Syntax)?;
+        match reading.config {
+            Some(config) if reading.problems.is_empty() => Ok(config),
+            _ => Err(ParseError::Invalid(reading.problems)),
+        }
+    }
+
+    /// [`Self::parse`] that keeps what it could read: the configuration
+    /// with defaults in place of refused keys (none if reading gave up)
+    /// next to every problem, for `check-config` to judge the rest too.
+    /// `Err` is text that is not TOML.
+    pub fn read(text: &str) -> Result<Reading, String> {
+        let mut root = toml::de::DeTable::parse(text).map_err(|e| toml_message(&e, text))?;
         // Each with where it is in the file, to be told in the file's order.
         let mut read_problems = Vec::new();
         let mut dropped = DroppedElements::default();
@@ -344,21 +355,45 @@ impl Config {
         };
         read_problems.sort_by_key(|(at, _)| *at);
         let mut problems: Vec<String> = read_problems.into_iter().map(|(_, p)| p).collect();
-        let Some(config) = config else {
-            return Err(ParseError::Invalid(problems));
-        };
-        problems.extend(config.problems().iter().map(|p| dropped.original_keys(p)));
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(ParseError::Invalid(problems))
+        if let Some(config) = &config {
+            problems.extend(config.problems().iter().map(|p| dropped.original_keys(p)));
         }
+        Ok(Reading { config, problems })
     }
 
     /// What is allowed but risky, each naming its key; `check-config`
     /// prints them and the daemon logs them at start.
     pub fn warnings(&self) -> Vec<String> {
-        self.logwatch.warnings()
+        let mut warnings = Vec::new();
+        if self.xdp.interfaces == ["lo"] {
+            warnings.push(
+                "xdp.interfaces: lo is the only interface: bans hold only for traffic to loopback, never for mail from outside; list the interfaces mail arrives on".to_owned(),
+            );
+        }
+        warnings.extend(self.logwatch.warnings());
+        warnings
+    }
+
+    /// What this host says about the configuration, each naming its key:
+    /// interfaces that do not exist, log files that are not there, DNS
+    /// lists asked through a public resolver. `check-config` prints them
+    /// after [`Self::warnings`].
+    pub fn host_warnings(&self, host: &HostPaths) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for interface in &self.xdp.interfaces {
+            if !interface.is_empty()
+                && !interface.contains('/')
+                && !host.net_class.join(interface).exists()
+            {
+                warnings.push(format!(
+                    "xdp.interfaces: {interface} does not exist on this host ({} has no {interface}): the daemon cannot attach to it",
+                    host.net_class.display()
+                ));
+            }
+        }
+        warnings.extend(self.logwatch.host_warnings());
+        warnings.extend(self.policy.resolver_warnings(&host.resolv_conf));
+        warnings
     }
 
     /// Every semantic problem, each naming its key.
@@ -458,6 +493,35 @@ impl Config {
             problems.extend(fleet.problems());
         }
         problems
+    }
+}
+
+/// A configuration read as far as it goes, with every problem found.
+#[derive(Debug)]
+pub struct Reading {
+    /// What was read, defaults standing in for refused keys; `None` when
+    /// reading gave up.
+    pub config: Option<Config>,
+    /// Every problem, as [`ParseError::Invalid`] lists them.
+    pub problems: Vec<String>,
+}
+
+/// Where [`Config::host_warnings`] looks on this host.
+#[derive(Clone, Debug)]
+pub struct HostPaths {
+    /// The network interfaces, one entry each. Default `/sys/class/net`.
+    pub net_class: PathBuf,
+    /// The system resolver configuration DNS checks fall back to.
+    /// Default `/etc/resolv.conf`.
+    pub resolv_conf: PathBuf,
+}
+
+impl Default for HostPaths {
+    fn default() -> Self {
+        Self {
+            net_class: PathBuf::from("/sys/class/net"),
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
+        }
     }
 }
 
@@ -970,6 +1034,34 @@ mod tests {
             message.contains("longer than zero") && message.contains("line 2"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn host_warnings_name_missing_interfaces_and_loopback_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::create_dir(dir.path().join("eth0")).expect("mkdir");
+        let host = HostPaths {
+            net_class: dir.path().to_owned(),
+            resolv_conf: dir.path().join("resolv.conf"),
+        };
+        let config = Config::parse("[xdp]\ninterfaces = [\"eth0\", \"eht1\"]\n").expect("valid");
+        assert!(config.warnings().is_empty());
+        assert_eq!(
+            config.host_warnings(&host),
+            [format!(
+                "xdp.interfaces: eht1 does not exist on this host ({} has no eht1): the daemon cannot attach to it",
+                dir.path().display()
+            )]
+        );
+        let config = Config::parse("[xdp]\ninterfaces = [\"lo\"]\n").expect("valid");
+        assert_eq!(config.warnings().len(), 1);
+        assert!(
+            config.warnings()[0].starts_with("xdp.interfaces: lo is the only interface"),
+            "{:?}",
+            config.warnings()
+        );
+        let config = Config::parse("[xdp]\ninterfaces = [\"lo\", \"eth0\"]\n").expect("valid");
+        assert!(config.warnings().is_empty());
     }
 
     #[test]

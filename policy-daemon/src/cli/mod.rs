@@ -11,6 +11,7 @@ use std::{
     time::SystemTime,
 };
 
+mod check;
 mod query;
 mod run;
 
@@ -70,11 +71,8 @@ pub enum Command {
     Stats(JsonFlag),
     /// Show backends, interfaces and settings
     Status(JsonFlag),
-    /// Check a configuration file and exit
-    CheckConfig {
-        /// File to check [default: as for --config]
-        path: Option<PathBuf>,
-    },
+    /// Check a configuration file: every error, warnings, and what will run
+    CheckConfig(check::CheckArgs),
     /// Manage the pinned XDP program without the daemon
     #[command(subcommand)]
     Xdp(XdpCommand),
@@ -187,7 +185,7 @@ pub fn run(cli: &Cli) -> ExitCode {
 fn dispatch(cli: &Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Run => run::run_daemon(cli.config.as_deref()),
-        Command::CheckConfig { path } => check_config(path.as_deref().or(cli.config.as_deref())),
+        Command::CheckConfig(args) => check::check_config(cli.config.as_deref(), args),
         Command::Xdp(XdpCommand::Detach { iface, purge }) => {
             let config = load_config(cli.config.as_deref())?;
             let detached = dataplane::detach(&config.daemon.bpf_pin_dir, iface.as_deref(), *purge)
@@ -267,28 +265,6 @@ fn test_filter(config: Option<&Path>, args: &TestFilterArgs) -> Result<(), Failu
 fn load_config(flag: Option<&Path>) -> Result<Config, Failure> {
     let path = resolve_path(flag);
     Config::load(&path).map_err(|e| Failure::usage(e.to_string()))
-}
-
-fn check_config(flag: Option<&Path>) -> Result<(), Failure> {
-    let path = resolve_path(flag);
-    let config = Config::load(&path).map_err(|e| Failure::usage(e.to_string()))?;
-    let interfaces = if config.xdp.interfaces.is_empty() {
-        "none (bans not enforced)".to_owned()
-    } else {
-        config.xdp.interfaces.join(", ")
-    };
-    println!("{}: OK", path.display());
-    println!("  interfaces: {interfaces} (mode {})", config.xdp.mode);
-    println!("  ports: {}", ports_text(&config.xdp.ports));
-    println!("  bantime: {}", config.ban.bantime);
-    println!(
-        "  control socket: {}",
-        config.daemon.control_socket.display()
-    );
-    for warning in config.warnings() {
-        eprintln!("spamwall: warning: {warning}");
-    }
-    Ok(())
 }
 
 /// The socket to reach the daemon: `--socket`, else the configuration's,
