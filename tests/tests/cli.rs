@@ -651,3 +651,156 @@ fn check_config_json_has_errors_warnings_and_a_summary() {
         "{report}"
     );
 }
+
+/// A postscreen log: a listed line, the same without a timestamp, a line
+/// with neither a timestamp nor a match, a timed line no failregex takes.
+const POSTSCREEN_LOG: &str = "Nov 20 10:01:03 mx postfix/postscreen[9]: DNSBL rank 3 for [192.0.2.2]:4567\n\
+     mx postfix/postscreen[9]: DNSBL rank 3 for [192.0.2.3]:4567\n\
+     garbage without a date\n\
+     Nov 20 10:01:04 mx postfix/postscreen[9]: PASS OLD [192.0.2.4]:4567\n";
+
+const NO_TIMESTAMP: &str = "no timestamp spamwall reads (syslog, RFC 3339 or journal JSON): the daemon counts it as logged when read";
+
+/// `spamwall ARGS` with `input` on standard input.
+fn spamwall_with_stdin(args: &[&str], input: &str) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(spamwall_bin())
+        .args(args)
+        .env_remove("SPAMWALL_CONFIG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_owned();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    output
+}
+
+#[test]
+fn test_filter_counts_and_lists_lines_without_a_timestamp() {
+    let files = Files::new();
+    let log = files.write("mail.log", POSTSCREEN_LOG);
+    let log = log.to_str().unwrap();
+    let output = spamwall(["test-filter", log, "--mode", "rbl"]);
+    expect_code(&output, 0, "test-filter");
+    let out = text(&output.stdout);
+    assert_names(
+        &out,
+        &[
+            "\nLines: 4, matched 2, missed 2, ignored 0, without timestamp 2\n",
+            "  2 lines without a timestamp spamwall reads",
+            "--print-missed lists them",
+            "\nHosts: 2\n  192.0.2.2 (1)\n  192.0.2.3 (1)\n",
+        ],
+        "summary",
+    );
+    // The failregexes by their text.
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("|  1) [2] ^") && l.contains("DNSBL rank")),
+        "{out}"
+    );
+    let output = spamwall(["test-filter", log, "--mode", "rbl", "--print-missed"]);
+    expect_code(&output, 0, "test-filter --print-missed");
+    assert!(
+        text(&output.stdout).ends_with(&format!(
+            "\nMissed lines:\n\
+             |  2: {NO_TIMESTAMP}: mx postfix/postscreen[9]: DNSBL rank 3 for [192.0.2.3]:4567\n\
+             |  3: no failregex matched; {NO_TIMESTAMP}: garbage without a date\n\
+             |  4: no failregex matched: Nov 20 10:01:04 mx postfix/postscreen[9]: PASS OLD [192.0.2.4]:4567\n"
+        )),
+        "{}",
+        text(&output.stdout)
+    );
+}
+
+#[test]
+fn test_filter_prints_matched_lines() {
+    let files = Files::new();
+    let log = files.write("mail.log", POSTSCREEN_LOG);
+    let output = spamwall([
+        "test-filter",
+        log.to_str().unwrap(),
+        "--mode",
+        "rbl",
+        "--print-matched",
+    ]);
+    expect_code(&output, 0, "test-filter --print-matched");
+    let out = text(&output.stdout);
+    assert!(
+        out.ends_with(
+            "\nMatched lines:\n\
+             |  1: 192.0.2.2 (failregex 1): Nov 20 10:01:03 mx postfix/postscreen[9]: DNSBL rank 3 for [192.0.2.2]:4567\n\
+             |  2: 192.0.2.3 (failregex 1): mx postfix/postscreen[9]: DNSBL rank 3 for [192.0.2.3]:4567\n"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("Missed lines:"), "{out}");
+}
+
+#[test]
+fn test_filter_json_carries_missed_lines_and_reads_standard_input() {
+    let output = spamwall_with_stdin(
+        &[
+            "test-filter",
+            "-",
+            "--mode",
+            "rbl",
+            "--json",
+            "--print-missed",
+        ],
+        POSTSCREEN_LOG,
+    );
+    expect_code(&output, 0, "test-filter - --json --print-missed");
+    let objects: Vec<serde_json::Value> = text(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary: Vec<(u64, &str, Option<&str>, Option<&str>)> = objects
+        .iter()
+        .map(|o| {
+            (
+                o["line"].as_u64().unwrap(),
+                o["result"].as_str().unwrap(),
+                o["host"].as_str(),
+                o["reason"].as_str(),
+            )
+        })
+        .collect();
+    let both = format!("no failregex matched; {NO_TIMESTAMP}");
+    assert_eq!(
+        summary,
+        [
+            (1, "matched", Some("192.0.2.2"), None),
+            (2, "matched", Some("192.0.2.3"), Some(NO_TIMESTAMP)),
+            (3, "missed", None, Some(both.as_str())),
+            (4, "missed", None, Some("no failregex matched")),
+        ]
+    );
+    assert!(
+        objects[0]["failregex"]
+            .as_str()
+            .unwrap()
+            .contains("DNSBL rank")
+    );
+    assert_eq!(objects[0]["regex"], 1);
+    assert!(objects[0]["time"].is_string() && objects[1]["time"].is_null());
+    assert_eq!(objects[2]["text"], "garbage without a date");
+
+    // `-` in the summary form too, and an empty input.
+    let output = spamwall_with_stdin(&["test-filter", "-", "--mode", "rbl"], POSTSCREEN_LOG);
+    expect_code(&output, 0, "test-filter -");
+    assert!(
+        text(&output.stdout)
+            .contains("\nLines: 4, matched 2, missed 2, ignored 0, without timestamp 2\n"),
+        "{}",
+        text(&output.stdout)
+    );
+    let output = spamwall_with_stdin(&["test-filter", "-"], "");
+    expect_code(&output, 0, "test-filter - on nothing");
+    assert!(text(&output.stdout).contains("\nLines: 0, matched 0"));
+}

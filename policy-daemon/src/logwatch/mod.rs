@@ -16,5 +16,5 @@ mod watcher;
 pub use config::{FilterConfig, LogwatchConfig, RuleConfig, SourceConfig};
 pub use resolve::{ResolveError, UserFilter, resolve_filter};
 pub use rules::{DEFAULT_FINDTIME, DEFAULT_MAXRETRY};
-pub use test_filter::{TestFilterError, test_filter};
+pub use test_filter::{Report, TestFilterError, test_filter};
 pub use watcher::Watcher;
