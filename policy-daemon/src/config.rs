@@ -285,12 +285,18 @@ fn deserialize_allowlist<'de, D: Deserializer<'de>>(
 ) -> Result<Allowlist, D::Error> {
     let entries = Vec::<String>::deserialize(deserializer)?;
     let mut nets: Vec<IpNet> = Vec::with_capacity(entries.len());
+    let mut bad = Vec::new();
     for entry in &entries {
-        nets.push(
-            parse_target(entry).map_err(|e| de::Error::custom(format!("allowlist entry {e}")))?,
-        );
+        match parse_target(entry) {
+            Ok(net) => nets.push(net),
+            Err(e) => bad.push(format!("allowlist entry {e}")),
+        }
     }
-    Ok(Allowlist::new(nets))
+    if bad.is_empty() {
+        Ok(Allowlist::new(nets))
+    } else {
+        Err(de::Error::custom(bad.join("; ")))
+    }
 }
 
 impl Config {
@@ -312,15 +318,16 @@ impl Config {
         })
     }
 
-    /// Parses and validates configuration text.
+    /// Parses and validates configuration text, reporting every problem
+    /// at once: a key with an unknown name, a wrong type or a bad value is
+    /// set aside (its default stands in) and the rest read again, so one
+    /// mistake does not hide the next; then the validation pass runs on
+    /// what remains. Only broken TOML stops at its first error.
     pub fn parse(text: &str) -> Result<Self, ParseError> {
-        let config: Self =
-            toml::from_str(text).map_err(|e| ParseError::Syntax(toml_message(&e, text)))?;
-        let problems = config.problems();
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(ParseError::Invalid(problems))
+        let reading = Self::read(text).map_err(ParseError::Syntax)?;
+        match reading.config {
+            Some(config) if reading.problems.is_empty() => Ok(config),
+            _ => Err(ParseError::Invalid(reading.problems)),
         }
     }
 
@@ -390,10 +397,78 @@ impl Config {
         problems
     }
 
+    /// [`Self::parse`] that keeps what it could read: the configuration
+    /// with defaults in place of refused keys (none if reading gave up)
+    /// next to every problem, for `check-config` to judge the rest too.
+    /// `Err` is text that is not TOML.
+    pub fn read(text: &str) -> Result<Reading, String> {
+        let mut root = toml::de::DeTable::parse(text).map_err(|e| toml_message(&e, text))?;
+        // Each with where it is in the file, to be told in the file's order.
+        let mut read_problems = Vec::new();
+        let mut dropped = DroppedElements::default();
+        let config = loop {
+            match Self::deserialize(toml::de::Deserializer::from(root.clone())) {
+                Ok(config) => break Some(config),
+                Err(error) => {
+                    let at = error.span().map_or(usize::MAX, |span| span.start);
+                    let key = error
+                        .span()
+                        .and_then(|span| drop_culprit(root.get_mut(), &span, "", &mut dropped));
+                    let message = toml_message(&error, text);
+                    match key {
+                        Some(key) if read_problems.len() < MAX_READ_PROBLEMS => {
+                            read_problems.push((at, format!("{key}: {message}")));
+                        }
+                        // Nothing left to set aside: report it and stop.
+                        _ => {
+                            read_problems.push((at, message));
+                            break None;
+                        }
+                    }
+                }
+            }
+        };
+        read_problems.sort_by_key(|(at, _)| *at);
+        let mut problems: Vec<String> = read_problems.into_iter().map(|(_, p)| p).collect();
+        if let Some(config) = &config {
+            problems.extend(config.problems().iter().map(|p| dropped.original_keys(p)));
+        }
+        Ok(Reading { config, problems })
+    }
+
     /// What is allowed but risky, each naming its key; `check-config`
     /// prints them and the daemon logs them at start.
     pub fn warnings(&self) -> Vec<String> {
-        self.logwatch.warnings()
+        let mut warnings = Vec::new();
+        if self.xdp.interfaces == ["lo"] {
+            warnings.push(
+                "xdp.interfaces: lo is the only interface: bans hold only for traffic to loopback, never for mail from outside; list the interfaces mail arrives on".to_owned(),
+            );
+        }
+        warnings.extend(self.logwatch.warnings());
+        warnings
+    }
+
+    /// What this host says about the configuration, each naming its key:
+    /// interfaces that do not exist, log files that are not there, DNS
+    /// lists asked through a public resolver. `check-config` prints them
+    /// after [`Self::warnings`].
+    pub fn host_warnings(&self, host: &HostPaths) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for interface in &self.xdp.interfaces {
+            if !interface.is_empty()
+                && !interface.contains('/')
+                && !host.net_class.join(interface).exists()
+            {
+                warnings.push(format!(
+                    "xdp.interfaces: {interface} does not exist on this host ({} has no {interface}): the daemon cannot attach to it",
+                    host.net_class.display()
+                ));
+            }
+        }
+        warnings.extend(self.logwatch.host_warnings());
+        warnings.extend(self.policy.resolver_warnings(&host.resolv_conf));
+        warnings
     }
 
     /// Every semantic problem, each naming its key.
@@ -492,13 +567,166 @@ impl Config {
     }
 }
 
+/// A configuration read as far as it goes, with every problem found.
+#[derive(Debug)]
+pub struct Reading {
+    /// What was read, defaults standing in for refused keys; `None` when
+    /// reading gave up.
+    pub config: Option<Config>,
+    /// Every problem, as [`ParseError::Invalid`] lists them.
+    pub problems: Vec<String>,
+}
+
+/// Where [`Config::host_warnings`] looks on this host.
+#[derive(Clone, Debug)]
+pub struct HostPaths {
+    /// The network interfaces, one entry each. Default `/sys/class/net`.
+    pub net_class: PathBuf,
+    /// The system resolver configuration DNS checks fall back to.
+    /// Default `/etc/resolv.conf`.
+    pub resolv_conf: PathBuf,
+}
+
+impl Default for HostPaths {
+    fn default() -> Self {
+        Self {
+            net_class: PathBuf::from("/sys/class/net"),
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
+        }
+    }
+}
+
 /// Why configuration text was refused.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ParseError {
-    /// TOML syntax, unknown key or wrong type, with line and column.
+    /// The text is not TOML, with line and column: reading stops there.
     Syntax(String),
-    /// Semantic problems, one per key.
+    /// Every problem, one per key: unknown keys, wrong types and bad values
+    /// (with line and column), then what validation found.
     Invalid(Vec<String>),
+}
+
+/// Keys set aside before reading gives up: a bound on the passes over a
+/// hostile file.
+const MAX_READ_PROBLEMS: usize = 100;
+
+/// Elements of arrays of tables dropped while reading, by array key and
+/// original index: later elements move up, and validation names them by
+/// their new index, which [`Self::original_keys`] turns back.
+#[derive(Debug, Default)]
+struct DroppedElements {
+    by_array: std::collections::BTreeMap<String, Vec<usize>>,
+}
+
+impl DroppedElements {
+    /// The index in the file of what is now element `index` of `array`.
+    fn original(&self, array: &str, index: usize) -> usize {
+        let mut original = index;
+        if let Some(dropped) = self.by_array.get(array) {
+            for &gone in dropped {
+                if gone <= original {
+                    original += 1;
+                }
+            }
+        }
+        original
+    }
+
+    fn note(&mut self, array: &str, original: usize) {
+        let dropped = self.by_array.entry(array.to_owned()).or_default();
+        dropped.push(original);
+        dropped.sort_unstable();
+    }
+
+    /// `problem` with every `array[i]` it starts with numbered as in the
+    /// file; outer arrays first, since inner ones are named by them.
+    fn original_keys(&self, problem: &str) -> String {
+        let mut problem = problem.to_owned();
+        let mut arrays: Vec<&String> = self.by_array.keys().collect();
+        arrays.sort_by_key(|array| array.len());
+        for array in arrays {
+            let Some(rest) = problem
+                .strip_prefix(array.as_str())
+                .and_then(|rest| rest.strip_prefix('['))
+            else {
+                continue;
+            };
+            let Some((index, rest)) = rest.split_once(']') else {
+                continue;
+            };
+            let Ok(index) = index.parse::<usize>() else {
+                continue;
+            };
+            problem = format!("{array}[{}]{rest}", self.original(array, index));
+        }
+        problem
+    }
+}
+
+/// Removes from `table` the entry an error at `span` is about: the
+/// innermost key, or the element of an array of tables that is wrong as a
+/// whole (a required key missing). Returns its key as validation names
+/// keys (`policy.check[2].zone`), or `None` if no entry holds `span`.
+/// Tables are searched whatever their own span: a `[section]`'s covers
+/// its header only.
+fn drop_culprit(
+    table: &mut toml::de::DeTable<'_>,
+    span: &std::ops::Range<usize>,
+    prefix: &str,
+    dropped: &mut DroppedElements,
+) -> Option<String> {
+    let holds = |outer: std::ops::Range<usize>| outer.start <= span.start && span.end <= outer.end;
+    let keys: Vec<_> = table.keys().cloned().collect();
+    for key in keys {
+        let path = if prefix.is_empty() {
+            key.get_ref().to_string()
+        } else {
+            format!("{prefix}.{}", key.get_ref())
+        };
+        let Some(value) = table.get_mut(&key) else {
+            continue;
+        };
+        let culprit = holds(key.span()) || holds(value.span());
+        match value.get_mut() {
+            _ if holds(key.span()) => {}
+            toml::de::DeValue::Table(inner) => {
+                if let Some(inner_key) = drop_culprit(inner, span, &path, dropped) {
+                    return Some(inner_key);
+                }
+            }
+            toml::de::DeValue::Array(items) => {
+                for index in 0..items.len() {
+                    let item = &mut items.as_mut()[index];
+                    let item_holds = holds(item.span());
+                    let toml::de::DeValue::Table(element) = item.get_mut() else {
+                        continue;
+                    };
+                    let original = dropped.original(&path, index);
+                    let element_key = format!("{path}[{original}]");
+                    if let Some(inner_key) = drop_culprit(element, span, &element_key, dropped) {
+                        return Some(inner_key);
+                    }
+                    if item_holds {
+                        let mut kept = toml::de::DeArray::new();
+                        for (i, item) in items.iter().enumerate() {
+                            if i != index {
+                                kept.push(item.clone());
+                            }
+                        }
+                        *items = kept;
+                        dropped.note(&path, original);
+                        return Some(element_key);
+                    }
+                }
+            }
+            _ => {}
+        }
+        if culprit {
+            table.remove(&key);
+            return Some(path);
+        }
+    }
+    None
 }
 
 impl fmt::Display for ParseError {
@@ -544,11 +772,47 @@ mod tests {
         }
     }
 
+    /// Why `text` was refused, as one string: a key with an unknown name,
+    /// a wrong type or a bad value.
     fn syntax(text: &str) -> String {
         match Config::parse(text) {
-            Err(ParseError::Syntax(message)) => message,
-            other => panic!("expected a syntax error, got {other:?}"),
+            Err(error) => error.to_string(),
+            Ok(config) => panic!("expected an error, got {config:?}"),
         }
+    }
+
+    #[test]
+    fn every_mistake_is_reported_at_once_with_its_key_and_line() {
+        let problems = invalid(
+            "[xdp]\nmode = \"turbo\"\ncolour = \"red\"\n\
+             [ban]\nallowlist = [\"nope\", \"192.0.2.0/24\", \"also-not\"]\nbantime = \"forever\"\n\
+             [daemon]\nstate_dir = \"relative\"\n\
+             [[policy.check]]\ntype = \"helo\"\n\
+             [[policy.check]]\nname = \"zen\"\ntype = \"dnsbl\"\nzone = \"zen.example\"\ntimeout = \"soon\"\n\
+             [[policy.check]]\nname = \"x\"\ntype = \"dnsbl\"\n\
+             [xpd]\n",
+        );
+        let all = problems.join("\n");
+        for needle in [
+            "xdp.mode: line 2, column 8: unknown variant `turbo`",
+            "xdp.colour: line 3, column 1: unknown field `colour`",
+            "ban.allowlist: line 5, column 13: allowlist entry \"nope\"",
+            "allowlist entry \"also-not\"",
+            "ban.bantime: line 6, column 11:",
+            "policy.check[0]: line 9, column 1: missing field `name`",
+            "policy.check[1].timeout: line 15",
+            "xpd: line 19",
+            // Validation still runs, with the file's own indexes.
+            "daemon.state_dir: relative is not an absolute path",
+            "policy.check[2].zone",
+        ] {
+            assert!(all.contains(needle), "{needle:?} missing from:\n{all}");
+        }
+        assert!(!all.contains("policy.check[1].zone"), "{all}");
+        assert!(
+            problems[0].starts_with("xdp.mode") && problems[1].starts_with("xdp.colour"),
+            "in the file's order: {all}"
+        );
     }
 
     #[test]
@@ -910,6 +1174,34 @@ mod tests {
             message.contains("longer than zero") && message.contains("line 2"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn host_warnings_name_missing_interfaces_and_loopback_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::create_dir(dir.path().join("eth0")).expect("mkdir");
+        let host = HostPaths {
+            net_class: dir.path().to_owned(),
+            resolv_conf: dir.path().join("resolv.conf"),
+        };
+        let config = Config::parse("[xdp]\ninterfaces = [\"eth0\", \"eht1\"]\n").expect("valid");
+        assert!(config.warnings().is_empty());
+        assert_eq!(
+            config.host_warnings(&host),
+            [format!(
+                "xdp.interfaces: eht1 does not exist on this host ({} has no eht1): the daemon cannot attach to it",
+                dir.path().display()
+            )]
+        );
+        let config = Config::parse("[xdp]\ninterfaces = [\"lo\"]\n").expect("valid");
+        assert_eq!(config.warnings().len(), 1);
+        assert!(
+            config.warnings()[0].starts_with("xdp.interfaces: lo is the only interface"),
+            "{:?}",
+            config.warnings()
+        );
+        let config = Config::parse("[xdp]\ninterfaces = [\"lo\", \"eth0\"]\n").expect("valid");
+        assert!(config.warnings().is_empty());
     }
 
     #[test]

@@ -523,3 +523,346 @@ fn check_config_warns_about_a_filter_a_client_can_steer() {
         ["192.0.2.44"]
     );
 }
+
+#[test]
+fn check_config_reports_every_mistake_at_once() {
+    let files = Files::new();
+    let path = files.write(
+        "many.toml",
+        "[xdp]\nmode = \"turbo\"\ncolour = \"red\"\n\
+         [ban]\nallowlist = [\"nope\", \"192.0.2.0/24\", \"also-not\"]\nbantime = \"forever\"\n\
+         [daemon]\nstate_dir = \"relative\"\n\
+         [[policy.check]]\ntype = \"helo\"\n",
+    );
+    let output = spamwall([Path::new("check-config"), &path]);
+    let err = expect_code(&output, 2, "check-config on many mistakes");
+    assert_names(
+        &err,
+        &[
+            &format!("spamwall: config {}:\n", path.display()),
+            "\n  xdp.mode: line 2, column 8: unknown variant `turbo`",
+            "\n  xdp.colour: line 3, column 1: unknown field `colour`",
+            "\n  ban.allowlist: line 5, column 13: allowlist entry \"nope\" is not an IP address or CIDR prefix; allowlist entry \"also-not\"",
+            "\n  ban.bantime: line 6, column 11: invalid duration \"forever\"",
+            "\n  policy.check[0]: line 9, column 1: missing field `name`",
+            "\n  daemon.state_dir: relative is not an absolute path",
+        ],
+        "every mistake",
+    );
+    assert!(
+        text(&output.stdout).is_empty(),
+        "no summary for a broken file"
+    );
+}
+
+/// A configuration that deserves every warning: a missing interface,
+/// a rule with nothing to read, a failregex without a host and one a
+/// client can steer, a DNS list asked through the resolv.conf given.
+const WARNED: &str = "[xdp]\ninterfaces = [\"nosuch0\"]\n\
+     [[policy.check]]\nname = \"zen\"\ntype = \"dnsbl\"\nzone = \"zen.example\"\n\
+     [[logwatch.filter]]\nname = \"mine\"\nfailregex = ['^x from \\S+', 'reject: \\S+ from \\S+\\[<HOST>\\]']\n\
+     [[logwatch.rule]]\nfilter = \"mine\"\n";
+
+#[test]
+fn check_config_warns_and_strict_refuses_the_warnings() {
+    let files = Files::new();
+    let path = files.write("warned.toml", WARNED);
+    let resolv = files.write("resolv.conf", "nameserver 127.0.0.53\nnameserver 8.8.8.8\n");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec![
+            "check-config".to_owned(),
+            path.to_str().unwrap().to_owned(),
+            "--resolv-conf".to_owned(),
+            resolv.to_str().unwrap().to_owned(),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    };
+    let expected = [
+        "spamwall: warning: logwatch.filter[0] (mine): failregex 1 has no <HOST> (nor <ADDR>, <IP4>, <IP6>): a line it matches bans nobody: ^x from \\S+\n",
+        "spamwall: warning: logwatch.filter[0] (mine): failregex 2 is not anchored with `^`",
+        "spamwall: warning: logwatch.rule[0] (mine): no [[logwatch.source]] to read: the rule never sees a line",
+        "spamwall: warning: xdp.interfaces: nosuch0 does not exist on this host (/sys/class/net has no nosuch0)",
+        &format!(
+            "spamwall: warning: policy.resolver: not set: the nameservers of {} answer the DNS list checks (zen), and 8.8.8.8 is public: DNS lists such as Spamhaus refuse",
+            resolv.display()
+        ),
+    ];
+    let output = spamwall(args(&[]));
+    let err = expect_code(&output, 0, "warnings alone");
+    assert_names(&err, &expected, "check-config warnings");
+    assert_eq!(err.matches("warning:").count(), expected.len(), "{err}");
+    assert!(
+        text(&output.stdout).starts_with(&format!("{}: OK\n", path.display())),
+        "{}",
+        text(&output.stdout)
+    );
+
+    let output = spamwall(args(&["--strict"]));
+    let err = expect_code(&output, 2, "--strict with warnings");
+    assert_names(&err, &expected, "check-config --strict");
+    assert!(
+        err.ends_with(&format!(
+            "spamwall: config {}: 5 warnings and --strict\n",
+            path.display()
+        )),
+        "{err}"
+    );
+
+    // A local resolver, an existing interface and a source: nothing left.
+    let clean = files.write(
+        "clean.toml",
+        "[xdp]\ninterfaces = [\"lo\", \"nosuch0\"]\n[policy]\nresolver = \"127.0.0.1\"\n\
+         [[policy.check]]\nname = \"zen\"\ntype = \"dnsbl\"\nzone = \"zen.example\"\n",
+    );
+    let output = spamwall([
+        "check-config",
+        clean.to_str().unwrap(),
+        "--strict",
+        "--resolv-conf",
+        resolv.to_str().unwrap(),
+    ]);
+    let err = expect_code(&output, 2, "a missing interface next to lo");
+    assert_eq!(err.matches("warning:").count(), 1, "{err}");
+    let only_lo = files.write("lo.toml", "[xdp]\ninterfaces = [\"lo\"]\n");
+    let output = spamwall(["check-config", only_lo.to_str().unwrap()]);
+    let err = expect_code(&output, 0, "lo alone");
+    assert_names(
+        &err,
+        &["spamwall: warning: xdp.interfaces: lo is the only interface"],
+        "lo alone",
+    );
+    let output = spamwall(["check-config", only_lo.to_str().unwrap(), "--strict"]);
+    expect_code(&output, 2, "lo alone, --strict");
+}
+
+#[test]
+fn check_config_json_has_errors_warnings_and_a_summary() {
+    let files = Files::new();
+    let resolv = files.write("resolv.conf", "nameserver 1.1.1.1\n");
+    let path = files.write("warned.toml", WARNED);
+    let json = |path: &Path, strict: bool, code: i32| -> serde_json::Value {
+        let mut args = vec![
+            "check-config",
+            path.to_str().unwrap(),
+            "--json",
+            "--resolv-conf",
+            resolv.to_str().unwrap(),
+        ];
+        if strict {
+            args.push("--strict");
+        }
+        let output = spamwall(args);
+        expect_code(&output, code, &format!("--json on {}", path.display()));
+        assert!(output.stderr.is_empty(), "{}", text(&output.stderr));
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let report = json(&path, false, 0);
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["path"], path.to_str().unwrap());
+    assert_eq!(report["errors"], serde_json::json!([]));
+    assert_eq!(report["warnings"].as_array().unwrap().len(), 5, "{report}");
+    let summary = &report["summary"];
+    assert_eq!(summary["interfaces"], serde_json::json!(["nosuch0"]));
+    assert_eq!(summary["backends"], serde_json::json!(["xdp"]));
+    assert_eq!(
+        summary["allowlist"],
+        serde_json::json!(["127.0.0.0/8", "::1/128"])
+    );
+    assert_eq!(
+        summary["policy"]["listen"],
+        serde_json::json!(["127.0.0.1:10040"])
+    );
+    assert_eq!(summary["policy"]["checks"][0]["name"], "zen");
+    assert_eq!(summary["policy"]["checks"][0]["type"], "dnsbl");
+    assert_eq!(summary["logwatch"]["rules"][0]["filter"], "mine");
+    assert_eq!(summary["logwatch"]["rules"][0]["maxretry"], 5);
+    assert_eq!(summary["logwatch"]["sources"], serde_json::json!([]));
+    assert_eq!(summary["fleet"], serde_json::Value::Null);
+    assert_eq!(summary["metrics"], serde_json::Value::Null);
+    assert_eq!(json(&path, true, 2)["ok"], false);
+
+    let broken = files.write("broken.toml", "[xdp]\nmode = \"turbo\"\nports = [0]\n");
+    let report = json(&broken, false, 2);
+    assert_eq!(report["ok"], false);
+    let errors: Vec<&str> = report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert_eq!(errors.len(), 2, "{report}");
+    assert!(errors[0].starts_with("xdp.mode: line 2, column 8: unknown variant `turbo`"));
+    assert!(errors[1].starts_with("xdp.ports: port 0 cannot be enforced"));
+
+    let report = json(&files.dir.path().join("absent.toml"), false, 2);
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["summary"], serde_json::Value::Null);
+    assert!(
+        report["errors"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot read it: "),
+        "{report}"
+    );
+    let syntax = files.write("syntax.toml", "[xdp\n");
+    let report = json(&syntax, false, 2);
+    assert_eq!(report["errors"].as_array().unwrap().len(), 1, "{report}");
+    assert!(
+        report["errors"][0].as_str().unwrap().starts_with("line 1"),
+        "{report}"
+    );
+}
+
+/// A postscreen log: a listed line, the same without a timestamp, a line
+/// with neither a timestamp nor a match, a timed line no failregex takes.
+const POSTSCREEN_LOG: &str = "Nov 20 10:01:03 mx postfix/postscreen[9]: DNSBL rank 3 for [192.0.2.2]:4567\n\
+     mx postfix/postscreen[9]: DNSBL rank 3 for [192.0.2.3]:4567\n\
+     garbage without a date\n\
+     Nov 20 10:01:04 mx postfix/postscreen[9]: PASS OLD [192.0.2.4]:4567\n";
+
+const NO_TIMESTAMP: &str = "no timestamp spamwall reads (syslog, RFC 3339 or journal JSON): the daemon counts it as logged when read";
+
+/// `spamwall ARGS` with `input` on standard input.
+fn spamwall_with_stdin(args: &[&str], input: &str) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(spamwall_bin())
+        .args(args)
+        .env_remove("SPAMWALL_CONFIG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_owned();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    output
+}
+
+#[test]
+fn test_filter_counts_and_lists_lines_without_a_timestamp() {
+    let files = Files::new();
+    let log = files.write("mail.log", POSTSCREEN_LOG);
+    let log = log.to_str().unwrap();
+    let output = spamwall(["test-filter", log, "--mode", "rbl"]);
+    expect_code(&output, 0, "test-filter");
+    let out = text(&output.stdout);
+    assert_names(
+        &out,
+        &[
+            "\nLines: 4, matched 2, missed 2, ignored 0, without timestamp 2\n",
+            "  2 lines without a timestamp spamwall reads",
+            "--print-missed lists them",
+            "\nHosts: 2\n  192.0.2.2 (1)\n  192.0.2.3 (1)\n",
+        ],
+        "summary",
+    );
+    // The failregexes by their text.
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("|  1) [2] ^") && l.contains("DNSBL rank")),
+        "{out}"
+    );
+    let output = spamwall(["test-filter", log, "--mode", "rbl", "--print-missed"]);
+    expect_code(&output, 0, "test-filter --print-missed");
+    assert!(
+        text(&output.stdout).ends_with(&format!(
+            "\nMissed lines:\n\
+             |  2: {NO_TIMESTAMP}: mx postfix/postscreen[9]: DNSBL rank 3 for [192.0.2.3]:4567\n\
+             |  3: no failregex matched; {NO_TIMESTAMP}: garbage without a date\n\
+             |  4: no failregex matched: Nov 20 10:01:04 mx postfix/postscreen[9]: PASS OLD [192.0.2.4]:4567\n"
+        )),
+        "{}",
+        text(&output.stdout)
+    );
+}
+
+#[test]
+fn test_filter_prints_matched_lines() {
+    let files = Files::new();
+    let log = files.write("mail.log", POSTSCREEN_LOG);
+    let output = spamwall([
+        "test-filter",
+        log.to_str().unwrap(),
+        "--mode",
+        "rbl",
+        "--print-matched",
+    ]);
+    expect_code(&output, 0, "test-filter --print-matched");
+    let out = text(&output.stdout);
+    assert!(
+        out.ends_with(
+            "\nMatched lines:\n\
+             |  1: 192.0.2.2 (failregex 1): Nov 20 10:01:03 mx postfix/postscreen[9]: DNSBL rank 3 for [192.0.2.2]:4567\n\
+             |  2: 192.0.2.3 (failregex 1): mx postfix/postscreen[9]: DNSBL rank 3 for [192.0.2.3]:4567\n"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("Missed lines:"), "{out}");
+}
+
+#[test]
+fn test_filter_json_carries_missed_lines_and_reads_standard_input() {
+    let output = spamwall_with_stdin(
+        &[
+            "test-filter",
+            "-",
+            "--mode",
+            "rbl",
+            "--json",
+            "--print-missed",
+        ],
+        POSTSCREEN_LOG,
+    );
+    expect_code(&output, 0, "test-filter - --json --print-missed");
+    let objects: Vec<serde_json::Value> = text(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary: Vec<(u64, &str, Option<&str>, Option<&str>)> = objects
+        .iter()
+        .map(|o| {
+            (
+                o["line"].as_u64().unwrap(),
+                o["result"].as_str().unwrap(),
+                o["host"].as_str(),
+                o["reason"].as_str(),
+            )
+        })
+        .collect();
+    let both = format!("no failregex matched; {NO_TIMESTAMP}");
+    assert_eq!(
+        summary,
+        [
+            (1, "matched", Some("192.0.2.2"), None),
+            (2, "matched", Some("192.0.2.3"), Some(NO_TIMESTAMP)),
+            (3, "missed", None, Some(both.as_str())),
+            (4, "missed", None, Some("no failregex matched")),
+        ]
+    );
+    assert!(
+        objects[0]["failregex"]
+            .as_str()
+            .unwrap()
+            .contains("DNSBL rank")
+    );
+    assert_eq!(objects[0]["regex"], 1);
+    assert!(objects[0]["time"].is_string() && objects[1]["time"].is_null());
+    assert_eq!(objects[2]["text"], "garbage without a date");
+
+    // `-` in the summary form too, and an empty input.
+    let output = spamwall_with_stdin(&["test-filter", "-", "--mode", "rbl"], POSTSCREEN_LOG);
+    expect_code(&output, 0, "test-filter -");
+    assert!(
+        text(&output.stdout)
+            .contains("\nLines: 4, matched 2, missed 2, ignored 0, without timestamp 2\n"),
+        "{}",
+        text(&output.stdout)
+    );
+    let output = spamwall_with_stdin(&["test-filter", "-"], "");
+    expect_code(&output, 0, "test-filter - on nothing");
+    assert!(text(&output.stdout).contains("\nLines: 0, matched 0"));
+}

@@ -11,10 +11,12 @@ use std::{
 };
 
 mod ban;
+mod check;
 mod explain;
 mod query;
 mod run;
 mod target_file;
+mod test_filter;
 mod unban;
 
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
@@ -70,43 +72,21 @@ pub enum Command {
     Stats(JsonFlag),
     /// Show backends, interfaces and settings
     Status(JsonFlag),
-    /// Check a configuration file and exit
-    CheckConfig {
-        /// File to check [default: as for --config]
-        path: Option<PathBuf>,
-    },
+    /// Check a configuration file: every error, warnings, and what will run
+    CheckConfig(check::CheckArgs),
     /// Manage the pinned XDP program without the daemon
     #[command(subcommand)]
     Xdp(XdpCommand),
     /// Send one Postfix policy request (name=value lines on stdin, or --attr) and print the answer
     Query(query::QueryArgs),
     /// Run a log filter over a file, like fail2ban-regex (no daemon, no root)
-    TestFilter(TestFilterArgs),
+    TestFilter(test_filter::TestFilterArgs),
     /// Print a completion script for a shell
     Completions {
         /// bash, zsh, fish, elvish or powershell
         #[arg(value_name = "SHELL")]
         shell: clap_complete::Shell,
     },
-}
-
-#[derive(Debug, Args)]
-pub struct TestFilterArgs {
-    /// The log file (syslog, RFC 3339 syslog, or `journalctl -o json`)
-    #[arg(value_name = "LOGFILE")]
-    pub logfile: PathBuf,
-    /// `postfix`, a fail2ban filter file (`PATH[mode=M]`), or a `[[logwatch.filter]]` name
-    #[arg(long, default_value = "postfix", value_name = "NAME|PATH")]
-    pub filter: String,
-    /// Mode of the filter: normal, rbl, auth, ddos, more, aggressive [default: more]
-    #[arg(long, value_name = "MODE")]
-    pub mode: Option<String>,
-    /// One JSON object per matched line: line, host, time, regex
-    #[arg(long)]
-    pub json: bool,
-    /// Also print the lines no failregex matched
-    #[arg(long)]
-    pub print_missed: bool,
 }
 
 #[derive(Debug, Args)]
@@ -167,7 +147,7 @@ pub fn run(cli: &Cli) -> ExitCode {
 fn dispatch(cli: &Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Run => run::run_daemon(cli.config.as_deref()),
-        Command::CheckConfig { path } => check_config(path.as_deref().or(cli.config.as_deref())),
+        Command::CheckConfig(args) => check::check_config(cli.config.as_deref(), args),
         Command::Xdp(XdpCommand::Detach { iface, purge }) => {
             let config = load_config(cli.config.as_deref())?;
             let detached = dataplane::detach(&config.daemon.bpf_pin_dir, iface.as_deref(), *purge)
@@ -195,7 +175,7 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
         Command::List(flag) => list(&socket(cli)?, flag.json),
         Command::Stats(flag) => stats(&socket(cli)?, flag.json),
         Command::Status(flag) => status(&socket(cli)?, flag.json),
-        Command::TestFilter(args) => test_filter(cli.config.as_deref(), args),
+        Command::TestFilter(args) => test_filter::run(cli.config.as_deref(), args),
         Command::Query(args) => {
             query::run(args, cli.config.as_deref()).map(|answer| println!("{answer}"))
         }
@@ -210,66 +190,9 @@ pub fn completion_script(shell: clap_complete::Shell) -> String {
     String::from_utf8_lossy(&script).into_owned()
 }
 
-/// `test-filter`: needs a configuration only for a user filter by name.
-fn test_filter(config: Option<&Path>, args: &TestFilterArgs) -> Result<(), Failure> {
-    let user = match config {
-        Some(path) => Config::load(path)
-            .map_err(|e| Failure::usage(e.to_string()))?
-            .logwatch
-            .user_filters(),
-        None => Vec::new(),
-    };
-    let filter = crate::logwatch::resolve_filter(&args.filter, args.mode.as_deref(), &user)
-        .map_err(|e| Failure::usage(e.to_string()))?;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    match crate::logwatch::test_filter(
-        &args.logfile,
-        &filter,
-        args.json,
-        args.print_missed,
-        &mut out,
-    )
-    .and_then(|()| out.flush().map_err(crate::logwatch::TestFilterError::Write))
-    {
-        Err(crate::logwatch::TestFilterError::Write(e))
-            if e.kind() == std::io::ErrorKind::BrokenPipe =>
-        {
-            Ok(())
-        }
-        Err(e @ crate::logwatch::TestFilterError::Read { .. }) => {
-            Err(Failure::usage(e.to_string()))
-        }
-        Err(e) => Err(Failure::runtime(e.to_string())),
-        Ok(()) => Ok(()),
-    }
-}
-
 fn load_config(flag: Option<&Path>) -> Result<Config, Failure> {
     let path = resolve_path(flag);
     Config::load(&path).map_err(|e| Failure::usage(e.to_string()))
-}
-
-fn check_config(flag: Option<&Path>) -> Result<(), Failure> {
-    let path = resolve_path(flag);
-    let config = Config::load(&path).map_err(|e| Failure::usage(e.to_string()))?;
-    let interfaces = if config.xdp.interfaces.is_empty() {
-        "none (bans not enforced)".to_owned()
-    } else {
-        config.xdp.interfaces.join(", ")
-    };
-    println!("{}: OK", path.display());
-    println!("  interfaces: {interfaces} (mode {})", config.xdp.mode);
-    println!("  ports: {}", ports_text(&config.xdp.ports));
-    println!("  bantime: {}", config.ban.bantime);
-    println!(
-        "  control socket: {}",
-        config.daemon.control_socket.display()
-    );
-    for warning in config.warnings() {
-        eprintln!("spamwall: warning: {warning}");
-    }
-    Ok(())
 }
 
 /// The socket to reach the daemon: `--socket`, else the configuration's,

@@ -116,13 +116,20 @@ impl LogwatchConfig {
     }
 
     /// What is allowed but risky, each naming its key: failregexes whose
-    /// host a client can choose ([`lint::host_not_anchored`]).
+    /// host a client can choose ([`lint::host_not_anchored`]) or that
+    /// capture no host, rules with no source to read and sources no rule
+    /// reads.
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
         for (i, filter) in self.user_filters().iter().enumerate() {
             let name = &filter.name;
             for (j, regex) in filter.failregex.iter().enumerate() {
-                if let Some(problem) = lint::host_not_anchored(regex) {
+                if lint::has_no_host(regex) {
+                    warnings.push(format!(
+                        "logwatch.filter[{i}] ({name}): failregex {} has no <HOST> (nor <ADDR>, <IP4>, <IP6>): a line it matches bans nobody: {regex}",
+                        j + 1
+                    ));
+                } else if let Some(problem) = lint::host_not_anchored(regex) {
                     warnings.push(format!(
                         "logwatch.filter[{i}] ({name}): failregex {} {problem}: {regex}",
                         j + 1
@@ -130,7 +137,45 @@ impl LogwatchConfig {
                 }
             }
         }
+        if self.source.is_empty() {
+            for (i, rule) in self.rule.iter().enumerate() {
+                warnings.push(format!(
+                    "logwatch.rule[{i}] ({}): no [[logwatch.source]] to read: the rule never sees a line; add a source with the mail log's `path` or `journal` units",
+                    rule.filter
+                ));
+            }
+        }
+        for (i, source) in self.source.iter().enumerate() {
+            let read = self
+                .rule
+                .iter()
+                .any(|rule| rule.source.as_ref().is_none_or(|s| *s == source.name));
+            if !read {
+                warnings.push(format!(
+                    "logwatch.source[{i}] ({}): no [[logwatch.rule]] reads it: its lines ban nobody",
+                    source.name
+                ));
+            }
+        }
         warnings
+    }
+
+    /// What this host says about the sources: a log file that is not
+    /// there (yet) gives its rules nothing to read.
+    pub fn host_warnings(&self) -> Vec<String> {
+        self.source
+            .iter()
+            .enumerate()
+            .filter_map(|(i, source)| {
+                let path = source.path.as_ref()?;
+                (path.is_absolute() && !path.exists()).then(|| {
+                    format!(
+                        "logwatch.source[{i}].path: {} does not exist: its rules read nothing until it does",
+                        path.display()
+                    )
+                })
+            })
+            .collect()
     }
 
     /// Every problem, each naming its key (`logwatch.rule[1].filter`).
@@ -274,6 +319,40 @@ mod tests {
                 ("file".to_owned(), true),
                 ("mixed".to_owned(), false),
                 ("own".to_owned(), false)
+            ]
+        );
+    }
+
+    #[test]
+    fn rules_without_sources_and_filters_without_hosts_are_warned_about() {
+        let config = Config::parse(
+            "[[logwatch.filter]]\nname = \"mine\"\nfailregex = ['^x \\[<HOST>\\]', '^y from \\S+']\n\
+             [[logwatch.rule]]\nfilter = \"postfix\"\n[[logwatch.rule]]\nfilter = \"mine\"\n",
+        )
+        .expect("valid");
+        let warnings = config.logwatch.warnings();
+        assert_eq!(
+            warnings,
+            [
+                "logwatch.filter[0] (mine): failregex 2 has no <HOST> (nor <ADDR>, <IP4>, <IP6>): a line it matches bans nobody: ^y from \\S+",
+                "logwatch.rule[0] (postfix): no [[logwatch.source]] to read: the rule never sees a line; add a source with the mail log's `path` or `journal` units",
+                "logwatch.rule[1] (mine): no [[logwatch.source]] to read: the rule never sees a line; add a source with the mail log's `path` or `journal` units",
+            ]
+        );
+        let config = Config::parse(
+            "[[logwatch.source]]\nname = \"mail\"\npath = \"/nonexistent/mail.log\"\n\
+             [[logwatch.source]]\nname = \"other\"\njournal = [\"postfix.service\"]\n\
+             [[logwatch.rule]]\nfilter = \"postfix\"\nsource = \"mail\"\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            config.logwatch.warnings(),
+            ["logwatch.source[1] (other): no [[logwatch.rule]] reads it: its lines ban nobody"]
+        );
+        assert_eq!(
+            config.logwatch.host_warnings(),
+            [
+                "logwatch.source[0].path: /nonexistent/mail.log does not exist: its rules read nothing until it does"
             ]
         );
     }

@@ -11,6 +11,14 @@
 /// The host tags of a failregex.
 const HOST_TAGS: [&str; 4] = ["<HOST>", "<ADDR>", "<IP4>", "<IP6>"];
 
+/// Whether `failregex` captures no host at all: no host tag and no
+/// `host` group. A line it matches bans nobody.
+pub fn has_no_host(failregex: &str) -> bool {
+    !HOST_TAGS.iter().any(|tag| failregex.contains(tag))
+        && !failregex.contains("(?P<host>")
+        && !failregex.contains("(?<host>")
+}
+
 /// What is wrong with how `failregex` reaches its host, if anything.
 pub fn host_not_anchored(failregex: &str) -> Option<&'static str> {
     let host = HOST_TAGS
@@ -78,6 +86,19 @@ mod tests {
             for regex in crate::logwatch::postfix::failregex(mode) {
                 assert_eq!(host_not_anchored(&regex), None, "{mode}: {regex}");
             }
+        }
+    }
+
+    #[test]
+    fn a_failregex_without_a_host_is_found() {
+        assert!(has_no_host(r"^\S+ reject: RCPT from \S+\[\S+\]"));
+        for regex in [
+            r"^x \[<HOST>\]",
+            r"^x \[<IP6>\]",
+            r"^x (?P<host>\S+)",
+            r"^x (?<host>\S+)",
+        ] {
+            assert!(!has_no_host(regex), "{regex}");
         }
     }
 

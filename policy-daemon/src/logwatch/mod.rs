@@ -15,5 +15,6 @@ mod watcher;
 
 pub use config::{FilterConfig, LogwatchConfig, RuleConfig, SourceConfig};
 pub use resolve::{ResolveError, UserFilter, resolve_filter};
-pub use test_filter::{TestFilterError, test_filter};
+pub use rules::{DEFAULT_FINDTIME, DEFAULT_MAXRETRY};
+pub use test_filter::{Report, TestFilterError, test_filter};
 pub use watcher::Watcher;

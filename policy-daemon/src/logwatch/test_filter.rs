@@ -15,7 +15,7 @@ use std::{
 };
 
 use super::{
-    filter::{Filter, Scratch, Verdict, parse_line},
+    filter::{Filter, Scratch, Verdict, has_timestamp, parse_line},
     lines::{self, Chunk, Last, Options},
 };
 
@@ -28,116 +28,235 @@ pub enum TestFilterError {
     Write(io::Error),
 }
 
-/// Runs a filter over a log file like fail2ban-regex: a summary (per-regex
-/// hits, `Lines: N, matched M, missed K, ignored I`, hosts) or, with
-/// `json`, one object per matched line.
+/// What a `test-filter` run prints besides the summary.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Report {
+    /// One JSON object per matched line (and per missed line with
+    /// `print_missed`) instead of the summary.
+    pub json: bool,
+    /// List the matched lines, with host and failregex.
+    pub print_matched: bool,
+    /// List the lines no failregex matched and those without a timestamp
+    /// spamwall reads, each with its reason.
+    pub print_missed: bool,
+}
+
+/// Why a line is listed under `--print-missed`.
+const NO_FAILREGEX: &str = "no failregex matched";
+const NO_TIMESTAMP: &str = "no timestamp spamwall reads (syslog, RFC 3339 or journal JSON): the daemon counts it as logged when read";
+
+/// Runs a filter over a log like fail2ban-regex: a summary (per-regex
+/// hits, `Lines: N, matched M, missed K, ignored I, without timestamp T`,
+/// hosts, and the lines `report` asks for) or, with `report.json`, one
+/// object per line.
 ///
-/// A regular file is cut into one byte range per core, each read and
-/// scanned in blocks of whole lines: memory stays small whatever the size
-/// of the log, and the file is read as far as it reached when the run
-/// began. Anything else (a pipe, `/dev/stdin`) is read through once.
+/// `-` reads standard input. A regular file is cut into one byte range
+/// per core, each read and scanned in blocks of whole lines: memory stays
+/// small whatever the size of the log, and the file is read as far as it
+/// reached when the run began. Anything else (a pipe, `/dev/stdin`) is
+/// read through once.
 pub fn test_filter(
     path: &Path,
     filter: &Filter,
-    json: bool,
-    print_missed: bool,
+    report: Report,
     out: &mut dyn Write,
 ) -> Result<(), TestFilterError> {
+    let stdin = path == Path::new("-");
     let read_error = |source| TestFilterError::Read {
-        path: path.to_owned(),
+        path: if stdin {
+            PathBuf::from("standard input")
+        } else {
+            path.to_owned()
+        },
         source,
     };
-    let file = File::open(path).map_err(read_error)?;
-    let metadata = file.metadata().map_err(read_error)?;
-    let now = SystemTime::now();
     let options = ScanOptions {
         filter,
-        now,
-        json,
-        print_missed,
+        now: SystemTime::now(),
+        report,
     };
-    let results: Vec<io::Result<ChunkScan>> = if metadata.is_file() {
-        let size = metadata.len();
-        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        let parts = u64::try_from(threads).unwrap_or(1).min(size / MIN_PART + 1);
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..parts)
-                .map(|k| {
-                    let (file, options) = (&file, &options);
-                    let range = size * k / parts..size * (k + 1) / parts;
-                    scope.spawn(move || scan_range(file, range, size, options))
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| {
-                    // A range left out would be a wrong count: fail the run.
-                    w.join()
-                        .unwrap_or_else(|_| Err(io::Error::other("a scanning thread panicked")))
-                })
-                .collect()
-        })
+    let results = if stdin {
+        vec![read_through(io::stdin().lock(), &options)]
     } else {
-        let mut reader = &file;
-        let mut scan = ChunkScan::new(filter);
-        let mut scratch = filter.scratch();
-        vec![
-            lines::read_lines(
-                |buf| io::Read::read(&mut reader, buf),
-                WHOLE_LINES,
-                |chunk| scan_chunk(chunk, &mut scan, &mut scratch, &options),
-            )
-            .map(|_| scan),
-        ]
+        let file = File::open(path).map_err(read_error)?;
+        let metadata = file.metadata().map_err(read_error)?;
+        if metadata.is_file() {
+            scan_file(&file, metadata.len(), &options)
+        } else {
+            vec![read_through(&file, &options)]
+        }
     };
     let write_err = TestFilterError::Write;
-    let (mut lines, mut matched, mut ignored) = (0_u64, 0_u64, 0_u64);
-    let mut hits = vec![0_u64; filter.failregex().len()];
-    let mut hosts: BTreeMap<IpAddr, u64> = BTreeMap::new();
-    let mut missed_lines = String::new();
+    let mut total = ChunkScan::new(filter);
     let mut json_out = Vec::new();
+    let (mut matched_lines, mut missed_lines) = (String::new(), String::new());
     for result in results {
         let result = result.map_err(read_error)?;
-        for hit in &result.json {
-            let object = serde_json::json!({
-                "line": lines + hit.line,
-                "host": hit.host.to_string(),
-                "time": hit.time.map(crate::clock::rfc3339_micros),
-                "regex": hit.regex,
-            });
-            let _ = writeln!(json_out, "{object}");
+        for shown in &result.shown {
+            let line = total.lines + shown.line;
+            if report.json {
+                let _ = writeln!(json_out, "{}", json_object(filter, line, shown));
+            } else {
+                list_line(report, line, shown, &mut matched_lines, &mut missed_lines);
+            }
         }
-        lines += result.lines;
-        matched += result.matched;
-        ignored += result.ignored;
-        for (total, count) in hits.iter_mut().zip(&result.hits) {
-            *total += count;
+        total.lines += result.lines;
+        total.matched += result.matched;
+        total.ignored += result.ignored;
+        total.untimed += result.untimed;
+        for (sum, count) in total.hits.iter_mut().zip(&result.hits) {
+            *sum += count;
         }
         for (host, count) in result.hosts {
-            *hosts.entry(host).or_default() += count;
+            *total.hosts.entry(host).or_default() += count;
         }
-        missed_lines.push_str(&result.missed_lines);
     }
-    if json {
+    if report.json {
         return out.write_all(&json_out).map_err(write_err);
     }
-    let missed = lines - matched - ignored;
-    let mut text = format!("Filter: {}\n\nFailregex: {matched} total\n", filter.name());
-    for (index, count) in hits.iter().enumerate() {
+    let hosts: BTreeMap<IpAddr, u64> = total.hosts.into_iter().collect();
+    let missed = total.lines - total.matched - total.ignored;
+    let mut text = format!(
+        "Filter: {}\n\nFailregex: {} total\n",
+        filter.name(),
+        total.matched
+    );
+    for (index, count) in total.hits.iter().enumerate() {
         let _ = writeln!(text, "|  {index}) [{count}] {}", filter.failregex()[index]);
     }
     let _ = writeln!(
         text,
-        "\nLines: {lines}, matched {matched}, missed {missed}, ignored {ignored}\n\nHosts: {}",
-        hosts.len()
+        "\nLines: {}, matched {}, missed {missed}, ignored {}, without timestamp {}",
+        total.lines, total.matched, total.ignored, total.untimed
     );
+    if total.untimed > 0 && !report.print_missed {
+        let _ = writeln!(
+            text,
+            "  {} line{} without a timestamp spamwall reads (syslog, RFC 3339 or journal JSON): the daemon counts such a line as logged when read; --print-missed lists them",
+            total.untimed,
+            if total.untimed == 1 { "" } else { "s" }
+        );
+    }
+    let _ = writeln!(text, "\nHosts: {}", hosts.len());
     for (host, count) in &hosts {
         let _ = writeln!(text, "  {host} ({count})");
     }
-    if print_missed {
+    if report.print_matched {
+        let _ = write!(text, "\nMatched lines:\n{matched_lines}");
+    }
+    if report.print_missed {
         let _ = write!(text, "\nMissed lines:\n{missed_lines}");
     }
     out.write_all(text.as_bytes()).map_err(write_err)
+}
+
+/// Scans a regular file of `size` bytes, one range per core.
+fn scan_file(file: &File, size: u64, options: &ScanOptions<'_>) -> Vec<io::Result<ChunkScan>> {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let parts = u64::try_from(threads).unwrap_or(1).min(size / MIN_PART + 1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..parts)
+            .map(|k| {
+                let range = size * k / parts..size * (k + 1) / parts;
+                scope.spawn(move || scan_range(file, range, size, options))
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                // A range left out would be a wrong count: fail the run.
+                w.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("a scanning thread panicked")))
+            })
+            .collect()
+    })
+}
+
+/// Scans a stream from start to end.
+fn read_through(mut reader: impl io::Read, options: &ScanOptions<'_>) -> io::Result<ChunkScan> {
+    let mut scan = ChunkScan::new(options.filter);
+    let mut scratch = options.filter.scratch();
+    lines::read_lines(
+        |buf| reader.read(buf),
+        WHOLE_LINES,
+        |chunk| scan_chunk(chunk, &mut scan, &mut scratch, options),
+    )
+    .map(|_| scan)
+}
+
+/// The `--json` object of a listed line.
+fn json_object(filter: &Filter, line: u64, shown: &Shown) -> serde_json::Value {
+    let time = shown.time.map(crate::clock::rfc3339_micros);
+    let mut object = match shown.outcome {
+        Outcome::Matched { host, regex } => serde_json::json!({
+            "line": line,
+            "result": "matched",
+            "host": host.to_string(),
+            "time": time,
+            "regex": regex,
+            "failregex": filter.failregex()[regex],
+        }),
+        Outcome::Missed => serde_json::json!({
+            "line": line,
+            "result": "missed",
+            "time": time,
+            "reason": missed_reason(shown.time.is_none()),
+        }),
+    };
+    if let (Some(text), serde_json::Value::Object(fields)) = (&shown.text, &mut object) {
+        fields.insert("text".to_owned(), text.clone().into());
+        if matches!(shown.outcome, Outcome::Matched { .. }) && shown.time.is_none() {
+            fields.insert("reason".to_owned(), NO_TIMESTAMP.into());
+        }
+    }
+    object
+}
+
+/// Adds a listed line to the matched or missed list of the summary: a
+/// matched line without a timestamp goes to both.
+fn list_line(report: Report, line: u64, shown: &Shown, matched: &mut String, missed: &mut String) {
+    let Some(text) = &shown.text else { return };
+    let text = escape_controls(text);
+    if let Outcome::Matched { host, regex } = shown.outcome {
+        if report.print_missed && shown.time.is_none() {
+            let _ = writeln!(missed, "|  {line}: {NO_TIMESTAMP}: {text}");
+        }
+        if report.print_matched {
+            let _ = writeln!(matched, "|  {line}: {host} (failregex {regex}): {text}");
+        }
+    } else {
+        let reason = missed_reason(shown.time.is_none());
+        let _ = writeln!(missed, "|  {line}: {reason}: {text}");
+    }
+}
+
+fn missed_reason(untimed: bool) -> Cow<'static, str> {
+    if untimed {
+        Cow::Owned(format!("{NO_FAILREGEX}; {NO_TIMESTAMP}"))
+    } else {
+        Cow::Borrowed(NO_FAILREGEX)
+    }
+}
+
+/// `text` with control characters written as escapes (`\u{1b}`): a log
+/// line is written by whoever Postfix logs about and must not move the
+/// terminal's cursor.
+fn escape_controls(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(
+        text.chars()
+            .flat_map(|c| {
+                let escaped: Vec<char> = if c.is_control() {
+                    c.escape_unicode().collect()
+                } else {
+                    vec![c]
+                };
+                escaped
+            })
+            .collect(),
+    )
 }
 
 /// A file smaller than this per core is not worth another thread.
@@ -157,17 +276,24 @@ const WHOLE_LINES: Options = Options {
 struct ScanOptions<'f> {
     filter: &'f Filter,
     now: SystemTime,
-    json: bool,
-    print_missed: bool,
+    report: Report,
 }
 
-/// A matched line for `--json`, numbered within its worker's range.
+/// What became of a listed line.
+#[derive(Clone, Copy, Debug)]
+enum Outcome {
+    Matched { host: IpAddr, regex: usize },
+    Missed,
+}
+
+/// A line to list, numbered within its worker's range.
 #[derive(Debug)]
-struct JsonHit {
+struct Shown {
     line: u64,
-    host: IpAddr,
+    outcome: Outcome,
     time: Option<SystemTime>,
-    regex: usize,
+    /// The line without its newline, when it is to be printed.
+    text: Option<String>,
 }
 
 /// What one worker's range of a log held.
@@ -176,10 +302,12 @@ struct ChunkScan {
     lines: u64,
     matched: u64,
     ignored: u64,
+    /// Lines without a timestamp spamwall reads.
+    untimed: u64,
     hits: Vec<u64>,
     hosts: foldhash::HashMap<IpAddr, u64>,
-    missed_lines: String,
-    json: Vec<JsonHit>,
+    /// The lines to list, in order.
+    shown: Vec<Shown>,
 }
 
 impl ChunkScan {
@@ -222,6 +350,11 @@ fn scan_range(
     Ok(scan)
 }
 
+/// `raw` as text: checking is cheaper than the lossy decoder's walk.
+fn decode(raw: &[u8]) -> Cow<'_, str> {
+    std::str::from_utf8(raw).map_or_else(|_| String::from_utf8_lossy(raw), Cow::Borrowed)
+}
+
 /// Scans a block of whole lines into `scan`.
 fn scan_chunk(
     chunk: Chunk<'_>,
@@ -232,50 +365,55 @@ fn scan_chunk(
     let &ScanOptions {
         filter,
         now,
-        json,
-        print_missed,
+        report,
     } = options;
     let Chunk::Lines(chunk) = chunk else { return };
     let first_line = scan.lines;
     scan.lines += lines::line_count(chunk);
     // Journald JSON lines are rebuilt before matching and missed lines
     // are wanted one by one: both need every line. Otherwise only the
-    // lines holding a literal some failregex needs are looked at.
-    let every_line = print_missed
+    // lines holding a literal some failregex needs are looked at, and
+    // the others only for their timestamp.
+    let every_line = report.print_missed
         || chunk.first() == Some(&b'{')
         || memchr::memmem::find(chunk, b"\n{").is_some();
     let (mut counted_to, mut lines_before) = (0, 0_u64);
     let mut check = |offset: usize, raw: &[u8]| {
-        // Checking is cheaper than the lossy decoder's walk.
-        let raw =
-            std::str::from_utf8(raw).map_or_else(|_| String::from_utf8_lossy(raw), Cow::Borrowed);
+        let raw = decode(raw);
         let line = parse_line(&raw, now);
-        match filter.check_with(scratch, &line.text) {
+        if every_line && line.time.is_none() {
+            scan.untimed += 1;
+        }
+        let verdict = filter.check_with(scratch, &line.text);
+        let untimed_shown = report.print_missed && line.time.is_none();
+        let (outcome, with_text) = match verdict {
             Verdict::Matched { host, regex } => {
                 scan.matched += 1;
                 scan.hits[regex] += 1;
                 *scan.hosts.entry(host).or_default() += 1;
-                if json {
-                    lines_before +=
-                        memchr::memchr_iter(b'\n', &chunk[counted_to..offset]).count() as u64;
-                    counted_to = offset;
-                    scan.json.push(JsonHit {
-                        line: first_line + lines_before + 1,
-                        host,
-                        time: line.time,
-                        regex,
-                    });
+                if !(report.json || report.print_matched || untimed_shown) {
+                    return;
                 }
+                (
+                    Outcome::Matched { host, regex },
+                    report.print_matched || untimed_shown,
+                )
             }
-            Verdict::Ignored => scan.ignored += 1,
-            Verdict::Missed => {
-                if print_missed {
-                    scan.missed_lines
-                        .push_str(raw.trim_end_matches(['\n', '\r']));
-                    scan.missed_lines.push('\n');
-                }
+            Verdict::Ignored => {
+                scan.ignored += 1;
+                return;
             }
-        }
+            Verdict::Missed if report.print_missed => (Outcome::Missed, true),
+            Verdict::Missed => return,
+        };
+        lines_before += memchr::memchr_iter(b'\n', &chunk[counted_to..offset]).count() as u64;
+        counted_to = offset;
+        scan.shown.push(Shown {
+            line: first_line + lines_before + 1,
+            outcome,
+            time: line.time,
+            text: with_text.then(|| raw.trim_end_matches(['\n', '\r']).to_owned()),
+        });
     };
     if every_line {
         let mut offset = 0;
@@ -287,6 +425,13 @@ fn scan_chunk(
         for (offset, raw) in filter.candidate_lines(chunk) {
             check(offset, raw);
         }
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', chunk).chain([chunk.len()]) {
+            if start < chunk.len() && !has_timestamp(&chunk[start..end], now) {
+                scan.untimed += 1;
+            }
+            start = end + 1;
+        }
     }
 }
 
@@ -296,6 +441,17 @@ mod tests {
 
     use super::*;
     use crate::logwatch::{UserFilter, resolve_filter};
+
+    const JSON: Report = Report {
+        json: true,
+        print_matched: false,
+        print_missed: false,
+    };
+    const MISSED: Report = Report {
+        json: false,
+        print_matched: false,
+        print_missed: true,
+    };
 
     #[test]
     fn a_large_log_is_numbered_across_ranges() {
@@ -324,7 +480,7 @@ mod tests {
         std::fs::write(&log, &text).expect("write");
         let filter = resolve_filter("postfix", Some("rbl"), &[]).expect("filter");
         let mut out = Vec::new();
-        test_filter(&log, &filter, true, false, &mut out).expect("runs");
+        test_filter(&log, &filter, JSON, &mut out).expect("runs");
         let numbers: Vec<u64> = String::from_utf8(out)
             .expect("utf8")
             .lines()
@@ -335,7 +491,7 @@ mod tests {
             .collect();
         assert_eq!(numbers, expected);
         let mut out = Vec::new();
-        test_filter(&log, &filter, false, false, &mut out).expect("runs");
+        test_filter(&log, &filter, Report::default(), &mut out).expect("runs");
         let summary = String::from_utf8(out).expect("utf8");
         assert!(
             summary.contains(&format!(
@@ -367,7 +523,7 @@ mod tests {
                 )
             })
         };
-        test_filter(&fifo, &filter, false, false, &mut out).expect("runs");
+        test_filter(&fifo, &filter, Report::default(), &mut out).expect("runs");
         writer.join().expect("writer").expect("writes");
         let text = String::from_utf8(out).expect("utf8");
         assert!(text.contains("Lines: 2, matched 1, missed 1"), "{text}");
@@ -385,7 +541,7 @@ mod tests {
         .expect("write");
         let filter = resolve_filter("postfix", Some("rbl"), &[]).expect("filter");
         let mut out = Vec::new();
-        test_filter(&log, &filter, false, true, &mut out).expect("runs");
+        test_filter(&log, &filter, MISSED, &mut out).expect("runs");
         let text = String::from_utf8(out).expect("utf8");
         assert!(
             text.contains("Lines: 2, matched 1, missed 1, ignored 0"),
@@ -396,7 +552,7 @@ mod tests {
             "{text}"
         );
         let mut out = Vec::new();
-        test_filter(&log, &filter, true, false, &mut out).expect("runs");
+        test_filter(&log, &filter, JSON, &mut out).expect("runs");
         let value: serde_json::Value =
             serde_json::from_slice(out.split(|b| *b == b'\n').next().expect("line")).expect("json");
         assert_eq!(value["line"], 1);
@@ -410,7 +566,95 @@ mod tests {
         }];
         let mine = resolve_filter("mine", None, &user).expect("user filter");
         let mut out = Vec::new();
-        test_filter(&log, &mine, false, false, &mut out).expect("runs");
+        test_filter(&log, &mine, Report::default(), &mut out).expect("runs");
         assert!(String::from_utf8_lossy(&out).contains("192.0.2.3"));
+    }
+    /// Two matched lines (one without a timestamp), a missed one without a
+    /// timestamp, a missed one with.
+    const MIXED: &str = "Nov 20 10:01:03 mx postfix/postscreen[9]: DNSBL rank 3 for [192.0.2.2]:4567\n\
+         mx postfix/postscreen[9]: DNSBL rank 3 for [192.0.2.3]:4567\n\
+         garbage \u{1b}[2J without a date\n\
+         Nov 20 10:01:04 mx postfix/postscreen[9]: PASS OLD [192.0.2.4]:4567\n";
+
+    fn run(report: Report) -> String {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("mail.log");
+        std::fs::write(&log, MIXED).expect("write");
+        let filter = resolve_filter("postfix", Some("rbl"), &[]).expect("filter");
+        let mut out = Vec::new();
+        test_filter(&log, &filter, report, &mut out).expect("runs");
+        String::from_utf8(out).expect("utf8")
+    }
+
+    #[test]
+    fn lines_without_a_timestamp_are_counted_and_listed_with_the_reason() {
+        let text = run(Report::default());
+        assert!(
+            text.contains("\nLines: 4, matched 2, missed 2, ignored 0, without timestamp 2\n  2 lines without a timestamp spamwall reads"),
+            "{text}"
+        );
+        assert!(!text.contains("Missed lines:") && !text.contains("Matched lines:"));
+        let text = run(MISSED);
+        assert!(
+            text.ends_with(&format!(
+                "\nMissed lines:\n\
+                 |  2: {NO_TIMESTAMP}: mx postfix/postscreen[9]: DNSBL rank 3 for [192.0.2.3]:4567\n\
+                 |  3: {NO_FAILREGEX}; {NO_TIMESTAMP}: garbage \\u{{1b}}[2J without a date\n\
+                 |  4: {NO_FAILREGEX}: Nov 20 10:01:04 mx postfix/postscreen[9]: PASS OLD [192.0.2.4]:4567\n"
+            )),
+            "{text}"
+        );
+        assert!(text.contains("without timestamp 2\n\nHosts: 2\n"), "{text}");
+    }
+
+    #[test]
+    fn matched_lines_are_printed_with_host_and_failregex() {
+        let text = run(Report {
+            print_matched: true,
+            ..Report::default()
+        });
+        assert!(
+            text.ends_with(
+                "\nMatched lines:\n\
+                 |  1: 192.0.2.2 (failregex 1): Nov 20 10:01:03 mx postfix/postscreen[9]: DNSBL rank 3 for [192.0.2.2]:4567\n\
+                 |  2: 192.0.2.3 (failregex 1): mx postfix/postscreen[9]: DNSBL rank 3 for [192.0.2.3]:4567\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn json_lists_missed_lines_with_their_reason() {
+        let text = run(Report {
+            json: true,
+            print_matched: false,
+            print_missed: true,
+        });
+        let objects: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        assert_eq!(objects.len(), 4, "{text}");
+        let filter = resolve_filter("postfix", Some("rbl"), &[]).expect("filter");
+        assert_eq!(objects[0]["result"], "matched");
+        assert_eq!(objects[0]["host"], "192.0.2.2");
+        assert_eq!(objects[0]["regex"], 1);
+        assert_eq!(objects[0]["failregex"], filter.failregex()[1].as_str());
+        assert!(objects[0]["time"].is_string() && objects[0].get("text").is_none());
+        assert_eq!(objects[1]["line"], 2);
+        assert!(objects[1]["time"].is_null());
+        assert_eq!(objects[1]["reason"], NO_TIMESTAMP);
+        assert_eq!(objects[2]["result"], "missed");
+        assert_eq!(objects[2]["text"], "garbage \u{1b}[2J without a date");
+        assert_eq!(
+            objects[2]["reason"],
+            format!("{NO_FAILREGEX}; {NO_TIMESTAMP}")
+        );
+        assert_eq!(objects[3]["line"], 4);
+        assert_eq!(objects[3]["reason"], NO_FAILREGEX);
+        assert!(objects[3]["time"].is_string());
+        // Without --print-missed, matched lines only, as before.
+        let text = run(JSON);
+        assert_eq!(text.lines().count(), 2, "{text}");
     }
 }

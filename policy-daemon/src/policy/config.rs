@@ -9,7 +9,7 @@
 use std::{
     fmt,
     net::{IpAddr, SocketAddr},
-    path::PathBuf,
+    path::{Path, PathBuf},
     str::FromStr,
     time::Duration,
 };
@@ -325,6 +325,129 @@ impl PolicyConfig {
     }
 }
 
+/// Why a public resolver is a problem, said once for every such warning.
+const PUBLIC_RESOLVER: &str = "DNS lists such as Spamhaus refuse queries that come through public resolvers (Spamhaus answers 127.255.255.254, which lists nobody), so these checks never fire: run a local resolver such as unbound and set policy.resolver = \"127.0.0.1\"";
+
+impl PolicyConfig {
+    /// Warnings about DNS list checks (`dnsbl`, `rhsbl`) whose queries go
+    /// through a public resolver: a check's own `resolver`, else
+    /// `policy.resolver`, else the `nameserver` lines of `resolv_conf`
+    /// (`/etc/resolv.conf` in the daemon). Each names the key at fault
+    /// and the checks it affects.
+    pub fn resolver_warnings(&self, resolv_conf: &Path) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if !self.serves() {
+            return warnings;
+        }
+        let (mut by_policy, mut by_system) = (Vec::new(), Vec::new());
+        for (i, check) in self.check.iter().enumerate() {
+            if !matches!(check.kind, CheckType::Dnsbl | CheckType::Rhsbl) {
+                continue;
+            }
+            match (&check.resolver, &self.resolver) {
+                (Some(own), _) => {
+                    if let Ok(addr) = parse_resolver(own)
+                        && is_public_resolver(addr.ip())
+                    {
+                        warnings.push(format!(
+                            "policy.check[{i}].resolver: {} ({}) is a public resolver: {PUBLIC_RESOLVER}",
+                            addr.ip(),
+                            check.name
+                        ));
+                    }
+                }
+                (None, Some(_)) => by_policy.push(check.name.as_str()),
+                (None, None) => by_system.push(check.name.as_str()),
+            }
+        }
+        if let Some(resolver) = &self.resolver
+            && !by_policy.is_empty()
+            && let Ok(addr) = parse_resolver(resolver)
+            && is_public_resolver(addr.ip())
+        {
+            warnings.push(format!(
+                "policy.resolver: {} is a public resolver, asked by the DNS list checks ({}): {PUBLIC_RESOLVER}",
+                addr.ip(),
+                by_policy.join(", ")
+            ));
+        }
+        if !by_system.is_empty() {
+            match std::fs::read_to_string(resolv_conf) {
+                Err(e) => warnings.push(format!(
+                    "policy.resolver: not set, and {} cannot be read ({e}): the DNS list checks ({}) have no resolver",
+                    resolv_conf.display(),
+                    by_system.join(", ")
+                )),
+                Ok(text) => {
+                    let public: Vec<String> = resolv_conf_servers(&text)
+                        .into_iter()
+                        .filter(|ip| is_public_resolver(*ip))
+                        .map(|ip| ip.to_string())
+                        .collect();
+                    if !public.is_empty() {
+                        warnings.push(format!(
+                            "policy.resolver: not set: the nameservers of {} answer the DNS list checks ({}), and {} {} public: {PUBLIC_RESOLVER}",
+                            resolv_conf.display(),
+                            by_system.join(", "),
+                            public.join(", "),
+                            if public.len() == 1 { "is" } else { "are" }
+                        ));
+                    }
+                }
+            }
+        }
+        warnings
+    }
+}
+
+/// The `nameserver` addresses of resolv.conf(5) text, in order; a
+/// `%zone` suffix is dropped.
+pub fn resolv_conf_servers(text: &str) -> Vec<IpAddr> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next()? == "nameserver").then_some(())?;
+            let address = words.next()?;
+            address.split('%').next()?.parse().ok()
+        })
+        .collect()
+}
+
+/// Whether `ip` is a resolver the Internet sees as someone else's: any
+/// globally routed address. Loopback, private (RFC 1918), shared (CGNAT,
+/// 100.64.0.0/10), link-local, unique local (`fc00::/7`), documentation,
+/// benchmarking and reserved ranges are this host's or this network's.
+pub fn is_public_resolver(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.is_multicast()
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (18..20).contains(&b))
+                || a >= 240
+                || a == 0)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public_resolver(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || (first == 0x2001 && v6.segments()[1] == 0x0db8))
+        }
+    }
+}
+
 /// Parses a resolver address: `ip` (port 53) or `ip:port` / `[ipv6]:port`.
 pub fn parse_resolver(text: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
@@ -527,6 +650,101 @@ action = "prepend X-Spamwall-Score: %SCORE% (%DETAIL%)"
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
+    }
+
+    #[test]
+    fn public_resolvers_are_told_from_local_ones() {
+        for public in [
+            "8.8.8.8",
+            "8.8.4.4",
+            "1.1.1.1",
+            "1.0.0.1",
+            "9.9.9.9",
+            "208.67.222.222",
+            "2001:4860:4860::8888",
+            "2606:4700:4700::1111",
+            "2620:fe::fe",
+            "::ffff:8.8.8.8",
+        ] {
+            assert!(
+                is_public_resolver(public.parse().expect(public)),
+                "{public}"
+            );
+        }
+        for local in [
+            "127.0.0.1",
+            "127.0.0.53",
+            "10.0.0.2",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.1.1",
+            "100.64.0.1",
+            "100.127.255.254",
+            "192.0.2.53",
+            "::1",
+            "fd00::53",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(!is_public_resolver(local.parse().expect(local)), "{local}");
+        }
+        assert_eq!(
+            resolv_conf_servers(
+                "# comment\nsearch example.org\nnameserver 127.0.0.53\nnameserver fe80::1%eth0\n  nameserver 8.8.8.8 \nnameserver bogus\n"
+            ),
+            [
+                "127.0.0.53".parse::<IpAddr>().expect("ip"),
+                "fe80::1".parse().expect("ip"),
+                "8.8.8.8".parse().expect("ip")
+            ]
+        );
+    }
+
+    #[test]
+    fn dns_lists_behind_a_public_resolver_are_warned_about() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let resolv = dir.path().join("resolv.conf");
+        std::fs::write(&resolv, "nameserver 127.0.0.53\nnameserver 1.1.1.1\n").expect("write");
+        let checks = "[[policy.check]]\nname = \"zen\"\ntype = \"dnsbl\"\nzone = \"zen.example\"\n\
+                      [[policy.check]]\nname = \"dbl\"\ntype = \"rhsbl\"\nzone = \"dbl.example\"\n\
+                      [[policy.check]]\nname = \"own\"\ntype = \"dnsbl\"\nzone = \"own.example\"\nresolver = \"9.9.9.9\"\n\
+                      [[policy.check]]\nname = \"helo\"\ntype = \"helo\"\n";
+        let config = Config::parse(checks).expect("valid");
+        let warnings = config.policy.resolver_warnings(&resolv);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("policy.check[2].resolver: 9.9.9.9 (own) is a public resolver: DNS lists such as Spamhaus refuse"),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[1].starts_with(&format!(
+                "policy.resolver: not set: the nameservers of {} answer the DNS list checks (zen, dbl), and 1.1.1.1 is public:",
+                resolv.display()
+            )),
+            "{warnings:?}"
+        );
+        let config =
+            Config::parse(&format!("[policy]\nresolver = \"8.8.8.8\"\n{checks}")).expect("valid");
+        let warnings = config.policy.resolver_warnings(&resolv);
+        assert!(
+            warnings.iter().any(|w| w
+                .starts_with("policy.resolver: 8.8.8.8 is a public resolver, asked by the DNS list checks (zen, dbl):")),
+            "{warnings:?}"
+        );
+        let config = Config::parse(&format!(
+            "[policy]\nresolver = \"127.0.0.1:5353\"\n{checks}"
+        ))
+        .expect("valid");
+        assert_eq!(config.policy.resolver_warnings(&resolv).len(), 1);
+        let config = Config::parse(&format!("[policy]\nenabled = false\n{checks}")).expect("valid");
+        assert!(config.policy.resolver_warnings(&resolv).is_empty());
+        std::fs::write(&resolv, "nameserver 127.0.0.1\n").expect("write");
+        let config = Config::parse(checks).expect("valid");
+        assert_eq!(
+            config.policy.resolver_warnings(&resolv).len(),
+            1,
+            "own resolver only"
+        );
     }
 
     #[test]

@@ -557,3 +557,85 @@ fn journal_entries_are_parsed_once_with_cursor_time_and_text() {
         );
     }
 }
+
+#[test]
+fn has_timestamp_agrees_with_parse_line() {
+    let now = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+    let tail = " mx postfix/smtpd[1234]: connect from unknown[192.0.2.1] and a good deal more text";
+    let digits = "1".repeat(60);
+    let mut lines: Vec<String> = [
+        "Nov 17 10:00:00",
+        "Nov 17 10:00:00.123456",
+        "Nov  7 10:00:00",
+        "Nov 17 25:00:00",
+        "Feb 31 10:00:00",
+        "Nox 17 10:00:00",
+        "2026-11-17T10:00:00Z",
+        "2026-11-17T10:00:00.123+01:00",
+        "2026-11-17 10:00:00 +0100",
+        "2026-11-17 10:00:00",
+        "2026-13-17T10:00:00Z",
+        "2026-11-17T10:00:00+99:00",
+        "mx postfix/smtpd[1234]:",
+        "{\"MESSAGE\":\"x\"}",
+        "",
+    ]
+    .iter()
+    .flat_map(|head| [(*head).to_owned(), format!("{head}{tail}")])
+    .collect();
+    // Decided near or past the end of the head has_timestamp reads.
+    lines.push(format!("2026-11-17T10:00:00.{digits}Z{tail}"));
+    lines.push(format!("2026-11-17T10:00:00.{digits}x{tail}"));
+    lines.push(format!(
+        "2026-11-17T10:00:00.{}+01:00{tail}",
+        "1".repeat(38)
+    ));
+    lines.push(format!(
+        "2026-11-17T10:00:00.{}+0x:00{tail}",
+        "1".repeat(38)
+    ));
+    for frac in 18..30 {
+        let frac = "1".repeat(frac);
+        lines.push(format!("2026-11-17T10:00:00.{frac}+01:00{tail}"));
+        lines.push(format!("2026-11-17T10:00:00.{frac}+0x:00{tail}"));
+        lines.push(format!("2026-11-17 10:00:00.{frac} +0100{tail}"));
+        lines.push(format!("Nov 17 10:00:00.{frac}x"));
+    }
+    lines.push(format!("Nov 17 10:00:00.{digits} x"));
+    lines.push(format!("Nov 17 10:00:00.{}é{tail}", "1".repeat(46)));
+    let with_ends: Vec<String> = lines
+        .iter()
+        .flat_map(|line| {
+            [
+                format!("{line}\n"),
+                format!("{line}\r\n"),
+                format!("{line}\r"),
+            ]
+        })
+        .collect();
+    lines.extend(with_ends);
+    lines.push("Nov 17 10:00:00 \u{fffd}".to_owned());
+    for line in &lines {
+        assert_eq!(
+            has_timestamp(line.as_bytes(), now),
+            parse_line(line, now).time.is_some(),
+            "{line:?}"
+        );
+    }
+    assert!(has_timestamp(
+        format!("Nov 17 10:00:00{tail}").as_bytes(),
+        now
+    ));
+    assert!(!has_timestamp(tail.as_bytes(), now));
+    let mut invalid = b"2026-11-17T10:00:00Z ".to_vec();
+    invalid.extend([0xff; 80]);
+    assert!(has_timestamp(&invalid, now));
+    let mut invalid = b"2026-11-17T10:00:00.".to_vec();
+    invalid.extend([0xff; 80]);
+    assert_eq!(
+        has_timestamp(&invalid, now),
+        parse_line(&String::from_utf8_lossy(&invalid), now)
+            .time
+            .is_some()
+    );
+}

@@ -41,6 +41,47 @@ pub fn parse_line(line: &str, now: SystemTime) -> LogLine<'_> {
     }
 }
 
+/// Whether [`parse_line`] finds a time in the line `raw`, reading only
+/// its first bytes when they settle it and placing a syslog stamp in time
+/// not at all: a scan counts the lines without a time at the cost of a
+/// few bytes each.
+pub fn has_timestamp(raw: &[u8], now: SystemTime) -> bool {
+    /// Both prefix parsers look at most 7 bytes past what they consume.
+    const HEAD: usize = 48;
+    const LOOKAHEAD: usize = 8;
+    let whole = || {
+        parse_line(&String::from_utf8_lossy(raw), now)
+            .time
+            .is_some()
+    };
+    if raw.first() == Some(&b'{') || now < UNIX_EPOCH {
+        return whole();
+    }
+    // As parse_line sees it.
+    let line_end = raw
+        .iter()
+        .rposition(|b| !matches!(b, b'\n' | b'\r'))
+        .map_or(0, |i| i + 1);
+    let cut = &raw[..line_end.min(HEAD)];
+    let head = match std::str::from_utf8(cut) {
+        Ok(head) => head,
+        Err(e) => std::str::from_utf8(&cut[..e.valid_up_to()]).unwrap_or_default(),
+    };
+    // An RFC 3339 stamp starts with a digit, a syslog one with a letter.
+    let rest = if head.starts_with(|c: char| c.is_ascii_digit()) {
+        parse_rfc3339_prefix(head).map(|(_, rest)| rest)
+    } else {
+        syslog_stamp(head).map(|stamp| stamp.rest)
+    };
+    match rest {
+        // The head is the whole line.
+        _ if head.len() == line_end => rest.is_some(),
+        Some(rest) if rest.len() >= LOOKAHEAD => true,
+        // Refused, or decided near the cut: the whole line says.
+        _ => whole(),
+    }
+}
+
 /// One entry of `journalctl -o json`, parsed once: its cursor and the
 /// line filters read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -213,6 +254,26 @@ pub(super) const MONTHS: [&str; 12] = [
 /// `Nov 22 00:52:44 rest` in local time; the year is the current one, or
 /// the previous one when that would put the line in the future.
 pub(super) fn parse_syslog_prefix(line: &str, now: SystemTime) -> Option<(SystemTime, &str)> {
+    let stamp = syslog_stamp(line)?;
+    let now_secs = i64::try_from(now.duration_since(UNIX_EPOCH).ok()?.as_secs()).ok()?;
+    let offset = local_offset(now_secs);
+    let secs = syslog_secs(stamp.month, stamp.day, stamp.clock, now_secs, offset);
+    Some((from_unix(secs, stamp.nanos)?, stamp.rest))
+}
+
+/// The fields of a syslog stamp, read but not yet placed in time.
+pub(super) struct SyslogStamp<'a> {
+    month: u32,
+    day: u32,
+    clock: (u32, u32, u32),
+    nanos: u32,
+    /// The text after the stamp, without leading white space.
+    rest: &'a str,
+}
+
+/// Reads `Nov 22 00:52:44[.frac] rest`: whether a line has a syslog
+/// stamp depends on this alone (any such stamp has a place in time).
+pub(super) fn syslog_stamp(line: &str) -> Option<SyslogStamp<'_>> {
     let month = MONTHS.iter().position(|m| line.starts_with(m))?;
     let rest = line.get(3..)?.strip_prefix(' ')?.trim_start_matches(' ');
     let (day, rest) = rest.split_once(' ')?;
@@ -244,11 +305,13 @@ pub(super) fn parse_syslog_prefix(line: &str, now: SystemTime) -> Option<(System
         nanos = frac9.parse().ok()?;
         rest = &frac[end..];
     }
-    let month = u32::try_from(month).ok()? + 1;
-    let now_secs = i64::try_from(now.duration_since(UNIX_EPOCH).ok()?.as_secs()).ok()?;
-    let offset = local_offset(now_secs);
-    let secs = syslog_secs(month, day, (hour, minute, second), now_secs, offset);
-    Some((from_unix(secs, nanos)?, rest.trim_start()))
+    Some(SyslogStamp {
+        month: u32::try_from(month).ok()? + 1,
+        day,
+        clock: (hour, minute, second),
+        nanos,
+        rest: rest.trim_start(),
+    })
 }
 
 /// Unix seconds of a syslog stamp (no year, local time) read at `now_secs`
