@@ -569,4 +569,24 @@ fn a_rule_with_its_own_ports_bans_the_client_from_those_ports_only() {
         dropped > 0,
         "the SMTP attempt was dropped by XDP: {dropped}"
     );
+    let status = daemon.status();
+    assert_eq!(
+        status["port_scopes"],
+        serde_json::json!([[25, 587], [25]]),
+        "{status}"
+    );
+    assert_eq!(
+        status["log_sources"],
+        serde_json::json!([format!("mail: {}", log.display())]),
+        "{status}"
+    );
+    let text = daemon.cli_ok(&["status"]);
+    assert!(
+        text.contains("\nports: 25, 587\nports of rules and thresholds: 25\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("\nlog source mail: {}\n", log.display())),
+        "{text}"
+    );
 }

@@ -324,6 +324,25 @@ fn status_text(status: &Status) -> String {
         printable(&status.pin_dir)
     );
     let _ = writeln!(out, "ports: {}", ports_text(&status.ports));
+    if status.port_scopes.len() > 1 {
+        let scopes: Vec<String> = status.port_scopes[1..]
+            .iter()
+            .map(|ports| ports_text(ports))
+            .collect();
+        let _ = writeln!(out, "ports of rules and thresholds: {}", scopes.join("; "));
+    }
+    let listen = if status.policy_listen.is_empty() {
+        "off".to_owned()
+    } else {
+        printable(&status.policy_listen.join(", ")).into_owned()
+    };
+    let _ = writeln!(out, "policy server: {listen}");
+    if status.log_sources.is_empty() {
+        let _ = writeln!(out, "log sources: none");
+    }
+    for source in &status.log_sources {
+        let _ = writeln!(out, "log source {}", printable(source));
+    }
     let _ = writeln!(out, "active bans: {}", status.bans_active);
     let _ = writeln!(
         out,

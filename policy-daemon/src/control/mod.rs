@@ -146,6 +146,17 @@ pub struct Status {
     pub default_bantime: String,
     /// The ban store's database file.
     pub store: String,
+    /// The port scopes bans are enforced in: `xdp.ports` first, then the
+    /// rules' and thresholds' own; an empty list is all traffic.
+    #[serde(default)]
+    pub port_scopes: Vec<Vec<u16>>,
+    /// Where the policy server listens; empty when it is off.
+    #[serde(default)]
+    pub policy_listen: Vec<String>,
+    /// Each log source and what it reads (`NAME: PATH` or
+    /// `NAME: journal UNIT,…`).
+    #[serde(default)]
+    pub log_sources: Vec<String>,
 }
 
 pub use crate::bans::BackendStatus;

@@ -53,7 +53,6 @@ pub(super) fn handle(shared: &Shared, request: Request) -> Response {
     }
 }
 
-/// `ban --file`: one batch, answered with a count.
 /// How wide a command-line ban may be.
 pub(super) const fn breadth(force: bool) -> Breadth {
     if force {
@@ -63,6 +62,7 @@ pub(super) const fn breadth(force: bool) -> Breadth {
     }
 }
 
+/// `ban --file`: one batch, answered with a count.
 pub(super) fn ban_bulk(
     shared: &Shared,
     targets: Vec<String>,
@@ -194,5 +194,34 @@ pub(super) fn status(shared: &Shared) -> Result<Status, DataplaneError> {
         allowlist: manager.policy().allowlist.entries().to_vec(),
         default_bantime: runtime.config.ban.bantime.to_string(),
         store: manager.store().path().display().to_string(),
+        port_scopes: manager
+            .policy()
+            .scopes
+            .describe()
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect(),
+        policy_listen: if runtime.config.policy.serves() {
+            runtime
+                .config
+                .policy
+                .listen
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        } else {
+            Vec::new()
+        },
+        log_sources: runtime
+            .config
+            .logwatch
+            .source
+            .iter()
+            .map(|source| match (&source.path, &source.journal) {
+                (Some(path), _) => format!("{}: {}", source.name, path.display()),
+                (None, Some(units)) => format!("{}: journal {}", source.name, units.join(",")),
+                (None, None) => source.name.clone(),
+            })
+            .collect(),
     })
 }
