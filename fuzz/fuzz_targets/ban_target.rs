@@ -2,13 +2,31 @@
 //! fleet give them: any text.
 //!
 //! A parsed target has no host bits and re-parses from its text form to
-//! itself; a list keeps or reports every non-blank line.
+//! itself; a list, read as `ban --file` and `unban --file` read it, numbers
+//! its lines within the input and never keeps a line over the limit.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use spamwall::bans::{parse_target, parse_target_list, target_to_string};
+use spamwall::{
+    bans::{parse_target, target_to_string},
+    cli::{MAX_LINE, TargetLines},
+};
 
 fuzz_target!(|data: &[u8]| {
+    let lines = data.split(|&b| b == b'\n').count();
+    for read in TargetLines::new(data) {
+        let line = read.expect("reading a slice cannot fail");
+        assert!((1..=lines).contains(&line.line), "line {}", line.line);
+        // Invalid bytes widen to U+FFFD, three bytes each.
+        assert!(
+            line.text.len() <= 3 * (MAX_LINE + 1),
+            "{} bytes kept",
+            line.text.len()
+        );
+        if let Ok(net) = line.target {
+            assert_eq!(parse_target(&target_to_string(&net)), Ok(net));
+        }
+    }
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
@@ -19,14 +37,5 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(parse_target(&shown), Ok(net), "{text:?} shown as {shown:?}");
         }
         Err(error) => assert!(!error.to_string().is_empty()),
-    }
-    let list = parse_target_list(text);
-    let lines = text.lines().count();
-    assert!(list.targets.len() + list.errors.len() <= lines);
-    for net in &list.targets {
-        assert_eq!(parse_target(&target_to_string(net)), Ok(*net));
-    }
-    for (line, _) in &list.errors {
-        assert!((1..=lines).contains(line));
     }
 });

@@ -19,6 +19,8 @@ mod target_file;
 mod test_filter;
 mod unban;
 
+pub use target_file::{MAX_LINE, TargetLine, TargetLines};
+
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
 
 use crate::{
