@@ -419,8 +419,7 @@ fn postfix_keeps_delivering_when_spamwall_is_slow_frozen_or_gone() {
     settings.policy = Some(format!("inet:127.0.0.1:{POLICY_PORT}"));
     // The shipped snippet's own setting, so the test fails if it changes.
     let snippet = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../packaging/postfix-main.cf.snippet"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/postfix-main.cf.snippet"),
     )
     .expect("reading the Postfix snippet");
     let default_action = snippet
