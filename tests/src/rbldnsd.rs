@@ -1,8 +1,10 @@
 //! A real rbldnsd (Debian's package) serving test blocklist zones on a
 //! loopback port, stopped when the guard drops.
 //!
-//! rbldnsd logs every query it answers (`-l +-`, unbuffered, into the
-//! same log as its start-up lines), so a test can count what reached it.
+//! Started with [`Rbldnsd::start_logging_queries`], rbldnsd logs every
+//! query it answers (`-l +-`, unbuffered, into the same log as its
+//! start-up lines), so a test can count what reached it. Off otherwise: a
+//! write per query would slow the peer of the policy benchmark.
 
 use std::{
     fs,
@@ -42,7 +44,16 @@ impl Rbldnsd {
     /// # Panics
     /// When rbldnsd is not installed, exits, or never answers.
     pub fn start(zones: &[Zone<'_>]) -> Self {
-        Self::launch(Command::new("rbldnsd"), zones)
+        Self::launch(Command::new("rbldnsd"), zones, false)
+    }
+
+    /// Like [`Rbldnsd::start`], logging every query for
+    /// [`Rbldnsd::queries`].
+    ///
+    /// # Panics
+    /// As [`Rbldnsd::start`].
+    pub fn start_logging_queries(zones: &[Zone<'_>]) -> Self {
+        Self::launch(Command::new("rbldnsd"), zones, true)
     }
 
     /// Like [`Rbldnsd::start`], but inside network namespace `netns` (via
@@ -52,10 +63,10 @@ impl Rbldnsd {
     /// # Panics
     /// As [`Rbldnsd::start`].
     pub fn start_in(netns: &str, zones: &[Zone<'_>]) -> Self {
-        Self::launch(crate::netns::in_netns(netns, "rbldnsd"), zones)
+        Self::launch(crate::netns::in_netns(netns, "rbldnsd"), zones, false)
     }
 
-    fn launch(mut command: Command, zones: &[Zone<'_>]) -> Self {
+    fn launch(mut command: Command, zones: &[Zone<'_>], log_queries: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir for rbldnsd");
         let mut specs = Vec::new();
         for (i, zone) in zones.iter().enumerate() {
@@ -66,17 +77,12 @@ impl Rbldnsd {
         let port = free_udp_port();
         let log = dir.path().join("rbldnsd.log");
         let log_file = fs::File::create(&log).expect("rbldnsd log");
+        command.args(["-n", "-b", &format!("127.0.0.1/{port}"), "-t", "60"]);
+        if log_queries {
+            command.args(["-l", "+-"]);
+        }
         let child = command
-            .args([
-                "-n",
-                "-b",
-                &format!("127.0.0.1/{port}"),
-                "-t",
-                "60",
-                "-l",
-                "+-",
-                "-w",
-            ])
+            .arg("-w")
             .arg(dir.path())
             .args(&specs)
             .stdin(Stdio::null())
@@ -105,7 +111,8 @@ impl Rbldnsd {
     }
 
     /// How many queries for `name` (as asked, e.g.
-    /// `50.2.0.192.zen.test`) rbldnsd has answered so far.
+    /// `50.2.0.192.zen.test`) rbldnsd has answered so far; always 0
+    /// unless started with [`Rbldnsd::start_logging_queries`].
     pub fn queries(&self, name: &str) -> usize {
         let word = format!(" {name} ");
         self.log()

@@ -305,7 +305,7 @@ fn answers_are_cached_with_their_ttl() {
         kind: "ip4set",
         data: BRIEF,
     });
-    let rbldnsd = Rbldnsd::start(&zones);
+    let rbldnsd = Rbldnsd::start_logging_queries(&zones);
     let toml = format!(
         "{}\n[[policy.check]]\nname = \"brief\"\ntype = \"dnsbl\"\nzone = \"brief.test\"\nscore = 20\n",
         policy_toml(rbldnsd.addr(), "")
