@@ -3,9 +3,10 @@
 //!
 //! Latency: `spamwall ban ADDR` on A (the CLI process included) until the
 //! entry is in B's pinned kernel map, read directly with the dataplane
-//! (no CLI in the measuring loop); p50/p99 over `LATENCY_SAMPLES` bans
+//! (no CLI in the measuring loop); p50/p99 over 200 bans
 //! made one after another. Throughput: `ban --file` with 100,000 addresses
 //! on A until both B and C hold every one in their kernel maps.
+//! `--smoke`: five latency samples and a burst of two hundred.
 
 #![expect(clippy::unwrap_used, reason = "a benchmark fails loudly")]
 
@@ -18,14 +19,12 @@ use std::{
 use ipnet::{IpNet, Ipv6Net};
 use spamwall::dataplane::{Capacities, Dataplane};
 use spamwall_tests::{
+    bench,
     daemon::{Daemon, Settings},
     netns::{NetnsPair, Subnet},
     redis::RedisServer,
-    require_root,
 };
 
-const LATENCY_SAMPLES: u32 = 200;
-const BURST: u32 = 100_000;
 const CAPACITY: u32 = 1 << 18;
 const DEADLINE: Duration = Duration::from_mins(5);
 
@@ -80,10 +79,13 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    if !require_root("bench fleet") {
-        return;
-    }
-    assert!(RedisServer::available(), "redis-server is not installed");
+    bench::require_root("bench fleet");
+    assert!(
+        RedisServer::available(),
+        "cannot measure the fleet: redis-server is not installed (apt-get install redis-server; cargo xtask setup installs it)"
+    );
+    let latency_samples: u32 = bench::size(200, 5);
+    let burst: u32 = bench::size(100_000, 200);
     let redis = RedisServer::start();
     let a = node(&redis, "mx-a");
     let b = node(&redis, "mx-b");
@@ -93,7 +95,7 @@ fn main() {
 
     let mut latencies = Vec::new();
     let mut acks = Vec::new();
-    for i in 0..LATENCY_SAMPLES {
+    for i in 0..latency_samples {
         let target = host(0xff01, i);
         let text = target.addr().to_string();
         let started = Instant::now();
@@ -111,8 +113,8 @@ fn main() {
     latencies.sort();
     acks.sort();
 
-    let mut list = String::with_capacity(BURST as usize * 24);
-    for i in 0..BURST {
+    let mut list = String::with_capacity(burst as usize * 24);
+    for i in 0..burst {
         let _ = writeln!(list, "{}", host(0xff02, i).addr());
     }
     let file = tempfile::NamedTempFile::new().unwrap();
@@ -139,7 +141,7 @@ fn main() {
             count(&c_maps)
         );
         for (slot, maps) in done.iter_mut().zip([&b_maps, &c_maps]) {
-            if slot.is_none() && count(maps) == BURST as usize {
+            if slot.is_none() && count(maps) == burst as usize {
                 *slot = Some(started.elapsed());
             }
         }
@@ -148,19 +150,22 @@ fn main() {
     let [on_b, on_c] = done.map(Option::unwrap);
     let all = on_b.max(on_c);
 
+    if bench::smoke() {
+        println!("smoke run: the figures mean nothing");
+    }
     println!("fleet: 3 daemons, redis-server on a unix socket");
     println!(
-        "latency `ban` on A -> entry in B's kernel map, {LATENCY_SAMPLES} bans: p50 {:.2} ms, p99 {:.2} ms (A's CLI ack alone: p50 {:.2} ms)",
+        "latency `ban` on A -> entry in B's kernel map, {latency_samples} bans: p50 {:.2} ms, p99 {:.2} ms (A's CLI ack alone: p50 {:.2} ms)",
         percentile(&latencies, 0.5).as_secs_f64() * 1e3,
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         percentile(&acks, 0.5).as_secs_f64() * 1e3,
     );
     println!(
-        "burst {BURST} addresses: A acked in {:.2} s; all in B's map after {:.2} s, in C's after {:.2} s; {:.0} bans/s across the fleet",
+        "burst {burst} addresses: A acked in {:.2} s; all in B's map after {:.2} s, in C's after {:.2} s; {:.0} bans/s across the fleet",
         acked.as_secs_f64(),
         on_b.as_secs_f64(),
         on_c.as_secs_f64(),
-        f64::from(BURST) / all.as_secs_f64()
+        f64::from(burst) / all.as_secs_f64()
     );
     drop((a, b, c));
 }

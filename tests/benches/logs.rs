@@ -16,8 +16,10 @@
 //! that common slice are compared, the differences listed by the kind of
 //! line that matched. Each tool runs several times on its file and the
 //! median time counts. Options after `--`: `--lines N` (default 1,000,000),
-//! `--fail2ban-lines N` (default 100,000). No root needed; every child
-//! process is bounded in time.
+//! `--fail2ban-lines N` (default 100,000), `--smoke` (a thousand lines,
+//! two hundred for fail2ban-regex, one run each). No root needed; every
+//! child process is bounded in time. Without fail2ban-regex and its
+//! postfix filter, or when either tool finds no host, the benchmark fails.
 
 #![expect(clippy::unwrap_used, reason = "a benchmark fails loudly")]
 
@@ -33,7 +35,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use spamwall_tests::{daemon::spamwall_bin, netns::kill_and_reap};
+use spamwall_tests::{bench, daemon::spamwall_bin, netns::kill_and_reap};
 
 const DEFAULT_LINES: usize = 1_000_000;
 const FAIL2BAN_LINES: usize = 100_000;
@@ -42,8 +44,13 @@ const SPAMWALL_TIMEOUT: Duration = Duration::from_mins(5);
 const FAIL2BAN_TIMEOUT: Duration = Duration::from_mins(15);
 const TARGET_RATIO: f64 = 50.0;
 /// Each tool runs this often on its file; the median time counts.
-const SPAMWALL_RUNS: usize = 5;
-const FAIL2BAN_RUNS: usize = 3;
+fn spamwall_runs() -> usize {
+    bench::size(5, 1)
+}
+
+fn fail2ban_runs() -> usize {
+    bench::size(3, 1)
+}
 
 /// xorshift64*: reproducible without a dependency.
 struct Rng(u64);
@@ -311,8 +318,21 @@ fn per_second(lines: usize, elapsed: Duration) -> f64 {
 
 #[expect(clippy::too_many_lines, reason = "one run, read top to bottom")]
 fn main() {
-    let lines = arg("--lines", DEFAULT_LINES);
-    let f2b_lines = arg("--fail2ban-lines", FAIL2BAN_LINES).min(lines);
+    bench::require_peer(
+        "fail2ban-regex",
+        "fail2ban-regex",
+        "apt-get install fail2ban; cargo xtask setup installs it",
+    );
+    let filter_file = FAIL2BAN_FILTER
+        .split_once('[')
+        .map_or(FAIL2BAN_FILTER, |(file, _)| file);
+    assert!(
+        Path::new(filter_file).is_file(),
+        "cannot measure fail2ban-regex: its filter {filter_file} is missing (apt-get install fail2ban)"
+    );
+    let lines = arg("--lines", bench::size(DEFAULT_LINES, 1_000));
+    let f2b_lines = arg("--fail2ban-lines", bench::size(FAIL2BAN_LINES, 200)).min(lines);
+    let (spamwall_runs, fail2ban_runs) = (spamwall_runs(), fail2ban_runs());
     let dir = tempfile::Builder::new()
         .prefix("spamwall-bench-logs-")
         .tempdir()
@@ -335,7 +355,7 @@ fn main() {
             .arg("test-filter")
             .arg(&log)
             .args(filter_args),
-        SPAMWALL_RUNS,
+        spamwall_runs,
         SPAMWALL_TIMEOUT,
         "spamwall test-filter",
     );
@@ -346,7 +366,7 @@ fn main() {
         .unwrap_or("(no Lines: line)");
     let spamwall_rate = per_second(lines, spamwall_time);
     println!(
-        "spamwall test-filter     {lines:>9} lines in {spamwall_time:>8.2?} (median of {SPAMWALL_RUNS}): {spamwall_rate:>12.0} lines/s  ({counts})"
+        "spamwall test-filter     {lines:>9} lines in {spamwall_time:>8.2?} (median of {spamwall_runs}): {spamwall_rate:>12.0} lines/s  ({counts})"
     );
 
     let (slice_run, slice_time) = timed(
@@ -354,13 +374,13 @@ fn main() {
             .arg("test-filter")
             .arg(&slice)
             .args(filter_args),
-        SPAMWALL_RUNS,
+        spamwall_runs,
         SPAMWALL_TIMEOUT,
         "spamwall test-filter (slice)",
     );
     let spamwall_hosts = summary_hosts(&slice_run.stdout);
     println!(
-        "spamwall test-filter     {f2b_lines:>9} lines in {slice_time:>8.2?} (median of {SPAMWALL_RUNS}): {:>12.0} lines/s  (the fail2ban slice)",
+        "spamwall test-filter     {f2b_lines:>9} lines in {slice_time:>8.2?} (median of {spamwall_runs}): {:>12.0} lines/s  (the fail2ban slice)",
         per_second(f2b_lines, slice_time)
     );
 
@@ -369,7 +389,7 @@ fn main() {
             .args(["-o", "ip"])
             .arg(&slice)
             .arg(FAIL2BAN_FILTER),
-        FAIL2BAN_RUNS,
+        fail2ban_runs,
         FAIL2BAN_TIMEOUT,
         "fail2ban-regex",
     );
@@ -381,8 +401,22 @@ fn main() {
         .collect();
     let f2b_rate = per_second(f2b_lines, f2b_time);
     println!(
-        "fail2ban-regex           {f2b_lines:>9} lines in {f2b_time:>8.2?} (median of {FAIL2BAN_RUNS}): {f2b_rate:>12.0} lines/s  ({f2b_matches} matched)"
+        "fail2ban-regex           {f2b_lines:>9} lines in {f2b_time:>8.2?} (median of {fail2ban_runs}): {f2b_rate:>12.0} lines/s  ({f2b_matches} matched)"
     );
+    assert!(
+        !f2b_hosts.is_empty(),
+        "cannot measure fail2ban-regex: it found no host in {f2b_lines} lines; its output:\n{}\n{}",
+        String::from_utf8_lossy(&f2b.stdout),
+        String::from_utf8_lossy(&f2b.stderr)
+    );
+    assert!(
+        !spamwall_hosts.is_empty(),
+        "spamwall test-filter found no host in {f2b_lines} lines: {}",
+        String::from_utf8_lossy(&slice_run.stdout)
+    );
+    if bench::smoke() {
+        println!("smoke run: the figures mean nothing");
+    }
     let ratio = spamwall_rate / f2b_rate;
     println!(
         "ratio: {ratio:.0}x (target >= {TARGET_RATIO:.0}x: {})",

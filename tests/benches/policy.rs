@@ -4,8 +4,10 @@
 //! `cargo xtask bench policy` (root: `spamwall run` loads its XDP program
 //! and pins maps even with no interface). Options after `--`:
 //! `--duration SECS` (measured time per server, default 10),
-//! `--requests N` (cap per connection, default 100,000) and
-//! `--only spamwall|mtpolicyd`.
+//! `--requests N` (cap per connection, default 100,000),
+//! `--only spamwall|mtpolicyd` and `--smoke` (at most a second and 20
+//! requests per connection). Without mtpolicyd, or when a server answers
+//! nothing, the benchmark fails.
 //!
 //! Load: [`CONNECTIONS`] keep-alive TCP connections on loopback, one
 //! thread each, sending `request=smtpd_access_policy` RCPT requests as
@@ -52,11 +54,10 @@ use std::{
 
 use anyhow::{Context as _, Result, bail, ensure};
 use spamwall_tests::{
-    PinDir,
+    PinDir, bench,
     daemon::spamwall_bin,
     postfix::stop_group_leader,
     rbldnsd::{Rbldnsd, Zone},
-    require_root,
 };
 
 /// Keep-alive connections, as many Postfix smtpd processes.
@@ -83,10 +84,15 @@ const ALLOW: [&str; 2] = ["192.0.2.0/26", "198.51.100.0/28"];
 const ALLOW_REGEX: &str = r"^(192\.0\.2\.([0-9]|[1-5][0-9]|6[0-3])|198\.51\.100\.([0-9]|1[0-5]))$";
 
 fn main() -> Result<()> {
-    if !require_root("policy bench") {
-        return Ok(());
-    }
+    bench::require_root("policy bench");
     let options = Options::from_args()?;
+    if options.runs("mtpolicyd") {
+        bench::require_peer(
+            "mtpolicyd",
+            "mtpolicyd",
+            "apt-get install mtpolicyd; cargo xtask setup installs it",
+        );
+    }
     let workload = Workload::new();
     let rbldnsd = Rbldnsd::start(&[
         Zone {
@@ -126,6 +132,9 @@ fn main() -> Result<()> {
     drop(rbldnsd);
 
     println!();
+    if bench::smoke() {
+        println!("smoke run: the figures mean nothing");
+    }
     println!(
         "{:<16} {:>9} {:>11} {:>10} {:>10} {:>7}",
         "server", "requests", "req/s", "p50", "p99", "wrong"
@@ -150,6 +159,10 @@ fn main() -> Result<()> {
         );
     }
     for (name, load) in &results {
+        ensure!(
+            load.requests > 0,
+            "cannot measure {name}: no request was answered"
+        );
         if let Some(example) = &load.first_wrong {
             bail!(
                 "{name} gave {} unexpected answers, e.g. {example}",
@@ -170,9 +183,10 @@ struct Options {
 
 impl Options {
     fn from_args() -> Result<Self> {
+        // --smoke: a second of load at most, a few hundred requests.
         let mut options = Self {
-            duration: DEFAULT_DURATION,
-            requests: DEFAULT_REQUESTS,
+            duration: bench::size(DEFAULT_DURATION, Duration::from_secs(1)),
+            requests: bench::size(DEFAULT_REQUESTS, 20),
             only: None,
         };
         let mut args = env::args().skip(1);

@@ -2,13 +2,15 @@
 //! empty program, all measured with `BPF_PROG_TEST_RUN` on the same frames.
 //!
 //! `cargo bench -p spamwall-tests --bench xdp` (root). Each figure is the
-//! median of [`RUNS`] runs of [`REPEAT`] repetitions, as timed by the
+//! median of [`runs`] runs of [`repeat`] repetitions, as timed by the
 //! kernel. spamwall is measured with one ban per family, then with
 //! 1,000,000 IPv4 and 1,000,000 IPv6 bans; xdp-filter (Debian's xdp-tools)
 //! is attached in skb mode to a veth in a private network namespace with
 //! its IPv4 and IPv6 source filters filled to their 10,000-entry cap. No
 //! packet is sent: the veth stays down. Everything created is removed on
-//! exit, also on error.
+//! exit, also on error. `--smoke`: a thousand repetitions and bans, one
+//! run, a hundred xdp-filter entries. Without xdp-filter, or when it
+//! cannot be measured, the benchmark fails.
 
 use std::{
     fmt::Write as _,
@@ -25,20 +27,30 @@ use anyhow::{Context as _, Result, bail, ensure};
 use ipnet::IpNet;
 use spamwall::dataplane::{self, Capacities, Dataplane, TestRun};
 use spamwall_tests::{
-    PinDir, XDP_DROP, XDP_PASS,
+    PinDir, XDP_DROP, XDP_PASS, bench,
     frames::{Extension, FrameBuilder},
-    require_root,
 };
 use xdp_common::{BanValue, SOURCE_CLI};
 
 /// Repetitions per `BPF_PROG_TEST_RUN` call.
-const REPEAT: u32 = 10_000_000;
+fn repeat() -> u32 {
+    bench::size(10_000_000, 1_000)
+}
+
 /// Calls per figure; the median is reported.
-const RUNS: usize = 5;
+fn runs() -> usize {
+    bench::size(5, 1)
+}
+
 /// Bans per family in the large-map column.
-const BULK: u32 = 1_000_000;
-/// xdp-filter's per-map entry cap (`MAX_FILTERS` in xdp-tools 1.3).
-const XDP_FILTER_CAP: u32 = 10_000;
+fn bulk() -> u32 {
+    bench::size(1_000_000, 1_000)
+}
+
+/// Entries per xdp-filter map: its cap (`MAX_FILTERS` in xdp-tools 1.3).
+fn xdp_filter_entries() -> u32 {
+    bench::size(10_000, 100)
+}
 
 const BANNED_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const CLEAN_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
@@ -117,13 +129,13 @@ struct Figure {
     action: u32,
 }
 
-/// Median over [`RUNS`] runs, after one shorter warm-up run; every run must
+/// Median over [`runs`] runs, after one shorter warm-up run; every run must
 /// return the same action.
 fn measure(mut run: impl FnMut(u32) -> Result<TestRun>) -> Result<Figure> {
-    let warm_up = run(REPEAT / 10)?;
-    let mut durations = Vec::with_capacity(RUNS);
-    for _ in 0..RUNS {
-        let result = run(REPEAT)?;
+    let warm_up = run(repeat() / 10)?;
+    let mut durations = Vec::with_capacity(runs());
+    for _ in 0..runs() {
+        let result = run(repeat())?;
         ensure!(
             result.action == warm_up.action,
             "action changed between runs: {} then {}",
@@ -134,7 +146,7 @@ fn measure(mut run: impl FnMut(u32) -> Result<TestRun>) -> Result<Figure> {
     }
     durations.sort_unstable();
     Ok(Figure {
-        ns: durations[RUNS / 2],
+        ns: durations[durations.len() / 2],
         action: warm_up.action,
     })
 }
@@ -170,9 +182,12 @@ fn live_ban() -> BanValue {
 }
 
 fn main() -> Result<()> {
-    if !require_root("xdp bench") {
-        return Ok(());
-    }
+    bench::require_root("xdp bench");
+    bench::require_peer(
+        "xdp-filter",
+        "xdp-filter",
+        "apt-get install xdp-tools; cargo xtask setup installs it",
+    );
     let cases = cases();
     let mut report = String::new();
 
@@ -192,7 +207,8 @@ fn main() -> Result<()> {
 
     let ban = live_ban();
     // 10.0.0.0/8 and 2001:db8:ffff::/48: never the measured sources.
-    let v4_bulk: Vec<(IpNet, BanValue)> = (0..BULK)
+    let bulk = bulk();
+    let v4_bulk: Vec<(IpNet, BanValue)> = (0..bulk)
         .map(|i| {
             (
                 IpNet::from(IpAddr::V4(Ipv4Addr::from(0x0A00_0000 | i))),
@@ -200,7 +216,7 @@ fn main() -> Result<()> {
             )
         })
         .collect();
-    let v6_bulk: Vec<(IpNet, BanValue)> = (0..BULK)
+    let v6_bulk: Vec<(IpNet, BanValue)> = (0..bulk)
         .map(|i| {
             let addr =
                 Ipv6Addr::from(0x2001_0db8_ffff_0000_0000_0000_0000_0000_u128 | u128::from(i));
@@ -208,9 +224,9 @@ fn main() -> Result<()> {
         })
         .collect();
     let v4_took =
-        timed(|| spamwall.insert_many(&v4_bulk)).context("inserting 1,000,000 IPv4 bans")?;
+        timed(|| spamwall.insert_many(&v4_bulk)).context(format!("inserting {bulk} IPv4 bans"))?;
     let v6_took =
-        timed(|| spamwall.insert_many(&v6_bulk)).context("inserting 1,000,000 IPv6 bans")?;
+        timed(|| spamwall.insert_many(&v6_bulk)).context(format!("inserting {bulk} IPv6 bans"))?;
     let held = count_held(&spamwall, &v4_bulk, &v6_bulk)?;
     for addr in [IpAddr::V4(BANNED_V4), IpAddr::V6(BANNED_V6)] {
         ensure!(
@@ -222,11 +238,11 @@ fn main() -> Result<()> {
     let capacities = spamwall.capacities()?;
     writeln!(
         report,
-        "spamwall insert_many: 1,000,000 IPv4 bans in {} ({:.0} bans/s), 1,000,000 IPv6 bans in {} ({:.0} bans/s); held afterwards {} + {} (map capacity {} / {})",
+        "spamwall insert_many: {bulk} IPv4 bans in {} ({:.0} bans/s), {bulk} IPv6 bans in {} ({:.0} bans/s); held afterwards {} + {} (map capacity {} / {})",
         millis(v4_took),
-        f64::from(BULK) / v4_took.as_secs_f64(),
+        f64::from(bulk) / v4_took.as_secs_f64(),
         millis(v6_took),
-        f64::from(BULK) / v6_took.as_secs_f64(),
+        f64::from(bulk) / v6_took.as_secs_f64(),
         held.0,
         held.1,
         capacities.v4,
@@ -244,13 +260,9 @@ fn main() -> Result<()> {
     );
     drop(floor_program);
 
-    let xdp_filter = match measure_xdp_filter(&cases, &mut report) {
-        Ok(figures) => Some(figures),
-        Err(error) => {
-            writeln!(report, "xdp-filter not measured: {error:#}")?;
-            None
-        }
-    };
+    // The comparison is the point: without it the benchmark fails.
+    let xdp_filter = measure_xdp_filter(&cases, &mut report)
+        .context("cannot measure xdp-filter, the program spamwall is compared with")?;
 
     print_table(
         &cases,
@@ -259,7 +271,7 @@ fn main() -> Result<()> {
             scoped: &scoped,
             million: &million,
         },
-        xdp_filter.as_deref(),
+        &xdp_filter,
         floor,
     );
     print!("{report}");
@@ -274,15 +286,17 @@ struct Columns<'a> {
     million: &'a [Figure],
 }
 
-fn print_table(
-    cases: &[Case],
-    columns: &Columns<'_>,
-    xdp_filter: Option<&[Figure]>,
-    floor: Figure,
-) {
+fn print_table(cases: &[Case], columns: &Columns<'_>, xdp_filter: &[Figure], floor: Figure) {
     println!(
-        "ns/packet, BPF_PROG_TEST_RUN, median of {RUNS} runs x {REPEAT} repeats ({} CPUs)",
-        std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
+        "ns/packet, BPF_PROG_TEST_RUN, median of {} runs x {} repeats ({} CPUs){}",
+        runs(),
+        repeat(),
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+        if bench::smoke() {
+            "; smoke run: the figures mean nothing"
+        } else {
+            ""
+        }
     );
     println!(
         "frames: TCP SYN to port 25 from a banned (hit) or clean (miss) source; truncated = Ethernet + 16 bytes of IPv4 header; \
@@ -302,19 +316,14 @@ fn print_table(
         "", "", "", "", "", ""
     );
     for (i, case) in cases.iter().enumerate() {
-        let (filter, ratio) = match xdp_filter {
-            Some(figures) => {
-                let figure = figures[i];
-                let mark = if figure.action == case.action {
-                    String::new()
-                } else {
-                    format!(" ({})", action_name(figure.action))
-                };
-                let ratio = ratio(columns.one_ban[i].ns, figure.ns, floor.ns);
-                (format!("{}{mark}", figure.ns), ratio)
-            }
-            None => ("n/a".to_owned(), "n/a".to_owned()),
+        let figure = xdp_filter[i];
+        let mark = if figure.action == case.action {
+            String::new()
+        } else {
+            format!(" ({})", action_name(figure.action))
         };
+        let ratio = ratio(columns.one_ban[i].ns, figure.ns, floor.ns);
+        let filter = format!("{}{mark}", figure.ns);
         println!(
             "| {:<28} | {:>14} | {:>16} | {:>16} | {:>24} | {:>30} |",
             format!("{} ({})", case.name, action_name(case.action)),
@@ -475,9 +484,10 @@ fn measure_xdp_filter(cases: &[Case], report: &mut String) -> Result<Vec<Figure>
     filter.run(&["ip", "-m", "src", &BANNED_V4.to_string()])?;
     filter.run(&["ip", "-m", "src", &BANNED_V6.to_string()])?;
     let started = Instant::now();
-    let v4_fillers = (1..XDP_FILTER_CAP).map(|i| Ipv4Addr::from(0xC612_0000 | i).octets().to_vec()); // 198.18.0.0/15
+    let v4_fillers =
+        (1..xdp_filter_entries()).map(|i| Ipv4Addr::from(0xC612_0000 | i).octets().to_vec()); // 198.18.0.0/15
     let held_v4 = fill_map("filter_ipv4", &BANNED_V4.octets(), v4_fillers)?;
-    let v6_fillers = (1..XDP_FILTER_CAP).map(|i| {
+    let v6_fillers = (1..xdp_filter_entries()).map(|i| {
         Ipv6Addr::from(0x2001_0db8_eeee_0000_0000_0000_0000_0000_u128 | u128::from(i))
             .octets()
             .to_vec()

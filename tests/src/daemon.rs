@@ -578,6 +578,26 @@ impl Daemon {
         String::from_utf8(output.stdout).expect("CLI output is UTF-8")
     }
 
+    /// Sends one request over the control socket, as the CLI does but
+    /// without starting a process: for conditions polled many times.
+    /// Panics with the daemon's log when the daemon cannot be asked.
+    pub fn request(&self, request: &spamwall::control::Request) -> spamwall::control::Response {
+        spamwall::control::request(&self.socket, request)
+            .unwrap_or_else(|e| panic!("{e}; daemon log:\n{}", self.log()))
+    }
+
+    /// The status of backend `name` (`xdp`, `fail2ban`, `fleet`), asked
+    /// over the control socket; `None` when the daemon has no such
+    /// backend.
+    pub fn backend(&self, name: &str) -> Option<spamwall::bans::BackendStatus> {
+        match self.request(&spamwall::control::Request::Status) {
+            spamwall::control::Response::Status { status } => {
+                status.backends.into_iter().find(|b| b.name == name)
+            }
+            other => panic!("status answered {other:?}"),
+        }
+    }
+
     /// `stats --json`, parsed.
     pub fn stats(&self) -> serde_json::Value {
         parse_json(&self.cli_ok(&["stats", "--json"]), "stats --json")

@@ -1,5 +1,7 @@
 //! Shared support for spamwall's kernel tests and benchmarks.
 //!
+//! - [`bench`] gives every benchmark its `--smoke` mode and its peer
+//!   checks;
 //! - [`frames`] builds the Ethernet frames fed to the XDP program;
 //! - [`privilege`] decides whether a kernel test can run here;
 //! - [`pin`] gives each test its own bpffs pin directory and removes it;
@@ -15,6 +17,7 @@
 //! Tests that touch kernel state run serially (`--test-threads=1`) and
 //! panic with a message rather than return a `Result`.
 
+pub mod bench;
 pub mod daemon;
 pub mod fail2ban;
 pub mod frames;

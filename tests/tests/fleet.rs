@@ -3,6 +3,10 @@
 //! namespace. Every pair uses the same addresses (they live in separate
 //! namespaces), so the client `192.0.2.2` is "the same bot" knocking on
 //! three MX hosts.
+//!
+//! A ban arriving is awaited in the node's pinned kernel map, read
+//! directly; a backend's state over one control-socket connection. The
+//! CLI is asked once the condition holds, for what it shows.
 
 use std::{
     net::IpAddr,
@@ -10,7 +14,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use ipnet::IpNet;
+use spamwall::dataplane::Dataplane;
 use spamwall_tests::{
+    TEST_CAPACITIES,
     daemon::{Daemon, Settings},
     netns::{NetnsPair, Side, Subnet},
     redis::RedisServer,
@@ -19,12 +26,17 @@ use spamwall_tests::{
 
 const PORT: u16 = 25;
 const BOT: &str = "192.0.2.2";
-/// The promise: a ban on one node drops on the others within this.
-const PROPAGATION: Duration = Duration::from_secs(1);
+/// How long a ban may take to reach the other nodes here. README promises
+/// milliseconds, which `cargo xtask bench fleet` measures; a test on a
+/// loaded machine proves arrival, not speed.
+const PROPAGATION: Duration = Duration::from_secs(5);
+/// How often a condition is looked at.
+const POLL: Duration = Duration::from_millis(50);
 
-/// One MX host: its daemon (dropped first, so its pins go before the
-/// namespaces) and its namespaces.
+/// One MX host: the test's handle on its pinned maps, its daemon (dropped
+/// next, so its pins go before the namespaces) and its namespaces.
 struct Node {
+    maps: Dataplane,
     daemon: Daemon,
     pair: NetnsPair,
 }
@@ -47,7 +59,29 @@ impl Node {
             redis.url()
         );
         let daemon = Daemon::start(pair.server(), &settings);
-        Self { daemon, pair }
+        let maps = Dataplane::load(daemon.pin_dir(), TEST_CAPACITIES)
+            .unwrap_or_else(|e| panic!("opening {name}'s pinned maps: {e}"));
+        Self { maps, daemon, pair }
+    }
+
+    /// Whether `target` is in the node's kernel maps: read from the pins,
+    /// no process started.
+    fn enforces(&self, target: &str) -> bool {
+        let net: IpNet = target
+            .parse()
+            .or_else(|_| target.parse::<IpAddr>().map(IpNet::from))
+            .unwrap_or_else(|_| panic!("{target} is no address or prefix"));
+        self.maps
+            .get(net)
+            .unwrap_or_else(|e| panic!("reading the kernel maps for {target}: {e}"))
+            .is_some()
+    }
+
+    /// The fleet backend's state, over one control-socket connection.
+    fn fleet(&self) -> spamwall::bans::BackendStatus {
+        self.daemon
+            .backend("fleet")
+            .unwrap_or_else(|| panic!("no fleet backend; log:\n{}", self.daemon.log()))
     }
 
     /// `spamwall_fleet_rejected_total{reason}` from the node's metrics.
@@ -86,17 +120,18 @@ impl Node {
     }
 }
 
-/// Polls `check` until it holds or `deadline` passes; how long it took.
-fn within(deadline: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+/// Polls `check` every [`POLL`] until it holds (`true`) or `deadline`
+/// passes (`false`).
+fn within(deadline: Duration, mut check: impl FnMut() -> bool) -> bool {
     let started = Instant::now();
     loop {
         if check() {
-            return Some(started.elapsed());
+            return true;
         }
         if started.elapsed() > deadline {
-            return None;
+            return false;
         }
-        thread::sleep(Duration::from_millis(10));
+        thread::sleep(POLL);
     }
 }
 
@@ -135,9 +170,8 @@ fn a_ban_on_one_node_drops_on_the_others_and_the_unban_follows() {
 
     a.daemon.cli_ok(&["ban", BOT, "--reason", "fleet test"]);
     for (name, node) in [("B", &b), ("C", &c)] {
-        let took = within(PROPAGATION, || node.lists(BOT).is_some());
         assert!(
-            took.is_some(),
+            within(PROPAGATION, || node.enforces(BOT)),
             "{BOT} banned on A did not reach {name} within {PROPAGATION:?}; log:\n{}",
             node.daemon.log()
         );
@@ -158,7 +192,7 @@ fn a_ban_on_one_node_drops_on_the_others_and_the_unban_follows() {
     a.daemon.cli_ok(&["unban", BOT]);
     for (name, node) in [("B", &b), ("C", &c)] {
         assert!(
-            within(PROPAGATION, || node.lists(BOT).is_none()).is_some(),
+            within(PROPAGATION, || !node.enforces(BOT)),
             "the unban on A did not reach {name}; log:\n{}",
             node.daemon.log()
         );
@@ -187,9 +221,7 @@ fn a_node_started_later_resyncs_every_active_ban() {
     a.daemon.cli_ok(&["ban", "203.0.113.5", "--for", "1h"]);
     a.daemon.cli_ok(&["unban", "203.0.113.5"]);
     assert!(
-        within(Duration::from_secs(5), || a.fleet_status()["queue_depth"]
-            == 0)
-        .is_some(),
+        within(Duration::from_secs(5), || a.fleet().queue_depth == Some(0)),
         "A did not publish its bans: {}",
         a.fleet_status()
     );
@@ -238,9 +270,7 @@ fn bans_made_while_redis_is_down_arrive_when_it_returns() {
     let b = Node::start(&redis, "mx-b", &[]);
     redis.stop();
     assert!(
-        within(Duration::from_secs(10), || a.fleet_status()["active"]
-            == false)
-        .is_some(),
+        within(Duration::from_secs(10), || !a.fleet().active),
         "A did not notice that Redis went away: {}",
         a.fleet_status()
     );
@@ -258,23 +288,18 @@ fn bans_made_while_redis_is_down_arrive_when_it_returns() {
     assert_eq!(status["queue_depth"], 100, "{status}");
 
     redis.launch();
-    let took = within(Duration::from_secs(20), || {
-        let listed = b.daemon.list();
-        targets
-            .iter()
-            .all(|t| listed.iter().any(|ban| ban["addr"] == t.as_str()))
+    let arrived = within(Duration::from_secs(20), || {
+        targets.iter().all(|target| b.enforces(target))
     });
     assert!(
-        took.is_some(),
+        arrived,
         "B does not hold all 100 bans after Redis returned; B has {}; A: {}; log of A:\n{}",
         b.daemon.list().len(),
         a.fleet_status(),
         a.daemon.log()
     );
     assert!(
-        within(Duration::from_secs(5), || a.fleet_status()["queue_depth"]
-            == 0)
-        .is_some(),
+        within(Duration::from_secs(5), || a.fleet().queue_depth == Some(0)),
         "{}",
         a.fleet_status()
     );
@@ -290,10 +315,7 @@ fn bans_made_while_redis_is_down_arrive_when_it_returns() {
     redis.launch();
     a.daemon.restart();
     assert!(
-        within(Duration::from_secs(10), || b
-            .lists("203.0.113.200")
-            .is_some())
-        .is_some(),
+        within(Duration::from_secs(10), || b.enforces("203.0.113.200")),
         "a ban queued before A was killed did not reach B; log of A:\n{}",
         a.daemon.log()
     );
@@ -313,10 +335,7 @@ fn the_local_allowlist_wins_over_the_fleet() {
     a.daemon.cli_ok(&["ban", "198.51.100.78"]);
     for node in [&b, &c] {
         assert!(
-            within(Duration::from_secs(2), || node
-                .lists("198.51.100.78")
-                .is_some())
-            .is_some(),
+            within(PROPAGATION, || node.enforces("198.51.100.78")),
             "{}",
             node.daemon.log()
         );
@@ -356,7 +375,7 @@ fn signed_nodes(redis: &RedisServer) -> (Node, Node, String) {
     );
     a.daemon.cli_ok(&["ban", "198.51.100.10", "--for", "0"]);
     assert!(
-        within(PROPAGATION, || b.lists("198.51.100.10").is_some()).is_some(),
+        within(PROPAGATION, || b.enforces("198.51.100.10")),
         "a signed ban did not reach B; log:\n{}",
         b.daemon.log()
     );
@@ -368,7 +387,7 @@ fn signed_nodes(redis: &RedisServer) -> (Node, Node, String) {
 fn sync_through(from: &Node, to: &Node, marker: &str) {
     from.daemon.cli_ok(&["ban", marker]);
     assert!(
-        within(Duration::from_secs(5), || to.lists(marker).is_some()).is_some(),
+        within(PROPAGATION, || to.enforces(marker)),
         "{}",
         to.daemon.log()
     );
@@ -479,10 +498,7 @@ fn signed_fleet_messages_are_still_bounded() {
         .cli_ok(&["ban", "10.0.0.0/8", "203.0.113.9", "--force", "--for", "1h"]);
     a.daemon.cli_ok(&["unban", "203.0.113.9", "198.51.100.10"]);
     assert!(
-        within(Duration::from_secs(5), || b
-            .lists("198.51.100.10")
-            .is_none())
-        .is_some(),
+        within(PROPAGATION, || !b.enforces("198.51.100.10")),
         "the unban of a fleet ban did not reach B; log:\n{}",
         b.daemon.log()
     );
@@ -524,9 +540,7 @@ fn after_a_redis_restart_the_nodes_resync_every_active_ban() {
     redis.stop();
     for node in [&a, &b] {
         assert!(
-            within(Duration::from_secs(10), || node.fleet_status()["active"]
-                == false)
-            .is_some(),
+            within(Duration::from_secs(10), || !node.fleet().active),
             "Redis went away unnoticed: {}",
             node.fleet_status()
         );
@@ -563,10 +577,7 @@ fn after_a_redis_restart_the_nodes_resync_every_active_ban() {
 
     for (name, node) in [("A", &a), ("B", &b)] {
         assert!(
-            within(Duration::from_secs(20), || node
-                .lists("198.51.100.31")
-                .is_some())
-            .is_some(),
+            within(Duration::from_secs(20), || node.enforces("198.51.100.31")),
             "{name} did not resync after Redis returned: {}\nlog:\n{}",
             node.fleet_status(),
             node.daemon.log()
@@ -624,10 +635,7 @@ fn a_fleet_ban_never_covers_the_nodes_own_addresses() {
         ])
         .expect("PUBLISH");
     assert!(
-        within(Duration::from_secs(5), || b
-            .lists("2001:db8:2::/64")
-            .is_some())
-        .is_some(),
+        within(PROPAGATION, || b.enforces("2001:db8:2::/64")),
         "{}",
         b.daemon.log()
     );

@@ -46,8 +46,8 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// fmt, clippy, unit tests, a fuzzing smoke run, then the (root,
-    /// serial) integration tests
+    /// fmt, clippy, unit tests, a fuzzing smoke run, the (root, serial)
+    /// integration tests, then every benchmark once with `--smoke`
     Test {
         /// Only fmt, clippy and the unit tests
         #[arg(long, conflicts_with = "args")]
@@ -74,17 +74,21 @@ enum Task {
     Bench {
         /// Benchmark name (available: xdp, policy, bans, fleet, logs)
         name: String,
-        /// Extra arguments for the benchmark binary
+        /// Extra arguments for the benchmark binary (`--smoke`: a few
+        /// items, to see that it still runs)
         #[arg(last = true)]
         args: Vec<String>,
     },
 }
 
-/// A benchmark `cargo xtask bench NAME` can run.
+/// A benchmark `cargo xtask bench NAME` can run, and `cargo xtask test`
+/// runs once with `--smoke`.
 struct Bench {
     name: &'static str,
     package: &'static str,
     target: &'static str,
+    /// The step's label in `cargo xtask test`.
+    smoke_label: &'static str,
 }
 
 const BENCHES: &[Bench] = &[
@@ -92,26 +96,31 @@ const BENCHES: &[Bench] = &[
         name: "xdp",
         package: "spamwall-tests",
         target: "xdp",
+        smoke_label: "benchmark smoke: xdp",
     },
     Bench {
         name: "policy",
         package: "spamwall-tests",
         target: "policy",
+        smoke_label: "benchmark smoke: policy",
     },
     Bench {
         name: "bans",
         package: "spamwall-tests",
         target: "bans",
+        smoke_label: "benchmark smoke: bans",
     },
     Bench {
         name: "fleet",
         package: "spamwall-tests",
         target: "fleet",
+        smoke_label: "benchmark smoke: fleet",
     },
     Bench {
         name: "logs",
         package: "spamwall-tests",
         target: "logs",
+        smoke_label: "benchmark smoke: logs",
     },
 ];
 
@@ -304,6 +313,22 @@ fn test(unit: bool, args: &[String]) -> Result<()> {
         let mut integration = cargo(&["test", "-p", "spamwall-tests", "--", "--test-threads=1"])?;
         integration.env("SPAMWALL_BIN", spamwall_bin()?).args(args);
         steps.push(("integration tests", TestStep::Command(integration)));
+        // Each benchmark once in its smoke mode (a few seconds each, in
+        // the test profile already built): one that no longer starts or
+        // measures fails here, not on the day its figures are wanted.
+        for bench in BENCHES {
+            let mut smoke = cargo(&[
+                "test",
+                "-p",
+                bench.package,
+                "--bench",
+                bench.target,
+                "--",
+                "--smoke",
+            ])?;
+            smoke.env("SPAMWALL_BIN", spamwall_bin()?);
+            steps.push((bench.smoke_label, TestStep::Command(smoke)));
+        }
     }
     let total = steps.len();
     for (index, (label, step)) in steps.into_iter().enumerate() {

@@ -333,9 +333,11 @@ mod tests {
     use std::{fs::OpenOptions, io::Write as _, net::IpAddr};
 
     use super::*;
-    use crate::{bans::BanLength, config::Config};
-
-    use crate::bans::RecordingSink as Recorder;
+    use crate::bans::{
+        BanEntry, BanError, BanLength, BanManager, BanRequest, BanScope, RecordingSink as Recorder,
+        XdpBackend,
+    };
+    use crate::config::Config;
 
     fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -345,46 +347,128 @@ mod tests {
         }
     }
 
+    /// The daemon's path without a kernel: every ban goes to a real
+    /// [`BanManager`] with its allowlist and store, and no dataplane; the
+    /// manager's refusals are kept.
+    struct ManagerSink {
+        manager: Mutex<BanManager>,
+        refused: Mutex<Vec<BanError>>,
+    }
+
+    impl ManagerSink {
+        fn manager(&self) -> std::sync::MutexGuard<'_, BanManager> {
+            self.manager.lock().unwrap_or_else(PoisonError::into_inner)
+        }
+
+        fn refused(&self) -> Vec<String> {
+            let refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+            refused.iter().map(ToString::to_string).collect()
+        }
+    }
+
+    impl BanSink for ManagerSink {
+        fn ban(
+            &self,
+            target: IpNet,
+            length: BanLength,
+            source: Source,
+            reason: &str,
+            scope: &BanScope,
+        ) -> Result<BanEntry, BanError> {
+            let outcome = self.manager().ban(BanRequest {
+                target,
+                length,
+                source,
+                reason: reason.to_owned(),
+                detail: String::new(),
+                scope: scope.clone(),
+            });
+            if let Err(error) = &outcome {
+                self.refused
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(error.clone());
+            }
+            outcome
+        }
+    }
+
+    /// Lines appended to a followed file ban through the manager; a host
+    /// in `ban.allowlist` is refused by the manager itself, not by the
+    /// sink, and the saved position covers both lines.
     #[test]
     fn appended_lines_ban_allowlisted_hosts_are_refused_and_positions_persist() {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("mail.log");
         std::fs::write(&log, "").expect("create");
         let config = Config::parse(&format!(
-            "[[logwatch.source]]\nname = \"mail\"\npath = {:?}\n\
+            "[ban]\nallowlist = [\"198.51.100.0/24\"]\n\
+             [[logwatch.source]]\nname = \"mail\"\npath = {:?}\n\
              [[logwatch.rule]]\nfilter = \"postfix\"\nmode = \"rbl\"\nmaxretry = 1\n",
             log.display().to_string()
         ))
         .expect("config");
         let store = Arc::new(Store::open_in(&dir.path().join("state")).expect("store"));
-        let recorder = Arc::new(Recorder::default());
-        let sink: Arc<dyn BanSink> = recorder.clone();
+        let xdp = XdpBackend {
+            dataplane: None,
+            enforcing: false,
+            note: "no dataplane in a unit test".into(),
+        };
+        let manager =
+            BanManager::new(Arc::clone(&store), xdp, None, config.ban_policy()).expect("manager");
+        let bans = Arc::new(ManagerSink {
+            manager: Mutex::new(manager),
+            refused: Mutex::new(Vec::new()),
+        });
+        let sink: Arc<dyn BanSink> = bans.clone();
         let watcher = Watcher::start(&config.logwatch, &store, &sink);
         assert!(watcher.is_active());
-        let allowlisted =
-            "Nov 20 10:01:03 mx postfix/postscreen[9]: DNSBL rank 3 for [127.0.0.1]:4567\n";
+        // No syslog date: a fixed one ages past `findtime` and the line
+        // would be skipped before any ban is asked for.
+        let allowlisted = "mx postfix/postscreen[9]: DNSBL rank 3 for [198.51.100.7]:4567\n";
         let banned = "postfix/postscreen[9]: DNSBL rank 3 for [2001:db8::5]:4567";
         let mut file = OpenOptions::new().append(true).open(&log).expect("open");
         file.write_all(allowlisted.as_bytes()).expect("append");
         file.write_all(format!("{banned}\n").as_bytes())
             .expect("append");
-        wait_for("the ban", || !recorder.recorded().is_empty());
         wait_for("the saved position", || {
             store
                 .logwatch_position("mail")
                 .expect("get")
                 .is_some_and(|p| p.offset == (allowlisted.len() + banned.len() + 1) as u64)
         });
+        // The position is saved after both lines went through the rules.
         watcher.stop();
-        let bans = recorder.recorded();
+        let listed: Vec<(IpNet, Source, String)> = bans
+            .manager()
+            .list()
+            .into_iter()
+            .map(|entry| (entry.addr, entry.source, entry.reason))
+            .collect();
         assert_eq!(
-            bans,
+            listed,
             [(
                 IpNet::from("2001:db8::5".parse::<IpAddr>().expect("ip")),
-                BanLength::Default,
                 Source::Logwatch,
                 banned.to_owned()
-            )]
+            )],
+            "the allowlisted 198.51.100.7 was banned, or the other was not"
+        );
+        let stored: Vec<IpNet> = store
+            .all()
+            .expect("store rows")
+            .into_iter()
+            .map(|row| row.target)
+            .collect();
+        assert_eq!(
+            stored,
+            [IpNet::from("2001:db8::5".parse::<IpAddr>().expect("ip"))],
+            "the store holds only the ban the manager accepted"
+        );
+        assert_eq!(
+            bans.refused(),
+            ["198.51.100.7 is in the allowlist (198.51.100.0/24); not banned"],
+            "the allowlisted line reached the manager and its allowlist refused it"
         );
     }
 
