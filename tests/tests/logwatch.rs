@@ -51,6 +51,21 @@ fn dnsbl_line(client: IpAddr, port: u16) -> String {
     )
 }
 
+/// A mail log in a temporary directory (removed with the guard), holding
+/// one line of history.
+fn mail_log() -> (tempfile::TempDir, std::path::PathBuf) {
+    let logs = tempfile::Builder::new()
+        .prefix("spamwall-logwatch-")
+        .tempdir()
+        .expect("creating a temporary directory");
+    let log = logs.path().join("mail.log");
+    append(
+        &log,
+        "Nov 20 10:00:00 mx postfix/master[1]: daemon started -- version 3.7.11",
+    );
+    (logs, log)
+}
+
 fn append(log: &Path, line: &str) {
     let mut file = OpenOptions::new()
         .create(true)
@@ -101,15 +116,7 @@ fn appended_dnsbl_line_gets_the_client_dropped_and_restart_resumes() {
     if !require_root("appended_dnsbl_line_gets_the_client_dropped_and_restart_resumes") {
         return;
     }
-    let logs = tempfile::Builder::new()
-        .prefix("spamwall-logwatch-")
-        .tempdir()
-        .expect("creating a temporary directory");
-    let log = logs.path().join("mail.log");
-    append(
-        &log,
-        "Nov 20 10:00:00 mx postfix/master[1]: daemon started -- version 3.7.11",
-    );
+    let (_logs, log) = mail_log();
     let mut net = NetnsPair::new(Subnet::test_net_3(53));
     net.listen_both(SMTP);
     let mut settings = Settings::on(net.server());
@@ -462,12 +469,7 @@ fn a_fail_line_smuggled_past_the_line_limit_bans_nothing() {
     if !require_root("a_fail_line_smuggled_past_the_line_limit_bans_nothing") {
         return;
     }
-    let logs = tempfile::Builder::new()
-        .prefix("spamwall-logwatch-")
-        .tempdir()
-        .expect("creating a temporary directory");
-    let log = logs.path().join("mail.log");
-    append(&log, "Nov 20 10:00:00 mx postfix/master[1]: daemon started");
+    let (_logs, log) = mail_log();
     let net = NetnsPair::new(Subnet::test_net_2(54));
     let mut settings = Settings::on(net.server());
     settings.extra = format!(
@@ -528,15 +530,7 @@ fn a_rule_with_its_own_ports_bans_the_client_from_those_ports_only() {
     if !require_root("a_rule_with_its_own_ports_bans_the_client_from_those_ports_only") {
         return;
     }
-    let logs = tempfile::Builder::new()
-        .prefix("spamwall-logwatch-")
-        .tempdir()
-        .expect("creating a temporary directory");
-    let log = logs.path().join("mail.log");
-    append(
-        &log,
-        "Nov 20 10:00:00 mx postfix/master[1]: daemon started -- version 3.7.11",
-    );
+    let (_logs, log) = mail_log();
     let mut net = NetnsPair::new(Subnet::test_net_3(57));
     net.listen_both(SMTP);
     net.listen_both(SUBMISSION);

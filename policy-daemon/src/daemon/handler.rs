@@ -62,15 +62,11 @@ pub(super) const fn breadth(force: bool) -> Breadth {
     }
 }
 
-/// `ban --file`: one batch, answered with a count.
-pub(super) fn ban_bulk(
-    shared: &Shared,
+/// The targets of a request that parse, with the text each was given as,
+/// and a refusal for each that does not.
+pub(super) fn parse_targets(
     targets: Vec<String>,
-    length: BanLength,
-    reason: &str,
-    breadth: Breadth,
-) -> Response {
-    tracing::debug!(targets = targets.len(), "bulk ban request parsed");
+) -> (Vec<ipnet::IpNet>, Vec<String>, Vec<Refusal>) {
     let mut refused = Vec::new();
     let mut nets = Vec::with_capacity(targets.len());
     let mut texts = Vec::with_capacity(targets.len());
@@ -86,6 +82,19 @@ pub(super) fn ban_bulk(
             }),
         }
     }
+    (nets, texts, refused)
+}
+
+/// `ban --file`: one batch, answered with a count.
+pub(super) fn ban_bulk(
+    shared: &Shared,
+    targets: Vec<String>,
+    length: BanLength,
+    reason: &str,
+    breadth: Breadth,
+) -> Response {
+    tracing::debug!(targets = targets.len(), "bulk ban request parsed");
+    let (nets, mut texts, mut refused) = parse_targets(targets);
     let (banned, rejected) = shared
         .manager()
         .ban_bulk(&nets, length, Source::Cli, reason, breadth);

@@ -7,7 +7,7 @@ use tracing::{debug, info, warn};
 
 use super::Shared;
 use crate::{
-    bans::{BanError, Source, parse_target, target_to_string},
+    bans::{Source, target_to_string},
     control::{Covered, Refusal, Response},
 };
 
@@ -23,22 +23,8 @@ const LOGGED_ONE_BY_ONE: usize = 64;
 pub(super) fn unban_targets(shared: &Shared, targets: Vec<String>) -> Response {
     let mut unbanned = Vec::new();
     let mut not_banned = Vec::new();
-    let mut refused = Vec::new();
     let mut covered = Vec::new();
-    let mut nets = Vec::with_capacity(targets.len());
-    let mut texts = Vec::with_capacity(targets.len());
-    for target in targets {
-        match parse_target(&target) {
-            Ok(net) => {
-                nets.push(net);
-                texts.push(target);
-            }
-            Err(error) => refused.push(Refusal {
-                target,
-                reason: BanError::from(error).to_string(),
-            }),
-        }
-    }
+    let (nets, texts, mut refused) = super::handler::parse_targets(targets);
     let one_by_one = nets.len() <= LOGGED_ONE_BY_ONE;
     for (nets, texts) in nets.chunks(BATCH).zip(texts.chunks(BATCH)) {
         let mut manager = shared.manager();
