@@ -67,6 +67,32 @@ fn example_configuration_with_every_commented_setting_passes_check_config() {
     );
 }
 
+/// The configuration README's quick start gives is valid as printed.
+#[test]
+fn readme_quick_start_configuration_passes_check_config() {
+    let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+        .expect("reading README.md");
+    let start = readme
+        .find("**1. Configure.**")
+        .and_then(|at| readme[at..].find("```toml\n").map(|block| at + block + 8))
+        .expect("README's quick start has a TOML block");
+    let end = start + readme[start..].find("```").expect("the block ends");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("quick-start.toml");
+    fs::write(&path, &readme[start..end]).expect("writing the block");
+    let out = Command::new(spamwall_bin())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .expect("running spamwall");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        &readme[start..end]
+    );
+}
+
 #[test]
 fn systemd_unit_verifies() {
     // systemd-analyze checks the binary exists and the user is known: point
