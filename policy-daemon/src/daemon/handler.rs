@@ -62,29 +62,6 @@ pub(super) const fn breadth(force: bool) -> Breadth {
     }
 }
 
-/// The targets of a request that parse, with the text each was given as,
-/// and a refusal for each that does not.
-pub(super) fn parse_targets(
-    targets: Vec<String>,
-) -> (Vec<ipnet::IpNet>, Vec<String>, Vec<Refusal>) {
-    let mut refused = Vec::new();
-    let mut nets = Vec::with_capacity(targets.len());
-    let mut texts = Vec::with_capacity(targets.len());
-    for target in targets {
-        match parse_target(&target) {
-            Ok(net) => {
-                nets.push(net);
-                texts.push(target);
-            }
-            Err(error) => refused.push(Refusal {
-                target,
-                reason: error.to_string(),
-            }),
-        }
-    }
-    (nets, texts, refused)
-}
-
 /// `ban --file`: one batch, answered with a count.
 pub(super) fn ban_bulk(
     shared: &Shared,
@@ -94,7 +71,7 @@ pub(super) fn ban_bulk(
     breadth: Breadth,
 ) -> Response {
     tracing::debug!(targets = targets.len(), "bulk ban request parsed");
-    let (nets, mut texts, mut refused) = parse_targets(targets);
+    let (nets, mut texts, mut refused) = super::targets::parse_targets(targets);
     let (banned, rejected) = shared
         .manager()
         .ban_bulk(&nets, length, Source::Cli, reason, breadth);

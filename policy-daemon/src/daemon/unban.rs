@@ -24,7 +24,7 @@ pub(super) fn unban_targets(shared: &Shared, targets: Vec<String>) -> Response {
     let mut unbanned = Vec::new();
     let mut not_banned = Vec::new();
     let mut covered = Vec::new();
-    let (nets, texts, mut refused) = super::handler::parse_targets(targets);
+    let (nets, texts, mut refused) = super::targets::parse_targets(targets);
     let one_by_one = nets.len() <= LOGGED_ONE_BY_ONE;
     for (nets, texts) in nets.chunks(BATCH).zip(texts.chunks(BATCH)) {
         let mut manager = shared.manager();
