@@ -149,56 +149,99 @@ pub(super) fn ban(socket: &Path, args: &BanArgs) -> Result<(), Failure> {
 
 /// `ban --file`: reads the list, reports bad lines by number, bans the rest
 /// in one request and prints a count.
+/// How much target text one `ban --file` request carries at most: well
+/// under the daemon's request limit (16 MiB) whatever the address family.
+const BULK_REQUEST_BYTES: usize = 8 << 20;
+
 fn ban_file(socket: &Path, args: &BanArgs, path: &Path) -> Result<(), Failure> {
-    let mut targets = args.targets.clone();
+    let length = ban_length(args)?;
+    let mut batch = args.targets.clone();
+    let mut batch_bytes: usize = batch.iter().map(String::len).sum();
     let mut bad_lines = Vec::new();
+    let mut banned_total = 0;
+    let mut refused_all = Vec::new();
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut send = |batch: Vec<String>| -> Result<(), Failure> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let sent = args.json.then(|| batch.clone());
+        let request = Request::BanBulk {
+            targets: batch,
+            length,
+            reason: args.reason.clone(),
+            force: args.force,
+        };
+        let response = ask(socket, &request)?;
+        let Response::BulkBanned { banned, refused } = response else {
+            return Err(unexpected(&response));
+        };
+        banned_total += banned;
+        if let Some(targets) = sent {
+            let refused_targets: std::collections::HashSet<&str> =
+                refused.iter().map(|r| r.target.as_str()).collect();
+            outcomes.extend(
+                targets
+                    .into_iter()
+                    .filter(|target| !refused_targets.contains(target.as_str()))
+                    .map(|target| Outcome::new(target, "banned")),
+            );
+            outcomes.extend(refused.iter().map(Outcome::refused));
+        }
+        refused_all.extend(refused);
+        Ok(())
+    };
     for line in target_lines(path)? {
         let line =
             line.map_err(|e| Failure::runtime(format!("reading {}: {e}", path.display())))?;
         match &line.target {
-            Ok(target) => targets.push(target_to_string(target)),
+            Ok(target) => {
+                let text = target_to_string(target);
+                if let Some(full) =
+                    add_to_batch(&mut batch, &mut batch_bytes, text, BULK_REQUEST_BYTES)
+                {
+                    send(full)?;
+                }
+            }
             Err(error) => {
                 let error = error.clone();
                 bad_lines.push((line, error));
             }
         }
     }
-    if !args.json {
-        report_bad_lines(path, &bad_lines);
-    }
-    let request = Request::BanBulk {
-        targets: targets.clone(),
-        length: ban_length(args)?,
-        reason: args.reason.clone(),
-        force: args.force,
-    };
-    let response = ask(socket, &request)?;
-    let Response::BulkBanned { banned, refused } = response else {
-        return Err(unexpected(&response));
-    };
+    send(batch)?;
     if args.json {
-        let refused_targets: std::collections::HashSet<&str> =
-            refused.iter().map(|r| r.target.as_str()).collect();
-        let mut outcomes: Vec<Outcome> = targets
-            .iter()
-            .filter(|target| !refused_targets.contains(target.as_str()))
-            .map(|target| Outcome::new(target.clone(), "banned"))
-            .collect();
-        outcomes.extend(refused.iter().map(Outcome::refused));
         outcomes.extend(
             bad_lines
                 .iter()
                 .map(|(line, error)| Outcome::bad_line(line, error)),
         );
         print_json(&outcomes)?;
-        return exit_for(refused.is_empty() && bad_lines.is_empty(), false);
+        return exit_for(refused_all.is_empty() && bad_lines.is_empty(), false);
     }
-    println!("banned {banned} from {}", path.display());
+    report_bad_lines(path, &bad_lines);
+    println!("banned {banned_total} from {}", path.display());
     if bad_lines.is_empty() {
-        refusals(&refused)
+        refusals(&refused_all)
     } else {
-        refusals(&refused).and(Err(Failure::usage(String::new())))
+        refusals(&refused_all).and(Err(Failure::usage(String::new())))
     }
+}
+
+/// Adds `target` to `batch`; once the batch holds `limit` bytes of text,
+/// hands it back whole and starts a new one.
+fn add_to_batch(
+    batch: &mut Vec<String>,
+    bytes: &mut usize,
+    target: String,
+    limit: usize,
+) -> Option<Vec<String>> {
+    *bytes += target.len();
+    batch.push(target);
+    (*bytes >= limit).then(|| {
+        *bytes = 0;
+        std::mem::take(batch)
+    })
 }
 
 /// The target lines of `path` (`-`: standard input), read as a stream.
@@ -272,6 +315,28 @@ pub(super) fn until(expires_at: Option<SystemTime>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_list_goes_in_batches_of_bounded_size_and_loses_nothing() {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        let mut sent: Vec<Vec<String>> = Vec::new();
+        for i in 0..25_u32 {
+            let target = format!("192.0.2.{i}");
+            if let Some(full) = add_to_batch(&mut batch, &mut bytes, target, 50) {
+                sent.push(full);
+            }
+        }
+        sent.push(batch);
+        assert!(sent.len() > 1, "{sent:?}");
+        for full in &sent[..sent.len() - 1] {
+            let size: usize = full.iter().map(String::len).sum();
+            assert!((50..50 + "192.0.2.24".len()).contains(&size), "{full:?}");
+        }
+        let all: Vec<String> = sent.concat();
+        let expected: Vec<String> = (0..25).map(|i| format!("192.0.2.{i}")).collect();
+        assert_eq!(all, expected);
+    }
 
     #[test]
     fn bad_targets_are_all_named_and_nothing_is_sent() {
