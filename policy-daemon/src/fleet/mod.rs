@@ -69,6 +69,16 @@ pub const METRIC_REJECTED: &str = "spamwall_fleet_rejected_total";
 /// How often each kind of rejected message is logged at most.
 const REJECTION_LOG_INTERVAL: Duration = Duration::from_mins(1);
 
+/// ` (key K)` after an operation on a key; nothing for one on none
+/// (connecting).
+fn key_part(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!(" (key {key})")
+    }
+}
+
 /// Why talking to Redis failed. URLs are shown without their password.
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
@@ -77,7 +87,7 @@ pub enum FleetError {
         url: String,
         source: redis::RedisError,
     },
-    #[error("fleet: {operation} on {url} (key {key}): {source}")]
+    #[error("fleet: {operation} on {url}{}: {source}", key_part(.key))]
     Redis {
         url: String,
         operation: &'static str,
@@ -450,6 +460,24 @@ fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redis_errors_name_the_key_only_when_there_is_one() {
+        let error = |key: &str| FleetError::Redis {
+            url: "redis://***@192.0.2.10:6379".into(),
+            operation: "connecting",
+            key: key.into(),
+            source: redis::RedisError::from((redis::ErrorKind::Io, "refused")),
+        };
+        let connecting = error("").to_string();
+        assert!(
+            connecting.starts_with("fleet: connecting on redis://***@192.0.2.10:6379: "),
+            "{connecting}"
+        );
+        assert!(!connecting.contains("key"), "{connecting}");
+        let zadd = error("spamwall:bans").to_string();
+        assert!(zadd.contains(" (key spamwall:bans): "), "{zadd}");
+    }
 
     #[test]
     fn message_json_shape() {
