@@ -151,7 +151,10 @@ pub struct PortScopes {
 
 impl Default for PortScopes {
     fn default() -> Self {
-        Self::new(&[], []).unwrap_or_else(|_| unreachable!("one scope always fits"))
+        Self {
+            scopes: vec![None],
+            default_ports: Vec::new(),
+        }
     }
 }
 
@@ -215,6 +218,15 @@ impl PortScopes {
                 0 => every(),
                 all => all,
             },
+            // The usual case, a rule's own list, without allocating: mask
+            // runs for every ban at each reconciliation.
+            BanScope::Ports(ports)
+                if let Some((bit, _)) = self
+                    .bits()
+                    .find(|(_, scope)| scope.as_deref() == Some(&ports[..])) =>
+            {
+                bit
+            }
             BanScope::Ports(ports) => {
                 let wanted: BTreeSet<u16> = ports.iter().copied().collect();
                 let mut mask = 0;
@@ -284,7 +296,8 @@ impl PortScopes {
         (table, self.all_traffic())
     }
 
-    /// The ports of scope `scope`, for `status`: `None` for all traffic.
+    /// The ports of each scope in order, `xdp.ports` first, for `status`:
+    /// `None` for all traffic.
     pub fn describe(&self) -> Vec<Option<Vec<u16>>> {
         self.scopes
             .iter()
@@ -377,6 +390,14 @@ mod tests {
             assert_eq!(scopes.mask(&scopes.scope_of(mask)), mask, "{mask:#b}");
         }
         assert_eq!(scopes.scope_of(0), BanScope::Default);
+    }
+
+    #[test]
+    fn the_default_is_xdp_ports_covering_all_traffic() {
+        assert_eq!(
+            PortScopes::default(),
+            PortScopes::new(&[], []).expect("fits")
+        );
     }
 
     #[test]
