@@ -270,6 +270,29 @@ mod tests {
     }
 
     #[test]
+    fn a_message_s_ports_are_read_or_refused_whole() {
+        let with = |ports: &str| {
+            let mut json = serde_json::to_string(&message()).expect("json");
+            json.truncate(json.len() - 1);
+            json + ",\"ports\":" + ports + "}"
+        };
+        let read = decode(with("[465,587]").as_bytes(), None).expect("read");
+        assert_eq!(read.ports, Some(vec![465, 587]));
+        let all = decode(with("[]").as_bytes(), None).expect("read");
+        assert_eq!(all.ports, Some(Vec::new()), "empty: all traffic");
+        for bad in ["[70000]", "[-1]", "[\"25\"]", "25", "{}"] {
+            assert_eq!(
+                decode(with(bad).as_bytes(), None),
+                Err(Rejected::Malformed),
+                "{bad}"
+            );
+        }
+        // A sender that predates ports: the receiver's xdp.ports.
+        let old = serde_json::to_string(&message()).expect("json");
+        assert_eq!(decode(old.as_bytes(), None).expect("read").ports, None);
+    }
+
+    #[test]
     fn oversized_and_malformed_payloads_are_rejected_without_panic() {
         let huge = vec![b'{'; MAX_MESSAGE_BYTES + 1];
         assert_eq!(decode(&huge, None), Err(Rejected::Oversized));
