@@ -102,14 +102,13 @@ pub(super) fn ban_targets(
     for target in targets {
         match parse_target(&target) {
             Ok(net) => {
-                requests.push(BanRequest {
-                    target: net,
+                requests.push(BanRequest::new(
+                    net,
                     length,
-                    source: Source::Cli,
-                    reason: reason.to_owned(),
-                    detail: String::new(),
-                    scope: BanScope::Default,
-                });
+                    Source::Cli,
+                    reason,
+                    &BanScope::Default,
+                ));
                 texts.push(target);
             }
             Err(error) => refused.push(Refusal {

@@ -111,14 +111,9 @@ impl BanSink for Shared {
         reason: &str,
         scope: &BanScope,
     ) -> Result<BanEntry, BanError> {
-        let entry = self.manager().ban(BanRequest {
-            target,
-            length,
-            source,
-            reason: reason.to_owned(),
-            detail: String::new(),
-            scope: scope.clone(),
-        })?;
+        let entry = self
+            .manager()
+            .ban(BanRequest::new(target, length, source, reason, scope))?;
         log_ban(&entry);
         Ok(entry)
     }

@@ -282,14 +282,13 @@ async fn apply_bans(fleet: &Arc<Fleet>, target: &Arc<dyn FleetTarget>, messages:
                 .record_rejected(Rejected::Malformed, 1, &m.target);
             continue;
         };
-        requests.push(BanRequest {
-            target: net,
-            length: BanLength::Until(m.expires_at.unwrap_or(i64::MAX).min(latest)),
-            source: Source::Fleet,
-            reason: format!("{} (from {}, {})", m.reason, m.node, m.source),
-            detail: String::new(),
-            scope: BanScope::from_setting(m.ports.as_deref()),
-        });
+        requests.push(BanRequest::new(
+            net,
+            BanLength::Until(m.expires_at.unwrap_or(i64::MAX).min(latest)),
+            Source::Fleet,
+            &format!("{} (from {}, {})", m.reason, m.node, m.source),
+            &BanScope::from_setting(m.ports.as_deref()),
+        ));
     }
     if requests.is_empty() {
         return;

@@ -375,14 +375,9 @@ mod tests {
             reason: &str,
             scope: &BanScope,
         ) -> Result<BanEntry, BanError> {
-            let outcome = self.manager().ban(BanRequest {
-                target,
-                length,
-                source,
-                reason: reason.to_owned(),
-                detail: String::new(),
-                scope: scope.clone(),
-            });
+            let outcome = self
+                .manager()
+                .ban(BanRequest::new(target, length, source, reason, scope));
             if let Err(error) = &outcome {
                 self.refused
                     .lock()

@@ -40,18 +40,18 @@ impl BanManager {
             let already = self.index.get(&prefix).is_some_and(|b| b.is_active(now))
                 || requests.iter().any(|r: &BanRequest| r.target == prefix);
             if distinct >= rule.threshold as usize && !already {
-                requests.push(BanRequest {
-                    target: prefix,
-                    length: BanLength::Default,
-                    source: row.source,
-                    reason: format!(
-                        "{distinct} addresses of {} banned within {}",
-                        target_to_string(&prefix),
-                        humantime::format_duration(rule.window)
-                    ),
-                    detail: String::new(),
-                    scope: BanScope::Default,
-                });
+                let reason = format!(
+                    "{distinct} addresses of {} banned within {}",
+                    target_to_string(&prefix),
+                    humantime::format_duration(rule.window)
+                );
+                requests.push(BanRequest::new(
+                    prefix,
+                    BanLength::Default,
+                    row.source,
+                    &reason,
+                    &BanScope::Default,
+                ));
             }
         }
         requests

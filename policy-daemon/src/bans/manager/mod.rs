@@ -58,6 +58,26 @@ pub struct BanRequest {
     pub scope: BanScope,
 }
 
+impl BanRequest {
+    /// A ban of `target` on the ports of `scope`, without score detail.
+    pub fn new(
+        target: IpNet,
+        length: BanLength,
+        source: Source,
+        reason: &str,
+        scope: &BanScope,
+    ) -> Self {
+        Self {
+            target,
+            length,
+            source,
+            reason: reason.to_owned(),
+            detail: String::new(),
+            scope: scope.clone(),
+        }
+    }
+}
+
 /// Where the XDP backend stands.
 #[derive(Debug)]
 pub struct XdpBackend {
@@ -273,14 +293,7 @@ impl BanManager {
     ) -> (usize, Vec<(usize, BanError)>) {
         let requests = targets
             .iter()
-            .map(|&target| BanRequest {
-                target,
-                length,
-                source,
-                reason: reason.to_owned(),
-                detail: String::new(),
-                scope: BanScope::Default,
-            })
+            .map(|&target| BanRequest::new(target, length, source, reason, &BanScope::Default))
             .collect();
         let mut banned = 0;
         let mut refused = Vec::new();
