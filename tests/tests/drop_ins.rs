@@ -215,19 +215,26 @@ fn the_fail2ban_drop_in_reaches_fail2ban_with_only_the_unit_capabilities() {
     // The unit's own user cannot reach the root-only socket.
     let refused = Daemon::start(net.server(), &settings_as("65534"));
     refused.cli_ok(&["ban", "192.0.2.70"]);
-    let status = refused.status();
-    let backend = status["backends"]
-        .as_array()
-        .and_then(|all| all.iter().find(|b| b["name"] == "fail2ban"))
-        .cloned()
-        .unwrap_or_default();
-    assert!(
-        backend["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains("not connected")),
-        "as the unit's user: {backend}\nlog:\n{}",
-        refused.log()
-    );
+    // Until the backend has tried, its detail says "not tried yet": wait
+    // for the refusal itself.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let status = refused.status();
+        let detail = status["backends"]
+            .as_array()
+            .and_then(|all| all.iter().find(|b| b["name"] == "fail2ban"))
+            .and_then(|backend| backend["detail"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        if detail.contains("not connected") && detail.contains("ermission denied") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "as the unit's user, fail2ban's socket was not refused: {detail}\nlog:\n{}",
+            refused.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     drop(refused);
 
     let users = values(&packaging("drop-ins/fail2ban.conf"), "User");
