@@ -203,7 +203,11 @@ fn evictions_from_a_small_lru_map_are_detected_and_repaired() {
         .collect();
     let targets: Vec<IpNet> = requests.iter().map(|r| r.target).collect();
     assert!(bans.ban_many(requests).iter().all(Result::is_ok));
-    assert_eq!(bans.list().len(), 200, "the store holds every ban");
+    assert_eq!(
+        bans.list().expect("list").len(),
+        200,
+        "the store holds every ban"
+    );
     let report = bans.reconcile(false);
     assert!(
         report.evicted > 0,
@@ -284,7 +288,7 @@ fn a_reload_renumbers_the_scopes_in_the_kernel_and_every_ban_follows() {
     assert_eq!(expected, 0b10);
     assert_eq!(scopes_in_map(&bans), expected);
     assert_eq!(
-        bans.list()[0].ports,
+        bans.list().expect("list")[0].ports,
         Some(vec![465, 587, 993]),
         "the store keeps the ports, not the numbering"
     );

@@ -24,8 +24,9 @@ pub mod store;
 
 pub use backend::{Backend, BackendStatus};
 pub use manager::{
-    Aggregation, BanEvent, BanManager, BanObserver, BanPolicy, BanRequest, Breadth, Escalation,
-    Fail2banLink, Fail2banReconciled, Reconciled, Widest, XdpBackend, host_addresses,
+    Aggregation, BanEvent, BanManager, BanObserver, BanPolicy, BanRequest, Breadth, Cursor,
+    Escalation, Fail2banLink, Fail2banReconciled, Held, Reconciled, Widest, XdpBackend,
+    host_addresses,
 };
 pub use scope::{BanScope, PortScopes, ScopeTextError, TooManyScopes};
 

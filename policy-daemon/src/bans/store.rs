@@ -21,6 +21,87 @@ use super::{
     parse_target, target_to_string,
 };
 
+/// The columns a [`StoredBan`] is read from, in [`RawBan::read`]'s order.
+const COLUMNS: &str =
+    "target, expires_at, source, reason, detail, count, first_banned_at, last_banned_at, scope";
+
+/// A `bans` row as `SQLite` gives it.
+struct RawBan {
+    target: String,
+    expires_at: Option<i64>,
+    source: String,
+    reason: String,
+    detail: String,
+    count: i64,
+    first_banned_at: i64,
+    last_banned_at: i64,
+    scope: Option<String>,
+}
+
+impl RawBan {
+    fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            target: row.get(0)?,
+            expires_at: row.get(1)?,
+            source: row.get(2)?,
+            reason: row.get(3)?,
+            detail: row.get(4)?,
+            count: row.get(5)?,
+            first_banned_at: row.get(6)?,
+            last_banned_at: row.get(7)?,
+            scope: row.get(8)?,
+        })
+    }
+
+    /// The ban, or `None` (logged) when the row cannot be read as one.
+    fn decode(self, path: &Path) -> Option<StoredBan> {
+        let parsed = parse_target(&self.target)
+            .map_err(|e| e.to_string())
+            .and_then(|net| {
+                source_from_name(&self.source)
+                    .map(|source| (net, source))
+                    .ok_or_else(|| format!("unknown source {:?}", self.source))
+            });
+        let (net, source) = match parsed {
+            Ok(parsed) => parsed,
+            Err(detail) => {
+                tracing::error!(
+                    "{}; row skipped",
+                    StoreError::Corrupt {
+                        path: path.to_owned(),
+                        target: self.target,
+                        detail,
+                    }
+                );
+                return None;
+            }
+        };
+        // A scope that cannot be read fails closed: all traffic.
+        let scope = BanScope::from_text(self.scope.as_deref()).unwrap_or_else(|error| {
+            tracing::error!(
+                "{}; the ban holds on all traffic",
+                StoreError::Corrupt {
+                    path: path.to_owned(),
+                    target: self.target.clone(),
+                    detail: error.to_string(),
+                }
+            );
+            BanScope::All
+        });
+        Some(StoredBan {
+            target: net,
+            expires_at: self.expires_at,
+            source,
+            reason: self.reason,
+            detail: self.detail,
+            count: u32::try_from(self.count.max(0)).unwrap_or(u32::MAX),
+            scope,
+            first_banned_at: self.first_banned_at,
+            last_banned_at: self.last_banned_at,
+        })
+    }
+}
+
 /// Database file name inside `state_dir`.
 pub const DB_FILE: &str = "spamwall.db";
 const SCHEMA_VERSION: i64 = 1;
@@ -277,84 +358,48 @@ impl Store {
     /// skipped with an error in the log; out-of-range numbers are clamped,
     /// so one damaged row never keeps the daemon from starting.
     pub fn all(&self) -> Result<Vec<StoredBan>, StoreError> {
+        let mut bans = Vec::new();
+        self.each(|ban| bans.push(ban))?;
+        Ok(bans)
+    }
+
+    /// Calls `visit` with every row, as [`Store::all`] reads them, without
+    /// holding them all at once.
+    pub fn each(&self, visit: impl FnMut(StoredBan)) -> Result<(), StoreError> {
+        self.select(&format!("SELECT {COLUMNS} FROM bans"), [], visit)
+    }
+
+    /// The row of exactly `target`.
+    pub fn get(&self, target: &IpNet) -> Result<Option<StoredBan>, StoreError> {
+        let mut found = None;
+        self.select(
+            &format!("SELECT {COLUMNS} FROM bans WHERE target = ?1"),
+            [target_to_string(target)],
+            |ban| found = Some(ban),
+        )?;
+        Ok(found)
+    }
+
+    fn select(
+        &self,
+        query: &str,
+        params: impl rusqlite::Params,
+        mut visit: impl FnMut(StoredBan),
+    ) -> Result<(), StoreError> {
         let conn = self.conn();
         let mut query = conn
-            .prepare("SELECT target, expires_at, source, reason, detail, count, first_banned_at, last_banned_at, scope FROM bans")
+            .prepare_cached(query)
             .map_err(sql(&self.path, "preparing the ban query"))?;
-        let rows = query
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, Option<i64>>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, String>(3)?,
-                    row.get::<_, String>(4)?,
-                    row.get::<_, i64>(5)?,
-                    row.get::<_, i64>(6)?,
-                    row.get::<_, i64>(7)?,
-                    row.get::<_, Option<String>>(8)?,
-                ))
-            })
+        let mut rows = query
+            .query(params)
             .map_err(sql(&self.path, "reading bans"))?;
-        let mut bans = Vec::new();
-        for row in rows {
-            let (
-                target,
-                expires_at,
-                source,
-                reason,
-                detail,
-                count,
-                first_banned_at,
-                last_banned_at,
-                scope,
-            ) = row.map_err(sql(&self.path, "reading a ban"))?;
-            let parsed = parse_target(&target)
-                .map_err(|e| e.to_string())
-                .and_then(|net| {
-                    source_from_name(&source)
-                        .map(|source| (net, source))
-                        .ok_or_else(|| format!("unknown source {source:?}"))
-                });
-            let (net, source) = match parsed {
-                Ok(parsed) => parsed,
-                Err(detail) => {
-                    tracing::error!(
-                        "{}; row skipped",
-                        StoreError::Corrupt {
-                            path: self.path.clone(),
-                            target,
-                            detail,
-                        }
-                    );
-                    continue;
-                }
-            };
-            // A scope that cannot be read fails closed: all traffic.
-            let scope = BanScope::from_text(scope.as_deref()).unwrap_or_else(|error| {
-                tracing::error!(
-                    "{}; the ban holds on all traffic",
-                    StoreError::Corrupt {
-                        path: self.path.clone(),
-                        target: target.clone(),
-                        detail: error.to_string(),
-                    }
-                );
-                BanScope::All
-            });
-            bans.push(StoredBan {
-                target: net,
-                expires_at,
-                source,
-                reason,
-                detail,
-                count: u32::try_from(count.max(0)).unwrap_or(u32::MAX),
-                scope,
-                first_banned_at,
-                last_banned_at,
-            });
+        while let Some(row) = rows.next().map_err(sql(&self.path, "reading a ban"))? {
+            let raw = RawBan::read(row).map_err(sql(&self.path, "reading a ban"))?;
+            if let Some(ban) = raw.decode(&self.path) {
+                visit(ban);
+            }
         }
-        Ok(bans)
+        Ok(())
     }
 
     /// Deletes rows whose ban ended before `cutoff` (history older than the

@@ -34,11 +34,14 @@ pub(super) fn handle(shared: &Shared, request: Request) -> Response {
             super::unban::unban_source(shared, source, dry_run)
         }
         Request::Explain { target } => super::explain::explain(shared, &target),
-        Request::List => Response::Bans {
-            bans: shared.manager().list(),
+        Request::List => match shared.manager().list() {
+            Ok(bans) => Response::Bans { bans },
+            Err(error) => Response::Error {
+                message: error.to_string(),
+            },
         },
         Request::Stats => {
-            let mut stats = shared.manager().stats();
+            let mut stats = shared.ban_stats();
             stats.policy_requests = shared.policy_stats.requests();
             Response::Stats { stats }
         }
@@ -139,9 +142,9 @@ pub(super) fn ban_targets(
 }
 
 pub(super) fn status(shared: &Shared) -> Result<Status, DataplaneError> {
+    let stats = shared.ban_stats();
     let runtime = shared.runtime();
     let manager = shared.manager();
-    let stats = manager.stats();
     let (program_id, capacities, pin_dir) = match manager.xdp().program()? {
         Some(program) => program,
         None => (

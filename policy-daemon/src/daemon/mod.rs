@@ -100,7 +100,25 @@ impl Shared {
     fn runtime(&self) -> MutexGuard<'_, Runtime> {
         self.runtime.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// The manager's figures, counted a few thousand bans at a time so a
+    /// ban never waits for a whole count.
+    fn ban_stats(&self) -> crate::bans::BanStats {
+        let mut stats = self.manager().stats_head();
+        let now = crate::clock::unix_now();
+        let mut cursor = crate::bans::Cursor::default();
+        while !cursor.is_done() {
+            cursor = self
+                .manager()
+                .count_active(cursor, WALK_BUDGET, now, &mut stats);
+        }
+        stats
+    }
 }
+
+/// Rows a walk over the index (a count, a reconciliation) reads per hold
+/// of the manager's lock.
+const WALK_BUDGET: usize = 8_192;
 
 impl BanSink for Shared {
     fn ban(

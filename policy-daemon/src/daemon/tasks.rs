@@ -7,9 +7,12 @@ use std::{sync::Arc, time::Duration};
 use metrics::{counter, gauge};
 use tracing::{info, warn};
 
-use super::{DaemonError, Shared};
+use super::{DaemonError, Shared, WALK_BUDGET};
 use crate::{
-    bans::{BackendStatus, BanStats, Fail2banLink, fail2ban::Fail2banBackend, store::Store},
+    bans::{
+        BackendStatus, BanStats, Cursor, Fail2banLink, Reconciled, fail2ban::Fail2banBackend,
+        store::Store,
+    },
     config::{Backend, Config, Fail2banConfig},
 };
 
@@ -41,8 +44,8 @@ pub(super) async fn start_metrics(
     let refresh = {
         let shared = Arc::clone(shared);
         Arc::new(move || {
-            let manager = shared.manager();
-            record_snapshot(&manager.stats(), &manager.backends());
+            let stats = shared.ban_stats();
+            record_snapshot(&stats, &shared.manager().backends());
             if let Some(fleet) = &shared.fleet {
                 fleet.record_gauges();
             }
@@ -102,9 +105,10 @@ pub(super) async fn maintenance_loop(
 }
 
 /// Reconciles the maps with the store and purges old history.
+/// The lock is taken per chunk of a few thousand bans, never for the
+/// whole walk.
 pub(super) fn maintain(shared: &Shared) {
-    let mut manager = shared.manager();
-    let report = manager.reconcile(false);
+    let report = reconcile(shared);
     if report.removed + report.corrected > 0 {
         info!(
             removed = report.removed,
@@ -112,11 +116,39 @@ pub(super) fn maintain(shared: &Shared) {
             "kernel maps brought in line with the store"
         );
     }
-    match manager.purge() {
+    match shared.manager().purge() {
         Ok(0) => {}
         Ok(purged) => info!(purged, "old ban history purged"),
         Err(error) => warn!(%error, "purging ban history failed"),
     }
+}
+
+/// [`BanManager::reconcile`] in chunks: the kernel maps are read without
+/// the lock, each chunk is checked under it.
+fn reconcile(shared: &Shared) -> Reconciled {
+    let mut report = Reconciled::default();
+    let Some((maps, pass)) = shared.manager().begin_reconcile() else {
+        return report;
+    };
+    let read = maps.each_chunk(|chunk| {
+        shared
+            .manager()
+            .reconcile_chunk(chunk, pass, false, &mut report);
+    });
+    if let Err(error) = read {
+        warn!(%error, "reading the XDP maps failed; every ban is checked one by one");
+    }
+    shared
+        .manager()
+        .reconcile_prefixes(pass, false, &mut report);
+    let mut cursor = Cursor::default();
+    while !cursor.is_done() {
+        cursor = shared
+            .manager()
+            .reconcile_missing(cursor, WALK_BUDGET, pass, false, &mut report);
+    }
+    shared.manager().end_reconcile(&report);
+    report
 }
 
 /// How often the fail2ban jail is reconciled, when there is a fail2ban

@@ -175,7 +175,6 @@ impl Dataplane {
         }
     }
 
-    #[cfg(any(test, feature = "test-support"))]
     /// The ban stored for exactly this address or prefix.
     pub fn get(&self, net: IpNet) -> Result<Option<BanValue>> {
         let outcome = match net {

@@ -11,6 +11,7 @@ mod links;
 mod lookup;
 mod maps;
 mod pins;
+mod reader;
 mod sys;
 
 use std::{
@@ -289,3 +290,4 @@ pub use links::{AttachMode, AttachedMode, Attachment, Detached, detach, pinned_l
 pub use lookup::MapHit;
 pub use maps::PortScopeTable;
 use pins::{check_pinned_maps, ensure_bpffs, raise_memlock_limit};
+pub use reader::ExactMaps;

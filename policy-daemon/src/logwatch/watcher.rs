@@ -437,6 +437,7 @@ mod tests {
         let listed: Vec<(IpNet, Source, String)> = bans
             .manager()
             .list()
+            .expect("list")
             .into_iter()
             .map(|entry| (entry.addr, entry.source, entry.reason))
             .collect();

@@ -37,7 +37,7 @@ impl BanManager {
                 None => addresses.push((row.target, now)),
             }
             let distinct = addresses.len();
-            let already = self.index.get(&prefix).is_some_and(|b| b.is_active(now))
+            let already = self.index.is_active(&prefix, now)
                 || requests.iter().any(|r: &BanRequest| r.target == prefix);
             if distinct >= rule.threshold as usize && !already {
                 let reason = format!(

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use ipnet::IpNet;
 use xdp_common::BanValue;
 
-use super::BanManager;
+use super::{BanManager, Held};
 use crate::{
     bans::{
         BanEntry, PortScopes, Source, canonical_net,
@@ -29,10 +29,14 @@ impl BanManager {
     pub fn explain(&self, target: IpNet, input: &str) -> Explanation {
         let target = canonical_net(target.trunc());
         let now = unix_now();
-        let row = self.index.get(&target);
-        let ban = row.filter(|row| row.is_active(now)).map(detail);
-        let history = row.filter(|row| !row.is_active(now)).map(detail);
-        let covered_by: Vec<BanDetail> = self.covering_rows(target, now).map(detail).collect();
+        let row = self.stored(self.index.get(&target).as_ref());
+        let ban = row.as_ref().filter(|row| row.is_active(now)).map(detail);
+        let history = row.as_ref().filter(|row| !row.is_active(now)).map(detail);
+        let covered_by: Vec<BanDetail> = self
+            .covering_rows(target, now)
+            .filter_map(|held| self.stored(Some(&held)))
+            .map(|row| detail(&row))
+            .collect();
         let (inside, inside_first) = self.inside(target, now);
         let allowlisted_by = self.policy.allowlist.covers(&target);
         let own_address = self
@@ -58,7 +62,7 @@ impl BanManager {
             ban,
             covered_by,
             history,
-            next_bantime: self.next_bantime(row, now),
+            next_bantime: self.next_bantime(row.as_ref(), now),
             inside,
             inside_first,
             allowlisted_by: allowlisted_by.as_ref().map(target_to_string),
@@ -71,7 +75,7 @@ impl BanManager {
 
     /// Active rows of wider prefixes containing `target`, narrowest first:
     /// one index probe per shorter prefix length.
-    fn covering_rows(&self, target: IpNet, now: i64) -> impl Iterator<Item = &StoredBan> {
+    fn covering_rows(&self, target: IpNet, now: i64) -> impl Iterator<Item = Held> {
         (0..target.prefix_len())
             .rev()
             .filter_map(move |len| IpNet::new(target.addr(), len).ok().map(|net| net.trunc()))
@@ -79,11 +83,25 @@ impl BanManager {
             .filter(move |row| row.is_active(now))
     }
 
+    /// The store's row for a ban the index holds (with its reason); the
+    /// index's view when the store cannot be read.
+    fn stored(&self, held: Option<&Held>) -> Option<StoredBan> {
+        let held = held?;
+        match self.store.get(&held.target) {
+            Ok(Some(row)) => Some(row),
+            Ok(None) => Some(StoredBan::from(held)),
+            Err(error) => {
+                tracing::warn!(%error, "reading a ban from the store failed");
+                Some(StoredBan::from(held))
+            }
+        }
+    }
+
     /// [`Self::covering_rows`] as list entries.
     pub(super) fn covering_entries(&self, target: IpNet) -> Vec<BanEntry> {
         let target = canonical_net(target.trunc());
         self.covering_rows(target, unix_now())
-            .map(Self::entry)
+            .map(|held| self.held_entry(&held))
             .collect()
     }
 
@@ -91,16 +109,19 @@ impl BanManager {
         if target.prefix_len() == target.max_prefix_len() {
             return (0, Vec::new());
         }
-        let mut inside: Vec<&StoredBan> = self
+        let mut inside: Vec<Held> = self
             .index
-            .values()
+            .iter()
             .filter(|row| row.target != target && target.contains(&row.target))
             .filter(|row| row.is_active(now))
             .collect();
         let count = inside.len() as u64;
         inside.sort_unstable_by_key(|row| row.target);
         inside.truncate(INSIDE_LISTED);
-        (count, inside.into_iter().map(Self::entry).collect())
+        (
+            count,
+            inside.iter().map(|held| self.held_entry(held)).collect(),
+        )
     }
 
     /// The length a ban at `ban.bantime` would get now, as `next_row`

@@ -5,12 +5,9 @@ use foldhash::HashSet;
 use ipnet::IpNet;
 use tracing::{debug, warn};
 
-use super::BanManager;
+use super::{BanManager, Held};
 use crate::{
-    bans::{
-        fail2ban::{Fail2banBackend, Fail2banOp},
-        store::StoredBan,
-    },
+    bans::fail2ban::{Fail2banBackend, Fail2banOp},
     clock::unix_now,
 };
 
@@ -45,7 +42,7 @@ impl BanManager {
         let now = unix_now();
         let ops = self
             .index
-            .values()
+            .iter()
             .filter(|row| row.is_active(now))
             .map(|row| Fail2banOp::ban(row.target))
             .collect();
@@ -63,7 +60,7 @@ impl BanManager {
         let now = unix_now();
         let expiries: Vec<(i64, IpNet)> = self
             .index
-            .values()
+            .iter()
             .filter(|row| row.is_active(now))
             .filter_map(|row| row.expires_at.map(|at| (at, row.target)))
             .collect();
@@ -117,10 +114,10 @@ impl BanManager {
                 Err(_) => report.foreign += 1,
             }
         }
-        let wanted = |row: &StoredBan| active && row.is_active(now);
+        let wanted = |row: &Held| active && row.is_active(now);
         let mut ops = Vec::new();
         let mut expiries = Vec::new();
-        for row in self.index.values().filter(|row| wanted(row)) {
+        for row in self.index.iter().filter(|row| wanted(row)) {
             if !jail.contains(&row.target) {
                 ops.push(Fail2banOp::ban(row.target));
                 if let Some(at) = row.expires_at {
@@ -130,7 +127,7 @@ impl BanManager {
             }
         }
         for net in jail {
-            if !self.index.get(&net).is_some_and(&wanted) {
+            if !self.index.get(&net).is_some_and(|row| wanted(&row)) {
                 ops.push(Fail2banOp::unban(net));
                 report.lifted += 1;
             }

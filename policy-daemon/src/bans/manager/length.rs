@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use super::Held;
 use super::{BanManager, BanRequest, Escalation};
 use crate::bans::BanScope;
 use crate::{
@@ -13,9 +14,12 @@ use crate::{
 };
 
 impl BanManager {
+    /// The row a ban of `target` makes, after `previous` (its row in the
+    /// index; `queued`, when it is a row of the same batch not stored yet).
     pub(super) fn next_row(
         &self,
-        previous: Option<&StoredBan>,
+        previous: Option<&Held>,
+        queued: Option<&StoredBan>,
         target: IpNet,
         request: BanRequest,
         now: i64,
@@ -24,7 +28,17 @@ impl BanManager {
         let previous = previous.filter(|p| p.last_banned_at >= cutoff);
         if let BanLength::Until(until) = request.length {
             let scope = self.scope_with(previous, &request.scope, now);
-            return Self::remote_row(previous, target, request, until, now, scope);
+            // A live local ban keeps its reason: read it back.
+            let texts = || match queued {
+                Some(row) => Some((row.reason.clone(), row.detail.clone())),
+                None => self
+                    .store
+                    .get(&target)
+                    .ok()
+                    .flatten()
+                    .map(|row| (row.reason, row.detail)),
+            };
+            return Self::remote_row(previous, texts, target, request, until, now, scope);
         }
         let count = previous.map_or(0, |p| p.count).saturating_add(1);
         let scope = self.scope_with(previous, &request.scope, now);
@@ -52,7 +66,7 @@ impl BanManager {
 
     /// The scope of a ban made in `scope`: with a live ban already there,
     /// the union of both, so a new offence never narrows an older one.
-    fn scope_with(&self, previous: Option<&StoredBan>, scope: &BanScope, now: i64) -> BanScope {
+    fn scope_with(&self, previous: Option<&Held>, scope: &BanScope, now: i64) -> BanScope {
         match previous.filter(|p| p.is_active(now)) {
             Some(p) => p.scope.union(scope, self.policy.scopes.default_ports()),
             None => scope.clone(),
@@ -62,9 +76,11 @@ impl BanManager {
     /// A ban another host made: its absolute expiry (`i64::MAX` is
     /// permanent), the longer of it and a live local ban, and no new count,
     /// so escalation is not counted twice. A live ban made here keeps its
-    /// source and reason, so a remote unban cannot lift it.
+    /// source and reason (`texts`: its reason and detail), so a remote
+    /// unban cannot lift it.
     pub(super) fn remote_row(
-        previous: Option<&StoredBan>,
+        previous: Option<&Held>,
+        texts: impl FnOnce() -> Option<(String, String)>,
         target: IpNet,
         request: BanRequest,
         until: i64,
@@ -78,7 +94,10 @@ impl BanManager {
             None => remote,
         };
         let (source, reason, detail) = match live {
-            Some(p) if p.source != Source::Fleet => (p.source, p.reason.clone(), p.detail.clone()),
+            Some(p) if p.source != Source::Fleet => {
+                let (reason, detail) = texts().unwrap_or((request.reason, request.detail));
+                (p.source, reason, detail)
+            }
             _ => (request.source, request.reason, request.detail),
         };
         StoredBan {

@@ -18,6 +18,7 @@ mod aggregate;
 mod explain;
 mod fail2ban;
 mod host;
+mod index;
 mod length;
 mod policy;
 mod reconcile;
@@ -120,8 +121,8 @@ impl std::fmt::Debug for Observer {
 #[derive(Debug)]
 pub struct BanManager {
     store: Arc<Store>,
-    /// Every store row (active and history), mirrored for lookups.
-    index: HashMap<IpNet, StoredBan>,
+    /// Every store row (active and history), compactly, for the ban path.
+    index: Index,
     xdp: XdpBackend,
     fail2ban: Option<Fail2banLink>,
     policy: BanPolicy,
@@ -134,6 +135,8 @@ pub struct BanManager {
     evicted: u64,
     backend_errors: u64,
     observer: Observer,
+    /// The number of the last reconciliation pass (never 0).
+    pass: u8,
 }
 
 impl BanManager {
@@ -144,8 +147,7 @@ impl BanManager {
         fail2ban: Option<Fail2banLink>,
         policy: BanPolicy,
     ) -> Result<Self, BanError> {
-        let rows = store.all()?;
-        let index = rows.into_iter().map(|ban| (ban.target, ban)).collect();
+        let index = load_index(&store)?;
         let mut manager = Self {
             store,
             index,
@@ -162,6 +164,7 @@ impl BanManager {
             evicted: 0,
             backend_errors: 0,
             observer: Observer::default(),
+            pass: 0,
         };
         manager.set_policy(policy);
         Ok(manager)
@@ -273,11 +276,10 @@ impl BanManager {
         requests: Vec<BanRequest>,
         breadth: Breadth,
     ) -> Vec<Result<BanEntry, BanError>> {
-        self.apply(requests, breadth)
+        let (results, rows) = self.apply(requests, breadth);
+        results
             .into_iter()
-            .map(|r| {
-                r.and_then(|target| self.index.get(&target).map(Self::entry).ok_or_else(no_row))
-            })
+            .map(|r| r.and_then(|i| rows.get(i).map(Self::entry).ok_or_else(no_row)))
             .collect()
     }
 
@@ -297,7 +299,7 @@ impl BanManager {
             .collect();
         let mut banned = 0;
         let mut refused = Vec::new();
-        for (i, result) in self.apply(requests, breadth).into_iter().enumerate() {
+        for (i, result) in self.apply(requests, breadth).0.into_iter().enumerate() {
             match result {
                 Ok(_) => banned += 1,
                 Err(error) => refused.push((i, error)),
@@ -307,11 +309,13 @@ impl BanManager {
     }
 
     /// The common path: validate, compute, store, enforce, aggregate.
+    /// Returns, per request, the position of its row among the rows
+    /// written (a target asked twice has one row), and those rows.
     fn apply(
         &mut self,
         requests: Vec<BanRequest>,
         breadth: Breadth,
-    ) -> Vec<Result<IpNet, BanError>> {
+    ) -> (Vec<Result<usize, BanError>>, Vec<StoredBan>) {
         let now = unix_now();
         let mut results = Vec::with_capacity(requests.len());
         let mut rows: Vec<StoredBan> = Vec::with_capacity(requests.len());
@@ -328,23 +332,23 @@ impl BanManager {
                 results.push(Err(error));
                 continue;
             }
-            let previous = pending
-                .get(&target)
-                .map(|&i| &rows[i])
-                .or_else(|| self.index.get(&target));
-            let starts = previous.is_none_or(|p| !p.is_active(now));
-            let row = self.next_row(previous, target, request, now);
-            results.push(Ok(target));
+            let queued = pending.get(&target).map(|&i| &rows[i]);
+            let previous = queued.map(Held::from).or_else(|| self.index.get(&target));
+            let starts = previous.as_ref().is_none_or(|p| !p.is_active(now));
+            let row = self.next_row(previous.as_ref(), queued, target, request, now);
             if let Some(&i) = pending.get(&target) {
+                results.push(Ok(i));
                 rows[i] = row;
             } else {
+                results.push(Ok(rows.len()));
                 pending.insert(target, rows.len());
                 rows.push(row);
                 fresh.push(starts);
             }
         }
+        drop(pending);
         if rows.is_empty() {
-            return results;
+            return (results, rows);
         }
         debug!(rows = rows.len(), "bans validated");
         let started = std::time::Instant::now();
@@ -359,9 +363,14 @@ impl BanManager {
         });
         let stored = match stored {
             Ok(Ok(elapsed)) => elapsed,
-            Ok(Err(error)) => return self.undo(&rows, results, &BanError::from(error)),
+            Ok(Err(error)) => {
+                let results = self.undo(&rows, results, &BanError::from(error));
+                return (results, rows);
+            }
             Err(_) => {
-                return self.undo(&rows, results, &BanError::Lost("the store writer panicked"));
+                let error = BanError::Lost("the store writer panicked");
+                let results = self.undo(&rows, results, &error);
+                return (results, rows);
             }
         };
         debug!(rows = rows.len(), ?stored, ?enforced, "bans written");
@@ -381,9 +390,7 @@ impl BanManager {
             );
         }
         self.queue_for_fail2ban(rows.iter().map(|row| Fail2banOp::ban(row.target)).collect());
-        for row in rows {
-            self.index.insert(row.target, row);
-        }
+        self.index.insert_many(&rows);
         debug!("index updated");
         if !aggregates.is_empty() {
             for result in self.ban_many(aggregates) {
@@ -395,7 +402,7 @@ impl BanManager {
                 }
             }
         }
-        results
+        (results, rows)
     }
 
     /// The store refused the bans: take them back out of the kernel (the
@@ -404,14 +411,11 @@ impl BanManager {
     fn undo(
         &mut self,
         rows: &[StoredBan],
-        results: Vec<Result<IpNet, BanError>>,
+        results: Vec<Result<usize, BanError>>,
         error: &BanError,
-    ) -> Vec<Result<IpNet, BanError>> {
+    ) -> Vec<Result<usize, BanError>> {
         if let Some(dataplane) = self.xdp.dataplane.as_mut() {
-            for row in rows
-                .iter()
-                .filter(|row| !self.index.contains_key(&row.target))
-            {
+            for row in rows.iter().filter(|row| !self.index.contains(&row.target)) {
                 let _ = dataplane.remove(row.target);
             }
         }
@@ -457,7 +461,7 @@ impl BanManager {
             .map(|row| {
                 (
                     row.target,
-                    kernel_value(row, now, mono, &self.policy.scopes),
+                    kernel_value(&Held::from(row), now, mono, &self.policy.scopes),
                 )
             })
             .collect();
@@ -467,22 +471,57 @@ impl BanManager {
         }
     }
 
-    /// Every active ban, sorted by address.
-    pub fn list(&self) -> Vec<BanEntry> {
+    /// Every active ban, sorted by address, read from the store.
+    pub fn list(&self) -> Result<Vec<BanEntry>, BanError> {
         let now = unix_now();
-        let mut bans: Vec<BanEntry> = self
-            .index
-            .values()
-            .filter(|row| row.is_active(now))
-            .map(Self::entry)
-            .collect();
+        let mut bans = Vec::new();
+        self.store.each(|row| {
+            if row.is_active(now) {
+                bans.push(Self::entry(&row));
+            }
+        })?;
         bans.sort_by_key(|ban| ban.addr);
-        bans
+        Ok(bans)
     }
 
-    /// Ban counts, packet counters and backend figures.
+    /// Ban counts, packet counters and backend figures, counting every
+    /// ban at once: [`Self::stats_head`] and [`Self::count_active`] let a
+    /// caller release the lock between parts.
     pub fn stats(&self) -> BanStats {
+        let mut stats = self.stats_head();
         let now = unix_now();
+        let mut cursor = Cursor::default();
+        while !cursor.is_done() {
+            cursor = self.count_active(cursor, usize::MAX, now, &mut stats);
+        }
+        stats
+    }
+
+    /// Adds the active bans of the next shards (about `budget` rows) from
+    /// `cursor` to `stats`; returns where to go on.
+    pub fn count_active(
+        &self,
+        cursor: Cursor,
+        budget: usize,
+        now: i64,
+        stats: &mut BanStats,
+    ) -> Cursor {
+        self.index.walk(cursor, budget, |row, _| {
+            if !row.is_active(now) {
+                return;
+            }
+            stats.bans_active += 1;
+            match row.target {
+                IpNet::V4(n) if n.prefix_len() == 32 => stats.bans_v4 += 1,
+                IpNet::V6(n) if n.prefix_len() == 128 => stats.bans_v6 += 1,
+                IpNet::V4(_) => stats.prefixes_v4 += 1,
+                IpNet::V6(_) => stats.prefixes_v6 += 1,
+            }
+        })
+    }
+
+    /// Packet counters and backend figures, without ban counts.
+    pub fn stats_head(&self) -> BanStats {
         let mut stats = BanStats {
             evicted: self.evicted,
             backend_errors: self.backend_errors,
@@ -497,16 +536,20 @@ impl BanManager {
                 Err(error) => warn!(%error, "reading the packet counters failed"),
             }
         }
-        for row in self.index.values().filter(|row| row.is_active(now)) {
-            stats.bans_active += 1;
-            match row.target {
-                IpNet::V4(n) if n.prefix_len() == 32 => stats.bans_v4 += 1,
-                IpNet::V6(n) if n.prefix_len() == 128 => stats.bans_v6 += 1,
-                IpNet::V4(_) => stats.prefixes_v4 += 1,
-                IpNet::V6(_) => stats.prefixes_v6 += 1,
+        stats
+    }
+
+    /// The list entry of a ban the index holds, with its reason read from
+    /// the store (empty when the store cannot be read).
+    fn held_entry(&self, held: &Held) -> BanEntry {
+        match self.store.get(&held.target) {
+            Ok(Some(row)) => Self::entry(&row),
+            Ok(None) => Self::entry(&StoredBan::from(held)),
+            Err(error) => {
+                warn!(%error, "reading a ban's reason failed");
+                Self::entry(&StoredBan::from(held))
             }
         }
-        stats
     }
 
     fn entry(row: &StoredBan) -> BanEntry {
@@ -522,12 +565,30 @@ impl BanManager {
     }
 }
 
+/// The store's rows as an index, read without holding them all at once.
+fn load_index(store: &Store) -> Result<Index, BanError> {
+    const BATCH: usize = 65_536;
+    let mut index = Index::new();
+    let mut batch = Vec::with_capacity(BATCH);
+    store.each(|row| {
+        batch.push(row);
+        if batch.len() == BATCH {
+            index.insert_many(&batch);
+            batch.clear();
+        }
+    })?;
+    index.insert_many(&batch);
+    Ok(index)
+}
+
 fn no_row() -> BanError {
     BanError::Lost("the ban was not recorded")
 }
 
 pub use fail2ban::{Fail2banLink, Fail2banReconciled};
 pub use host::host_addresses;
+use index::Index;
+pub use index::{Cursor, Held};
 use length::admissible_length;
 pub use policy::{Aggregation, BanPolicy, Breadth, Escalation, Widest};
 pub use reconcile::Reconciled;

@@ -2,16 +2,15 @@
 //! pins were wiped; while running, after LRU evictions), and purging old
 //! history.
 
-use foldhash::{HashMap, HashSet};
 use ipnet::IpNet;
 use tracing::{info, warn};
 use xdp_common::BanValue;
 
-use super::BanManager;
+use super::{BanManager, Cursor, Held};
 use crate::{
     bans::{BanError, PortScopes, Source, store::StoredBan, target_to_string},
     clock::{secs_i64, unix_now},
-    dataplane::monotonic_now_ns,
+    dataplane::{ExactMaps, monotonic_now_ns},
 };
 
 /// What a reconciliation did.
@@ -26,6 +25,9 @@ pub struct Reconciled {
     /// Entries whose expiry, count or port scopes differed from the store,
     /// rewritten.
     pub corrected: u64,
+    /// Of `evicted`, single addresses per family.
+    pub evicted_v4: u64,
+    pub evicted_v6: u64,
 }
 
 impl BanManager {
@@ -36,99 +38,225 @@ impl BanManager {
     ///
     /// On the very first start with an empty store, live map entries are
     /// adopted into the store instead of removed.
+    ///
+    /// All at once, under the caller's lock: the daemon's periodic
+    /// reconciliation goes through [`Self::begin_reconcile`] and the steps
+    /// after it instead, releasing the lock between chunks.
     pub fn reconcile(&mut self, at_start: bool) -> Reconciled {
         let mut report = Reconciled::default();
-        let Some(dataplane) = self.xdp.dataplane.as_mut() else {
+        if at_start {
+            self.adopt_kernel_bans();
+        }
+        let Some((maps, pass)) = self.begin_reconcile() else {
             return report;
+        };
+        let read =
+            maps.each_chunk(|chunk| self.reconcile_chunk(chunk, pass, at_start, &mut report));
+        if let Err(error) = read {
+            self.backend_errors += 1;
+            warn!(%error, "reading the XDP maps failed; every ban is checked one by one");
+        }
+        self.reconcile_prefixes(pass, at_start, &mut report);
+        let mut cursor = Cursor::default();
+        while !cursor.is_done() {
+            cursor = self.reconcile_missing(cursor, usize::MAX, pass, at_start, &mut report);
+        }
+        self.end_reconcile(&report);
+        report
+    }
+
+    /// On the very first start (an empty store), adopts the live bans
+    /// found in the kernel maps into the store.
+    fn adopt_kernel_bans(&mut self) {
+        if !self.index.is_empty() {
+            return;
+        }
+        let Some(dataplane) = self.xdp.dataplane.as_ref() else {
+            return;
         };
         let entries = match dataplane.entries() {
             Ok(entries) => entries,
             Err(error) => {
-                self.backend_errors += 1;
-                warn!(%error, "reading the XDP maps failed; reconciliation skipped");
-                return report;
+                warn!(%error, "reading the XDP maps failed; nothing adopted");
+                return;
             }
+        };
+        let adopted = adopt(
+            &entries,
+            unix_now(),
+            monotonic_now_ns(),
+            &self.policy.scopes,
+        );
+        if adopted.is_empty() {
+            return;
+        }
+        info!(
+            count = adopted.len(),
+            "adopting bans found in the kernel maps into an empty store"
+        );
+        match self.store.put_bans(&adopted) {
+            Ok(()) => self.index.insert_many(&adopted),
+            Err(error) => warn!(%error, "adopting kernel bans failed"),
+        }
+    }
+
+    /// Starts a reconciliation: read handles on the exact-address maps,
+    /// to walk without the manager, and the number marking the bans this
+    /// pass finds. `None` without a dataplane, or when the maps cannot be
+    /// opened (counted as a backend error).
+    pub fn begin_reconcile(&mut self) -> Option<(ExactMaps, u8)> {
+        let dataplane = self.xdp.dataplane.as_ref()?;
+        match dataplane.exact_maps() {
+            Ok(maps) => {
+                self.pass = self.pass.wrapping_add(1).max(1);
+                Some((maps, self.pass))
+            }
+            Err(error) => {
+                self.backend_errors += 1;
+                warn!(%error, "opening the XDP maps failed; reconciliation skipped");
+                None
+            }
+        }
+    }
+
+    /// Checks a chunk of kernel map entries against the index: stale ones
+    /// are removed, differing ones rewritten, matching ones marked with
+    /// `pass`. The index decides, as it is now: an entry read before a ban
+    /// changed it is only rewritten with what the index holds.
+    pub fn reconcile_chunk(
+        &mut self,
+        chunk: &[(IpNet, BanValue)],
+        pass: u8,
+        at_start: bool,
+        report: &mut Reconciled,
+    ) {
+        let Some(dataplane) = self.xdp.dataplane.as_mut() else {
+            return;
         };
         let now = unix_now();
         let mono = monotonic_now_ns();
-        if at_start && self.index.is_empty() {
-            let adopted = adopt(&entries, now, mono, &self.policy.scopes);
-            if !adopted.is_empty() {
-                info!(
-                    count = adopted.len(),
-                    "adopting bans found in the kernel maps into an empty store"
-                );
-                if let Err(error) = self.store.put_bans(&adopted) {
-                    warn!(%error, "adopting kernel bans failed");
-                } else {
-                    for row in adopted {
-                        self.index.insert(row.target, row);
+        let mut writes = Vec::new();
+        for &(net, value) in chunk {
+            match self.index.get(&net).filter(|row| row.is_active(now)) {
+                None => match dataplane.remove(net) {
+                    Ok(true) => report.removed += 1,
+                    Ok(false) => {}
+                    Err(error) => {
+                        warn!(%error, target = %target_to_string(&net), "removing a stale map entry failed");
                     }
+                },
+                Some(row) => {
+                    let wanted = kernel_value(&row, now, mono, &self.policy.scopes);
+                    if !close_enough(&value, &wanted) {
+                        report.corrected += 1;
+                        writes.push((net, wanted));
+                    }
+                    self.index.set_seen(&net, pass);
                 }
             }
         }
-        let in_map: HashMap<IpNet, BanValue> = entries.into_iter().collect();
+        let _ = at_start;
+        if let Err(error) = dataplane.insert_many(&writes) {
+            self.backend_errors += 1;
+            warn!(%error, "rewriting bans into the XDP maps failed");
+        }
+    }
+
+    /// [`Self::reconcile_chunk`] for the prefix tries (few entries: read
+    /// whole, under the lock).
+    pub fn reconcile_prefixes(&mut self, pass: u8, at_start: bool, report: &mut Reconciled) {
+        let Some(dataplane) = self.xdp.dataplane.as_ref() else {
+            return;
+        };
+        match dataplane.prefix_entries() {
+            Ok(entries) => self.reconcile_chunk(&entries, pass, at_start, report),
+            Err(error) => {
+                self.backend_errors += 1;
+                warn!(%error, "reading the prefix tries failed");
+            }
+        }
+    }
+
+    /// Walks the index from `cursor` (about `budget` rows): every live ban
+    /// this pass did not find is looked up in the kernel and written back
+    /// when missing or different. Returns where to go on.
+    pub fn reconcile_missing(
+        &mut self,
+        cursor: Cursor,
+        budget: usize,
+        pass: u8,
+        at_start: bool,
+        report: &mut Reconciled,
+    ) -> Cursor {
+        let now = unix_now();
+        let mut unseen = Vec::new();
+        let next = self.index.walk(cursor, budget, |row, seen| {
+            if seen != pass && row.is_active(now) {
+                unseen.push(row);
+            }
+        });
+        let Some(dataplane) = self.xdp.dataplane.as_mut() else {
+            return next;
+        };
+        let mono = monotonic_now_ns();
         let mut writes = Vec::new();
-        let mut evicted_v4 = 0_u64;
-        let mut evicted_v6 = 0_u64;
-        let active: HashSet<IpNet> = self
-            .index
-            .values()
-            .filter(|r| r.is_active(now))
-            .map(|r| r.target)
-            .collect();
-        for row in self.index.values().filter(|r| r.is_active(now)) {
-            let wanted = kernel_value(row, now, mono, &self.policy.scopes);
-            match in_map.get(&row.target) {
-                None if at_start => report.restored += 1,
-                None => {
+        for row in unseen {
+            let wanted = kernel_value(&row, now, mono, &self.policy.scopes);
+            match dataplane.get(row.target) {
+                Ok(Some(value)) if close_enough(&value, &wanted) => continue,
+                Ok(Some(_)) => report.corrected += 1,
+                Ok(None) if at_start => report.restored += 1,
+                Ok(None) => {
                     report.evicted += 1;
                     if row.target.prefix_len() == row.target.max_prefix_len() {
                         if row.target.addr().is_ipv4() {
-                            evicted_v4 += 1;
+                            report.evicted_v4 += 1;
                         } else {
-                            evicted_v6 += 1;
+                            report.evicted_v6 += 1;
                         }
                     }
                 }
-                Some(value) if !close_enough(value, &wanted) => report.corrected += 1,
-                Some(_) => continue,
-            }
-            writes.push((row.target, wanted));
-        }
-        for net in in_map.keys().filter(|net| !active.contains(net)) {
-            match dataplane.remove(*net) {
-                Ok(_) => report.removed += 1,
                 Err(error) => {
-                    warn!(%error, target = %target_to_string(net), "removing a stale map entry failed");
+                    warn!(%error, target = %target_to_string(&row.target), "reading a map entry failed");
                 }
             }
+            writes.push((row.target, wanted));
         }
         if let Err(error) = dataplane.insert_many(&writes) {
             self.backend_errors += 1;
             warn!(%error, "rewriting bans into the XDP maps failed");
         }
-        if evicted_v4 + evicted_v6 > 0 {
-            let capacities = dataplane.capacities().ok();
+        next
+    }
+
+    /// Ends a reconciliation: counts and reports evictions.
+    pub fn end_reconcile(&mut self, report: &Reconciled) {
+        if report.evicted_v4 + report.evicted_v6 > 0 {
+            let capacities = self
+                .xdp
+                .dataplane
+                .as_ref()
+                .and_then(|dataplane| dataplane.capacities().ok());
             warn!(
-                evicted_v4,
-                evicted_v6,
+                evicted_v4 = report.evicted_v4,
+                evicted_v6 = report.evicted_v6,
                 capacity_v4 = capacities.map(|c| c.v4),
                 capacity_v6 = capacities.map(|c| c.v6),
                 "live bans were evicted from the LRU maps and written back; raise ban.capacity_v4 / ban.capacity_v6"
             );
         }
         self.evicted += report.evicted;
-        report
     }
 
     /// Deletes history older than the history age.
     pub fn purge(&mut self) -> Result<usize, BanError> {
         let cutoff = unix_now().saturating_sub(secs_i64(self.policy.history_age));
         let purged = self.store.purge(cutoff).map_err(BanError::from)?;
-        self.index.retain(|_, row| {
-            row.expires_at.is_none_or(|at| at >= cutoff) || row.last_banned_at >= cutoff
-        });
+        if purged > 0 {
+            self.index.retain(|row| {
+                row.expires_at.is_none_or(|at| at >= cutoff) || row.last_banned_at >= cutoff
+            });
+        }
         let window = self.policy.aggregation.map_or(0, |a| secs_i64(a.window));
         let since = unix_now().saturating_sub(window);
         self.recent.retain(|_, addresses| {
@@ -141,12 +269,7 @@ impl BanManager {
 
 /// The map value for a stored ban: its wall-clock expiry moved onto the
 /// kernel's monotonic clock.
-pub(super) fn kernel_value(
-    row: &StoredBan,
-    now: i64,
-    mono_now: u64,
-    scopes: &PortScopes,
-) -> BanValue {
+pub(super) fn kernel_value(row: &Held, now: i64, mono_now: u64, scopes: &PortScopes) -> BanValue {
     let expires_ns = row.expires_at.map_or(BanValue::PERMANENT, |at| {
         let left = u64::try_from(at.saturating_sub(now)).unwrap_or(0);
         mono_now

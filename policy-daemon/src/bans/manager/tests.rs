@@ -96,14 +96,14 @@ fn history_survives_a_restart_and_unban_keeps_the_count() {
     bans.ban(request("2001:db8::7/128", BanLength::Default))
         .expect("ban");
     assert!(bans.unban(net("2001:db8::7/128")).expect("unban"));
-    assert!(bans.list().is_empty());
+    assert!(bans.list().expect("list").is_empty());
     drop(bans);
     let mut bans = open();
     let again = bans
         .ban(request("2001:db8::7/128", BanLength::Default))
         .expect("ban");
     assert_eq!(again.count, 2, "the earlier ban counts after a restart");
-    assert_eq!(bans.list().len(), 1);
+    assert_eq!(bans.list().expect("list").len(), 1);
 }
 
 #[test]
@@ -122,7 +122,7 @@ fn allowlist_and_own_addresses_are_refused() {
     assert!(matches!(results[0], Err(BanError::Allowlisted { .. })));
     assert!(results[1].is_ok());
     assert!(results[2].is_err(), "loopback is always refused");
-    assert_eq!(bans.list().len(), 1);
+    assert_eq!(bans.list().expect("list").len(), 1);
     if let Some(own) = host_addresses()
         .into_iter()
         .find(|a| !a.addr().is_loopback())
@@ -156,6 +156,7 @@ fn prefix_is_banned_once_enough_of_its_addresses_are() {
     assert!(
         !bans
             .list()
+            .expect("list")
             .iter()
             .any(|b| b.addr == net("2001:db8:1:2::/64"))
     );
@@ -163,11 +164,18 @@ fn prefix_is_banned_once_enough_of_its_addresses_are() {
         .expect("ban");
     let prefix = bans
         .list()
+        .expect("list")
         .into_iter()
         .find(|b| b.addr == net("2001:db8:1:2::/64"))
         .expect("prefix banned");
     assert!(prefix.reason.contains("3 addresses"), "{}", prefix.reason);
-    assert!(!bans.list().iter().any(|b| b.addr == net("192.0.2.0/24")));
+    assert!(
+        !bans
+            .list()
+            .expect("list")
+            .iter()
+            .any(|b| b.addr == net("192.0.2.0/24"))
+    );
 }
 
 fn aggregating(threshold: u32) -> BanPolicy {
@@ -187,7 +195,10 @@ fn aggregating(threshold: u32) -> BanPolicy {
 }
 
 fn has(bans: &BanManager, target: &str) -> bool {
-    bans.list().iter().any(|b| b.addr == net(target))
+    bans.list()
+        .expect("list")
+        .iter()
+        .any(|b| b.addr == net(target))
 }
 
 #[test]
@@ -201,7 +212,11 @@ fn one_address_banned_three_times_does_not_ban_its_prefix() {
     bans.unban(net("192.0.2.7/32")).expect("unban");
     bans.ban(request("192.0.2.7/32", BanLength::Default))
         .expect("ban");
-    assert!(!has(&bans, "192.0.2.0/24"), "{:?}", bans.list());
+    assert!(
+        !has(&bans, "192.0.2.0/24"),
+        "{:?}",
+        bans.list().expect("list")
+    );
     // Live fleet bans applied again (a resync) add nothing either.
     let fleet = |target: &str| BanRequest {
         source: Source::Fleet,
@@ -210,7 +225,11 @@ fn one_address_banned_three_times_does_not_ban_its_prefix() {
     for _ in 0..3 {
         bans.ban_many(vec![fleet("198.51.100.1/32"), fleet("198.51.100.2/32")]);
     }
-    assert!(!has(&bans, "198.51.100.0/24"), "{:?}", bans.list());
+    assert!(
+        !has(&bans, "198.51.100.0/24"),
+        "{:?}",
+        bans.list().expect("list")
+    );
 }
 
 #[test]
@@ -225,7 +244,11 @@ fn three_distinct_addresses_ban_their_prefix() {
     assert!(!has(&bans, "192.0.2.0/24"), "two addresses so far");
     bans.ban(request("192.0.2.3/32", BanLength::Default))
         .expect("ban");
-    assert!(has(&bans, "192.0.2.0/24"), "{:?}", bans.list());
+    assert!(
+        has(&bans, "192.0.2.0/24"),
+        "{:?}",
+        bans.list().expect("list")
+    );
     // Three new fleet bans are three distinct addresses too.
     let fleet = |target: &str| BanRequest {
         source: Source::Fleet,
@@ -236,7 +259,11 @@ fn three_distinct_addresses_ban_their_prefix() {
         fleet("2001:db8:5::2/128"),
         fleet("2001:db8:5::3/128"),
     ]);
-    assert!(has(&bans, "2001:db8:5::/64"), "{:?}", bans.list());
+    assert!(
+        has(&bans, "2001:db8:5::/64"),
+        "{:?}",
+        bans.list().expect("list")
+    );
 }
 
 #[test]
@@ -261,6 +288,7 @@ fn an_allowlist_entry_lifts_the_bans_it_covers() {
     bans.set_policy(policy.clone());
     let remaining: Vec<String> = bans
         .list()
+        .expect("list")
         .iter()
         .map(|b| target_to_string(&b.addr))
         .collect();
@@ -313,7 +341,7 @@ fn lengths_beyond_the_maximum_are_refused_on_every_path() {
         );
     }
     assert!(results[3].is_ok() && results[4].is_ok(), "{results:?}");
-    let listed = bans.list();
+    let listed = bans.list().expect("list");
     assert_eq!(listed.len(), 2);
     assert_eq!(listed[1].expires_at, None, "i64::MAX is permanent");
 }
@@ -421,7 +449,7 @@ fn any_row() -> impl Strategy<Value = StoredBan> {
 proptest! {
     #[test]
     fn any_stored_row_converts_without_panic(row in any_row(), now in any::<i64>(), mono in any::<u64>()) {
-        let value = kernel_value(&row, now, mono, &PortScopes::default());
+        let value = kernel_value(&Held::from(&row), now, mono, &PortScopes::default());
         prop_assert_eq!(value.prefix_len, row.target.prefix_len());
         prop_assert_eq!(value.expires_ns == BanValue::PERMANENT, row.expires_at.is_none());
         let entry = BanManager::entry(&row);
@@ -448,7 +476,7 @@ fn repeated_target_in_one_batch_counts_once_per_occurrence() {
         request("192.0.2.9/32", BanLength::Permanent),
     ]);
     assert!(results.iter().all(Result::is_ok));
-    let listed = bans.list();
+    let listed = bans.list().expect("list");
     assert_eq!(listed.len(), 1);
     assert_eq!((listed[0].count, listed[0].expires_at), (2, None));
 }
@@ -562,15 +590,15 @@ fn kernel_values_carry_the_scope_bits_and_adoption_reads_them_back() {
         first_banned_at: 0,
         last_banned_at: 0,
     };
-    let value = kernel_value(&row, 0, 1, &scopes);
+    let value = kernel_value(&Held::from(&row), 0, 1, &scopes);
     assert_eq!(value.scopes, 0b10);
     let adopted = adopt(&[(row.target, value)], 0, 1, &scopes);
     assert_eq!(adopted[0].scope, row.scope);
     let default = kernel_value(
-        &StoredBan {
+        &Held::from(&StoredBan {
             scope: BanScope::Default,
             ..row
-        },
+        }),
         0,
         1,
         &scopes,
