@@ -3,8 +3,9 @@
 //!
 //! The server gets its own configuration (`-c DIR`), socket, pid file, log
 //! and database, and one jail, [`JAIL`], whose filter never matches and
-//! whose action runs `true`: bans are recorded by fail2ban but touch no
-//! firewall, so no root is needed beyond what fail2ban itself wants.
+//! whose action is empty (fail2ban runs no command): bans are recorded by
+//! fail2ban but touch no firewall, so no root is needed beyond what
+//! fail2ban itself wants.
 
 #![expect(
     clippy::missing_panics_doc,
@@ -82,7 +83,7 @@ impl Fail2banServer {
             (
                 "action.d/spamwall-noop.conf",
                 "[Definition]\nactionstart =\nactionstop =\nactioncheck =\n\
-                 actionban = true\nactionunban = true\n"
+                 actionban =\nactionunban =\n"
                     .into(),
             ),
             (

@@ -8,6 +8,7 @@
 //! waiting for an external backend (fail2ban).
 
 use std::{
+    fmt::Write as _,
     path::{Path, PathBuf},
     sync::{Mutex, MutexGuard, PoisonError},
 };
@@ -100,6 +101,59 @@ impl RawBan {
             last_banned_at: self.last_banned_at,
         })
     }
+}
+
+/// Rows one insert statement carries in a bulk write (9 parameters each,
+/// well under `SQLite`'s limit of 32,766).
+const ROWS_PER_INSERT: usize = 128;
+
+/// An upsert of `rows` bans.
+fn upsert(rows: usize) -> String {
+    let mut text = String::from(
+        "INSERT INTO bans (target, expires_at, source, reason, detail, count, first_banned_at, last_banned_at, scope) VALUES ",
+    );
+    for row in 0..rows {
+        let base = row * 9;
+        if row > 0 {
+            text.push(',');
+        }
+        text.push('(');
+        for column in 1..=9 {
+            if column > 1 {
+                text.push(',');
+            }
+            let _ = write!(text, "?{}", base + column);
+        }
+        text.push(')');
+    }
+    text.push_str(
+        " ON CONFLICT (target) DO UPDATE SET
+            expires_at = excluded.expires_at, source = excluded.source,
+            reason = excluded.reason, detail = excluded.detail, count = excluded.count,
+            first_banned_at = excluded.first_banned_at, last_banned_at = excluded.last_banned_at,
+            scope = excluded.scope",
+    );
+    text
+}
+
+/// Binds `bans` to an [`upsert`] of as many rows.
+fn bind_bans(
+    insert: &mut rusqlite::CachedStatement<'_>,
+    bans: &[StoredBan],
+) -> rusqlite::Result<()> {
+    for (row, ban) in bans.iter().enumerate() {
+        let base = row * 9;
+        insert.raw_bind_parameter(base + 1, target_to_string(&ban.target))?;
+        insert.raw_bind_parameter(base + 2, ban.expires_at)?;
+        insert.raw_bind_parameter(base + 3, ban.source.as_str())?;
+        insert.raw_bind_parameter(base + 4, &ban.reason)?;
+        insert.raw_bind_parameter(base + 5, &ban.detail)?;
+        insert.raw_bind_parameter(base + 6, ban.count)?;
+        insert.raw_bind_parameter(base + 7, ban.first_banned_at)?;
+        insert.raw_bind_parameter(base + 8, ban.last_banned_at)?;
+        insert.raw_bind_parameter(base + 9, ban.scope.to_text())?;
+    }
+    Ok(())
 }
 
 /// Database file name inside `state_dir`.
@@ -286,33 +340,30 @@ impl Store {
     }
 
     /// Writes bans (inserted or replaced) in one transaction: when this
-    /// returns, all of them are durable.
+    /// returns, all of them are durable. Many rows go [`ROWS_PER_INSERT`]
+    /// to a statement.
     pub fn put_bans(&self, bans: &[StoredBan]) -> Result<(), StoreError> {
         self.in_transaction("committing bans", |tx| {
+            let mut chunks = bans.chunks_exact(ROWS_PER_INSERT);
+            if bans.len() >= ROWS_PER_INSERT {
+                let mut insert = tx
+                    .prepare_cached(&upsert(ROWS_PER_INSERT))
+                    .map_err(sql(&self.path, "preparing the ban insert"))?;
+                for chunk in &mut chunks {
+                    bind_bans(&mut insert, chunk).map_err(sql(&self.path, "writing bans"))?;
+                    insert
+                        .raw_execute()
+                        .map_err(sql(&self.path, "writing bans"))?;
+                }
+            }
             let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO bans (target, expires_at, source, reason, detail, count, first_banned_at, last_banned_at, scope)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                     ON CONFLICT (target) DO UPDATE SET
-                        expires_at = excluded.expires_at, source = excluded.source,
-                        reason = excluded.reason, detail = excluded.detail, count = excluded.count,
-                        first_banned_at = excluded.first_banned_at, last_banned_at = excluded.last_banned_at,
-                        scope = excluded.scope",
-                )
+                .prepare_cached(&upsert(1))
                 .map_err(sql(&self.path, "preparing the ban insert"))?;
-            for ban in bans {
+            for ban in chunks.remainder() {
+                bind_bans(&mut insert, std::slice::from_ref(ban))
+                    .map_err(sql(&self.path, "writing a ban"))?;
                 insert
-                    .execute(params![
-                        target_to_string(&ban.target),
-                        ban.expires_at,
-                        ban.source.to_string(),
-                        ban.reason,
-                        ban.detail,
-                        ban.count,
-                        ban.first_banned_at,
-                        ban.last_banned_at,
-                        ban.scope.to_text(),
-                    ])
+                    .raw_execute()
                     .map_err(sql(&self.path, "writing a ban"))?;
             }
             Ok(())
@@ -367,6 +418,13 @@ impl Store {
     /// holding them all at once.
     pub fn each(&self, visit: impl FnMut(StoredBan)) -> Result<(), StoreError> {
         self.select(&format!("SELECT {COLUMNS} FROM bans"), [], visit)
+    }
+
+    /// Frees the page cache (after a bulk write: it refills on demand).
+    pub fn release_memory(&self) -> Result<(), StoreError> {
+        self.conn()
+            .execute_batch("PRAGMA shrink_memory;")
+            .map_err(sql(&self.path, "releasing memory"))
     }
 
     /// The row of exactly `target`.

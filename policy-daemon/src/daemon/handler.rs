@@ -2,6 +2,8 @@
 //! status here, unban and explain in their own files, each through the
 //! ban manager.
 
+use std::sync::Arc;
+
 use tracing::{info, warn};
 
 use super::{Shared, log_ban};
@@ -85,6 +87,11 @@ pub(super) fn ban_bulk(
         });
     }
     info!(banned, refused = refused.len(), %reason, "bulk ban");
+    if texts.len() >= super::memory::LARGE_REQUEST {
+        drop((nets, texts));
+        let store = Arc::clone(shared.manager().store());
+        super::memory::give_back(&store);
+    }
     Response::BulkBanned {
         banned: banned as u64,
         refused,

@@ -20,6 +20,7 @@
 mod explain;
 mod fd_limit;
 mod handler;
+mod memory;
 mod targets;
 mod tasks;
 mod unban;
@@ -240,6 +241,7 @@ fn open(config_path: PathBuf, config: Config) -> Result<Arc<Shared>, DaemonError
             "kernel maps brought in line with the store"
         );
     }
+    memory::give_back(manager.store());
     let fleet = match config.fleet.clone() {
         Some(section) => {
             let fleet = crate::fleet::Fleet::new(section, Arc::clone(manager.store()))?;

@@ -121,6 +121,8 @@ pub(super) fn maintain(shared: &Shared) {
         Ok(purged) => info!(purged, "old ban history purged"),
         Err(error) => warn!(%error, "purging ban history failed"),
     }
+    let store = Arc::clone(shared.manager().store());
+    super::memory::give_back(&store);
 }
 
 /// [`BanManager::reconcile`] in chunks: the kernel maps are read without

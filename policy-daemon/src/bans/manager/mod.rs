@@ -322,8 +322,13 @@ impl BanManager {
         // Whether each row starts a ban rather than re-applying a live one.
         let mut fresh: Vec<bool> = Vec::with_capacity(requests.len());
         let mut pending: HashMap<IpNet, usize> = HashMap::with_capacity(requests.len());
-        for request in requests {
-            let target = canonical_net(request.target.trunc());
+        let targets: Vec<IpNet> = requests
+            .iter()
+            .map(|request| canonical_net(request.target.trunc()))
+            .collect();
+        let found = self.index.get_many(&targets);
+        for (at, (request, target)) in requests.into_iter().zip(targets).enumerate() {
+            let held = self.index.found(&found, at, target);
             if let Err(error) = self
                 .admissible_breadth(target, breadth)
                 .and_then(|()| self.admissible(target))
@@ -333,7 +338,7 @@ impl BanManager {
                 continue;
             }
             let queued = pending.get(&target).map(|&i| &rows[i]);
-            let previous = queued.map(Held::from).or_else(|| self.index.get(&target));
+            let previous = queued.map(Held::from).or(held);
             let starts = previous.as_ref().is_none_or(|p| !p.is_active(now));
             let row = self.next_row(previous.as_ref(), queued, target, request, now);
             if let Some(&i) = pending.get(&target) {
