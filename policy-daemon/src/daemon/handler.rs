@@ -1,19 +1,20 @@
-//! Answers the requests of the control socket: ban, list, stats and
-//! status here, unban and explain in their own files, each through the
-//! ban manager.
+//! Answers the requests of the control socket: ban, stats and status
+//! here, unban, explain and list in their own files, each through the ban
+//! manager (list reads the store directly).
 
 use tracing::{info, warn};
 
 use super::{Shared, log_ban};
 use crate::{
     bans::{BanEntry, BanLength, BanRequest, BanScope, Breadth, Source, parse_target},
-    control::{BackendStatus, Refusal, Request, Response, Status},
+    control::{BackendStatus, Refusal, Reply, Request, Response, Status},
     dataplane::DataplaneError,
 };
 
 /// Answers one control request.
-pub(super) fn handle(shared: &Shared, request: Request) -> Response {
-    match request {
+pub(super) fn handle(shared: &Shared, request: Request) -> Reply {
+    let response = match request {
+        Request::List(list) => return super::list::list(shared, &list),
         Request::Ban {
             targets,
             length,
@@ -34,9 +35,6 @@ pub(super) fn handle(shared: &Shared, request: Request) -> Response {
             super::unban::unban_source(shared, source, dry_run)
         }
         Request::Explain { target } => super::explain::explain(shared, &target),
-        Request::List => Response::Bans {
-            bans: shared.manager().list(),
-        },
         Request::Stats => {
             let mut stats = shared.manager().stats();
             stats.policy_requests = shared.policy_stats.requests();
@@ -50,7 +48,8 @@ pub(super) fn handle(shared: &Shared, request: Request) -> Response {
                 message: error.to_string(),
             },
         },
-    }
+    };
+    response.into()
 }
 
 /// How wide a command-line ban may be.

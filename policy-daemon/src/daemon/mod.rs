@@ -20,6 +20,7 @@
 mod explain;
 mod fd_limit;
 mod handler;
+mod list;
 mod targets;
 mod tasks;
 mod unban;
