@@ -39,8 +39,9 @@ use crate::{
 pub const MAX_CLIENTS: usize = 64;
 
 /// How long a client may stay idle, take to send a request, or take to
-/// read its answer. The CLI sends its request at once and reads the
-/// answer whole; 30 s covers a `ban --file` of millions of addresses.
+/// read its answer (of a list: each part of about 256 KiB). The CLI sends
+/// its request at once and reads the answer as it comes; 30 s covers a
+/// `ban --file` of millions of addresses.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Bytes of bans written in one line at most (plus one ban): a reader
