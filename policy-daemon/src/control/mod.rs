@@ -7,13 +7,15 @@
 //! [`Response::ListEnd`], or cut short by one [`Response::Error`].
 
 mod client;
+mod list;
 mod server;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 pub use client::{Answers, ClientError, request, request_lines};
-pub use server::{BanChunks, CLIENT_TIMEOUT, MAX_CLIENTS, Reply, bind, serve};
+pub use list::{BanChunks, Reply};
+pub use server::{CLIENT_TIMEOUT, MAX_CLIENTS, bind, serve};
 
 pub use crate::listen::BindError;
 
