@@ -26,6 +26,15 @@ use crate::bans::parse_target;
 /// Rows one chunk reads at most.
 pub const SCAN_CHUNK: usize = 4096;
 
+/// One chunk: a seek on the primary key past the last target read.
+const CHUNK_QUERY: &str = "SELECT target, expires_at, source, reason, detail, count, first_banned_at, last_banned_at, scope
+     FROM bans
+     WHERE target > ?1 AND target < ?2
+       AND (expires_at IS NULL OR expires_at > ?3)
+       AND (?4 IS NULL OR source = ?4)
+       AND (?5 IS NULL OR (expires_at IS NOT NULL AND expires_at <= ?5))
+     ORDER BY target LIMIT ?6";
+
 /// Greater than the text of every target (digits, hex, `.`, `:` and `/`).
 const PAST_EVERY_TARGET: &str = "~";
 
@@ -113,15 +122,7 @@ impl ActiveBans {
         };
         let mut query = self
             .conn
-            .prepare_cached(
-                "SELECT target, expires_at, source, reason, detail, count, first_banned_at, last_banned_at, scope
-                 FROM bans
-                 WHERE target > ?1 AND target < ?2
-                   AND (expires_at IS NULL OR expires_at > ?3)
-                   AND (?4 IS NULL OR source = ?4)
-                   AND (?5 IS NULL OR (expires_at IS NOT NULL AND expires_at <= ?5))
-                 ORDER BY target LIMIT ?6",
-            )
+            .prepare_cached(CHUNK_QUERY)
             .map_err(sql(&self.path, "preparing the ban listing"))?;
         let source = self.filter.source.map(|source| source.to_string());
         let rows = query
@@ -583,6 +584,28 @@ mod tests {
         assert!(
             rest.iter()
                 .any(|ban| target_to_string(&ban.target) == "2001:db8:ffff::1")
+        );
+    }
+
+    #[test]
+    fn each_chunk_seeks_the_primary_key_and_sorts_nothing() {
+        let (_dir, store) = store_with(&sample());
+        let conn = store.conn();
+        let mut explain = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {CHUNK_QUERY}"))
+            .expect("explain");
+        let plan: Vec<String> = explain
+            .query_map(
+                params!["192.0.2.7", "~", NOW, "cli", NOW + 60, 4096],
+                |row| row.get::<_, String>(3),
+            )
+            .expect("plan")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(plan.len(), 1, "{plan:?}");
+        assert!(
+            plan[0].starts_with("SEARCH bans USING PRIMARY KEY (target>? AND target<?)"),
+            "{plan:?}"
         );
     }
 
