@@ -7,7 +7,9 @@
 //! (`wait4`'s `ru_maxrss`) next to that of a one-ban list (`--limit 1`, the
 //! CLI's own baseline), and the daemon's resident memory sampled every few
 //! milliseconds while it answers, against what it held before
-//! (`/proc/PID/status` `VmRSS`). Targets: the first ban within 100 ms, and
+//! (`/proc/PID/status` `VmRSS`). Meanwhile one address is banned again
+//! every 20 ms over the control socket: the longest of those bans shows
+//! whether a list holds bans up. Targets: the first ban within 100 ms, and
 //! at most 32 MiB more memory in the CLI and in the daemon. `--smoke`: a
 //! thousand bans.
 
@@ -32,6 +34,9 @@ use spamwall_tests::{
     netns::{NetnsPair, Subnet},
 };
 
+/// The first address banned: 100.64.0.0/10 and up, never the test
+/// subnets.
+const FIRST: u32 = 0x6440_0000;
 /// Bans per `ban --file`.
 const BATCH: u32 = 250_000;
 /// Longest one listing may take before it is killed.
@@ -54,6 +59,7 @@ fn main() {
         "every address banned: {stats}"
     );
 
+    let idle_ban = (0..20).map(|_| ban_again(daemon.socket())).max().unwrap();
     let baseline = listing(&daemon, &["--json", "--limit", "1"]);
     assert_eq!(baseline.entries, 1, "the baseline lists one ban");
     let json = listing(&daemon, &["--json"]);
@@ -72,20 +78,25 @@ fn main() {
     }
     println!("spamwall list with {count} active bans (one run each; 2 CPUs)");
     println!(
-        "| form | first ban | total | bans/s | CLI peak RSS | CLI extra over --limit 1 | daemon RSS growth |"
+        "| form | first ban | total | bans/s | CLI peak RSS | CLI extra over --limit 1 | daemon RSS growth | longest ban meanwhile |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for (form, run) in [("list --json", &json), ("list", &human)] {
         println!(
-            "| {form} | {:.1} ms | {:.0} ms | {:.0} | {:.1} MiB | {:.1} MiB | {:.1} MiB |",
+            "| {form} | {:.1} ms | {:.0} ms | {:.0} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.1} ms |",
             ms(run.first),
             ms(run.total),
             f64::from(count) / run.total.as_secs_f64(),
             mib(run.cli_peak),
             mib(run.cli_peak.saturating_sub(baseline.cli_peak)),
             mib(run.daemon_growth),
+            ms(run.longest_ban),
         );
     }
+    println!(
+        "(the longest of 20 such bans with no list running: {:.1} ms)",
+        ms(idle_ban)
+    );
     println!(
         "(--limit 1: CLI peak RSS {:.1} MiB, daemon RSS before the lists {:.1} MiB)",
         mib(baseline.cli_peak),
@@ -117,7 +128,7 @@ fn ban_all(daemon: &Daemon, count: u32) {
         let end = count.min(start + BATCH);
         let mut list = String::with_capacity((end - start) as usize * 14);
         for i in start..end {
-            let _ = writeln!(list, "{}", Ipv4Addr::from(0x6440_0000 + i));
+            let _ = writeln!(list, "{}", Ipv4Addr::from(FIRST + i));
         }
         let path = dir.path().join(format!("batch-{start}.txt"));
         std::fs::write(&path, list).unwrap();
@@ -139,6 +150,28 @@ struct Listing {
     /// The highest `VmRSS` of the daemon while it listed, less its
     /// `VmRSS` before.
     daemon_growth: u64,
+    /// The longest `ban` of one address (a repeat offender, so that the
+    /// list's length stays) while the list ran.
+    longest_ban: Duration,
+}
+
+/// Bans the first address of the bench again over the control socket;
+/// returns how long the answer took.
+fn ban_again(socket: &std::path::Path) -> Duration {
+    let request = spamwall::control::Request::Ban {
+        targets: vec![Ipv4Addr::from(FIRST).to_string()],
+        length: spamwall::bans::BanLength::Default,
+        reason: "bench".to_owned(),
+        force: false,
+    };
+    let started = Instant::now();
+    let answer = spamwall::control::request(socket, &request).unwrap();
+    let took = started.elapsed();
+    assert!(
+        matches!(&answer, spamwall::control::Response::Banned { banned, .. } if banned.len() == 1),
+        "{answer:?}"
+    );
+    took
 }
 
 /// Runs `spamwall list ARGS…`, reading its output line by line as it
@@ -155,6 +188,17 @@ fn listing(daemon: &Daemon, args: &[&str]) -> Listing {
                 peak.fetch_max(vm_rss(pid), Ordering::Relaxed);
                 thread::sleep(Duration::from_millis(2));
             }
+        })
+    };
+    let banner = {
+        let (socket, done) = (daemon.socket().to_owned(), Arc::clone(&done));
+        thread::spawn(move || {
+            let mut longest = Duration::ZERO;
+            while !done.load(Ordering::Relaxed) {
+                longest = longest.max(ban_again(&socket));
+                thread::sleep(Duration::from_millis(20));
+            }
+            longest
         })
     };
     let json = args.contains(&"--json");
@@ -200,6 +244,7 @@ fn listing(daemon: &Daemon, args: &[&str]) -> Listing {
     done.store(true, Ordering::Relaxed);
     let (status, cli_peak) = reap(child_pid);
     sampler.join().unwrap();
+    let longest_ban = banner.join().unwrap();
     watchdog.join().unwrap();
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
@@ -223,6 +268,7 @@ fn listing(daemon: &Daemon, args: &[&str]) -> Listing {
         cli_peak,
         daemon_before,
         daemon_growth: peak.load(Ordering::Relaxed).saturating_sub(daemon_before),
+        longest_ban,
     }
 }
 
