@@ -86,7 +86,7 @@ async fn the_daemon_runs_in_process_and_answers_the_control_protocol() {
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert!(refused[0].reason.contains("nope"), "{refused:?}");
     assert_eq!(
-        listed(&ask(&socket, Request::List).await),
+        listed(&ask(&socket, Request::List(control::ListRequest::default())).await),
         ["192.0.2.7", "2001:db8::/64"]
     );
 
@@ -102,7 +102,7 @@ async fn the_daemon_runs_in_process_and_answers_the_control_protocol() {
         "{unbanned:?}"
     );
     assert_eq!(
-        listed(&ask(&socket, Request::List).await),
+        listed(&ask(&socket, Request::List(control::ListRequest::default())).await),
         ["2001:db8::/64"]
     );
     let Response::Status { status } = ask(&socket, Request::Status).await else {
@@ -127,7 +127,7 @@ async fn the_daemon_runs_in_process_and_answers_the_control_protocol() {
     .expect("rewriting the configuration");
     events.send(Event::Reload).await.expect("reload sent");
     let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !listed(&ask(&socket, Request::List).await).is_empty() {
+    while !listed(&ask(&socket, Request::List(control::ListRequest::default())).await).is_empty() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the reload did not lift the allowlisted prefix"

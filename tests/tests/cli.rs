@@ -866,3 +866,106 @@ fn test_filter_json_carries_missed_lines_and_reads_standard_input() {
     expect_code(&output, 0, "test-filter - on nothing");
     assert!(text(&output.stdout).contains("\nLines: 0, matched 0"));
 }
+
+/// A stand-in daemon on a socket in `files`: reads one request line and
+/// answers with `answer` as is, then closes.
+fn fake_daemon(files: &Files, answer: &'static str) -> (PathBuf, std::thread::JoinHandle<String>) {
+    use std::io::{BufRead as _, Write as _};
+    let socket = files.dir.path().join("fake.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = std::io::BufReader::new(stream);
+        let mut request = String::new();
+        reader.read_line(&mut request).unwrap();
+        reader.get_mut().write_all(answer.as_bytes()).unwrap();
+        request
+    });
+    (socket, server)
+}
+
+#[test]
+fn a_list_cut_short_fails_and_never_looks_whole() {
+    const CHUNK: &str = concat!(
+        r#"{"result":"ban_chunk","bans":[{"addr":"192.0.2.7","expires_at":null,"#,
+        r#""source":"cli","reason":"r","count":1}]}"#,
+        "\n"
+    );
+    for (answer, named) in [
+        (
+            concat!(
+                r#"{"result":"ban_chunk","bans":[{"addr":"192.0.2.7","expires_at":null,"#,
+                r#""source":"cli","reason":"r","count":1}]}"#,
+                "\n",
+                r#"{"result":"error","message":"ban store: disk I/O error"}"#,
+                "\n"
+            ),
+            "the daemon answered: ban store: disk I/O error",
+        ),
+        (CHUNK, "before the end of the list"),
+        (
+            concat!(
+                r#"{"result":"ban_chunk","bans":[{"addr":"192.0.2.7","expires_at":null,"#,
+                r#""source":"cli","reason":"r","count":1}]}"#,
+                "\n",
+                r#"{"result":"ban_chunk","bans":[{"addr":"#
+            ),
+            "closed in the middle of an answer",
+        ),
+        (
+            concat!(
+                r#"{"result":"ban_chunk","bans":[{"addr":"192.0.2.7","expires_at":null,"#,
+                r#""source":"cli","reason":"r","count":1}]}"#,
+                "\n",
+                r#"{"result":"list_end","listed":2}"#,
+                "\n"
+            ),
+            "listed 2 bans but 1 arrived",
+        ),
+    ] {
+        for json in [true, false] {
+            let files = Files::new();
+            let (socket, server) = fake_daemon(&files, answer);
+            let mut args = vec!["--socket", socket.to_str().unwrap(), "list"];
+            if json {
+                args.push("--json");
+            }
+            let output = spamwall(&args);
+            let err = expect_code(&output, 1, &format!("{args:?} answered {answer:?}"));
+            assert_names(&err, &[named], &format!("{answer:?}"));
+            let out = text(&output.stdout);
+            assert!(
+                out.contains("192.0.2.7"),
+                "the first chunk is printed:\n{out}"
+            );
+            if json {
+                assert!(
+                    serde_json::from_str::<serde_json::Value>(&out).is_err(),
+                    "a list cut short parses as JSON:\n{out}"
+                );
+            }
+            let request = server.join().unwrap();
+            assert!(
+                request.contains(r#""command":"list""#) && request.contains(r#""stream":true"#),
+                "{request}"
+            );
+        }
+    }
+    // A whole list from the same stand-in is one array.
+    let files = Files::new();
+    let (socket, server) = fake_daemon(
+        &files,
+        concat!(
+            r#"{"result":"ban_chunk","bans":[{"addr":"192.0.2.7","expires_at":null,"#,
+            r#""source":"cli","reason":"r","count":1}]}"#,
+            "\n",
+            r#"{"result":"list_end","listed":1}"#,
+            "\n"
+        ),
+    );
+    let output = spamwall(["--socket", socket.to_str().unwrap(), "list", "--json"]);
+    expect_code(&output, 0, "a whole list");
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(value[0]["addr"], "192.0.2.7");
+    server.join().unwrap();
+}

@@ -122,6 +122,12 @@ const BENCHES: &[Bench] = &[
         target: "logs",
         smoke_label: "benchmark smoke: logs",
     },
+    Bench {
+        name: "list",
+        package: "spamwall-tests",
+        target: "list",
+        smoke_label: "benchmark smoke: list",
+    },
 ];
 
 /// A usage error: reported like any error, but exits with code 2.

@@ -688,5 +688,9 @@ fn sql<'a>(path: &'a Path, operation: &'static str) -> impl Fn(rusqlite::Error) 
     }
 }
 
+mod scan;
+
+pub use scan::{ActiveBans, BanFilter, SCAN_CHUNK};
+
 #[cfg(test)]
 mod tests;

@@ -13,6 +13,7 @@ use std::{
 mod ban;
 mod check;
 mod explain;
+mod list;
 mod query;
 mod run;
 mod target_file;
@@ -24,7 +25,6 @@ pub use target_file::{MAX_LINE, TargetLine, TargetLines};
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
 
 use crate::{
-    bans::{BanEntry, target_to_string},
     config::{Config, resolve_path},
     control::{self, Request, Response, Status},
     dataplane,
@@ -68,8 +68,8 @@ pub enum Command {
     Unban(unban::UnbanArgs),
     /// Say why an address is blocked or not: bans, allowlist, kernel maps, fail2ban, ports
     Explain(explain::ExplainArgs),
-    /// List active bans
-    List(JsonFlag),
+    /// List active bans, as they are read (filters: source, prefix, expiry, count)
+    List(list::ListArgs),
     /// Show ban counts and packet counters
     Stats(JsonFlag),
     /// Show backends, interfaces and settings
@@ -174,7 +174,7 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
         Command::Ban(args) => ban::ban(&socket(cli)?, args),
         Command::Unban(args) => unban::unban(&socket(cli)?, args),
         Command::Explain(args) => explain::explain(&socket(cli)?, args),
-        Command::List(flag) => list(&socket(cli)?, flag.json),
+        Command::List(args) => list::list(&socket(cli)?, args),
         Command::Stats(flag) => stats(&socket(cli)?, flag.json),
         Command::Status(flag) => status(&socket(cli)?, flag.json),
         Command::TestFilter(args) => test_filter::run(cli.config.as_deref(), args),
@@ -225,44 +225,6 @@ fn ask(socket: &Path, request: &Request) -> Result<Response, Failure> {
 
 fn unexpected(response: &Response) -> Failure {
     Failure::runtime(format!("unexpected answer from the daemon: {response:?}"))
-}
-
-fn list(socket: &Path, json: bool) -> Result<(), Failure> {
-    let response = ask(socket, &Request::List)?;
-    let Response::Bans { bans } = response else {
-        return Err(unexpected(&response));
-    };
-    if json {
-        return print_json(&bans);
-    }
-    if bans.is_empty() {
-        println!("no active bans");
-        return Ok(());
-    }
-    print_out(&ban_table(&bans))
-}
-
-/// The human form of `list`.
-pub fn ban_table(bans: &[BanEntry]) -> String {
-    let mut out = format!(
-        "{:<40} {:<21} {:<9} {:>5}  REASON\n",
-        "ADDRESS", "EXPIRES (UTC)", "SOURCE", "COUNT"
-    );
-    for ban in bans {
-        let expires = ban
-            .expires_at
-            .map_or_else(|| "permanent".to_owned(), crate::clock::rfc3339);
-        let _ = writeln!(
-            out,
-            "{:<40} {:<21} {:<9} {:>5}  {}",
-            target_to_string(&ban.addr),
-            expires,
-            ban.source.to_string(),
-            ban.count,
-            printable(&ban.reason)
-        );
-    }
-    out
 }
 
 fn stats(socket: &Path, json: bool) -> Result<(), Failure> {
@@ -476,49 +438,8 @@ mod tests {
     }
 
     #[test]
-    fn ban_table_lists_every_field() {
-        let bans = [BanEntry {
-            addr: "2001:db8::/64".parse().expect("net"),
-            expires_at: None,
-            source: crate::bans::Source::Cli,
-            reason: "spam run".into(),
-            detail: String::new(),
-            count: 3,
-            ports: None,
-        }];
-        let table = ban_table(&bans);
-        assert!(
-            table.contains("2001:db8::/64") && table.contains("permanent"),
-            "{table}"
-        );
-        assert!(
-            table.contains("cli") && table.contains("spam run") && table.contains('3'),
-            "{table}"
-        );
-    }
-
-    #[test]
     fn control_characters_never_reach_the_terminal() {
         let hostile = "ok\u{1b}[2J\u{1b}[1;1Hbanned nothing\r\nfake line\u{7}";
-        let bans = [BanEntry {
-            addr: "192.0.2.7/32".parse().expect("net"),
-            expires_at: None,
-            source: crate::bans::Source::Fleet,
-            reason: hostile.into(),
-            detail: String::new(),
-            count: 1,
-            ports: None,
-        }];
-        let table = ban_table(&bans);
-        assert_eq!(table.lines().count(), 2, "{table}");
-        assert!(
-            !table
-                .trim_end()
-                .chars()
-                .any(|c| c.is_control() && c != '\n'),
-            "{table:?}"
-        );
-        assert!(table.contains("ok\\u{1b}[2J"), "{table}");
         let status: Status = serde_json::from_value(serde_json::json!({
             "version": "0.1.0", "pid": 1, "started_at": "2026-11-28T00:00:00Z",
             "config": "/etc/spamwall/spamwall.toml", "pin_dir": "/sys/fs/bpf/spamwall",

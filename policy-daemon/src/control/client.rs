@@ -1,10 +1,14 @@
 use std::{
-    io::{self, BufRead as _, BufReader, Write as _},
+    io::{self, BufRead as _, BufReader, Read as _, Write as _},
     os::unix::net::UnixStream,
     path::{Path, PathBuf},
 };
 
 use super::{Request, Response};
+
+/// Longest answer line read; the daemon writes the bans of a list in lines
+/// of about 256 KiB.
+const MAX_ANSWER_LINE: u64 = 64 << 20;
 
 /// Why the daemon could not be asked.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +25,16 @@ pub enum ClientError {
 
 /// Sends one request and waits for its answer.
 pub fn request(socket: &Path, request: &Request) -> Result<Response, ClientError> {
+    let mut answers = request_lines(socket, request)?;
+    answers.next_answer()?.ok_or_else(|| ClientError::Protocol {
+        path: socket.to_owned(),
+        message: "connection closed without an answer".to_owned(),
+    })
+}
+
+/// Sends one request whose answer may take several lines (a streamed
+/// `list`); read them with [`Answers::next`].
+pub fn request_lines(socket: &Path, request: &Request) -> Result<Answers, ClientError> {
     let io_error = |source| ClientError::Io {
         path: socket.to_owned(),
         source,
@@ -33,19 +47,65 @@ pub fn request(socket: &Path, request: &Request) -> Result<Response, ClientError
     line.push(b'\n');
     // A daemon that cannot serve us now answers with an error and closes
     // before reading: the write then fails, but the answer is there.
-    let written = stream.write_all(&line);
-    let mut answer = Vec::new();
-    let read = BufReader::new(stream).read_until(b'\n', &mut answer);
-    if answer.is_empty() {
-        written.map_err(io_error)?;
-        read.map_err(io_error)?;
-        return Err(ClientError::Protocol {
-            path: socket.to_owned(),
-            message: "connection closed without an answer".to_owned(),
-        });
-    }
-    serde_json::from_slice(&answer).map_err(|e| ClientError::Protocol {
+    let written = stream.write_all(&line).err();
+    Ok(Answers {
         path: socket.to_owned(),
-        message: e.to_string(),
+        reader: BufReader::new(stream),
+        written,
+        line: Vec::new(),
     })
+}
+
+/// The answer lines of one request, read one at a time.
+#[derive(Debug)]
+pub struct Answers {
+    path: PathBuf,
+    reader: BufReader<UnixStream>,
+    /// Why sending the request failed, told if no answer comes.
+    written: Option<io::Error>,
+    line: Vec<u8>,
+}
+
+impl Answers {
+    /// The next answer; `None` when the daemon closed the connection after
+    /// a whole line. A line cut short is an error.
+    pub fn next_answer(&mut self) -> Result<Option<Response>, ClientError> {
+        self.line.clear();
+        let read = (&mut self.reader)
+            .take(MAX_ANSWER_LINE)
+            .read_until(b'\n', &mut self.line);
+        if self.line.is_empty() {
+            if let Some(source) = self.written.take() {
+                return Err(self.io(source));
+            }
+            read.map_err(|source| self.io(source))?;
+            return Ok(None);
+        }
+        read.map_err(|source| self.io(source))?;
+        if self.line.last() != Some(&b'\n') {
+            let message = if self.line.len() as u64 >= MAX_ANSWER_LINE {
+                format!("an answer line longer than {MAX_ANSWER_LINE} bytes")
+            } else {
+                "the connection closed in the middle of an answer".to_owned()
+            };
+            return Err(self.protocol(message));
+        }
+        serde_json::from_slice(&self.line)
+            .map(Some)
+            .map_err(|e| self.protocol(e.to_string()))
+    }
+
+    fn io(&self, source: io::Error) -> ClientError {
+        ClientError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn protocol(&self, message: String) -> ClientError {
+        ClientError::Protocol {
+            path: self.path.clone(),
+            message,
+        }
+    }
 }

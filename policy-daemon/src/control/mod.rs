@@ -2,14 +2,19 @@
 //! the CLI, the server loop and the client call.
 //!
 //! One JSON object per line. A connection may carry several requests.
+//! Every request is answered with one line, except a `list` that asks for
+//! `stream`: its bans come in [`Response::BanChunk`] lines, closed by one
+//! [`Response::ListEnd`], or cut short by one [`Response::Error`].
 
 mod client;
+mod list;
 mod server;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-pub use client::{ClientError, request};
+pub use client::{Answers, ClientError, request, request_lines};
+pub use list::{BanChunks, Reply};
 pub use server::{CLIENT_TIMEOUT, MAX_CLIENTS, bind, serve};
 
 pub use crate::listen::BindError;
@@ -54,12 +59,45 @@ pub enum Request {
     },
     /// Why `target` is blocked or not.
     Explain { target: String },
-    /// Every active ban.
-    List,
+    /// The active bans `filter` wants (every active ban by default).
+    List(ListRequest),
     /// Ban counts and packet counters.
     Stats,
     /// Backends, interfaces and settings.
     Status,
+}
+
+impl Request {
+    /// Whether the answer comes in several lines (a streamed `list`).
+    pub const fn is_streamed(&self) -> bool {
+        matches!(self, Self::List(ListRequest { stream: true, .. }))
+    }
+}
+
+/// A `list` request: which active bans, and in which form.
+///
+/// An older CLI sends `{"command":"list"}` and reads one line: that is
+/// every active ban, in one [`Response::Bans`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListRequest {
+    /// Only bans this source made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    /// Only bans on addresses and prefixes inside this address or prefix
+    /// (text, as a target is written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// At most this many bans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// Only bans that end within this many seconds; permanent bans never
+    /// do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiring_within: Option<u64>,
+    /// Answer in [`Response::BanChunk`] lines and a [`Response::ListEnd`]
+    /// instead of one [`Response::Bans`] line.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
 }
 
 /// The daemon's answer.
@@ -94,8 +132,18 @@ pub enum Response {
     Explanation {
         explanation: Box<Explanation>,
     },
+    /// Every ban asked for, in one line: the answer to a `list` that does
+    /// not ask for `stream`.
     Bans {
         bans: Vec<BanEntry>,
+    },
+    /// The next bans of a streamed `list`, in order.
+    BanChunk {
+        bans: Vec<BanEntry>,
+    },
+    /// The end of a streamed `list`: `listed` bans were sent.
+    ListEnd {
+        listed: u64,
     },
     Stats {
         stats: BanStats,
@@ -190,7 +238,7 @@ mod tests {
             request
         );
         assert_eq!(
-            serde_json::to_string(&Request::List).expect("json"),
+            serde_json::to_string(&Request::List(ListRequest::default())).expect("json"),
             r#"{"command":"list"}"#
         );
         let default = serde_json::to_string(&BanLength::Default).expect("json");
@@ -209,6 +257,46 @@ mod tests {
             })
             .expect("json"),
             r#"{"command":"explain","target":"192.0.2.7"}"#
+        );
+    }
+
+    #[test]
+    fn list_requests_of_older_and_newer_clients() {
+        // What every CLI before filters sent.
+        let old: Request = serde_json::from_str(r#"{"command":"list"}"#).expect("parse");
+        assert_eq!(old, Request::List(ListRequest::default()));
+        assert!(!old.is_streamed());
+        let filtered = Request::List(ListRequest {
+            source: Some(Source::Fleet),
+            prefix: Some("2001:db8::/32".into()),
+            limit: Some(10),
+            expiring_within: Some(3600),
+            stream: true,
+        });
+        let text = serde_json::to_string(&filtered).expect("json");
+        assert_eq!(
+            text,
+            r#"{"command":"list","source":"fleet","prefix":"2001:db8::/32","limit":10,"expiring_within":3600,"stream":true}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Request>(&text).expect("parse"),
+            filtered
+        );
+        assert!(filtered.is_streamed());
+        for bad in [
+            r#"{"command":"list","source":"martian"}"#,
+            r#"{"command":"list","limit":-1}"#,
+            r#"{"command":"list","expiring_within":"1h"}"#,
+        ] {
+            assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            serde_json::to_string(&Response::ListEnd { listed: 3 }).expect("json"),
+            r#"{"result":"list_end","listed":3}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Response::BanChunk { bans: Vec::new() }).expect("json"),
+            r#"{"result":"ban_chunk","bans":[]}"#
         );
     }
 

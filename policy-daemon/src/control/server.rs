@@ -8,6 +8,7 @@
 //! answer at once. Reading a request and writing its answer each have
 //! [`CLIENT_TIMEOUT`], and so does an idle client. Shutdown closes idle
 //! clients at once; a request in progress finishes.
+//! A list is written as it is read (`list.rs`).
 
 use std::{
     fs, io,
@@ -23,15 +24,19 @@ use tokio::{
 };
 use tracing::{debug, warn};
 
-use super::{MAX_REQUEST_BYTES, Request, Response};
+use super::{
+    MAX_REQUEST_BYTES, Request, Response,
+    list::{Reply, write_bans},
+};
 use crate::listen::{BindError, Clients, LogLimit, Slot, WARN_INTERVAL, accept_failed, bind_unix};
 
 /// Control clients served at once.
 pub const MAX_CLIENTS: usize = 64;
 
 /// How long a client may stay idle, take to send a request, or take to
-/// read its answer. The CLI sends its request at once and reads the
-/// answer whole; 30 s covers a `ban --file` of millions of addresses.
+/// read its answer (of a list: each part of about 256 KiB). The CLI sends
+/// its request at once and reads the answer as it comes; 30 s covers a
+/// `ban --file` of millions of addresses.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Binds the control socket with mode 0660.
@@ -49,7 +54,7 @@ pub async fn serve<H>(
     handler: Arc<H>,
     shutdown: impl Future<Output = ()>,
 ) where
-    H: Fn(Request) -> Response + Send + Sync + 'static,
+    H: Fn(Request) -> Reply + Send + Sync + 'static,
 {
     let clients = Clients::new(MAX_CLIENTS);
     let accept_errors = LogLimit::new(WARN_INTERVAL);
@@ -131,7 +136,7 @@ async fn connection<H>(
     mut stopped: watch::Receiver<bool>,
 ) -> io::Result<()>
 where
-    H: Fn(Request) -> Response + Send + Sync + 'static,
+    H: Fn(Request) -> Reply + Send + Sync + 'static,
 {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
@@ -165,34 +170,60 @@ where
         .await
         .map_err(|_| timed_out("reading a request"))??;
         let too_large = line.len() as u64 > MAX_REQUEST_BYTES;
-        let response = if too_large {
-            Response::Error {
+        let (reply, streamed) = if too_large {
+            let response = Response::Error {
                 message: format!("request larger than {MAX_REQUEST_BYTES} bytes"),
-            }
+            };
+            (response.into(), false)
         } else {
             match serde_json::from_slice::<Request>(&line) {
                 Ok(request) => {
+                    let streamed = request.is_streamed();
                     let handler = Arc::clone(&handler);
-                    tokio::task::spawn_blocking(move || handler(request))
+                    let reply = tokio::task::spawn_blocking(move || handler(request))
                         .await
-                        .unwrap_or_else(|e| Response::Error {
-                            message: format!("request failed: {e}"),
-                        })
+                        .unwrap_or_else(|e| {
+                            Response::Error {
+                                message: format!("request failed: {e}"),
+                            }
+                            .into()
+                        });
+                    (reply, streamed)
                 }
-                Err(error) => Response::Error {
-                    message: format!("malformed request: {error}"),
-                },
+                Err(error) => {
+                    let response = Response::Error {
+                        message: format!("malformed request: {error}"),
+                    };
+                    (response.into(), false)
+                }
             }
         };
-        let mut text = serde_json::to_vec(&response).map_err(io::Error::other)?;
-        text.push(b'\n');
-        tokio::time::timeout(CLIENT_TIMEOUT, write.write_all(&text))
-            .await
-            .map_err(|_| timed_out("writing an answer"))??;
+        match reply {
+            Reply::Done(response) => write_line(&mut write, &response).await?,
+            Reply::Bans(chunks) => write_bans(&mut write, chunks, streamed, &stopped).await?,
+        }
         if too_large {
             return Ok(());
         }
     }
+}
+
+pub(super) async fn write_line(
+    write: &mut (impl tokio::io::AsyncWrite + Unpin),
+    response: &Response,
+) -> io::Result<()> {
+    let mut text = serde_json::to_vec(response).map_err(io::Error::other)?;
+    text.push(b'\n');
+    write_timed(write, &text).await
+}
+
+pub(super) async fn write_timed(
+    write: &mut (impl tokio::io::AsyncWrite + Unpin),
+    bytes: &[u8],
+) -> io::Result<()> {
+    tokio::time::timeout(CLIENT_TIMEOUT, write.write_all(bytes))
+        .await
+        .map_err(|_| timed_out("writing an answer"))?
 }
 
 #[cfg(test)]
@@ -200,14 +231,19 @@ mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
     use super::*;
-    use crate::control::{ClientError, request};
+    use crate::control::{ClientError, ListRequest, request};
 
-    fn echo_status(request: Request) -> Response {
+    fn list() -> Request {
+        Request::List(ListRequest::default())
+    }
+
+    fn echo_status(request: Request) -> Reply {
         match request {
-            Request::List => Response::Bans { bans: Vec::new() },
+            Request::List(_) => Response::Bans { bans: Vec::new() }.into(),
             other => Response::Error {
                 message: format!("unexpected {other:?}"),
-            },
+            }
+            .into(),
         }
     }
 
@@ -228,7 +264,7 @@ mod tests {
             },
         ));
         let client_path = path.clone();
-        let response = tokio::task::spawn_blocking(move || request(&client_path, &Request::List))
+        let response = tokio::task::spawn_blocking(move || request(&client_path, &list()))
             .await
             .expect("join")
             .expect("request");
@@ -297,7 +333,7 @@ mod tests {
         let path = path.to_owned();
         tokio::time::timeout(
             Duration::from_secs(5),
-            tokio::task::spawn_blocking(move || request(&path, &Request::List)),
+            tokio::task::spawn_blocking(move || request(&path, &list())),
         )
         .await
         .expect("answered within 5 s")

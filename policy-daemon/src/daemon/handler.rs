@@ -1,6 +1,6 @@
-//! Answers the requests of the control socket: ban, list, stats and
-//! status here, unban and explain in their own files, each through the
-//! ban manager.
+//! Answers the requests of the control socket: ban, stats and status
+//! here, unban, explain and list in their own files, each through the ban
+//! manager (list reads the store directly).
 
 use std::sync::Arc;
 
@@ -9,13 +9,14 @@ use tracing::{info, warn};
 use super::{Shared, log_ban};
 use crate::{
     bans::{BanEntry, BanLength, BanRequest, BanScope, Breadth, Source, parse_target},
-    control::{BackendStatus, Refusal, Request, Response, Status},
+    control::{BackendStatus, Refusal, Reply, Request, Response, Status},
     dataplane::DataplaneError,
 };
 
 /// Answers one control request.
-pub(super) fn handle(shared: &Shared, request: Request) -> Response {
-    match request {
+pub(super) fn handle(shared: &Shared, request: Request) -> Reply {
+    let response = match request {
+        Request::List(list) => return super::list::list(shared, &list),
         Request::Ban {
             targets,
             length,
@@ -36,12 +37,6 @@ pub(super) fn handle(shared: &Shared, request: Request) -> Response {
             super::unban::unban_source(shared, source, dry_run)
         }
         Request::Explain { target } => super::explain::explain(shared, &target),
-        Request::List => match shared.manager().list() {
-            Ok(bans) => Response::Bans { bans },
-            Err(error) => Response::Error {
-                message: error.to_string(),
-            },
-        },
         Request::Stats => {
             let mut stats = shared.ban_stats();
             stats.policy_requests = shared.policy_stats.requests();
@@ -55,7 +50,8 @@ pub(super) fn handle(shared: &Shared, request: Request) -> Response {
                 message: error.to_string(),
             },
         },
-    }
+    };
+    response.into()
 }
 
 /// How wide a command-line ban may be.

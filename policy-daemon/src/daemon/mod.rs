@@ -20,6 +20,7 @@
 mod explain;
 mod fd_limit;
 mod handler;
+mod list;
 mod memory;
 mod targets;
 mod tasks;
