@@ -120,7 +120,7 @@ impl Shared {
 
 /// Rows a walk over the index (a count, a reconciliation) reads per hold
 /// of the manager's lock.
-const WALK_BUDGET: usize = 8_192;
+const WALK_BUDGET: usize = 4_096;
 
 impl BanSink for Shared {
     fn ban(

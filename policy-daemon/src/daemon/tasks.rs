@@ -118,12 +118,19 @@ pub(super) fn maintain(shared: &Shared) {
     }
     match shared.manager().purge() {
         Ok(0) => {}
-        Ok(purged) => info!(purged, "old ban history purged"),
+        Ok(purged) => {
+            info!(purged, "old ban history purged");
+            if purged >= super::memory::LARGE_REQUEST {
+                let store = Arc::clone(shared.manager().store());
+                super::memory::give_back(&store);
+            }
+        }
         Err(error) => warn!(%error, "purging ban history failed"),
     }
-    let store = Arc::clone(shared.manager().store());
-    super::memory::give_back(&store);
 }
+
+/// Kernel map entries checked per hold of the manager's lock.
+const RECONCILE_PART: usize = 512;
 
 /// [`BanManager::reconcile`] in chunks: the kernel maps are read without
 /// the lock, each chunk is checked under it.
@@ -133,9 +140,11 @@ fn reconcile(shared: &Shared) -> Reconciled {
         return report;
     };
     let read = maps.each_chunk(|chunk| {
-        shared
-            .manager()
-            .reconcile_chunk(chunk, pass, false, &mut report);
+        for part in chunk.chunks(RECONCILE_PART) {
+            shared
+                .manager()
+                .reconcile_chunk(part, pass, false, &mut report);
+        }
     });
     if let Err(error) = read {
         warn!(%error, "reading the XDP maps failed; every ban is checked one by one");
