@@ -147,11 +147,15 @@ pub(super) fn ban(socket: &Path, args: &BanArgs) -> Result<(), Failure> {
     refusals(&refused)
 }
 
-/// `ban --file`: reads the list, reports bad lines by number, bans the rest
-/// in one request and prints a count.
 /// How much target text one `ban --file` request carries at most: well
-/// under the daemon's request limit (16 MiB) whatever the address family.
-const BULK_REQUEST_BYTES: usize = 8 << 20;
+/// under the daemon's request limit (16 MiB) whatever the address family,
+/// and small enough that the daemon's memory for one batch stays near a
+/// hundred megabytes while the store, the kernel and the next request
+/// keep each other busy.
+const BULK_REQUEST_BYTES: usize = 1 << 20;
+
+/// `ban --file`: reads the list, reports bad lines by number, bans the rest
+/// in requests of [`BULK_REQUEST_BYTES`] and prints a count.
 
 fn ban_file(socket: &Path, args: &BanArgs, path: &Path) -> Result<(), Failure> {
     let length = ban_length(args)?;
