@@ -4,7 +4,8 @@
 //! Scores and details add up per instance, each check counted once per
 //! mail, in an in-process cache that forgets a mail after `score_ttl`. The
 //! highest threshold reached decides the answer; a threshold with `ban`
-//! sends the client through the ban manager once per mail.
+//! sends the client through the ban manager once per mail. Reaching a
+//! threshold is logged once per mail, not for each of its RCPTs.
 //!
 //! Fail-open: every request is answered by its deadline. A check that
 //! errors or is still running then contributes nothing; with nothing
@@ -307,6 +308,7 @@ impl Engine {
     ) -> Decision {
         let now = Instant::now();
         let add = |state: &mut MailState| {
+            let before = self.thresholds.reached(state.score).map(|(i, _)| i);
             for (i, hit) in hits {
                 if state.fired.contains(*i) {
                     continue;
@@ -325,14 +327,16 @@ impl Engine {
             if ban.is_some() {
                 state.banned = true;
             }
+            let reached = reached.map(|(i, _)| i);
             (
                 state.score,
                 state.detail.clone(),
-                reached.map(|(i, _)| i),
+                reached,
                 ban,
+                reached != before,
             )
         };
-        let (score, detail, reached, ban) = match key {
+        let (score, detail, reached, ban, newly_reached) = match key {
             Some(key) if !hits.is_empty() => {
                 self.mails
                     .update(key, now, now + self.score_ttl, MailState::default, add)
@@ -342,7 +346,7 @@ impl Engine {
                 .mails
                 .get(&key, now, |state| {
                     let reached = self.thresholds.reached(state.score).map(|(i, _)| i);
-                    (state.score, state.detail.clone(), reached, None)
+                    (state.score, state.detail.clone(), reached, None, false)
                 })
                 .unwrap_or_else(|| add(&mut MailState::default())),
             None => add(&mut MailState::default()),
@@ -352,14 +356,20 @@ impl Engine {
             Some(threshold) => {
                 let ip = mail.client.map(|ip| ip.to_string()).unwrap_or_default();
                 let action = threshold.action.render(&ip, score, &detail);
-                info!(
-                    client = %ip,
-                    instance = mail.instance.unwrap_or(""),
-                    score,
-                    %detail,
-                    %action,
-                    "threshold reached"
-                );
+                // Once per mail and threshold: Postfix logs each RCPT's
+                // answer itself.
+                if newly_reached {
+                    info!(
+                        client = %ip,
+                        instance = mail.instance.unwrap_or(""),
+                        score,
+                        %detail,
+                        %action,
+                        "threshold reached"
+                    );
+                } else {
+                    debug!(client = %ip, instance = mail.instance.unwrap_or(""), %action, "threshold still reached");
+                }
                 action
             }
         };
