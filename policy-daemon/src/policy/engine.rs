@@ -12,6 +12,7 @@
 //! reached the answer is `DUNNO`.
 
 use std::{
+    fmt::Write as _,
     net::{IpAddr, SocketAddr},
     sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
@@ -106,10 +107,13 @@ impl Thresholds {
 /// that two clients never share a score even if instances collide.
 fn mail_key(mail: &Mail<'_>) -> Option<String> {
     let instance = mail.instance?;
-    Some(match mail.client {
-        Some(ip) => format!("{instance}/{ip}"),
-        None => instance.to_owned(),
-    })
+    // Room for the longest IPv6 address, so that one allocation does.
+    let mut key = String::with_capacity(instance.len() + 48);
+    key.push_str(instance);
+    if let Some(ip) = mail.client {
+        let _ = write!(key, "/{ip}");
+    }
+    Some(key)
 }
 
 /// Which checks already fired for a mail.
@@ -137,6 +141,13 @@ struct MailState {
     score: f64,
     detail: String,
     banned: bool,
+}
+
+/// A mail's state as read before its checks ran.
+struct Known {
+    fired: Fired,
+    score: f64,
+    detail: String,
 }
 
 /// The answer to one request and how it came about.
@@ -219,10 +230,14 @@ impl Engine {
         let mail = Mail::from_request(request);
         let now = Instant::now();
         let key = mail_key(&mail);
-        let fired = key
-            .as_deref()
-            .and_then(|key| self.mails.get(key, now, |state| state.fired))
-            .unwrap_or_default();
+        let known = key.as_deref().and_then(|key| {
+            self.mails.get(key, now, |state| Known {
+                fired: state.fired,
+                score: state.score,
+                detail: state.detail.clone(),
+            })
+        });
+        let fired = known.as_ref().map(|known| known.fired).unwrap_or_default();
         let context = self.chain.context();
         let mut hits: Vec<(usize, Hit)> = Vec::new();
         let mut dns_checks: Vec<(usize, &Check)> = Vec::new();
@@ -248,9 +263,13 @@ impl Engine {
                 }
             }
         }
+        // With no lookup to wait for, what was read above is still what
+        // the mail has: no need to read it again.
+        let known = known.filter(|_| dns_checks.is_empty());
         let incomplete = self.run_dns(&mail, &dns_checks, deadline, &mut hits).await;
         hits.sort_by_key(|(i, _)| *i);
-        self.score(&mail, key, &hits, incomplete, deadline).await
+        self.score(&mail, key, known, &hits, incomplete, deadline)
+            .await
     }
 
     /// Runs the DNS checks concurrently until they finish or `deadline`;
@@ -302,6 +321,7 @@ impl Engine {
         &self,
         mail: &Mail<'_>,
         key: Option<String>,
+        known: Option<Known>,
         hits: &[(usize, Hit)],
         incomplete: bool,
         deadline: Instant,
@@ -336,20 +356,24 @@ impl Engine {
                 reached != before,
             )
         };
-        let (score, detail, reached, ban, newly_reached) = match key {
-            Some(key) if !hits.is_empty() => {
+        let (score, detail, reached, ban, newly_reached) = match (key, known) {
+            (Some(key), _) if !hits.is_empty() => {
                 self.mails
                     .update(key, now, now + self.score_ttl, MailState::default, add)
             }
-            // Nothing new: read what the mail has, create nothing.
-            Some(key) => self
+            // Nothing new: what the mail has, creating nothing.
+            (Some(_), Some(known)) => {
+                let reached = self.thresholds.reached(known.score).map(|(i, _)| i);
+                (known.score, known.detail, reached, None, false)
+            }
+            (Some(key), None) => self
                 .mails
                 .get(&key, now, |state| {
                     let reached = self.thresholds.reached(state.score).map(|(i, _)| i);
                     (state.score, state.detail.clone(), reached, None, false)
                 })
                 .unwrap_or_else(|| add(&mut MailState::default())),
-            None => add(&mut MailState::default()),
+            (None, _) => add(&mut MailState::default()),
         };
         let action = match reached.and_then(|i| self.thresholds.0.get(i)) {
             None => DUNNO.to_owned(),
