@@ -145,6 +145,7 @@ impl Request {
         request
     }
 
+    #[cfg(any(test, feature = "test-support"))]
     /// Appends the attribute `name=value`.
     fn push(&mut self, name: &str, value: &str) {
         let start = offset(self.text.len());
