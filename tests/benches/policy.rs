@@ -9,7 +9,8 @@
 //! `--requests N` (cap per connection and run, default 10,000,000),
 //! `--rounds N` (floor and spamwall on the local chain, alternated,
 //! default 3; the median round counts), `--client-threads N` (default 2),
-//! `--only floor|spamwall|mtpolicyd` and `--smoke` (one round, at most a
+//! `--only floor|spamwall|mtpolicyd`, `--local` (the local chain only:
+//! no mtpolicyd, no DNS) and `--smoke` (one round, at most a
 //! second and 20 requests per connection per run). Without mtpolicyd,
 //! unbound or gcc, or when a server answers nothing, the benchmark fails.
 //!
@@ -189,10 +190,32 @@ fn main() -> Result<()> {
         options.budget.requests
     );
 
-    let mut rows = Vec::new();
     let pin = PinDir::new();
-    // The floor and spamwall on the local chain alternate, so both see
-    // the same machine; the median round of each counts.
+    let mut rows = measure_local(&options, &workload, &pin)?;
+    if options.local {
+        print_table(&rows);
+        return check_rows(&rows);
+    }
+    rows.extend(measure_dns(
+        &options,
+        &workload,
+        &pin,
+        unbound.addr,
+        rbldnsd.addr(),
+    )?);
+    drop(pin);
+    drop(unbound);
+    drop(rbldnsd);
+
+    print_table(&rows);
+    check_rows(&rows)
+}
+
+/// The local chain: floor and spamwall alternated round by round, so
+/// both see the same machine (the median round of each counts), then
+/// mtpolicyd.
+fn measure_local(options: &Options, workload: &Workload, pin: &PinDir) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
     {
         let floor = if options.runs("floor") {
             Some(Server::floor()?)
@@ -200,7 +223,7 @@ fn main() -> Result<()> {
             None
         };
         let spamwall = if options.runs("spamwall") {
-            Some(Server::spamwall(Chain::Local, &pin)?)
+            Some(Server::spamwall(Chain::Local, pin)?)
         } else {
             None
         };
@@ -218,7 +241,7 @@ fn main() -> Result<()> {
                         options.rounds,
                         server.name
                     );
-                    rounds.push(server.measure(&workload, options.budget)?);
+                    rounds.push(server.measure(workload, options.budget)?);
                 }
             }
         }
@@ -234,21 +257,31 @@ fn main() -> Result<()> {
         // The daemon goes before its pins.
         drop(spamwall);
     }
-    if options.runs("mtpolicyd") {
+    if options.runs("mtpolicyd") && !options.local {
         let server = Server::mtpolicyd(Chain::Local)?;
         rows.push(Row {
             setup: "local",
             server: "mtpolicyd 2.05",
-            load: server.measure(&workload, options.budget)?,
+            load: server.measure(workload, options.budget)?,
         });
     }
-    for chain in [
-        Chain::Unbound(unbound.addr),
-        Chain::OwnCache(rbldnsd.addr()),
-    ] {
+    Ok(rows)
+}
+
+/// The DNS chains: both servers through unbound, and spamwall's own
+/// cache on rbldnsd.
+fn measure_dns(
+    options: &Options,
+    workload: &Workload,
+    pin: &PinDir,
+    unbound: SocketAddr,
+    rbldnsd: SocketAddr,
+) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for chain in [Chain::Unbound(unbound), Chain::OwnCache(rbldnsd)] {
         if options.runs("spamwall") {
-            let server = Server::spamwall(chain, &pin)?;
-            let load = server.measure(&workload, options.budget);
+            let server = Server::spamwall(chain, pin)?;
+            let load = server.measure(workload, options.budget);
             drop(server);
             rows.push(Row {
                 setup: chain.label(),
@@ -261,16 +294,16 @@ fn main() -> Result<()> {
             rows.push(Row {
                 setup: chain.label(),
                 server: "mtpolicyd 2.05",
-                load: server.measure(&workload, options.budget)?,
+                load: server.measure(workload, options.budget)?,
             });
         }
     }
-    drop(pin);
-    drop(unbound);
-    drop(rbldnsd);
+    Ok(rows)
+}
 
-    print_table(&rows);
-    for row in &rows {
+/// Fails unless every row measured something and every answer was right.
+fn check_rows(rows: &[Row]) -> Result<()> {
+    for row in rows {
         ensure!(
             row.load.requests > 0,
             "cannot measure {} ({}): no request was answered",
@@ -357,6 +390,8 @@ struct Options {
     rounds: usize,
     /// `--only floor|spamwall|mtpolicyd`: measure one server.
     only: Option<String>,
+    /// `--local`: only the local chain.
+    local: bool,
 }
 
 impl Options {
@@ -371,6 +406,7 @@ impl Options {
             },
             rounds: bench::size(DEFAULT_ROUNDS, 1),
             only: None,
+            local: false,
         };
         let mut args = env::args().skip(1);
         let number = |args: &mut dyn Iterator<Item = String>, flag: &str| -> Result<usize> {
@@ -390,6 +426,7 @@ impl Options {
                 "--client-threads" => {
                     options.budget.threads = number(&mut args, "--client-threads")?;
                 }
+                "--local" => options.local = true,
                 "--only" => {
                     let name = args
                         .next()
@@ -849,7 +886,8 @@ impl Unbound {
             if let Ok(len) = socket.recv(&mut answer)
                 && len > 12
                 && answer[..2] == [0x5e, 0xed]
-                && answer[3] & 0x0f == 0
+                && let rcode = answer[3] & 0x0f
+                && rcode == 0
                 && answer[7] > 0
             {
                 return Ok(());

@@ -297,7 +297,8 @@ impl Decoder {
                     name: logged_name(&line[..equals]),
                     problem,
                 });
-                self.bad_lines.push(offset(start)..offset(start + line.len()));
+                self.bad_lines
+                    .push(offset(start)..offset(start + line.len()));
             } else {
                 self.found.push(Attribute {
                     name: offset(start)..offset(start + equals),

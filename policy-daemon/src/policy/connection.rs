@@ -93,7 +93,10 @@ pub(super) async fn serve_connection<S>(
         requests.increment(1);
         latency.record(started.elapsed().as_secs_f64());
         encode_reply(&decision.action, &mut reply);
-        if connection.decoder.complete_request_buffered(&connection.buffer) {
+        if connection
+            .decoder
+            .complete_request_buffered(&connection.buffer)
+        {
             continue;
         }
         if !connection.write(&reply).await {

@@ -283,7 +283,7 @@ impl Poller {
                 libc::epoll_wait(
                     self.epoll.as_raw_fd(),
                     events.as_mut_ptr(),
-                    events.len() as i32,
+                    i32::try_from(events.len()).unwrap_or(i32::MAX),
                     timeout,
                 )
             };
