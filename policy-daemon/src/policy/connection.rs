@@ -27,6 +27,10 @@ use super::{
 };
 use crate::listen::Slot;
 
+/// Answers to pipelined requests are held back for one write up to this
+/// size, so a peer that sends many and reads none cannot grow it.
+const MAX_BATCHED_REPLY: usize = 64 * 1024;
+
 /// Counts and logs (rate-limited) the attributes left out of `request`.
 fn report_bad_attributes(service: &Service, peer: &str, request: &Request) {
     let bad = request.bad_attributes();
@@ -93,9 +97,10 @@ pub(super) async fn serve_connection<S>(
         requests.increment(1);
         latency.record(started.elapsed().as_secs_f64());
         encode_reply(&decision.action, &mut reply);
-        if connection
-            .decoder
-            .complete_request_buffered(&connection.buffer)
+        if reply.len() < MAX_BATCHED_REPLY
+            && connection
+                .decoder
+                .complete_request_buffered(&connection.buffer)
         {
             continue;
         }
