@@ -88,12 +88,16 @@ pub(super) async fn serve_connection<S>(
     // policy connections open for many requests.
     let requests = metrics::counter!(crate::metrics::POLICY_REQUESTS);
     let latency = metrics::histogram!(crate::metrics::POLICY_LATENCY);
+    let mut engine = None;
     while let Some(request) = connection.next_request().await {
         report_bad_attributes(service, peer, &request);
         service.stats.requests.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let deadline = started + service.request_timeout;
-        let decision = service.engine().decide(&request, deadline).await;
+        let decision = service
+            .current_engine(&mut engine)
+            .decide(&request, deadline)
+            .await;
         requests.increment(1);
         latency.record(started.elapsed().as_secs_f64());
         encode_reply(&decision.action, &mut reply);
