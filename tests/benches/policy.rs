@@ -1,58 +1,86 @@
-//! Policy-server throughput and latency: spamwall against mtpolicyd 2.05
-//! (Debian's package), same load, same chain, same DNS, in one run.
+//! Policy-server throughput and latency: spamwall against the floor (a
+//! server that answers DUNNO and does nothing else) and against
+//! mtpolicyd 2.05 (Debian's package), same client, same load, same
+//! chain, in one run.
 //!
 //! `cargo xtask bench policy` (root: `spamwall run` loads its XDP program
 //! and pins maps even with no interface). Options after `--`:
-//! `--duration SECS` (measured time per server, default 10),
-//! `--requests N` (cap per connection, default 100,000),
-//! `--only spamwall|mtpolicyd` and `--smoke` (at most a second and 20
-//! requests per connection). Without mtpolicyd, or when a server answers
-//! nothing, the benchmark fails.
+//! `--duration SECS` (measured time per run, default 10),
+//! `--requests N` (cap per connection and run, default 10,000,000),
+//! `--rounds N` (floor and spamwall on the local chain, alternated,
+//! default 3; the median round counts), `--client-threads N` (default 2),
+//! `--only floor|spamwall|mtpolicyd`, `--local` (the local chain only:
+//! no mtpolicyd, no DNS) and `--smoke` (one round, at most a
+//! second and 20 requests per connection per run). Without mtpolicyd,
+//! unbound or gcc, or when a server answers nothing, the benchmark fails.
 //!
-//! Load: [`CONNECTIONS`] keep-alive TCP connections on loopback, one
-//! thread each, sending `request=smtpd_access_policy` RCPT requests as
-//! Postfix does (two RCPTs per mail, one `instance` per mail) from a fixed
-//! mix of client addresses, waiting for each answer before the next
-//! request. Every answer is checked against the expected action.
+//! Load ([`client`]): [`client::CONNECTIONS`] keep-alive TCP connections
+//! on loopback, each waiting for the answer before its next request,
+//! shared by two epoll threads; `request=smtpd_access_policy` RCPT
+//! requests as Postfix sends them (two RCPTs per mail, one `instance` per
+//! mail) from a fixed mix of client addresses. Every answer is checked
+//! against the expected action.
 //!
 //! Chain, identical on both servers: an allow list (`192.0.2.0/26`,
-//! `198.51.100.0/28`), two DNSBLs on one local rbldnsd (`bl1.test`: all of
-//! `198.51.100.0/24` and `203.0.113.0/25`; `bl2.test`: `198.51.100.0/24`),
-//! 5 points each, and a reject at 10. So `198.51.100.16`–`.255` are
-//! rejected; everything else gets DUNNO. spamwall caches DNS answers for
-//! their TTL (rbldnsd's 60 s) as it would in production; mtpolicyd without
-//! a session cache looks each request up again, as it would too.
+//! `198.51.100.0/28`), two blocklists of 5 points each (`bl1`: all of
+//! `198.51.100.0/24` and `203.0.113.0/25`; `bl2`: `198.51.100.0/24`) and
+//! a reject at 10. So `198.51.100.16`–`.255` are rejected; everything
+//! else gets DUNNO. Each row of the table says where the blocklists live:
+//!
+//! - `local`: in the server, no DNS (spamwall `list` checks with a score,
+//!   mtpolicyd `Condition` plugins with a regex and a score). The floor
+//!   runs here too.
+//! - `unbound`: DNSBLs on a local rbldnsd, which both servers ask through
+//!   one local caching resolver, Debian's unbound, on a loopback port
+//!   (a stub zone per list pointing at rbldnsd, every other name
+//!   forwarded to rbldnsd too, so nothing leaves loopback). spamwall's
+//!   own DNS cache is cut to its minimum (`dns_cache_size = 1`) so that,
+//!   like mtpolicyd, it asks unbound for every lookup.
+//! - `own cache`: spamwall as deployed, its DNS cache in front of
+//!   rbldnsd, no unbound; its ratio is against mtpolicyd's `unbound`
+//!   row, mtpolicyd's fastest DNS setup.
+//!
+//! The floor is a C program compiled with gcc at bench time
+//! (`policy/floor.c`): one accepting thread and as many epoll worker
+//! threads as spamwall's runtime has (one per CPU), non-blocking sockets,
+//! one read per wake-up, the requests in it counted by their empty line
+//! and answered `action=DUNNO` with one write. Its throughput is the most
+//! any policy server can get from this client on this machine; spamwall's
+//! share of it is the cost of its work.
 //!
 //! mtpolicyd runs in the foreground (`-f`) with a generated config in a
 //! temporary directory: a `<VirtualHost>` with a `Condition` plugin on
 //! `client_address` (a regex; `RegexList` would need `File::Slurp`, which
-//! the package does not pull in) answering `dunno`, two `RBL` plugins in
-//! passive mode with a score, and `ScoreAction` with the reject template.
-//! No `<SessionCache>` (the built-in "None" cache: no memcached), no
+//! the package does not pull in) answering `dunno`, the two lists as
+//! `Condition` plugins with a score or as `RBL` plugins in passive mode
+//! with a score, and `ScoreAction` with the reject template. No
+//! `<SessionCache>` (the built-in "None" cache: no memcached), no
 //! per-request log (`log_level=0`), 20 preforked children so each
 //! connection has one. Its RBL plugin resolves through `Net::DNS`, which
 //! reads `RES_NAMESERVERS` and `RES_OPTIONS` from the environment after
 //! `/etc/resolv.conf`: `RES_NAMESERVERS=127.0.0.1 RES_OPTIONS=port:PORT`
-//! points it at rbldnsd without touching the system resolver.
+//! points it at unbound without touching the system resolver.
 //!
 //! Everything started is stopped by pid (SIGTERM, then SIGKILL to its
 //! process group) and spamwall's pins are purged on exit, also on error.
+
+#[path = "policy/client.rs"]
+mod client;
 
 use std::{
     env,
     fmt::Write as _,
     fs,
-    io::{BufRead as _, BufReader, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::Barrier,
     thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
+use client::{Budget, CONNECTIONS, Load};
 use spamwall_tests::{
     PinDir, bench,
     daemon::spamwall_bin,
@@ -60,32 +88,72 @@ use spamwall_tests::{
     rbldnsd::{Rbldnsd, Zone},
 };
 
-/// Keep-alive connections, as many Postfix smtpd processes.
-const CONNECTIONS: usize = 16;
-/// Unmeasured requests per connection before the clock starts: DNS
-/// caches, preforked children and allocators warm up.
-const WARMUP_REQUESTS: usize = 20;
-/// Default cap on measured requests per connection.
-const DEFAULT_REQUESTS: usize = 100_000;
-/// Default measured time per server.
+/// Default cap on measured requests per connection and run.
+const DEFAULT_REQUESTS: usize = 10_000_000;
+/// Default measured time per run.
 const DEFAULT_DURATION: Duration = Duration::from_secs(10);
-/// How long one answer may take before the run fails.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default rounds of floor and spamwall on the local chain.
+const DEFAULT_ROUNDS: usize = 3;
+/// Default load threads.
+const DEFAULT_CLIENT_THREADS: usize = 2;
 /// How long a server may take to accept connections after its start.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a server may take to exit after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Targets: spamwall's share of the floor, its p99 on the local chain,
+/// its throughput against mtpolicyd's.
+const FLOOR_SHARE_TARGET: f64 = 0.80;
+const P99_TARGET: Duration = Duration::from_millis(1);
+const MTPOLICYD_RATIO_TARGET: f64 = 20.0;
 
+const FLOOR_SOURCE: &str = include_str!("policy/floor.c");
 const REJECT_TEMPLATE: &str = "reject sender ip %IP% is blocked (score=%SCORE%";
 const BL1: &str = ":127.0.0.2:listed in bl1\n198.51.100.0/24\n203.0.113.0/25\n";
 const BL2: &str = ":127.0.0.2:listed in bl2\n198.51.100.0/24\n";
+const BL1_NETS: [&str; 2] = ["198.51.100.0/24", "203.0.113.0/25"];
+const BL2_NETS: [&str; 1] = ["198.51.100.0/24"];
 const ALLOW: [&str; 2] = ["192.0.2.0/26", "198.51.100.0/28"];
 /// [`ALLOW`] as one regex, for mtpolicyd's `Condition` plugin.
 const ALLOW_REGEX: &str = r"^(192\.0\.2\.([0-9]|[1-5][0-9]|6[0-3])|198\.51\.100\.([0-9]|1[0-5]))$";
+/// [`BL1_NETS`] and [`BL2_NETS`] as regexes.
+const BL1_REGEX: &str =
+    r"^(198\.51\.100\.[0-9]+|203\.0\.113\.([0-9]|[1-9][0-9]|1[01][0-9]|12[0-7]))$";
+const BL2_REGEX: &str = r"^198\.51\.100\.[0-9]+$";
+
+/// Where a chain's blocklists live.
+#[derive(Clone, Copy, Debug)]
+enum Chain {
+    /// In the server: no DNS.
+    Local,
+    /// DNSBLs through the shared unbound at this address.
+    Unbound(SocketAddr),
+    /// DNSBLs on rbldnsd at this address, behind spamwall's own cache.
+    OwnCache(SocketAddr),
+}
+
+impl Chain {
+    const fn label(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Unbound(_) => "unbound",
+            Self::OwnCache(_) => "own cache",
+        }
+    }
+}
+
+/// One line of the table.
+struct Row {
+    setup: &'static str,
+    server: &'static str,
+    load: Load,
+}
 
 fn main() -> Result<()> {
     bench::require_root("policy bench");
     let options = Options::from_args()?;
+    if options.runs("floor") {
+        bench::require_peer("the floor", "gcc", "apt-get install gcc");
+    }
     if options.runs("mtpolicyd") {
         bench::require_peer(
             "mtpolicyd",
@@ -93,6 +161,11 @@ fn main() -> Result<()> {
             "apt-get install mtpolicyd; cargo xtask setup installs it",
         );
     }
+    bench::require_peer(
+        "the shared resolver",
+        "unbound",
+        "apt-get install unbound; cargo xtask setup installs it",
+    );
     let workload = Workload::new();
     let rbldnsd = Rbldnsd::start(&[
         Zone {
@@ -106,119 +179,273 @@ fn main() -> Result<()> {
             data: BL2,
         },
     ]);
+    let unbound = Unbound::start(rbldnsd.addr())?;
     println!(
-        "policy bench: {CONNECTIONS} keep-alive connections, {} client addresses \
-         ({} rejected), at most {}s and {} requests per connection per server",
+        "policy bench: {CONNECTIONS} keep-alive connections on {} client threads, \
+         {} client addresses ({} rejected), at most {}s and {} requests per connection per run",
+        options.budget.threads,
         workload.addresses,
         workload.rejected_addresses,
-        options.duration.as_secs(),
-        options.requests
+        options.budget.duration.as_secs(),
+        options.budget.requests
     );
 
-    let mut results: Vec<(&str, Load)> = Vec::new();
-    if options.runs("spamwall") {
-        let pin = PinDir::new();
-        let server = Server::spamwall(rbldnsd.addr(), &pin)?;
-        let result = measure(&server, &workload, &options);
-        // The daemon goes before its pins.
-        drop(server);
-        drop(pin);
-        results.push(("spamwall", result?));
+    let pin = PinDir::new();
+    let mut rows = measure_local(&options, &workload, &pin)?;
+    if options.local {
+        print_table(&rows);
+        return check_rows(&rows);
     }
-    if options.runs("mtpolicyd") {
-        let server = Server::mtpolicyd(rbldnsd.addr())?;
-        results.push(("mtpolicyd 2.05", measure(&server, &workload, &options)?));
-    }
+    rows.extend(measure_dns(
+        &options,
+        &workload,
+        &pin,
+        unbound.addr,
+        rbldnsd.addr(),
+    )?);
+    drop(pin);
+    drop(unbound);
     drop(rbldnsd);
 
-    println!();
-    if bench::smoke() {
-        println!("smoke run: the figures mean nothing");
+    print_table(&rows);
+    check_rows(&rows)
+}
+
+/// The local chain: floor and spamwall alternated round by round, so
+/// both see the same machine (the median round of each counts), then
+/// mtpolicyd.
+fn measure_local(options: &Options, workload: &Workload, pin: &PinDir) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    {
+        let floor = if options.runs("floor") {
+            Some(Server::floor()?)
+        } else {
+            None
+        };
+        let spamwall = if options.runs("spamwall") {
+            Some(Server::spamwall(Chain::Local, pin)?)
+        } else {
+            None
+        };
+        let mut floor_rounds = Vec::new();
+        let mut spamwall_rounds = Vec::new();
+        for round in 0..options.rounds {
+            for (server, rounds) in [
+                (&floor, &mut floor_rounds),
+                (&spamwall, &mut spamwall_rounds),
+            ] {
+                if let Some(server) = server {
+                    eprintln!(
+                        "round {}/{}: {} on the local chain …",
+                        round + 1,
+                        options.rounds,
+                        server.name
+                    );
+                    rounds.push(server.measure(workload, options.budget)?);
+                }
+            }
+        }
+        for (name, rounds) in [("floor", floor_rounds), ("spamwall", spamwall_rounds)] {
+            if let Some(load) = median(rounds) {
+                rows.push(Row {
+                    setup: "local",
+                    server: name,
+                    load,
+                });
+            }
+        }
+        // The daemon goes before its pins.
+        drop(spamwall);
     }
-    println!(
-        "{:<16} {:>9} {:>11} {:>10} {:>10} {:>7}",
-        "server", "requests", "req/s", "p50", "p99", "wrong"
-    );
-    for (name, load) in &results {
-        println!(
-            "{name:<16} {:>9} {:>11.0} {:>10} {:>10} {:>7}",
-            load.requests,
-            load.throughput(),
-            millis(load.percentile(50)),
-            millis(load.percentile(99)),
-            load.wrong
-        );
+    if options.runs("mtpolicyd") && !options.local {
+        let server = Server::mtpolicyd(Chain::Local)?;
+        rows.push(Row {
+            setup: "local",
+            server: "mtpolicyd 2.05",
+            load: server.measure(workload, options.budget)?,
+        });
     }
-    if let [(_, spamwall), (_, mtpolicyd)] = results.as_slice() {
-        let ratio = spamwall.throughput() / mtpolicyd.throughput();
-        println!();
-        println!("throughput ratio spamwall/mtpolicyd: {ratio:.1}x (target >= 20x)");
-        println!(
-            "spamwall p99: {} (target <= 2 ms)",
-            millis(spamwall.percentile(99))
-        );
+    Ok(rows)
+}
+
+/// The DNS chains: both servers through unbound, and spamwall's own
+/// cache on rbldnsd.
+fn measure_dns(
+    options: &Options,
+    workload: &Workload,
+    pin: &PinDir,
+    unbound: SocketAddr,
+    rbldnsd: SocketAddr,
+) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for chain in [Chain::Unbound(unbound), Chain::OwnCache(rbldnsd)] {
+        if options.runs("spamwall") {
+            let server = Server::spamwall(chain, pin)?;
+            let load = server.measure(workload, options.budget);
+            drop(server);
+            rows.push(Row {
+                setup: chain.label(),
+                server: "spamwall",
+                load: load?,
+            });
+        }
+        if options.runs("mtpolicyd") && matches!(chain, Chain::Unbound(_)) {
+            let server = Server::mtpolicyd(chain)?;
+            rows.push(Row {
+                setup: chain.label(),
+                server: "mtpolicyd 2.05",
+                load: server.measure(workload, options.budget)?,
+            });
+        }
     }
-    for (name, load) in &results {
+    Ok(rows)
+}
+
+/// Fails unless every row measured something and every answer was right.
+fn check_rows(rows: &[Row]) -> Result<()> {
+    for row in rows {
         ensure!(
-            load.requests > 0,
-            "cannot measure {name}: no request was answered"
+            row.load.requests > 0,
+            "cannot measure {} ({}): no request was answered",
+            row.server,
+            row.setup
         );
-        if let Some(example) = &load.first_wrong {
+        if let Some(example) = &row.load.first_wrong {
             bail!(
-                "{name} gave {} unexpected answers, e.g. {example}",
-                load.wrong
+                "{} ({}) gave {} unexpected answers, e.g. {example}",
+                row.server,
+                row.setup,
+                row.load.wrong
             );
         }
     }
     Ok(())
 }
 
+/// The round with the median throughput.
+fn median(mut rounds: Vec<Load>) -> Option<Load> {
+    if rounds.is_empty() {
+        return None;
+    }
+    rounds.sort_by(|a, b| a.throughput().total_cmp(&b.throughput()));
+    let middle = rounds.len() / 2;
+    Some(rounds.swap_remove(middle))
+}
+
+fn print_table(rows: &[Row]) {
+    println!();
+    if bench::smoke() {
+        println!("smoke run: the figures mean nothing");
+    }
+    println!(
+        "{:<10} {:<16} {:>9} {:>11} {:>10} {:>10} {:>7}",
+        "setup", "server", "requests", "req/s", "p50", "p99", "wrong"
+    );
+    for row in rows {
+        println!(
+            "{:<10} {:<16} {:>9} {:>11.0} {:>10} {:>10} {:>7}",
+            row.setup,
+            row.server,
+            row.load.requests,
+            row.load.throughput(),
+            millis(row.load.percentile(50)),
+            millis(row.load.percentile(99)),
+            row.load.wrong
+        );
+    }
+    let find = |setup: &str, server: &str| {
+        rows.iter()
+            .find(|row| row.setup == setup && row.server.starts_with(server))
+            .map(|row| &row.load)
+    };
+    println!();
+    if let (Some(spamwall), Some(floor)) = (find("local", "spamwall"), find("local", "floor")) {
+        println!(
+            "local: spamwall/floor {:.0}% (target >= {:.0}%), spamwall p99 {} (target <= {})",
+            100.0 * spamwall.throughput() / floor.throughput(),
+            100.0 * FLOOR_SHARE_TARGET,
+            millis(spamwall.percentile(99)),
+            millis(P99_TARGET)
+        );
+    }
+    for (setup, against) in [
+        ("local", "local"),
+        ("unbound", "unbound"),
+        ("own cache", "unbound"),
+    ] {
+        if let (Some(spamwall), Some(mtpolicyd)) =
+            (find(setup, "spamwall"), find(against, "mtpolicyd"))
+        {
+            println!(
+                "{setup}: spamwall/mtpolicyd ({against}) {:.1}x (target >= {MTPOLICYD_RATIO_TARGET:.0}x)",
+                spamwall.throughput() / mtpolicyd.throughput()
+            );
+        }
+    }
+}
+
 /// Command-line options (`cargo bench` adds `--bench`, which is ignored).
 struct Options {
-    duration: Duration,
-    requests: usize,
-    /// `--only spamwall|mtpolicyd`: measure one server.
+    budget: Budget,
+    rounds: usize,
+    /// `--only floor|spamwall|mtpolicyd`: measure one server.
     only: Option<String>,
+    /// `--local`: only the local chain.
+    local: bool,
 }
 
 impl Options {
     fn from_args() -> Result<Self> {
         // --smoke: a second of load at most, a few hundred requests.
         let mut options = Self {
-            duration: bench::size(DEFAULT_DURATION, Duration::from_secs(1)),
-            requests: bench::size(DEFAULT_REQUESTS, 20),
+            budget: Budget {
+                duration: bench::size(DEFAULT_DURATION, Duration::from_secs(1)),
+                requests: bench::size(DEFAULT_REQUESTS, 20),
+                threads: DEFAULT_CLIENT_THREADS,
+                chain_answers: true,
+            },
+            rounds: bench::size(DEFAULT_ROUNDS, 1),
             only: None,
+            local: false,
         };
         let mut args = env::args().skip(1);
+        let number = |args: &mut dyn Iterator<Item = String>, flag: &str| -> Result<usize> {
+            args.next()
+                .with_context(|| format!("{flag} needs a number"))?
+                .parse()
+                .with_context(|| format!("{flag} needs a whole number"))
+        };
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--duration" => {
-                    let secs: u64 = args
-                        .next()
-                        .context("--duration needs seconds")?
-                        .parse()
-                        .context("--duration needs whole seconds")?;
-                    options.duration = Duration::from_secs(secs);
+                    let secs = number(&mut args, "--duration")?;
+                    options.budget.duration = Duration::from_secs(secs as u64);
                 }
-                "--requests" => {
-                    options.requests = args
-                        .next()
-                        .context("--requests needs a number")?
-                        .parse()
-                        .context("--requests needs a number")?;
+                "--requests" => options.budget.requests = number(&mut args, "--requests")?,
+                "--rounds" => options.rounds = number(&mut args, "--rounds")?,
+                "--client-threads" => {
+                    options.budget.threads = number(&mut args, "--client-threads")?;
                 }
+                "--local" => options.local = true,
                 "--only" => {
-                    let name = args.next().context("--only needs spamwall or mtpolicyd")?;
+                    let name = args
+                        .next()
+                        .context("--only needs floor, spamwall or mtpolicyd")?;
                     ensure!(
-                        matches!(name.as_str(), "spamwall" | "mtpolicyd"),
-                        "--only takes spamwall or mtpolicyd, not {name:?}"
+                        matches!(name.as_str(), "floor" | "spamwall" | "mtpolicyd"),
+                        "--only takes floor, spamwall or mtpolicyd, not {name:?}"
                     );
                     options.only = Some(name);
                 }
                 _ => {}
             }
         }
-        ensure!(options.requests > 0, "--requests must be at least 1");
+        ensure!(options.budget.requests > 0, "--requests must be at least 1");
+        ensure!(options.rounds > 0, "--rounds must be at least 1");
+        ensure!(
+            (1..=CONNECTIONS).contains(&options.budget.threads),
+            "--client-threads takes 1 to {CONNECTIONS}"
+        );
         Ok(options)
     }
 
@@ -281,11 +508,14 @@ impl Workload {
         self.clients[(conn * 97 + n / 2) % self.clients.len()]
     }
 
-    /// Request `n` of connection `conn`: mail `n / 2`, RCPT `n % 2`.
-    fn request(&self, conn: usize, n: usize) -> (String, Expect) {
+    /// Writes request `n` of connection `conn` (mail `n / 2`, RCPT
+    /// `n % 2`) into `text`; returns what it should get.
+    fn write_request(&self, conn: usize, n: usize, text: &mut String) -> Expect {
         let mail = n / 2;
         let (addr, expect) = self.client(conn, n);
-        let text = format!(
+        text.clear();
+        write!(
+            text,
             "request=smtpd_access_policy\n\
              protocol_state=RCPT\n\
              protocol_name=ESMTP\n\
@@ -306,8 +536,9 @@ impl Workload {
              \n",
             port = 40_000 + mail % 20_000,
             rcpt = n % 2,
-        );
-        (text, expect)
+        )
+        .expect("writing to a String");
+        expect
     }
 }
 
@@ -322,15 +553,62 @@ struct Server {
 }
 
 impl Server {
+    /// The floor, compiled from [`FLOOR_SOURCE`] with one worker thread
+    /// per CPU, as spamwall's runtime.
+    fn floor() -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("policy-floor-").tempdir()?;
+        let source = dir.path().join("floor.c");
+        let binary = dir.path().join("floor");
+        fs::write(&source, FLOOR_SOURCE)
+            .with_context(|| format!("writing {}", source.display()))?;
+        let compiled = Command::new("gcc")
+            .args(["-O2", "-pthread", "-o"])
+            .arg(&binary)
+            .arg(&source)
+            .output()
+            .context("running gcc")?;
+        ensure!(
+            compiled.status.success(),
+            "gcc could not compile the floor: {}",
+            String::from_utf8_lossy(&compiled.stderr)
+        );
+        let addr = free_port()?;
+        let threads = thread::available_parallelism().map_or(1, usize::from);
+        let mut command = Command::new(&binary);
+        command
+            .arg(addr.port().to_string())
+            .arg(threads.to_string());
+        Self::spawn("floor", command, addr, dir)
+    }
+
     /// `spamwall run` with only the policy server: no interface, pins in
-    /// `pin`, the chain on `resolver`.
-    fn spamwall(resolver: SocketAddr, pin: &PinDir) -> Result<Self> {
+    /// `pin`, the blocklists as `chain` says.
+    fn spamwall(chain: Chain, pin: &PinDir) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("spamwall-bench-")
             .tempdir()?;
         let addr = free_port()?;
         let quote = |path: &Path| format!("{:?}", path.to_str().unwrap_or_default());
-        let allow = ALLOW.map(|net| format!("{net:?}")).join(", ");
+        let nets = |nets: &[&str]| {
+            nets.iter()
+                .map(|net| format!("{net:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let blocklist = |name: &str, zone: &str, members: &[&str]| match chain {
+            Chain::Local => format!(
+                "[[policy.check]]\nname = \"{name}\"\ntype = \"list\"\nscore = 5\nclient = [{}]\n\n",
+                nets(members)
+            ),
+            Chain::Unbound(_) | Chain::OwnCache(_) => format!(
+                "[[policy.check]]\nname = \"{name}\"\ntype = \"dnsbl\"\nzone = \"{zone}\"\nscore = 5\n\n"
+            ),
+        };
+        let resolver = match chain {
+            Chain::Local => String::new(),
+            Chain::Unbound(resolver) => format!("resolver = \"{resolver}\"\ndns_cache_size = 1\n"),
+            Chain::OwnCache(resolver) => format!("resolver = \"{resolver}\"\n"),
+        };
         let config = format!(
             "[daemon]\n\
              control_socket = {socket}\n\
@@ -340,29 +618,24 @@ impl Server {
              interfaces = []\n\n\
              [policy]\n\
              listen = [\"{addr}\"]\n\
-             resolver = \"{resolver}\"\n\n\
+             {resolver}\n\
              [[policy.check]]\n\
              name = \"allow\"\n\
              type = \"list\"\n\
              allow = true\n\
              action = \"DUNNO\"\n\
              client = [{allow}]\n\n\
-             [[policy.check]]\n\
-             name = \"bl1\"\n\
-             type = \"dnsbl\"\n\
-             zone = \"bl1.test\"\n\
-             score = 5\n\n\
-             [[policy.check]]\n\
-             name = \"bl2\"\n\
-             type = \"dnsbl\"\n\
-             zone = \"bl2.test\"\n\
-             score = 5\n\n\
+             {bl1}\
+             {bl2}\
              [[policy.threshold]]\n\
              score = 10\n\
              action = \"{REJECT_TEMPLATE}, %DETAIL%)\"\n",
             socket = quote(&dir.path().join("control.sock")),
             state = quote(&dir.path().join("state")),
             pin = quote(pin.path()),
+            allow = nets(&ALLOW),
+            bl1 = blocklist("bl1", "bl1.test", &BL1_NETS),
+            bl2 = blocklist("bl2", "bl2.test", &BL2_NETS),
         );
         let path = dir.path().join("spamwall.toml");
         fs::write(&path, config).with_context(|| format!("writing {}", path.display()))?;
@@ -377,12 +650,30 @@ impl Server {
 
     /// mtpolicyd in the foreground with the equivalent chain (see the
     /// module documentation).
-    fn mtpolicyd(resolver: SocketAddr) -> Result<Self> {
+    fn mtpolicyd(chain: Chain) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("mtpolicyd-bench-")
             .tempdir()?;
         let addr = free_port()?;
         let port = addr.port();
+        let blocklist = |name: &str, zone: &str, regex: &str| match chain {
+            Chain::Local => format!(
+                "\x20 <Plugin {name}>\n\
+                 \x20   module = \"Condition\"\n\
+                 \x20   key = \"client_address\"\n\
+                 \x20   re_match = \"{regex}\"\n\
+                 \x20   score = 5\n\
+                 \x20 </Plugin>\n"
+            ),
+            Chain::Unbound(_) | Chain::OwnCache(_) => format!(
+                "\x20 <Plugin {name}>\n\
+                 \x20   module = \"RBL\"\n\
+                 \x20   mode = \"passive\"\n\
+                 \x20   domain = \"{zone}\"\n\
+                 \x20   score = 5\n\
+                 \x20 </Plugin>\n"
+            ),
+        };
         let config = format!(
             "# Generated by spamwall's policy bench.\n\
              user=root\n\
@@ -406,18 +697,8 @@ impl Server {
              \x20   re_match = \"{ALLOW_REGEX}\"\n\
              \x20   action = \"dunno\"\n\
              \x20 </Plugin>\n\
-             \x20 <Plugin bl1>\n\
-             \x20   module = \"RBL\"\n\
-             \x20   mode = \"passive\"\n\
-             \x20   domain = \"bl1.test\"\n\
-             \x20   score = 5\n\
-             \x20 </Plugin>\n\
-             \x20 <Plugin bl2>\n\
-             \x20   module = \"RBL\"\n\
-             \x20   mode = \"passive\"\n\
-             \x20   domain = \"bl2.test\"\n\
-             \x20   score = 5\n\
-             \x20 </Plugin>\n\
+             {bl1}\
+             {bl2}\
              \x20 <Plugin reject>\n\
              \x20   module = \"ScoreAction\"\n\
              \x20   threshold = 10\n\
@@ -425,16 +706,18 @@ impl Server {
              \x20 </Plugin>\n\
              </VirtualHost>\n",
             pid = dir.path().join("mtpolicyd.pid").display(),
+            bl1 = blocklist("bl1", "bl1.test", BL1_REGEX),
+            bl2 = blocklist("bl2", "bl2.test", BL2_REGEX),
         );
         let path = dir.path().join("mtpolicyd.conf");
         fs::write(&path, config).with_context(|| format!("writing {}", path.display()))?;
         let mut command = Command::new("mtpolicyd");
-        command
-            .arg("-c")
-            .arg(&path)
-            .arg("-f")
-            .env("RES_NAMESERVERS", resolver.ip().to_string())
-            .env("RES_OPTIONS", format!("port:{}", resolver.port()));
+        command.arg("-c").arg(&path).arg("-f");
+        if let Chain::Unbound(resolver) | Chain::OwnCache(resolver) = chain {
+            command
+                .env("RES_NAMESERVERS", resolver.ip().to_string())
+                .env("RES_OPTIONS", format!("port:{}", resolver.port()));
+        }
         Self::spawn("mtpolicyd", command, addr, dir)
     }
 
@@ -447,14 +730,7 @@ impl Server {
         dir: tempfile::TempDir,
     ) -> Result<Self> {
         let log = dir.path().join(format!("{name}.log"));
-        let out = fs::File::create(&log)?;
-        let child = command
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("starting {name} ({command:?})"))?;
+        let child = spawn_logged(&mut command, &log, name)?;
         let mut server = Self {
             name,
             addr,
@@ -478,6 +754,14 @@ impl Server {
         Ok(server)
     }
 
+    /// Runs the client against this server.
+    fn measure(&self, workload: &Workload, mut budget: Budget) -> Result<Load> {
+        eprintln!("measuring {} on {} …", self.name, self.addr);
+        budget.chain_answers = self.name != "floor";
+        client::measure(self.addr, workload, budget)
+            .with_context(|| format!("{} failed; log:\n{}", self.name, self.log()))
+    }
+
     fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -491,181 +775,156 @@ impl Drop for Server {
     }
 }
 
+/// Starts `command` in its own process group, stdout and stderr into
+/// `log`.
+fn spawn_logged(command: &mut Command, log: &Path, name: &str) -> Result<Child> {
+    let out = fs::File::create(log)?;
+    command
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .with_context(|| format!("starting {name} ({command:?})"))
+}
+
+/// Debian's unbound on a loopback port, resolving only through rbldnsd;
+/// stopped by pid on drop.
+struct Unbound {
+    addr: SocketAddr,
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Unbound {
+    fn start(rbldnsd: SocketAddr) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("unbound-bench-")
+            .tempdir()?;
+        let addr = free_udp_port()?;
+        let upstream = format!("{}@{}", rbldnsd.ip(), rbldnsd.port());
+        let mut config = format!(
+            "server:\n\
+             \x20 interface: {ip}@{port}\n\
+             \x20 port: {port}\n\
+             \x20 access-control: 127.0.0.0/8 allow\n\
+             \x20 do-not-query-localhost: no\n\
+             \x20 do-daemonize: no\n\
+             \x20 use-syslog: no\n\
+             \x20 logfile: \"\"\n\
+             \x20 verbosity: 0\n\
+             \x20 username: \"\"\n\
+             \x20 chroot: \"\"\n\
+             \x20 directory: \"{dir}\"\n\
+             \x20 pidfile: \"\"\n\
+             \x20 num-threads: 1\n\
+             \x20 module-config: \"iterator\"\n\
+             \x20 do-ip6: no\n\
+             \x20 local-zone: \"test.\" nodefault\n\
+             remote-control:\n\
+             \x20 control-enable: no\n",
+            ip = addr.ip(),
+            port = addr.port(),
+            dir = dir.path().display(),
+        );
+        for zone in ["bl1.test", "bl2.test"] {
+            write!(
+                config,
+                "stub-zone:\n  name: \"{zone}\"\n  stub-addr: {upstream}\n"
+            )?;
+        }
+        // Anything else goes to rbldnsd too: nothing leaves loopback.
+        write!(
+            config,
+            "forward-zone:\n  name: \".\"\n  forward-addr: {upstream}\n"
+        )?;
+        let path = dir.path().join("unbound.conf");
+        fs::write(&path, config).with_context(|| format!("writing {}", path.display()))?;
+        let checked = Command::new("unbound-checkconf")
+            .arg(&path)
+            .output()
+            .context("running unbound-checkconf")?;
+        ensure!(
+            checked.status.success(),
+            "unbound-checkconf refused the generated config: {}{}",
+            String::from_utf8_lossy(&checked.stdout),
+            String::from_utf8_lossy(&checked.stderr)
+        );
+        let log = dir.path().join("unbound.log");
+        let child = spawn_logged(
+            Command::new("unbound").arg("-d").arg("-c").arg(&path),
+            &log,
+            "unbound",
+        )?;
+        let mut unbound = Self {
+            addr,
+            child,
+            log,
+            _dir: dir,
+        };
+        unbound.wait_answering()?;
+        Ok(unbound)
+    }
+
+    /// Waits (bounded) until unbound answers a listed name through rbldnsd.
+    fn wait_answering(&mut self) -> Result<()> {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+        // A query for 2.100.51.198.bl1.test A, id 0x5eed, recursion desired.
+        let mut query = vec![0x5e, 0xed, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in ["2", "100", "51", "198", "bl1", "test"] {
+            query.push(u8::try_from(label.len())?);
+            query.extend_from_slice(label.as_bytes());
+        }
+        query.extend_from_slice(&[0, 0, 1, 0, 1]);
+        let started = Instant::now();
+        let mut answer = [0_u8; 512];
+        loop {
+            socket.send_to(&query, self.addr)?;
+            // An answer with one record in it: rbldnsd reached.
+            if let Ok(len) = socket.recv(&mut answer)
+                && len > 12
+                && answer[..2] == [0x5e, 0xed]
+                && let rcode = answer[3] & 0x0f
+                && rcode == 0
+                && answer[7] > 0
+            {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("unbound exited with {status}; log:\n{}", self.log());
+            }
+            if started.elapsed() > START_TIMEOUT {
+                bail!(
+                    "unbound did not answer on {} within {START_TIMEOUT:?}; log:\n{}",
+                    self.addr,
+                    self.log()
+                );
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Unbound {
+    fn drop(&mut self) {
+        stop_group_leader(&mut self.child, STOP_TIMEOUT);
+    }
+}
+
 /// A loopback address with a TCP port that was free a moment ago.
 fn free_port() -> Result<SocketAddr> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-/// The outcome of one load run.
-struct Load {
-    requests: usize,
-    elapsed: Duration,
-    /// Sorted.
-    latencies: Vec<Duration>,
-    wrong: usize,
-    first_wrong: Option<String>,
-}
-
-impl Load {
-    #[expect(
-        clippy::cast_precision_loss,
-        reason = "request counts are far below 2^52"
-    )]
-    fn throughput(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64()
-    }
-
-    fn percentile(&self, p: usize) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let rank = (self.latencies.len() * p).div_ceil(100).max(1);
-        self.latencies[rank - 1]
-    }
-}
-
-/// One connection's share of a run.
-struct ConnectionLoad {
-    latencies: Vec<Duration>,
-    wrong: usize,
-    first_wrong: Option<String>,
-}
-
-/// Runs the load against `server` and checks every answer.
-fn measure(server: &Server, workload: &Workload, options: &Options) -> Result<Load> {
-    eprintln!("measuring {} on {} …", server.name, server.addr);
-    let barrier = Barrier::new(CONNECTIONS + 1);
-    let (elapsed, results) = thread::scope(|scope| {
-        let workers: Vec<_> = (0..CONNECTIONS)
-            .map(|conn| {
-                let barrier = &barrier;
-                scope.spawn(move || {
-                    let warmed = Connection::open(server.addr, conn).and_then(|mut connection| {
-                        for n in 0..WARMUP_REQUESTS {
-                            connection.ask(workload, n)?;
-                        }
-                        Ok(connection)
-                    });
-                    // Everyone passes the barrier once, even after an error.
-                    barrier.wait();
-                    warmed.and_then(|mut connection| connection.run(workload, options))
-                })
-            })
-            .collect();
-        barrier.wait();
-        let started = Instant::now();
-        let results: Vec<Result<ConnectionLoad>> = workers
-            .into_iter()
-            .map(|worker| {
-                worker
-                    .join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a load thread panicked")))
-            })
-            .collect();
-        (started.elapsed(), results)
-    });
-    let mut total = Load {
-        requests: 0,
-        elapsed,
-        latencies: Vec::new(),
-        wrong: 0,
-        first_wrong: None,
-    };
-    for result in results {
-        let connection =
-            result.with_context(|| format!("{} failed; log:\n{}", server.name, server.log()))?;
-        total.requests += connection.latencies.len();
-        total.latencies.extend(connection.latencies);
-        total.wrong += connection.wrong;
-        total.first_wrong = total.first_wrong.or(connection.first_wrong);
-    }
-    total.latencies.sort_unstable();
-    Ok(total)
-}
-
-/// One keep-alive connection, as one Postfix smtpd process holds.
-struct Connection {
-    conn: usize,
-    writer: TcpStream,
-    reader: BufReader<TcpStream>,
-    answer: String,
-}
-
-impl Connection {
-    fn open(addr: SocketAddr, conn: usize) -> Result<Self> {
-        let stream = TcpStream::connect_timeout(&addr, ANSWER_TIMEOUT)
-            .with_context(|| format!("connecting to {addr}"))?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
-        Ok(Self {
-            conn,
-            writer: stream.try_clone()?,
-            reader: BufReader::new(stream),
-            answer: String::new(),
-        })
-    }
-
-    /// Sends request `n` and reads its answer; returns what was expected
-    /// and the `action=…` line.
-    fn ask(&mut self, workload: &Workload, n: usize) -> Result<(Expect, &str)> {
-        let conn = self.conn;
-        let (request, expect) = workload.request(conn, n);
-        self.writer.write_all(request.as_bytes())?;
-        self.answer.clear();
-        // One `action=…` line, then the empty line.
-        for _ in 0..2 {
-            let read = self
-                .reader
-                .read_line(&mut self.answer)
-                .with_context(|| format!("connection {conn}: reading answer {n}"))?;
-            ensure!(
-                read > 0,
-                "connection {conn}: closed by the server at request {n} (answer so far {:?})",
-                self.answer
-            );
-        }
-        ensure!(
-            self.answer.ends_with("\n\n"),
-            "connection {conn}: request {n}: malformed answer {:?}",
-            self.answer
-        );
-        Ok((expect, self.answer.trim_end()))
-    }
-
-    /// Measured requests until the count or the time is up.
-    fn run(&mut self, workload: &Workload, options: &Options) -> Result<ConnectionLoad> {
-        let started = Instant::now();
-        let mut load = ConnectionLoad {
-            latencies: Vec::with_capacity(options.requests.min(1 << 20)),
-            wrong: 0,
-            first_wrong: None,
-        };
-        let conn = self.conn;
-        let mut n = WARMUP_REQUESTS;
-        while load.latencies.len() < options.requests && started.elapsed() < options.duration {
-            let sent = Instant::now();
-            let (expect, action) = self.ask(workload, n)?;
-            let elapsed = sent.elapsed();
-            if !answer_matches(action, expect) {
-                load.wrong += 1;
-                if load.first_wrong.is_none() {
-                    let (addr, _) = workload.client(conn, n);
-                    load.first_wrong = Some(format!("{addr}: expected {expect:?}, got {action:?}"));
-                }
-            }
-            load.latencies.push(elapsed);
-            n += 1;
-        }
-        Ok(load)
-    }
-}
-
-fn answer_matches(action: &str, expect: Expect) -> bool {
-    let action = action.to_ascii_lowercase();
-    match expect {
-        Expect::Reject => action.starts_with("action=reject sender ip"),
-        Expect::Dunno => action == "action=dunno",
-    }
+/// A loopback address with a UDP port that was free a moment ago.
+fn free_udp_port() -> Result<SocketAddr> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
 }
 
 /// A duration in milliseconds with three decimals.

@@ -24,6 +24,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "postfix",
     "swaks",
     "mtpolicyd",
+    // The caching resolver both servers share in the policy benchmark.
+    "unbound",
     "fail2ban",
     "sqlite3",
     "curl",

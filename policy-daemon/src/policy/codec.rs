@@ -84,6 +84,8 @@ pub const MAX_LOGGED_NAME: usize = 64;
 struct Attribute {
     name: Range<u32>,
     value: Range<u32>,
+    /// Line number within the request, from 1.
+    line: u32,
 }
 
 /// A complete policy request: the attributes in the order received.
@@ -143,6 +145,7 @@ impl Request {
         request
     }
 
+    #[cfg(any(test, feature = "test-support"))]
     /// Appends the attribute `name=value`.
     fn push(&mut self, name: &str, value: &str) {
         let start = offset(self.text.len());
@@ -152,6 +155,7 @@ impl Request {
         self.attributes.push(Attribute {
             name: start..eq,
             value: eq..offset(self.text.len()),
+            line: offset(self.attributes.len() + 1),
         });
     }
 }
@@ -192,6 +196,11 @@ pub struct Decoder {
     attributes: usize,
     /// Bad attribute lines among the scanned lines.
     bad: Vec<BadAttribute>,
+    /// Where the bad lines are, to be blanked out of the request text.
+    bad_lines: Vec<Range<u32>>,
+    /// The other attribute lines; their UTF-8 is checked once for the
+    /// whole request when it is taken.
+    found: Vec<Attribute>,
 }
 
 impl Decoder {
@@ -203,12 +212,25 @@ impl Decoder {
             searched: 0,
             attributes: 0,
             bad: Vec::new(),
+            bad_lines: Vec::new(),
+            found: Vec::new(),
         }
     }
 
     /// Whether part of a request has been received and not yet taken.
     pub const fn in_request(&self, buffer: &[u8]) -> bool {
         !buffer.is_empty() || self.scanned > 0
+    }
+
+    /// Whether `buffer` holds the end of a request beyond what was
+    /// scanned: an empty line. The next [`Decoder::decode`] then needs no
+    /// more bytes (it returns that request or refuses the framing).
+    pub fn complete_request_buffered(&self, buffer: &[u8]) -> bool {
+        let rest = buffer.get(self.scanned..).unwrap_or_default();
+        rest.first() == Some(&b'\n')
+            || rest.starts_with(b"\r\n")
+            || memchr::memmem::find(rest, b"\n\n").is_some()
+            || memchr::memmem::find(rest, b"\n\r\n").is_some()
     }
 
     /// Takes one complete request off the front of `buffer`. `Ok(None)`:
@@ -268,11 +290,20 @@ impl Decoder {
                     limit: self.limits.max_attributes,
                 });
             }
-            if let Some(problem) = attribute_problem(line, equals) {
+            let start = self.scanned;
+            if let Some(problem) = framed_attribute_problem(line, equals) {
                 self.bad.push(BadAttribute {
                     line: line_number,
                     name: logged_name(&line[..equals]),
                     problem,
+                });
+                self.bad_lines
+                    .push(offset(start)..offset(start + line.len()));
+            } else {
+                self.found.push(Attribute {
+                    name: offset(start)..offset(start + equals),
+                    value: offset(start + equals + 1)..offset(start + line.len()),
+                    line: offset(line_number),
                 });
             }
             self.scanned = end;
@@ -283,53 +314,101 @@ impl Decoder {
     /// removes it, with its final empty line ending at `end`, from the
     /// buffer.
     fn take(&mut self, buffer: &mut Vec<u8>, end: usize) -> Request {
-        let mut request = Request {
-            text: String::with_capacity(self.scanned),
-            attributes: Vec::with_capacity(self.attributes - self.bad.len()),
-            bad: std::mem::take(&mut self.bad),
-        };
-        for line in buffer[..self.scanned].split(|&b| b == b'\n') {
-            let line = match line {
-                [] => continue,
-                [head @ .., b'\r'] => head,
-                line => line,
-            };
-            // Every scanned line has an '=' (checked in `decode`); the
-            // bad ones are recorded already.
-            let Some(equals) = memchr::memchr(b'=', line) else {
-                continue;
-            };
-            if attribute_problem(line, equals).is_some() {
-                continue;
-            }
-            let Ok(line) = std::str::from_utf8(line) else {
-                continue;
-            };
-            request.push(&line[..equals], &line[equals + 1..]);
+        let mut attributes = std::mem::replace(
+            &mut self.found,
+            Vec::with_capacity(self.attributes.min(self.limits.max_attributes)),
+        );
+        let mut bad = std::mem::take(&mut self.bad);
+        let mut bytes = buffer[..self.scanned].to_vec();
+        for line in self.bad_lines.drain(..) {
+            bytes[range(&line)].fill(b' ');
         }
+        // One check for the whole request; only when it fails are the
+        // lines looked at one by one.
+        let text = String::from_utf8(bytes).unwrap_or_else(|error| {
+            let mut bytes = error.into_bytes();
+            attributes.retain(|attribute| {
+                let line = range(&(attribute.name.start..attribute.value.end));
+                if std::str::from_utf8(&bytes[line.clone()]).is_ok() {
+                    return true;
+                }
+                bad.push(BadAttribute {
+                    line: attribute.line as usize,
+                    name: logged_name(&bytes[range(&attribute.name)]),
+                    problem: AttributeProblem::InvalidUtf8,
+                });
+                false
+            });
+            for problem in &bad {
+                if problem.problem == AttributeProblem::InvalidUtf8
+                    && let Some(line) = line_range(&bytes, problem.line)
+                {
+                    bytes[line].fill(b' ');
+                }
+            }
+            bad.sort_by_key(|problem| problem.line);
+            String::from_utf8(bytes).unwrap_or_else(|_| {
+                attributes.clear();
+                String::new()
+            })
+        });
         buffer.drain(..end);
         self.scanned = 0;
         self.attributes = 0;
-        request
+        Request {
+            text,
+            attributes,
+            bad,
+        }
     }
 }
 
-/// What makes the line `name=value` (its first `=` at `equals`) unusable,
-/// if anything. Tabs are text; every other control byte is not.
-fn attribute_problem(line: &[u8], equals: usize) -> Option<AttributeProblem> {
+/// The byte range of line `number` (from 1) in `text`, without its line
+/// end.
+fn line_range(text: &[u8], number: usize) -> Option<Range<usize>> {
+    let mut start = 0;
+    for _ in 1..number {
+        start += memchr::memchr(b'\n', text.get(start..)?)? + 1;
+    }
+    let len = memchr::memchr(b'\n', text.get(start..)?).unwrap_or(text.len() - start);
+    Some(start..start + len)
+}
+
+/// What is wrong with a well-framed line, UTF-8 aside (checked once per
+/// request, see [`Decoder::take`]).
+fn framed_attribute_problem(line: &[u8], equals: usize) -> Option<AttributeProblem> {
     if equals == 0 {
         return Some(AttributeProblem::EmptyName);
     }
-    if let Some(&byte) = line
-        .iter()
-        .find(|&&b| (b < 0x20 && b != b'\t') || b == 0x7f)
-    {
-        return Some(AttributeProblem::ControlByte(byte));
+    control_byte(line).map(AttributeProblem::ControlByte)
+}
+
+/// Whether `byte` is a control byte other than tab.
+const fn is_control(byte: u8) -> bool {
+    (byte < 0x20 && byte != b'\t') || byte == 0x7f
+}
+
+/// The first control byte of `line` other than tab, eight bytes at a
+/// time: a word without a byte below 0x20 or equal to 0x7f is skipped
+/// whole.
+fn control_byte(line: &[u8]) -> Option<u8> {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES * 0x80;
+    let mut chunks = line.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0_u8; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_ne_bytes(word);
+        let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+        let del = word ^ (ONES * 0x7f);
+        let del = del.wrapping_sub(ONES) & !del & HIGH;
+        if below_space | del != 0
+            && let Some(&byte) = chunk.iter().find(|&&b| is_control(b))
+        {
+            return Some(byte);
+        }
     }
-    if std::str::from_utf8(line).is_err() {
-        return Some(AttributeProblem::InvalidUtf8);
-    }
-    None
+    chunks.remainder().iter().copied().find(|&b| is_control(b))
 }
 
 /// `name` as text that is safe to log: invalid UTF-8 replaced, control
@@ -345,6 +424,21 @@ fn logged_name(name: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_bytes_are_found_at_every_position_and_tab_and_utf8_pass() {
+        for len in 0..40 {
+            let clean = "aé\t€".repeat(len).into_bytes();
+            assert_eq!(control_byte(&clean), None, "{len}");
+            for at in 0..clean.len() {
+                for byte in [0x00, 0x1b, 0x1f, 0x7f, b'\r'] {
+                    let mut line = clean.clone();
+                    line[at] = byte;
+                    assert_eq!(control_byte(&line), Some(byte), "{len} {at} {byte:#x}");
+                }
+            }
+        }
+    }
 
     fn decode_all(input: &[u8], limits: Limits) -> Result<Vec<Request>, CodecError> {
         let mut decoder = Decoder::new(limits);

@@ -5,11 +5,19 @@
 //! byte until the answer is written. Only an idle connection is closed
 //! for shutdown or to admit another; a busy one finishes its request.
 
-use std::{fmt::Write as _, sync::atomic::Ordering, time::Instant};
+use std::{
+    fmt::Write as _,
+    future::{Future as _, poll_fn},
+    pin::{Pin, pin},
+    sync::atomic::Ordering,
+    task::Poll,
+    time::Instant,
+};
 
 use tokio::{
     io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
     sync::watch,
+    time::Sleep,
 };
 use tracing::{debug, warn};
 
@@ -18,6 +26,10 @@ use super::{
     service::Service,
 };
 use crate::listen::Slot;
+
+/// Answers to pipelined requests are held back for one write up to this
+/// size, so a peer that sends many and reads none cannot grow it.
+const MAX_BATCHED_REPLY: usize = 64 * 1024;
 
 /// Counts and logs (rate-limited) the attributes left out of `request`.
 fn report_bad_attributes(service: &Service, peer: &str, request: &Request) {
@@ -47,6 +59,11 @@ fn report_bad_attributes(service: &Service, peer: &str, request: &Request) {
 }
 
 /// Serves the requests of one connection, one after the other, in `slot`.
+///
+/// Requests that arrived together (Postfix does not pipeline, but a peer
+/// may) are answered with one write. One timer serves the connection's
+/// whole life: it is moved to each new deadline instead of being made
+/// anew, which costs nothing while the deadline only moves later.
 pub(super) async fn serve_connection<S>(
     stream: S,
     peer: &str,
@@ -64,35 +81,41 @@ pub(super) async fn serve_connection<S>(
         slot,
         buffer: Vec::with_capacity(4096),
         decoder: Decoder::new(service.limits),
+        deadline: Box::pin(tokio::time::sleep(service.idle_timeout)),
     };
     let mut reply: Vec<u8> = Vec::with_capacity(256);
     // Looked up once per connection, not per request: Postfix keeps its
     // policy connections open for many requests.
     let requests = metrics::counter!(crate::metrics::POLICY_REQUESTS);
     let latency = metrics::histogram!(crate::metrics::POLICY_LATENCY);
+    let mut engine = None;
     while let Some(request) = connection.next_request().await {
         report_bad_attributes(service, peer, &request);
         service.stats.requests.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let deadline = started + service.request_timeout;
-        let decision = service.engine().decide(&request, deadline).await;
+        let decision = service
+            .current_engine(&mut engine)
+            .decide(&request, deadline)
+            .await;
         requests.increment(1);
         latency.record(started.elapsed().as_secs_f64());
-        reply.clear();
         encode_reply(&decision.action, &mut reply);
-        let written =
-            tokio::time::timeout(service.request_timeout, connection.stream.write_all(&reply));
-        match written.await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                debug!(%peer, %error, "writing a policy answer failed");
-                return;
-            }
-            Err(_) => {
-                warn!(%peer, "the client does not read its answers; closing the connection");
-                return;
-            }
+        if reply.len() < MAX_BATCHED_REPLY
+            && connection
+                .decoder
+                .complete_request_buffered(&connection.buffer)
+        {
+            continue;
         }
+        if !connection.write(&reply).await {
+            return;
+        }
+        reply.clear();
+    }
+    // Answers owed before a broken request or the peer's close.
+    if !reply.is_empty() {
+        connection.write(&reply).await;
     }
 }
 
@@ -106,6 +129,43 @@ struct Connection<'a, S> {
     /// Bytes read and not yet taken by the decoder.
     buffer: Vec<u8>,
     decoder: Decoder,
+    /// The idle or request deadline, whichever applies.
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl<S: AsyncWrite + Unpin> Connection<'_, S> {
+    /// Writes `reply` within `request_timeout`; `false` when the
+    /// connection is to be closed.
+    async fn write(&mut self, reply: &[u8]) -> bool {
+        let peer = self.peer;
+        let mut writing = pin!(self.stream.write_all(reply));
+        // Almost always done at once: the timer is only moved for a peer
+        // that does not read.
+        let written = match poll_fn(|cx| Poll::Ready(writing.as_mut().poll(cx))).await {
+            Poll::Ready(written) => Some(written),
+            Poll::Pending => {
+                self.deadline
+                    .as_mut()
+                    .reset((Instant::now() + self.service.request_timeout).into());
+                tokio::select! {
+                    biased;
+                    written = &mut writing => Some(written),
+                    () = self.deadline.as_mut() => None,
+                }
+            }
+        };
+        match written {
+            Some(Ok(())) => true,
+            Some(Err(error)) => {
+                debug!(%peer, %error, "writing a policy answer failed");
+                false
+            }
+            None => {
+                warn!(%peer, "the client does not read its answers; closing the connection");
+                false
+            }
+        }
+    }
 }
 
 impl<S: AsyncRead + Unpin> Connection<'_, S> {
@@ -137,39 +197,52 @@ impl<S: AsyncRead + Unpin> Connection<'_, S> {
                 self.slot.idle();
                 Instant::now() + service.idle_timeout
             };
+            self.deadline.as_mut().reset(until.into());
             self.buffer.reserve(4096);
-            let reading =
-                tokio::time::timeout_at(until.into(), self.stream.read_buf(&mut self.buffer));
+            let Self {
+                stream,
+                buffer,
+                deadline,
+                stopped,
+                slot,
+                ..
+            } = self;
             let read = if in_request {
-                reading.await
+                tokio::select! {
+                    biased;
+                    read = stream.read_buf(buffer) => Some(read),
+                    () = deadline.as_mut() => None,
+                }
             } else {
                 tokio::select! {
-                    read = reading => read,
-                    _ = self.stopped.changed() => return None,
-                    () = self.slot.closed() => {
+                    biased;
+                    read = stream.read_buf(buffer) => Some(read),
+                    () = deadline.as_mut() => None,
+                    _ = stopped.changed() => return None,
+                    () = slot.closed() => {
                         debug!(%peer, "idle policy connection closed to admit a new one");
                         return None;
                     }
                 }
             };
             match read {
-                Ok(Ok(0)) => {
+                Some(Ok(0)) => {
                     if in_request && let Some(held_back) = service.warnings.malformed.check() {
                         warn!(%peer, held_back, "connection closed in the middle of a policy request");
                     }
                     return None;
                 }
-                Ok(Ok(_)) => {
+                Some(Ok(_)) => {
                     if !in_request && !self.slot.busy() {
                         debug!(%peer, "idle policy connection closed to admit a new one");
                         return None;
                     }
                 }
-                Ok(Err(error)) => {
+                Some(Err(error)) => {
                     debug!(%peer, %error, "reading a policy request failed");
                     return None;
                 }
-                Err(_) if in_request => {
+                None if in_request => {
                     service.stats.malformed.fetch_add(1, Ordering::Relaxed);
                     if let Some(held_back) = service.warnings.malformed.check() {
                         warn!(
@@ -181,7 +254,7 @@ impl<S: AsyncRead + Unpin> Connection<'_, S> {
                     }
                     return None;
                 }
-                Err(_) => {
+                None => {
                     debug!(%peer, "idle policy connection closed");
                     return None;
                 }

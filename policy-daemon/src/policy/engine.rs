@@ -4,13 +4,15 @@
 //! Scores and details add up per instance, each check counted once per
 //! mail, in an in-process cache that forgets a mail after `score_ttl`. The
 //! highest threshold reached decides the answer; a threshold with `ban`
-//! sends the client through the ban manager once per mail.
+//! sends the client through the ban manager once per mail. Reaching a
+//! threshold is logged once per mail, not for each of its RCPTs.
 //!
 //! Fail-open: every request is answered by its deadline. A check that
 //! errors or is still running then contributes nothing; with nothing
 //! reached the answer is `DUNNO`.
 
 use std::{
+    fmt::Write as _,
     net::{IpAddr, SocketAddr},
     sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
@@ -105,10 +107,13 @@ impl Thresholds {
 /// that two clients never share a score even if instances collide.
 fn mail_key(mail: &Mail<'_>) -> Option<String> {
     let instance = mail.instance?;
-    Some(match mail.client {
-        Some(ip) => format!("{instance}/{ip}"),
-        None => instance.to_owned(),
-    })
+    // Room for the longest IPv6 address, so that one allocation does.
+    let mut key = String::with_capacity(instance.len() + 48);
+    key.push_str(instance);
+    if let Some(ip) = mail.client {
+        let _ = write!(key, "/{ip}");
+    }
+    Some(key)
 }
 
 /// Which checks already fired for a mail.
@@ -136,6 +141,13 @@ struct MailState {
     score: f64,
     detail: String,
     banned: bool,
+}
+
+/// A mail's state as read before its checks ran.
+struct Known {
+    fired: Fired,
+    score: f64,
+    detail: String,
 }
 
 /// The answer to one request and how it came about.
@@ -218,10 +230,14 @@ impl Engine {
         let mail = Mail::from_request(request);
         let now = Instant::now();
         let key = mail_key(&mail);
-        let fired = key
-            .as_deref()
-            .and_then(|key| self.mails.get(key, now, |state| state.fired))
-            .unwrap_or_default();
+        let known = key.as_deref().and_then(|key| {
+            self.mails.get(key, now, |state| Known {
+                fired: state.fired,
+                score: state.score,
+                detail: state.detail.clone(),
+            })
+        });
+        let fired = known.as_ref().map(|known| known.fired).unwrap_or_default();
         let context = self.chain.context();
         let mut hits: Vec<(usize, Hit)> = Vec::new();
         let mut dns_checks: Vec<(usize, &Check)> = Vec::new();
@@ -247,9 +263,13 @@ impl Engine {
                 }
             }
         }
+        // With no lookup to wait for, what was read above is still what
+        // the mail has: no need to read it again.
+        let known = known.filter(|_| dns_checks.is_empty());
         let incomplete = self.run_dns(&mail, &dns_checks, deadline, &mut hits).await;
         hits.sort_by_key(|(i, _)| *i);
-        self.score(&mail, key, &hits, incomplete, deadline).await
+        self.score(&mail, key, known, &hits, incomplete, deadline)
+            .await
     }
 
     /// Runs the DNS checks concurrently until they finish or `deadline`;
@@ -301,12 +321,14 @@ impl Engine {
         &self,
         mail: &Mail<'_>,
         key: Option<String>,
+        known: Option<Known>,
         hits: &[(usize, Hit)],
         incomplete: bool,
         deadline: Instant,
     ) -> Decision {
         let now = Instant::now();
         let add = |state: &mut MailState| {
+            let before = self.thresholds.reached(state.score).map(|(i, _)| i);
             for (i, hit) in hits {
                 if state.fired.contains(*i) {
                     continue;
@@ -325,41 +347,53 @@ impl Engine {
             if ban.is_some() {
                 state.banned = true;
             }
+            let reached = reached.map(|(i, _)| i);
             (
                 state.score,
                 state.detail.clone(),
-                reached.map(|(i, _)| i),
+                reached,
                 ban,
+                reached != before,
             )
         };
-        let (score, detail, reached, ban) = match key {
-            Some(key) if !hits.is_empty() => {
+        let (score, detail, reached, ban, newly_reached) = match (key, known) {
+            (Some(key), _) if !hits.is_empty() => {
                 self.mails
                     .update(key, now, now + self.score_ttl, MailState::default, add)
             }
-            // Nothing new: read what the mail has, create nothing.
-            Some(key) => self
+            // Nothing new: what the mail has, creating nothing.
+            (Some(_), Some(known)) => {
+                let reached = self.thresholds.reached(known.score).map(|(i, _)| i);
+                (known.score, known.detail, reached, None, false)
+            }
+            (Some(key), None) => self
                 .mails
                 .get(&key, now, |state| {
                     let reached = self.thresholds.reached(state.score).map(|(i, _)| i);
-                    (state.score, state.detail.clone(), reached, None)
+                    (state.score, state.detail.clone(), reached, None, false)
                 })
                 .unwrap_or_else(|| add(&mut MailState::default())),
-            None => add(&mut MailState::default()),
+            (None, _) => add(&mut MailState::default()),
         };
         let action = match reached.and_then(|i| self.thresholds.0.get(i)) {
             None => DUNNO.to_owned(),
             Some(threshold) => {
                 let ip = mail.client.map(|ip| ip.to_string()).unwrap_or_default();
                 let action = threshold.action.render(&ip, score, &detail);
-                info!(
-                    client = %ip,
-                    instance = mail.instance.unwrap_or(""),
-                    score,
-                    %detail,
-                    %action,
-                    "threshold reached"
-                );
+                // Once per mail and threshold: Postfix logs each RCPT's
+                // answer itself.
+                if newly_reached {
+                    info!(
+                        client = %ip,
+                        instance = mail.instance.unwrap_or(""),
+                        score,
+                        %detail,
+                        %action,
+                        "threshold reached"
+                    );
+                } else {
+                    debug!(client = %ip, instance = mail.instance.unwrap_or(""), %action, "threshold still reached");
+                }
                 action
             }
         };

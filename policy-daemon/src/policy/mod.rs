@@ -2,8 +2,8 @@
 //! per mail, thresholds and bans.
 //!
 //! - [`codec`] is the only module that knows Postfix's byte format;
-//! - [`server`] owns the listeners and admits connections, [`connection`]
-//!   serves one;
+//! - [`server`] owns the listeners and admits connections, [`workers`]
+//!   are the threads that serve them, [`connection`] serves one;
 //! - [`checks`] holds the check types, [`dns`] their resolvers and cache;
 //! - [`engine`] adds scores up per mail and applies the threshold table;
 //! - [`client`] is `spamwall query`.
@@ -25,6 +25,7 @@ mod engine;
 mod join;
 mod server;
 mod service;
+mod workers;
 
 use std::{
     io,

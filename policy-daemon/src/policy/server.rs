@@ -29,9 +29,15 @@ use tokio::{
     net::{TcpListener, UnixListener},
     sync::watch,
 };
-use tracing::warn;
+use tracing::{debug, warn};
 
-use super::{PolicyError, config::ListenAddr, connection::serve_connection, service::Service};
+use super::{
+    PolicyError,
+    config::ListenAddr,
+    connection::serve_connection,
+    service::Service,
+    workers::{Job, Workers},
+};
 use crate::listen::{Slot, WaitTicket, accept_failed};
 
 /// A bound listener, TCP or UNIX.
@@ -84,6 +90,11 @@ enum Admission {
 pub async fn serve(listener: Listener, service: Arc<Service>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let (stop, stopped) = watch::channel(false);
+    let mut workers = Workers::start()
+        .inspect_err(|error| {
+            warn!(%error, "could not start the policy worker threads; serving on the shared runtime");
+        })
+        .ok();
     loop {
         let accepted = tokio::select! {
             () = &mut shutdown => break,
@@ -127,9 +138,17 @@ pub async fn serve(listener: Listener, service: Arc<Service>, shutdown: impl Fut
                 }
             }
         };
+        // Off this runtime's epoll set, onto the worker's (see `workers`).
+        let connection = match connection.into_std() {
+            Ok(connection) => connection,
+            Err(error) => {
+                debug!(%error, "could not hand a policy connection to a worker");
+                continue;
+            }
+        };
         let service = Arc::clone(&service);
         let mut stopped = stopped.clone();
-        tokio::spawn(async move {
+        let job: Job = Box::pin(async move {
             let slot = match admission {
                 Admission::Now(slot) => slot,
                 Admission::Wait(ticket) => {
@@ -144,17 +163,22 @@ pub async fn serve(listener: Listener, service: Arc<Service>, shutdown: impl Fut
                 }
             };
             match connection {
-                Accepted::Tcp(stream, peer) => {
-                    // Request and answer are one write each: no reason to
-                    // let Nagle hold the answer back.
-                    let _ = stream.set_nodelay(true);
-                    serve_connection(stream, &peer, &service, stopped, slot).await;
-                }
-                Accepted::Unix(stream, peer) => {
-                    serve_connection(stream, &peer, &service, stopped, slot).await;
-                }
+                Handoff::Tcp(stream, peer) => match tokio::net::TcpStream::from_std(stream) {
+                    Ok(stream) => serve_connection(stream, &peer, &service, stopped, slot).await,
+                    Err(error) => debug!(%peer, %error, "could not serve a policy connection"),
+                },
+                Handoff::Unix(stream, peer) => match tokio::net::UnixStream::from_std(stream) {
+                    Ok(stream) => serve_connection(stream, &peer, &service, stopped, slot).await,
+                    Err(error) => debug!(%peer, %error, "could not serve a policy connection"),
+                },
             }
         });
+        match &mut workers {
+            Some(workers) => workers.run(job),
+            None => {
+                tokio::spawn(job);
+            }
+        }
     }
     let _ = stop.send(true);
     if let Listener::Unix(_, path) = &listener
@@ -175,6 +199,25 @@ impl Accepted {
             Self::Tcp(_, peer) | Self::Unix(_, peer) => peer,
         }
     }
+
+    /// The socket as a std one, leaving this runtime, for a worker.
+    fn into_std(self) -> io::Result<Handoff> {
+        Ok(match self {
+            Self::Tcp(stream, peer) => {
+                // Request and answer are one write each: no reason to let
+                // Nagle hold the answer back.
+                let _ = stream.set_nodelay(true);
+                Handoff::Tcp(stream.into_std()?, peer)
+            }
+            Self::Unix(stream, peer) => Handoff::Unix(stream.into_std()?, peer),
+        })
+    }
+}
+
+/// An accepted connection on its way to a worker.
+enum Handoff {
+    Tcp(std::net::TcpStream, String),
+    Unix(std::os::unix::net::UnixStream, String),
 }
 
 async fn accept(listener: &Listener) -> io::Result<Accepted> {

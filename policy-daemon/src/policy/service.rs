@@ -3,7 +3,10 @@
 //! registry and the counters.
 
 use std::{
-    sync::{Arc, PoisonError, RwLock, atomic::Ordering},
+    sync::{
+        Arc, PoisonError, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -26,6 +29,9 @@ pub(super) struct Warnings {
 #[derive(Debug)]
 pub struct Service {
     pub(super) engine: RwLock<Arc<Engine>>,
+    /// Bumped after each engine swap: a connection keeps its engine until
+    /// this changes, instead of touching the lock for each request.
+    generation: AtomicU64,
     pub(super) limits: Limits,
     pub(super) request_timeout: Duration,
     pub(super) idle_timeout: Duration,
@@ -42,6 +48,7 @@ impl Service {
     pub fn new(engine: Engine, config: &PolicyConfig, stats: Arc<PolicyStats>) -> Self {
         Self {
             engine: RwLock::new(Arc::new(engine)),
+            generation: AtomicU64::new(0),
             limits: Limits {
                 max_line_length: config.max_line_length,
                 max_attributes: config.max_attributes,
@@ -71,6 +78,21 @@ impl Service {
     /// with the old one.
     pub fn replace_engine(&self, engine: Engine) {
         *self.engine.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(engine);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The engine answering requests now, through `cached`: taken anew
+    /// only after a swap.
+    pub(super) fn current_engine<'a>(
+        &self,
+        cached: &'a mut Option<(u64, Arc<Engine>)>,
+    ) -> &'a Engine {
+        let generation = self.generation.load(Ordering::Acquire);
+        if cached.as_ref().is_none_or(|(seen, _)| *seen != generation) {
+            *cached = Some((generation, self.engine()));
+        }
+        let (_, engine) = cached.get_or_insert_with(|| (generation, self.engine()));
+        engine
     }
 
     /// Counters.
