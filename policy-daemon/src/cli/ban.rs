@@ -156,7 +156,6 @@ const BULK_REQUEST_BYTES: usize = 1 << 20;
 
 /// `ban --file`: reads the list, reports bad lines by number, bans the rest
 /// in requests of [`BULK_REQUEST_BYTES`] and prints a count.
-
 fn ban_file(socket: &Path, args: &BanArgs, path: &Path) -> Result<(), Failure> {
     let length = ban_length(args)?;
     let mut batch = args.targets.clone();
