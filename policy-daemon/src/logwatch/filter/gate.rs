@@ -14,7 +14,11 @@ use regex_automata::{
     util::{pool::Pool, primitives::NonMaxUsize, syntax},
 };
 
-use super::{parse_host, translate::is_host_group};
+use super::{
+    host_span::{Found, HostSpan, HostSpanCache},
+    parse_host,
+    translate::is_host_group,
+};
 
 /// The lazy DFA runs a set over a line in one pass, but with the default
 /// 2 MiB cache the Unicode classes of a dozen postfix regexes do not fit
@@ -51,6 +55,9 @@ pub(super) struct GatedRule {
     /// The literals a line must hold, as bits by their id in `literals`.
     pub(super) needs: u64,
     pub(super) backtracker: BoundedBacktracker,
+    /// The host by DFAs alone, when the pattern allows it: several times
+    /// faster than the backtracker, which stays for what they leave open.
+    pub(super) span: Option<HostSpan>,
     /// The slots of the groups holding a host, in the pattern's order.
     pub(super) hosts: Vec<(usize, usize)>,
 }
@@ -132,6 +139,7 @@ impl Gated {
             rules.push(GatedRule {
                 needs,
                 backtracker,
+                span: HostSpan::new(pattern),
                 hosts,
             });
         }
@@ -163,7 +171,11 @@ impl Gated {
                 .iter()
                 .map(|rule| {
                     let slots = rule.backtracker.get_nfa().group_info().slot_len();
-                    (rule.backtracker.create_cache(), vec![None; slots])
+                    (
+                        rule.backtracker.create_cache(),
+                        vec![None; slots],
+                        rule.span.as_ref().map(HostSpan::cache),
+                    )
                 })
                 .collect(),
         }
@@ -181,7 +193,14 @@ impl Gated {
             if rule.needs & !found != 0 {
                 continue;
             }
-            let (cache, slots) = &mut scratch.rules[index];
+            let (cache, slots, span_cache) = &mut scratch.rules[index];
+            if let (Some(span), Some(span_cache)) = (&rule.span, span_cache) {
+                match span.find(span_cache, text) {
+                    Found::NoMatch => continue,
+                    Found::Host(host) => return Gate::Found(index, parse_host(&text[host])),
+                    Found::Unsure => {}
+                }
+            }
             match rule.backtracker.try_search_slots(cache, &input, slots) {
                 Ok(None) => {}
                 Ok(Some(_)) => {
@@ -202,7 +221,11 @@ impl Gated {
 /// [`Gated`]'s per-regex backtracker caches and slots.
 #[derive(Debug)]
 pub(super) struct GatedScratch {
-    pub(super) rules: Vec<(backtrack::Cache, Vec<Option<NonMaxUsize>>)>,
+    pub(super) rules: Vec<(
+        backtrack::Cache,
+        Vec<Option<NonMaxUsize>>,
+        Option<HostSpanCache>,
+    )>,
 }
 
 /// Per-thread state for [`Filter::check_with`].
