@@ -241,6 +241,39 @@ fn json_string(text: &str) -> String {
     serde_json::Value::from(text).to_string()
 }
 
+/// Appends `n` in decimal: cheaper than the formatting machinery, and
+/// called for every listed line.
+fn push_decimal(bytes: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0_u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    bytes.extend_from_slice(&digits[at..]);
+}
+
+/// Appends `host` as `Display` writes it, IPv4 without the formatter.
+fn push_host(bytes: &mut Vec<u8>, host: IpAddr) {
+    match host {
+        IpAddr::V4(v4) => {
+            for (index, octet) in v4.octets().into_iter().enumerate() {
+                if index > 0 {
+                    bytes.push(b'.');
+                }
+                push_decimal(bytes, u64::from(octet));
+            }
+        }
+        IpAddr::V6(_) => {
+            let _ = write!(bytes, "{host}");
+        }
+    }
+}
+
 /// The `--json` objects of one worker's lines, written as they are found
 /// but without their line numbers: those count from the lines of the
 /// ranges before, known once every worker is done.
@@ -271,13 +304,17 @@ impl JsonObjects {
             Outcome::Matched { host, regex } => {
                 bytes.extend_from_slice(b"{\"failregex\":");
                 bytes.extend_from_slice(failregex_json[regex].as_bytes());
-                let _ = write!(bytes, ",\"host\":\"{host}\",\"line\":");
+                bytes.extend_from_slice(b",\"host\":\"");
+                push_host(bytes, host);
+                bytes.extend_from_slice(b"\",\"line\":");
                 self.numbers.push((line, bytes.len()));
                 if text.is_some() && time.is_none() {
                     bytes.extend_from_slice(b",\"reason\":");
                     bytes.extend_from_slice(json_string(NO_TIMESTAMP).as_bytes());
                 }
-                let _ = write!(bytes, ",\"regex\":{regex},\"result\":\"matched\"");
+                bytes.extend_from_slice(b",\"regex\":");
+                push_decimal(bytes, regex as u64);
+                bytes.extend_from_slice(b",\"result\":\"matched\"");
             }
             Outcome::Missed => {
                 bytes.extend_from_slice(b"{\"line\":");
@@ -311,9 +348,12 @@ impl JsonObjects {
     /// Writes the objects, numbering lines from `lines_before`.
     fn write_to(&self, lines_before: u64, out: &mut dyn Write) -> io::Result<()> {
         let mut written = 0;
+        let mut number = Vec::with_capacity(20);
         for &(line, at) in &self.numbers {
             out.write_all(&self.bytes[written..at])?;
-            write!(out, "{}", lines_before + line)?;
+            number.clear();
+            push_decimal(&mut number, lines_before + line);
+            out.write_all(&number)?;
             written = at;
         }
         out.write_all(&self.bytes[written..])
@@ -435,7 +475,6 @@ fn scan_chunk(
     } = options;
     let Chunk::Lines(chunk) = chunk else { return };
     let first_line = scan.lines;
-    scan.lines += lines::line_count(chunk);
     // Journald JSON lines are rebuilt before matching and missed lines
     // are wanted one by one: both need every line. Otherwise only the
     // lines holding a literal some failregex needs are looked at, and
@@ -501,9 +540,10 @@ fn scan_chunk(
         for (offset, raw) in filter.candidate_lines(chunk) {
             check(offset, raw);
         }
-        if report.json {
-            return;
-        }
+    }
+    // The lines before the last one listed are counted already.
+    scan.lines = first_line + lines_before + lines::line_count(&chunk[counted_to..]);
+    if !every_line && !report.json {
         let mut start = 0;
         for end in memchr::memchr_iter(b'\n', chunk).chain([chunk.len()]) {
             if start < chunk.len() && !has_timestamp(&chunk[start..end], now) {
@@ -580,6 +620,27 @@ mod tests {
             )),
             "{summary}"
         );
+    }
+
+    #[test]
+    fn hosts_and_numbers_are_written_as_display_writes_them() {
+        for host in [
+            "0.0.0.0",
+            "192.0.2.10",
+            "255.255.255.255",
+            "2001:db8::1",
+            "::",
+        ] {
+            let host: IpAddr = host.parse().expect("address");
+            let mut bytes = Vec::new();
+            push_host(&mut bytes, host);
+            assert_eq!(bytes, host.to_string().into_bytes());
+        }
+        for n in [0, 7, 10, 99, 1_000_000, u64::MAX] {
+            let mut bytes = Vec::new();
+            push_decimal(&mut bytes, n);
+            assert_eq!(bytes, n.to_string().into_bytes());
+        }
     }
 
     #[test]
