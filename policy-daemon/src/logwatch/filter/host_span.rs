@@ -151,10 +151,19 @@ fn walk(
             None
         };
     for (offset, &byte) in text[at..].iter().enumerate() {
-        let Ok(next) = dfa.next_state(cache, state, byte) else {
-            return Walk::GaveUp;
+        // The cached transition when there is one, without the checks.
+        let next = if state.is_tagged() {
+            None
+        } else {
+            Some(dfa.next_state_untagged(cache, state, byte)).filter(|next| !next.is_unknown())
         };
-        state = next;
+        state = match next {
+            Some(next) => next,
+            None => match dfa.next_state(cache, state, byte) {
+                Ok(next) => next,
+                Err(_) => return Walk::GaveUp,
+            },
+        };
         if state.is_tagged()
             && let Some(walk) = tagged(state, at + offset, &mut on_end)
         {
