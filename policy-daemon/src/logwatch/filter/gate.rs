@@ -15,7 +15,7 @@ use regex_automata::{
 };
 
 use super::{
-    host_span::{Found, HostSpan, HostSpanCache},
+    host_span::{Found, HostSpan},
     parse_host,
     translate::is_host_group,
 };
@@ -171,11 +171,7 @@ impl Gated {
                 .iter()
                 .map(|rule| {
                     let slots = rule.backtracker.get_nfa().group_info().slot_len();
-                    (
-                        rule.backtracker.create_cache(),
-                        vec![None; slots],
-                        rule.span.as_ref().map(HostSpan::cache),
-                    )
+                    (rule.backtracker.create_cache(), vec![None; slots])
                 })
                 .collect(),
         }
@@ -193,14 +189,14 @@ impl Gated {
             if rule.needs & !found != 0 {
                 continue;
             }
-            let (cache, slots, span_cache) = &mut scratch.rules[index];
-            if let (Some(span), Some(span_cache)) = (&rule.span, span_cache) {
-                match span.find(span_cache, text) {
+            if let Some(span) = &rule.span {
+                match span.find(text) {
                     Found::NoMatch => continue,
                     Found::Host(host) => return Gate::Found(index, parse_host(&text[host])),
                     Found::Unsure => {}
                 }
             }
+            let (cache, slots) = &mut scratch.rules[index];
             match rule.backtracker.try_search_slots(cache, &input, slots) {
                 Ok(None) => {}
                 Ok(Some(_)) => {
@@ -221,11 +217,7 @@ impl Gated {
 /// [`Gated`]'s per-regex backtracker caches and slots.
 #[derive(Debug)]
 pub(super) struct GatedScratch {
-    pub(super) rules: Vec<(
-        backtrack::Cache,
-        Vec<Option<NonMaxUsize>>,
-        Option<HostSpanCache>,
-    )>,
+    pub(super) rules: Vec<(backtrack::Cache, Vec<Option<NonMaxUsize>>)>,
 }
 
 /// Per-thread state for [`Filter::check_with`].

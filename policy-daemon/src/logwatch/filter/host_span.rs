@@ -1,4 +1,4 @@
-//! Where a failregex's host is, found by three lazy DFAs instead of a
+//! Where a failregex's host is, found by three DFAs instead of a
 //! backtracker: one for the pattern before the host group, one for the
 //! group, one for the pattern after it.
 //!
@@ -14,28 +14,22 @@ use std::ops::Range;
 
 use regex_automata::{
     Anchored, Input, MatchKind,
-    hybrid::{
-        LazyStateID,
-        dfa::{Cache, DFA},
-    },
+    dfa::{Automaton, StartKind, dense},
     nfa::thompson,
     util::syntax,
 };
 
+/// A part's DFA may take this much memory, and as much to build: the
+/// built-in filters' parts take a few KiB; a user's pattern beyond it
+/// stays with the backtracker.
+const DFA_SIZE_LIMIT: usize = 1 << 20;
+
 /// The three DFAs of a failregex split around its host group.
 #[derive(Debug)]
 pub(super) struct HostSpan {
-    before: DFA,
-    host: DFA,
-    after: DFA,
-}
-
-/// Per-thread caches of a [`HostSpan`].
-#[derive(Debug)]
-pub(super) struct HostSpanCache {
-    before: Cache,
-    host: Cache,
-    after: Cache,
+    before: dense::DFA<Vec<u32>>,
+    host: dense::DFA<Vec<u32>>,
+    after: dense::DFA<Vec<u32>>,
 }
 
 /// What [`HostSpan::find`] made of a line.
@@ -45,7 +39,7 @@ pub(super) enum Found {
     NoMatch,
     /// The pattern matches and its host is there.
     Host(Range<usize>),
-    /// Ambiguous, or the DFAs gave up: ask the backtracker.
+    /// Ambiguous, or a DFA could not go on: ask the backtracker.
     Unsure,
 }
 
@@ -54,12 +48,19 @@ struct Enough;
 
 impl HostSpan {
     /// `None` when the pattern does not split (see [`split_at_host`]) or
-    /// a part does not build as a DFA.
+    /// a part does not build as a DFA within [`DFA_SIZE_LIMIT`].
     pub(super) fn new(pattern: &str) -> Option<Self> {
         let (before, host, after) = split_at_host(pattern)?;
         let build = |part: &str, kind: MatchKind| {
-            DFA::builder()
-                .configure(DFA::config().match_kind(kind))
+            dense::Builder::new()
+                .configure(
+                    dense::Config::new()
+                        .match_kind(kind)
+                        .start_kind(StartKind::Anchored)
+                        .accelerate(false)
+                        .dfa_size_limit(Some(DFA_SIZE_LIMIT))
+                        .determinize_size_limit(Some(DFA_SIZE_LIMIT)),
+                )
                 .syntax(syntax::Config::new().unicode(false).utf8(false))
                 .thompson(thompson::Config::new().utf8(false))
                 .build(part)
@@ -72,17 +73,9 @@ impl HostSpan {
         })
     }
 
-    pub(super) fn cache(&self) -> HostSpanCache {
-        HostSpanCache {
-            before: self.before.create_cache(),
-            host: self.host.create_cache(),
-            after: self.after.create_cache(),
-        }
-    }
-
-    pub(super) fn find(&self, cache: &mut HostSpanCache, text: &[u8]) -> Found {
+    pub(super) fn find(&self, text: &[u8]) -> Found {
         let mut start = None;
-        let walked = walk(&self.before, &mut cache.before, text, 0, |end| {
+        let walked = walk(&self.before, text, 0, |end| {
             if start.replace(end).is_some() {
                 return Err(Enough);
             }
@@ -95,8 +88,8 @@ impl HostSpan {
         };
         let mut host_end = None;
         let mut unsure = false;
-        let walked = walk(&self.host, &mut cache.host, text, start, |end| {
-            match walk(&self.after, &mut cache.after, text, end, |_| Err(Enough)) {
+        let walked = walk(&self.host, text, start, |end| {
+            match walk(&self.after, text, end, |_| Err(Enough)) {
                 Walk::Done => Ok(()),
                 Walk::Stopped if host_end.replace(end).is_none() => Ok(()),
                 Walk::Stopped | Walk::GaveUp => {
@@ -119,62 +112,46 @@ enum Walk {
     Done,
     /// The callback asked to stop.
     Stopped,
-    /// The DFA could not go on (its cache, a quit byte).
+    /// The DFA could not go on (a quit byte).
     GaveUp,
 }
 
 /// Runs `dfa` anchored at `at` and reports every end of a match to
 /// `on_end`, in order, until it asks to stop or no match can follow.
 fn walk(
-    dfa: &DFA,
-    cache: &mut Cache,
+    dfa: &dense::DFA<Vec<u32>>,
     text: &[u8],
     at: usize,
     mut on_end: impl FnMut(usize) -> Result<(), Enough>,
 ) -> Walk {
     let input = Input::new(text).range(at..).anchored(Anchored::Yes);
-    let Ok(mut state) = dfa.start_state_forward(cache, &input) else {
+    let Ok(mut state) = dfa.start_state_forward(&input) else {
         return Walk::GaveUp;
     };
-    let tagged =
-        |state: LazyStateID, end: usize, on_end: &mut dyn FnMut(usize) -> Result<(), Enough>| {
-            if state.is_match() {
-                // Matches show one byte late.
-                if on_end(end).is_err() {
-                    return Some(Walk::Stopped);
-                }
-            } else if state.is_dead() {
-                return Some(Walk::Done);
-            } else if state.is_quit() || state.is_unknown() {
-                return Some(Walk::GaveUp);
+    let mut special = |state, end: usize| {
+        if dfa.is_match_state(state) {
+            // Matches show one byte late.
+            if on_end(end).is_err() {
+                return Some(Walk::Stopped);
             }
-            None
-        };
+        } else if dfa.is_dead_state(state) {
+            return Some(Walk::Done);
+        } else if dfa.is_quit_state(state) {
+            return Some(Walk::GaveUp);
+        }
+        None
+    };
     for (offset, &byte) in text[at..].iter().enumerate() {
-        // The cached transition when there is one, without the checks.
-        let next = if state.is_tagged() {
-            None
-        } else {
-            Some(dfa.next_state_untagged(cache, state, byte)).filter(|next| !next.is_unknown())
-        };
-        state = match next {
-            Some(next) => next,
-            None => match dfa.next_state(cache, state, byte) {
-                Ok(next) => next,
-                Err(_) => return Walk::GaveUp,
-            },
-        };
-        if state.is_tagged()
-            && let Some(walk) = tagged(state, at + offset, &mut on_end)
+        state = dfa.next_state(state, byte);
+        if dfa.is_special_state(state)
+            && let Some(walk) = special(state, at + offset)
         {
             return walk;
         }
     }
-    let Ok(last) = dfa.next_eoi_state(cache, state) else {
-        return Walk::GaveUp;
-    };
-    if last.is_tagged()
-        && let Some(walk) = tagged(last, text.len(), &mut on_end)
+    state = dfa.next_eoi_state(state);
+    if dfa.is_special_state(state)
+        && let Some(walk) = special(state, text.len())
     {
         return walk;
     }
@@ -296,21 +273,15 @@ mod tests {
     #[test]
     fn finds_the_host_or_says_it_is_unsure() {
         let span = HostSpan::new(r"^(?:\S+\s+)?x\[(?P<host>[\d.]+)\]:? y").expect("splits");
-        let mut cache = span.cache();
         let text = b"mx x[192.0.2.13]: y";
-        assert_eq!(span.find(&mut cache, text), Found::Host(5..15));
-        assert_eq!(
-            span.find(&mut cache, b"mx x[192.0.2.13]: z"),
-            Found::NoMatch
-        );
-        assert_eq!(span.find(&mut cache, b"x[1] y"), Found::Host(2..3));
+        assert_eq!(span.find(text), Found::Host(5..15));
+        assert_eq!(span.find(b"mx x[192.0.2.13]: z"), Found::NoMatch);
+        assert_eq!(span.find(b"x[1] y"), Found::Host(2..3));
         // The host may end at either `]`: the backtracker decides.
         let span = HostSpan::new(r"^\[(?P<host>[^ ]+)\].*").expect("splits");
-        let mut cache = span.cache();
-        assert_eq!(span.find(&mut cache, b"[a]b]"), Found::Unsure);
+        assert_eq!(span.find(b"[a]b]"), Found::Unsure);
         // The part before may end at two places.
         let span = HostSpan::new(r"^a*(?P<host>a+)b").expect("splits");
-        let mut cache = span.cache();
-        assert_eq!(span.find(&mut cache, b"aab"), Found::Unsure);
+        assert_eq!(span.find(b"aab"), Found::Unsure);
     }
 }
