@@ -603,7 +603,7 @@ fn measure(mix: &Mix, dir: &Path, lines: usize, f2b_lines: usize) -> Row {
         SPAMWALL_TIMEOUT,
         "spamwall test-filter --json",
     );
-    let matched = full.stdout.iter().filter(|&&b| b == b'\n').count();
+    let matched = full.stdout.split_inclusive(|&b| b == b'\n').count();
     drop(full);
     let spamwall_rate = per_second(lines, spamwall_time);
     println!(

@@ -1,5 +1,7 @@
 //! The literal gate: the literals present in a line name the failregexes
-//! that can match it, and only those run, as bounded backtrackers.
+//! that can match it, and only those run: as DFAs split around the host
+//! where that decides the host (see `host_span`), else as bounded
+//! backtrackers.
 
 use std::net::IpAddr;
 
@@ -36,9 +38,9 @@ pub(super) fn fast_set(patterns: &[String]) -> Result<RegexSet, regex::Error> {
 /// start of the line and each hold literals every match of it contains
 /// (fail2ban's and the built-in ones do): the literals found in a line
 /// name the failregexes that may match it, and those are tried in order,
-/// each by a backtracker over that regex alone, which also captures the
-/// host. A line holding no failregex's literals costs one pass of a small
-/// automaton.
+/// each by its host DFAs or a backtracker over that regex alone, which
+/// also captures the host. A line holding no failregex's literals costs
+/// one pass of a small automaton.
 #[derive(Debug)]
 pub(super) struct Gated {
     /// Literals failregexes require, found leftmost-first (SIMD).
