@@ -415,17 +415,19 @@ fn generate(path: &Path, mix: &Mix, lines: usize) -> usize {
 
 /// Runs `command` with stdout and stderr in files (the reports are large:
 /// a pipe read only at exit would stall the child), killing it by pid
-/// after `timeout`.
-fn run_bounded(command: &mut Command, timeout: Duration) -> Output {
+/// after `timeout`; its output and how long it ran (reading its report
+/// back is not its work).
+fn run_bounded(command: &mut Command, timeout: Duration) -> (Output, Duration) {
     let out = tempfile::tempfile().unwrap();
     let err = tempfile::tempfile().unwrap();
+    let started = Instant::now();
     let mut child = command
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(err.try_clone().unwrap())
         .spawn()
         .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
-    let deadline = Instant::now() + timeout;
+    let deadline = started + timeout;
     let status: ExitStatus = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
@@ -437,17 +439,19 @@ fn run_bounded(command: &mut Command, timeout: Duration) -> Output {
         // Fine-grained: the wait is part of what is timed.
         std::thread::sleep(Duration::from_millis(1));
     };
+    let elapsed = started.elapsed();
     let read = |mut file: fs::File| {
         let mut bytes = Vec::new();
         std::io::Seek::rewind(&mut file).unwrap();
         std::io::Read::read_to_end(&mut file, &mut bytes).unwrap();
         bytes
     };
-    Output {
+    let output = Output {
         status,
         stdout: read(out),
         stderr: read(err),
-    }
+    };
+    (output, elapsed)
 }
 
 /// Runs `command` `runs` times; the output of the last run and the
@@ -456,9 +460,8 @@ fn timed(command: &mut Command, runs: usize, timeout: Duration, what: &str) -> (
     let mut times = Vec::with_capacity(runs);
     let mut last = None;
     for _ in 0..runs.max(1) {
-        let started = Instant::now();
-        let output = run_bounded(command, timeout);
-        times.push(started.elapsed());
+        let (output, elapsed) = run_bounded(command, timeout);
+        times.push(elapsed);
         assert!(
             output.status.success(),
             "{what} failed ({}):\n{}",
