@@ -74,6 +74,11 @@ pub fn test_filter(
         filter,
         now: SystemTime::now(),
         report,
+        failregex_json: filter
+            .failregex()
+            .iter()
+            .map(|regex| json_string(regex))
+            .collect(),
     };
     let results = if stdin {
         vec![read_through(io::stdin().lock(), &options)]
@@ -88,17 +93,17 @@ pub fn test_filter(
     };
     let write_err = TestFilterError::Write;
     let mut total = ChunkScan::new(filter);
-    let mut json_out = Vec::new();
     let (mut matched_lines, mut missed_lines) = (String::new(), String::new());
     for result in results {
         let result = result.map_err(read_error)?;
+        if report.json {
+            result.json.write_to(total.lines, out).map_err(write_err)?;
+            total.lines += result.lines;
+            continue;
+        }
         for shown in &result.shown {
             let line = total.lines + shown.line;
-            if report.json {
-                let _ = writeln!(json_out, "{}", json_object(filter, line, shown));
-            } else {
-                list_line(report, line, shown, &mut matched_lines, &mut missed_lines);
-            }
+            list_line(report, line, shown, &mut matched_lines, &mut missed_lines);
         }
         total.lines += result.lines;
         total.matched += result.matched;
@@ -112,7 +117,7 @@ pub fn test_filter(
         }
     }
     if report.json {
-        return out.write_all(&json_out).map_err(write_err);
+        return Ok(());
     }
     let hosts: BTreeMap<IpAddr, u64> = total.hosts.into_iter().collect();
     let missed = total.lines - total.matched - total.ignored;
@@ -184,34 +189,6 @@ fn read_through(mut reader: impl io::Read, options: &ScanOptions<'_>) -> io::Res
     .map(|_| scan)
 }
 
-/// The `--json` object of a listed line.
-fn json_object(filter: &Filter, line: u64, shown: &Shown) -> serde_json::Value {
-    let time = shown.time.map(crate::clock::rfc3339_micros);
-    let mut object = match shown.outcome {
-        Outcome::Matched { host, regex } => serde_json::json!({
-            "line": line,
-            "result": "matched",
-            "host": host.to_string(),
-            "time": time,
-            "regex": regex,
-            "failregex": filter.failregex()[regex],
-        }),
-        Outcome::Missed => serde_json::json!({
-            "line": line,
-            "result": "missed",
-            "time": time,
-            "reason": missed_reason(shown.time.is_none()),
-        }),
-    };
-    if let (Some(text), serde_json::Value::Object(fields)) = (&shown.text, &mut object) {
-        fields.insert("text".to_owned(), text.clone().into());
-        if matches!(shown.outcome, Outcome::Matched { .. }) && shown.time.is_none() {
-            fields.insert("reason".to_owned(), NO_TIMESTAMP.into());
-        }
-    }
-    object
-}
-
 /// Adds a listed line to the matched or missed list of the summary: a
 /// matched line without a timestamp goes to both.
 fn list_line(report: Report, line: u64, shown: &Shown, matched: &mut String, missed: &mut String) {
@@ -259,6 +236,130 @@ fn escape_controls(text: &str) -> Cow<'_, str> {
     )
 }
 
+/// `text` as a JSON string, quoted and escaped.
+fn json_string(text: &str) -> String {
+    serde_json::Value::from(text).to_string()
+}
+
+/// Appends `n` in decimal: cheaper than the formatting machinery, and
+/// called for every listed line.
+fn push_decimal(bytes: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0_u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    bytes.extend_from_slice(&digits[at..]);
+}
+
+/// Appends `host` as `Display` writes it, IPv4 without the formatter.
+fn push_host(bytes: &mut Vec<u8>, host: IpAddr) {
+    match host {
+        IpAddr::V4(v4) => {
+            for (index, octet) in v4.octets().into_iter().enumerate() {
+                if index > 0 {
+                    bytes.push(b'.');
+                }
+                push_decimal(bytes, u64::from(octet));
+            }
+        }
+        IpAddr::V6(_) => {
+            let _ = write!(bytes, "{host}");
+        }
+    }
+}
+
+/// The `--json` objects of one worker's lines, written as they are found
+/// but without their line numbers: those count from the lines of the
+/// ranges before, known once every worker is done.
+#[derive(Debug, Default)]
+struct JsonObjects {
+    bytes: Vec<u8>,
+    /// Per object, its line number within the range and where in `bytes`
+    /// the number goes.
+    numbers: Vec<(u64, usize)>,
+    /// The last time written and its text: lines come many to a second.
+    last_time: Option<(SystemTime, String)>,
+}
+
+impl JsonObjects {
+    /// Adds the object of a listed line, its keys in order as before:
+    /// `failregex`, `host`, `line`, `reason`, `regex`, `result`, `text`,
+    /// `time`.
+    fn push(
+        &mut self,
+        failregex_json: &[String],
+        line: u64,
+        outcome: Outcome,
+        time: Option<SystemTime>,
+        text: Option<&str>,
+    ) {
+        let bytes = &mut self.bytes;
+        match outcome {
+            Outcome::Matched { host, regex } => {
+                bytes.extend_from_slice(b"{\"failregex\":");
+                bytes.extend_from_slice(failregex_json[regex].as_bytes());
+                bytes.extend_from_slice(b",\"host\":\"");
+                push_host(bytes, host);
+                bytes.extend_from_slice(b"\",\"line\":");
+                self.numbers.push((line, bytes.len()));
+                if text.is_some() && time.is_none() {
+                    bytes.extend_from_slice(b",\"reason\":");
+                    bytes.extend_from_slice(json_string(NO_TIMESTAMP).as_bytes());
+                }
+                bytes.extend_from_slice(b",\"regex\":");
+                push_decimal(bytes, regex as u64);
+                bytes.extend_from_slice(b",\"result\":\"matched\"");
+            }
+            Outcome::Missed => {
+                bytes.extend_from_slice(b"{\"line\":");
+                self.numbers.push((line, bytes.len()));
+                bytes.extend_from_slice(b",\"reason\":");
+                bytes.extend_from_slice(json_string(&missed_reason(time.is_none())).as_bytes());
+                bytes.extend_from_slice(b",\"result\":\"missed\"");
+            }
+        }
+        if let Some(text) = text {
+            bytes.extend_from_slice(b",\"text\":");
+            bytes.extend_from_slice(json_string(text).as_bytes());
+        }
+        bytes.extend_from_slice(b",\"time\":");
+        match time {
+            None => bytes.extend_from_slice(b"null"),
+            Some(time) => {
+                let last = match &mut self.last_time {
+                    Some((at, text)) if *at == time => text,
+                    last => {
+                        let text = json_string(&crate::clock::rfc3339_micros(time));
+                        &mut last.insert((time, text)).1
+                    }
+                };
+                bytes.extend_from_slice(last.as_bytes());
+            }
+        }
+        bytes.extend_from_slice(b"}\n");
+    }
+
+    /// Writes the objects, numbering lines from `lines_before`.
+    fn write_to(&self, lines_before: u64, out: &mut dyn Write) -> io::Result<()> {
+        let mut written = 0;
+        let mut number = Vec::with_capacity(20);
+        for &(line, at) in &self.numbers {
+            out.write_all(&self.bytes[written..at])?;
+            number.clear();
+            push_decimal(&mut number, lines_before + line);
+            out.write_all(&number)?;
+            written = at;
+        }
+        out.write_all(&self.bytes[written..])
+    }
+}
+
 /// A file smaller than this per core is not worth another thread.
 const MIN_PART: u64 = 1 << 20;
 
@@ -277,6 +378,8 @@ struct ScanOptions<'f> {
     filter: &'f Filter,
     now: SystemTime,
     report: Report,
+    /// The failregexes as JSON strings, escaped once.
+    failregex_json: Vec<String>,
 }
 
 /// What became of a listed line.
@@ -308,6 +411,8 @@ struct ChunkScan {
     hosts: foldhash::HashMap<IpAddr, u64>,
     /// The lines to list, in order.
     shown: Vec<Shown>,
+    /// With `--json`, the objects of the lines to list, in order.
+    json: JsonObjects,
 }
 
 impl ChunkScan {
@@ -366,10 +471,10 @@ fn scan_chunk(
         filter,
         now,
         report,
+        ..
     } = options;
     let Chunk::Lines(chunk) = chunk else { return };
     let first_line = scan.lines;
-    scan.lines += lines::line_count(chunk);
     // Journald JSON lines are rebuilt before matching and missed lines
     // are wanted one by one: both need every line. Otherwise only the
     // lines holding a literal some failregex needs are looked at, and
@@ -389,8 +494,11 @@ fn scan_chunk(
         let (outcome, with_text) = match verdict {
             Verdict::Matched { host, regex } => {
                 scan.matched += 1;
-                scan.hits[regex] += 1;
-                *scan.hosts.entry(host).or_default() += 1;
+                // The summary's counts: `--json` prints none.
+                if !report.json {
+                    scan.hits[regex] += 1;
+                    *scan.hosts.entry(host).or_default() += 1;
+                }
                 if !(report.json || report.print_matched || untimed_shown) {
                     return;
                 }
@@ -408,11 +516,18 @@ fn scan_chunk(
         };
         lines_before += memchr::memchr_iter(b'\n', &chunk[counted_to..offset]).count() as u64;
         counted_to = offset;
+        let number = first_line + lines_before + 1;
+        let text = with_text.then(|| raw.trim_end_matches(['\n', '\r']));
+        if report.json {
+            scan.json
+                .push(&options.failregex_json, number, outcome, line.time, text);
+            return;
+        }
         scan.shown.push(Shown {
-            line: first_line + lines_before + 1,
+            line: number,
             outcome,
             time: line.time,
-            text: with_text.then(|| raw.trim_end_matches(['\n', '\r']).to_owned()),
+            text: text.map(str::to_owned),
         });
     };
     if every_line {
@@ -425,6 +540,10 @@ fn scan_chunk(
         for (offset, raw) in filter.candidate_lines(chunk) {
             check(offset, raw);
         }
+    }
+    // The lines before the last one listed are counted already.
+    scan.lines = first_line + lines_before + lines::line_count(&chunk[counted_to..]);
+    if !every_line && !report.json {
         let mut start = 0;
         for end in memchr::memchr_iter(b'\n', chunk).chain([chunk.len()]) {
             if start < chunk.len() && !has_timestamp(&chunk[start..end], now) {
@@ -501,6 +620,27 @@ mod tests {
             )),
             "{summary}"
         );
+    }
+
+    #[test]
+    fn hosts_and_numbers_are_written_as_display_writes_them() {
+        for host in [
+            "0.0.0.0",
+            "192.0.2.10",
+            "255.255.255.255",
+            "2001:db8::1",
+            "::",
+        ] {
+            let host: IpAddr = host.parse().expect("address");
+            let mut bytes = Vec::new();
+            push_host(&mut bytes, host);
+            assert_eq!(bytes, host.to_string().into_bytes());
+        }
+        for n in [0, 7, 10, 99, 1_000_000, u64::MAX] {
+            let mut bytes = Vec::new();
+            push_decimal(&mut bytes, n);
+            assert_eq!(bytes, n.to_string().into_bytes());
+        }
     }
 
     #[test]

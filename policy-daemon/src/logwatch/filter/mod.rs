@@ -12,6 +12,7 @@
 //! split into guard regexes checked after a match.
 
 mod gate;
+mod host_span;
 mod import;
 #[cfg(test)]
 mod tests;

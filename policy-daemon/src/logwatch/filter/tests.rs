@@ -639,3 +639,16 @@ fn has_timestamp_agrees_with_parse_line() {
             .is_some()
     );
 }
+
+#[test]
+fn a_lookaround_under_flags_is_read_with_them() {
+    // The literal prefilter of a guard must not miss `YZ` for `yz`.
+    let f = filter(&[r"^(?i)x(?!yz)\S* \[<HOST>\]"], &[]);
+    assert_eq!(f.check("XYZ [192.0.2.1]"), Verdict::Missed);
+    assert!(matches!(
+        f.check("Xab [192.0.2.1]"),
+        Verdict::Matched { .. }
+    ));
+    let f = filter(&[r"^(?i:x(?!yz))\S* \[<HOST>\]"], &[]);
+    assert_eq!(f.check("XYZ [192.0.2.1]"), Verdict::Missed);
+}

@@ -66,23 +66,48 @@ pub(super) struct Rule {
     pub(super) regex: Regex,
     /// The capture groups holding a host, in the pattern's order.
     pub(super) hosts: Vec<usize>,
-    /// `(trigger, required)`: see [`split_lookarounds`].
-    pub(super) guards: Vec<(Regex, Option<Regex>)>,
+    /// See [`split_lookarounds`].
+    pub(super) guards: Vec<Guard>,
+}
+
+/// A lookaround as a check after the match: the line is refused when
+/// `trigger` matches and `required` is `None` or does not match.
+#[derive(Debug)]
+pub(super) struct Guard {
+    pub(super) trigger: Regex,
+    /// The longest literal every match of `trigger` holds: a line without
+    /// it (most lines, the lookaround's text being rare) is not searched.
+    pub(super) trigger_literal: Option<memchr::memmem::Finder<'static>>,
+    pub(super) required: Option<Regex>,
 }
 
 impl Rule {
     pub(super) fn accepts(&self, text: &[u8]) -> bool {
-        self.guards.iter().all(|(trigger, required)| {
-            !trigger.is_match(text) || required.as_ref().is_some_and(|r| r.is_match(text))
+        self.guards.iter().all(|guard| {
+            let triggered = guard
+                .trigger_literal
+                .as_ref()
+                .is_none_or(|literal| literal.find(text).is_some())
+                && guard.trigger.is_match(text);
+            !triggered || guard.required.as_ref().is_some_and(|r| r.is_match(text))
         })
     }
+}
+
+/// A lookaround split out of a pattern, as text.
+pub(super) struct SplitGuard {
+    pub(super) trigger: String,
+    pub(super) required: Option<String>,
+    /// The lookaround's body when every match of `trigger` holds a match
+    /// of it, read with the pattern's top-level flags.
+    pub(super) trigger_body: Option<String>,
 }
 
 /// Splits lookarounds out of a Python regex: the pattern without them, and
 /// per lookaround a guard `(trigger, required)`: the line is refused when
 /// `trigger` matches and `required` is `None` (`(?!…)`) or does not match
 /// (`(?=…)`). Triggers follow only the branch the lookaround sits in.
-pub(super) fn split_lookarounds(pattern: &str) -> (String, Vec<(String, Option<String>)>) {
+pub(super) fn split_lookarounds(pattern: &str) -> (String, Vec<SplitGuard>) {
     // Open groups in `main`: (start, header end, start of current branch).
     let mut stack: Vec<(usize, usize, usize)> = vec![(0, 0, 0)];
     let mut main = String::with_capacity(pattern.len());
@@ -142,9 +167,18 @@ pub(super) fn split_lookarounds(pattern: &str) -> (String, Vec<(String, Option<S
             };
             let with_body = branch_path(&format!("(?:{body})"));
             if positive {
-                guards.push((branch_path(""), Some(with_body)));
+                guards.push(SplitGuard {
+                    trigger: branch_path(""),
+                    required: Some(with_body),
+                    trigger_body: None,
+                });
             } else {
-                guards.push((with_body, None));
+                guards.push(SplitGuard {
+                    trigger: with_body,
+                    required: None,
+                    // Outside any group, no group's flags reach the body.
+                    trigger_body: (stack.len() == 1).then(|| body.to_owned()),
+                });
             }
             i = j + 1;
             continue;
@@ -285,10 +319,33 @@ pub(super) fn compile(pattern: &str) -> Result<(String, Rule), String> {
     let regex = ascii_regex(&main)?;
     let guards = guards
         .into_iter()
-        .map(|(trigger, required)| {
+        .map(|guard| {
+            let SplitGuard {
+                trigger,
+                required,
+                trigger_body,
+            } = guard;
+            // No literal at all when the trigger changes flags (then the
+            // body's would not be read as written either).
+            let trigger_literal = super::gate::required_literals(&trigger)
+                .map(|mut literals| {
+                    literals.extend(
+                        trigger_body
+                            .as_deref()
+                            .and_then(super::gate::required_literals)
+                            .unwrap_or_default(),
+                    );
+                    literals
+                })
+                .and_then(|literals| literals.into_iter().max_by_key(String::len))
+                .map(|literal| memchr::memmem::Finder::new(literal.as_bytes()).into_owned());
             let trigger = ascii_regex(&trigger)?;
             let required = required.map(|r| ascii_regex(&r)).transpose()?;
-            Ok::<_, String>((trigger, required))
+            Ok::<_, String>(Guard {
+                trigger,
+                trigger_literal,
+                required,
+            })
         })
         .collect::<Result<_, _>>()?;
     let hosts = regex
