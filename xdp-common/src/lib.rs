@@ -22,8 +22,18 @@ pub const MAP_PREFIX_V4: &str = "prefix_v4";
 /// IPv6 prefix bans: `BPF_MAP_TYPE_LPM_TRIE`, key `struct bpf_lpm_trie_key`
 /// (`u32` prefix length, then `[u8; 16]`), value [`BanValue`].
 pub const MAP_PREFIX_V6: &str = "prefix_v6";
-/// Program settings: `BPF_MAP_TYPE_ARRAY` of one [`XdpConfig`].
+/// The port settings of the program the daemon last loaded, as
+/// `BPF_MAP_TYPE_ARRAY` of one [`XdpConfig`], for inspection (`bpftool map
+/// dump pinned <dir>/xdp_config`). The program itself reads
+/// [`XdpSettings`] from its own global data.
 pub const MAP_CONFIG: &str = "xdp_config";
+/// The program's writable global data: one [`XdpSettings`], the symbol
+/// [`SETTINGS_SYMBOL`]. Each loaded program has its own, never pinned, so
+/// a program left attached keeps the settings it was given until the next
+/// daemon swaps in a program it has set up itself.
+pub const SETTINGS_MAP: &str = ".bss";
+/// Name of the program's [`XdpSettings`] static.
+pub const SETTINGS_SYMBOL: &str = "SPAMWALL_SETTINGS";
 /// The port scopes each destination port belongs to, read when
 /// [`XdpConfig::ports_only`] is set: `BPF_MAP_TYPE_ARRAY` of
 /// [`PORT_SCOPE_WORDS`] `u64` words; byte `p % 8` of word `p / 8` (by shift,
@@ -296,6 +306,25 @@ pub struct XdpConfig {
     pub all_traffic: u32,
 }
 
+/// What the program reads from its global data ([`SETTINGS_MAP`]) on every
+/// packet instead of a map lookup. All zero, as a freshly loaded program
+/// starts, is the setting that drops most: no port read (every packet in
+/// every scope) and both prefix tries consulted.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpSettings {
+    /// As [`XdpConfig::ports_only`].
+    pub ports_only: u32,
+    /// As [`XdpConfig::all_traffic`].
+    pub all_traffic: u32,
+    /// Non-zero only while the IPv4 prefix trie holds no entry: the
+    /// program then skips it. The daemon clears it before it writes the
+    /// first prefix and sets it only after the last one is gone.
+    pub no_prefix_v4: u32,
+    /// The same for the IPv6 prefix trie.
+    pub no_prefix_v6: u32,
+}
+
 /// Index of each per-CPU counter in [`MAP_STATS`]. Every packet the program
 /// sees moves exactly one of them.
 #[repr(u32)]
@@ -364,6 +393,7 @@ mod pod {
     // byte arrays with no implicit padding (pinned by the layout tests).
     unsafe impl aya::Pod for super::BanValue {}
     unsafe impl aya::Pod for super::XdpConfig {}
+    unsafe impl aya::Pod for super::XdpSettings {}
 }
 
 #[cfg(test)]
@@ -422,6 +452,15 @@ mod tests {
     fn config_layout_is_fixed() {
         assert_eq!(size_of::<XdpConfig>(), 8);
         assert_eq!(offset_of!(XdpConfig, all_traffic), 4);
+    }
+
+    #[test]
+    fn settings_layout_is_fixed() {
+        assert_eq!(size_of::<XdpSettings>(), 16);
+        assert_eq!(align_of::<XdpSettings>(), 4);
+        assert_eq!(offset_of!(XdpSettings, all_traffic), 4);
+        assert_eq!(offset_of!(XdpSettings, no_prefix_v4), 8);
+        assert_eq!(offset_of!(XdpSettings, no_prefix_v6), 12);
     }
 
     #[test]

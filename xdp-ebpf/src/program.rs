@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use xdp_common::{
     BanValue, Counter, DEFAULT_CAPACITY, DEFAULT_PREFIX_CAPACITY, MAPS, PORT_SCOPE_WORDS,
-    XdpConfig, port_scope_slot, same_name,
+    XdpConfig, XdpSettings, port_scope_slot, same_name,
 };
 
 /// Declares a map with the literal name the `#[map]` attribute needs, and
@@ -49,6 +49,26 @@ contract_map!("xdp_port_scopes" = MAPS[5], key u32, value u64,
 
 contract_map!("xdp_stats" = MAPS[6], key u32, value u64,
     static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0););
+
+/// The settings the daemon writes into this program's global data after
+/// loading it (see [`XdpSettings`]); read with volatile loads, since the
+/// compiler would otherwise fold the zeros it was initialised with.
+#[unsafe(no_mangle)]
+static mut SPAMWALL_SETTINGS: XdpSettings = XdpSettings {
+    ports_only: 0,
+    all_traffic: 0,
+    no_prefix_v4: 0,
+    no_prefix_v6: 0,
+};
+
+/// One field of [`SPAMWALL_SETTINGS`].
+macro_rules! setting {
+    ($field:ident) => {
+        // SAFETY: a plain load of a global the daemon updates as a whole;
+        // any value it holds is valid.
+        unsafe { core::ptr::read_volatile(&raw const SPAMWALL_SETTINGS.$field) }
+    };
+}
 
 const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;
@@ -167,85 +187,98 @@ const ALL_SCOPES: u8 = u8::MAX;
 
 #[inline(always)]
 fn ipv4(ctx: &XdpContext, offset: usize) -> Option<Lookup> {
-    let version_ihl = read::<[u8; 1]>(ctx, offset)?[0];
+    let header = ptr_at::<[u8; IPV4_MIN_HLEN]>(ctx, offset)?;
+    // SAFETY: `ptr_at` checked the fixed header lies inside the frame.
+    let version_ihl = unsafe { (*header)[0] };
     let header_len = usize::from(version_ihl & 0x0F) * 4;
     if version_ihl >> 4 != 4 || header_len < IPV4_MIN_HLEN {
         return None;
     }
-    let src = read::<[u8; 4]>(ctx, offset + 12)?;
     // The whole header must be present, options included.
     ptr_at::<u8>(ctx, offset + header_len - 1)?;
-    let scopes = match all_traffic_scopes() {
-        Some(all_traffic) => {
-            let protocol = read::<[u8; 1]>(ctx, offset + 9)?[0];
-            let fragment = read_be16(ctx, offset + 6)? & IPV4_FRAG_OFFSET;
-            let port_scopes = if fragment != 0 {
-                // A later fragment carries no L4 header.
-                ALL_SCOPES
-            } else {
-                protocol_scopes(ctx, protocol, offset + header_len)
-            };
-            port_scopes | all_traffic
-        }
-        None => ALL_SCOPES,
+    let scopes = if setting!(ports_only) == 0 {
+        ALL_SCOPES
+    } else {
+        // SAFETY: inside the fixed header checked above.
+        let (protocol, fragment) = unsafe {
+            (
+                (*header)[9],
+                u16::from_be_bytes([(*header)[6], (*header)[7]]) & IPV4_FRAG_OFFSET,
+            )
+        };
+        let port_scopes = if fragment != 0 {
+            // A later fragment carries no L4 header.
+            ALL_SCOPES
+        } else {
+            protocol_scopes(ctx, protocol, offset + header_len)
+        };
+        port_scopes | all_traffic_scopes()
     };
     if scopes == 0 {
         return Some(Lookup::OutOfScope);
     }
-    Some(judge(
-        BANS_V4.get_ptr(src),
-        |len| {
+    // SAFETY: bytes 12..16 of the fixed header checked above. The key is
+    // read in place: the lookup helpers accept a pointer into the frame.
+    let src = unsafe { &*header.cast::<u8>().add(12).cast::<[u8; 4]>() };
+    let exact = BANS_V4.get_ptr(src);
+    // The address is copied out of the frame once, before the walk: the
+    // verifier then sees the same key on every step.
+    let prefix = (setting!(no_prefix_v4) == 0).then_some(*src).map(|src| {
+        move |len| {
             PREFIX_V4
                 .get(Key::new(len, src))
                 .map(|v| v as *const BanValue)
-        },
-        32,
-        scopes,
-    ))
+        }
+    });
+    Some(judge(exact, prefix, 32, scopes))
 }
 
 #[inline(always)]
 fn ipv6(ctx: &XdpContext, offset: usize) -> Option<Lookup> {
-    let version = read::<[u8; 1]>(ctx, offset)?[0] >> 4;
+    let header = ptr_at::<[u8; IPV6_HLEN]>(ctx, offset)?;
+    // SAFETY: `ptr_at` checked the fixed header lies inside the frame.
+    let version = unsafe { (*header)[0] } >> 4;
     if version != 6 {
         return None;
     }
-    let src = read::<[u8; 16]>(ctx, offset + 8)?;
-    ptr_at::<[u8; IPV6_HLEN]>(ctx, offset)?;
-    let scopes = match all_traffic_scopes() {
-        Some(all_traffic) => {
-            let next_header = read::<[u8; 1]>(ctx, offset + 6)?[0];
-            ipv6_scopes(ctx, next_header, offset + IPV6_HLEN) | all_traffic
-        }
-        None => ALL_SCOPES,
+    let scopes = if setting!(ports_only) == 0 {
+        ALL_SCOPES
+    } else {
+        // SAFETY: inside the fixed header checked above.
+        let next_header = unsafe { (*header)[6] };
+        ipv6_scopes(ctx, next_header, offset + IPV6_HLEN) | all_traffic_scopes()
     };
     if scopes == 0 {
         return Some(Lookup::OutOfScope);
     }
-    Some(judge(
-        BANS_V6.get_ptr(src),
-        |len| {
+    // Checked again rather than kept from above: a packet pointer live
+    // across the extension-header walk multiplies the verifier's states.
+    let src = ptr_at::<[u8; 16]>(ctx, offset + 8)?;
+    // SAFETY: checked inside the frame; the key is read in place, as the
+    // lookup helpers accept a pointer into the frame.
+    let src = unsafe { &*src };
+    let exact = BANS_V6.get_ptr(src);
+    // The address is copied out of the frame once, before the walk: the
+    // verifier then sees the same key on every step.
+    let prefix = (setting!(no_prefix_v6) == 0).then_some(*src).map(|src| {
+        move |len| {
             PREFIX_V6
                 .get(Key::new(len, src))
                 .map(|v| v as *const BanValue)
-        },
-        128,
-        scopes,
-    ))
+        }
+    });
+    Some(judge(exact, prefix, 128, scopes))
 }
 
-/// `None` when every scope covers all traffic (no port need be read);
-/// otherwise the scopes that do, which every packet falls in.
+/// The scopes that cover all traffic, which every packet falls in.
 #[inline(always)]
-fn all_traffic_scopes() -> Option<u8> {
-    match CONFIG.get(0) {
-        #[expect(
-            clippy::cast_possible_truncation,
-            reason = "the low byte holds the scopes"
-        )]
-        Some(config) if config.ports_only != 0 => Some(config.all_traffic as u8),
-        _ => None,
-    }
+fn all_traffic_scopes() -> u8 {
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the low byte holds the scopes"
+    )]
+    let scopes = setting!(all_traffic) as u8;
+    scopes
 }
 
 /// Walks the IPv6 extension headers (Hop-by-Hop, Routing, Fragment,
@@ -322,9 +355,10 @@ fn protocol_scopes(ctx: &XdpContext, protocol: u8, l4: usize) -> u8 {
 }
 
 /// Exact ban first; the prefix tries are consulted only when it does not
-/// already decide, so a hit costs one hash lookup. `prefix(len)` looks up
-/// the longest prefix of at most `len` bits; `full` is the address length;
-/// `scopes` are the port scopes the packet falls in.
+/// already decide and some prefix ban exists (`prefix` is `None` while the
+/// daemon knows the trie to be empty), so a hit costs one hash lookup.
+/// `prefix(len)` looks up the longest prefix of at most `len` bits; `full`
+/// is the address length; `scopes` are the port scopes the packet falls in.
 ///
 /// A trie lookup returns only the longest matching prefix. When that one
 /// has expired, or is scoped to other ports, the walk goes on with the
@@ -334,7 +368,7 @@ fn protocol_scopes(ctx: &XdpContext, protocol: u8, l4: usize) -> u8 {
 #[inline(always)]
 fn judge(
     exact: Option<*const BanValue>,
-    prefix: impl Fn(u32) -> Option<*const BanValue>,
+    prefix: Option<impl Fn(u32) -> Option<*const BanValue>>,
     full: u32,
     scopes: u8,
 ) -> Lookup {
@@ -342,8 +376,9 @@ fn judge(
     let mut expired = false;
     let mut elsewhere = false;
     let mut drops = |value: *const BanValue| {
-        // The coarse clock costs a fraction of bpf_ktime_get_ns on the hit
-        // path; a ban may end up to one tick late.
+        // The clock is read only once an entry is found. The coarse clock
+        // costs a fraction of bpf_ktime_get_ns; a ban may end up to one
+        // tick late.
         // SAFETY: the helper has no preconditions.
         let now = *now.get_or_insert_with(|| unsafe { bpf_ktime_get_coarse_ns() });
         // SAFETY: a map value pointer returned by the lookup helper, valid for this run.
@@ -363,18 +398,20 @@ fn judge(
     {
         return Lookup::Banned;
     }
-    let mut len = full;
-    for _ in 0..=full {
-        let Some(value) = prefix(len) else { break };
-        if drops(value) {
-            return Lookup::Banned;
+    if let Some(prefix) = prefix {
+        let mut len = full;
+        for _ in 0..=full {
+            let Some(value) = prefix(len) else { break };
+            if drops(value) {
+                return Lookup::Banned;
+            }
+            // SAFETY: as above.
+            let matched = u32::from(unsafe { (*value).prefix_len });
+            if matched == 0 || matched > len {
+                break;
+            }
+            len = matched - 1;
         }
-        // SAFETY: as above.
-        let matched = u32::from(unsafe { (*value).prefix_len });
-        if matched == 0 || matched > len {
-            break;
-        }
-        len = matched - 1;
     }
     if elsewhere {
         Lookup::OutOfScope

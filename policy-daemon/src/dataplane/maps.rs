@@ -10,10 +10,10 @@ use aya::maps::{HashMap, IterableMap as _, MapData, MapError, lpm_trie::Key};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use xdp_common::{
     BanValue, Counter, MAP_BANS_V4, MAP_BANS_V6, MAP_CONFIG, MAP_PORT_SCOPES, MAP_PREFIX_V4,
-    MAP_PREFIX_V6, MAP_STATS, XdpConfig,
+    MAP_PREFIX_V6, MAP_STATS, XdpConfig, XdpSettings,
 };
 
-use super::{Capacities, Dataplane, DataplaneError, PacketCounters, Result, sys};
+use super::{Capacities, Dataplane, DataplaneError, PacketCounters, Result, settings::Family, sys};
 
 /// The scopes of each destination port, one byte per port: bit `s` set
 /// when scope `s` enforces bans on it.
@@ -59,8 +59,14 @@ impl Dataplane {
             ports_only,
             all_traffic: u32::from(all_traffic),
         };
+        let settings = XdpSettings {
+            ports_only,
+            all_traffic: u32::from(all_traffic),
+            ..self.settings
+        };
         let map_error = |name| move |source| DataplaneError::Map { name, source };
         if ports_only == 0 {
+            self.write_settings(settings)?;
             self.config
                 .set(0, config, 0)
                 .map_err(map_error(MAP_CONFIG))?;
@@ -78,6 +84,7 @@ impl Dataplane {
                 .map_err(map_error(MAP_PORT_SCOPES))?;
         }
         if ports_only != 0 {
+            self.write_settings(settings)?;
             self.config
                 .set(0, config, 0)
                 .map_err(map_error(MAP_CONFIG))?;
@@ -101,8 +108,12 @@ impl Dataplane {
     }
 
     /// Stores a ban: single addresses in the LRU maps, wider prefixes in the
-    /// tries. An existing entry is overwritten.
+    /// tries. An existing entry is overwritten. A prefix is enforced as soon
+    /// as this returns: the program is told to consult its trie first.
     pub fn insert(&mut self, net: IpNet, value: BanValue) -> Result<()> {
+        if let Some(family) = Family::of_prefix(net) {
+            self.expect_prefixes(family)?;
+        }
         match net {
             IpNet::V4(net) if net.prefix_len() == 32 => self
                 .bans_v4
@@ -152,6 +163,7 @@ impl Dataplane {
     }
 
     /// Removes a ban; `false` when there was none for exactly this key.
+    /// Once a trie is left empty the program skips it.
     pub fn remove(&mut self, net: IpNet) -> Result<bool> {
         let outcome = match net {
             IpNet::V4(n) if n.prefix_len() == 32 => {
@@ -163,16 +175,20 @@ impl Dataplane {
             IpNet::V4(n) => (MAP_PREFIX_V4, self.prefix_v4.remove(&v4_key(n))),
             IpNet::V6(n) => (MAP_PREFIX_V6, self.prefix_v6.remove(&v6_key(n))),
         };
-        match outcome {
-            (_, Ok(())) => Ok(true),
-            (_, Err(MapError::KeyNotFound | MapError::ElementNotFound)) => Ok(false),
+        let removed = match outcome {
+            (_, Ok(())) => true,
+            (_, Err(MapError::KeyNotFound | MapError::ElementNotFound)) => false,
             (_, Err(MapError::SyscallError(e)))
                 if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
             {
-                Ok(false)
+                false
             }
-            (name, Err(source)) => Err(DataplaneError::Map { name, source }),
+            (name, Err(source)) => return Err(DataplaneError::Map { name, source }),
+        };
+        if removed && let Some(family) = Family::of_prefix(net) {
+            self.forget_prefixes_if_none(family)?;
         }
+        Ok(removed)
     }
 
     /// The ban stored for exactly this address or prefix.

@@ -12,6 +12,7 @@ mod lookup;
 mod maps;
 mod pins;
 mod reader;
+mod settings;
 mod sys;
 
 use std::{
@@ -29,7 +30,7 @@ use aya::{
 pub use sys::TestRun;
 use xdp_common::{
     BanValue, MAP_BANS_V4, MAP_BANS_V6, MAP_CONFIG, MAP_PORT_SCOPES, MAP_PREFIX_V4, MAP_PREFIX_V6,
-    MAP_STATS, MAPS, PROGRAM_NAME, XdpConfig,
+    MAP_STATS, MAPS, PROGRAM_NAME, SETTINGS_MAP, XdpConfig, XdpSettings,
 };
 
 /// The XDP object built from `xdp-ebpf`, embedded at compile time.
@@ -117,6 +118,9 @@ pub struct Dataplane {
     config: Array<MapData, XdpConfig>,
     port_scopes: Array<MapData, u64>,
     stats: PerCpuArray<MapData, u64>,
+    /// The program's global data, and what was last written to it.
+    settings_map: Array<MapData, XdpSettings>,
+    settings: XdpSettings,
 }
 
 impl fmt::Debug for Dataplane {
@@ -131,7 +135,8 @@ impl Dataplane {
     /// Loads the program into the kernel, reusing the maps pinned under
     /// `pin_dir` (creating and pinning those that are missing). Mounts bpffs
     /// at `/sys/fs/bpf` when the pin directory needs it and it is absent.
-    /// Nothing is attached yet.
+    /// Nothing is attached yet. The program skips the prefix tries found
+    /// empty and reads no port until [`Dataplane::set_port_scopes`].
     pub fn load(pin_dir: &Path, capacities: Capacities) -> Result<Self> {
         ensure_bpffs(pin_dir)?;
         fs::create_dir_all(pin_dir).map_err(|source| DataplaneError::Io {
@@ -167,7 +172,9 @@ impl Dataplane {
             }
         }
 
-        Ok(Self {
+        let mut dataplane = Self {
+            settings_map: take_map(&mut ebpf, SETTINGS_MAP)?,
+            settings: XdpSettings::default(),
             bans_v4: take_map(&mut ebpf, MAP_BANS_V4)?,
             bans_v6: take_map(&mut ebpf, MAP_BANS_V6)?,
             prefix_v4: take_map(&mut ebpf, MAP_PREFIX_V4)?,
@@ -177,7 +184,9 @@ impl Dataplane {
             stats: take_map(&mut ebpf, MAP_STATS)?,
             ebpf,
             pin_dir: pin_dir.to_owned(),
-        })
+        };
+        dataplane.mark_empty_tries()?;
+        Ok(dataplane)
     }
 
     /// The directory holding the pins.
