@@ -116,7 +116,7 @@ pub(super) fn maintain(shared: &Shared) {
             "kernel maps brought in line with the store"
         );
     }
-    match shared.manager().purge() {
+    match purge(shared) {
         Ok(0) => {}
         Ok(purged) => {
             info!(purged, "old ban history purged");
@@ -127,6 +127,24 @@ pub(super) fn maintain(shared: &Shared) {
         }
         Err(error) => warn!(%error, "purging ban history failed"),
     }
+}
+
+/// [`BanManager::purge`] without holding the ban path: the store deletes
+/// old history on its own, then the index forgets it chunk by chunk.
+fn purge(shared: &Shared) -> Result<usize, crate::bans::BanError> {
+    let (store, cutoff) = {
+        let manager = shared.manager();
+        (Arc::clone(manager.store()), manager.history_cutoff())
+    };
+    let purged = store.purge(cutoff)?;
+    if purged > 0 {
+        let mut cursor = Cursor::default();
+        while !cursor.is_done() {
+            cursor = shared.manager().forget_part(cursor, WALK_BUDGET, cutoff);
+        }
+    }
+    shared.manager().prune_recent();
+    Ok(purged)
 }
 
 /// Kernel map entries checked per hold of the manager's lock.

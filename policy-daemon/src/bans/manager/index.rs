@@ -246,16 +246,17 @@ impl<K: Ord + Copy + Hash> Shards<K> {
         }
     }
 
-    fn retain(&mut self, mut keep: impl FnMut(&K, &Slot) -> bool) {
-        let mut len = 0;
-        for shard in &mut self.parts {
-            shard.retain(|(key, slot)| keep(key, slot));
-            if shard.capacity() > shard.len() + shard.len() / 4 + 16 {
-                shard.shrink_to_fit();
-            }
-            len += shard.len();
+    /// Keeps the entries of shard `i` that `keep` accepts; returns how many
+    /// it looked at.
+    fn retain_shard(&mut self, i: usize, mut keep: impl FnMut(&K, &Slot) -> bool) -> usize {
+        let shard = &mut self.parts[i];
+        let before = shard.len();
+        shard.retain(|(key, slot)| keep(key, slot));
+        if shard.capacity() > shard.len() + shard.len() / 4 + 16 {
+            shard.shrink_to_fit();
         }
-        self.len = len;
+        self.len -= before - shard.len();
+        before
     }
 
     fn shard(&self, i: usize) -> &[(K, Slot)] {
@@ -518,15 +519,33 @@ impl Index {
         }
     }
 
-    /// Keeps the rows `keep` accepts.
-    pub fn retain(&mut self, mut keep: impl FnMut(&Held) -> bool) {
+    /// Keeps the rows `keep` accepts in the next shards from `cursor`,
+    /// about `budget` rows; returns where to go on.
+    pub fn retain_part(
+        &mut self,
+        cursor: Cursor,
+        budget: usize,
+        mut keep: impl FnMut(&Held) -> bool,
+    ) -> Cursor {
         let scopes = &self.scopes;
-        self.v4
-            .retain(|&k, slot| keep(&held(scopes, v4_net(k), slot)));
-        self.v6
-            .retain(|&k, slot| keep(&held(scopes, v6_net(k), slot)));
-        self.prefixes
-            .retain(|&k, slot| keep(&held(scopes, k, slot)));
+        let mut at = cursor.0;
+        let mut done = 0;
+        while at < 3 * SHARDS && done < budget {
+            let shard = at % SHARDS;
+            done += 1 + match at / SHARDS {
+                0 => self
+                    .v4
+                    .retain_shard(shard, |&k, slot| keep(&held(scopes, v4_net(k), slot))),
+                1 => self
+                    .v6
+                    .retain_shard(shard, |&k, slot| keep(&held(scopes, v6_net(k), slot))),
+                _ => self
+                    .prefixes
+                    .retain_shard(shard, |&k, slot| keep(&held(scopes, k, slot))),
+            };
+            at += 1;
+        }
+        Cursor(at)
     }
 
     /// Rows in the index.
@@ -749,9 +768,27 @@ mod tests {
                 .expires_at,
             Some(40)
         );
-        index.retain(|held| held.expires_at == Some(50));
+        index.retain_part(Cursor::default(), usize::MAX, |held| {
+            held.expires_at == Some(50)
+        });
         assert_eq!(index.len(), 1);
         assert_eq!(index.iter().count(), 1);
+        let rows: Vec<StoredBan> = (0..5_000_u32)
+            .map(|i| {
+                row(
+                    &Ipv4Addr::from(0x0a00_0000 + i).to_string(),
+                    Some(i64::from(i % 2)),
+                    1,
+                )
+            })
+            .collect();
+        index.insert_many(&rows);
+        let mut cursor = Cursor::default();
+        while !cursor.is_done() {
+            cursor = index.retain_part(cursor, 100, |held| held.expires_at != Some(0));
+        }
+        assert_eq!(index.len(), 2_501, "the odd ones and 192.0.2.2");
+        assert_eq!(index.iter().count(), 2_501);
     }
 
     #[test]

@@ -248,22 +248,45 @@ impl BanManager {
         self.evicted += report.evicted;
     }
 
-    /// Deletes history older than the history age.
+    /// Deletes history older than the history age, all at once: the
+    /// daemon deletes it from the store without the manager's lock, then
+    /// calls [`Self::forget_part`] chunk by chunk and [`Self::prune_recent`].
     pub fn purge(&mut self) -> Result<usize, BanError> {
-        let cutoff = unix_now().saturating_sub(secs_i64(self.policy.history_age));
+        let cutoff = self.history_cutoff();
         let purged = self.store.purge(cutoff).map_err(BanError::from)?;
         if purged > 0 {
-            self.index.retain(|row| {
-                row.expires_at.is_none_or(|at| at >= cutoff) || row.last_banned_at >= cutoff
-            });
+            let mut cursor = Cursor::default();
+            while !cursor.is_done() {
+                cursor = self.forget_part(cursor, usize::MAX, cutoff);
+            }
         }
+        self.prune_recent();
+        Ok(purged)
+    }
+
+    /// Rows whose ban ended, and which were last banned, before this are
+    /// history to purge.
+    pub fn history_cutoff(&self) -> i64 {
+        unix_now().saturating_sub(secs_i64(self.policy.history_age))
+    }
+
+    /// Drops from the index, in the next shards from `cursor` (about
+    /// `budget` rows), the rows the store purged before `cutoff`; returns
+    /// where to go on.
+    pub fn forget_part(&mut self, cursor: Cursor, budget: usize, cutoff: i64) -> Cursor {
+        self.index.retain_part(cursor, budget, |row| {
+            row.expires_at.is_none_or(|at| at >= cutoff) || row.last_banned_at >= cutoff
+        })
+    }
+
+    /// Forgets addresses older than the aggregation window.
+    pub fn prune_recent(&mut self) {
         let window = self.policy.aggregation.map_or(0, |a| secs_i64(a.window));
         let since = unix_now().saturating_sub(window);
         self.recent.retain(|_, addresses| {
             addresses.retain(|&(_, at)| at >= since);
             !addresses.is_empty()
         });
-        Ok(purged)
     }
 }
 
