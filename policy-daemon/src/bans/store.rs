@@ -224,6 +224,10 @@ pub struct OutboxRow {
 pub struct Store {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// A second connection that copies the write-ahead log into the
+    /// database in the background ([`Store::checkpoint`]), so no ban's
+    /// commit pays for it; opened on first use.
+    checkpointer: Mutex<Option<Connection>>,
 }
 
 impl Store {
@@ -242,6 +246,7 @@ impl Store {
         let store = Self {
             path: path.to_owned(),
             conn: Mutex::new(conn),
+            checkpointer: Mutex::new(None),
         };
         store.migrate()?;
         Ok(store)
@@ -280,7 +285,7 @@ impl Store {
         // in one transaction) from spilling to disk mid-transaction.
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; \
-             PRAGMA cache_size = -65536;",
+             PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 65536;",
         )
         .map_err(sql(&self.path, "setting pragmas"))?;
         let version: i64 = conn
@@ -420,6 +425,28 @@ impl Store {
         self.select(&format!("SELECT {COLUMNS} FROM bans"), [], visit)
     }
 
+    /// Copies the write-ahead log into the database without blocking the
+    /// writer (`PASSIVE`). The daemon calls it every second; the writer
+    /// itself checkpoints only past 65,536 pages (256 MiB) of log, should
+    /// this stop.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        let mut slot = self
+            .checkpointer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() {
+            let conn = Connection::open(&self.path).map_err(sql(&self.path, "opening"))?;
+            conn.execute_batch("PRAGMA busy_timeout = 1000;")
+                .map_err(sql(&self.path, "setting pragmas"))?;
+            *slot = Some(conn);
+        }
+        if let Some(conn) = slot.as_ref() {
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                .map_err(sql(&self.path, "checkpointing"))?;
+        }
+        Ok(())
+    }
+
     /// Frees the page cache (after a bulk write: it refills on demand).
     pub fn release_memory(&self) -> Result<(), StoreError> {
         self.conn()
@@ -460,7 +487,7 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes rows whose ban ended before `cutoff` (history older than the
+    /// Deletes every row whose ban ended before `cutoff` (history older than the
     /// history age); returns how many went.
     pub fn purge(&self, cutoff: i64) -> Result<usize, StoreError> {
         self.conn()
@@ -469,6 +496,25 @@ impl Store {
                 params![cutoff],
             )
             .map_err(sql(&self.path, "purging old bans"))
+    }
+
+    /// [`Store::purge`] for exactly `targets`, by key, in one transaction;
+    /// a row banned again since it was chosen stays.
+    pub fn purge_targets(&self, targets: &[IpNet], cutoff: i64) -> Result<usize, StoreError> {
+        self.in_transaction("purging old bans", |tx| {
+            let mut delete = tx
+                .prepare_cached(
+                    "DELETE FROM bans WHERE target = ?1 AND expires_at IS NOT NULL AND expires_at < ?2 AND last_banned_at < ?2",
+                )
+                .map_err(sql(&self.path, "preparing the purge"))?;
+            let mut purged = 0;
+            for target in targets {
+                purged += delete
+                    .execute(params![target_to_string(target), cutoff])
+                    .map_err(sql(&self.path, "purging an old ban"))?;
+            }
+            Ok(purged)
+        })
     }
 
     #[cfg(any(test, feature = "test-support"))]

@@ -85,8 +85,7 @@ pub(super) fn ban_bulk(
     info!(banned, refused = refused.len(), %reason, "bulk ban");
     if texts.len() >= super::memory::LARGE_REQUEST {
         drop((nets, texts));
-        let store = Arc::clone(shared.manager().store());
-        super::memory::give_back(&store);
+        super::memory::give_back_soon(Arc::clone(shared.manager().store()));
     }
     Response::BulkBanned {
         banned: banned as u64,

@@ -80,7 +80,10 @@ pub enum DaemonError {
 /// State shared by the control handler, verdict sources, maintenance and
 /// reload.
 struct Shared {
-    manager: Mutex<BanManager>,
+    /// `parking_lot`'s: the walks of a reconciliation, a count or a purge
+    /// hand the lock straight to a waiting ban (`unlock_fair`) instead of
+    /// taking it back before the ban's thread wakes.
+    manager: parking_lot::Mutex<BanManager>,
     runtime: Mutex<Runtime>,
     policy_stats: Arc<crate::policy::PolicyStats>,
     fleet: Option<Arc<crate::fleet::Fleet>>,
@@ -95,8 +98,17 @@ struct Runtime {
 }
 
 impl Shared {
-    fn manager(&self) -> MutexGuard<'_, BanManager> {
-        self.manager.lock().unwrap_or_else(PoisonError::into_inner)
+    fn manager(&self) -> parking_lot::MutexGuard<'_, BanManager> {
+        self.manager.lock()
+    }
+
+    /// Runs one step of a long walk under the manager's lock, then hands
+    /// the lock to whoever waits for it.
+    fn step<T>(&self, step: impl FnOnce(&mut BanManager) -> T) -> T {
+        let mut manager = self.manager.lock();
+        let out = step(&mut manager);
+        parking_lot::MutexGuard::unlock_fair(manager);
+        out
     }
 
     fn runtime(&self) -> MutexGuard<'_, Runtime> {
@@ -110,9 +122,8 @@ impl Shared {
         let now = crate::clock::unix_now();
         let mut cursor = crate::bans::Cursor::default();
         while !cursor.is_done() {
-            cursor = self
-                .manager()
-                .count_active(cursor, WALK_BUDGET, now, &mut stats);
+            cursor =
+                self.step(|manager| manager.count_active(cursor, WALK_BUDGET, now, &mut stats));
         }
         stats
     }
@@ -214,6 +225,7 @@ pub async fn run(
 /// fail2ban backend and the ban manager, and brings the kernel maps in
 /// line with the store.
 fn open(config_path: PathBuf, config: Config) -> Result<Arc<Shared>, DaemonError> {
+    memory::tune_allocator();
     let store = Arc::new(Store::open_in(&config.daemon.state_dir)?);
     let (xdp, attachments) = if config.ban.backends.contains(&Backend::Xdp) {
         xdp::start(&config)
@@ -252,7 +264,7 @@ fn open(config_path: PathBuf, config: Config) -> Result<Arc<Shared>, DaemonError
         None => None,
     };
     Ok(Arc::new(Shared {
-        manager: Mutex::new(manager),
+        manager: parking_lot::Mutex::new(manager),
         runtime: Mutex::new(Runtime {
             config_path,
             config,

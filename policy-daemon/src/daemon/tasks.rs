@@ -84,8 +84,12 @@ pub(super) fn start_fail2ban(
     Ok(Some(Fail2banLink { backend, always }))
 }
 
+/// How often the store's write-ahead log is copied into the database.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Reconciles the maps with the store and purges history every `every`
-/// (`ban.reconcile_interval`; a span is never zero).
+/// (`ban.reconcile_interval`; a span is never zero), and checkpoints the
+/// store every [`CHECKPOINT_INTERVAL`].
 pub(super) async fn maintenance_loop(
     shared: Arc<Shared>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
@@ -93,12 +97,27 @@ pub(super) async fn maintenance_loop(
 ) {
     let mut ticker = tokio::time::interval(every);
     ticker.tick().await;
+    let mut checkpoints = tokio::time::interval(CHECKPOINT_INTERVAL);
+    checkpoints.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let store = Arc::clone(shared.manager().store());
+    let mut checkpointing = None::<tokio::task::JoinHandle<()>>;
     loop {
         tokio::select! {
             _ = async { stopped.wait_for(|stop| *stop).await.is_ok() } => return,
             _ = ticker.tick() => {
                 let shared = Arc::clone(&shared);
                 let _ = tokio::task::spawn_blocking(move || maintain(&shared)).await;
+            }
+            _ = checkpoints.tick() => {
+                // One at a time, beside the maintenance pass.
+                if checkpointing.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
+                    let store = Arc::clone(&store);
+                    checkpointing = Some(tokio::task::spawn_blocking(move || {
+                        if let Err(error) = store.checkpoint() {
+                            tracing::debug!(%error, "checkpoint failed; the next one retries");
+                        }
+                    }));
+                }
             }
         }
     }
@@ -129,19 +148,23 @@ pub(super) fn maintain(shared: &Shared) {
     }
 }
 
-/// [`BanManager::purge`] without holding the ban path: the store deletes
-/// old history on its own, then the index forgets it chunk by chunk.
+/// [`BanManager::purge`] without holding the ban path: old history is
+/// found in the index a chunk at a time, deleted from the store by key a
+/// few thousand rows per transaction, then forgotten by the index.
 fn purge(shared: &Shared) -> Result<usize, crate::bans::BanError> {
     let (store, cutoff) = {
         let manager = shared.manager();
         (Arc::clone(manager.store()), manager.history_cutoff())
     };
-    let purged = store.purge(cutoff)?;
-    if purged > 0 {
-        let mut cursor = Cursor::default();
-        while !cursor.is_done() {
-            cursor = shared.manager().forget_part(cursor, WALK_BUDGET, cutoff);
-        }
+    let mut stale = Vec::new();
+    let mut cursor = Cursor::default();
+    while !cursor.is_done() {
+        cursor = shared.step(|manager| manager.stale_part(cursor, WALK_BUDGET, cutoff, &mut stale));
+    }
+    let mut purged = 0;
+    for chunk in stale.chunks(WALK_BUDGET) {
+        purged += store.purge_targets(chunk, cutoff)?;
+        shared.step(|manager| manager.forget(chunk, cutoff));
     }
     shared.manager().prune_recent();
     Ok(purged)
@@ -159,9 +182,7 @@ fn reconcile(shared: &Shared) -> Reconciled {
     };
     let read = maps.each_chunk(|chunk| {
         for part in chunk.chunks(RECONCILE_PART) {
-            shared
-                .manager()
-                .reconcile_chunk(part, pass, false, &mut report);
+            shared.step(|manager| manager.reconcile_chunk(part, pass, false, &mut report));
         }
     });
     if let Err(error) = read {
@@ -172,9 +193,9 @@ fn reconcile(shared: &Shared) -> Reconciled {
         .reconcile_prefixes(pass, false, &mut report);
     let mut cursor = Cursor::default();
     while !cursor.is_done() {
-        cursor = shared
-            .manager()
-            .reconcile_missing(cursor, WALK_BUDGET, pass, false, &mut report);
+        cursor = shared.step(|manager| {
+            manager.reconcile_missing(cursor, WALK_BUDGET, pass, false, &mut report)
+        });
     }
     shared.manager().end_reconcile(&report);
     report

@@ -511,18 +511,14 @@ impl BanManager {
         now: i64,
         stats: &mut BanStats,
     ) -> Cursor {
-        self.index.walk(cursor, budget, |row, _| {
-            if !row.is_active(now) {
-                return;
-            }
-            stats.bans_active += 1;
-            match row.target {
-                IpNet::V4(n) if n.prefix_len() == 32 => stats.bans_v4 += 1,
-                IpNet::V6(n) if n.prefix_len() == 128 => stats.bans_v6 += 1,
-                IpNet::V4(_) => stats.prefixes_v4 += 1,
-                IpNet::V6(_) => stats.prefixes_v6 += 1,
-            }
-        })
+        let mut counts = [0; 4];
+        let next = self.index.count_active(cursor, budget, now, &mut counts);
+        stats.bans_v4 += counts[0];
+        stats.bans_v6 += counts[1];
+        stats.prefixes_v4 += counts[2];
+        stats.prefixes_v6 += counts[3];
+        stats.bans_active += counts.iter().sum::<u64>();
+        next
     }
 
     /// Packet counters and backend figures, without ban counts.
@@ -570,20 +566,12 @@ impl BanManager {
     }
 }
 
-/// The store's rows as an index, read without holding them all at once.
+/// The store's rows as an index, read one row at a time; each shard is
+/// allocated once, at its final size.
 fn load_index(store: &Store) -> Result<Index, BanError> {
-    const BATCH: usize = 65_536;
-    let mut index = Index::new();
-    let mut batch = Vec::with_capacity(BATCH);
-    store.each(|row| {
-        batch.push(row);
-        if batch.len() == BATCH {
-            index.insert_many(&batch);
-            batch.clear();
-        }
-    })?;
-    index.insert_many(&batch);
-    Ok(index)
+    let mut loader = index::Loader::default();
+    store.each(|row| loader.add(&row))?;
+    Ok(loader.finish())
 }
 
 fn no_row() -> BanError {

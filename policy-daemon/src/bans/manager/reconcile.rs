@@ -249,17 +249,21 @@ impl BanManager {
     }
 
     /// Deletes history older than the history age, all at once: the
-    /// daemon deletes it from the store without the manager's lock, then
-    /// calls [`Self::forget_part`] chunk by chunk and [`Self::prune_recent`].
+    /// daemon collects it with [`Self::stale_part`] chunk by chunk, deletes
+    /// it from the store by key without the manager's lock, then calls
+    /// [`Self::forget`] and [`Self::prune_recent`].
     pub fn purge(&mut self) -> Result<usize, BanError> {
         let cutoff = self.history_cutoff();
-        let purged = self.store.purge(cutoff).map_err(BanError::from)?;
-        if purged > 0 {
-            let mut cursor = Cursor::default();
-            while !cursor.is_done() {
-                cursor = self.forget_part(cursor, usize::MAX, cutoff);
-            }
+        let mut stale = Vec::new();
+        let mut cursor = Cursor::default();
+        while !cursor.is_done() {
+            cursor = self.stale_part(cursor, usize::MAX, cutoff, &mut stale);
         }
+        let purged = self
+            .store
+            .purge_targets(&stale, cutoff)
+            .map_err(BanError::from)?;
+        self.forget(&stale, cutoff);
         self.prune_recent();
         Ok(purged)
     }
@@ -270,13 +274,35 @@ impl BanManager {
         unix_now().saturating_sub(secs_i64(self.policy.history_age))
     }
 
-    /// Drops from the index, in the next shards from `cursor` (about
-    /// `budget` rows), the rows the store purged before `cutoff`; returns
-    /// where to go on.
-    pub fn forget_part(&mut self, cursor: Cursor, budget: usize, cutoff: i64) -> Cursor {
-        self.index.retain_part(cursor, budget, |row| {
-            row.expires_at.is_none_or(|at| at >= cutoff) || row.last_banned_at >= cutoff
+    /// Adds to `stale` the targets of the next shards from `cursor` (about
+    /// `budget` rows) that are history older than `cutoff`; returns where
+    /// to go on.
+    pub fn stale_part(
+        &self,
+        cursor: Cursor,
+        budget: usize,
+        cutoff: i64,
+        stale: &mut Vec<IpNet>,
+    ) -> Cursor {
+        self.index.walk(cursor, budget, |row, _| {
+            if is_stale(&row, cutoff) {
+                stale.push(row.target);
+            }
         })
+    }
+
+    /// Drops from the index those of `targets` still history older than
+    /// `cutoff` (the store purged them).
+    pub fn forget(&mut self, targets: &[IpNet], cutoff: i64) {
+        for target in targets {
+            if self
+                .index
+                .get(target)
+                .is_some_and(|row| is_stale(&row, cutoff))
+            {
+                self.index.remove(target);
+            }
+        }
     }
 
     /// Forgets addresses older than the aggregation window.
@@ -288,6 +314,12 @@ impl BanManager {
             !addresses.is_empty()
         });
     }
+}
+
+/// Whether `row` is history older than `cutoff`: ended and last banned
+/// before it (the store's purge condition).
+fn is_stale(row: &Held, cutoff: i64) -> bool {
+    row.expires_at.is_some_and(|at| at < cutoff) && row.last_banned_at < cutoff
 }
 
 /// The map value for a stored ban: its wall-clock expiry moved onto the

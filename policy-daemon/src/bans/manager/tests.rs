@@ -609,3 +609,56 @@ fn kernel_values_carry_the_scope_bits_and_adoption_reads_them_back() {
         "a scope change is rewritten"
     );
 }
+
+#[test]
+fn purge_deletes_old_history_from_store_and_index_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(Store::open_in(dir.path()).expect("store"));
+    let now = unix_now();
+    let old = now - 40 * 86_400;
+    let row = |target: &str, expires_at: Option<i64>, last: i64| StoredBan {
+        target: net(target),
+        expires_at,
+        source: Source::Cli,
+        reason: "r".into(),
+        detail: String::new(),
+        count: 1,
+        scope: BanScope::Default,
+        first_banned_at: last,
+        last_banned_at: last,
+    };
+    store
+        .put_bans(&[
+            row("192.0.2.1/32", Some(old + 60), old),
+            row("192.0.2.2/32", None, old),
+            row("192.0.2.3/32", Some(now + 60), now),
+            row("2001:db8::/64", Some(old + 60), old),
+        ])
+        .expect("put");
+    let xdp = XdpBackend {
+        dataplane: None,
+        enforcing: false,
+        note: "test".into(),
+    };
+    let policy = BanPolicy {
+        history_age: Duration::from_hours(30 * 24),
+        ..BanPolicy::default()
+    };
+    let mut bans = BanManager::new(Arc::clone(&store), xdp, None, policy).expect("manager");
+    assert_eq!(bans.purge().expect("purge"), 2, "the two ended a month ago");
+    let left: Vec<IpNet> = store
+        .all()
+        .expect("all")
+        .into_iter()
+        .map(|r| r.target)
+        .collect();
+    assert_eq!(left.len(), 2);
+    assert!(left.contains(&net("192.0.2.2/32")) && left.contains(&net("192.0.2.3/32")));
+    assert!(bans.index.get(&net("192.0.2.1/32")).is_none());
+    assert!(bans.index.get(&net("2001:db8::/64")).is_none());
+    assert!(
+        bans.index.get(&net("192.0.2.2/32")).is_some(),
+        "a permanent ban stays"
+    );
+    assert_eq!(bans.purge().expect("purge"), 0);
+}
