@@ -219,24 +219,7 @@ impl Dataplane {
         exact_entries(self.bans_v6.map(), MAP_BANS_V6, |key: [u8; 16], value| {
             out.push((IpNet::V6(Ipv6Net::from(Ipv6Addr::from(key))), value));
         })?;
-        for item in &self.prefix_v4 {
-            let (key, value) = item.map_err(|source| DataplaneError::Map {
-                name: MAP_PREFIX_V4,
-                source,
-            })?;
-            let net = Ipv4Net::new(Ipv4Addr::from(key.data()), prefix_len_u8(key.prefix_len()))
-                .map_err(|_| corrupt_key(MAP_PREFIX_V4))?;
-            out.push((IpNet::V4(net), value));
-        }
-        for item in &self.prefix_v6 {
-            let (key, value) = item.map_err(|source| DataplaneError::Map {
-                name: MAP_PREFIX_V6,
-                source,
-            })?;
-            let net = Ipv6Net::new(Ipv6Addr::from(key.data()), prefix_len_u8(key.prefix_len()))
-                .map_err(|_| corrupt_key(MAP_PREFIX_V6))?;
-            out.push((IpNet::V6(net), value));
-        }
+        out.extend(self.prefix_entries()?);
         Ok(out)
     }
 

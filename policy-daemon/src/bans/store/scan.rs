@@ -20,8 +20,7 @@ use std::{
 use ipnet::IpNet;
 use rusqlite::{Connection, OpenFlags, params};
 
-use super::{BanScope, Source, StoreError, StoredBan, source_from_name, sql};
-use crate::bans::parse_target;
+use super::{RawBan, Source, StoreError, StoredBan, sql};
 
 /// Rows one chunk reads at most.
 pub const SCAN_CHUNK: usize = 4096;
@@ -144,7 +143,7 @@ impl ActiveBans {
             let raw = row.map_err(sql(&self.path, "reading a listed ban"))?;
             read += 1;
             self.after.clone_from(&raw.target);
-            let Some(ban) = raw.into_ban(&self.path) else {
+            let Some(ban) = raw.decode(&self.path) else {
                 continue;
             };
             if self
@@ -209,78 +208,10 @@ fn next_char(separator: char) -> char {
     char::from_u32(u32::from(separator) + 1).unwrap_or(separator)
 }
 
-/// A row as `SQLite` hands it over.
-struct RawBan {
-    target: String,
-    expires_at: Option<i64>,
-    source: String,
-    reason: String,
-    detail: String,
-    count: i64,
-    first_banned_at: i64,
-    last_banned_at: i64,
-    scope: Option<String>,
-}
-
-impl RawBan {
-    fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            target: row.get(0)?,
-            expires_at: row.get(1)?,
-            source: row.get(2)?,
-            reason: row.get(3)?,
-            detail: row.get(4)?,
-            count: row.get(5)?,
-            first_banned_at: row.get(6)?,
-            last_banned_at: row.get(7)?,
-            scope: row.get(8)?,
-        })
-    }
-
-    /// The ban, or `None` (logged) for a row that cannot be read as one, as
-    /// [`super::Store::all`] does.
-    fn into_ban(self, path: &Path) -> Option<StoredBan> {
-        let corrupt = |detail: String| {
-            tracing::error!(
-                "{}; row not listed",
-                StoreError::Corrupt {
-                    path: path.to_owned(),
-                    target: self.target.clone(),
-                    detail,
-                }
-            );
-        };
-        let target = match parse_target(&self.target) {
-            Ok(target) => target,
-            Err(error) => {
-                corrupt(error.to_string());
-                return None;
-            }
-        };
-        let Some(source) = source_from_name(&self.source) else {
-            corrupt(format!("unknown source {:?}", self.source));
-            return None;
-        };
-        // Shown as all traffic, as the daemon enforces it.
-        let scope = BanScope::from_text(self.scope.as_deref()).unwrap_or(BanScope::All);
-        Some(StoredBan {
-            target,
-            expires_at: self.expires_at,
-            source,
-            reason: self.reason,
-            detail: self.detail,
-            count: u32::try_from(self.count.max(0)).unwrap_or(u32::MAX),
-            scope,
-            first_banned_at: self.first_banned_at,
-            last_banned_at: self.last_banned_at,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bans::{store::Store, target_to_string};
+    use crate::bans::{BanScope, parse_target, store::Store, target_to_string};
 
     const NOW: i64 = 10_000;
 
