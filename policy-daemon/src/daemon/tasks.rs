@@ -182,15 +182,13 @@ fn reconcile(shared: &Shared) -> Reconciled {
     };
     let read = maps.each_chunk(|chunk| {
         for part in chunk.chunks(RECONCILE_PART) {
-            shared.step(|manager| manager.reconcile_chunk(part, pass, false, &mut report));
+            shared.step(|manager| manager.reconcile_chunk(part, pass, &mut report));
         }
     });
     if let Err(error) = read {
         warn!(%error, "reading the XDP maps failed; every ban is checked one by one");
     }
-    shared
-        .manager()
-        .reconcile_prefixes(pass, false, &mut report);
+    shared.manager().reconcile_prefixes(pass, &mut report);
     let mut cursor = Cursor::default();
     while !cursor.is_done() {
         cursor = shared.step(|manager| {

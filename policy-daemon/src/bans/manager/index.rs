@@ -241,17 +241,13 @@ impl<K: Ord + Copy + Hash> Shards<K> {
             .collect();
         // Stable: among equal keys the later item stays last.
         keyed.sort_by_key(|item| (item.0, item.1));
-        let mut start = 0;
-        while start < keyed.len() {
-            let shard = keyed[start].0;
-            let end = start + keyed[start..].partition_point(|item| item.0 == shard);
-            let run = &keyed[start..end];
+        for run in keyed.chunk_by(|a, b| a.0 == b.0) {
+            let shard = run[0].0;
             let old = std::mem::take(&mut self.parts[shard]);
             let before = old.len();
             let merged = merge(old, run);
             self.len = self.len - before + merged.len();
             self.parts[shard] = merged;
-            start = end;
         }
     }
 
@@ -264,13 +260,10 @@ impl<K: Ord + Copy + Hash> Shards<K> {
             .map(|(key, at)| (self.shard_of(&key), key, at))
             .collect();
         keyed.sort_unstable_by_key(|item| (item.0, item.1));
-        let mut start = 0;
-        while start < keyed.len() {
-            let shard = keyed[start].0;
-            let end = start + keyed[start..].partition_point(|item| item.0 == shard);
-            let entries = &self.parts[shard];
+        for run in keyed.chunk_by(|a, b| a.0 == b.0) {
+            let entries = &self.parts[run[0].0];
             let mut i = 0;
-            for (_, key, at) in &keyed[start..end] {
+            for (_, key, at) in run {
                 while i < entries.len() && entries[i].0 < *key {
                     i += 1;
                 }
@@ -280,7 +273,6 @@ impl<K: Ord + Copy + Hash> Shards<K> {
                     found(*at, key, slot);
                 }
             }
-            start = end;
         }
     }
 

@@ -50,13 +50,12 @@ impl BanManager {
         let Some((maps, pass)) = self.begin_reconcile() else {
             return report;
         };
-        let read =
-            maps.each_chunk(|chunk| self.reconcile_chunk(chunk, pass, at_start, &mut report));
+        let read = maps.each_chunk(|chunk| self.reconcile_chunk(chunk, pass, &mut report));
         if let Err(error) = read {
             self.backend_errors += 1;
             warn!(%error, "reading the XDP maps failed; every ban is checked one by one");
         }
-        self.reconcile_prefixes(pass, at_start, &mut report);
+        self.reconcile_prefixes(pass, &mut report);
         let mut cursor = Cursor::default();
         while !cursor.is_done() {
             cursor = self.reconcile_missing(cursor, usize::MAX, pass, at_start, &mut report);
@@ -127,7 +126,6 @@ impl BanManager {
         &mut self,
         chunk: &[(IpNet, BanValue)],
         pass: u8,
-        at_start: bool,
         report: &mut Reconciled,
     ) {
         let Some(dataplane) = self.xdp.dataplane.as_mut() else {
@@ -155,7 +153,6 @@ impl BanManager {
                 }
             }
         }
-        let _ = at_start;
         if let Err(error) = dataplane.insert_many(&writes) {
             self.backend_errors += 1;
             warn!(%error, "rewriting bans into the XDP maps failed");
@@ -164,12 +161,12 @@ impl BanManager {
 
     /// [`Self::reconcile_chunk`] for the prefix tries (few entries: read
     /// whole, under the lock).
-    pub fn reconcile_prefixes(&mut self, pass: u8, at_start: bool, report: &mut Reconciled) {
+    pub fn reconcile_prefixes(&mut self, pass: u8, report: &mut Reconciled) {
         let Some(dataplane) = self.xdp.dataplane.as_ref() else {
             return;
         };
         match dataplane.prefix_entries() {
-            Ok(entries) => self.reconcile_chunk(&entries, pass, at_start, report),
+            Ok(entries) => self.reconcile_chunk(&entries, pass, report),
             Err(error) => {
                 self.backend_errors += 1;
                 warn!(%error, "reading the prefix tries failed");
