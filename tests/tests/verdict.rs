@@ -480,6 +480,47 @@ fn expired_ban_passes() {
 }
 
 #[test]
+fn a_ban_ends_at_its_expiry_by_the_programs_clock() {
+    if !require_root("a_ban_ends_at_its_expiry_by_the_programs_clock") {
+        return;
+    }
+    // The program converts the kernel's tick count to the clock expiries
+    // are written in; a conversion off by more than a few ticks either
+    // drops past the end or passes before it.
+    let mut t = Harness::new();
+    let end = spamwall::dataplane::monotonic_now_ns() + 300_000_000;
+    t.ban_with(BANNED_V4, end);
+    t.ban_with(BANNED_V6, end);
+    t.expect(
+        &v4(BANNED_V4).build(),
+        XDP_DROP,
+        Counter::DroppedV4,
+        "IPv4 before its ban ends",
+    );
+    t.expect(
+        &v6(BANNED_V6).build(),
+        XDP_DROP,
+        Counter::DroppedV6,
+        "IPv6 before its ban ends",
+    );
+    while spamwall::dataplane::monotonic_now_ns() < end + 100_000_000 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    t.expect(
+        &v4(BANNED_V4).build(),
+        XDP_PASS,
+        Counter::ExpiredPassed,
+        "IPv4 a tenth of a second after its ban ended",
+    );
+    t.expect(
+        &v6(BANNED_V6).build(),
+        XDP_PASS,
+        Counter::ExpiredPassed,
+        "IPv6 a tenth of a second after its ban ended",
+    );
+}
+
+#[test]
 fn permanent_ban_drops() {
     if !require_root("permanent_ban_drops") {
         return;

@@ -11,6 +11,16 @@
 /// directory (`bpftool prog show pinned <dir>/xdp_spamwall`).
 pub const PROGRAM_NAME: &str = "xdp_spamwall";
 
+/// Name of the second program in the object file, never attached: run
+/// once through `BPF_PROG_TEST_RUN` when the daemon loads the first, it
+/// writes the coarse monotonic clock then `jiffies` (each a native-endian
+/// `u64`) into the first 16 bytes of its frame. From that pair the daemon
+/// sets [`XdpSettings::clock_offset`].
+pub const CLOCK_PROGRAM_NAME: &str = "xdp_sw_clock";
+
+/// Bytes of the frame [`CLOCK_PROGRAM_NAME`] writes its reading into.
+pub const CLOCK_READING_SIZE: usize = 16;
+
 /// Exact IPv4 bans: `BPF_MAP_TYPE_LRU_HASH`, key `[u8; 4]` (network order),
 /// value [`BanValue`].
 pub const MAP_BANS_V4: &str = "bans_v4";
@@ -323,6 +333,29 @@ pub struct XdpSettings {
     pub no_prefix_v4: u32,
     /// The same for the IPv6 prefix trie.
     pub no_prefix_v6: u32,
+    /// The clock ban expiries are written in (`CLOCK_MONOTONIC`, at tick
+    /// resolution) from the kernel's tick count: `now = jiffies ×
+    /// clock_scale + clock_offset`, wrapping. `bpf_jiffies64` is inlined by
+    /// the verifier to one load, where `bpf_ktime_get_coarse_ns` is a helper
+    /// call on every hit. `clock_scale` is the tick length in nanoseconds
+    /// (the resolution of `CLOCK_MONOTONIC_COARSE`). Both zero, as loaded:
+    /// the clock reads zero and every ban is live until the daemon sets
+    /// them (a banned source fails closed).
+    pub clock_scale: u64,
+    /// See [`XdpSettings::clock_scale`].
+    pub clock_offset: u64,
+}
+
+impl XdpSettings {
+    /// The clock the program reads, at `jiffies`.
+    #[expect(
+        clippy::inline_always,
+        reason = "the XDP program calls this per packet"
+    )]
+    #[inline(always)]
+    pub const fn clock_at(clock_scale: u64, clock_offset: u64, jiffies: u64) -> u64 {
+        jiffies.wrapping_mul(clock_scale).wrapping_add(clock_offset)
+    }
 }
 
 /// Index of each per-CPU counter in [`MAP_STATS`]. Every packet the program
@@ -456,11 +489,13 @@ mod tests {
 
     #[test]
     fn settings_layout_is_fixed() {
-        assert_eq!(size_of::<XdpSettings>(), 16);
-        assert_eq!(align_of::<XdpSettings>(), 4);
+        assert_eq!(size_of::<XdpSettings>(), 32);
+        assert_eq!(align_of::<XdpSettings>(), 8);
         assert_eq!(offset_of!(XdpSettings, all_traffic), 4);
         assert_eq!(offset_of!(XdpSettings, no_prefix_v4), 8);
         assert_eq!(offset_of!(XdpSettings, no_prefix_v6), 12);
+        assert_eq!(offset_of!(XdpSettings, clock_scale), 16);
+        assert_eq!(offset_of!(XdpSettings, clock_offset), 24);
     }
 
     #[test]
@@ -538,7 +573,10 @@ mod tests {
     #[test]
     fn map_names_fit_the_kernel_limit() {
         // BPF_OBJ_NAME_LEN is 16 including the terminating NUL.
-        for name in MAP_NAMES.iter().chain([PROGRAM_NAME].iter()) {
+        for name in MAP_NAMES
+            .iter()
+            .chain([PROGRAM_NAME, CLOCK_PROGRAM_NAME].iter())
+        {
             assert!(name.len() < 16, "{name} is too long for a BPF object name");
         }
     }

@@ -2,14 +2,14 @@ use core::mem::size_of;
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
-    helpers::bpf_ktime_get_coarse_ns,
+    helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns},
     macros::{map, xdp},
     maps::{Array, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
 };
 use xdp_common::{
-    BanValue, Counter, DEFAULT_CAPACITY, DEFAULT_PREFIX_CAPACITY, MAPS, PORT_SCOPE_WORDS,
-    XdpConfig, XdpSettings, port_scope_slot, same_name,
+    BanValue, CLOCK_READING_SIZE, Counter, DEFAULT_CAPACITY, DEFAULT_PREFIX_CAPACITY, MAPS,
+    PORT_SCOPE_WORDS, XdpConfig, XdpSettings, port_scope_slot, same_name,
 };
 
 /// Declares a map with the literal name the `#[map]` attribute needs, and
@@ -59,6 +59,8 @@ static mut SPAMWALL_SETTINGS: XdpSettings = XdpSettings {
     all_traffic: 0,
     no_prefix_v4: 0,
     no_prefix_v6: 0,
+    clock_scale: 0,
+    clock_offset: 0,
 };
 
 /// One field of [`SPAMWALL_SETTINGS`].
@@ -105,6 +107,29 @@ pub fn xdp_spamwall(ctx: XdpContext) -> u32 {
     action
 }
 
+/// Never attached: the daemon runs it once through `BPF_PROG_TEST_RUN` to
+/// learn how the tick count maps to the clock ban expiries are written in
+/// (see [`XdpSettings::clock_scale`]). The clock is read first: a tick
+/// between the two readings makes the conversion one tick slow, so a ban
+/// ends a tick late, never early.
+const _: () = assert!(same_name("xdp_sw_clock", xdp_common::CLOCK_PROGRAM_NAME));
+
+#[xdp]
+pub fn xdp_sw_clock(ctx: XdpContext) -> u32 {
+    let Some(out) = ptr_at::<[u8; CLOCK_READING_SIZE]>(&ctx, 0) else {
+        return XDP_PASS;
+    };
+    // SAFETY: the helpers have no preconditions.
+    let (clock, jiffies) = unsafe { (bpf_ktime_get_coarse_ns(), bpf_jiffies64()) };
+    let mut reading = [0_u8; CLOCK_READING_SIZE];
+    reading[..8].copy_from_slice(&clock.to_ne_bytes());
+    reading[8..].copy_from_slice(&jiffies.to_ne_bytes());
+    // SAFETY: `ptr_at` checked the bytes lie inside the frame, which a
+    // test run gives the program writable.
+    unsafe { *out.cast_mut() = reading };
+    XDP_PASS
+}
+
 #[inline(always)]
 fn count(counter: Counter) {
     if let Some(slot) = STATS.get_ptr_mut(counter.index()) {
@@ -139,33 +164,48 @@ fn read_be16(ctx: &XdpContext, offset: usize) -> Option<u16> {
 /// The action for this frame and the counter it moves.
 #[inline(always)]
 fn verdict(ctx: &XdpContext) -> (u32, Counter) {
-    let Some(mut ethertype) = read_be16(ctx, 12) else {
+    let Some(ethertype) = read_be16(ctx, 12) else {
         return (XDP_PASS, Counter::MalformedPassed);
     };
-    let mut offset = ETH_HLEN;
-    // Up to two tags (802.1Q, or 802.1ad outer + 802.1Q inner), unrolled.
-    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
-        let Some(inner) = read_be16(ctx, offset + 2) else {
+    // Untagged IPv4, the most common frame, goes straight to its header;
+    // both paths share one copy of the IPv4 code.
+    let (ethertype, offset) = if ethertype == ETH_P_IP {
+        (ethertype, ETH_HLEN)
+    } else {
+        let Some(untagged) = untag(ctx, ethertype) else {
             return (XDP_PASS, Counter::MalformedPassed);
         };
-        ethertype = inner;
+        untagged
+    };
+    match ethertype {
+        ETH_P_IP => outcome(ipv4(ctx, offset), Counter::DroppedV4),
+        ETH_P_IPV6 => outcome(ipv6(ctx, offset), Counter::DroppedV6),
+        _ => (XDP_PASS, Counter::NonIpPassed),
+    }
+}
+
+/// Steps over up to two VLAN tags (802.1Q, or 802.1ad outer + 802.1Q
+/// inner), unrolled: the ethertype inside and where its header starts.
+/// `None` when a tag is cut short.
+#[inline(always)]
+fn untag(ctx: &XdpContext, mut ethertype: u16) -> Option<(u16, usize)> {
+    let mut offset = ETH_HLEN;
+    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+        ethertype = read_be16(ctx, offset + 2)?;
         offset += VLAN_HLEN;
         if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
-            let Some(inner) = read_be16(ctx, offset + 2) else {
-                return (XDP_PASS, Counter::MalformedPassed);
-            };
-            ethertype = inner;
+            ethertype = read_be16(ctx, offset + 2)?;
             offset += VLAN_HLEN;
         }
     }
-    let outcome = match ethertype {
-        ETH_P_IP => ipv4(ctx, offset),
-        ETH_P_IPV6 => ipv6(ctx, offset),
-        _ => return (XDP_PASS, Counter::NonIpPassed),
-    };
-    match outcome {
-        Some(Lookup::Banned) if ethertype == ETH_P_IP => (XDP_DROP, Counter::DroppedV4),
-        Some(Lookup::Banned) => (XDP_DROP, Counter::DroppedV6),
+    Some((ethertype, offset))
+}
+
+/// The action for a lookup's outcome; `dropped` is the family's counter.
+#[inline(always)]
+fn outcome(lookup: Option<Lookup>, dropped: Counter) -> (u32, Counter) {
+    match lookup {
+        Some(Lookup::Banned) => (XDP_DROP, dropped),
         Some(Lookup::Expired) => (XDP_PASS, Counter::ExpiredPassed),
         Some(Lookup::Clean) => (XDP_PASS, Counter::Passed),
         Some(Lookup::OutOfScope) => (XDP_PASS, Counter::OutOfScopePassed),
@@ -376,11 +416,14 @@ fn judge(
     let mut expired = false;
     let mut elsewhere = false;
     let mut drops = |value: *const BanValue| {
-        // The clock is read only once an entry is found. The coarse clock
-        // costs a fraction of bpf_ktime_get_ns; a ban may end up to one
-        // tick late.
-        // SAFETY: the helper has no preconditions.
-        let now = *now.get_or_insert_with(|| unsafe { bpf_ktime_get_coarse_ns() });
+        // The clock is read only once an entry is found, from the tick
+        // count (one load once the verifier has inlined the helper) and
+        // the daemon's conversion; a ban may end up to one tick late.
+        let now = *now.get_or_insert_with(|| {
+            // SAFETY: the helper has no preconditions.
+            let jiffies = unsafe { bpf_jiffies64() };
+            XdpSettings::clock_at(setting!(clock_scale), setting!(clock_offset), jiffies)
+        });
         // SAFETY: a map value pointer returned by the lookup helper, valid for this run.
         let value = unsafe { &*value };
         if !value.is_live(now) {

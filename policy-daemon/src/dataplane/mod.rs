@@ -6,6 +6,7 @@
 //! keep being dropped while no daemon runs. A restart swaps the program in
 //! place on the existing links (`BPF_LINK_UPDATE`): no packet sees a gap.
 
+mod clock;
 mod counters;
 mod links;
 mod lookup;
@@ -78,6 +79,8 @@ pub enum DataplaneError {
     UnknownInterface { interface: String },
     #[error("attaching XDP to {interface}: {detail}")]
     Attach { interface: String, detail: String },
+    #[error("reading the kernel clock for the XDP program: {detail}")]
+    Clock { detail: String },
     #[error("pinning {path}: {}", error_chain(source))]
     Pin { path: PathBuf, source: PinError },
     #[cfg(any(test, feature = "test-support"))]
@@ -172,9 +175,14 @@ impl Dataplane {
             }
         }
 
+        let (clock_scale, clock_offset) = clock::measure(&mut ebpf)?;
         let mut dataplane = Self {
             settings_map: take_map(&mut ebpf, SETTINGS_MAP)?,
-            settings: XdpSettings::default(),
+            settings: XdpSettings {
+                clock_scale,
+                clock_offset,
+                ..XdpSettings::default()
+            },
             bans_v4: take_map(&mut ebpf, MAP_BANS_V4)?,
             bans_v6: take_map(&mut ebpf, MAP_BANS_V6)?,
             prefix_v4: take_map(&mut ebpf, MAP_PREFIX_V4)?,

@@ -12,7 +12,6 @@ use std::{
 };
 
 const BPF_OBJ_GET: libc::c_long = 7;
-#[cfg(any(test, feature = "test-support"))]
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
@@ -82,6 +81,23 @@ pub fn prog_test_run(prog: BorrowedFd<'_>, frame: &[u8], repeat: u32) -> io::Res
         action: attr.get_u32(4),
         duration_ns: attr.get_u32(36),
     })
+}
+
+/// Runs an XDP program once on `frame` and copies the frame as the program
+/// left it into `out`; returns the program's action.
+pub fn prog_test_run_out(prog: BorrowedFd<'_>, frame: &[u8], out: &mut [u8]) -> io::Result<u32> {
+    let too_large = || io::Error::new(io::ErrorKind::InvalidInput, "frame too large");
+    let size = u32::try_from(frame.len()).map_err(|_| too_large())?;
+    let out_size = u32::try_from(out.len()).map_err(|_| too_large())?;
+    let mut attr = Attr::new();
+    attr.put_u32(0, fd_u32(prog));
+    attr.put_u32(8, size);
+    attr.put_u32(12, out_size);
+    attr.put_u64(16, frame.as_ptr() as u64);
+    attr.put_u64(24, out.as_mut_ptr() as u64);
+    attr.put_u32(32, 1);
+    attr.call(BPF_PROG_TEST_RUN)?;
+    Ok(attr.get_u32(4))
 }
 
 /// Writes `count` key/value pairs in one call (`BPF_MAP_UPDATE_BATCH`).
