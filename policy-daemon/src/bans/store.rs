@@ -139,11 +139,11 @@ fn upsert(rows: usize) -> String {
 /// Binds `bans` to an [`upsert`] of as many rows.
 fn bind_bans(
     insert: &mut rusqlite::CachedStatement<'_>,
-    bans: &[StoredBan],
+    bans: &[(String, &StoredBan)],
 ) -> rusqlite::Result<()> {
-    for (row, ban) in bans.iter().enumerate() {
+    for (row, (key, ban)) in bans.iter().enumerate() {
         let base = row * 9;
-        insert.raw_bind_parameter(base + 1, target_to_string(&ban.target))?;
+        insert.raw_bind_parameter(base + 1, key)?;
         insert.raw_bind_parameter(base + 2, ban.expires_at)?;
         insert.raw_bind_parameter(base + 3, ban.source.as_str())?;
         insert.raw_bind_parameter(base + 4, &ban.reason)?;
@@ -348,9 +348,17 @@ impl Store {
     /// returns, all of them are durable. Many rows go [`ROWS_PER_INSERT`]
     /// to a statement.
     pub fn put_bans(&self, bans: &[StoredBan]) -> Result<(), StoreError> {
+        // In the order of the primary key: each row lands next to the one
+        // before it in the B-tree instead of at a random page. Stable: a
+        // target given twice keeps its last row.
+        let mut keyed: Vec<(String, &StoredBan)> = bans
+            .iter()
+            .map(|ban| (target_to_string(&ban.target), ban))
+            .collect();
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
         self.in_transaction("committing bans", |tx| {
-            let mut chunks = bans.chunks_exact(ROWS_PER_INSERT);
-            if bans.len() >= ROWS_PER_INSERT {
+            let mut chunks = keyed.chunks_exact(ROWS_PER_INSERT);
+            if keyed.len() >= ROWS_PER_INSERT {
                 let mut insert = tx
                     .prepare_cached(&upsert(ROWS_PER_INSERT))
                     .map_err(sql(&self.path, "preparing the ban insert"))?;

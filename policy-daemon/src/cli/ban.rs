@@ -150,9 +150,13 @@ pub(super) fn ban(socket: &Path, args: &BanArgs) -> Result<(), Failure> {
 /// How much target text one `ban --file` request carries at most: well
 /// under the daemon's request limit (16 MiB) whatever the address family,
 /// and small enough that the daemon's memory for one batch stays near a
-/// hundred megabytes while the store, the kernel and the next request
-/// keep each other busy.
+/// hundred megabytes.
 const BULK_REQUEST_BYTES: usize = 1 << 20;
+
+/// `ban --file` requests in flight at once: while the daemon writes one
+/// batch to the store and the kernel, it already receives and checks the
+/// next, and this process reads the one after.
+const BULK_IN_FLIGHT: usize = 2;
 
 /// `ban --file`: reads the list, reports bad lines by number, bans the rest
 /// in requests of [`BULK_REQUEST_BYTES`] and prints a count.
@@ -161,58 +165,57 @@ fn ban_file(socket: &Path, args: &BanArgs, path: &Path) -> Result<(), Failure> {
     let mut batch = args.targets.clone();
     let mut batch_bytes: usize = batch.iter().map(String::len).sum();
     let mut bad_lines = Vec::new();
-    let mut banned_total = 0;
-    let mut refused_all = Vec::new();
-    let mut outcomes: Vec<Outcome> = Vec::new();
-    let mut send = |batch: Vec<String>| -> Result<(), Failure> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let sent = args.json.then(|| batch.clone());
-        let request = Request::BanBulk {
-            targets: batch,
-            length,
-            reason: args.reason.clone(),
-            force: args.force,
+    let mut tally = Tally::default();
+    std::thread::scope(|scope| -> Result<(), Failure> {
+        let mut in_flight = std::collections::VecDeque::with_capacity(BULK_IN_FLIGHT);
+        let mut send = |batch: Vec<String>, tally: &mut Tally| -> Result<(), Failure> {
+            if batch.is_empty() {
+                return Ok(());
+            }
+            if in_flight.len() == BULK_IN_FLIGHT
+                && let Some(oldest) = in_flight.pop_front()
+            {
+                tally.take(oldest)?;
+            }
+            let sent = args.json.then(|| batch.clone());
+            let request = Request::BanBulk {
+                targets: batch,
+                length,
+                reason: args.reason.clone(),
+                force: args.force,
+            };
+            in_flight.push_back(scope.spawn(move || (sent, ask(socket, &request))));
+            Ok(())
         };
-        let response = ask(socket, &request)?;
-        let Response::BulkBanned { banned, refused } = response else {
-            return Err(unexpected(&response));
-        };
-        banned_total += banned;
-        if let Some(targets) = sent {
-            let refused_targets: std::collections::HashSet<&str> =
-                refused.iter().map(|r| r.target.as_str()).collect();
-            outcomes.extend(
-                targets
-                    .into_iter()
-                    .filter(|target| !refused_targets.contains(target.as_str()))
-                    .map(|target| Outcome::new(target, "banned")),
-            );
-            outcomes.extend(refused.iter().map(Outcome::refused));
-        }
-        refused_all.extend(refused);
-        Ok(())
-    };
-    for line in target_lines(path)? {
-        let line =
-            line.map_err(|e| Failure::runtime(format!("reading {}: {e}", path.display())))?;
-        match &line.target {
-            Ok(target) => {
-                let text = target_to_string(target);
-                if let Some(full) =
-                    add_to_batch(&mut batch, &mut batch_bytes, text, BULK_REQUEST_BYTES)
-                {
-                    send(full)?;
+        for line in target_lines(path)? {
+            let line =
+                line.map_err(|e| Failure::runtime(format!("reading {}: {e}", path.display())))?;
+            match &line.target {
+                Ok(target) => {
+                    let text = target_to_string(target);
+                    if let Some(full) =
+                        add_to_batch(&mut batch, &mut batch_bytes, text, BULK_REQUEST_BYTES)
+                    {
+                        send(full, &mut tally)?;
+                    }
+                }
+                Err(error) => {
+                    let error = error.clone();
+                    bad_lines.push((line, error));
                 }
             }
-            Err(error) => {
-                let error = error.clone();
-                bad_lines.push((line, error));
-            }
         }
-    }
-    send(batch)?;
+        send(std::mem::take(&mut batch), &mut tally)?;
+        for request in in_flight {
+            tally.take(request)?;
+        }
+        Ok(())
+    })?;
+    let Tally {
+        banned: banned_total,
+        refused: refused_all,
+        mut outcomes,
+    } = tally;
     if args.json {
         outcomes.extend(
             bad_lines
@@ -228,6 +231,45 @@ fn ban_file(socket: &Path, args: &BanArgs, path: &Path) -> Result<(), Failure> {
         refusals(&refused_all)
     } else {
         refusals(&refused_all).and(Err(Failure::usage(String::new())))
+    }
+}
+
+/// One `ban --file` request on its way: the targets it carries (kept for
+/// `--json` only) and the daemon's answer.
+type BulkRequest<'scope> =
+    std::thread::ScopedJoinHandle<'scope, (Option<Vec<String>>, Result<Response, Failure>)>;
+
+/// The answers to `ban --file` requests, added up in the order sent.
+#[derive(Default)]
+struct Tally {
+    banned: u64,
+    refused: Vec<Refusal>,
+    outcomes: Vec<Outcome>,
+}
+
+impl Tally {
+    fn take(&mut self, request: BulkRequest<'_>) -> Result<(), Failure> {
+        let (sent, response) = request
+            .join()
+            .map_err(|_| Failure::runtime("a ban request failed unexpectedly".to_owned()))?;
+        let response = response?;
+        let Response::BulkBanned { banned, refused } = response else {
+            return Err(unexpected(&response));
+        };
+        self.banned += banned;
+        if let Some(targets) = sent {
+            let refused_targets: std::collections::HashSet<&str> =
+                refused.iter().map(|r| r.target.as_str()).collect();
+            self.outcomes.extend(
+                targets
+                    .into_iter()
+                    .filter(|target| !refused_targets.contains(target.as_str()))
+                    .map(|target| Outcome::new(target, "banned")),
+            );
+            self.outcomes.extend(refused.iter().map(Outcome::refused));
+        }
+        self.refused.extend(refused);
+        Ok(())
     }
 }
 

@@ -299,3 +299,29 @@ fn a_store_from_before_scopes_gains_the_column_and_keeps_its_rows() {
         BanScope::from_ports(&[25])
     );
 }
+
+#[test]
+fn a_target_given_twice_in_one_write_keeps_its_last_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open_in(&dir.path().join("state")).expect("open");
+    // Rows are written in key order; the two rows of 192.0.2.7 keep theirs.
+    store
+        .put_bans(&[
+            ban("192.0.2.7/32", Some(5000), 1),
+            ban("192.0.2.10/32", Some(5000), 1),
+            ban("192.0.2.7/32", Some(9000), 2),
+            ban("192.0.2.1/32", Some(5000), 1),
+        ])
+        .expect("put");
+    let row = store
+        .get(&"192.0.2.7/32".parse().expect("net"))
+        .expect("get")
+        .expect("row");
+    assert_eq!((row.expires_at, row.count), (Some(9000), 2));
+    assert!(
+        store
+            .get(&"192.0.2.10/32".parse().expect("net"))
+            .expect("get")
+            .is_some()
+    );
+}
