@@ -182,6 +182,10 @@ pub fn encode_reply(action: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\n\n");
 }
 
+/// Largest request text kept for reuse by [`Decoder::recycle`]; Postfix's
+/// requests are well under it.
+const MAX_SPARE_TEXT: usize = 4096;
+
 /// Incremental request decoder for one connection.
 #[derive(Debug)]
 pub struct Decoder {
@@ -201,6 +205,10 @@ pub struct Decoder {
     /// The other attribute lines; their UTF-8 is checked once for the
     /// whole request when it is taken.
     found: Vec<Attribute>,
+    /// Storage of a request already answered, for the next one to take
+    /// (see [`Decoder::recycle`]): a connection's requests then allocate
+    /// nothing once the first is answered.
+    spare: Option<(Vec<u8>, Vec<Attribute>)>,
 }
 
 impl Decoder {
@@ -214,7 +222,23 @@ impl Decoder {
             bad: Vec::new(),
             bad_lines: Vec::new(),
             found: Vec::new(),
+            spare: None,
         }
+    }
+
+    /// Takes back the storage of `request`, answered and no longer
+    /// needed, for the next request to use. The storage of a request
+    /// larger than [`MAX_SPARE_TEXT`] is let go: a peer's one huge
+    /// request does not stay allocated for the connection's life.
+    pub fn recycle(&mut self, request: Request) {
+        let mut text = request.text.into_bytes();
+        if text.capacity() > MAX_SPARE_TEXT {
+            return;
+        }
+        let mut attributes = request.attributes;
+        text.clear();
+        attributes.clear();
+        self.spare = Some((text, attributes));
     }
 
     /// Whether part of a request has been received and not yet taken.
@@ -314,12 +338,15 @@ impl Decoder {
     /// removes it, with its final empty line ending at `end`, from the
     /// buffer.
     fn take(&mut self, buffer: &mut Vec<u8>, end: usize) -> Request {
-        let mut attributes = std::mem::replace(
-            &mut self.found,
-            Vec::with_capacity(self.attributes.min(self.limits.max_attributes)),
-        );
+        let (mut bytes, next_found) = self.spare.take().unwrap_or_else(|| {
+            (
+                Vec::with_capacity(self.scanned),
+                Vec::with_capacity(self.attributes.min(self.limits.max_attributes)),
+            )
+        });
+        let mut attributes = std::mem::replace(&mut self.found, next_found);
         let mut bad = std::mem::take(&mut self.bad);
-        let mut bytes = buffer[..self.scanned].to_vec();
+        bytes.extend_from_slice(&buffer[..self.scanned]);
         for line in self.bad_lines.drain(..) {
             bytes[range(&line)].fill(b' ');
         }
@@ -526,6 +553,24 @@ mod tests {
         };
         assert!(matches!(error, CodecError::LineTooLong { .. }), "{error}");
         assert!(buffer.len() <= Limits::default().max_line_length + 2);
+    }
+
+    #[test]
+    fn recycled_storage_gives_the_same_requests() {
+        // The second request is too large for its storage to be kept.
+        let long = "x".repeat(MAX_SPARE_TEXT * 3 / 4);
+        let mut input = format!("a=1\nb=2\n\nhelo_name={long}\nsender={long}\n\n").into_bytes();
+        input.extend_from_slice(b"c=\xff\nd=4\n\ne=5\n\n");
+        let whole = decode_all(&input, Limits::default()).expect("valid");
+        let mut decoder = Decoder::new(Limits::default());
+        let mut buffer = input;
+        let mut requests = Vec::new();
+        while let Some(request) = decoder.decode(&mut buffer).expect("valid") {
+            requests.push(request.clone());
+            decoder.recycle(request);
+        }
+        assert_eq!(requests, whole);
+        assert_eq!(requests.len(), 4);
     }
 
     #[test]

@@ -101,6 +101,7 @@ pub(super) async fn serve_connection<S>(
         requests.increment(1);
         latency.record(started.elapsed().as_secs_f64());
         encode_reply(&decision.action, &mut reply);
+        connection.decoder.recycle(request);
         if reply.len() < MAX_BATCHED_REPLY
             && connection
                 .decoder
