@@ -229,10 +229,18 @@ impl Slot {
     /// Marks the client idle from now: its answer is written and no other
     /// request has begun.
     pub fn idle(&mut self) {
+        if self.state.load(Ordering::SeqCst) == BUSY {
+            self.idle_at(Instant::now());
+        }
+    }
+
+    /// Marks the client idle from `now`, the caller's reading of the
+    /// clock (see [`Slot::idle`]).
+    pub fn idle_at(&mut self, now: Instant) {
         if self.state.load(Ordering::SeqCst) != BUSY {
             return;
         }
-        let since = self.clients.idle_since(Instant::now());
+        let since = self.clients.idle_since(now);
         // Fails only when the client is closed (a busy one never is) or
         // already idle.
         if self
