@@ -125,6 +125,31 @@ fn mail_key(mail: &Mail<'_>) -> Option<Vec<u8>> {
     Some(key)
 }
 
+/// `ip` as text, as `Display` writes it (empty for none); an IPv4
+/// address, the usual client, without the formatting machinery.
+fn address_text(ip: Option<IpAddr>) -> String {
+    match ip {
+        None => String::new(),
+        Some(IpAddr::V4(ip)) => {
+            let mut text = String::with_capacity(15);
+            for (i, octet) in ip.octets().into_iter().enumerate() {
+                if i > 0 {
+                    text.push('.');
+                }
+                if octet >= 100 {
+                    text.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    text.push(char::from(b'0' + octet / 10 % 10));
+                }
+                text.push(char::from(b'0' + octet % 10));
+            }
+            text
+        }
+        Some(ip) => ip.to_string(),
+    }
+}
+
 /// Which checks already fired for a mail.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Fired([u64; MAX_CHECKS / 64]);
@@ -410,7 +435,7 @@ impl Engine {
         let action = match reached.and_then(|i| self.thresholds.0.get(i)) {
             None => Cow::Borrowed(DUNNO),
             Some(threshold) => {
-                let ip = mail.client.map(|ip| ip.to_string()).unwrap_or_default();
+                let ip = address_text(mail.client);
                 let action = threshold.action.render(&ip, score, &detail);
                 // Once per mail and threshold: Postfix logs each RCPT's
                 // answer itself.
@@ -705,6 +730,23 @@ action = "prepend X-Spamwall: %SCORE% (%DETAIL%)"
         // No instance at all (e.g. spamwall query): scored alone.
         let lone = Request::from_pairs([("client_address", "198.51.100.51")]);
         assert_eq!(engine.decide(&lone, soon()).await.score, 5.0);
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        assert_eq!(address_text(None), "");
+        for text in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.100.9",
+            "1.20.3.200",
+            "198.51.100.99",
+            "2001:db8::1",
+            "::ffff:192.0.2.1",
+        ] {
+            let ip: IpAddr = text.parse().expect("address");
+            assert_eq!(address_text(Some(ip)), ip.to_string());
+        }
     }
 
     #[test]
