@@ -7,38 +7,56 @@
 //! has been idle longest; a busy one is never closed for it. Asking for
 //! admission never waits, so an accept loop cannot be held up by clients
 //! that keep their connections open.
+//!
+//! Turning busy and idle, twice per request, is a compare-and-swap on the
+//! client's own word. Only admitting and leaving take the lock; admitting
+//! at the cap looks at every admitted client's word to find the one idle
+//! the longest.
 
 use std::{
-    collections::{BTreeSet, HashMap},
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
     time::Instant,
 };
 
 use tokio::sync::{Notify, oneshot};
 
+/// A client's state in one word, so that marking the start and the end
+/// of each request is one compare-and-swap and takes no lock: busy,
+/// closed (to admit another, or gone), or idle since `1 + n`
+/// nanoseconds after [`Clients`]' epoch. The transitions race only with
+/// an admission closing the client, and exactly one of them wins.
+const BUSY: u64 = 0;
+const CLOSED: u64 = u64::MAX;
+
 /// The clients of one listener (or of several that share a cap).
 #[derive(Debug)]
 pub struct Clients {
     cap: usize,
-    state: Mutex<State>,
+    /// The origin of the idle instants kept in the state words.
+    epoch: Instant,
+    /// Locked to admit a client and when one leaves, never per request.
+    registry: Mutex<Registry>,
+    /// Clients waiting for admission (see [`Clients::wait_ticket`]).
+    waiting: AtomicUsize,
     /// Woken when a client leaves or turns idle: a waiting client may now
     /// get in.
     changed: Notify,
 }
 
+/// The admitted clients, in places reused after a client leaves.
 #[derive(Debug, Default)]
-struct State {
-    next_id: u64,
-    live: HashMap<u64, Entry>,
-    /// Idle clients by the instant they turned idle, oldest first.
-    idle: BTreeSet<(Instant, u64)>,
-    /// Clients waiting for admission (see [`Clients::wait_ticket`]).
-    waiting: usize,
+struct Registry {
+    places: Vec<Option<Entry>>,
+    free: Vec<usize>,
+    live: usize,
 }
 
 #[derive(Debug)]
 struct Entry {
-    idle_since: Option<Instant>,
+    state: Arc<AtomicU64>,
     /// Dropped to tell the client it was closed to admit another.
     _close: oneshot::Sender<()>,
 }
@@ -56,68 +74,115 @@ impl Clients {
     pub fn new(cap: usize) -> Arc<Self> {
         Arc::new(Self {
             cap: cap.max(1),
-            state: Mutex::default(),
+            epoch: Instant::now(),
+            registry: Mutex::default(),
+            waiting: AtomicUsize::new(0),
             changed: Notify::new(),
         })
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The state word of a client idle from `now`.
+    fn idle_since(&self, now: Instant) -> u64 {
+        let nanos = now.saturating_duration_since(self.epoch).as_nanos();
+        u64::try_from(nanos).unwrap_or(CLOSED - 2).min(CLOSED - 2) + 1
     }
 
     /// Admits a client, idle from now on: into a free place, or into the
     /// place of the client idle the longest, which is told to close.
     /// `None` when every admitted client is busy. Never waits.
     pub fn admit(self: &Arc<Self>) -> Option<Admitted> {
-        let mut state = self.state();
+        let mut registry = self.registry();
         let mut closed_idle = false;
-        if state.live.len() >= self.cap {
-            let (_, oldest) = state.idle.pop_first()?;
+        if registry.live >= self.cap {
+            let place = Self::close_longest_idle(&mut registry)?;
             // Dropping the entry drops its sender: the client sees
             // `Slot::closed` resolve.
-            state.live.remove(&oldest);
+            registry.places[place] = None;
+            registry.free.push(place);
+            registry.live -= 1;
             closed_idle = true;
         }
-        let id = state.next_id;
-        state.next_id += 1;
-        let now = Instant::now();
+        let state = Arc::new(AtomicU64::new(self.idle_since(Instant::now())));
         let (close, closed) = oneshot::channel();
-        state.live.insert(
-            id,
-            Entry {
-                idle_since: Some(now),
-                _close: close,
-            },
-        );
-        state.idle.insert((now, id));
-        drop(state);
+        let entry = Entry {
+            state: Arc::clone(&state),
+            _close: close,
+        };
+        let place = if let Some(place) = registry.free.pop() {
+            registry.places[place] = Some(entry);
+            place
+        } else {
+            registry.places.push(Some(entry));
+            registry.places.len() - 1
+        };
+        registry.live += 1;
+        drop(registry);
         Some(Admitted {
             slot: Slot {
                 clients: Arc::clone(self),
-                id,
+                place,
+                state,
                 closed,
             },
             closed_idle,
         })
     }
 
+    /// Marks the client idle the longest closed and returns its place;
+    /// `None` when every client is busy. Equal instants go to the lower
+    /// place.
+    fn close_longest_idle(registry: &mut Registry) -> Option<usize> {
+        loop {
+            let (since, place) = registry
+                .places
+                .iter()
+                .enumerate()
+                .filter_map(|(place, entry)| {
+                    let since = entry.as_ref()?.state.load(Ordering::SeqCst);
+                    (since != BUSY && since != CLOSED).then_some((since, place))
+                })
+                .min()?;
+            let state = &registry.places[place].as_ref()?.state;
+            // Lost only to the client starting a request (or turning idle
+            // again) in between: look again.
+            if state
+                .compare_exchange(since, CLOSED, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                return Some(place);
+            }
+        }
+    }
+
     /// A place in the queue of clients waiting for admission while every
     /// admitted one is busy; `None` when `limit` clients wait already.
     pub fn wait_ticket(self: &Arc<Self>, limit: usize) -> Option<WaitTicket> {
-        let mut state = self.state();
-        if state.waiting >= limit {
-            return None;
-        }
-        state.waiting += 1;
+        self.waiting
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |waiting| {
+                (waiting < limit).then_some(waiting + 1)
+            })
+            .ok()?;
         Some(WaitTicket {
             clients: Arc::clone(self),
         })
     }
 
+    /// Wakes the waiting clients, if any, after a client turned idle or
+    /// left.
+    fn wake_waiting(&self) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.changed.notify_waiters();
+        }
+    }
+
     #[cfg(any(test, feature = "test-support"))]
     /// Clients admitted now.
     pub fn len(&self) -> usize {
-        self.state().live.len()
+        self.registry().live
     }
 
     #[cfg(any(test, feature = "test-support"))]
@@ -131,7 +196,10 @@ impl Clients {
 #[derive(Debug)]
 pub struct Slot {
     clients: Arc<Clients>,
-    id: u64,
+    /// Where the registry keeps this client, until it is closed to admit
+    /// another; the place may then be another client's.
+    place: usize,
+    state: Arc<AtomicU64>,
     closed: oneshot::Receiver<()>,
 }
 
@@ -140,39 +208,47 @@ impl Slot {
     /// `false` when it was closed to admit another before that (the
     /// caller then closes the connection).
     pub fn busy(&mut self) -> bool {
-        let mut state = self.clients.state();
-        let State { live, idle, .. } = &mut *state;
-        let Some(entry) = live.get_mut(&self.id) else {
-            return false;
-        };
-        if let Some(since) = entry.idle_since.take() {
-            idle.remove(&(since, self.id));
+        let mut since = self.state.load(Ordering::SeqCst);
+        loop {
+            match since {
+                BUSY => return true,
+                CLOSED => return false,
+                _ => match self.state.compare_exchange_weak(
+                    since,
+                    BUSY,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                ) {
+                    Ok(_) => return true,
+                    Err(now) => since = now,
+                },
+            }
         }
-        true
     }
 
     /// Marks the client idle from now: its answer is written and no other
     /// request has begun.
     pub fn idle(&mut self) {
-        let mut state = self.clients.state();
-        let State {
-            live,
-            idle,
-            waiting,
-            ..
-        } = &mut *state;
-        let Some(entry) = live.get_mut(&self.id) else {
+        if self.state.load(Ordering::SeqCst) == BUSY {
+            self.idle_at(Instant::now());
+        }
+    }
+
+    /// Marks the client idle from `now`, the caller's reading of the
+    /// clock (see [`Slot::idle`]).
+    pub fn idle_at(&mut self, now: Instant) {
+        if self.state.load(Ordering::SeqCst) != BUSY {
             return;
-        };
-        if entry.idle_since.is_none() {
-            let now = Instant::now();
-            entry.idle_since = Some(now);
-            idle.insert((now, self.id));
-            let anyone_waiting = *waiting > 0;
-            drop(state);
-            if anyone_waiting {
-                self.clients.changed.notify_waiters();
-            }
+        }
+        let since = self.clients.idle_since(now);
+        // Fails only when the client is closed (a busy one never is) or
+        // already idle.
+        if self
+            .state
+            .compare_exchange(BUSY, since, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            self.clients.wake_waiting();
         }
     }
 
@@ -185,23 +261,21 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut state = self.clients.state();
-        let State {
-            live,
-            idle,
-            waiting,
-            ..
-        } = &mut *state;
-        if let Some(entry) = live.remove(&self.id)
-            && let Some(since) = entry.idle_since
+        let mut registry = self.clients.registry();
+        let Registry { places, free, live } = &mut *registry;
+        // Still this client's place, unless it was closed to admit another.
+        if let Some(place) = places.get_mut(self.place)
+            && place
+                .as_ref()
+                .is_some_and(|entry| Arc::ptr_eq(&entry.state, &self.state))
         {
-            idle.remove(&(since, self.id));
+            self.state.store(CLOSED, Ordering::SeqCst);
+            *place = None;
+            free.push(self.place);
+            *live -= 1;
         }
-        let anyone_waiting = *waiting > 0;
-        drop(state);
-        if anyone_waiting {
-            self.clients.changed.notify_waiters();
-        }
+        drop(registry);
+        self.clients.wake_waiting();
     }
 }
 
@@ -231,8 +305,12 @@ impl WaitTicket {
 
 impl Drop for WaitTicket {
     fn drop(&mut self) {
-        let mut state = self.clients.state();
-        state.waiting = state.waiting.saturating_sub(1);
+        let _ = self
+            .clients
+            .waiting
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |waiting| {
+                waiting.checked_sub(1)
+            });
     }
 }
 
@@ -304,6 +382,27 @@ mod tests {
         assert!(third.closed_idle);
         assert!(was_closed(&mut second));
         assert!(!was_closed(&mut first));
+    }
+
+    #[test]
+    fn a_closed_client_leaving_late_frees_nothing_of_its_successor() {
+        let clients = Clients::new(1);
+        let mut first = clients.admit().expect("first").slot;
+        let mut second = clients.admit().expect("first is idle").slot;
+        assert!(was_closed(&mut first));
+        // `second` took the place `first` had; `first` leaves only now.
+        drop(first);
+        assert_eq!(clients.len(), 1);
+        assert!(second.busy());
+        assert!(
+            clients.admit().is_none(),
+            "second is busy and still counted"
+        );
+        second.idle();
+        drop(second);
+        assert!(clients.is_empty());
+        let third = clients.admit().expect("room");
+        assert!(!third.closed_idle);
     }
 
     #[test]

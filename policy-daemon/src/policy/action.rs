@@ -131,9 +131,7 @@ impl Template {
             match part {
                 Part::Text(text) => out.push_str(text),
                 Part::Ip => out.push_str(ip),
-                Part::Score => {
-                    let _ = write!(out, "{score}");
-                }
+                Part::Score => write_score(&mut out, score),
                 Part::Detail => out.push_str(detail),
             }
         }
@@ -148,9 +146,53 @@ impl Template {
     }
 }
 
+/// Writes `score` as `Display` does. Scores are mostly whole numbers,
+/// which are written as integers without the float formatting.
+fn write_score(out: &mut String, score: f64) {
+    const WHOLE: f64 = 1e15;
+    if score.fract() == 0.0 && score.abs() < WHOLE && !(score == 0.0 && score.is_sign_negative()) {
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "a whole number below 1e15 converts exactly"
+        )]
+        let whole = score as i64;
+        let _ = write!(out, "{whole}");
+    } else {
+        let _ = write!(out, "{score}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scores_are_written_as_display_writes_them() {
+        let template = Template::parse("%SCORE%");
+        for score in [
+            0.0,
+            -0.0,
+            5.0,
+            10.0,
+            -3.0,
+            12.5,
+            0.1 + 0.2,
+            1e14,
+            999_999_999_999_999.0,
+            1e15,
+            -1e15,
+            1e20,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ] {
+            assert_eq!(
+                template.render("", score, ""),
+                format!("{score}"),
+                "{score:?}"
+            );
+        }
+    }
 
     #[test]
     fn templates() {

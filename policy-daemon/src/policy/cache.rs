@@ -64,7 +64,8 @@ impl<K: Hash + Eq, V> TtlCache<K, V> {
     /// Stores `value` until `expires`, replacing any previous value.
     pub fn insert(&self, key: K, value: V, expires: Instant, now: Instant) {
         let mut shard = self.shard(&key);
-        if !shard.contains_key(&key) {
+        // Only a full shard needs to know whether the key is new.
+        if shard.len() >= self.per_shard && !shard.contains_key(&key) {
             self.make_room(&mut shard, now);
         }
         shard.insert(key, Entry { expires, value });
@@ -81,7 +82,8 @@ impl<K: Hash + Eq, V> TtlCache<K, V> {
         update: impl FnOnce(&mut V) -> R,
     ) -> R {
         let mut shard = self.shard(&key);
-        if !shard.contains_key(&key) {
+        // Only a full shard needs to know whether the key is new.
+        if shard.len() >= self.per_shard && !shard.contains_key(&key) {
             self.make_room(&mut shard, now);
         }
         let entry = match shard.entry(key) {

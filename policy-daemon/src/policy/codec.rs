@@ -182,6 +182,10 @@ pub fn encode_reply(action: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\n\n");
 }
 
+/// Largest request text kept for reuse by [`Decoder::recycle`]; Postfix's
+/// requests are well under it.
+const MAX_SPARE_TEXT: usize = 4096;
+
 /// Incremental request decoder for one connection.
 #[derive(Debug)]
 pub struct Decoder {
@@ -201,6 +205,10 @@ pub struct Decoder {
     /// The other attribute lines; their UTF-8 is checked once for the
     /// whole request when it is taken.
     found: Vec<Attribute>,
+    /// Storage of a request already answered, for the next one to take
+    /// (see [`Decoder::recycle`]): a connection's requests then allocate
+    /// nothing once the first is answered.
+    spare: Option<(Vec<u8>, Vec<Attribute>)>,
 }
 
 impl Decoder {
@@ -214,7 +222,23 @@ impl Decoder {
             bad: Vec::new(),
             bad_lines: Vec::new(),
             found: Vec::new(),
+            spare: None,
         }
+    }
+
+    /// Takes back the storage of `request`, answered and no longer
+    /// needed, for the next request to use. The storage of a request
+    /// larger than [`MAX_SPARE_TEXT`] is let go: a peer's one huge
+    /// request does not stay allocated for the connection's life.
+    pub fn recycle(&mut self, request: Request) {
+        let mut text = request.text.into_bytes();
+        if text.capacity() > MAX_SPARE_TEXT {
+            return;
+        }
+        let mut attributes = request.attributes;
+        text.clear();
+        attributes.clear();
+        self.spare = Some((text, attributes));
     }
 
     /// Whether part of a request has been received and not yet taken.
@@ -239,9 +263,17 @@ impl Decoder {
     pub fn decode(&mut self, buffer: &mut Vec<u8>) -> Result<Option<Request>, CodecError> {
         loop {
             let rest = &buffer[self.scanned..];
-            let Some(newline) =
-                memchr::memchr(b'\n', &rest[self.searched..]).map(|found| self.searched + found)
-            else {
+            // A line seen whole in one pass: its end, first '=' and first
+            // control byte. A line that came in part is searched on for
+            // its end alone, then seen whole once.
+            let scan = if self.searched == 0 {
+                scan_line(rest)
+            } else {
+                memchr::memchr(b'\n', &rest[self.searched..])
+                    .map(|found| scan_line(&rest[..=self.searched + found]))
+                    .unwrap_or_default()
+            };
+            let Some(newline) = scan.newline else {
                 self.searched = rest.len();
                 if rest.len() > self.limits.max_line_length + 1 {
                     return Err(CodecError::LineTooLong {
@@ -281,7 +313,7 @@ impl Decoder {
                     limit: self.limits.max_line_length,
                 });
             }
-            let Some(equals) = memchr::memchr(b'=', line) else {
+            let Some(equals) = scan.equals else {
                 return Err(CodecError::NoEquals { line: line_number });
             };
             self.attributes += 1;
@@ -291,7 +323,14 @@ impl Decoder {
                 });
             }
             let start = self.scanned;
-            if let Some(problem) = framed_attribute_problem(line, equals) {
+            // The '\r' ending a CRLF line is no control byte of it.
+            let control = scan.control.filter(|&(at, _)| at < line.len());
+            let problem = if equals == 0 {
+                Some(AttributeProblem::EmptyName)
+            } else {
+                control.map(|(_, byte)| AttributeProblem::ControlByte(byte))
+            };
+            if let Some(problem) = problem {
                 self.bad.push(BadAttribute {
                     line: line_number,
                     name: logged_name(&line[..equals]),
@@ -314,12 +353,15 @@ impl Decoder {
     /// removes it, with its final empty line ending at `end`, from the
     /// buffer.
     fn take(&mut self, buffer: &mut Vec<u8>, end: usize) -> Request {
-        let mut attributes = std::mem::replace(
-            &mut self.found,
-            Vec::with_capacity(self.attributes.min(self.limits.max_attributes)),
-        );
+        let (mut bytes, next_found) = self.spare.take().unwrap_or_else(|| {
+            (
+                Vec::with_capacity(self.scanned),
+                Vec::with_capacity(self.attributes.min(self.limits.max_attributes)),
+            )
+        });
+        let mut attributes = std::mem::replace(&mut self.found, next_found);
         let mut bad = std::mem::take(&mut self.bad);
-        let mut bytes = buffer[..self.scanned].to_vec();
+        bytes.extend_from_slice(&buffer[..self.scanned]);
         for line in self.bad_lines.drain(..) {
             bytes[range(&line)].fill(b' ');
         }
@@ -374,13 +416,35 @@ fn line_range(text: &[u8], number: usize) -> Option<Range<usize>> {
     Some(start..start + len)
 }
 
-/// What is wrong with a well-framed line, UTF-8 aside (checked once per
-/// request, see [`Decoder::take`]).
-fn framed_attribute_problem(line: &[u8], equals: usize) -> Option<AttributeProblem> {
-    if equals == 0 {
-        return Some(AttributeProblem::EmptyName);
+/// What one pass over the bytes of a line found, offsets from its start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct LineScan {
+    /// The `\n` ending the line; `None`: it has not arrived yet.
+    newline: Option<usize>,
+    /// The first `=`.
+    equals: Option<usize>,
+    /// The first control byte other than tab, `\r` included.
+    control: Option<(usize, u8)>,
+}
+
+impl LineScan {
+    /// Takes note of `byte` at `at`; `true` once it ends the line.
+    fn note(&mut self, at: usize, byte: u8) -> bool {
+        match byte {
+            b'\n' => {
+                self.newline = Some(at);
+                return true;
+            }
+            b'=' => {
+                self.equals.get_or_insert(at);
+            }
+            byte if is_control(byte) => {
+                self.control.get_or_insert((at, byte));
+            }
+            _ => {}
+        }
+        false
     }
-    control_byte(line).map(AttributeProblem::ControlByte)
 }
 
 /// Whether `byte` is a control byte other than tab.
@@ -388,27 +452,45 @@ const fn is_control(byte: u8) -> bool {
     (byte < 0x20 && byte != b'\t') || byte == 0x7f
 }
 
-/// The first control byte of `line` other than tab, eight bytes at a
-/// time: a word without a byte below 0x20 or equal to 0x7f is skipped
-/// whole.
-fn control_byte(line: &[u8]) -> Option<u8> {
+/// Scans `bytes` up to the end of their first line, eight bytes at a
+/// time: a word without `=`, a byte below 0x20 or 0x7f is passed whole,
+/// and the bytes that are are looked at one by one, in order.
+fn scan_line(bytes: &[u8]) -> LineScan {
     const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const LOW: u64 = ONES * 0x7f;
     const HIGH: u64 = ONES * 0x80;
-    let mut chunks = line.chunks_exact(8);
+    // The high bit of each byte of `word` that is zero; exact, with no
+    // carry from one byte into the next.
+    const fn zero_bytes(word: u64) -> u64 {
+        !(((word & LOW) + LOW) | word) & HIGH
+    }
+    let mut scan = LineScan::default();
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
     for chunk in &mut chunks {
         let mut word = [0_u8; 8];
         word.copy_from_slice(chunk);
-        let word = u64::from_ne_bytes(word);
-        let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
-        let del = word ^ (ONES * 0x7f);
-        let del = del.wrapping_sub(ONES) & !del & HIGH;
-        if below_space | del != 0
-            && let Some(&byte) = chunk.iter().find(|&&b| is_control(b))
-        {
-            return Some(byte);
+        let word = u64::from_le_bytes(word);
+        let below_space = !(((word & LOW) + ONES * 0x60) | word) & HIGH;
+        let mut marked = below_space | zero_bytes(word ^ LOW);
+        if scan.equals.is_none() {
+            marked |= zero_bytes(word ^ (ONES * u64::from(b'=')));
+        }
+        while marked != 0 {
+            let i = (marked.trailing_zeros() / 8) as usize;
+            marked &= marked - 1;
+            if scan.note(at + i, chunk[i]) {
+                return scan;
+            }
+        }
+        at += 8;
+    }
+    for (i, &byte) in chunks.remainder().iter().enumerate() {
+        if scan.note(at + i, byte) {
+            return scan;
         }
     }
-    chunks.remainder().iter().copied().find(|&b| is_control(b))
+    scan
 }
 
 /// `name` as text that is safe to log: invalid UTF-8 replaced, control
@@ -428,16 +510,44 @@ mod tests {
     #[test]
     fn control_bytes_are_found_at_every_position_and_tab_and_utf8_pass() {
         for len in 0..40 {
-            let clean = "aé\t€".repeat(len).into_bytes();
-            assert_eq!(control_byte(&clean), None, "{len}");
+            let clean = "aé\t€ ~\x7e".repeat(len).into_bytes();
+            assert_eq!(scan_line(&clean), LineScan::default(), "{len}");
             for at in 0..clean.len() {
                 for byte in [0x00, 0x1b, 0x1f, 0x7f, b'\r'] {
                     let mut line = clean.clone();
                     line[at] = byte;
-                    assert_eq!(control_byte(&line), Some(byte), "{len} {at} {byte:#x}");
+                    assert_eq!(
+                        scan_line(&line).control,
+                        Some((at, byte)),
+                        "{len} {at} {byte:#x}"
+                    );
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_line_scan_finds_the_first_of_each_and_stops_at_the_newline() {
+        for len in 0..40 {
+            let clean = "aé\t€ ~".repeat(len).into_bytes();
+            for equals in 0..=clean.len() {
+                for newline in equals..=clean.len() {
+                    let mut line = clean.clone();
+                    line.insert(equals, b'=');
+                    line.insert(newline + 1, b'\n');
+                    line.extend_from_slice(b"=\x01\n");
+                    let scan = scan_line(&line);
+                    assert_eq!(scan.equals, Some(equals), "{len} {equals} {newline}");
+                    assert_eq!(scan.newline, Some(newline + 1), "{len} {equals} {newline}");
+                    assert_eq!(scan.control, None, "{len} {equals} {newline}");
+                }
+            }
+        }
+        let scan = scan_line(b"a\x01b=c=d\x02\r\n");
+        assert_eq!(scan.equals, Some(3));
+        assert_eq!(scan.control, Some((1, 1)));
+        assert_eq!(scan.newline, Some(9));
+        assert_eq!(scan_line(b"no end=").newline, None);
     }
 
     fn decode_all(input: &[u8], limits: Limits) -> Result<Vec<Request>, CodecError> {
@@ -526,6 +636,24 @@ mod tests {
         };
         assert!(matches!(error, CodecError::LineTooLong { .. }), "{error}");
         assert!(buffer.len() <= Limits::default().max_line_length + 2);
+    }
+
+    #[test]
+    fn recycled_storage_gives_the_same_requests() {
+        // The second request is too large for its storage to be kept.
+        let long = "x".repeat(MAX_SPARE_TEXT * 3 / 4);
+        let mut input = format!("a=1\nb=2\n\nhelo_name={long}\nsender={long}\n\n").into_bytes();
+        input.extend_from_slice(b"c=\xff\nd=4\n\ne=5\n\n");
+        let whole = decode_all(&input, Limits::default()).expect("valid");
+        let mut decoder = Decoder::new(Limits::default());
+        let mut buffer = input;
+        let mut requests = Vec::new();
+        while let Some(request) = decoder.decode(&mut buffer).expect("valid") {
+            requests.push(request.clone());
+            decoder.recycle(request);
+        }
+        assert_eq!(requests, whole);
+        assert_eq!(requests.len(), 4);
     }
 
     #[test]

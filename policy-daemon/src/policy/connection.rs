@@ -7,7 +7,7 @@
 
 use std::{
     fmt::Write as _,
-    future::{Future as _, poll_fn},
+    future::{Future, poll_fn},
     pin::{Pin, pin},
     sync::atomic::Ordering,
     task::Poll,
@@ -73,11 +73,15 @@ pub(super) async fn serve_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut stop = stopped.clone();
     let mut connection = Connection {
         stream,
         peer,
         service,
         stopped,
+        stop: Box::pin(async move {
+            let _ = stop.changed().await;
+        }),
         slot,
         buffer: Vec::with_capacity(4096),
         decoder: Decoder::new(service.limits),
@@ -101,6 +105,7 @@ pub(super) async fn serve_connection<S>(
         requests.increment(1);
         latency.record(started.elapsed().as_secs_f64());
         encode_reply(&decision.action, &mut reply);
+        connection.decoder.recycle(request);
         if reply.len() < MAX_BATCHED_REPLY
             && connection
                 .decoder
@@ -124,7 +129,12 @@ struct Connection<'a, S> {
     stream: S,
     peer: &'a str,
     service: &'a Service,
+    /// Whether the server stops: looked at before each idle wait.
     stopped: watch::Receiver<bool>,
+    /// Resolves once the server stops or is gone. Made once for the
+    /// connection: its waiter stays registered between requests instead
+    /// of being added and removed under the watch's lock for each.
+    stop: Pin<Box<dyn Future<Output = ()> + Send>>,
     slot: Slot,
     /// Bytes read and not yet taken by the decoder.
     buffer: Vec<u8>,
@@ -191,11 +201,13 @@ impl<S: AsyncRead + Unpin> Connection<'_, S> {
             let until = if in_request {
                 *started.get_or_insert_with(Instant::now) + service.request_timeout
             } else {
-                if *self.stopped.borrow() {
+                // Changed: the server stops; an error: it is gone.
+                if !matches!(self.stopped.has_changed(), Ok(false)) {
                     return None;
                 }
-                self.slot.idle();
-                Instant::now() + service.idle_timeout
+                let now = Instant::now();
+                self.slot.idle_at(now);
+                now + service.idle_timeout
             };
             self.deadline.as_mut().reset(until.into());
             self.buffer.reserve(4096);
@@ -203,7 +215,7 @@ impl<S: AsyncRead + Unpin> Connection<'_, S> {
                 stream,
                 buffer,
                 deadline,
-                stopped,
+                stop,
                 slot,
                 ..
             } = self;
@@ -218,7 +230,7 @@ impl<S: AsyncRead + Unpin> Connection<'_, S> {
                     biased;
                     read = stream.read_buf(buffer) => Some(read),
                     () = deadline.as_mut() => None,
-                    _ = stopped.changed() => return None,
+                    () = stop.as_mut() => return None,
                     () = slot.closed() => {
                         debug!(%peer, "idle policy connection closed to admit a new one");
                         return None;

@@ -12,7 +12,7 @@
 //! reached the answer is `DUNNO`.
 
 use std::{
-    fmt::Write as _,
+    borrow::Cow,
     net::{IpAddr, SocketAddr},
     sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
@@ -104,16 +104,50 @@ impl Thresholds {
 }
 
 /// The mail a request belongs to: its `instance`, and the client, so
-/// that two clients never share a score even if instances collide.
-fn mail_key(mail: &Mail<'_>) -> Option<String> {
+/// that two clients never share a score even if instances collide. The
+/// client's family and address bytes come first, fixed in length by the
+/// family, so no two pairs make the same key; nothing is formatted.
+fn mail_key(mail: &Mail<'_>) -> Option<Vec<u8>> {
     let instance = mail.instance?;
-    // Room for the longest IPv6 address, so that one allocation does.
-    let mut key = String::with_capacity(instance.len() + 48);
-    key.push_str(instance);
-    if let Some(ip) = mail.client {
-        let _ = write!(key, "/{ip}");
+    let mut key = Vec::with_capacity(1 + 16 + instance.len());
+    match mail.client {
+        None => key.push(0),
+        Some(IpAddr::V4(ip)) => {
+            key.push(4);
+            key.extend_from_slice(&ip.octets());
+        }
+        Some(IpAddr::V6(ip)) => {
+            key.push(6);
+            key.extend_from_slice(&ip.octets());
+        }
     }
+    key.extend_from_slice(instance.as_bytes());
     Some(key)
+}
+
+/// `ip` as text, as `Display` writes it (empty for none); an IPv4
+/// address, the usual client, without the formatting machinery.
+fn address_text(ip: Option<IpAddr>) -> String {
+    match ip {
+        None => String::new(),
+        Some(IpAddr::V4(ip)) => {
+            let mut text = String::with_capacity(15);
+            for (i, octet) in ip.octets().into_iter().enumerate() {
+                if i > 0 {
+                    text.push('.');
+                }
+                if octet >= 100 {
+                    text.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    text.push(char::from(b'0' + octet / 10 % 10));
+                }
+                text.push(char::from(b'0' + octet % 10));
+            }
+            text
+        }
+        Some(ip) => ip.to_string(),
+    }
 }
 
 /// Which checks already fired for a mail.
@@ -150,11 +184,20 @@ struct Known {
     detail: String,
 }
 
+/// What the first read of a mail's state says by the time it is scored.
+enum Read {
+    /// Still what the mail has at `at`, when it was read (no lookup ran
+    /// in between): its state, or `None` when nothing is kept for it.
+    Current { known: Option<Known>, at: Instant },
+    /// To be read again: lookups ran, the state may have changed.
+    Stale,
+}
+
 /// The answer to one request and how it came about.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
-    /// The access(5) action for Postfix.
-    pub action: String,
+    /// The access(5) action for Postfix; `DUNNO` is not copied.
+    pub action: Cow<'static, str>,
     /// The mail's score so far.
     pub score: f64,
     /// The mail's detail so far.
@@ -168,7 +211,7 @@ pub struct Engine {
     chain: Chain,
     thresholds: Thresholds,
     dns: Dns,
-    mails: TtlCache<String, MailState>,
+    mails: TtlCache<Vec<u8>, MailState>,
     score_ttl: Duration,
     sink: Option<Arc<dyn BanSink>>,
     stats: Arc<PolicyStats>,
@@ -255,7 +298,7 @@ impl Engine {
                 Local::Allow(action) => {
                     debug!(check = %check.name, client = ?mail.client, %action, "allow list matched");
                     return Decision {
-                        action: action.to_owned(),
+                        action: Cow::Owned(action.to_owned()),
                         score: 0.0,
                         detail: format!("{}=allow", check.name),
                         incomplete: false,
@@ -265,7 +308,11 @@ impl Engine {
         }
         // With no lookup to wait for, what was read above is still what
         // the mail has: no need to read it again.
-        let known = known.filter(|_| dns_checks.is_empty());
+        let known = if dns_checks.is_empty() {
+            Read::Current { known, at: now }
+        } else {
+            Read::Stale
+        };
         let incomplete = self.run_dns(&mail, &dns_checks, deadline, &mut hits).await;
         hits.sort_by_key(|(i, _)| *i);
         self.score(&mail, key, known, &hits, incomplete, deadline)
@@ -320,13 +367,16 @@ impl Engine {
     async fn score(
         &self,
         mail: &Mail<'_>,
-        key: Option<String>,
-        known: Option<Known>,
+        key: Option<Vec<u8>>,
+        known: Read,
         hits: &[(usize, Hit)],
         incomplete: bool,
         deadline: Instant,
     ) -> Decision {
-        let now = Instant::now();
+        let now = match known {
+            Read::Current { at, .. } => at,
+            Read::Stale => Instant::now(),
+        };
         let add = |state: &mut MailState| {
             let before = self.thresholds.reached(state.score).map(|(i, _)| i);
             for (i, hit) in hits {
@@ -362,23 +412,30 @@ impl Engine {
                     .update(key, now, now + self.score_ttl, MailState::default, add)
             }
             // Nothing new: what the mail has, creating nothing.
-            (Some(_), Some(known)) => {
+            (
+                Some(_),
+                Read::Current {
+                    known: Some(known), ..
+                },
+            ) => {
                 let reached = self.thresholds.reached(known.score).map(|(i, _)| i);
                 (known.score, known.detail, reached, None, false)
             }
-            (Some(key), None) => self
+            (Some(_), Read::Current { known: None, .. }) | (None, _) => {
+                add(&mut MailState::default())
+            }
+            (Some(key), Read::Stale) => self
                 .mails
                 .get(&key, now, |state| {
                     let reached = self.thresholds.reached(state.score).map(|(i, _)| i);
                     (state.score, state.detail.clone(), reached, None, false)
                 })
                 .unwrap_or_else(|| add(&mut MailState::default())),
-            (None, _) => add(&mut MailState::default()),
         };
         let action = match reached.and_then(|i| self.thresholds.0.get(i)) {
-            None => DUNNO.to_owned(),
+            None => Cow::Borrowed(DUNNO),
             Some(threshold) => {
-                let ip = mail.client.map(|ip| ip.to_string()).unwrap_or_default();
+                let ip = address_text(mail.client);
                 let action = threshold.action.render(&ip, score, &detail);
                 // Once per mail and threshold: Postfix logs each RCPT's
                 // answer itself.
@@ -394,7 +451,7 @@ impl Engine {
                 } else {
                     debug!(client = %ip, instance = mail.instance.unwrap_or(""), %action, "threshold still reached");
                 }
-                action
+                Cow::Owned(action)
             }
         };
         if let (Some((length, scope)), Some(ip)) = (ban, mail.client) {
@@ -673,6 +730,23 @@ action = "prepend X-Spamwall: %SCORE% (%DETAIL%)"
         // No instance at all (e.g. spamwall query): scored alone.
         let lone = Request::from_pairs([("client_address", "198.51.100.51")]);
         assert_eq!(engine.decide(&lone, soon()).await.score, 5.0);
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        assert_eq!(address_text(None), "");
+        for text in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.100.9",
+            "1.20.3.200",
+            "198.51.100.99",
+            "2001:db8::1",
+            "::ffff:192.0.2.1",
+        ] {
+            let ip: IpAddr = text.parse().expect("address");
+            assert_eq!(address_text(Some(ip)), ip.to_string());
+        }
     }
 
     #[test]
