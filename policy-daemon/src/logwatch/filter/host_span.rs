@@ -16,7 +16,7 @@ use regex_automata::{
     Anchored, Input, MatchKind,
     dfa::{Automaton, StartKind, dense},
     nfa::thompson,
-    util::syntax,
+    util::{primitives::StateID, syntax},
 };
 
 /// A part's DFA may take this much memory, and as much to build: the
@@ -27,9 +27,25 @@ const DFA_SIZE_LIMIT: usize = 1 << 20;
 /// The three DFAs of a failregex split around its host group.
 #[derive(Debug)]
 pub(super) struct HostSpan {
-    before: dense::DFA<Vec<u32>>,
-    host: dense::DFA<Vec<u32>>,
-    after: dense::DFA<Vec<u32>>,
+    before: Part,
+    host: Part,
+    after: Part,
+}
+
+/// One part's DFA and its start state when that does not depend on the
+/// byte before the walk: `after` is walked from every end of the host,
+/// and computing the start state each time cost more than the walk.
+#[derive(Debug)]
+struct Part {
+    dfa: dense::DFA<Vec<u32>>,
+    start: Option<StateID>,
+}
+
+impl Part {
+    fn new(dfa: dense::DFA<Vec<u32>>) -> Self {
+        let start = dfa.universal_start_state(Anchored::Yes);
+        Self { dfa, start }
+    }
 }
 
 /// What [`HostSpan::find`] made of a line.
@@ -65,6 +81,7 @@ impl HostSpan {
                 .thompson(thompson::Config::new().utf8(false))
                 .build(part)
                 .ok()
+                .map(Part::new)
         };
         Some(Self {
             before: build(before, MatchKind::All)?,
@@ -119,13 +136,17 @@ enum Walk {
 /// Runs `dfa` anchored at `at` and reports every end of a match to
 /// `on_end`, in order, until it asks to stop or no match can follow.
 fn walk(
-    dfa: &dense::DFA<Vec<u32>>,
+    part: &Part,
     text: &[u8],
     at: usize,
     mut on_end: impl FnMut(usize) -> Result<(), Enough>,
 ) -> Walk {
-    let input = Input::new(text).range(at..).anchored(Anchored::Yes);
-    let Ok(mut state) = dfa.start_state_forward(&input) else {
+    let dfa = &part.dfa;
+    let start = part.start.map_or_else(
+        || dfa.start_state_forward(&Input::new(text).range(at..).anchored(Anchored::Yes)),
+        Ok,
+    );
+    let Ok(mut state) = start else {
         return Walk::GaveUp;
     };
     let mut special = |state, end: usize| {
