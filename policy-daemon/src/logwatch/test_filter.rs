@@ -15,7 +15,7 @@ use std::{
 };
 
 use super::{
-    filter::{Filter, Scratch, Verdict, has_timestamp, parse_line},
+    filter::{Filter, Scratch, StampCache, Verdict, has_timestamp},
     lines::{self, Chunk, Last, Options},
 };
 
@@ -483,9 +483,10 @@ fn scan_chunk(
         || chunk.first() == Some(&b'{')
         || memchr::memmem::find(chunk, b"\n{").is_some();
     let (mut counted_to, mut lines_before) = (0, 0_u64);
+    let mut stamps = StampCache::default();
     let mut check = |offset: usize, raw: &[u8]| {
         let raw = decode(raw);
-        let line = parse_line(&raw, now);
+        let line = stamps.parse_line(&raw, now);
         if every_line && line.time.is_none() {
             scan.untimed += 1;
         }

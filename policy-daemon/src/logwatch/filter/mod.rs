@@ -359,6 +359,8 @@ impl fmt::Display for Verdict {
 pub use gate::Scratch;
 use gate::{Gate, Gated, ScratchPool, choose_needles, fast_set};
 pub use import::{ImportedFilter, import_fail2ban, import_fail2ban_text, split_params};
-pub use timestamp::{JournalEntry, LogLine, has_timestamp, parse_journal_entry, parse_line};
+pub use timestamp::{
+    JournalEntry, LogLine, StampCache, has_timestamp, parse_journal_entry, parse_line,
+};
 pub use translate::expand_placeholders;
 use translate::{Rule, compile};
