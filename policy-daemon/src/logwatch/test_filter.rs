@@ -15,7 +15,7 @@ use std::{
 };
 
 use super::{
-    filter::{Filter, Scratch, StampCache, Verdict, has_timestamp},
+    filter::{Filter, RuleHint, Scratch, StampCache, Verdict, has_timestamp},
     lines::{self, Chunk, Last, Options},
 };
 
@@ -545,13 +545,13 @@ fn scan_chunk(
         || memchr::memmem::find(chunk, b"\n{").is_some();
     let (mut counted_to, mut lines_before) = (0, 0_u64);
     let mut stamps = StampCache::default();
-    let mut check = |offset: usize, raw: &[u8]| {
+    let mut check = |offset: usize, raw: &[u8], rules: RuleHint| {
         let raw = decode(raw);
         let line = stamps.parse_line(&raw, now);
         if every_line && line.time.is_none() {
             scan.untimed += 1;
         }
-        let verdict = filter.check_with(scratch, &line.text);
+        let verdict = filter.check_candidate(scratch, &line.text, rules);
         let untimed_shown = report.print_missed && line.time.is_none();
         let (outcome, with_text) = match verdict {
             Verdict::Matched { host, regex } => {
@@ -595,12 +595,12 @@ fn scan_chunk(
     if every_line {
         let mut offset = 0;
         for raw in chunk.split_inclusive(|&b| b == b'\n') {
-            check(offset, raw);
+            check(offset, raw, RuleHint::ANY);
             offset += raw.len();
         }
     } else {
-        for (offset, raw) in filter.candidate_lines(chunk) {
-            check(offset, raw);
+        for candidate in filter.candidates(chunk) {
+            check(candidate.offset, candidate.line, candidate.rules);
         }
     }
     // The lines before the last one listed are counted already.

@@ -540,6 +540,24 @@ fn fail2ban_filters_see_the_space_after_the_date() {
 }
 
 #[test]
+fn a_candidate_keeps_the_failregexes_whose_needle_another_hides() {
+    // "abcd" is found first and hides the "cdef " of the second failregex,
+    // the one that matches.
+    let f = filter(&[r"^abcd\S* <HOST> zz", r"^\S*cdef <HOST>$"], &[]);
+    let text = b"abcdef 192.0.2.1\nnothing here\n";
+    let candidates: Vec<Candidate<'_>> = f.candidates(text).collect();
+    assert_eq!(candidates.len(), 1);
+    assert_ne!(candidates[0].rules, RuleHint::ANY);
+    let line = "abcdef 192.0.2.1";
+    let verdict = f.check_candidate(&mut f.scratch(), line, candidates[0].rules);
+    assert_eq!(verdict, f.check_with(&mut Scratch::general(), line));
+    assert!(
+        matches!(verdict, Verdict::Matched { regex: 1, .. }),
+        "{verdict}"
+    );
+}
+
+#[test]
 fn the_prefilter_keeps_every_line_a_fail2ban_filter_matches() {
     // The needle " SMTP protocol error" starts with the space fail2ban
     // leaves after the date; the raw line may have a tab there, or no date.
