@@ -11,6 +11,7 @@
 //! Lookarounds (`(?!…)`, `(?=…)`), which the `regex` crate lacks, are
 //! split into guard regexes checked after a match.
 
+mod address;
 mod gate;
 mod host_span;
 mod import;
@@ -351,10 +352,6 @@ impl Filter {
     }
 }
 
-fn parse_host(text: &[u8]) -> Option<IpAddr> {
-    std::str::from_utf8(text).ok()?.parse().ok()
-}
-
 /// The failregexes a line may match, as [`Filter::candidates`] found
 /// them: a bit per failregex, `None` for any.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -447,6 +444,7 @@ impl fmt::Display for Verdict {
     }
 }
 
+use address::parse_host;
 pub use gate::Scratch;
 use gate::{Gate, Gated, ScratchPool, can_overlap, choose_needles, fast_set};
 pub use import::{ImportedFilter, import_fail2ban, import_fail2ban_text, split_params};
