@@ -35,16 +35,27 @@ pub(super) struct HostSpan {
 /// One part's DFA and its start state when that does not depend on the
 /// byte before the walk: `after` is walked from every end of the host,
 /// and computing the start state each time cost more than the walk.
+/// With it, the bytes a match can start with: most ends of a host are
+/// followed by a byte the part after it cannot start with.
 #[derive(Debug)]
 struct Part {
     dfa: dense::DFA<Vec<u32>>,
     start: Option<StateID>,
+    /// Per byte, whether the DFA is still alive after it from `start`.
+    first: Option<[bool; 256]>,
 }
 
 impl Part {
     fn new(dfa: dense::DFA<Vec<u32>>) -> Self {
         let start = dfa.universal_start_state(Anchored::Yes);
-        Self { dfa, start }
+        let first = start.map(|start| {
+            let mut first = [false; 256];
+            for (byte, alive) in (0..=u8::MAX).zip(&mut first) {
+                *alive = !dfa.is_dead_state(dfa.next_state(start, byte));
+            }
+            first
+        });
+        Self { dfa, start, first }
     }
 }
 
@@ -141,6 +152,13 @@ fn walk(
     at: usize,
     mut on_end: impl FnMut(usize) -> Result<(), Enough>,
 ) -> Walk {
+    // A start state is never a match state (matches show one byte
+    // late): dead after the first byte, the walk reports nothing.
+    if let (Some(first), Some(&byte)) = (&part.first, text.get(at))
+        && !first[usize::from(byte)]
+    {
+        return Walk::Done;
+    }
     let dfa = &part.dfa;
     let start = part.start.map_or_else(
         || dfa.start_state_forward(&Input::new(text).range(at..).anchored(Anchored::Yes)),
