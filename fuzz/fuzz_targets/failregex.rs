@@ -3,7 +3,8 @@
 //! The text holds failregex lines, an empty line, ignoreregex lines, an
 //! empty line, then log lines. Compiling never panics; each log line gets
 //! the same verdict from the literal-gated fast path as from the general
-//! one, and a line the prefilter leaves out is missed.
+//! one, a line the prefilter leaves out is missed, and a line it keeps
+//! gets that verdict too among the failregexes it found the line may match.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -41,10 +42,18 @@ fuzz_target!(|data: &[u8]| {
         if let Verdict::Matched { regex, .. } = verdict {
             assert!(regex < failregex.len());
         }
+        let candidate = filter.candidates(line.as_bytes()).next();
         if verdict != Verdict::Missed {
             assert!(
-                filter.candidate_lines(line.as_bytes()).next().is_some(),
+                candidate.is_some(),
                 "the prefilter left out a line that matches: {line:?}"
+            );
+        }
+        if let Some(candidate) = candidate {
+            assert_eq!(
+                filter.check_candidate(&mut filter.scratch(), line, candidate.rules),
+                verdict,
+                "the failregexes the prefilter found left out the one that matches {line:?}"
             );
         }
     }

@@ -4,13 +4,14 @@
 //! The first four bytes are the current time, seconds after 2000-01-01, so
 //! the year guess for syslog stamps is tried at every time of year. A
 //! borrowed text is what follows the stamp, and a syslog stamp (which has
-//! no year) never lands more than a day after now.
+//! no year) never lands more than a day after now. The lines of the input
+//! read through one [`StampCache`] read as `parse_line` reads each.
 #![no_main]
 
 use std::time::{Duration, UNIX_EPOCH};
 
 use libfuzzer_sys::fuzz_target;
-use spamwall::logwatch::filter::parse_line;
+use spamwall::logwatch::filter::{StampCache, parse_line};
 
 const Y2K: u64 = 946_684_800;
 const MONTHS: [&str; 12] = [
@@ -35,5 +36,9 @@ fuzz_target!(|data: &[u8]| {
             time <= now + Duration::from_hours(24),
             "{line:?} at {now:?} is {time:?}"
         );
+    }
+    let mut cache = StampCache::default();
+    for each in line.split_inclusive('\n') {
+        assert_eq!(cache.parse_line(each, now), parse_line(each, now), "{each:?}");
     }
 });

@@ -51,7 +51,9 @@ pub fn run(config: Option<&Path>, args: &TestFilterArgs) -> Result<(), Failure> 
         print_missed: args.print_missed,
     };
     let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    // `--json` writes about as much as it reads: in large writes, not
+    // one system call per few KiB.
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
     match crate::logwatch::test_filter(&args.logfile, &filter, report, &mut out)
         .and_then(|()| out.flush().map_err(TestFilterError::Write))
     {

@@ -244,6 +244,18 @@ mod tests {
                 );
                 assert!(line.ends_with(b"\n"), "mode {mode}: {line:?}");
             }
+            // The failregexes a candidate may match leave out none that
+            // does: the verdict is the general path's.
+            let mut scratch = filter.scratch();
+            for candidate in filter.candidates(text.as_bytes()) {
+                let line = std::str::from_utf8(candidate.line).expect("utf8");
+                let parsed = parse_line(line, SystemTime::now());
+                assert_eq!(
+                    filter.check_candidate(&mut scratch, &parsed.text, candidate.rules),
+                    filter.check_with(&mut Scratch::general(), &parsed.text),
+                    "mode {mode}: {line:?}"
+                );
+            }
             let offsets: Vec<usize> = candidates.iter().map(|(o, _)| *o).collect();
             let lost: Vec<&usize> = matching.iter().filter(|o| !offsets.contains(o)).collect();
             assert!(lost.is_empty(), "mode {mode}: lines at {lost:?} left out");

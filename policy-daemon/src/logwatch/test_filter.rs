@@ -15,7 +15,7 @@ use std::{
 };
 
 use super::{
-    filter::{Filter, Scratch, Verdict, has_timestamp, parse_line},
+    filter::{Filter, RuleHint, Scratch, StampCache, Verdict, has_timestamp},
     lines::{self, Chunk, Last, Options},
 };
 
@@ -257,7 +257,34 @@ fn push_decimal(bytes: &mut Vec<u8>, mut n: u64) {
     bytes.extend_from_slice(&digits[at..]);
 }
 
-/// Appends `host` as `Display` writes it, IPv4 without the formatter.
+/// Appends an octet in decimal.
+fn push_octet(bytes: &mut Vec<u8>, n: u8) {
+    let digits = [b'0' + n / 100, b'0' + n / 10 % 10, b'0' + n % 10];
+    let skip = if n >= 100 {
+        0
+    } else if n >= 10 {
+        1
+    } else {
+        2
+    };
+    bytes.extend_from_slice(&digits[skip..]);
+}
+
+/// Appends a group of an IPv6 address in lower-case hex, without leading
+/// zeros.
+fn push_hex_group(bytes: &mut Vec<u8>, group: u16) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let len = (16 - group.leading_zeros()).div_ceil(4).max(1) as usize;
+    let mut digits = [0_u8; 4];
+    for (index, digit) in digits[..len].iter_mut().rev().enumerate() {
+        *digit = HEX[usize::from((group >> (4 * index)) & 0xf)];
+    }
+    bytes.extend_from_slice(&digits[..len]);
+}
+
+/// Appends `host` as `Display` writes it (RFC 5952 for IPv6: the longest
+/// run of two or more zero groups, the first of equals, as `::`), without
+/// the formatter, which cost more than matching the line.
 fn push_host(bytes: &mut Vec<u8>, host: IpAddr) {
     match host {
         IpAddr::V4(v4) => {
@@ -265,11 +292,43 @@ fn push_host(bytes: &mut Vec<u8>, host: IpAddr) {
                 if index > 0 {
                     bytes.push(b'.');
                 }
-                push_decimal(bytes, u64::from(octet));
+                push_octet(bytes, octet);
             }
         }
-        IpAddr::V6(_) => {
+        // `::ffff:192.0.2.1`: the formatter's own notation.
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
             let _ = write!(bytes, "{host}");
+        }
+        IpAddr::V6(v6) => {
+            let groups = v6.segments();
+            let (mut zeros, mut run) = (0..0, 0..0);
+            for (index, &group) in groups.iter().enumerate() {
+                if group != 0 {
+                    continue;
+                }
+                if run.end != index {
+                    run = index..index;
+                }
+                run.end = index + 1;
+                if run.len() > zeros.len() {
+                    zeros = run.clone();
+                }
+            }
+            let push_groups = |bytes: &mut Vec<u8>, groups: &[u16]| {
+                for (index, &group) in groups.iter().enumerate() {
+                    if index > 0 {
+                        bytes.push(b':');
+                    }
+                    push_hex_group(bytes, group);
+                }
+            };
+            if zeros.len() > 1 {
+                push_groups(bytes, &groups[..zeros.start]);
+                bytes.extend_from_slice(b"::");
+                push_groups(bytes, &groups[zeros.end..]);
+            } else {
+                push_groups(bytes, &groups);
+            }
         }
     }
 }
@@ -335,7 +394,9 @@ impl JsonObjects {
                 let last = match &mut self.last_time {
                     Some((at, text)) if *at == time => text,
                     last => {
-                        let text = json_string(&crate::clock::rfc3339_micros(time));
+                        // Digits, `-`, `:`, `T`, `.` and `Z`: nothing
+                        // to escape.
+                        let text = format!("\"{}\"", crate::clock::rfc3339_micros(time));
                         &mut last.insert((time, text)).1
                     }
                 };
@@ -483,13 +544,14 @@ fn scan_chunk(
         || chunk.first() == Some(&b'{')
         || memchr::memmem::find(chunk, b"\n{").is_some();
     let (mut counted_to, mut lines_before) = (0, 0_u64);
-    let mut check = |offset: usize, raw: &[u8]| {
+    let mut stamps = StampCache::default();
+    let mut check = |offset: usize, raw: &[u8], rules: RuleHint| {
         let raw = decode(raw);
-        let line = parse_line(&raw, now);
+        let line = stamps.parse_line(&raw, now);
         if every_line && line.time.is_none() {
             scan.untimed += 1;
         }
-        let verdict = filter.check_with(scratch, &line.text);
+        let verdict = filter.check_candidate(scratch, &line.text, rules);
         let untimed_shown = report.print_missed && line.time.is_none();
         let (outcome, with_text) = match verdict {
             Verdict::Matched { host, regex } => {
@@ -533,12 +595,12 @@ fn scan_chunk(
     if every_line {
         let mut offset = 0;
         for raw in chunk.split_inclusive(|&b| b == b'\n') {
-            check(offset, raw);
+            check(offset, raw, RuleHint::ANY);
             offset += raw.len();
         }
     } else {
-        for (offset, raw) in filter.candidate_lines(chunk) {
-            check(offset, raw);
+        for candidate in filter.candidates(chunk) {
+            check(candidate.offset, candidate.line, candidate.rules);
         }
     }
     // The lines before the last one listed are counted already.
@@ -624,17 +686,45 @@ mod tests {
 
     #[test]
     fn hosts_and_numbers_are_written_as_display_writes_them() {
-        for host in [
+        let mut hosts: Vec<IpAddr> = [
             "0.0.0.0",
             "192.0.2.10",
             "255.255.255.255",
             "2001:db8::1",
             "::",
-        ] {
-            let host: IpAddr = host.parse().expect("address");
+            "::1",
+            "1::",
+            "1:0:2:0:0:3:0:4",
+            "1:0:0:2:0:0:3:4",
+            "0:0:1:0:0:0:0:1",
+            "1:2:3:4:5:6:7:8",
+            "1:0:2:3:4:5:6:7",
+            "ffff:abcd:f0:f00:1000::",
+            "::ffff:192.0.2.1",
+            "::192.0.2.1",
+            "64:ff9b::192.0.2.1",
+        ]
+        .iter()
+        .map(|host| host.parse().expect("address"))
+        .collect();
+        // Every mix of zero and non-zero groups, with groups of each width.
+        for zeros in 0..=u8::MAX {
+            let groups: Vec<u16> = (0..8_u16)
+                .map(|i| {
+                    if zeros & (1 << i) == 0 {
+                        0
+                    } else {
+                        [0xf, 0xab, 0x1cd, 0xbeef][usize::from(i % 4)]
+                    }
+                })
+                .collect();
+            let groups: [u16; 8] = groups.try_into().expect("eight groups");
+            hosts.push(IpAddr::from(groups));
+        }
+        for host in hosts {
             let mut bytes = Vec::new();
             push_host(&mut bytes, host);
-            assert_eq!(bytes, host.to_string().into_bytes());
+            assert_eq!(String::from_utf8(bytes).expect("utf8"), host.to_string());
         }
         for n in [0, 7, 10, 99, 1_000_000, u64::MAX] {
             let mut bytes = Vec::new();

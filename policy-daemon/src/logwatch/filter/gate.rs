@@ -186,9 +186,30 @@ impl Gated {
         for literal in self.literals.find_iter(text) {
             found |= self.overlapping[literal.pattern().as_usize()];
         }
+        self.try_rules(scratch, text, |_, rule| rule.needs & !found == 0)
+    }
+
+    /// [`Self::search`] among the failregexes whose bit is set in `rules`
+    /// only, for a caller that knows the others cannot match.
+    pub(super) fn search_among(&self, scratch: &mut GatedScratch, text: &[u8], rules: u64) -> Gate {
+        self.try_rules(scratch, text, |index, _| {
+            u32::try_from(index)
+                .ok()
+                .and_then(|index| rules.checked_shr(index))
+                .is_some_and(|bits| bits & 1 == 1)
+        })
+    }
+
+    /// Tries in order the failregexes `may_match` lets through.
+    fn try_rules(
+        &self,
+        scratch: &mut GatedScratch,
+        text: &[u8],
+        may_match: impl Fn(usize, &GatedRule) -> bool,
+    ) -> Gate {
         let input = Input::new(text).anchored(Anchored::Yes);
         for (index, rule) in self.rules.iter().enumerate() {
-            if rule.needs & !found != 0 {
+            if !may_match(index, rule) {
                 continue;
             }
             if let Some(span) = &rule.span {

@@ -16,7 +16,7 @@ use regex_automata::{
     Anchored, Input, MatchKind,
     dfa::{Automaton, StartKind, dense},
     nfa::thompson,
-    util::syntax,
+    util::{primitives::StateID, syntax},
 };
 
 /// A part's DFA may take this much memory, and as much to build: the
@@ -27,9 +27,36 @@ const DFA_SIZE_LIMIT: usize = 1 << 20;
 /// The three DFAs of a failregex split around its host group.
 #[derive(Debug)]
 pub(super) struct HostSpan {
-    before: dense::DFA<Vec<u32>>,
-    host: dense::DFA<Vec<u32>>,
-    after: dense::DFA<Vec<u32>>,
+    before: Part,
+    host: Part,
+    after: Part,
+}
+
+/// One part's DFA and its start state when that does not depend on the
+/// byte before the walk: `after` is walked from every end of the host,
+/// and computing the start state each time cost more than the walk.
+/// With it, the bytes a match can start with: most ends of a host are
+/// followed by a byte the part after it cannot start with.
+#[derive(Debug)]
+struct Part {
+    dfa: dense::DFA<Vec<u32>>,
+    start: Option<StateID>,
+    /// Per byte, whether the DFA is still alive after it from `start`.
+    first: Option<[bool; 256]>,
+}
+
+impl Part {
+    fn new(dfa: dense::DFA<Vec<u32>>) -> Self {
+        let start = dfa.universal_start_state(Anchored::Yes);
+        let first = start.map(|start| {
+            let mut first = [false; 256];
+            for (byte, alive) in (0..=u8::MAX).zip(&mut first) {
+                *alive = !dfa.is_dead_state(dfa.next_state(start, byte));
+            }
+            first
+        });
+        Self { dfa, start, first }
+    }
 }
 
 /// What [`HostSpan::find`] made of a line.
@@ -65,6 +92,7 @@ impl HostSpan {
                 .thompson(thompson::Config::new().utf8(false))
                 .build(part)
                 .ok()
+                .map(Part::new)
         };
         Some(Self {
             before: build(before, MatchKind::All)?,
@@ -119,13 +147,24 @@ enum Walk {
 /// Runs `dfa` anchored at `at` and reports every end of a match to
 /// `on_end`, in order, until it asks to stop or no match can follow.
 fn walk(
-    dfa: &dense::DFA<Vec<u32>>,
+    part: &Part,
     text: &[u8],
     at: usize,
     mut on_end: impl FnMut(usize) -> Result<(), Enough>,
 ) -> Walk {
-    let input = Input::new(text).range(at..).anchored(Anchored::Yes);
-    let Ok(mut state) = dfa.start_state_forward(&input) else {
+    // A start state is never a match state (matches show one byte
+    // late): dead after the first byte, the walk reports nothing.
+    if let (Some(first), Some(&byte)) = (&part.first, text.get(at))
+        && !first[usize::from(byte)]
+    {
+        return Walk::Done;
+    }
+    let dfa = &part.dfa;
+    let start = part.start.map_or_else(
+        || dfa.start_state_forward(&Input::new(text).range(at..).anchored(Anchored::Yes)),
+        Ok,
+    );
+    let Ok(mut state) = start else {
         return Walk::GaveUp;
     };
     let mut special = |state, end: usize| {

@@ -11,6 +11,7 @@
 //! Lookarounds (`(?!…)`, `(?=…)`), which the `regex` crate lacks, are
 //! split into guard regexes checked after a match.
 
+mod address;
 mod gate;
 mod host_span;
 mod import;
@@ -24,7 +25,7 @@ use std::{fmt, net::IpAddr, path::PathBuf};
 // Matching runs on bytes with ASCII classes: log lines are ASCII where it
 // matters (addresses, keywords), and byte-sized DFA states make the set
 // scan several times faster than Unicode classes would.
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, Input, MatchKind};
 use regex::bytes::RegexSet;
 use regex_automata::util::pool::Pool;
 
@@ -75,6 +76,9 @@ pub struct Filter {
     /// none of them is missed without running the set. `None` when some
     /// failregex has no literal it always needs.
     needles: Option<AhoCorasick>,
+    /// Per needle, the failregexes whose needle may hide under an
+    /// occurrence of it (see [`CandidateLines`]); `None` beyond 64.
+    needle_rules: Option<Vec<u64>>,
     /// The fast path, when the failregexes allow it.
     gated: Option<std::sync::Arc<Gated>>,
     /// Scratch for [`Filter::check`], whichever thread calls it.
@@ -156,15 +160,34 @@ impl Filter {
         // date before a text that a fail2ban filter sees with a space in
         // front (see `with_date_separator`).
         let needles = choose_needles(&mains).and_then(|needles| {
-            let needles: Vec<&str> = needles.iter().map(|n| n.trim_start()).collect();
-            if needles.iter().any(|n| n.is_empty()) {
+            let needles: Vec<String> = needles.iter().map(|n| n.trim_start().to_owned()).collect();
+            if needles.iter().any(String::is_empty) {
                 return None;
             }
-            AhoCorasick::builder()
+            let automaton = AhoCorasick::builder()
                 .match_kind(MatchKind::LeftmostFirst)
-                .build(needles)
-                .ok()
+                .build(&needles)
+                .ok()?;
+            Some((automaton, needles))
         });
+        // One needle per failregex, in order: needle `i` is failregex `i`'s.
+        let needle_rules = needles.as_ref().and_then(|(_, needles)| {
+            if needles.len() > 64 {
+                return None;
+            }
+            let rules = needles
+                .iter()
+                .map(|a| {
+                    needles
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, b)| can_overlap(a.as_bytes(), b.as_bytes()))
+                        .fold(0_u64, |bits, (rule, _)| bits | 1 << rule)
+                })
+                .collect();
+            Some(rules)
+        });
+        let needles = needles.map(|(automaton, _)| automaton);
         let gated = Gated::new(&mains).map(std::sync::Arc::new);
         let for_pool = gated.clone();
         let scratch: ScratchPool = Pool::new(Box::new(move || Scratch {
@@ -179,6 +202,7 @@ impl Filter {
             ignore_set,
             ignore,
             needles,
+            needle_rules,
             gated,
             scratch,
             date_separator: false,
@@ -204,9 +228,20 @@ impl Filter {
     ///
     /// Journald JSON lines are rebuilt before matching (the text a filter
     /// sees is not the raw line), so give only plain log text here.
-    pub fn candidate_lines<'t>(&'t self, text: &'t [u8]) -> CandidateLines<'t> {
+    pub fn candidate_lines<'t>(
+        &'t self,
+        text: &'t [u8],
+    ) -> impl Iterator<Item = (usize, &'t [u8])> + 't {
+        self.candidates(text).map(|c| (c.offset, c.line))
+    }
+
+    /// [`Self::candidate_lines`], each line with the failregexes it may
+    /// match, found by the same pass: give both to
+    /// [`Self::check_candidate`].
+    pub fn candidates<'t>(&'t self, text: &'t [u8]) -> CandidateLines<'t> {
         CandidateLines {
             needles: self.needles.as_ref(),
+            needle_rules: self.needle_rules.as_deref(),
             text,
             at: 0,
         }
@@ -228,16 +263,23 @@ impl Filter {
     /// [`Self::check`] with the caller's scratch (see [`Self::scratch`]):
     /// no shared state, for threads checking many lines.
     pub fn check_with(&self, scratch: &mut Scratch, text: &str) -> Verdict {
+        self.check_candidate(scratch, text, RuleHint::ANY)
+    }
+
+    /// [`Self::check_with`] for the text of a line [`Self::candidates`]
+    /// gave, with the failregexes it found the line may match: the same
+    /// verdict, without looking for the gate's literals again.
+    pub fn check_candidate(&self, scratch: &mut Scratch, text: &str, rules: RuleHint) -> Verdict {
         if self.date_separator {
             let mut spaced = std::mem::take(&mut scratch.spaced);
             spaced.clear();
             spaced.push(' ');
             spaced.push_str(text);
-            let verdict = self.check_text(scratch, &spaced);
+            let verdict = self.check_text(scratch, &spaced, rules);
             scratch.spaced = spaced;
             return verdict;
         }
-        self.check_text(scratch, text)
+        self.check_text(scratch, text, rules)
     }
 
     /// Matches lines as fail2ban does: fail2ban cuts the date out of a
@@ -250,10 +292,14 @@ impl Filter {
         self
     }
 
-    fn check_text(&self, scratch: &mut Scratch, text: &str) -> Verdict {
+    fn check_text(&self, scratch: &mut Scratch, text: &str, rules: RuleHint) -> Verdict {
         let text = text.as_bytes();
         let found = if let (Some(gated), Some(scratch)) = (&self.gated, &mut scratch.gated) {
-            match gated.search(scratch, text) {
+            let gate = match rules.0 {
+                Some(rules) => gated.search_among(scratch, text, rules),
+                None => gated.search(scratch, text),
+            };
+            match gate {
                 Gate::Missed => return Verdict::Missed,
                 // The first that matches: done unless its host is not an
                 // address or a guard refuses the line; then the others
@@ -306,35 +352,77 @@ impl Filter {
     }
 }
 
-fn parse_host(text: &[u8]) -> Option<IpAddr> {
-    std::str::from_utf8(text).ok()?.parse().ok()
+/// The failregexes a line may match, as [`Filter::candidates`] found
+/// them: a bit per failregex, `None` for any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleHint(Option<u64>);
+
+impl RuleHint {
+    /// Any failregex may match.
+    pub const ANY: Self = Self(None);
 }
 
-/// The iterator of [`Filter::candidate_lines`].
+/// A line [`Filter::candidates`] gave.
+#[derive(Clone, Copy, Debug)]
+pub struct Candidate<'t> {
+    /// Where the line starts in the text.
+    pub offset: usize,
+    /// The line with its newline.
+    pub line: &'t [u8],
+    /// The failregexes it may match.
+    pub rules: RuleHint,
+}
+
+/// The iterator of [`Filter::candidates`]. Its needles are searched
+/// leftmost-first, one per failregex: an occurrence the search passes
+/// over overlaps one it reports, so a line's failregexes are those whose
+/// needle the reported ones may hide (each hides itself).
 #[derive(Debug)]
 pub struct CandidateLines<'t> {
     needles: Option<&'t AhoCorasick>,
+    needle_rules: Option<&'t [u64]>,
     text: &'t [u8],
     /// Where the next search starts: always the start of a line.
     at: usize,
 }
 
 impl<'t> Iterator for CandidateLines<'t> {
-    type Item = (usize, &'t [u8]);
+    type Item = Candidate<'t>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let rest = self.text.get(self.at..).filter(|r| !r.is_empty())?;
-        let start = match self.needles {
-            None => self.at,
+        let line_end = |start: usize| {
+            memchr::memchr(b'\n', &self.text[start..]).map_or(self.text.len(), |i| start + i + 1)
+        };
+        let (start, end, rules) = match self.needles {
+            None => (self.at, line_end(self.at), RuleHint::ANY),
             Some(needles) => {
                 let hit = needles.find(rest)?;
-                self.at + memchr::memrchr(b'\n', &rest[..hit.start()]).map_or(0, |i| i + 1)
+                let start =
+                    self.at + memchr::memrchr(b'\n', &rest[..hit.start()]).map_or(0, |i| i + 1);
+                let end = line_end(start);
+                let rules = self.needle_rules.and_then(|needle_rules| {
+                    let mut rules = needle_rules[hit.pattern().as_usize()];
+                    let mut at = self.at + hit.end();
+                    // A needle holding a newline: any failregex.
+                    if at > end {
+                        return None;
+                    }
+                    while let Some(hit) = needles.find(Input::new(self.text).span(at..end)) {
+                        rules |= needle_rules[hit.pattern().as_usize()];
+                        at = hit.end();
+                    }
+                    Some(rules)
+                });
+                (start, end, RuleHint(rules))
             }
         };
-        let end =
-            memchr::memchr(b'\n', &self.text[start..]).map_or(self.text.len(), |i| start + i + 1);
         self.at = end;
-        Some((start, &self.text[start..end]))
+        Some(Candidate {
+            offset: start,
+            line: &self.text[start..end],
+            rules,
+        })
     }
 }
 
@@ -356,9 +444,12 @@ impl fmt::Display for Verdict {
     }
 }
 
+use address::parse_host;
 pub use gate::Scratch;
-use gate::{Gate, Gated, ScratchPool, choose_needles, fast_set};
+use gate::{Gate, Gated, ScratchPool, can_overlap, choose_needles, fast_set};
 pub use import::{ImportedFilter, import_fail2ban, import_fail2ban_text, split_params};
-pub use timestamp::{JournalEntry, LogLine, has_timestamp, parse_journal_entry, parse_line};
+pub use timestamp::{
+    JournalEntry, LogLine, StampCache, has_timestamp, parse_journal_entry, parse_line,
+};
 pub use translate::expand_placeholders;
 use translate::{Rule, compile};

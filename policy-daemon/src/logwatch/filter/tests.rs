@@ -206,6 +206,47 @@ fn ignoreregex_wins() {
 }
 
 #[test]
+fn cached_stamps_read_as_parse_line_reads_them() {
+    let now = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+    let later = now + Duration::from_secs(1);
+    let lines = [
+        "Nov 17 10:00:00 mx a",
+        "Nov 17 10:00:00 mx b\n",
+        "Nov 17 10:00:00\tmx c\r\n",
+        "Nov 17 10:00:00",
+        "Nov 17 10:00:00x",
+        "Nov 17 10:00:000 mx d",
+        "Nov 17 10:00:00.5 mx e",
+        "Nov 17 10:00:00.5 mx f",
+        "Nov 17 10:00:00.55 mx g",
+        "Nov 17 10:00:00.5x",
+        "Nov 17 10:00:00. mx h",
+        "Nov 17 10:00:00.",
+        "Nov 17 10:00:00.9 mx i",
+        "Nov 17 10:00:00\u{2003}mx j",
+        "Nov 17 10:00:00\u{2003}mx k",
+        "Nov  7 10:00:00 mx l",
+        "Nov  7 10:00:01 mx m",
+        "Nov 17 10:00:00 mx n",
+        "2026-11-17T10:00:00Z mx o",
+        "Nov 17 10:00:00 mx p",
+        "Nov 17 10:00:00.123456789012345678901234567890 mx q",
+        "Nov 17 10:00:00.123456789012345678901234567890 mx r",
+        "no stamp",
+        "Nov 17 10:00:00 mx s",
+        r#"{"__REALTIME_TIMESTAMP":"1795000000000000","MESSAGE":"t"}"#,
+        "Nov 17 10:00:00 mx u",
+        "Nov 17 10:00:00 mx v",
+    ];
+    let mut cache = StampCache::default();
+    for (index, line) in lines.iter().enumerate() {
+        // The time the scan reads at changes once on the way.
+        let at = if index < 20 { now } else { later };
+        assert_eq!(cache.parse_line(line, at), parse_line(line, at), "{line:?}");
+    }
+}
+
+#[test]
 fn timestamps() {
     let now = UNIX_EPOCH + Duration::from_secs(1_795_000_000); // 2026-11-18
     let line = parse_line("2026-11-17T10:00:00.123456+00:00 mx postfix/x[1]: hi", now);
@@ -496,6 +537,24 @@ fn fail2ban_filters_see_the_space_after_the_date() {
             "{verdict:?}"
         );
     }
+}
+
+#[test]
+fn a_candidate_keeps_the_failregexes_whose_needle_another_hides() {
+    // "abcd" is found first and hides the "cdef " of the second failregex,
+    // the one that matches.
+    let f = filter(&[r"^abcd\S* <HOST> zz", r"^\S*cdef <HOST>$"], &[]);
+    let text = b"abcdef 192.0.2.1\nnothing here\n";
+    let candidates: Vec<Candidate<'_>> = f.candidates(text).collect();
+    assert_eq!(candidates.len(), 1);
+    assert_ne!(candidates[0].rules, RuleHint::ANY);
+    let line = "abcdef 192.0.2.1";
+    let verdict = f.check_candidate(&mut f.scratch(), line, candidates[0].rules);
+    assert_eq!(verdict, f.check_with(&mut Scratch::general(), line));
+    assert!(
+        matches!(verdict, Verdict::Matched { regex: 1, .. }),
+        "{verdict}"
+    );
 }
 
 #[test]

@@ -41,6 +41,71 @@ pub fn parse_line(line: &str, now: SystemTime) -> LogLine<'_> {
     }
 }
 
+/// The last classic syslog stamp [`StampCache::parse_line`] read, and
+/// its time: a log holds many lines to a second, and reading the stamp
+/// again cost more than matching most lines. A fixed buffer: a stamp
+/// longer than it is read every time.
+#[derive(Clone, Debug)]
+pub struct StampCache {
+    now: SystemTime,
+    /// The stamp's bytes as the line held them, `len` of them, without
+    /// the white space after it; the cache is empty when `len` is 0.
+    stamp: [u8; Self::MAX_STAMP],
+    len: usize,
+    time: SystemTime,
+}
+
+impl Default for StampCache {
+    fn default() -> Self {
+        Self {
+            now: UNIX_EPOCH,
+            stamp: [0; Self::MAX_STAMP],
+            len: 0,
+            time: UNIX_EPOCH,
+        }
+    }
+}
+
+impl StampCache {
+    /// `Nov 22 00:52:44.123456789` and a little more.
+    const MAX_STAMP: usize = 32;
+
+    /// What [`parse_line`] returns, the stamp read once per distinct
+    /// stamp in a row. A line that starts with the cached stamp, followed
+    /// by neither a digit nor a `.` that would make its fraction another,
+    /// has the same fields (all read from the stamp's bytes) and so the
+    /// same time; the text is what follows, as `parse_line` trims it.
+    pub fn parse_line<'a>(&mut self, line: &'a str, now: SystemTime) -> LogLine<'a> {
+        let trimmed = line.trim_end_matches(['\n', '\r']);
+        if self.len > 0
+            && self.now == now
+            && let Some(after) = trimmed.as_bytes().strip_prefix(&self.stamp[..self.len])
+            && !after
+                .first()
+                .is_some_and(|&b| b.is_ascii_digit() || b == b'.')
+        {
+            return LogLine {
+                time: Some(self.time),
+                text: Cow::Borrowed(trimmed[self.len..].trim_start()),
+            };
+        }
+        let parsed = parse_line(line, now);
+        self.len = 0;
+        if let (Some(time), Cow::Borrowed(text)) = (parsed.time, &parsed.text)
+            && syslog_stamp(trimmed).is_some()
+        {
+            let stamp = trimmed[..trimmed.len() - text.len()].trim_end();
+            if let Some(slot) = self.stamp.get_mut(..stamp.len()) {
+                slot.copy_from_slice(stamp.as_bytes());
+                self.len = stamp.len();
+                self.now = now;
+                self.time = time;
+            }
+        }
+        parsed
+    }
+}
+
 /// Whether [`parse_line`] finds a time in the line `raw`, reading only
 /// its first bytes when they settle it and placing a syslog stamp in time
 /// not at all: a scan counts the lines without a time at the cost of a
