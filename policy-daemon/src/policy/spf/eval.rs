@@ -211,8 +211,6 @@ impl Evaluation<'_> {
             }
             for directive in &record.directives {
                 if self.matches(&directive.mechanism, &domain, depth).await? {
-                    // An include may have changed `d`: back to this record's.
-                    self.vars.set_domain(domain.as_bytes().to_vec());
                     self.reason = format!("{} at {domain}", describe(&directive.mechanism));
                     return Ok(match directive.qualifier {
                         Qualifier::Pass => SpfResult::Pass,
@@ -221,7 +219,6 @@ impl Evaluation<'_> {
                         Qualifier::Neutral => SpfResult::Neutral,
                     });
                 }
-                self.vars.set_domain(domain.as_bytes().to_vec());
             }
             if let Some(redirect) = &record.redirect {
                 self.count_term()?;
@@ -304,7 +301,10 @@ impl Evaluation<'_> {
             Mechanism::Include { macro_string } => {
                 self.count_term()?;
                 let target = self.expand(macro_string, domain);
-                match self.evaluate(target.clone(), depth + 1).await? {
+                let included = self.evaluate(target.clone(), depth + 1).await?;
+                // The included record set `d` to its domain: back to ours.
+                self.vars.set_domain(domain.as_bytes().to_vec());
+                match included {
                     SpfResult::Pass => true,
                     SpfResult::None => {
                         return Err(Stop::Permanent(format!(
