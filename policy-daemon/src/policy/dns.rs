@@ -596,6 +596,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn spf_records_are_cached_with_their_ttl_empty_answers_too() {
+        let mut stub = StubLookup::zone(&[("ex.test.", "v=spf1 -all")]);
+        stub.records
+            .insert(("stall.test.".to_owned(), RecordType::Txt), None);
+        let stub = Arc::new(stub);
+        let dns = Dns::new(
+            vec![(
+                "stub".to_owned(),
+                Arc::clone(&stub) as Arc<dyn AddressLookup>,
+            )],
+            100,
+            Duration::from_mins(5),
+        );
+        let second = Duration::from_secs(1);
+        for _ in 0..3 {
+            let txt = dns
+                .records(0, RecordType::Txt, "ex.test.".to_owned(), second)
+                .await
+                .expect("answer");
+            assert_eq!(*txt, Records::Txt(vec![b"v=spf1 -all".as_slice().into()]));
+            let none = dns
+                .records(0, RecordType::A, "ex.test.".to_owned(), second)
+                .await
+                .expect("answer");
+            assert!(none.is_empty());
+        }
+        assert_eq!(stub.asked(), ["Txt ex.test.", "A ex.test."]);
+        let stalled = dns
+            .records(
+                0,
+                RecordType::Txt,
+                "stall.test.".to_owned(),
+                Duration::from_millis(20),
+            )
+            .await;
+        assert!(
+            matches!(stalled, Err(DnsError::Timeout { .. })),
+            "{stalled:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn answers_are_cached_positive_and_negative_and_timeouts_are_not() {
         let mut stub = StubLookup::listing(&[("2.0.0.127.bl.", &[Ipv4Addr::new(127, 0, 0, 2)])]);
         stub.answers.insert("stall.bl.".to_owned(), None);
