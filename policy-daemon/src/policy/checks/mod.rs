@@ -56,6 +56,8 @@ pub struct Mail<'a> {
     pub server: Option<IpAddr>,
     /// `instance`: constant over the requests of one mail.
     pub instance: Option<&'a str>,
+    /// `protocol_state`: `CONNECT`, `HELO`, `MAIL`, `RCPT`…
+    pub protocol_state: Option<&'a str>,
 }
 
 impl<'a> Mail<'a> {
@@ -88,6 +90,7 @@ impl<'a> Mail<'a> {
                 }
                 "recipient" => &mut mail.recipient,
                 "instance" => &mut mail.instance,
+                "protocol_state" => &mut mail.protocol_state,
                 _ => continue,
             };
             if slot.is_none() && !value.is_empty() {

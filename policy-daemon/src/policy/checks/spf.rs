@@ -68,9 +68,12 @@ impl SpfCheck {
         }
     }
 
-    /// Checks the mail's identity; `None` when there is no client address
-    /// or no identity (no sender and no HELO). SPF's own failures are
-    /// results (`temperror`, `permerror`), never errors.
+    /// Checks the mail's identity; `None` when there is no client address,
+    /// no identity (no sender and no HELO), or the request comes before
+    /// MAIL FROM (a check wired into `smtpd_client_restrictions` or
+    /// `smtpd_helo_restrictions` would otherwise take every mail for a
+    /// bounce); the check then runs at a later request of the mail. SPF's
+    /// own failures are results (`temperror`, `permerror`), never errors.
     pub(super) async fn evaluate(
         &self,
         name: &str,
@@ -82,6 +85,9 @@ impl SpfCheck {
         let Some(ip) = mail.client else {
             return Ok(None);
         };
+        if mail.protocol_state.is_some_and(before_mail_from) {
+            return Ok(None);
+        }
         let Some(query) = Query::for_mail(ip, mail.sender, mail.helo) else {
             return Ok(None);
         };
@@ -112,6 +118,13 @@ impl SpfCheck {
         }
         Ok(Some(hit))
     }
+}
+
+/// Whether a request in `state` comes before the sender is known.
+fn before_mail_from(state: &str) -> bool {
+    ["CONNECT", "EHLO", "HELO"]
+        .iter()
+        .any(|early| state.eq_ignore_ascii_case(early))
 }
 
 /// When the evaluation must end: a tenth of the time left before
@@ -191,6 +204,44 @@ mod tests {
         assert!(
             message.contains("line 4") && message.contains("invalid type"),
             "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn requests_before_mail_from_are_not_checked() {
+        let config =
+            Config::parse("[[policy.check]]\nname = \"spf\"\ntype = \"spf\"\n").expect("valid");
+        let mut found = Vec::new();
+        let check = SpfCheck::compile(
+            &config.policy.check[0],
+            0,
+            &mut Problems::new("policy.check[0]".to_owned(), &mut found),
+        );
+        // No resolver at all: a lookup would fail the check as temperror.
+        let dns = Dns::new(Vec::new(), 1, Duration::from_mins(1));
+        let soon = Instant::now() + Duration::from_secs(1);
+        for state in ["CONNECT", "EHLO", "helo"] {
+            let mail = Mail {
+                client: Some("192.0.2.1".parse().expect("ip")),
+                helo: Some("mx.example.org"),
+                sender: Some(""),
+                protocol_state: Some(state),
+                ..Mail::default()
+            };
+            let hit = check.evaluate("spf", &mail, &dns, soon, "mx").await;
+            assert_eq!(hit, Ok(None), "{state}");
+        }
+        let bounce = Mail {
+            client: Some("192.0.2.1".parse().expect("ip")),
+            helo: Some("mx.example.org"),
+            sender: Some(""),
+            protocol_state: Some("RCPT"),
+            ..Mail::default()
+        };
+        let hit = check.evaluate("spf", &bounce, &dns, soon, "mx").await;
+        assert_eq!(
+            hit.expect("a result").map(|hit| hit.detail),
+            Some("spf=temperror(+0)".to_owned())
         );
     }
 
