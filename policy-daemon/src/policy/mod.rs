@@ -44,6 +44,7 @@ pub use config::{ListenAddr, PolicyConfig};
 pub use engine::{Decision, Engine};
 pub use server::{Listener, serve};
 pub use service::Service;
+pub use spf::parse_record as parse_spf_record;
 
 use crate::bans::BanSink;
 

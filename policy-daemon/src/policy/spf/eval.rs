@@ -8,12 +8,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mail_auth::{
-    common::parse::TxtRecordParser,
-    spf::{Macro, Mechanism, Qualifier, Spf, Variables},
-};
+use mail_auth::spf::{Macro, Mechanism, Qualifier, Spf, Variables};
 
-use super::{SpfResult, syntax::check_record};
+use super::{SpfResult, syntax::parse_record};
 use crate::policy::dns::{BoxFuture, Dns, RecordType, Records, ipv4_query, ipv6_query};
 
 /// Terms that query DNS (`include`, `a`, `mx`, `ptr`, `exists`,
@@ -335,18 +332,9 @@ impl Evaluation<'_> {
                 "{domain} has more than one v=spf1 record"
             )));
         }
-        if !text.is_ascii() {
-            return Err(Stop::Permanent(format!(
-                "the SPF record of {domain} is not ASCII"
-            )));
-        }
-        let syntax_error = |why: String| {
+        parse_record(text).map(Some).map_err(|why| {
             Stop::Permanent(format!("syntax error in the SPF record of {domain}: {why}"))
-        };
-        check_record(&String::from_utf8_lossy(text)).map_err(syntax_error)?;
-        Spf::parse(text)
-            .map(Some)
-            .map_err(|error| syntax_error(error.to_string()))
+        })
     }
 
     /// Whether `name`'s A (IPv4 client) or AAAA (IPv6 client) records

@@ -7,6 +7,19 @@
 //! Each of those is a `permerror` (§4.6: a record with a syntax error
 //! fails as a whole), so the grammar is checked here first.
 
+use mail_auth::{common::parse::TxtRecordParser as _, spf::Spf};
+
+/// A `v=spf1` record as DNS gave it, parsed: ASCII, the grammar checked
+/// here, then `mail-auth`'s structure. The error says what is wrong.
+pub fn parse_record(text: &[u8]) -> Result<Spf, String> {
+    let record = std::str::from_utf8(text)
+        .ok()
+        .filter(|record| record.is_ascii())
+        .ok_or("not ASCII")?;
+    check_record(record)?;
+    Spf::parse(text).map_err(|error| error.to_string())
+}
+
 /// Checks `record` (`v=spf1 …`, ASCII); the error names the first term at
 /// fault.
 pub fn check_record(record: &str) -> Result<(), String> {
