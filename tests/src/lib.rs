@@ -7,6 +7,8 @@
 //! - [`pin`] gives each test its own bpffs pin directory and removes it;
 //! - [`postfix`] runs a real Postfix in a network namespace and sends it
 //!   mail with `swaks`;
+//! - [`knot`] runs a real authoritative DNS server (Knot DNS) on a
+//!   loopback port with the zones a test gives it;
 //! - [`journald`] runs a real `systemd-journald` in a journal namespace of
 //!   its own and logs into it as a unit would;
 //! - [`skip`] is the one way a test skips when something is missing here,
@@ -22,6 +24,7 @@ pub mod daemon;
 pub mod fail2ban;
 pub mod frames;
 pub mod journald;
+pub mod knot;
 pub mod netns;
 pub mod pin;
 pub mod postfix;

@@ -265,6 +265,19 @@ impl Postfix {
         fs::read_dir(self.dir.path().join("mail/mailbox/new")).map_or(0, Iterator::count)
     }
 
+    /// The messages delivered so far, as text, oldest first.
+    pub fn messages(&self) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(self.dir.path().join("mail/mailbox/new")) else {
+            return Vec::new();
+        };
+        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        files.sort();
+        files
+            .iter()
+            .map(|file| String::from_utf8_lossy(&fs::read(file).unwrap_or_default()).into_owned())
+            .collect()
+    }
+
     /// Waits (bounded by `timeout`) until at least `count` messages were
     /// delivered; returns whether they were.
     pub fn wait_delivered(&self, count: usize, timeout: Duration) -> bool {

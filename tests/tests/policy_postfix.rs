@@ -6,9 +6,10 @@
 //! on its loopback, rbldnsd on its loopback) with two veth links: the
 //! *listed* client 192.0.2.2 and the *clean* client 198.51.100.2, which
 //! routes to 192.0.2.1 over its own link. Nothing leaves the namespaces:
-//! Postfix does no DNS, and the DNSBL is the local rbldnsd.
+//! Postfix does no DNS, and the DNSBL is the local rbldnsd; the SPF test
+//! serves its zone from Knot DNS on the same loopback instead.
 //!
-//! Needs root, Postfix, swaks, rbldnsd and the `spamwall` binary
+//! Needs root, Postfix, swaks, rbldnsd, knot and the `spamwall` binary
 //! (`cargo build -p policy-daemon`, or `SPAMWALL_BIN`); run serially:
 //! `cargo test -p spamwall-tests --test policy_postfix -- --test-threads=1`.
 #![expect(clippy::unwrap_used, reason = "tests panic on failure by design")]
@@ -31,6 +32,7 @@ use std::{
 use serde_json::Value;
 use spamwall_tests::{
     daemon::{Daemon, Settings},
+    knot::{self, Knot},
     netns::{ExtraClient, NetnsPair, Subnet, can_connect},
     postfix::{self, Postfix, SMTP_PORT},
     rbldnsd::{Rbldnsd, Zone},
@@ -380,6 +382,91 @@ fn listed_client_is_rejected_and_banned_clean_client_delivers() {
     assert!(
         bans.iter().all(|ban| ban["addr"] != clean.as_str()),
         "clean client {clean} was banned: {bans:?}"
+    );
+}
+
+/// SPF end to end: `spf.test` publishes `ip4:` the clean client `-all`
+/// on a Knot DNS in the server's namespace. The other client, not in the
+/// record, sends as `@spf.test`: `fail` scores 10 and the threshold
+/// rejects it; the clean client's mail is delivered with the
+/// `Received-SPF: pass` header spamwall had Postfix prepend.
+#[test]
+fn spf_fail_is_rejected_by_threshold_and_a_listed_client_delivers() {
+    const NAME: &str = "spf_fail_is_rejected_by_threshold_and_a_listed_client_delivers";
+    const SENDER: &str = "alice@spf.test";
+    if !require_root(NAME) {
+        return;
+    }
+    let net = Net::new();
+    let clean = net.clean.v4();
+    let records = format!("@ TXT \"v=spf1 ip4:{clean} -all\"\nns A 127.0.0.1\n");
+    let knot = Knot::start_in(
+        net.pair.server(),
+        &[knot::Zone {
+            name: "spf.test",
+            records: &records,
+        }],
+        300,
+    );
+    let mut daemon_settings = Settings::on(net.pair.server());
+    daemon_settings.extra = format!(
+        "[policy]\n\
+         listen = [\"127.0.0.1:{POLICY_PORT}\"]\n\
+         resolver = \"{}\"\n\
+         hostnames = [\"mx.example.test\"]\n\n\
+         [[policy.check]]\n\
+         name = \"spf\"\n\
+         type = \"spf\"\n\
+         scores = {{ fail = 10, softfail = 3 }}\n\
+         header = true\n\n\
+         [[policy.threshold]]\n\
+         score = 10\n\
+         action = \"reject SPF check failed: %DETAIL%\"\n",
+        knot.addr()
+    );
+    let daemon = Daemon::start(net.pair.server(), &daemon_settings);
+    let mut settings = postfix::Settings::on(net.server());
+    settings.policy = Some(format!("inet:127.0.0.1:{POLICY_PORT}"));
+    let postfix = Postfix::start(net.pair.server(), &settings);
+    let logs = || {
+        format!(
+            "Postfix log:\n{}\nspamwall log:\n{}\nknotd log:\n{}",
+            postfix.log(),
+            daemon.log(),
+            knot.log()
+        )
+    };
+
+    let rejected = postfix::swaks(net.pair.client(), net.server(), SENDER, TO, SWAKS_SECS);
+    let text = transcript(&rejected);
+    assert!(
+        !rejected.status.success() && text.contains("SPF check failed: spf=fail(+10)"),
+        "the client outside the record was not rejected for SPF:\n{text}\n{}",
+        logs()
+    );
+
+    let accepted = postfix::swaks(&net.clean.netns, net.server(), SENDER, TO, SWAKS_SECS);
+    let text = transcript(&accepted);
+    assert!(
+        accepted.status.success() && text.contains("250 2.0.0 Ok: queued"),
+        "the client in the record was not queued:\n{text}\n{}",
+        logs()
+    );
+    assert!(
+        postfix.wait_delivered(1, DELIVERY_TIMEOUT),
+        "the client in the record was not delivered\n{}",
+        logs()
+    );
+    let messages = postfix.messages();
+    let header = format!(
+        "Received-SPF: pass (mx.example.test: domain of {SENDER} designates {clean} as \
+         permitted sender) client-ip={clean}; envelope-from=\"{SENDER}\"; helo=client.test; \
+         receiver=mx.example.test; identity=mailfrom;"
+    );
+    assert!(
+        messages.len() == 1 && messages[0].contains(&header),
+        "the delivered mail has no {header:?}:\n{messages:?}\n{}",
+        logs()
     );
 }
 

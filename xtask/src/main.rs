@@ -72,7 +72,7 @@ enum Task {
     },
     /// Run a benchmark
     Bench {
-        /// Benchmark name (available: xdp, policy, bans, fleet, logs)
+        /// Benchmark name (available: xdp, policy, bans, fleet, logs, list, spf)
         name: String,
         /// Extra arguments for the benchmark binary (`--smoke`: a few
         /// items, to see that it still runs)
@@ -127,6 +127,12 @@ const BENCHES: &[Bench] = &[
         package: "spamwall-tests",
         target: "list",
         smoke_label: "benchmark smoke: list",
+    },
+    Bench {
+        name: "spf",
+        package: "spamwall-tests",
+        target: "spf",
+        smoke_label: "benchmark smoke: spf",
     },
 ];
 

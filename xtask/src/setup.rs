@@ -26,6 +26,11 @@ pub const APT_PACKAGES: &[&str] = &[
     "mtpolicyd",
     // The caching resolver both servers share in the policy benchmark.
     "unbound",
+    // SPF: the authoritative server its tests ask, pyspf as the reference
+    // its results must equal, and policyd-spf, the server it replaces.
+    "knot",
+    "python3-spf",
+    "postfix-policyd-spf-python",
     "fail2ban",
     "sqlite3",
     "curl",

@@ -7,6 +7,7 @@
 //! `policy.check[2].zone`, before the daemon ever starts.
 
 use std::{
+    collections::BTreeMap,
     fmt,
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
@@ -159,6 +160,9 @@ pub enum CheckType {
     Rdns,
     /// Allow or deny by client CIDR, sender, recipient or HELO.
     List,
+    /// SPF (RFC 7208) of the MAIL FROM domain, or of the HELO name for
+    /// the null sender.
+    Spf,
 }
 
 impl fmt::Display for CheckType {
@@ -169,6 +173,7 @@ impl fmt::Display for CheckType {
             Self::Helo => "helo",
             Self::Rdns => "rdns",
             Self::List => "list",
+            Self::Spf => "spf",
         })
     }
 }
@@ -194,14 +199,21 @@ pub enum DomainField {
 pub struct CheckConfig {
     /// Unique name, used in details and logs.
     pub name: String,
-    /// `dnsbl`, `rhsbl`, `helo`, `rdns` or `list`.
+    /// `dnsbl`, `rhsbl`, `helo`, `rdns`, `list` or `spf`.
     #[serde(rename = "type")]
     pub kind: CheckType,
     /// Score added when the check fires. Default 1.
     pub score: Option<f64>,
+    /// Score of each SPF result, by its name (`spf`); results not listed
+    /// score 0.
+    pub scores: Option<BTreeMap<String, f64>>,
+    /// Answer `PREPEND Received-SPF: …` where the answer would be `DUNNO`
+    /// (`spf`). Default false.
+    pub header: Option<bool>,
     /// DNS zone (`dnsbl`, `rhsbl`).
     pub zone: Option<String>,
-    /// Lookup timeout (`dnsbl`, `rhsbl`). Default 2 s.
+    /// Lookup timeout (`dnsbl`, `rhsbl`, `spf`: each of its lookups).
+    /// Default 2 s.
     #[serde(default, deserialize_with = "optional_duration")]
     pub timeout: Option<Duration>,
     /// This check's own DNS server, overriding `policy.resolver`.

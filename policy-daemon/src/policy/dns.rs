@@ -1,11 +1,13 @@
-//! DNS for the blocklist checks: A lookups through hickory-resolver, one
+//! DNS for the checks: A lookups for the blocklists, and the TXT, A,
+//! AAAA, MX and PTR records SPF asks for, through hickory-resolver, one
 //! resolver per configured server, answers cached with their TTL,
-//! "not listed" included, so the request path rarely leaves the process.
+//! "not listed" and "no such record" included, so the request path rarely
+//! leaves the process.
 
 use std::{
     fmt,
     future::Future,
-    net::{Ipv4Addr, SocketAddr},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
     pin::Pin,
     sync::Arc,
     time::{Duration, Instant},
@@ -15,7 +17,7 @@ use hickory_resolver::{
     TokioResolver,
     config::{NameServerConfig, ResolveHosts, ResolverConfig},
     net::{DnsError as HickoryDnsError, NetError, NoRecords, runtime::TokioRuntimeProvider},
-    proto::rr::RData,
+    proto::rr::{RData, RecordType as HickoryRecordType},
 };
 
 use super::cache::TtlCache;
@@ -57,11 +59,81 @@ pub struct Answer {
     pub ttl: Option<Duration>,
 }
 
-/// Something that answers A queries: hickory in the daemon, a stub in
+/// The record types SPF looks up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RecordType {
+    Txt,
+    A,
+    Aaaa,
+    Mx,
+    Ptr,
+}
+
+/// The records of one answer; empty when the name does not exist or has
+/// none of the type (a "void lookup" to SPF).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Records {
+    /// TXT records, each one's strings joined.
+    Txt(Vec<Box<[u8]>>),
+    A(Vec<Ipv4Addr>),
+    Aaaa(Vec<Ipv6Addr>),
+    /// MX exchanges by preference, then name; PTR names. Lowercase,
+    /// without the final dot.
+    Names(Vec<String>),
+}
+
+impl Records {
+    /// No records of the type asked for.
+    pub fn empty(kind: RecordType) -> Self {
+        match kind {
+            RecordType::Txt => Self::Txt(Vec::new()),
+            RecordType::A => Self::A(Vec::new()),
+            RecordType::Aaaa => Self::Aaaa(Vec::new()),
+            RecordType::Mx | RecordType::Ptr => Self::Names(Vec::new()),
+        }
+    }
+
+    /// Whether the answer holds no record: a void lookup.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Self::Txt(records) => records.is_empty(),
+            Self::A(records) => records.is_empty(),
+            Self::Aaaa(records) => records.is_empty(),
+            Self::Names(records) => records.is_empty(),
+        }
+    }
+}
+
+/// Records as the cache takes them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordAnswer {
+    pub records: Records,
+    /// How long the answer may be kept; `None` when the server gave no
+    /// TTL (a negative answer without SOA).
+    pub ttl: Option<Duration>,
+}
+
+/// Something that answers queries: hickory in the daemon, a stub in
 /// unit tests.
 pub trait AddressLookup: Send + Sync + fmt::Debug {
     /// The A records of the fully qualified `name`.
     fn lookup_a<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Answer, DnsError>>;
+
+    /// The `kind` records of the fully qualified `name`. A lookup that
+    /// knows only A records fails here.
+    fn lookup_records<'a>(
+        &'a self,
+        name: &'a str,
+        kind: RecordType,
+    ) -> BoxFuture<'a, Result<RecordAnswer, DnsError>> {
+        Box::pin(async move {
+            Err(DnsError::Failed {
+                name: name.to_owned(),
+                server: format!("{self:?}"),
+                message: format!("{kind:?} lookups are not supported"),
+            })
+        })
+    }
 }
 
 /// Why a resolver could not be set up.
@@ -161,6 +233,102 @@ impl AddressLookup for HickoryLookup {
             }
         })
     }
+
+    fn lookup_records<'a>(
+        &'a self,
+        name: &'a str,
+        kind: RecordType,
+    ) -> BoxFuture<'a, Result<RecordAnswer, DnsError>> {
+        Box::pin(async move {
+            let record_type = match kind {
+                RecordType::Txt => HickoryRecordType::TXT,
+                RecordType::A => HickoryRecordType::A,
+                RecordType::Aaaa => HickoryRecordType::AAAA,
+                RecordType::Mx => HickoryRecordType::MX,
+                RecordType::Ptr => HickoryRecordType::PTR,
+            };
+            match self.resolver.lookup(name, record_type).await {
+                Ok(lookup) => {
+                    let answers = lookup.answers();
+                    let records = match kind {
+                        RecordType::Txt => Records::Txt(
+                            answers
+                                .iter()
+                                .filter_map(|record| match &record.data {
+                                    RData::TXT(txt) => Some(txt.txt_data.concat().into()),
+                                    _ => None,
+                                })
+                                .collect(),
+                        ),
+                        RecordType::A => Records::A(
+                            answers
+                                .iter()
+                                .filter_map(|record| match &record.data {
+                                    RData::A(a) => Some(a.0),
+                                    _ => None,
+                                })
+                                .collect(),
+                        ),
+                        RecordType::Aaaa => Records::Aaaa(
+                            answers
+                                .iter()
+                                .filter_map(|record| match &record.data {
+                                    RData::AAAA(aaaa) => Some(aaaa.0),
+                                    _ => None,
+                                })
+                                .collect(),
+                        ),
+                        RecordType::Mx => {
+                            let mut exchanges: Vec<(u16, String)> = answers
+                                .iter()
+                                .filter_map(|record| match &record.data {
+                                    RData::MX(mx) => {
+                                        Some((mx.preference, host_name(&mx.exchange.to_ascii())))
+                                    }
+                                    _ => None,
+                                })
+                                .collect();
+                            exchanges.sort();
+                            Records::Names(exchanges.into_iter().map(|(_, name)| name).collect())
+                        }
+                        RecordType::Ptr => Records::Names(
+                            answers
+                                .iter()
+                                .filter_map(|record| match &record.data {
+                                    RData::PTR(ptr) => Some(host_name(&ptr.0.to_ascii())),
+                                    _ => None,
+                                })
+                                .collect(),
+                        ),
+                    };
+                    let ttl = lookup
+                        .valid_until()
+                        .saturating_duration_since(Instant::now());
+                    Ok(RecordAnswer {
+                        records,
+                        ttl: Some(ttl),
+                    })
+                }
+                Err(NetError::Dns(HickoryDnsError::NoRecordsFound(NoRecords {
+                    negative_ttl,
+                    ..
+                }))) => Ok(RecordAnswer {
+                    records: Records::empty(kind),
+                    ttl: negative_ttl.map(|secs| Duration::from_secs(u64::from(secs))),
+                }),
+                Err(error) => Err(DnsError::Failed {
+                    name: name.to_owned(),
+                    server: self.server.clone(),
+                    message: error.to_string(),
+                }),
+            }
+        })
+    }
+}
+
+/// A host name from DNS as SPF compares it: lowercase, no final dot.
+fn host_name(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// The resolvers of all checks and their shared answer cache.
@@ -168,6 +336,9 @@ impl AddressLookup for HickoryLookup {
 pub struct Dns {
     resolvers: Vec<(String, Arc<dyn AddressLookup>)>,
     cache: TtlCache<(u16, String), Codes>,
+    /// SPF's records, apart from the blocklists' answers so that neither
+    /// crowds the other out.
+    records: TtlCache<(u16, RecordType, String), Arc<Records>>,
     negative_ttl: Duration,
 }
 
@@ -182,6 +353,7 @@ impl Dns {
         Self {
             resolvers,
             cache: TtlCache::new(cache_size),
+            records: TtlCache::new(cache_size),
             negative_ttl,
         }
     }
@@ -225,6 +397,50 @@ impl Dns {
     }
 }
 
+impl Dns {
+    /// The `kind` records of `name` (fully qualified, ending in `.`,
+    /// lowercase), from the cache or from resolver `resolver` within
+    /// `timeout`.
+    pub async fn records(
+        &self,
+        resolver: u16,
+        kind: RecordType,
+        name: String,
+        timeout: Duration,
+    ) -> Result<Arc<Records>, DnsError> {
+        let key = (resolver, kind, name);
+        if let Some(records) = self.records.get(&key, Instant::now(), Arc::clone) {
+            return Ok(records);
+        }
+        let Some((label, lookup)) = self.resolvers.get(usize::from(resolver)) else {
+            return Err(DnsError::Failed {
+                name: key.2,
+                server: format!("resolver #{resolver}"),
+                message: "not configured".to_owned(),
+            });
+        };
+        let answer = match tokio::time::timeout(timeout, lookup.lookup_records(&key.2, kind)).await
+        {
+            Ok(answer) => answer?,
+            Err(_) => {
+                return Err(DnsError::Timeout {
+                    name: key.2,
+                    server: label.clone(),
+                    after: timeout,
+                });
+            }
+        };
+        let ttl = answer.ttl.unwrap_or(self.negative_ttl).min(MAX_TTL);
+        let records = Arc::new(answer.records);
+        if !ttl.is_zero() {
+            let now = Instant::now();
+            self.records
+                .insert(key, Arc::clone(&records), now + ttl, now);
+        }
+        Ok(records)
+    }
+}
+
 /// `d.c.b.a.zone.` for IPv4 `a.b.c.d`.
 pub fn ipv4_query(addr: Ipv4Addr, zone: &str) -> String {
     let [a, b, c, d] = addr.octets();
@@ -232,7 +448,7 @@ pub fn ipv4_query(addr: Ipv4Addr, zone: &str) -> String {
 }
 
 /// The 32 reversed nibbles of an IPv6 address, then the zone (RFC 5782).
-pub fn ipv6_query(addr: std::net::Ipv6Addr, zone: &str) -> String {
+pub fn ipv6_query(addr: Ipv6Addr, zone: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut name = String::with_capacity(64 + zone.len() + 1);
     for byte in addr.octets().iter().rev() {
@@ -259,6 +475,8 @@ pub mod stub {
     #[derive(Debug, Default)]
     pub struct StubLookup {
         pub answers: HashMap<String, Option<Vec<Ipv4Addr>>>,
+        /// What [`AddressLookup::lookup_records`] answers.
+        pub records: HashMap<(String, RecordType), Option<Records>>,
         pub asked: Mutex<Vec<String>>,
     }
 
@@ -269,8 +487,41 @@ pub mod stub {
                     .iter()
                     .map(|(name, codes)| ((*name).to_owned(), Some(codes.to_vec())))
                     .collect(),
+                records: HashMap::new(),
                 asked: Mutex::default(),
             }
+        }
+
+        /// A zone of TXT, A, AAAA and MX records, `(name, value)`: a
+        /// value starting with `v=` is TXT, `mx:` MX, `ptr:` PTR, and an
+        /// address A or AAAA. Names end in `.`.
+        pub fn zone(entries: &[(&str, &str)]) -> Self {
+            let mut stub = Self::default();
+            for (name, value) in entries {
+                let (kind, record) = if let Some(host) = value.strip_prefix("mx:") {
+                    (RecordType::Mx, Records::Names(vec![host.to_owned()]))
+                } else if let Some(host) = value.strip_prefix("ptr:") {
+                    (RecordType::Ptr, Records::Names(vec![host.to_owned()]))
+                } else if let Ok(ip) = value.parse::<Ipv4Addr>() {
+                    (RecordType::A, Records::A(vec![ip]))
+                } else if let Ok(ip) = value.parse::<Ipv6Addr>() {
+                    (RecordType::Aaaa, Records::Aaaa(vec![ip]))
+                } else {
+                    (RecordType::Txt, Records::Txt(vec![value.as_bytes().into()]))
+                };
+                let slot = stub
+                    .records
+                    .entry(((*name).to_owned(), kind))
+                    .or_insert_with(|| Some(Records::empty(kind)));
+                match (slot, record) {
+                    (Some(Records::Txt(all)), Records::Txt(mut new)) => all.append(&mut new),
+                    (Some(Records::A(all)), Records::A(mut new)) => all.append(&mut new),
+                    (Some(Records::Aaaa(all)), Records::Aaaa(mut new)) => all.append(&mut new),
+                    (Some(Records::Names(all)), Records::Names(mut new)) => all.append(&mut new),
+                    _ => {}
+                }
+            }
+            stub
         }
 
         pub fn asked(&self) -> Vec<String> {
@@ -301,6 +552,30 @@ pub mod stub {
                 }
             })
         }
+
+        fn lookup_records<'a>(
+            &'a self,
+            name: &'a str,
+            kind: RecordType,
+        ) -> BoxFuture<'a, Result<RecordAnswer, DnsError>> {
+            self.asked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(format!("{kind:?} {name}"));
+            Box::pin(async move {
+                match self.records.get(&(name.to_owned(), kind)) {
+                    Some(Some(records)) => Ok(RecordAnswer {
+                        records: records.clone(),
+                        ttl: Some(Duration::from_mins(1)),
+                    }),
+                    Some(None) => std::future::pending().await,
+                    None => Ok(RecordAnswer {
+                        records: Records::empty(kind),
+                        ttl: Some(Duration::from_mins(1)),
+                    }),
+                }
+            })
+        }
     }
 }
 
@@ -317,6 +592,48 @@ mod tests {
         assert_eq!(
             ipv6_query("2001:db8::1".parse().expect("v6"), "bl.test"),
             "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.bl.test."
+        );
+    }
+
+    #[tokio::test]
+    async fn spf_records_are_cached_with_their_ttl_empty_answers_too() {
+        let mut stub = StubLookup::zone(&[("ex.test.", "v=spf1 -all")]);
+        stub.records
+            .insert(("stall.test.".to_owned(), RecordType::Txt), None);
+        let stub = Arc::new(stub);
+        let dns = Dns::new(
+            vec![(
+                "stub".to_owned(),
+                Arc::clone(&stub) as Arc<dyn AddressLookup>,
+            )],
+            100,
+            Duration::from_mins(5),
+        );
+        let second = Duration::from_secs(1);
+        for _ in 0..3 {
+            let txt = dns
+                .records(0, RecordType::Txt, "ex.test.".to_owned(), second)
+                .await
+                .expect("answer");
+            assert_eq!(*txt, Records::Txt(vec![b"v=spf1 -all".as_slice().into()]));
+            let none = dns
+                .records(0, RecordType::A, "ex.test.".to_owned(), second)
+                .await
+                .expect("answer");
+            assert!(none.is_empty());
+        }
+        assert_eq!(stub.asked(), ["Txt ex.test.", "A ex.test."]);
+        let stalled = dns
+            .records(
+                0,
+                RecordType::Txt,
+                "stall.test.".to_owned(),
+                Duration::from_millis(20),
+            )
+            .await;
+        assert!(
+            matches!(stalled, Err(DnsError::Timeout { .. })),
+            "{stalled:?}"
         );
     }
 

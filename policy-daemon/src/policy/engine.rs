@@ -331,7 +331,12 @@ impl Engine {
         if checks.is_empty() {
             return false;
         }
-        let mut join = JoinAll::new(checks.iter().map(|(_, check)| check.dns(mail, &self.dns)));
+        let context = self.chain.context();
+        let mut join = JoinAll::new(
+            checks
+                .iter()
+                .map(|(_, check)| check.dns(mail, &self.dns, deadline, context)),
+        );
         let timed_out = tokio::time::timeout_at(deadline.into(), &mut join)
             .await
             .is_err();
@@ -453,6 +458,11 @@ impl Engine {
                 }
                 Cow::Owned(action)
             }
+        };
+        // Once per mail: only the request whose SPF check ran has it.
+        let action = match hits.iter().find_map(|(_, hit)| hit.header.as_deref()) {
+            Some(header) if action.eq_ignore_ascii_case(DUNNO) => format!("PREPEND {header}"),
+            _ => action,
         };
         if let (Some((length, scope)), Some(ip)) = (ban, mail.client) {
             self.ban(ip, length, scope.clone(), score, &detail, deadline)
@@ -730,6 +740,60 @@ action = "prepend X-Spamwall: %SCORE% (%DETAIL%)"
         // No instance at all (e.g. spamwall query): scored alone.
         let lone = Request::from_pairs([("client_address", "198.51.100.51")]);
         assert_eq!(engine.decide(&lone, soon()).await.score, 5.0);
+    }
+
+    #[tokio::test]
+    async fn spf_prepends_its_header_once_per_mail_and_scores_a_fail() {
+        let config = Config::parse(
+            r#"
+[policy]
+hostnames = ["mx.example.net"]
+[[policy.check]]
+name = "spf"
+type = "spf"
+scores = { fail = 10, softfail = 3 }
+header = true
+[[policy.threshold]]
+score = 10
+action = "reject SPF: %DETAIL%"
+"#,
+        )
+        .expect("config")
+        .policy;
+        let stub = Arc::new(StubLookup::zone(&[(
+            "example.org.",
+            "v=spf1 ip4:192.0.2.0/24 -all",
+        )]));
+        let engine = Engine::with_lookups(&config, None, Arc::new(PolicyStats::default()), {
+            let stub = Arc::clone(&stub);
+            move |_| Ok(Arc::clone(&stub) as Arc<dyn AddressLookup>)
+        })
+        .expect("engine");
+        let rcpt = |client: &str, instance: &str| {
+            Request::from_pairs([
+                ("request", "smtpd_access_policy"),
+                ("protocol_state", "RCPT"),
+                ("client_address", client),
+                ("helo_name", "mail.example.org"),
+                ("sender", "alice@example.org"),
+                ("recipient", "bob@example.net"),
+                ("instance", instance),
+            ])
+        };
+        let first = engine.decide(&rcpt("192.0.2.10", "s1"), soon()).await;
+        assert_eq!(first.detail, "spf=pass(+0)");
+        assert_eq!(
+            first.action,
+            "PREPEND Received-SPF: pass (mx.example.net: domain of alice@example.org designates \
+             192.0.2.10 as permitted sender) client-ip=192.0.2.10; \
+             envelope-from=\"alice@example.org\"; helo=mail.example.org; \
+             receiver=mx.example.net; identity=mailfrom;"
+        );
+        let second = engine.decide(&rcpt("192.0.2.10", "s1"), soon()).await;
+        assert_eq!(second.action, DUNNO, "one header per mail");
+        let failed = engine.decide(&rcpt("198.51.100.9", "s2"), soon()).await;
+        assert_eq!(failed.action, "reject SPF: spf=fail(+10)");
+        assert_eq!(failed.score, 10.0);
     }
 
     #[test]

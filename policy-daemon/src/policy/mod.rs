@@ -4,7 +4,8 @@
 //! - [`codec`] is the only module that knows Postfix's byte format;
 //! - [`server`] owns the listeners and admits connections, [`workers`]
 //!   are the threads that serve them, [`connection`] serves one;
-//! - [`checks`] holds the check types, [`dns`] their resolvers and cache;
+//! - [`checks`] holds the check types, [`dns`] their resolvers and cache,
+//!   [`spf`] SPF's evaluation and header;
 //! - [`engine`] adds scores up per mail and applies the threshold table;
 //! - [`client`] is `spamwall query`.
 //!
@@ -25,6 +26,7 @@ mod engine;
 mod join;
 mod server;
 mod service;
+mod spf;
 mod workers;
 
 use std::{
@@ -42,6 +44,7 @@ pub use config::{ListenAddr, PolicyConfig};
 pub use engine::{Decision, Engine};
 pub use server::{Listener, serve};
 pub use service::Service;
+pub use spf::parse_record as parse_spf_record;
 
 use crate::bans::BanSink;
 

@@ -180,9 +180,14 @@ impl Scoring {
             return Some(Hit {
                 score: self.score,
                 detail: format!("{what}={}({})", codes.join(","), signed(self.score)),
+                header: None,
             });
         }
-        Some(Hit { score, detail })
+        Some(Hit {
+            score,
+            detail,
+            header: None,
+        })
     }
 }
 

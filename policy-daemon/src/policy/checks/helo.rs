@@ -129,6 +129,7 @@ mod tests {
             &mail,
             Context {
                 hostnames: &hostnames,
+                receiver: "mx.example",
             },
         )
     }
@@ -174,6 +175,7 @@ mod tests {
         let no_hosts: [String; 0] = [];
         let context = Context {
             hostnames: &no_hosts,
+            receiver: "mx.example",
         };
         let mail = Mail {
             helo: Some("192.0.2.7"),

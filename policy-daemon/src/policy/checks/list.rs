@@ -326,6 +326,8 @@ mod tests {
             name: "l".into(),
             kind: CheckType::List,
             score: Some(4.0),
+            scores: None,
+            header: None,
             zone: None,
             timeout: None,
             resolver: None,

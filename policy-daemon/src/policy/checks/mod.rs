@@ -2,8 +2,8 @@
 //! scores.
 //!
 //! Local checks (`helo`, `rdns`, `list`) answer at once; DNS checks
-//! (`dnsbl`, `rhsbl`) go through [`Dns`] and run concurrently. A check
-//! fires at most once per request, with a score and a detail such as
+//! (`dnsbl`, `rhsbl`, `spf`) go through [`Dns`] and run concurrently. A
+//! check fires at most once per mail, with a score and a detail such as
 //! `zen/sbl=127.0.0.2(+10)`.
 
 mod dnsbl;
@@ -11,11 +11,12 @@ mod helo;
 mod list;
 mod rdns;
 mod rhsbl;
+mod spf;
 
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 pub use dnsbl::{Category, CodeMatch, DnsList};
@@ -23,6 +24,7 @@ pub use helo::{Helo, HeloRule};
 pub use list::{List, ListField};
 pub use rdns::{Rdns, RdnsRule};
 pub use rhsbl::DomainList;
+pub use spf::SpfCheck;
 
 use super::{
     codec::Request,
@@ -54,6 +56,8 @@ pub struct Mail<'a> {
     pub server: Option<IpAddr>,
     /// `instance`: constant over the requests of one mail.
     pub instance: Option<&'a str>,
+    /// `protocol_state`: `CONNECT`, `HELO`, `MAIL`, `RCPT`…
+    pub protocol_state: Option<&'a str>,
 }
 
 impl<'a> Mail<'a> {
@@ -86,6 +90,7 @@ impl<'a> Mail<'a> {
                 }
                 "recipient" => &mut mail.recipient,
                 "instance" => &mut mail.instance,
+                "protocol_state" => &mut mail.protocol_state,
                 _ => continue,
             };
             if slot.is_none() && !value.is_empty() {
@@ -109,6 +114,9 @@ pub struct Hit {
     pub score: f64,
     /// What fired, e.g. `zen/sbl=127.0.0.2(+10)`.
     pub detail: String,
+    /// A header line (`Received-SPF: …`, no line ending) for Postfix to
+    /// prepend when the answer would otherwise be `DUNNO`.
+    pub header: Option<String>,
 }
 
 impl Hit {
@@ -117,6 +125,7 @@ impl Hit {
         Self {
             score,
             detail: format!("{what}({})", signed(score)),
+            header: None,
         }
     }
 }
@@ -154,6 +163,7 @@ pub enum Kind {
     Helo(Helo),
     Rdns(Rdns),
     List(Box<List>),
+    Spf(SpfCheck),
 }
 
 /// Settings every check may need while it runs.
@@ -161,29 +171,43 @@ pub enum Kind {
 pub struct Context<'a> {
     /// `policy.hostnames`, lowercased.
     pub hostnames: &'a [String],
+    /// This host's name as `Received-SPF` gives it: the first of
+    /// `policy.hostnames`, else the system's.
+    pub receiver: &'a str,
 }
 
 impl Check {
     /// Whether the check needs DNS.
     pub const fn is_dns(&self) -> bool {
-        matches!(self.kind, Kind::Dnsbl(_) | Kind::Rhsbl(_))
+        matches!(self.kind, Kind::Dnsbl(_) | Kind::Rhsbl(_) | Kind::Spf(_))
     }
 
     /// Runs a local check; DNS checks pass here.
     pub fn local(&self, mail: &Mail<'_>, context: Context<'_>) -> Local<'_> {
         match &self.kind {
-            Kind::Dnsbl(_) | Kind::Rhsbl(_) => Local::Pass,
+            Kind::Dnsbl(_) | Kind::Rhsbl(_) | Kind::Spf(_) => Local::Pass,
             Kind::Helo(helo) => helo.evaluate(&self.name, mail, context),
             Kind::Rdns(rdns) => rdns.evaluate(&self.name, mail),
             Kind::List(list) => list.evaluate(&self.name, mail),
         }
     }
 
-    /// Runs a DNS check; local checks find nothing here.
-    pub async fn dns(&self, mail: &Mail<'_>, dns: &Dns) -> Result<Option<Hit>, DnsError> {
+    /// Runs a DNS check, answering by `deadline`; local checks find
+    /// nothing here.
+    pub async fn dns(
+        &self,
+        mail: &Mail<'_>,
+        dns: &Dns,
+        deadline: Instant,
+        context: Context<'_>,
+    ) -> Result<Option<Hit>, DnsError> {
         match &self.kind {
             Kind::Dnsbl(list) => list.evaluate(&self.name, mail, dns).await,
             Kind::Rhsbl(list) => list.evaluate(&self.name, mail, dns).await,
+            Kind::Spf(spf) => {
+                spf.evaluate(&self.name, mail, dns, deadline, context.receiver)
+                    .await
+            }
             Kind::Helo(_) | Kind::Rdns(_) | Kind::List(_) => Ok(None),
         }
     }
@@ -198,6 +222,8 @@ pub struct Chain {
     pub resolvers: Vec<Option<SocketAddr>>,
     /// `policy.hostnames`, lowercased.
     pub hostnames: Vec<String>,
+    /// See [`Context::receiver`].
+    pub receiver: String,
 }
 
 /// Collects problems under one key prefix.
@@ -275,12 +301,21 @@ impl Chain {
                 CheckType::Helo => Kind::Helo(Helo::compile(check, &mut problems)),
                 CheckType::Rdns => Kind::Rdns(Rdns::compile(check, &mut problems)),
                 CheckType::List => Kind::List(Box::new(List::compile(check, &mut problems))),
+                CheckType::Spf => {
+                    let index = resolver();
+                    Kind::Spf(SpfCheck::compile(check, index, &mut problems))
+                }
             };
             chain.checks.push(Check {
                 name: check.name.clone(),
                 kind,
             });
         }
+        chain.receiver = chain
+            .hostnames
+            .first()
+            .cloned()
+            .unwrap_or_else(system_hostname);
         if found.is_empty() {
             Ok(chain)
         } else {
@@ -292,8 +327,18 @@ impl Chain {
     pub fn context(&self) -> Context<'_> {
         Context {
             hostnames: &self.hostnames,
+            receiver: &self.receiver,
         }
     }
+}
+
+/// The kernel's host name, `localhost` when it cannot be read.
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 fn check_name(check: &CheckConfig, earlier: &[CheckConfig], problems: &mut Problems<'_>) {
@@ -318,6 +363,8 @@ fn check_keys(check: &CheckConfig, problems: &mut Problems<'_>) {
     let present = [
         ("zone", check.zone.is_some()),
         ("timeout", check.timeout.is_some()),
+        ("scores", check.scores.is_some()),
+        ("header", check.header.is_some()),
         ("resolver", check.resolver.is_some()),
         ("categories", check.categories.is_some()),
         ("fields", check.fields.is_some()),
@@ -334,6 +381,7 @@ fn check_keys(check: &CheckConfig, problems: &mut Problems<'_>) {
         CheckType::Dnsbl => &["zone", "timeout", "resolver", "categories"],
         CheckType::Rhsbl => &["zone", "timeout", "resolver", "categories", "fields"],
         CheckType::Helo | CheckType::Rdns => &["rules"],
+        CheckType::Spf => &["timeout", "resolver", "scores", "header"],
         CheckType::List => &[
             "allow",
             "action",

@@ -1,0 +1,433 @@
+//! `cargo xtask bench spf`: spamwall's `spf` check against policyd-spf
+//! (Debian's `postfix-policyd-spf-python`, on pyspf), both asking the
+//! same Knot DNS on a loopback port, driven by the policy benchmark's
+//! client: 16 keep-alive connections, RCPT requests as Postfix sends
+//! them, two per mail, from 762 client addresses.
+//!
+//! The senders' domains (`d0.example.net` … `d49.example.net`) publish
+//! `v=spf1 ip4:192.0.2.0/24 ip4:203.0.113.0/25 -all`: a third of the
+//! clients fail, and a threshold rejects them (`fail = 10`). policyd-spf
+//! runs as Postfix runs it, its only setup: `spawn(8)` gives each
+//! connection its own process with the socket as standard input and
+//! output (here the benchmark accepts and spawns), configured to check
+//! MAIL FROM only (`HELO_reject = No_Check`, as spamwall checks HELO only
+//! for bounces), reject on `fail`, no header and no debug logging. pyspf
+//! caches nothing between requests; spamwall keeps answers for their TTL
+//! (that is its setup). Every spamwall answer is checked; policyd-spf's
+//! are checked to be one `action=` line, and before the runs a sample of
+//! clients is asked of both and their verdicts compared.
+//!
+//! Options after `--`: `--duration SECS` (default 10), `--smoke`.
+//! Needs root (the daemon's bpffs pins), knot and policyd-spf.
+
+#[path = "policy/client.rs"]
+mod client;
+
+use std::{
+    fmt::Write as _,
+    fs,
+    io::{BufRead as _, BufReader, Write as _},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    os::{fd::OwnedFd, unix::process::CommandExt as _},
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use client::{Budget, CONNECTIONS, Load};
+use spamwall_tests::{
+    PinDir, bench,
+    daemon::spamwall_bin,
+    knot::{Knot, Zone},
+    postfix::stop_group_leader,
+};
+
+const RATIO_TARGET: f64 = 20.0;
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+const DOMAINS: usize = 50;
+const RECORD: &str = "v=spf1 ip4:192.0.2.0/24 ip4:203.0.113.0/25 -all";
+/// Points the policyd-spf it runs at the benchmark's DNS server (pyspf's
+/// pydns reads only `/etc/resolv.conf`, which has no port), then runs it
+/// as `/usr/bin/policyd-spf CONFIG` would.
+const SHIM: &str = r"
+import sys
+import DNS, spf
+DNS.defaults['server'] = [sys.argv[1]]
+DNS.defaults['port'] = int(sys.argv[2])
+sys.argv = ['policyd-spf', sys.argv[3]]
+from spf_engine.policyd_spf import main
+sys.exit(main())
+";
+const POLICYD_SPF_CONF: &str = "debugLevel = 0\n\
+    TestOnly = 1\n\
+    HELO_reject = No_Check\n\
+    Mail_From_reject = Fail\n\
+    PermError_reject = False\n\
+    TempError_Defer = False\n\
+    Header_Type = None\n\
+    skip_addresses = 127.0.0.0/8,::ffff:127.0.0.0/104,::1\n";
+
+/// What a request should get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    Reject,
+    Dunno,
+}
+
+/// The client addresses in a fixed order, with what each should get.
+struct Workload {
+    clients: Vec<(Ipv4Addr, Expect)>,
+}
+
+impl Workload {
+    fn new() -> Self {
+        let mut clients = Vec::new();
+        for net in [[192, 0, 2], [198, 51, 100], [203, 0, 113]] {
+            for host in 1..=254_u8 {
+                let addr = Ipv4Addr::new(net[0], net[1], net[2], host);
+                let pass = net == [192, 0, 2] || (net == [203, 0, 113] && host < 128);
+                clients.push((addr, if pass { Expect::Dunno } else { Expect::Reject }));
+            }
+        }
+        let mut state: u64 = 0x5eed;
+        for i in (1..clients.len()).rev() {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let j = usize::try_from(state >> 33).expect("31 bits fit usize") % (i + 1);
+            clients.swap(i, j);
+        }
+        Self { clients }
+    }
+
+    /// The client of request `n` on connection `conn`.
+    fn client(&self, conn: usize, n: usize) -> (Ipv4Addr, Expect) {
+        self.clients[(conn * 97 + n / 2) % self.clients.len()]
+    }
+
+    /// Writes request `n` of connection `conn` (mail `n / 2`, RCPT
+    /// `n % 2`) into `text`; returns what it should get.
+    fn write_request(&self, conn: usize, n: usize, text: &mut String) -> Expect {
+        let mail = n / 2;
+        let (addr, expect) = self.client(conn, n);
+        text.clear();
+        write!(
+            text,
+            "request=smtpd_access_policy\n\
+             protocol_state=RCPT\n\
+             protocol_name=ESMTP\n\
+             client_address={addr}\n\
+             client_name=unknown\n\
+             reverse_client_name=unknown\n\
+             helo_name=mail{mail}.example.net\n\
+             sender=sender{mail}@d{domain}.example.net\n\
+             recipient=user{rcpt}@example.test\n\
+             recipient_count={rcpt}\n\
+             queue_id=\n\
+             instance={conn:x}.{mail:x}.bench\n\
+             size=0\n\
+             server_address=127.0.0.1\n\
+             server_port=25\n\
+             \n",
+            domain = mail % DOMAINS,
+            rcpt = n % 2,
+        )
+        .expect("writing to a String");
+        expect
+    }
+}
+
+fn main() -> Result<()> {
+    bench::require_root("spf bench");
+    bench::require_peer(
+        "Knot DNS",
+        "knotd",
+        "apt-get install knot; cargo xtask setup",
+    );
+    bench::require_peer(
+        "policyd-spf",
+        "policyd-spf",
+        "apt-get install postfix-policyd-spf-python; cargo xtask setup",
+    );
+    let duration = std::env::args()
+        .skip_while(|arg| arg != "--duration")
+        .nth(1)
+        .map(|secs| secs.parse::<u64>().context("--duration SECS"))
+        .transpose()?
+        .map_or(
+            bench::size(Duration::from_secs(10), Duration::from_secs(1)),
+            Duration::from_secs,
+        );
+    let budget = Budget {
+        duration,
+        requests: bench::size(10_000_000, 200),
+        threads: 2,
+        chain_answers: true,
+    };
+    let mut records = String::new();
+    for d in 0..DOMAINS {
+        let _ = writeln!(records, "d{d} TXT \"{RECORD}\"");
+    }
+    let knot = Knot::start(
+        &[Zone {
+            name: "example.net",
+            records: &records,
+        }],
+        300,
+    );
+    let workload = Workload::new();
+    println!(
+        "spf bench: {CONNECTIONS} keep-alive connections, {} client addresses, {DOMAINS} sender \
+         domains on one Knot DNS, {}s per run",
+        workload.clients.len(),
+        duration.as_secs()
+    );
+    let pin = PinDir::new();
+    let spamwall = Spamwall::start(knot.addr(), &pin)?;
+    let policyd = PolicydSpf::start(knot.addr())?;
+    compare_verdicts(&workload, spamwall.addr, policyd.addr)?;
+
+    eprintln!("measuring spamwall on {} …", spamwall.addr);
+    let ours = client::measure(spamwall.addr, &workload, budget)
+        .with_context(|| format!("spamwall failed; log:\n{}", spamwall.log()))?;
+    eprintln!("measuring policyd-spf on {} …", policyd.addr);
+    let theirs = client::measure(
+        policyd.addr,
+        &workload,
+        Budget {
+            chain_answers: false,
+            ..budget
+        },
+    )
+    .context("policyd-spf failed")?;
+    drop(policyd);
+    drop(spamwall);
+    report(&ours, &theirs)
+}
+
+fn report(ours: &Load, theirs: &Load) -> Result<()> {
+    println!(
+        "{:<12} {:>12} {:>10} {:>10} {:>7}",
+        "server", "requests/s", "p50", "p99", "wrong"
+    );
+    for (name, load) in [("spamwall", ours), ("policyd-spf", theirs)] {
+        println!(
+            "{name:<12} {:>12.0} {:>10} {:>10} {:>7}",
+            load.throughput(),
+            millis(load.percentile(50)),
+            millis(load.percentile(99)),
+            load.wrong
+        );
+    }
+    ensure!(
+        ours.requests > 0 && theirs.requests > 0,
+        "a server answered nothing"
+    );
+    ensure!(
+        ours.wrong == 0 && theirs.wrong == 0,
+        "wrong answers: spamwall {:?}, policyd-spf {:?}",
+        ours.first_wrong,
+        theirs.first_wrong
+    );
+    let ratio = ours.throughput() / theirs.throughput();
+    println!(
+        "spamwall/policyd-spf: {ratio:.1}x (target >= {RATIO_TARGET}x: {})",
+        if ratio >= RATIO_TARGET {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    Ok(())
+}
+
+/// Asks both servers about one mail of each of a sample of clients, on a
+/// fresh connection each, and requires the same verdict: rejected by
+/// spamwall exactly when policyd-spf answers 550.
+fn compare_verdicts(workload: &Workload, spamwall: SocketAddr, policyd: SocketAddr) -> Result<()> {
+    let samples = bench::size(20, 5);
+    for conn in 0..samples {
+        let mut request = String::new();
+        let expect = workload.write_request(conn, 2 * conn, &mut request);
+        let ours = ask(spamwall, &request)?;
+        let theirs = ask(policyd, &request)?;
+        let ours_rejects = ours.starts_with("action=reject sender ip");
+        let theirs_rejects = theirs.starts_with("action=550");
+        ensure!(
+            ours_rejects == theirs_rejects && ours_rejects == (expect == Expect::Reject),
+            "verdicts differ for {:?}: spamwall {ours:?}, policyd-spf {theirs:?}",
+            workload.client(conn, 2 * conn).0
+        );
+    }
+    Ok(())
+}
+
+/// One request on a new connection; the answer's action line.
+fn ask(addr: SocketAddr, request: &str) -> Result<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, START_TIMEOUT)?;
+    stream.set_read_timeout(Some(START_TIMEOUT))?;
+    stream.write_all(request.as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    Ok(line.trim_end().to_owned())
+}
+
+/// `spamwall run` with only the policy server and its `spf` check.
+struct Spamwall {
+    addr: SocketAddr,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Spamwall {
+    fn start(dns: SocketAddr, pin: &PinDir) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("spamwall-spf-bench-")
+            .tempdir()?;
+        let addr = free_port()?;
+        let quote = |path: &Path| format!("{:?}", path.to_str().unwrap_or_default());
+        let config = format!(
+            "[daemon]\ncontrol_socket = {socket}\nstate_dir = {state}\nbpf_pin_dir = {pins}\n\n\
+             [xdp]\ninterfaces = []\n\n\
+             [policy]\nlisten = [\"{addr}\"]\nresolver = \"{dns}\"\n\n\
+             [[policy.check]]\nname = \"spf\"\ntype = \"spf\"\nscores = {{ fail = 10 }}\n\n\
+             [[policy.threshold]]\nscore = 10\naction = \"reject sender ip %IP% failed SPF (%DETAIL%)\"\n",
+            socket = quote(&dir.path().join("control.sock")),
+            state = quote(&dir.path().join("state")),
+            pins = quote(pin.path()),
+        );
+        let path = dir.path().join("spamwall.toml");
+        fs::write(&path, config)?;
+        let log = fs::File::create(dir.path().join("spamwall.log"))?;
+        let child = Command::new(spamwall_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(&path)
+            .env_remove("SPAMWALL_CONFIG")
+            .env("SPAMWALL_LOG", "warn")
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting spamwall")?;
+        let mut server = Self { addr, child, dir };
+        let started = Instant::now();
+        while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
+            if let Some(status) = server.child.try_wait()? {
+                bail!("spamwall exited with {status}; log:\n{}", server.log());
+            }
+            ensure!(
+                started.elapsed() < START_TIMEOUT,
+                "spamwall did not listen; log:\n{}",
+                server.log()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+        Ok(server)
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("spamwall.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Spamwall {
+    fn drop(&mut self) {
+        stop_group_leader(&mut self.child, STOP_TIMEOUT);
+    }
+}
+
+/// policyd-spf as Postfix's `spawn(8)` runs it: one process per
+/// connection, the connection as its standard input and output.
+struct PolicydSpf {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    children: Arc<Mutex<Vec<Child>>>,
+    acceptor: Option<thread::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl PolicydSpf {
+    fn start(dns: SocketAddr) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("policyd-spf-bench-")
+            .tempdir()?;
+        let conf = dir.path().join("policyd-spf.conf");
+        fs::write(&conf, POLICYD_SPF_CONF)?;
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let children = Arc::new(Mutex::new(Vec::new()));
+        let acceptor = {
+            let (stop, children) = (Arc::clone(&stop), Arc::clone(&children));
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((stream, _)) = listener.accept() else {
+                        thread::sleep(Duration::from_millis(5));
+                        continue;
+                    };
+                    let _ = stream.set_nonblocking(false);
+                    let Ok(output) = stream.try_clone() else {
+                        continue;
+                    };
+                    let child = Command::new("/usr/bin/python3")
+                        .args(["-c", SHIM, &dns.ip().to_string(), &dns.port().to_string()])
+                        .arg(&conf)
+                        .stdin(Stdio::from(OwnedFd::from(stream)))
+                        .stdout(Stdio::from(OwnedFd::from(output)))
+                        .stderr(Stdio::null())
+                        .spawn();
+                    if let Ok(child) = child {
+                        children
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push(child);
+                    }
+                }
+            })
+        };
+        Ok(Self {
+            addr,
+            stop,
+            children,
+            acceptor: Some(acceptor),
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for PolicydSpf {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+        let children = std::mem::take(
+            &mut *self
+                .children
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for mut child in children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_port() -> Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+fn millis(duration: Duration) -> String {
+    format!("{:.3} ms", duration.as_secs_f64() * 1000.0)
+}
