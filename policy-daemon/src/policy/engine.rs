@@ -461,7 +461,9 @@ impl Engine {
         };
         // Once per mail: only the request whose SPF check ran has it.
         let action = match hits.iter().find_map(|(_, hit)| hit.header.as_deref()) {
-            Some(header) if action.eq_ignore_ascii_case(DUNNO) => format!("PREPEND {header}"),
+            Some(header) if action.eq_ignore_ascii_case(DUNNO) => {
+                Cow::Owned(format!("PREPEND {header}"))
+            }
             _ => action,
         };
         if let (Some((length, scope)), Some(ip)) = (ban, mail.client) {
