@@ -39,6 +39,10 @@ fuzz_target!(|data: &[u8]| {
     }
     let mut cache = StampCache::default();
     for each in line.split_inclusive('\n') {
-        assert_eq!(cache.parse_line(each, now), parse_line(each, now), "{each:?}");
+        assert_eq!(
+            cache.parse_line(each, now),
+            parse_line(each, now),
+            "{each:?}"
+        );
     }
 });
