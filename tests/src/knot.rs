@@ -4,7 +4,7 @@
 use std::{
     fmt::Write as _,
     fs,
-    net::{SocketAddr, UdpSocket},
+    net::SocketAddr,
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -52,7 +52,8 @@ impl Knot {
     fn launch(mut command: Command, zones: &[Zone<'_>], ttl: u32) -> Self {
         let dir = tempfile::tempdir().expect("tempdir for knotd");
         let root = dir.path().display().to_string();
-        let port = free_port();
+        // Free for UDP a moment ago; knotd binds TCP on it too.
+        let port = crate::rbldnsd::free_udp_port();
         let mut config = format!(
             "server:\n    rundir: \"{root}\"\n    listen: 127.0.0.1@{port}\n    \
              udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n\
@@ -135,12 +136,4 @@ impl Drop for Knot {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A loopback port free for UDP a moment ago (knotd binds TCP on it too).
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|socket| socket.local_addr())
-        .map(|addr| addr.port())
-        .expect("find a free UDP port")
 }

@@ -185,7 +185,7 @@ impl Drop for Rbldnsd {
 }
 
 /// A UDP port on loopback that was free a moment ago.
-fn free_udp_port() -> u16 {
+pub(crate) fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .and_then(|socket| socket.local_addr())
         .map(|addr| addr.port())

@@ -197,6 +197,23 @@ impl HickoryLookup {
     }
 }
 
+impl HickoryLookup {
+    /// What a failed lookup of `name` means: no records, with the TTL the
+    /// negative answer may be kept for, or an error, which is not cached.
+    fn no_records(&self, name: &str, error: NetError) -> Result<Option<Duration>, DnsError> {
+        match error {
+            NetError::Dns(HickoryDnsError::NoRecordsFound(NoRecords { negative_ttl, .. })) => {
+                Ok(negative_ttl.map(|secs| Duration::from_secs(u64::from(secs))))
+            }
+            error => Err(DnsError::Failed {
+                name: name.to_owned(),
+                server: self.server.clone(),
+                message: error.to_string(),
+            }),
+        }
+    }
+}
+
 impl AddressLookup for HickoryLookup {
     fn lookup_a<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Answer, DnsError>> {
         Box::pin(async move {
@@ -218,17 +235,9 @@ impl AddressLookup for HickoryLookup {
                         ttl: Some(ttl),
                     })
                 }
-                Err(NetError::Dns(HickoryDnsError::NoRecordsFound(NoRecords {
-                    negative_ttl,
-                    ..
-                }))) => Ok(Answer {
+                Err(error) => self.no_records(name, error).map(|ttl| Answer {
                     codes: Vec::new(),
-                    ttl: negative_ttl.map(|secs| Duration::from_secs(u64::from(secs))),
-                }),
-                Err(error) => Err(DnsError::Failed {
-                    name: name.to_owned(),
-                    server: self.server.clone(),
-                    message: error.to_string(),
+                    ttl,
                 }),
             }
         })
@@ -309,17 +318,9 @@ impl AddressLookup for HickoryLookup {
                         ttl: Some(ttl),
                     })
                 }
-                Err(NetError::Dns(HickoryDnsError::NoRecordsFound(NoRecords {
-                    negative_ttl,
-                    ..
-                }))) => Ok(RecordAnswer {
+                Err(error) => self.no_records(name, error).map(|ttl| RecordAnswer {
                     records: Records::empty(kind),
-                    ttl: negative_ttl.map(|secs| Duration::from_secs(u64::from(secs))),
-                }),
-                Err(error) => Err(DnsError::Failed {
-                    name: name.to_owned(),
-                    server: self.server.clone(),
-                    message: error.to_string(),
+                    ttl,
                 }),
             }
         })
