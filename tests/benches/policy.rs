@@ -80,7 +80,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
-use client::{Budget, CONNECTIONS, Load};
+use client::{Budget, CONNECTIONS, Expect, Load};
 use spamwall_tests::{
     PinDir, bench,
     daemon::spamwall_bin,
@@ -454,13 +454,6 @@ impl Options {
     }
 }
 
-/// What a request should get.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Expect {
-    Reject,
-    Dunno,
-}
-
 /// The client addresses, in a fixed pseudo-random order, with what each
 /// should get.
 struct Workload {
@@ -471,27 +464,14 @@ struct Workload {
 
 impl Workload {
     fn new() -> Self {
-        let mut clients = Vec::new();
-        for net in [[192, 0, 2], [198, 51, 100], [203, 0, 113]] {
-            for host in 1..=254_u8 {
-                let addr = Ipv4Addr::new(net[0], net[1], net[2], host);
-                let expect = if net == [198, 51, 100] && host >= 16 {
-                    Expect::Reject
-                } else {
-                    Expect::Dunno
-                };
-                clients.push((addr, expect));
+        let clients = client::shuffled_clients(|addr| {
+            let [a, b, c, host] = addr.octets();
+            if [a, b, c] == [198, 51, 100] && host >= 16 {
+                Expect::Reject
+            } else {
+                Expect::Dunno
             }
-        }
-        // A fixed shuffle (LCG), so runs are comparable.
-        let mut state: u64 = 0x5eed;
-        for i in (1..clients.len()).rev() {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            let j = usize::try_from(state >> 33).expect("31 bits fit usize") % (i + 1);
-            clients.swap(i, j);
-        }
+        });
         let rejected_addresses = clients
             .iter()
             .filter(|(_, expect)| *expect == Expect::Reject)
@@ -503,41 +483,15 @@ impl Workload {
         }
     }
 
-    /// The client of request `n` on connection `conn`.
+    /// Writes request `n` of connection `conn` into `text`; returns what
+    /// it should get.
     fn client(&self, conn: usize, n: usize) -> (Ipv4Addr, Expect) {
-        self.clients[(conn * 97 + n / 2) % self.clients.len()]
+        client::client_of(&self.clients, conn, n)
     }
 
-    /// Writes request `n` of connection `conn` (mail `n / 2`, RCPT
-    /// `n % 2`) into `text`; returns what it should get.
     fn write_request(&self, conn: usize, n: usize, text: &mut String) -> Expect {
-        let mail = n / 2;
         let (addr, expect) = self.client(conn, n);
-        text.clear();
-        write!(
-            text,
-            "request=smtpd_access_policy\n\
-             protocol_state=RCPT\n\
-             protocol_name=ESMTP\n\
-             client_address={addr}\n\
-             client_name=unknown\n\
-             reverse_client_name=unknown\n\
-             client_port={port}\n\
-             helo_name=mail{mail}.example.net\n\
-             sender=sender{mail}@example.net\n\
-             recipient=user{rcpt}@example.test\n\
-             recipient_count={rcpt}\n\
-             queue_id=\n\
-             instance={conn:x}.{mail:x}.bench\n\
-             size=0\n\
-             server_address=127.0.0.1\n\
-             server_port=25\n\
-             stress=\n\
-             \n",
-            port = 40_000 + mail % 20_000,
-            rcpt = n % 2,
-        )
-        .expect("writing to a String");
+        client::write_rcpt(text, addr, conn, n, "example.net");
         expect
     }
 }

@@ -40,7 +40,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
-use client::{Budget, CONNECTIONS, Load};
+use client::{Budget, CONNECTIONS, Expect, Load};
 use spamwall_tests::{
     PinDir, bench,
     daemon::spamwall_bin,
@@ -74,13 +74,6 @@ const POLICYD_SPF_CONF: &str = "debugLevel = 0\n\
     Header_Type = None\n\
     skip_addresses = 127.0.0.0/8,::ffff:127.0.0.0/104,::1\n";
 
-/// What a request should get.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Expect {
-    Reject,
-    Dunno,
-}
-
 /// The client addresses in a fixed order, with what each should get.
 struct Workload {
     clients: Vec<(Ipv4Addr, Expect)>,
@@ -88,58 +81,29 @@ struct Workload {
 
 impl Workload {
     fn new() -> Self {
-        let mut clients = Vec::new();
-        for net in [[192, 0, 2], [198, 51, 100], [203, 0, 113]] {
-            for host in 1..=254_u8 {
-                let addr = Ipv4Addr::new(net[0], net[1], net[2], host);
-                let pass = net == [192, 0, 2] || (net == [203, 0, 113] && host < 128);
-                clients.push((addr, if pass { Expect::Dunno } else { Expect::Reject }));
-            }
-        }
-        let mut state: u64 = 0x5eed;
-        for i in (1..clients.len()).rev() {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            let j = usize::try_from(state >> 33).expect("31 bits fit usize") % (i + 1);
-            clients.swap(i, j);
-        }
+        let clients = client::shuffled_clients(|addr| {
+            let [a, b, c, host] = addr.octets();
+            let pass = [a, b, c] == [192, 0, 2] || ([a, b, c] == [203, 0, 113] && host < 128);
+            if pass { Expect::Dunno } else { Expect::Reject }
+        });
         Self { clients }
     }
 
-    /// The client of request `n` on connection `conn`.
+    /// Writes request `n` of connection `conn` into `text`, the sender in
+    /// one of [`DOMAINS`] domains; returns what it should get.
     fn client(&self, conn: usize, n: usize) -> (Ipv4Addr, Expect) {
-        self.clients[(conn * 97 + n / 2) % self.clients.len()]
+        client::client_of(&self.clients, conn, n)
     }
 
-    /// Writes request `n` of connection `conn` (mail `n / 2`, RCPT
-    /// `n % 2`) into `text`; returns what it should get.
     fn write_request(&self, conn: usize, n: usize, text: &mut String) -> Expect {
-        let mail = n / 2;
         let (addr, expect) = self.client(conn, n);
-        text.clear();
-        write!(
+        client::write_rcpt(
             text,
-            "request=smtpd_access_policy\n\
-             protocol_state=RCPT\n\
-             protocol_name=ESMTP\n\
-             client_address={addr}\n\
-             client_name=unknown\n\
-             reverse_client_name=unknown\n\
-             helo_name=mail{mail}.example.net\n\
-             sender=sender{mail}@d{domain}.example.net\n\
-             recipient=user{rcpt}@example.test\n\
-             recipient_count={rcpt}\n\
-             queue_id=\n\
-             instance={conn:x}.{mail:x}.bench\n\
-             size=0\n\
-             server_address=127.0.0.1\n\
-             server_port=25\n\
-             \n",
-            domain = mail % DOMAINS,
-            rcpt = n % 2,
-        )
-        .expect("writing to a String");
+            addr,
+            conn,
+            n,
+            format_args!("d{}.example.net", (n / 2) % DOMAINS),
+        );
         expect
     }
 }

@@ -10,8 +10,9 @@
 //! against the action expected.
 
 use std::{
+    fmt::Write as _,
     io::{Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
+    net::{Ipv4Addr, SocketAddr, TcpStream},
     os::fd::AsRawFd as _,
     sync::Barrier,
     thread,
@@ -20,7 +21,80 @@ use std::{
 
 use anyhow::{Context as _, Result, bail, ensure};
 
-use super::{Expect, Workload};
+use super::Workload;
+
+/// What a request should get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    Reject,
+    Dunno,
+}
+
+/// Every host of 192.0.2.0/24, 198.51.100.0/24 and 203.0.113.0/24, each
+/// with what `expect` says it should get, in a fixed pseudo-random order
+/// (an LCG), so runs are comparable.
+pub fn shuffled_clients(expect: impl Fn(Ipv4Addr) -> Expect) -> Vec<(Ipv4Addr, Expect)> {
+    let mut clients = Vec::new();
+    for net in [[192, 0, 2], [198, 51, 100], [203, 0, 113]] {
+        for host in 1..=254_u8 {
+            let addr = Ipv4Addr::new(net[0], net[1], net[2], host);
+            clients.push((addr, expect(addr)));
+        }
+    }
+    let mut state: u64 = 0x5eed;
+    for i in (1..clients.len()).rev() {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let j = usize::try_from(state >> 33).expect("31 bits fit usize") % (i + 1);
+        clients.swap(i, j);
+    }
+    clients
+}
+
+/// The client of request `n` on connection `conn`: two requests (RCPTs)
+/// per mail, connections spread over the list.
+pub fn client_of(clients: &[(Ipv4Addr, Expect)], conn: usize, n: usize) -> (Ipv4Addr, Expect) {
+    clients[(conn * 97 + n / 2) % clients.len()]
+}
+
+/// Writes request `n` of connection `conn` (mail `n / 2`, RCPT `n % 2`)
+/// from `addr` into `text`, as Postfix sends it, with MAIL FROM
+/// `sender<mail>@<sender_domain>`.
+pub fn write_rcpt(
+    text: &mut String,
+    addr: Ipv4Addr,
+    conn: usize,
+    n: usize,
+    sender_domain: impl std::fmt::Display,
+) {
+    let mail = n / 2;
+    text.clear();
+    write!(
+        text,
+        "request=smtpd_access_policy\n\
+         protocol_state=RCPT\n\
+         protocol_name=ESMTP\n\
+         client_address={addr}\n\
+         client_name=unknown\n\
+         reverse_client_name=unknown\n\
+         client_port={port}\n\
+         helo_name=mail{mail}.example.net\n\
+         sender=sender{mail}@{sender_domain}\n\
+         recipient=user{rcpt}@example.test\n\
+         recipient_count={rcpt}\n\
+         queue_id=\n\
+         instance={conn:x}.{mail:x}.bench\n\
+         size=0\n\
+         server_address=127.0.0.1\n\
+         server_port=25\n\
+         stress=\n\
+         \n",
+        port = 40_000 + mail % 20_000,
+        rcpt = n % 2,
+    )
+    .expect("writing to a String");
+}
 
 /// Keep-alive connections, as many Postfix smtpd processes.
 pub const CONNECTIONS: usize = 16;
