@@ -27,6 +27,7 @@ pub mod journald;
 pub mod knot;
 pub mod netns;
 pub mod pin;
+pub mod policy_server;
 pub mod postfix;
 pub mod privilege;
 pub mod rbldnsd;

@@ -11,19 +11,13 @@
 
 use std::{
     net::{SocketAddr, UdpSocket},
-    sync::Arc,
     time::{Duration, Instant},
 };
 
-use spamwall::{
-    config::Config,
-    policy::{
-        Engine, ListenAddr, Listener, PolicyStats, Service, client, config::PolicyConfig, serve,
-    },
-};
 use spamwall_tests::{
     daemon::{Daemon, Settings, spamwall_bin},
     netns::{NetnsPair, Side, Subnet},
+    policy_server::PolicyServer as Server,
     rbldnsd::{Rbldnsd, Zone},
     require_root,
 };
@@ -99,52 +93,12 @@ action = "prepend X-Spamwall-Score: %SCORE% (%DETAIL%)"
     )
 }
 
-/// An in-process policy server on an ephemeral port; it stops with its
-/// runtime.
-struct Server {
-    addr: ListenAddr,
-    stats: Arc<PolicyStats>,
-    _runtime: tokio::runtime::Runtime,
+/// The verdict on one client, as the server answers it.
+trait Action {
+    fn action(&self, client: &str) -> String;
 }
 
-impl Server {
-    fn start(toml: &str) -> Self {
-        let config: PolicyConfig = Config::parse(toml)
-            .unwrap_or_else(|e| panic!("test config: {e}\n{toml}"))
-            .policy;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let stats = Arc::new(PolicyStats::default());
-        let addr = runtime.block_on(async {
-            let engine = Engine::new(&config, None, Arc::clone(&stats)).unwrap();
-            let listener = Listener::bind(&config.listen[0], 0o666).await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let service = Arc::new(Service::new(engine, &config, Arc::clone(&stats)));
-            tokio::spawn(serve(listener, service, std::future::pending()));
-            addr
-        });
-        Self {
-            addr,
-            stats,
-            _runtime: runtime,
-        }
-    }
-
-    /// One request; the answer line and how long it took.
-    fn ask(&self, attributes: &[(&str, &str)]) -> (String, Duration) {
-        let attributes: Vec<(String, String)> = attributes
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect();
-        let started = Instant::now();
-        let answer = client::query(&self.addr, &attributes, Duration::from_secs(10))
-            .unwrap_or_else(|e| panic!("query {attributes:?}: {e}"));
-        (answer, started.elapsed())
-    }
-
+impl Action for Server {
     fn action(&self, client: &str) -> String {
         self.ask(&[("client_address", client)]).0
     }

@@ -16,16 +16,13 @@ use std::{
     net::{SocketAddr, UdpSocket},
     path::Path,
     process::{Command, Stdio},
-    sync::Arc,
     time::{Duration, Instant},
 };
 
-use spamwall::{
-    config::Config,
-    policy::{Engine, ListenAddr, Listener, PolicyStats, Service, client, serve},
-};
 use spamwall_tests::{
+    bench::find_program,
     knot::{Knot, Zone},
+    policy_server::PolicyServer,
     skip::require,
 };
 
@@ -254,19 +251,11 @@ const CASES: &[Case] = &[
     case("192.0.2.1", "", "nx.spf.test", "none"),
 ];
 
-/// An in-process policy server on an ephemeral port; it stops with its
-/// runtime.
-struct Server {
-    addr: ListenAddr,
-    _runtime: tokio::runtime::Runtime,
-}
-
-impl Server {
-    /// A server with one `spf` check asking `dns`, each result scored
-    /// differently and every mail answered with its detail.
-    fn start(dns: SocketAddr, timeout: &str) -> Self {
-        let toml = format!(
-            r#"
+/// A server with one `spf` check asking `dns`, each result scored
+/// differently and every mail answered with its detail.
+fn start_server(dns: SocketAddr, timeout: &str) -> PolicyServer {
+    PolicyServer::start(&format!(
+        r#"
 [policy]
 listen = ["127.0.0.1:0"]
 resolver = "{dns}"
@@ -281,53 +270,26 @@ scores = {SCORES}
 score = 0.5
 action = "prepend X-SPF: %DETAIL%"
 "#
-        );
-        let config = Config::parse(&toml)
-            .unwrap_or_else(|e| panic!("test config: {e}\n{toml}"))
-            .policy;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let addr = runtime.block_on(async {
-            let stats = Arc::new(PolicyStats::default());
-            let engine = Engine::new(&config, None, Arc::clone(&stats)).unwrap();
-            let listener = Listener::bind(&config.listen[0], 0o666).await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let service = Arc::new(Service::new(engine, &config, stats));
-            tokio::spawn(serve(listener, service, std::future::pending()));
-            addr
-        });
-        Self {
-            addr,
-            _runtime: runtime,
-        }
-    }
+    ))
+}
 
-    /// The SPF result of one mail, read from the detail of the answer.
-    fn result(&self, case: &Case) -> String {
-        let attributes: Vec<(String, String)> = [
-            ("request", "smtpd_access_policy"),
-            ("protocol_state", "RCPT"),
-            ("client_address", case.client),
-            ("helo_name", case.helo),
-            ("sender", case.sender),
-            ("recipient", "postmaster@receiver.test"),
-        ]
-        .iter()
-        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-        .collect();
-        let answer = client::query(&self.addr, &attributes, Duration::from_secs(10))
-            .unwrap_or_else(|e| panic!("query {attributes:?}: {e}"));
-        answer
-            .strip_prefix("action=prepend X-SPF: spf=")
-            .and_then(|rest| rest.split_once('('))
-            .map_or_else(
-                || format!("unexpected answer {answer:?}"),
-                |(r, _)| r.to_owned(),
-            )
-    }
+/// The SPF result of one mail, read from the detail of the answer.
+fn spf_result(server: &PolicyServer, case: &Case) -> String {
+    let (answer, _) = server.ask(&[
+        ("request", "smtpd_access_policy"),
+        ("protocol_state", "RCPT"),
+        ("client_address", case.client),
+        ("helo_name", case.helo),
+        ("sender", case.sender),
+        ("recipient", "postmaster@receiver.test"),
+    ]);
+    answer
+        .strip_prefix("action=prepend X-SPF: spf=")
+        .and_then(|rest| rest.split_once('('))
+        .map_or_else(
+            || format!("unexpected answer {answer:?}"),
+            |(r, _)| r.to_owned(),
+        )
 }
 
 /// pyspf (`spf.check2`) asking the DNS server at `dns`, one Python process
@@ -371,16 +333,10 @@ for line in sys.stdin:
 fn ready(test: &str) -> bool {
     require(
         test,
-        which("knotd") && Path::new("/usr/lib/python3/dist-packages/spf.py").exists(),
+        find_program("knotd").is_some()
+            && Path::new("/usr/lib/python3/dist-packages/spf.py").exists(),
         "knotd and pyspf (apt-get install knot python3-spf; cargo xtask setup installs them)",
     )
-}
-
-fn which(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
-            || Path::new("/usr/sbin").join(program).is_file()
-    })
 }
 
 #[test]
@@ -403,12 +359,12 @@ fn spamwall_and_pyspf_agree_on_every_case() {
         ],
         300,
     );
-    let server = Server::start(knot.addr(), "2s");
+    let server = start_server(knot.addr(), "2s");
     let cases: Vec<&Case> = CASES.iter().collect();
     let reference = pyspf(knot.addr(), &cases);
     let mut wrong = String::new();
     for (case, pyspf) in cases.iter().zip(&reference) {
-        let ours = server.result(case);
+        let ours = spf_result(&server, case);
         if ours != *pyspf || ours != case.expected {
             let _ = writeln!(
                 wrong,
@@ -432,7 +388,7 @@ fn spamwall_and_pyspf_agree_on_every_case() {
     // Every answer again, now from spamwall's cache: the same results.
     for case in CASES {
         assert_eq!(
-            server.result(case),
+            spf_result(&server, case),
             case.expected,
             "{} (cached)",
             case.sender
@@ -448,10 +404,10 @@ fn a_silent_dns_server_is_temperror_within_the_deadline() {
     // Bound and never read: every query to it times out.
     let black_hole = UdpSocket::bind("127.0.0.1:0").unwrap();
     let silent = black_hole.local_addr().unwrap();
-    let server = Server::start(silent, "300ms");
+    let server = start_server(silent, "300ms");
     let cases = [case("192.0.2.1", "alice@ip4.spf.test", HELO, "temperror")];
     let started = Instant::now();
-    assert_eq!(server.result(&cases[0]), "temperror");
+    assert_eq!(spf_result(&server, &cases[0]), "temperror");
     let took = started.elapsed();
     assert!(took < Duration::from_secs(2), "answered after {took:?}");
     let reference = pyspf(silent, &[&cases[0]]);
