@@ -50,7 +50,18 @@ fn run(program: &Xdp) -> Result<(u64, u64)> {
     let mut out = [0_u8; 64];
     sys::prog_test_run_out(fd.as_fd(), &frame, &mut out)
         .map_err(|e| failed(format!("running {CLOCK_PROGRAM_NAME}: {e}")))?;
-    Ok(reading(&out[..CLOCK_READING_SIZE]))
+    checked(reading(&out[..CLOCK_READING_SIZE]))
+}
+
+/// Neither clock reads zero on a running kernel (`jiffies` starts five
+/// minutes before its wrap); a zero means the program wrote no reading.
+fn checked((clock, jiffies): (u64, u64)) -> Result<(u64, u64)> {
+    if clock == 0 || jiffies == 0 {
+        return Err(failed(format!(
+            "{CLOCK_PROGRAM_NAME} returned no reading (clock {clock}, jiffies {jiffies})"
+        )));
+    }
+    Ok((clock, jiffies))
 }
 
 /// Splits the program's reading into the clock and the tick count.
@@ -107,6 +118,13 @@ mod tests {
         bytes[..8].copy_from_slice(&5_000_000_000_u64.to_ne_bytes());
         bytes[8..].copy_from_slice(&4_294_967_296_u64.to_ne_bytes());
         assert_eq!(reading(&bytes), (5_000_000_000, 4_294_967_296));
+    }
+
+    #[test]
+    fn a_frame_the_program_left_untouched_is_an_error() {
+        let error = checked(reading(&[0; CLOCK_READING_SIZE])).expect_err("no reading");
+        assert!(error.to_string().contains("returned no reading"), "{error}");
+        assert_eq!(checked((5, 7)).expect("reading"), (5, 7));
     }
 
     #[test]
