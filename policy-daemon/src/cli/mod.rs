@@ -301,6 +301,9 @@ fn status_text(status: &Status) -> String {
         printable(&status.policy_listen.join(", ")).into_owned()
     };
     let _ = writeln!(out, "policy server: {listen}");
+    if let Some(greylist) = &status.greylist {
+        let _ = writeln!(out, "greylisting: {}", printable(greylist));
+    }
     if status.log_sources.is_empty() {
         let _ = writeln!(out, "log sources: none");
     }

@@ -201,6 +201,9 @@ pub struct Status {
     /// Where the policy server listens; empty when it is off.
     #[serde(default)]
     pub policy_listen: Vec<String>,
+    /// Greylisting's state and how sharing goes; absent when off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub greylist: Option<String>,
     /// Each log source and what it reads (`NAME: PATH` or
     /// `NAME: journal UNIT,…`).
     #[serde(default)]

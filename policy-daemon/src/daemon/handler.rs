@@ -202,6 +202,7 @@ pub(super) fn status(shared: &Shared) -> Result<Status, DataplaneError> {
         } else {
             Vec::new()
         },
+        greylist: shared.greylist.lock().as_ref().map(|g| g.describe()),
         log_sources: runtime
             .config
             .logwatch

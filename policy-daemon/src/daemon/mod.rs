@@ -87,6 +87,8 @@ struct Shared {
     runtime: Mutex<Runtime>,
     policy_stats: Arc<crate::policy::PolicyStats>,
     fleet: Option<Arc<crate::fleet::Fleet>>,
+    /// Greylisting, once the policy server runs it.
+    greylist: parking_lot::Mutex<Option<Arc<crate::policy::Greylist>>>,
 }
 
 /// What the daemon knows about itself, for `status` and reload.
@@ -208,9 +210,13 @@ pub async fn run(
         let reloading = Arc::clone(&shared);
         let _ = tokio::task::spawn_blocking(move || reload(&reloading)).await;
         let policy_config = shared.runtime().config.policy.clone();
-        services
-            .policy
-            .reload(&policy_config, Arc::clone(&shared) as Arc<dyn BanSink>);
+        let allowlist = shared.runtime().config.ban.allowlist.entries().to_vec();
+        services.policy.reload(
+            &policy_config,
+            Arc::clone(&shared) as Arc<dyn BanSink>,
+            &allowlist,
+        );
+        *shared.greylist.lock() = services.policy.running_greylist();
         if services.logwatch.is_active() {
             info!("logwatch changes apply on restart");
         }
@@ -273,6 +279,7 @@ fn open(config_path: PathBuf, config: Config) -> Result<Arc<Shared>, DaemonError
         }),
         policy_stats: Arc::default(),
         fleet,
+        greylist: parking_lot::Mutex::default(),
     }))
 }
 
@@ -312,13 +319,22 @@ impl Services {
             None => None,
         };
         let policy_config = shared.runtime().config.policy.clone();
+        let surroundings = crate::policy::Surroundings {
+            store: Some(shared.manager().store().path().to_owned()),
+            allowlist: Arc::new(parking_lot::Mutex::new(
+                shared.runtime().config.ban.allowlist.entries().to_vec(),
+            )),
+            triplets: shared.fleet.as_ref().map(crate::fleet::Fleet::triplets),
+        };
         let policy = crate::policy::PolicyServer::start(
             &policy_config,
             Arc::clone(shared) as Arc<dyn BanSink>,
             Arc::clone(&shared.policy_stats),
+            surroundings,
             stopped.clone(),
         )
         .await?;
+        *shared.greylist.lock() = policy.running_greylist();
         let fail2ban = tasks::fail2ban_interval(&shared.runtime().config).map(|every| {
             tokio::spawn(tasks::fail2ban_loop(
                 Arc::clone(shared),

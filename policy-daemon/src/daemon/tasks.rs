@@ -49,6 +49,9 @@ pub(super) async fn start_metrics(
             if let Some(fleet) = &shared.fleet {
                 fleet.record_gauges();
             }
+            if let Some(greylist) = shared.greylist.lock().as_ref() {
+                greylist.record_gauges();
+            }
         })
     };
     info!(%addr, "metrics at http://{addr}/metrics");

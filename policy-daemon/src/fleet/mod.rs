@@ -25,6 +25,7 @@
 
 mod config;
 mod link;
+mod triplets;
 pub mod wire;
 
 use std::{
@@ -308,6 +309,11 @@ impl Fleet {
             Err(error) => warn!(%error, "fleet: counting the outbox failed"),
         }
         Ok(fleet)
+    }
+
+    /// Greylisting's first sightings, shared through this fleet's Redis.
+    pub fn triplets(self: &Arc<Self>) -> Arc<dyn crate::policy::SharedTriplets> {
+        Arc::new(triplets::FleetTriplets::new(Arc::clone(self)))
     }
 
     /// Link state.

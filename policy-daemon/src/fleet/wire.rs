@@ -79,11 +79,11 @@ impl Secret {
         Ok(Self::new(&bytes[..end]))
     }
 
-    fn tag(&self, body: &[u8]) -> String {
+    pub(super) fn tag(&self, body: &[u8]) -> String {
         data_encoding::HEXLOWER.encode(hmac::sign(&self.0, body).as_ref())
     }
 
-    fn verify(&self, body: &[u8], hex: &str) -> bool {
+    pub(super) fn verify(&self, body: &[u8], hex: &str) -> bool {
         data_encoding::HEXLOWER
             .decode(hex.as_bytes())
             .is_ok_and(|tag| hmac::verify(&self.0, body, &tag).is_ok())

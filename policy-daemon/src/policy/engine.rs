@@ -29,12 +29,16 @@ use super::{
     codec::Request,
     config::{PolicyConfig, ThresholdConfig},
     dns::{AddressLookup, Dns, HickoryLookup, ResolverError},
+    greylist::{Answer, Greylist},
     join::JoinAll,
 };
 use crate::{
     bans::{BanLength, BanScope, BanSink, Source},
     duration::BanTime,
 };
+
+/// The threshold action that hands the answer to greylisting.
+pub const GREYLIST: &str = "greylist";
 
 /// One compiled `[[policy.threshold]]`.
 #[derive(Clone, Debug)]
@@ -44,6 +48,8 @@ pub struct Threshold {
     pub ban: Option<BanLength>,
     /// Where the ban holds.
     pub scope: BanScope,
+    /// `action = "greylist"`: the answer comes from greylisting.
+    pub greylist: bool,
 }
 
 /// The threshold table, highest score first.
@@ -52,7 +58,9 @@ pub struct Thresholds(Vec<Threshold>);
 
 impl Thresholds {
     /// Compiles and orders the table; every problem names its key.
-    pub fn compile(configs: &[ThresholdConfig]) -> Result<Self, Vec<String>> {
+    /// `greylisting`: whether `[policy.greylist]` is set, which a
+    /// `greylist` action needs.
+    pub fn compile(configs: &[ThresholdConfig], greylisting: bool) -> Result<Self, Vec<String>> {
         let mut problems = Vec::new();
         let mut table = Vec::new();
         for (i, config) in configs.iter().enumerate() {
@@ -68,7 +76,19 @@ impl Thresholds {
                     config.score
                 ));
             }
-            if let Err(e) = check_action(&config.action) {
+            let greylist = config.action.trim().eq_ignore_ascii_case(GREYLIST);
+            if greylist {
+                if !greylisting {
+                    problems.push(format!(
+                        "{key}.action: \"greylist\" needs a [policy.greylist] section"
+                    ));
+                }
+                if config.ban.is_some() {
+                    problems.push(format!(
+                        "{key}.ban: a greylisting threshold does not ban; ban from a higher threshold"
+                    ));
+                }
+            } else if let Err(e) = check_action(&config.action) {
                 problems.push(format!("{key}.action: {e}"));
             }
             if config.ban.is_some() && config.score <= 0.0 {
@@ -88,6 +108,7 @@ impl Thresholds {
                     .ban
                     .map(|BanTime(length)| length.map_or(BanLength::Permanent, BanLength::Base)),
                 scope: BanScope::from_setting(config.ports.as_deref()),
+                greylist,
             });
         }
         if !problems.is_empty() {
@@ -215,6 +236,7 @@ pub struct Engine {
     score_ttl: Duration,
     sink: Option<Arc<dyn BanSink>>,
     stats: Arc<PolicyStats>,
+    greylist: Option<Arc<Greylist>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -225,6 +247,7 @@ impl std::fmt::Debug for Engine {
             .field("dns", &self.dns)
             .field("score_ttl", &self.score_ttl)
             .field("bans", &self.sink.is_some())
+            .field("greylist", &self.greylist)
             .finish_non_exhaustive()
     }
 }
@@ -250,7 +273,7 @@ impl Engine {
         lookup: impl Fn(Option<SocketAddr>) -> Result<Arc<dyn AddressLookup>, ResolverError>,
     ) -> Result<Self, PolicyError> {
         let chain = Chain::compile(config).map_err(|problems| PolicyError::Config { problems })?;
-        let thresholds = Thresholds::compile(&config.threshold)
+        let thresholds = Thresholds::compile(&config.threshold, config.greylist.is_some())
             .map_err(|problems| PolicyError::Config { problems })?;
         let mut resolvers = Vec::new();
         for server in &chain.resolvers {
@@ -265,7 +288,15 @@ impl Engine {
             score_ttl: config.score_ttl,
             sink,
             stats,
+            greylist: None,
         })
+    }
+
+    /// Answers greylisting thresholds with `greylist`.
+    #[must_use]
+    pub fn with_greylist(mut self, greylist: Option<Arc<Greylist>>) -> Self {
+        self.greylist = greylist;
+        self
     }
 
     /// Answers one request by `deadline`.
@@ -437,28 +468,9 @@ impl Engine {
                 })
                 .unwrap_or_else(|| add(&mut MailState::default())),
         };
-        let action = match reached.and_then(|i| self.thresholds.0.get(i)) {
-            None => Cow::Borrowed(DUNNO),
-            Some(threshold) => {
-                let ip = address_text(mail.client);
-                let action = threshold.action.render(&ip, score, &detail);
-                // Once per mail and threshold: Postfix logs each RCPT's
-                // answer itself.
-                if newly_reached {
-                    info!(
-                        client = %ip,
-                        instance = mail.instance.unwrap_or(""),
-                        score,
-                        %detail,
-                        %action,
-                        "threshold reached"
-                    );
-                } else {
-                    debug!(client = %ip, instance = mail.instance.unwrap_or(""), %action, "threshold still reached");
-                }
-                Cow::Owned(action)
-            }
-        };
+        let action = self
+            .answer(mail, reached, score, &detail, newly_reached, deadline)
+            .await;
         // Once per mail: only the request whose SPF check ran has it.
         let action = match hits.iter().find_map(|(_, hit)| hit.header.as_deref()) {
             Some(header) if action.eq_ignore_ascii_case(DUNNO) => {
@@ -475,6 +487,51 @@ impl Engine {
             score,
             detail,
             incomplete,
+        }
+    }
+
+    /// The answer of the threshold `reached` (an index into the table),
+    /// greylisting's when it is a greylisting threshold.
+    async fn answer(
+        &self,
+        mail: &Mail<'_>,
+        reached: Option<usize>,
+        score: f64,
+        detail: &str,
+        newly_reached: bool,
+        deadline: Instant,
+    ) -> Cow<'static, str> {
+        match reached.and_then(|i| self.thresholds.0.get(i)) {
+            None => Cow::Borrowed(DUNNO),
+            Some(threshold) if threshold.greylist => match &self.greylist {
+                Some(greylist) => {
+                    let ip = address_text(mail.client);
+                    match greylist.decide(mail, &ip, score, detail, deadline).await {
+                        Answer::Defer(action) => Cow::Owned(action),
+                        Answer::Pass => Cow::Borrowed(DUNNO),
+                    }
+                }
+                None => Cow::Borrowed(DUNNO),
+            },
+            Some(threshold) => {
+                let ip = address_text(mail.client);
+                let action = threshold.action.render(&ip, score, detail);
+                // Once per mail and threshold: Postfix logs each RCPT's
+                // answer itself.
+                if newly_reached {
+                    info!(
+                        client = %ip,
+                        instance = mail.instance.unwrap_or(""),
+                        score,
+                        %detail,
+                        %action,
+                        "threshold reached"
+                    );
+                } else {
+                    debug!(client = %ip, instance = mail.instance.unwrap_or(""), %action, "threshold still reached");
+                }
+                Cow::Owned(action)
+            }
         }
     }
 
@@ -831,7 +888,7 @@ action = "reject SPF: %DETAIL%"
                 ports: None,
             },
         ];
-        let table = Thresholds::compile(&configs).expect("table");
+        let table = Thresholds::compile(&configs, false).expect("table");
         assert_eq!(table.reached(4.9).map(|(i, _)| i), None);
         assert_eq!(table.reached(5.0).map(|(_, t)| t.score), Some(5.0));
         assert_eq!(table.reached(12.0).map(|(_, t)| t.score), Some(10.0));

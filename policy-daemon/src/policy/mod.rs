@@ -23,6 +23,7 @@ pub mod config;
 mod connection;
 mod dns;
 mod engine;
+pub mod greylist;
 mod join;
 mod server;
 mod service;
@@ -31,17 +32,21 @@ mod workers;
 
 use std::{
     io,
+    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
 };
 
+use ipnet::IpNet;
+use parking_lot::Mutex;
 use tokio::{sync::watch, task::JoinHandle};
 use tracing::{info, warn};
 
 pub use config::{ListenAddr, PolicyConfig};
 pub use engine::{Decision, Engine};
+pub use greylist::{Greylist, SharedTriplets};
 pub use server::{Listener, serve};
 pub use service::Service;
 pub use spf::parse_record as parse_spf_record;
@@ -56,7 +61,12 @@ pub fn problems(config: &PolicyConfig) -> Vec<String> {
     if let Err(mut found) = checks::Chain::compile(config) {
         problems.append(&mut found);
     }
-    if let Err(mut found) = engine::Thresholds::compile(&config.threshold) {
+    if let Some(greylist) = &config.greylist {
+        problems.append(&mut greylist.problems());
+    }
+    if let Err(mut found) =
+        engine::Thresholds::compile(&config.threshold, config.greylist.is_some())
+    {
         problems.append(&mut found);
     }
     problems
@@ -73,6 +83,8 @@ pub enum PolicyError {
     Bind { addr: String, source: io::Error },
     #[error(transparent)]
     Socket(#[from] crate::listen::BindError),
+    #[error(transparent)]
+    Greylist(#[from] greylist::StateError),
 }
 
 /// Counters of the policy server; shared with the daemon's `stats`.
@@ -108,12 +120,26 @@ impl PolicyStats {
     }
 }
 
+/// What the policy server takes from the rest of the daemon.
+#[derive(Clone, Debug, Default)]
+pub struct Surroundings {
+    /// The daemon's `SQLite` store, where greylisting keeps its state; none:
+    /// in memory only.
+    pub store: Option<PathBuf>,
+    /// The ban allowlist: never greylisted.
+    pub allowlist: Arc<Mutex<Vec<IpNet>>>,
+    /// Where the fleet shares greylisting's first sightings.
+    pub triplets: Option<Arc<dyn SharedTriplets>>,
+}
+
 /// The running listeners of the daemon.
 #[derive(Debug, Default)]
 pub struct PolicyServer {
     service: Option<Arc<Service>>,
     tasks: Vec<JoinHandle<()>>,
     addrs: Vec<ListenAddr>,
+    surroundings: Surroundings,
+    greylist: Mutex<Option<Arc<Greylist>>>,
 }
 
 impl PolicyServer {
@@ -124,22 +150,25 @@ impl PolicyServer {
         config: &PolicyConfig,
         sink: Arc<dyn BanSink>,
         stats: Arc<PolicyStats>,
+        surroundings: Surroundings,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, PolicyError> {
         if !config.serves() {
             info!("policy server off ([policy] enabled = false or listen = [])");
             return Ok(Self::default());
         }
-        let engine = Engine::new(config, Some(sink), Arc::clone(&stats))?;
+        let mut server = Self {
+            surroundings,
+            ..Self::default()
+        };
+        let greylist = server.greylist(config)?;
+        let engine = Engine::new(config, Some(sink), Arc::clone(&stats))?.with_greylist(greylist);
         let mut listeners = Vec::new();
         for addr in &config.listen {
             listeners.push(Listener::bind(addr, config.unix_mode).await?);
         }
         let service = Arc::new(Service::new(engine, config, stats));
-        let mut server = Self {
-            service: Some(Arc::clone(&service)),
-            ..Self::default()
-        };
+        server.service = Some(Arc::clone(&service));
         for listener in listeners {
             let addr = listener.local_addr().map_err(|source| PolicyError::Bind {
                 addr: "policy listener".to_owned(),
@@ -160,14 +189,25 @@ impl PolicyServer {
     }
 
     /// Replaces checks and thresholds for later requests (SIGHUP):
-    /// scores and DNS answers start afresh. Listeners and limits change
-    /// only on restart. On error the running chain stays, and the error is
-    /// logged.
-    pub fn reload(&self, config: &PolicyConfig, sink: Arc<dyn BanSink>) {
+    /// scores and DNS answers start afresh, greylisting keeps its state
+    /// and takes the new settings and ban `allowlist`. Listeners and
+    /// limits change only on restart. On error the running chain stays,
+    /// and the error is logged.
+    pub fn reload(&self, config: &PolicyConfig, sink: Arc<dyn BanSink>, allowlist: &[IpNet]) {
         let Some(service) = &self.service else {
             return;
         };
-        match Engine::new(config, Some(sink), Arc::clone(service.stats())) {
+        self.surroundings
+            .allowlist
+            .lock()
+            .clone_from(&allowlist.to_vec());
+        let engine = self.greylist(config).and_then(|greylist| {
+            Ok(
+                Engine::new(config, Some(sink), Arc::clone(service.stats()))?
+                    .with_greylist(greylist),
+            )
+        });
+        match engine {
             Ok(engine) => {
                 service.replace_engine(engine);
                 info!(
@@ -179,12 +219,46 @@ impl PolicyServer {
         }
     }
 
-    /// Waits until every listener has stopped.
+    /// The greylisting of `config`: the running one with new settings, or
+    /// a new one reading the saved state; none without `[policy.greylist]`
+    /// (a running one is kept, unused, in case it comes back).
+    fn greylist(&self, config: &PolicyConfig) -> Result<Option<Arc<Greylist>>, PolicyError> {
+        let Some(greylist_config) = &config.greylist else {
+            return Ok(None);
+        };
+        let mut running = self.greylist.lock();
+        let surroundings = &self.surroundings;
+        let allowlist = surroundings.allowlist.lock().clone();
+        if let Some(greylist) = running.as_ref() {
+            greylist.reconfigure(greylist_config, &allowlist);
+            return Ok(Some(Arc::clone(greylist)));
+        }
+        let greylist = Arc::new(Greylist::start(
+            greylist_config,
+            surroundings.store.as_deref(),
+            &allowlist,
+            surroundings.triplets.clone(),
+        )?);
+        *running = Some(Arc::clone(&greylist));
+        Ok(Some(greylist))
+    }
+
+    /// Greylisting, once it runs.
+    pub fn running_greylist(&self) -> Option<Arc<Greylist>> {
+        self.greylist.lock().clone()
+    }
+
+    /// Waits until every listener has stopped, then saves what
+    /// greylisting holds.
     pub async fn stopped(self) {
         for task in self.tasks {
             if let Err(error) = task.await {
                 warn!(%error, "policy listener task failed");
             }
+        }
+        let greylist = self.greylist.lock().take();
+        if let Some(greylist) = greylist {
+            let _ = tokio::task::spawn_blocking(move || greylist.stop()).await;
         }
     }
 }

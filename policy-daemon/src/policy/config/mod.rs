@@ -17,7 +17,11 @@ use std::{
 
 use serde::{Deserialize, Deserializer, de};
 
+pub use greylist::{DELAY_PLACEHOLDER, GreylistConfig};
+
 use crate::duration::{BanTime, duration};
+
+mod greylist;
 
 /// The listener every default configuration has: Postfix's customary port
 /// on loopback.
@@ -120,6 +124,8 @@ pub struct PolicyConfig {
     pub check: Vec<CheckConfig>,
     /// The threshold table; the highest score reached wins.
     pub threshold: Vec<ThresholdConfig>,
+    /// Greylisting, for thresholds with `action = "greylist"`.
+    pub greylist: Option<GreylistConfig>,
 }
 
 impl Default for PolicyConfig {
@@ -142,6 +148,7 @@ impl Default for PolicyConfig {
             hostnames: Vec::new(),
             check: Vec::new(),
             threshold: Vec::new(),
+            greylist: None,
         }
     }
 }
@@ -261,7 +268,8 @@ pub struct CategoryConfig {
 pub struct ThresholdConfig {
     /// Reached when a mail's score is at least this.
     pub score: f64,
-    /// access(5) action template with `%IP%`, `%SCORE%`, `%DETAIL%`.
+    /// access(5) action template with `%IP%`, `%SCORE%`, `%DETAIL%`, or
+    /// `greylist` to hand the mail to `[policy.greylist]`.
     pub action: String,
     /// Ban the client for this long (through the ban manager).
     pub ban: Option<BanTime>,
