@@ -65,6 +65,10 @@
 //! process group) and spamwall's pins are purged on exit, also on error.
 
 #[path = "policy/client.rs"]
+#[allow(
+    dead_code,
+    reason = "shared by the policy benchmarks, each using part of it"
+)]
 mod client;
 
 use std::{

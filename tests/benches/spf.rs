@@ -21,36 +21,39 @@
 //! Needs root (the daemon's bpffs pins), knot and policyd-spf.
 
 #[path = "policy/client.rs"]
+#[allow(
+    dead_code,
+    reason = "shared by the policy benchmarks, each using part of it"
+)]
 mod client;
+#[path = "policy/spamwall.rs"]
+mod spamwall;
 
 use std::{
     fmt::Write as _,
     fs,
     io::{BufRead as _, BufReader, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
-    os::{fd::OwnedFd, unix::process::CommandExt as _},
-    path::Path,
+    os::fd::OwnedFd,
     process::{Child, Command, Stdio},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, ensure};
 use client::{Budget, CONNECTIONS, Expect, Load};
+use spamwall::Spamwall;
 use spamwall_tests::{
     PinDir, bench,
-    daemon::spamwall_bin,
     knot::{Knot, Zone},
-    postfix::stop_group_leader,
 };
 
 const RATIO_TARGET: f64 = 20.0;
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 const DOMAINS: usize = 50;
 const RECORD: &str = "v=spf1 ip4:192.0.2.0/24 ip4:203.0.113.0/25 -all";
 /// Points the policyd-spf it runs at the benchmark's DNS server (pyspf's
@@ -154,7 +157,15 @@ fn main() -> Result<()> {
         duration.as_secs()
     );
     let pin = PinDir::new();
-    let spamwall = Spamwall::start(knot.addr(), &pin)?;
+    let spamwall = Spamwall::start(
+        &format!(
+            "resolver = \"{}\"\n\n\
+             [[policy.check]]\nname = \"spf\"\ntype = \"spf\"\nscores = {{ fail = 10 }}\n\n\
+             [[policy.threshold]]\nscore = 10\naction = \"reject sender ip %IP% failed SPF (%DETAIL%)\"\n",
+            knot.addr()
+        ),
+        &pin,
+    )?;
     let policyd = PolicydSpf::start(knot.addr())?;
     compare_verdicts(&workload, spamwall.addr, policyd.addr)?;
 
@@ -243,72 +254,6 @@ fn ask(addr: SocketAddr, request: &str) -> Result<String> {
     Ok(line.trim_end().to_owned())
 }
 
-/// `spamwall run` with only the policy server and its `spf` check.
-struct Spamwall {
-    addr: SocketAddr,
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Spamwall {
-    fn start(dns: SocketAddr, pin: &PinDir) -> Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("spamwall-spf-bench-")
-            .tempdir()?;
-        let addr = free_port()?;
-        let quote = |path: &Path| format!("{:?}", path.to_str().unwrap_or_default());
-        let config = format!(
-            "[daemon]\ncontrol_socket = {socket}\nstate_dir = {state}\nbpf_pin_dir = {pins}\n\n\
-             [xdp]\ninterfaces = []\n\n\
-             [policy]\nlisten = [\"{addr}\"]\nresolver = \"{dns}\"\n\n\
-             [[policy.check]]\nname = \"spf\"\ntype = \"spf\"\nscores = {{ fail = 10 }}\n\n\
-             [[policy.threshold]]\nscore = 10\naction = \"reject sender ip %IP% failed SPF (%DETAIL%)\"\n",
-            socket = quote(&dir.path().join("control.sock")),
-            state = quote(&dir.path().join("state")),
-            pins = quote(pin.path()),
-        );
-        let path = dir.path().join("spamwall.toml");
-        fs::write(&path, config)?;
-        let log = fs::File::create(dir.path().join("spamwall.log"))?;
-        let child = Command::new(spamwall_bin())
-            .arg("run")
-            .arg("--config")
-            .arg(&path)
-            .env_remove("SPAMWALL_CONFIG")
-            .env("SPAMWALL_LOG", "warn")
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting spamwall")?;
-        let mut server = Self { addr, child, dir };
-        let started = Instant::now();
-        while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
-            if let Some(status) = server.child.try_wait()? {
-                bail!("spamwall exited with {status}; log:\n{}", server.log());
-            }
-            ensure!(
-                started.elapsed() < START_TIMEOUT,
-                "spamwall did not listen; log:\n{}",
-                server.log()
-            );
-            thread::sleep(Duration::from_millis(100));
-        }
-        Ok(server)
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("spamwall.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Spamwall {
-    fn drop(&mut self) {
-        stop_group_leader(&mut self.child, STOP_TIMEOUT);
-    }
-}
-
 /// policyd-spf as Postfix's `spawn(8)` runs it: one process per
 /// connection, the connection as its standard input and output.
 struct PolicydSpf {
@@ -386,10 +331,6 @@ impl Drop for PolicydSpf {
             let _ = child.wait();
         }
     }
-}
-
-fn free_port() -> Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
 fn millis(duration: Duration) -> String {

@@ -181,7 +181,9 @@ fn greylisted_on_one_mx_and_retried_on_another_is_delivered() {
         let logs = || format!("Postfix log:\n{}\nA's log:\n{}", postfix.log(), a.log());
         assert_greylisted(&pair, server, &logs);
     }
-    let keys = redis.cli(&["--scan", "--pattern", "spamwall:grey:*"]).unwrap_or_default();
+    let keys = redis
+        .cli(&["--scan", "--pattern", "spamwall:grey:*"])
+        .unwrap_or_default();
     assert_eq!(keys.lines().count(), 1, "one triplet in Redis: {keys:?}");
     a.kill(libc::SIGTERM);
     drop(a);

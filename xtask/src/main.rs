@@ -72,7 +72,7 @@ enum Task {
     },
     /// Run a benchmark
     Bench {
-        /// Benchmark name (available: xdp, policy, bans, fleet, logs, list, spf)
+        /// Benchmark name (available: xdp, policy, bans, fleet, logs, list, spf, greylist)
         name: String,
         /// Extra arguments for the benchmark binary (`--smoke`: a few
         /// items, to see that it still runs)
@@ -133,6 +133,12 @@ const BENCHES: &[Bench] = &[
         package: "spamwall-tests",
         target: "spf",
         smoke_label: "benchmark smoke: spf",
+    },
+    Bench {
+        name: "greylist",
+        package: "spamwall-tests",
+        target: "greylist",
+        smoke_label: "benchmark smoke: greylist",
     },
 ];
 

@@ -31,6 +31,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "knot",
     "python3-spf",
     "postfix-policyd-spf-python",
+    // Greylisting: postgrey, the server its benchmark measures against.
+    "postgrey",
     "fail2ban",
     "sqlite3",
     "curl",

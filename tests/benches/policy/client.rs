@@ -28,6 +28,19 @@ use super::Workload;
 pub enum Expect {
     Reject,
     Dunno,
+    /// Greylisted: deferred (`DEFER_IF_PERMIT`).
+    #[allow(
+        dead_code,
+        reason = "the greylist benchmark's; the others share this client"
+    )]
+    Defer,
+    /// A triplet seen before: deferred, or passed (`DUNNO`) once the
+    /// delay is over.
+    #[allow(
+        dead_code,
+        reason = "the greylist benchmark's; the others share this client"
+    )]
+    Retry,
 }
 
 /// Every host of 192.0.2.0/24, 198.51.100.0/24 and 203.0.113.0/24, each
@@ -68,6 +81,23 @@ pub fn write_rcpt(
     n: usize,
     sender_domain: impl std::fmt::Display,
 ) {
+    write_rcpt_from(
+        text,
+        addr,
+        conn,
+        n,
+        format_args!("sender{}@{sender_domain}", n / 2),
+    );
+}
+
+/// [`write_rcpt`] with MAIL FROM `sender`.
+pub fn write_rcpt_from(
+    text: &mut String,
+    addr: Ipv4Addr,
+    conn: usize,
+    n: usize,
+    sender: impl std::fmt::Display,
+) {
     let mail = n / 2;
     text.clear();
     write!(
@@ -80,7 +110,7 @@ pub fn write_rcpt(
          reverse_client_name=unknown\n\
          client_port={port}\n\
          helo_name=mail{mail}.example.net\n\
-         sender=sender{mail}@{sender_domain}\n\
+         sender={sender}\n\
          recipient=user{rcpt}@example.test\n\
          recipient_count={rcpt}\n\
          queue_id=\n\
@@ -278,6 +308,8 @@ impl Connection {
                 .get(..b"action=reject sender ip".len())
                 .is_some_and(|head| head.eq_ignore_ascii_case(b"action=reject sender ip")),
             Expect::Dunno => action.eq_ignore_ascii_case(b"action=dunno"),
+            Expect::Defer => is_deferral(action),
+            Expect::Retry => is_deferral(action) || action.eq_ignore_ascii_case(b"action=dunno"),
         };
         let result = if right {
             Ok(())
@@ -287,6 +319,13 @@ impl Connection {
         self.answer.clear();
         result
     }
+}
+
+/// Whether `action` is a greylisting deferral.
+fn is_deferral(action: &[u8]) -> bool {
+    action
+        .get(..b"action=defer_if_permit ".len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(b"action=defer_if_permit "))
 }
 
 /// Where the first `\n\n` starts.

@@ -157,9 +157,10 @@ impl Settings {
     }
 }
 
-/// The sender as a triplet holds it, as postgrey does: lower case,
-/// without a BATV tag (`prvs=…=`) or a `+extension`, digit runs as `#`,
-/// so a newsletter's per-message bounce address is one sender.
+/// The sender as a triplet holds it, as postgrey keys it: lower case,
+/// without a BATV tag (`prvs=…=`) or a `+extension`, and each number that
+/// is a word of its own as `#`, so a newsletter's per-message bounce
+/// address (`news-2024-1234@…`) is one sender.
 fn sender_key(sender: &str) -> String {
     let lower = sender.to_ascii_lowercase();
     let (local, domain) = lower.rsplit_once('@').unwrap_or((lower.as_str(), ""));
@@ -168,17 +169,22 @@ fn sender_key(sender: &str) -> String {
         .and_then(|rest| rest.split_once('=').map(|(_, rest)| rest))
         .unwrap_or(local);
     let local = local.split_once('+').map_or(local, |(base, _)| base);
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let bytes = local.as_bytes();
     let mut out = String::with_capacity(lower.len());
-    let mut digits = false;
-    for c in local.chars() {
-        if c.is_ascii_digit() {
-            if !digits {
-                out.push('#');
-            }
-            digits = true;
+    let mut i = 0;
+    while i < bytes.len() {
+        let run = bytes[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+        let alone = run > 0
+            && (i == 0 || !word(bytes[i - 1]))
+            && bytes.get(i + run).is_none_or(|b| !word(*b));
+        if alone {
+            out.push('#');
+            i += run;
         } else {
-            out.push(c);
-            digits = false;
+            let end = i + run.max(1);
+            out.push_str(&local[i..end]);
+            i = end;
         }
     }
     if !domain.is_empty() {

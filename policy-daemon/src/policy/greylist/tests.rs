@@ -43,9 +43,12 @@ fn senders_are_keyed_as_postgrey_keys_them() {
         "user@example.com"
     );
     assert_eq!(
-        sender_key("news2024-07-123@x.example"),
-        "news#-#-#@x.example"
+        sender_key("news-2024-07-123@x.example"),
+        "news-#-#-#@x.example"
     );
+    assert_eq!(sender_key("news2024x7@x.example"), "news2024x7@x.example");
+    assert_eq!(sender_key("12345@x.example"), "#@x.example");
+    assert_eq!(sender_key("a_1@x.example"), "a_1@x.example");
     assert_eq!(sender_key(""), "");
 }
 
