@@ -64,20 +64,36 @@ fn example_configuration_with_every_commented_setting_passes_check_config() {
     assert_check_config_accepts(&path, &uncommented);
 }
 
-/// The configuration README's quick start gives is valid as printed.
-#[test]
-fn readme_quick_start_configuration_passes_check_config() {
+/// The first TOML block of README.md after `marker`, as printed.
+fn readme_block(marker: &str) -> String {
     let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
         .expect("reading README.md");
     let start = readme
-        .find("**1. Configure.**")
+        .find(marker)
         .and_then(|at| readme[at..].find("```toml\n").map(|block| at + block + 8))
-        .expect("README's quick start has a TOML block");
+        .unwrap_or_else(|| panic!("README has no TOML block after {marker:?}"));
     let end = start + readme[start..].find("```").expect("the block ends");
+    readme[start..end].to_owned()
+}
+
+/// `spamwall check-config` accepts `toml` as a whole file.
+fn assert_block_accepted(toml: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("quick-start.toml");
-    fs::write(&path, &readme[start..end]).expect("writing the block");
-    assert_check_config_accepts(&path, &readme[start..end]);
+    let path = dir.path().join("block.toml");
+    fs::write(&path, toml).expect("writing the block");
+    assert_check_config_accepts(&path, toml);
+}
+
+/// The configuration README's quick start gives is valid as printed.
+#[test]
+fn readme_quick_start_configuration_passes_check_config() {
+    assert_block_accepted(&readme_block("**1. Configure.**"));
+}
+
+/// The greylisting sections README shows are valid as printed.
+#[test]
+fn readme_greylisting_configuration_passes_check_config() {
+    assert_block_accepted(&readme_block("## Greylisting"));
 }
 
 #[test]

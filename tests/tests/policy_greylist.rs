@@ -18,7 +18,7 @@ use std::{
 };
 
 use spamwall_tests::{
-    daemon::{Daemon, Settings},
+    daemon::{Daemon, Settings, spamwall},
     netns::{NetnsPair, Subnet},
     postfix::{self, Postfix},
     redis::RedisServer,
@@ -236,4 +236,42 @@ fn with_redis_gone_greylisting_goes_on_locally_and_says_so() {
     );
     wait_out_the_delay(first);
     assert_delivered(&pair, server, &postfix, 1, &logs);
+}
+
+/// `check-config` names every greylisting mistake by its key, and refuses
+/// a `greylist` threshold without the section.
+#[test]
+fn check_config_names_each_greylisting_mistake() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("spamwall.toml");
+    std::fs::write(
+        &path,
+        "[policy]\n\
+         [[policy.threshold]]\nscore = 1\naction = \"greylist\"\nban = \"1h\"\n\
+         [policy.greylist]\ndelay = \"2d\"\nexpire = \"1d\"\nv4_prefix = 40\n\
+         action = \"REJECT greylisted\"\n",
+    )
+    .expect("writing the configuration");
+    let output = spamwall([std::ffi::OsStr::new("check-config"), path.as_os_str()]);
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "accepted:\n{errors}");
+    for key in [
+        "policy.greylist.expire",
+        "policy.greylist.v4_prefix",
+        "policy.greylist.action: \"REJECT\" does not defer",
+        "policy.threshold[0].ban: a greylisting threshold does not ban",
+    ] {
+        assert!(errors.contains(key), "{key:?} missing:\n{errors}");
+    }
+    std::fs::write(
+        &path,
+        "[policy]\n[[policy.threshold]]\nscore = 0\naction = \"greylist\"\n",
+    )
+    .expect("writing the configuration");
+    let output = spamwall([std::ffi::OsStr::new("check-config"), path.as_os_str()]);
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        errors.contains("\"greylist\" needs a [policy.greylist] section"),
+        "{errors}"
+    );
 }
