@@ -29,7 +29,6 @@ mod spamwall;
 
 use std::{
     fs,
-    io::{BufRead as _, BufReader, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpStream},
     os::unix::process::CommandExt as _,
     process::{Child, Command, Stdio},
@@ -38,7 +37,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
-use client::{Budget, Expect, Load};
+use client::{Budget, Expect};
 use spamwall::{Spamwall, free_port};
 use spamwall_tests::{PinDir, bench, postfix::stop_group_leader};
 
@@ -155,43 +154,7 @@ fn main() -> Result<()> {
     .with_context(|| format!("postgrey failed; log:\n{}", postgrey.log()))?;
     drop(postgrey);
     drop(spamwall);
-    report(&ours, &theirs)
-}
-
-fn report(ours: &Load, theirs: &Load) -> Result<()> {
-    println!(
-        "{:<12} {:>12} {:>10} {:>10} {:>7}",
-        "server", "requests/s", "p50", "p99", "wrong"
-    );
-    for (name, load) in [("spamwall", ours), ("postgrey", theirs)] {
-        println!(
-            "{name:<12} {:>12.0} {:>10} {:>10} {:>7}",
-            load.throughput(),
-            millis(load.percentile(50)),
-            millis(load.percentile(99)),
-            load.wrong
-        );
-    }
-    ensure!(
-        ours.requests > 0 && theirs.requests > 0,
-        "a server answered nothing"
-    );
-    ensure!(
-        ours.wrong == 0 && theirs.wrong == 0,
-        "wrong answers: spamwall {:?}, postgrey {:?}",
-        ours.first_wrong,
-        theirs.first_wrong
-    );
-    let ratio = ours.throughput() / theirs.throughput();
-    println!(
-        "spamwall/postgrey: {ratio:.1}x (target >= {RATIO_TARGET}x: {})",
-        if ratio >= RATIO_TARGET {
-            "met"
-        } else {
-            "NOT met"
-        }
-    );
-    Ok(())
+    spamwall::report("postgrey", &ours, &theirs, RATIO_TARGET)
 }
 
 /// A new triplet must be deferred by both, and pass both after the delay.
@@ -201,7 +164,7 @@ fn compare_verdicts(spamwall: SocketAddr, postgrey: SocketAddr) -> Result<()> {
     // Mail 0 of a connection the load does not use: a list sender.
     workload.write_request(1000, 0, &mut request);
     for (name, addr) in [("spamwall", spamwall), ("postgrey", postgrey)] {
-        let answer = ask(addr, &request)?;
+        let answer = spamwall::ask(addr, &request)?;
         ensure!(
             answer
                 .to_ascii_lowercase()
@@ -211,7 +174,7 @@ fn compare_verdicts(spamwall: SocketAddr, postgrey: SocketAddr) -> Result<()> {
     }
     thread::sleep(DELAY + Duration::from_millis(1100));
     for (name, addr) in [("spamwall", spamwall), ("postgrey", postgrey)] {
-        let answer = ask(addr, &request)?;
+        let answer = spamwall::ask(addr, &request)?;
         let lower = answer.to_ascii_lowercase();
         ensure!(
             lower == "action=dunno" || lower.starts_with("action=prepend x-greylist"),
@@ -219,16 +182,6 @@ fn compare_verdicts(spamwall: SocketAddr, postgrey: SocketAddr) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// One request on a new connection; the answer's action line.
-fn ask(addr: SocketAddr, request: &str) -> Result<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, START_TIMEOUT)?;
-    stream.set_read_timeout(Some(START_TIMEOUT))?;
-    stream.write_all(request.as_bytes())?;
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line)?;
-    Ok(line.trim_end().to_owned())
 }
 
 /// postgrey in the foreground on a loopback port, its database in a
@@ -304,8 +257,4 @@ impl Drop for Postgrey {
     fn drop(&mut self) {
         stop_group_leader(&mut self.child, STOP_TIMEOUT);
     }
-}
-
-fn millis(duration: Duration) -> String {
-    format!("{:.3} ms", duration.as_secs_f64() * 1000.0)
 }

@@ -32,8 +32,7 @@ mod spamwall;
 use std::{
     fmt::Write as _,
     fs,
-    io::{BufRead as _, BufReader, Write as _},
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    net::{Ipv4Addr, SocketAddr, TcpListener},
     os::fd::OwnedFd,
     process::{Child, Command, Stdio},
     sync::{
@@ -45,7 +44,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, ensure};
-use client::{Budget, CONNECTIONS, Expect, Load};
+use client::{Budget, CONNECTIONS, Expect};
 use spamwall::Spamwall;
 use spamwall_tests::{
     PinDir, bench,
@@ -53,7 +52,6 @@ use spamwall_tests::{
 };
 
 const RATIO_TARGET: f64 = 20.0;
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 const DOMAINS: usize = 50;
 const RECORD: &str = "v=spf1 ip4:192.0.2.0/24 ip4:203.0.113.0/25 -all";
 /// Points the policyd-spf it runs at the benchmark's DNS server (pyspf's
@@ -184,43 +182,7 @@ fn main() -> Result<()> {
     .context("policyd-spf failed")?;
     drop(policyd);
     drop(spamwall);
-    report(&ours, &theirs)
-}
-
-fn report(ours: &Load, theirs: &Load) -> Result<()> {
-    println!(
-        "{:<12} {:>12} {:>10} {:>10} {:>7}",
-        "server", "requests/s", "p50", "p99", "wrong"
-    );
-    for (name, load) in [("spamwall", ours), ("policyd-spf", theirs)] {
-        println!(
-            "{name:<12} {:>12.0} {:>10} {:>10} {:>7}",
-            load.throughput(),
-            millis(load.percentile(50)),
-            millis(load.percentile(99)),
-            load.wrong
-        );
-    }
-    ensure!(
-        ours.requests > 0 && theirs.requests > 0,
-        "a server answered nothing"
-    );
-    ensure!(
-        ours.wrong == 0 && theirs.wrong == 0,
-        "wrong answers: spamwall {:?}, policyd-spf {:?}",
-        ours.first_wrong,
-        theirs.first_wrong
-    );
-    let ratio = ours.throughput() / theirs.throughput();
-    println!(
-        "spamwall/policyd-spf: {ratio:.1}x (target >= {RATIO_TARGET}x: {})",
-        if ratio >= RATIO_TARGET {
-            "met"
-        } else {
-            "NOT met"
-        }
-    );
-    Ok(())
+    spamwall::report("policyd-spf", &ours, &theirs, RATIO_TARGET)
 }
 
 /// Asks both servers about one mail of each of a sample of clients, on a
@@ -231,8 +193,8 @@ fn compare_verdicts(workload: &Workload, spamwall: SocketAddr, policyd: SocketAd
     for conn in 0..samples {
         let mut request = String::new();
         let expect = workload.write_request(conn, 2 * conn, &mut request);
-        let ours = ask(spamwall, &request)?;
-        let theirs = ask(policyd, &request)?;
+        let ours = spamwall::ask(spamwall, &request)?;
+        let theirs = spamwall::ask(policyd, &request)?;
         let ours_rejects = ours.starts_with("action=reject sender ip");
         let theirs_rejects = theirs.starts_with("action=550");
         ensure!(
@@ -242,16 +204,6 @@ fn compare_verdicts(workload: &Workload, spamwall: SocketAddr, policyd: SocketAd
         );
     }
     Ok(())
-}
-
-/// One request on a new connection; the answer's action line.
-fn ask(addr: SocketAddr, request: &str) -> Result<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, START_TIMEOUT)?;
-    stream.set_read_timeout(Some(START_TIMEOUT))?;
-    stream.write_all(request.as_bytes())?;
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line)?;
-    Ok(line.trim_end().to_owned())
 }
 
 /// policyd-spf as Postfix's `spawn(8)` runs it: one process per
@@ -331,8 +283,4 @@ impl Drop for PolicydSpf {
             let _ = child.wait();
         }
     }
-}
-
-fn millis(duration: Duration) -> String {
-    format!("{:.3} ms", duration.as_secs_f64() * 1000.0)
 }

@@ -3,6 +3,7 @@
 
 use std::{
     fs,
+    io::{BufRead as _, BufReader, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
     os::unix::process::CommandExt as _,
     path::Path,
@@ -13,6 +14,8 @@ use std::{
 
 use anyhow::{Context as _, Result, bail, ensure};
 use spamwall_tests::{PinDir, daemon::spamwall_bin, postfix::stop_group_leader};
+
+use super::client::Load;
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -88,4 +91,52 @@ impl Drop for Spamwall {
 /// A loopback address with a port free right now.
 pub fn free_port() -> Result<SocketAddr> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// One request on a new connection; the answer's action line.
+pub fn ask(addr: SocketAddr, request: &str) -> Result<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, START_TIMEOUT)?;
+    stream.set_read_timeout(Some(START_TIMEOUT))?;
+    stream.write_all(request.as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    Ok(line.trim_end().to_owned())
+}
+
+/// Prints both runs side by side and the ratio against `target`; fails
+/// on a run that answered nothing or answered wrong.
+pub fn report(peer: &str, ours: &Load, theirs: &Load, target: f64) -> Result<()> {
+    println!(
+        "{:<12} {:>12} {:>10} {:>10} {:>7}",
+        "server", "requests/s", "p50", "p99", "wrong"
+    );
+    for (name, load) in [("spamwall", ours), (peer, theirs)] {
+        println!(
+            "{name:<12} {:>12.0} {:>10} {:>10} {:>7}",
+            load.throughput(),
+            millis(load.percentile(50)),
+            millis(load.percentile(99)),
+            load.wrong
+        );
+    }
+    ensure!(
+        ours.requests > 0 && theirs.requests > 0,
+        "a server answered nothing"
+    );
+    ensure!(
+        ours.wrong == 0 && theirs.wrong == 0,
+        "wrong answers: spamwall {:?}, {peer} {:?}",
+        ours.first_wrong,
+        theirs.first_wrong
+    );
+    let ratio = ours.throughput() / theirs.throughput();
+    println!(
+        "spamwall/{peer}: {ratio:.1}x (target >= {target}x: {})",
+        if ratio >= target { "met" } else { "NOT met" }
+    );
+    Ok(())
+}
+
+fn millis(duration: Duration) -> String {
+    format!("{:.3} ms", duration.as_secs_f64() * 1000.0)
 }
