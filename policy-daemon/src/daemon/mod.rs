@@ -312,11 +312,16 @@ impl Services {
             None => None,
         };
         let policy_config = shared.runtime().config.policy.clone();
+        let database = shared.manager().store().path().to_owned();
         let policy = crate::policy::PolicyServer::start(
             &policy_config,
             Arc::clone(shared) as Arc<dyn BanSink>,
             Arc::clone(&shared.policy_stats),
             stopped.clone(),
+            crate::policy::RateStorage {
+                database: Some(database),
+                shared: None,
+            },
         )
         .await?;
         let fail2ban = tasks::fail2ban_interval(&shared.runtime().config).map(|every| {

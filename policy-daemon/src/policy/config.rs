@@ -120,6 +120,11 @@ pub struct PolicyConfig {
     pub check: Vec<CheckConfig>,
     /// The threshold table; the highest score reached wins.
     pub threshold: Vec<ThresholdConfig>,
+    /// Rate limits, counted at RCPT.
+    pub ratelimit: Vec<super::ratelimit::RateLimitConfig>,
+    /// Most rate limit counters (limit and key) kept at once; past it the
+    /// least recently counted go. Default 100,000.
+    pub ratelimit_keys: usize,
 }
 
 impl Default for PolicyConfig {
@@ -142,6 +147,8 @@ impl Default for PolicyConfig {
             hostnames: Vec::new(),
             check: Vec::new(),
             threshold: Vec::new(),
+            ratelimit: Vec::new(),
+            ratelimit_keys: super::ratelimit::DEFAULT_KEYS,
         }
     }
 }
@@ -298,6 +305,7 @@ impl PolicyConfig {
             ("policy.max_request_size", self.max_request_size),
             ("policy.score_cache_size", self.score_cache_size),
             ("policy.dns_cache_size", self.dns_cache_size),
+            ("policy.ratelimit_keys", self.ratelimit_keys),
         ] {
             if value == 0 {
                 problems.push(format!("{key}: must be at least 1"));

@@ -7,6 +7,7 @@
 //! - [`checks`] holds the check types, [`dns`] their resolvers and cache,
 //!   [`spf`] SPF's evaluation and header;
 //! - [`engine`] adds scores up per mail and applies the threshold table;
+//! - [`ratelimit`] counts requests per attribute value in sliding windows;
 //! - [`client`] is `spamwall query`.
 //!
 //! Fail-open is the rule throughout: every well-framed request gets an
@@ -24,6 +25,7 @@ mod connection;
 mod dns;
 mod engine;
 mod join;
+pub mod ratelimit;
 mod server;
 mod service;
 mod spf;
@@ -31,6 +33,7 @@ mod workers;
 
 use std::{
     io,
+    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -42,6 +45,7 @@ use tracing::{info, warn};
 
 pub use config::{ListenAddr, PolicyConfig};
 pub use engine::{Decision, Engine};
+pub use ratelimit::{RateState, SharedCounter};
 pub use server::{Listener, serve};
 pub use service::Service;
 pub use spf::parse_record as parse_spf_record;
@@ -59,7 +63,43 @@ pub fn problems(config: &PolicyConfig) -> Vec<String> {
     if let Err(mut found) = engine::Thresholds::compile(&config.threshold) {
         problems.append(&mut found);
     }
+    if let Err(mut found) = ratelimit::compile(&config.ratelimit) {
+        problems.append(&mut found);
+    }
+    if config.check.len() + config.ratelimit.len() > checks::MAX_CHECKS {
+        problems.push(format!(
+            "policy.ratelimit: at most {} checks and rate limits together",
+            checks::MAX_CHECKS
+        ));
+    }
     problems
+}
+
+/// Where rate limit counters live besides memory.
+#[derive(Debug, Default)]
+pub struct RateStorage {
+    /// The daemon's database, for counters that survive a restart.
+    pub database: Option<PathBuf>,
+    /// Counters shared by the fleet (Redis).
+    pub shared: Option<Arc<dyn SharedCounter>>,
+}
+
+/// The engine for `config`, counting its rate limits in `rate`.
+fn build_engine(
+    config: &PolicyConfig,
+    sink: Arc<dyn BanSink>,
+    stats: Arc<PolicyStats>,
+    rate: Option<&Arc<RateState>>,
+) -> Result<Engine, PolicyError> {
+    let engine = Engine::new(config, Some(sink), stats)?;
+    match rate {
+        Some(counters) if !config.ratelimit.is_empty() => {
+            let limits = ratelimit::RateLimits::new(&config.ratelimit, Arc::clone(counters))
+                .map_err(|problems| PolicyError::Config { problems })?;
+            Ok(engine.with_rate_limits(limits))
+        }
+        _ => Ok(engine),
+    }
 }
 
 /// Why the policy server could not start.
@@ -114,23 +154,35 @@ pub struct PolicyServer {
     service: Option<Arc<Service>>,
     tasks: Vec<JoinHandle<()>>,
     addrs: Vec<ListenAddr>,
+    /// Rate limit counters: kept across reloads, written at shutdown.
+    rate: Option<Arc<RateState>>,
 }
 
 impl PolicyServer {
     /// Binds every listener of `config` and serves until `shutdown` turns
-    /// true. Bans go to `sink`; counters to `stats`. With `enabled =
-    /// false` or no listener nothing is started.
+    /// true. Bans go to `sink`; counters to `stats`; rate limit counters
+    /// to `rate` as well as memory. With `enabled = false` or no listener
+    /// nothing is started.
     pub async fn start(
         config: &PolicyConfig,
         sink: Arc<dyn BanSink>,
         stats: Arc<PolicyStats>,
         shutdown: watch::Receiver<bool>,
+        rate: RateStorage,
     ) -> Result<Self, PolicyError> {
         if !config.serves() {
             info!("policy server off ([policy] enabled = false or listen = [])");
             return Ok(Self::default());
         }
-        let engine = Engine::new(config, Some(sink), Arc::clone(&stats))?;
+        let counters = {
+            let capacity = config.ratelimit_keys;
+            tokio::task::spawn_blocking(move || {
+                RateState::open(capacity, rate.database.as_deref(), rate.shared)
+            })
+            .await
+            .ok()
+        };
+        let engine = build_engine(config, sink, Arc::clone(&stats), counters.as_ref())?;
         let mut listeners = Vec::new();
         for addr in &config.listen {
             listeners.push(Listener::bind(addr, config.unix_mode).await?);
@@ -140,6 +192,10 @@ impl PolicyServer {
             service: Some(Arc::clone(&service)),
             ..Self::default()
         };
+        if let Some(counters) = counters {
+            server.tasks.push(counters.spawn_writer(shutdown.clone()));
+            server.rate = Some(counters);
+        }
         for listener in listeners {
             let addr = listener.local_addr().map_err(|source| PolicyError::Bind {
                 addr: "policy listener".to_owned(),
@@ -167,7 +223,12 @@ impl PolicyServer {
         let Some(service) = &self.service else {
             return;
         };
-        match Engine::new(config, Some(sink), Arc::clone(service.stats())) {
+        match build_engine(
+            config,
+            sink,
+            Arc::clone(service.stats()),
+            self.rate.as_ref(),
+        ) {
             Ok(engine) => {
                 service.replace_engine(engine);
                 info!(
