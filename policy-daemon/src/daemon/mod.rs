@@ -87,6 +87,9 @@ struct Shared {
     runtime: Mutex<Runtime>,
     policy_stats: Arc<crate::policy::PolicyStats>,
     fleet: Option<Arc<crate::fleet::Fleet>>,
+    /// Rate limits counted in the fleet's Redis: with `[fleet]` and
+    /// rate limits at start.
+    rate_counter: Option<Arc<crate::fleet::RedisCounter>>,
 }
 
 /// What the daemon knows about itself, for `status` and reload.
@@ -263,6 +266,12 @@ fn open(config_path: PathBuf, config: Config) -> Result<Arc<Shared>, DaemonError
         }
         None => None,
     };
+    let rate_counter = match &config.fleet {
+        Some(section) if config.policy.serves() && !config.policy.ratelimit.is_empty() => {
+            Some(crate::fleet::RedisCounter::new(section)?)
+        }
+        _ => None,
+    };
     Ok(Arc::new(Shared {
         manager: parking_lot::Mutex::new(manager),
         runtime: Mutex::new(Runtime {
@@ -273,6 +282,7 @@ fn open(config_path: PathBuf, config: Config) -> Result<Arc<Shared>, DaemonError
         }),
         policy_stats: Arc::default(),
         fleet,
+        rate_counter,
     }))
 }
 
@@ -313,6 +323,11 @@ impl Services {
         };
         let policy_config = shared.runtime().config.policy.clone();
         let database = shared.manager().store().path().to_owned();
+        // Ends by itself when `stopped` turns true.
+        let _keeper = shared
+            .rate_counter
+            .as_ref()
+            .map(|counter| counter.spawn_keeper(stopped.clone()));
         let policy = crate::policy::PolicyServer::start(
             &policy_config,
             Arc::clone(shared) as Arc<dyn BanSink>,
@@ -320,7 +335,10 @@ impl Services {
             stopped.clone(),
             crate::policy::RateStorage {
                 database: Some(database),
-                shared: None,
+                shared: shared
+                    .rate_counter
+                    .clone()
+                    .map(|counter| counter as Arc<dyn crate::policy::SharedCounter>),
             },
         )
         .await?;

@@ -24,6 +24,7 @@
 //! from the fleet.
 
 mod config;
+mod counter;
 mod link;
 pub mod wire;
 
@@ -40,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 pub use config::FleetConfig;
+pub use counter::RedisCounter;
 pub use link::run;
 
 use crate::{
