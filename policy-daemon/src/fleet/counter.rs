@@ -7,7 +7,8 @@
 //! A request never waits for a connection: while none is up it is counted
 //! locally (the policy engine always counts locally too), the outage is
 //! shown in `status` and counted in a metric, and a keeper task connects
-//! again every [`RETRY`].
+//! again every [`RETRY`]. The keeper also pings a live link as often, so
+//! that `status` tells an outage even when no request came.
 
 use std::{
     sync::{Arc, Mutex, PoisonError},
@@ -81,14 +82,24 @@ impl RedisCounter {
         self.link.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Connects now and again whenever the link is down, until `stopped`
-    /// turns true.
+    /// Connects now and again whenever the link is down, and pings it
+    /// while it is up, until `stopped` turns true.
     pub fn spawn_keeper(self: &Arc<Self>, mut stopped: watch::Receiver<bool>) -> JoinHandle<()> {
         let counter = Arc::clone(self);
         tokio::spawn(async move {
             loop {
-                if counter.link().connection.is_none() {
-                    counter.connect().await;
+                let connection = counter.link().connection.clone();
+                match connection {
+                    None => counter.connect().await,
+                    Some(mut connection) => {
+                        let command = redis::cmd("PING");
+                        let ping = command.query_async::<String>(&mut connection);
+                        match tokio::time::timeout(RETRY, ping).await {
+                            Ok(Ok(_)) => {}
+                            Ok(Err(error)) => counter.fail(error.to_string()),
+                            Err(_) => counter.fail(format!("no answer to PING within {RETRY:?}")),
+                        }
+                    }
                 }
                 tokio::select! {
                     () = tokio::time::sleep(RETRY) => {}
