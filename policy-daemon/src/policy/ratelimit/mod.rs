@@ -55,6 +55,9 @@ use crate::{
 pub const WRITE_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a mail's `mails` verdict is remembered for its later RCPTs.
 const MAIL_TTL: Duration = Duration::from_hours(1);
+/// Longer values are counted by their SHA-256: a client choosing long
+/// senders cannot make each counter cost kilobytes, here or in Redis.
+pub const MAX_VALUE_BYTES: usize = 128;
 
 /// What [`SharedCounter::add`] returns: the counts of the current and
 /// the previous fixed window, or `None`.
@@ -254,10 +257,7 @@ impl RateLimits {
             else {
                 continue;
             };
-            let mut key = Vec::with_capacity(limit.config.name.len() + 1 + value.len());
-            key.extend_from_slice(limit.config.name.as_bytes());
-            key.push(0);
-            key.extend(value.bytes().map(|b| b.to_ascii_lowercase()));
+            let key = counter_key(&limit.config.name, value);
             if let Some(overrun) = self.count_one(index, limit, &key, mail, deadline).await {
                 overruns.push(overrun);
             }
@@ -358,6 +358,24 @@ impl RateLimits {
             ban,
         }
     }
+}
+
+/// The counter of `value` under limit `name`: the name, a NUL, and the
+/// value in ASCII lower case, or `sha256:` and its hex digest when longer
+/// than [`MAX_VALUE_BYTES`].
+fn counter_key(name: &str, value: &str) -> Vec<u8> {
+    let lowered = value.to_ascii_lowercase();
+    let mut key = Vec::with_capacity(name.len() + 1 + MAX_VALUE_BYTES.min(lowered.len()));
+    key.extend_from_slice(name.as_bytes());
+    key.push(0);
+    if lowered.len() > MAX_VALUE_BYTES {
+        let digest = ring::digest::digest(&ring::digest::SHA256, lowered.as_bytes());
+        key.extend_from_slice(b"sha256:");
+        key.extend_from_slice(data_encoding::HEXLOWER.encode(digest.as_ref()).as_bytes());
+    } else {
+        key.extend_from_slice(lowered.as_bytes());
+    }
+    key
 }
 
 /// How hard an access(5) answer is: 3 refuses for good (`REJECT`, `5NN`,

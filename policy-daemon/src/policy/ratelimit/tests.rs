@@ -362,3 +362,14 @@ fn severity_orders_answers() {
     assert_eq!(severity("DUNNO"), 0);
     assert_eq!(severity(""), 0);
 }
+
+#[test]
+fn long_values_are_counted_by_their_digest() {
+    assert_eq!(counter_key("l", "Bob@X.test"), b"l\0bob@x.test");
+    let long = "A".repeat(4000);
+    let key = counter_key("l", &long);
+    assert_eq!(key.len(), 2 + 7 + 64);
+    assert!(key.starts_with(b"l\0sha256:"));
+    assert_eq!(key, counter_key("l", &long.to_ascii_lowercase()));
+    assert_ne!(key, counter_key("l", &"a".repeat(3999)));
+}
