@@ -8,7 +8,6 @@
 //! --release -p policy-daemon`, or `SPAMWALL_BIN`); run serially:
 //! `cargo test --release -p spamwall-tests --test policy_ratelimit_postfix
 //! -- --test-threads=1`.
-#![expect(clippy::unwrap_used, reason = "tests panic on failure by design")]
 
 use std::time::Duration;
 
