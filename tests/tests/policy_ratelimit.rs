@@ -275,7 +275,10 @@ fn two_daemons_count_together_in_redis_and_alone_while_it_is_gone() {
     assert!(!status.active, "{status:?}");
     assert!(status.detail.starts_with("counting locally"), "{status:?}");
     let cli = a.cli_ok(&["status"]);
-    assert!(cli.contains("ratelimit"), "{cli}");
+    assert!(
+        cli.contains("backend ratelimit: inactive, counting locally: Redis"),
+        "{cli}"
+    );
     // The idle node finds out too.
     assert!(
         within(Duration::from_secs(5), || !shared(&b)),
