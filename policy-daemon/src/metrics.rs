@@ -28,6 +28,17 @@ pub const POLICY_LATENCY: &str = "spamwall_policy_request_duration_seconds";
 pub const POLICY_REQUESTS: &str = "spamwall_policy_requests_total";
 /// Bans made, by source.
 pub const BANS_TOTAL: &str = "spamwall_bans_total";
+/// Requests over a rate limit, by `limit`.
+pub const RATELIMIT_OVERRUNS: &str = "spamwall_ratelimit_exceeded_total";
+/// Rate limit counters dropped at `policy.ratelimit_keys`, the least
+/// recently counted first.
+pub const RATELIMIT_DROPPED: &str = "spamwall_ratelimit_dropped_total";
+/// Rate limit counters held.
+pub const RATELIMIT_KEYS: &str = "spamwall_ratelimit_keys";
+/// Rate limit requests counted locally because Redis did not answer.
+pub const RATELIMIT_FALLBACK: &str = "spamwall_ratelimit_local_fallback_total";
+/// Whether Redis counts the rate limits now, 1 or 0.
+pub const RATELIMIT_SHARED: &str = "spamwall_ratelimit_shared";
 
 /// Latency buckets: sub-millisecond answers from the cache up to the
 /// request deadline.

@@ -69,6 +69,8 @@ struct PolicySummary {
     resolver: String,
     checks: Vec<CheckSummary>,
     thresholds: Vec<ThresholdSummary>,
+    /// One line per `[[policy.ratelimit]]`.
+    ratelimits: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -213,6 +215,21 @@ fn examine(path: &Path, host: &HostPaths, strict: bool) -> Report {
     }
 }
 
+/// `NAME: LIMIT COUNT per WINDOW by KEY: ACTION[, ban BANTIME]`.
+fn ratelimit_line(limit: &crate::policy::ratelimit::RateLimitConfig) -> String {
+    let window = limit
+        .window
+        .parse()
+        .map_or_else(|e| e, |w| humantime::format_duration(w).to_string());
+    let ban = limit
+        .ban
+        .map_or_else(String::new, |ban| format!(", ban {ban}"));
+    format!(
+        "{}: {} {} per {window} by {}: {}{ban}",
+        limit.name, limit.limit, limit.count, limit.key, limit.action
+    )
+}
+
 fn summarize(config: &Config) -> Summary {
     let policy = &config.policy;
     Summary {
@@ -260,6 +277,7 @@ fn summarize(config: &Config) -> Summary {
                     ports: threshold.ports.clone(),
                 })
                 .collect(),
+            ratelimits: policy.ratelimit.iter().map(ratelimit_line).collect(),
         }),
         logwatch: LogwatchSummary {
             sources: config
@@ -373,6 +391,9 @@ fn summary_text(summary: &Summary) -> String {
                     "    threshold {}: {}{ban}",
                     threshold.score, threshold.action
                 );
+            }
+            for limit in &policy.ratelimits {
+                let _ = writeln!(out, "    ratelimit {limit}");
             }
         }
     }

@@ -172,6 +172,9 @@ pub(super) fn status(shared: &Shared) -> Result<Status, DataplaneError> {
                     queue_depth: Some(fleet.health().queue_depth()),
                 });
             }
+            if let Some(counter) = &shared.rate_counter {
+                list.push(counter.status());
+            }
             list
         },
         interfaces: runtime.attachments.clone(),

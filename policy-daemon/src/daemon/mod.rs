@@ -89,6 +89,9 @@ struct Shared {
     fleet: Option<Arc<crate::fleet::Fleet>>,
     /// Greylisting, once the policy server runs it.
     greylist: parking_lot::Mutex<Option<Arc<crate::policy::Greylist>>>,
+    /// Rate limits counted in the fleet's Redis: with `[fleet]` and
+    /// rate limits at start.
+    rate_counter: Option<Arc<crate::fleet::RedisCounter>>,
 }
 
 /// What the daemon knows about itself, for `status` and reload.
@@ -269,6 +272,12 @@ fn open(config_path: PathBuf, config: Config) -> Result<Arc<Shared>, DaemonError
         }
         None => None,
     };
+    let rate_counter = match &config.fleet {
+        Some(section) if config.policy.serves() && !config.policy.ratelimit.is_empty() => {
+            Some(crate::fleet::RedisCounter::new(section)?)
+        }
+        _ => None,
+    };
     Ok(Arc::new(Shared {
         manager: parking_lot::Mutex::new(manager),
         runtime: Mutex::new(Runtime {
@@ -280,6 +289,7 @@ fn open(config_path: PathBuf, config: Config) -> Result<Arc<Shared>, DaemonError
         policy_stats: Arc::default(),
         fleet,
         greylist: parking_lot::Mutex::default(),
+        rate_counter,
     }))
 }
 
@@ -319,12 +329,21 @@ impl Services {
             None => None,
         };
         let policy_config = shared.runtime().config.policy.clone();
+        // Ends by itself when `stopped` turns true.
+        let _keeper = shared
+            .rate_counter
+            .as_ref()
+            .map(|counter| counter.spawn_keeper(stopped.clone()));
         let surroundings = crate::policy::Surroundings {
             store: Some(shared.manager().store().path().to_owned()),
             allowlist: Arc::new(parking_lot::Mutex::new(
                 shared.runtime().config.ban.allowlist.entries().to_vec(),
             )),
             triplets: shared.fleet.as_ref().map(crate::fleet::Fleet::triplets),
+            counter: shared
+                .rate_counter
+                .clone()
+                .map(|counter| counter as Arc<dyn crate::policy::SharedCounter>),
         };
         let policy = crate::policy::PolicyServer::start(
             &policy_config,

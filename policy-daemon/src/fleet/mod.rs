@@ -24,6 +24,7 @@
 //! from the fleet.
 
 mod config;
+mod counter;
 mod link;
 mod triplets;
 pub mod wire;
@@ -41,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 pub use config::FleetConfig;
+pub use counter::RedisCounter;
 pub use link::run;
 
 use crate::{

@@ -31,6 +31,7 @@ use super::{
     dns::{AddressLookup, Dns, HickoryLookup, ResolverError},
     greylist::{Answer, Greylist},
     join::JoinAll,
+    ratelimit::{Overrun, RateLimits, severity},
 };
 use crate::{
     bans::{BanLength, BanScope, BanSink, Source},
@@ -237,6 +238,8 @@ pub struct Engine {
     sink: Option<Arc<dyn BanSink>>,
     stats: Arc<PolicyStats>,
     greylist: Option<Arc<Greylist>>,
+    /// `[[policy.ratelimit]]`; none configured costs nothing per request.
+    ratelimits: Option<RateLimits>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -248,6 +251,7 @@ impl std::fmt::Debug for Engine {
             .field("score_ttl", &self.score_ttl)
             .field("bans", &self.sink.is_some())
             .field("greylist", &self.greylist)
+            .field("ratelimits", &self.ratelimits)
             .finish_non_exhaustive()
     }
 }
@@ -289,6 +293,7 @@ impl Engine {
             sink,
             stats,
             greylist: None,
+            ratelimits: None,
         })
     }
 
@@ -296,6 +301,14 @@ impl Engine {
     #[must_use]
     pub fn with_greylist(mut self, greylist: Option<Arc<Greylist>>) -> Self {
         self.greylist = greylist;
+        self
+    }
+
+    /// Counts requests against `limits` from now on; an overrun's score
+    /// joins the mail's, its answer stands unless a threshold's is harder.
+    #[must_use]
+    pub fn with_rate_limits(mut self, limits: RateLimits) -> Self {
+        self.ratelimits = (!limits.is_empty()).then_some(limits);
         self
     }
 
@@ -337,6 +350,16 @@ impl Engine {
                 }
             }
         }
+        // After the allow lists: an allowed client is never counted.
+        let overruns = match &self.ratelimits {
+            Some(limits) => {
+                let overruns = limits.count(request, &mail, deadline).await;
+                let first = self.chain.checks.len();
+                hits.extend(overruns.iter().map(|o| (first + o.index, o.hit.clone())));
+                overruns
+            }
+            None => Vec::new(),
+        };
         // With no lookup to wait for, what was read above is still what
         // the mail has: no need to read it again.
         let known = if dns_checks.is_empty() {
@@ -346,8 +369,49 @@ impl Engine {
         };
         let incomplete = self.run_dns(&mail, &dns_checks, deadline, &mut hits).await;
         hits.sort_by_key(|(i, _)| *i);
-        self.score(&mail, key, known, &hits, incomplete, deadline)
-            .await
+        let decision = self
+            .score(&mail, key, known, &hits, incomplete, deadline)
+            .await;
+        if overruns.is_empty() {
+            return decision;
+        }
+        self.over_limits(&mail, decision, overruns, deadline).await
+    }
+
+    /// The answer of the hardest limit `overruns` holds, unless the
+    /// threshold's is harder (REJECT beats DEFER; at the same level the
+    /// limit's, which says why); bans the client for each limit that says
+    /// so.
+    async fn over_limits(
+        &self,
+        mail: &Mail<'_>,
+        mut decision: Decision,
+        overruns: Vec<Overrun>,
+        deadline: Instant,
+    ) -> Decision {
+        let ip = address_text(mail.client);
+        let hardest = overruns
+            .iter()
+            .map(|o| o.action.render(&ip, decision.score, &decision.detail))
+            .reduce(|best, next| {
+                if severity(&next) > severity(&best) {
+                    next
+                } else {
+                    best
+                }
+            });
+        if let Some(action) = hardest
+            && severity(&action) >= severity(&decision.action)
+        {
+            decision.action = Cow::Owned(action);
+        }
+        if let Some(client) = mail.client {
+            for (length, reason) in overruns.into_iter().filter_map(|o| o.ban) {
+                self.ban(client, length, RateLimits::scope(), reason, deadline)
+                    .await;
+            }
+        }
+        decision
     }
 
     /// Runs the DNS checks concurrently until they finish or `deadline`;
@@ -479,8 +543,8 @@ impl Engine {
             _ => action,
         };
         if let (Some((length, scope)), Some(ip)) = (ban, mail.client) {
-            self.ban(ip, length, scope.clone(), score, &detail, deadline)
-                .await;
+            let reason = format!("policy score {score}: {detail}");
+            self.ban(ip, length, scope.clone(), reason, deadline).await;
         }
         Decision {
             action,
@@ -542,15 +606,13 @@ impl Engine {
         ip: IpAddr,
         length: BanLength,
         ban_scope: BanScope,
-        score: f64,
-        detail: &str,
+        reason: String,
         deadline: Instant,
     ) {
         let Some(sink) = &self.sink else {
             return;
         };
         let sink = Arc::clone(sink);
-        let reason = format!("policy score {score}: {detail}");
         let task = tokio::task::spawn_blocking(move || {
             sink.ban(IpNet::from(ip), length, Source::Policy, &reason, &ban_scope)
         });

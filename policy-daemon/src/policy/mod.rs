@@ -7,6 +7,7 @@
 //! - [`checks`] holds the check types, [`dns`] their resolvers and cache,
 //!   [`spf`] SPF's evaluation and header;
 //! - [`engine`] adds scores up per mail and applies the threshold table;
+//! - [`ratelimit`] counts requests per attribute value in sliding windows;
 //! - [`client`] is `spamwall query`.
 //!
 //! Fail-open is the rule throughout: every well-framed request gets an
@@ -25,6 +26,7 @@ mod dns;
 mod engine;
 pub mod greylist;
 mod join;
+pub mod ratelimit;
 mod server;
 mod service;
 mod spf;
@@ -47,6 +49,7 @@ use tracing::{info, warn};
 pub use config::{ListenAddr, PolicyConfig};
 pub use engine::{Decision, Engine};
 pub use greylist::{Greylist, SharedTriplets};
+pub use ratelimit::{RateState, SharedCounter};
 pub use server::{Listener, serve};
 pub use service::Service;
 pub use spf::parse_record as parse_spf_record;
@@ -69,7 +72,34 @@ pub fn problems(config: &PolicyConfig) -> Vec<String> {
     {
         problems.append(&mut found);
     }
+    if let Err(mut found) = ratelimit::compile(&config.ratelimit) {
+        problems.append(&mut found);
+    }
+    if config.check.len() + config.ratelimit.len() > checks::MAX_CHECKS {
+        problems.push(format!(
+            "policy.ratelimit: at most {} checks and rate limits together",
+            checks::MAX_CHECKS
+        ));
+    }
     problems
+}
+
+/// The engine for `config`, counting its rate limits in `rate`.
+fn build_engine(
+    config: &PolicyConfig,
+    sink: Arc<dyn BanSink>,
+    stats: Arc<PolicyStats>,
+    rate: Option<&Arc<RateState>>,
+) -> Result<Engine, PolicyError> {
+    let engine = Engine::new(config, Some(sink), stats)?;
+    match rate {
+        Some(counters) if !config.ratelimit.is_empty() => {
+            let limits = ratelimit::RateLimits::new(&config.ratelimit, Arc::clone(counters))
+                .map_err(|problems| PolicyError::Config { problems })?;
+            Ok(engine.with_rate_limits(limits))
+        }
+        _ => Ok(engine),
+    }
 }
 
 /// Why the policy server could not start.
@@ -123,13 +153,15 @@ impl PolicyStats {
 /// What the policy server takes from the rest of the daemon.
 #[derive(Clone, Debug, Default)]
 pub struct Surroundings {
-    /// The daemon's `SQLite` store, where greylisting keeps its state; none:
-    /// in memory only.
+    /// The daemon's `SQLite` store, where greylisting and rate limits keep
+    /// their state; none: in memory only.
     pub store: Option<PathBuf>,
     /// The ban allowlist: never greylisted.
     pub allowlist: Arc<Mutex<Vec<IpNet>>>,
     /// Where the fleet shares greylisting's first sightings.
     pub triplets: Option<Arc<dyn SharedTriplets>>,
+    /// Where the fleet counts rate limits (Redis).
+    pub counter: Option<Arc<dyn SharedCounter>>,
 }
 
 /// The running listeners of the daemon.
@@ -140,12 +172,15 @@ pub struct PolicyServer {
     addrs: Vec<ListenAddr>,
     surroundings: Surroundings,
     greylist: Mutex<Option<Arc<Greylist>>>,
+    /// Rate limit counters: kept across reloads, written at shutdown.
+    rate: Option<Arc<RateState>>,
 }
 
 impl PolicyServer {
     /// Binds every listener of `config` and serves until `shutdown` turns
-    /// true. Bans go to `sink`; counters to `stats`. With `enabled =
-    /// false` or no listener nothing is started.
+    /// true. Bans go to `sink`; counters to `stats`; state beyond a
+    /// request to what `surroundings` gives. With `enabled = false` or no
+    /// listener nothing is started.
     pub async fn start(
         config: &PolicyConfig,
         sink: Arc<dyn BanSink>,
@@ -161,14 +196,29 @@ impl PolicyServer {
             surroundings,
             ..Self::default()
         };
+        let counters = {
+            let capacity = config.ratelimit_keys;
+            let database = server.surroundings.store.clone();
+            let shared = server.surroundings.counter.clone();
+            tokio::task::spawn_blocking(move || {
+                RateState::open(capacity, database.as_deref(), shared)
+            })
+            .await
+            .ok()
+        };
         let greylist = server.greylist(config)?;
-        let engine = Engine::new(config, Some(sink), Arc::clone(&stats))?.with_greylist(greylist);
+        let engine = build_engine(config, sink, Arc::clone(&stats), counters.as_ref())?
+            .with_greylist(greylist);
         let mut listeners = Vec::new();
         for addr in &config.listen {
             listeners.push(Listener::bind(addr, config.unix_mode).await?);
         }
         let service = Arc::new(Service::new(engine, config, stats));
         server.service = Some(Arc::clone(&service));
+        if let Some(counters) = counters {
+            server.tasks.push(counters.spawn_writer(shutdown.clone()));
+            server.rate = Some(counters);
+        }
         for listener in listeners {
             let addr = listener.local_addr().map_err(|source| PolicyError::Bind {
                 addr: "policy listener".to_owned(),
@@ -202,10 +252,13 @@ impl PolicyServer {
             .lock()
             .clone_from(&allowlist.to_vec());
         let engine = self.greylist(config).and_then(|greylist| {
-            Ok(
-                Engine::new(config, Some(sink), Arc::clone(service.stats()))?
-                    .with_greylist(greylist),
-            )
+            Ok(build_engine(
+                config,
+                sink,
+                Arc::clone(service.stats()),
+                self.rate.as_ref(),
+            )?
+            .with_greylist(greylist))
         });
         match engine {
             Ok(engine) => {

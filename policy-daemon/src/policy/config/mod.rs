@@ -126,6 +126,11 @@ pub struct PolicyConfig {
     pub threshold: Vec<ThresholdConfig>,
     /// Greylisting, for thresholds with `action = "greylist"`.
     pub greylist: Option<GreylistConfig>,
+    /// Rate limits, counted at RCPT.
+    pub ratelimit: Vec<super::ratelimit::RateLimitConfig>,
+    /// Most rate limit counters (limit and key) kept at once; past it the
+    /// least recently counted go. Default 100,000.
+    pub ratelimit_keys: usize,
 }
 
 impl Default for PolicyConfig {
@@ -149,6 +154,8 @@ impl Default for PolicyConfig {
             check: Vec::new(),
             threshold: Vec::new(),
             greylist: None,
+            ratelimit: Vec::new(),
+            ratelimit_keys: super::ratelimit::DEFAULT_KEYS,
         }
     }
 }
@@ -306,6 +313,7 @@ impl PolicyConfig {
             ("policy.max_request_size", self.max_request_size),
             ("policy.score_cache_size", self.score_cache_size),
             ("policy.dns_cache_size", self.dns_cache_size),
+            ("policy.ratelimit_keys", self.ratelimit_keys),
         ] {
             if value == 0 {
                 problems.push(format!("{key}: must be at least 1"));
