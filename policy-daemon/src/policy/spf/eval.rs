@@ -451,11 +451,7 @@ fn query_name(name: &str) -> Option<String> {
     while name.len() > MAX_NAME_LENGTH {
         name = name.split_once('.')?.1;
     }
-    if name.is_empty()
-        || name
-            .split('.')
-            .any(|label| label.is_empty() || label.len() > 63)
-    {
+    if !labels_fit(name) {
         return None;
     }
     let mut query = name.to_ascii_lowercase();
@@ -469,9 +465,27 @@ fn is_domain_name(domain: &str) -> bool {
     domain.len() <= MAX_NAME_LENGTH
         && domain.contains('.')
         && !domain.starts_with('[')
-        && domain
-            .split('.')
-            .all(|label| !label.is_empty() && label.len() <= 63)
+        && labels_fit(domain)
+}
+
+/// Whether every dot-separated label of `name` has 1 to 63 bytes (an
+/// empty `name` has one empty label).
+fn labels_fit(name: &str) -> bool {
+    let mut label = 0_usize;
+    for &byte in name.as_bytes() {
+        if byte == b'.' {
+            if label == 0 {
+                return false;
+            }
+            label = 0;
+        } else {
+            label += 1;
+            if label > 63 {
+                return false;
+            }
+        }
+    }
+    label > 0
 }
 
 /// Whether a TXT record is an SPF record: `v=spf1` alone or followed by a
@@ -694,5 +708,27 @@ mod tests {
         assert!(in_domain("mx.example.org", "example.org"));
         assert!(in_domain("example.org", "example.org"));
         assert!(!in_domain("badexample.org", "example.org"));
+        let a63 = "a".repeat(63);
+        let a64 = "a".repeat(64);
+        for name in [
+            "",
+            ".",
+            "a",
+            "a.",
+            ".a",
+            "a..b",
+            "a.b",
+            "é.b",
+            &a63,
+            &a64,
+            &format!("{a63}.{a63}"),
+            &format!("{a63}.{a64}"),
+            &format!("{a64}.b"),
+        ] {
+            let by_split = name
+                .split('.')
+                .all(|label| !label.is_empty() && label.len() <= 63);
+            assert_eq!(labels_fit(name), by_split, "{name:?}");
+        }
     }
 }
