@@ -2,7 +2,7 @@
 //! request path of many connections rarely waits on one lock. Used for DNS
 //! answers and for per-mail scores.
 //!
-//! Keys are hashed with foldhash, several times faster than SipHash on
+//! Keys are hashed with foldhash, several times faster than `SipHash` on
 //! these short keys and seeded per map, so keys a peer chooses (sender
 //! domains, instances) cannot aim at collisions.
 

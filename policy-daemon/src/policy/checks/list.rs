@@ -47,7 +47,7 @@ impl fmt::Display for ListField {
 
 /// Prefixes grouped by length: one hash lookup per distinct length, so
 /// big lists cost no more than small ones. (foldhash, here and in
-/// [`Patterns`]: several times faster than SipHash on short keys; the sets
+/// [`Patterns`]: several times faster than `SipHash` on short keys; the sets
 /// hold configured entries only, so no peer chooses what goes in.)
 #[derive(Clone, Debug, Default)]
 struct Prefixes {
@@ -91,20 +91,13 @@ impl Prefixes {
     }
 }
 
-fn insert_grouped<T: std::hash::Hash + Eq>(
-    groups: &mut Vec<(u8, HashSet<T>)>,
-    len: u8,
-    bits: T,
-) {
-    match groups.iter_mut().find(|(l, _)| *l == len) {
-        Some((_, set)) => {
-            set.insert(bits);
-        }
-        None => {
-            let mut set = HashSet::default();
-            set.insert(bits);
-            groups.push((len, set));
-        }
+fn insert_grouped<T: std::hash::Hash + Eq>(groups: &mut Vec<(u8, HashSet<T>)>, len: u8, bits: T) {
+    if let Some((_, set)) = groups.iter_mut().find(|(l, _)| *l == len) {
+        set.insert(bits);
+    } else {
+        let mut set = HashSet::default();
+        set.insert(bits);
+        groups.push((len, set));
     }
 }
 

@@ -167,9 +167,7 @@ fn push_signed(text: &mut String, score: f64) {
     let mut start = digits.len();
     loop {
         start -= 1;
-        #[expect(clippy::cast_possible_truncation, reason = "a digit")]
-        let digit = (whole % 10) as u8;
-        digits[start] = b'0' + digit;
+        digits[start] = b'0' + (whole % 10) as u8;
         whole /= 10;
         if whole == 0 {
             break;
@@ -510,7 +508,10 @@ mod tests {
         assert_eq!(signed(-2.0), "-2");
         assert_eq!(signed(2.5), "+2.5");
         assert_eq!(Hit::new(2.0, "helo-not-fqdn").detail, "helo-not-fqdn(+2)");
-        assert_eq!(Hit::from_parts(-1.5, &["l", "=", "client"]).detail, "l=client(-1.5)");
+        assert_eq!(
+            Hit::from_parts(-1.5, &["l", "=", "client"]).detail,
+            "l=client(-1.5)"
+        );
     }
 
     #[test]
@@ -547,8 +548,7 @@ mod tests {
                 0 => f64::from_bits(bits),
                 #[expect(clippy::cast_precision_loss, reason = "any value will do")]
                 1 => (bits >> (bits % 64)) as f64 * if bits % 2 == 0 { 1.0 } else { -1.0 },
-                #[expect(clippy::cast_possible_wrap, reason = "any value will do")]
-                _ => f64::from((bits as i32) % 1000) / 4.0,
+                _ => f64::from(i32::try_from(bits % 2000).expect("small") - 1000) / 4.0,
             }
         });
         for score in fixed.into_iter().chain(random).filter(|s| s.is_finite()) {

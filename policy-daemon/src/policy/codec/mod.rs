@@ -540,7 +540,17 @@ mod tests {
             max_request_size: 160,
         };
         let pieces: [&[u8]; 12] = [
-            b"a", b"name", b"=", b"==", b"value", b"\n", b"\n", b"\r\n", b"\t", b"\x01", b"\xc3\xa9",
+            b"a",
+            b"name",
+            b"=",
+            b"==",
+            b"value",
+            b"\n",
+            b"\n",
+            b"\r\n",
+            b"\t",
+            b"\x01",
+            b"\xc3\xa9",
             b"\x7f",
         ];
         let mut rng = 0x9e37_79b9_7f4a_7c15_u64;

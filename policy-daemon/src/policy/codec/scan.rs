@@ -97,20 +97,34 @@ pub(super) fn scan_request(
         while marked != 0 {
             let i = marked.trailing_zeros() as usize;
             marked &= marked - 1;
-            if let Some(end) = lines.note(at + i, block[i])? {
-                return Some(end);
+            match lines.note(at + i, block[i]) {
+                Step::On => {}
+                Step::End(end) => return Some(end),
+                Step::Refuse => return None,
             }
         }
         at += 16;
     }
     for (i, &byte) in rest.iter().enumerate() {
-        if is_marked(byte)
-            && let Some(end) = lines.note(at + i, byte)?
-        {
-            return Some(end);
+        if is_marked(byte) {
+            match lines.note(at + i, byte) {
+                Step::On => {}
+                Step::End(end) => return Some(end),
+                Step::Refuse => return None,
+            }
         }
     }
     None
+}
+
+/// What [`Lines::note`] made of a byte.
+enum Step {
+    /// Read on.
+    On,
+    /// The final empty line starts here.
+    End(usize),
+    /// The request is not clean.
+    Refuse,
 }
 
 /// Whether [`scan_request`] looks at `byte`: `=` or a byte below 0x20
@@ -167,10 +181,8 @@ struct Lines<'a> {
 }
 
 impl Lines<'_> {
-    /// Takes note of `byte` (`=`, a control byte or `\n`) at `at`:
-    /// `Some(Some(offset))` at the final empty line, `None` when the
-    /// request is not clean.
-    fn note(&mut self, at: usize, byte: u8) -> Option<Option<usize>> {
+    /// Takes note of `byte` (`=`, a control byte or `\n`) at `at`.
+    fn note(&mut self, at: usize, byte: u8) -> Step {
         match byte {
             b'=' => {
                 self.equals.get_or_insert(at);
@@ -178,18 +190,20 @@ impl Lines<'_> {
             b'\t' => {}
             b'\n' if at == self.start => {
                 return if self.found.is_empty() {
-                    None
+                    Step::Refuse
                 } else {
-                    Some(Some(at))
+                    Step::End(at)
                 };
             }
             b'\n' => {
-                let equals = self.equals.take()?;
+                let Some(equals) = self.equals.take() else {
+                    return Step::Refuse;
+                };
                 if equals == self.start
                     || at - self.start > self.limits.max_line_length
                     || self.found.len() >= self.limits.max_attributes
                 {
-                    return None;
+                    return Step::Refuse;
                 }
                 self.found.push(Attribute {
                     name: offset(self.start)..offset(equals),
@@ -198,9 +212,9 @@ impl Lines<'_> {
                 });
                 self.start = at + 1;
             }
-            _ => return None,
+            _ => return Step::Refuse,
         }
-        Some(None)
+        Step::On
     }
 }
 
