@@ -56,7 +56,7 @@ impl Helo {
         let name = helo.trim_end_matches('.');
         let ours = match literal {
             Some(ip) => {
-                (mail.server == Some(ip) && mail.client != Some(ip))
+                (mail.client != Some(ip) && mail.server.and_then(parse_ip) == Some(ip))
                     || context.hostnames.iter().any(|h| parse_ip(h) == Some(ip))
             }
             None => context
@@ -122,7 +122,7 @@ mod tests {
         let mail = Mail {
             helo: Some(helo),
             client: client.parse().ok(),
-            server: server.parse().ok(),
+            server: Some(server),
             ..Mail::default()
         };
         check.broken_rule(

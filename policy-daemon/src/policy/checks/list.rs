@@ -4,7 +4,9 @@
 //! also take `@domain`. An allow match ends the chain with the list's
 //! action; a deny match adds the list's score.
 
-use std::{collections::HashSet, fmt, fs, net::IpAddr};
+use std::{fmt, fs, net::IpAddr};
+
+use foldhash::HashSet;
 
 use ipnet::IpNet;
 use regex::RegexSet;
@@ -44,7 +46,9 @@ impl fmt::Display for ListField {
 }
 
 /// Prefixes grouped by length: one hash lookup per distinct length, so
-/// big lists cost no more than small ones.
+/// big lists cost no more than small ones. (foldhash, here and in
+/// [`Patterns`]: several times faster than `SipHash` on short keys; the sets
+/// hold configured entries only, so no peer chooses what goes in.)
 #[derive(Clone, Debug, Default)]
 struct Prefixes {
     v4: Vec<(u8, HashSet<u32>)>,
@@ -88,11 +92,12 @@ impl Prefixes {
 }
 
 fn insert_grouped<T: std::hash::Hash + Eq>(groups: &mut Vec<(u8, HashSet<T>)>, len: u8, bits: T) {
-    match groups.iter_mut().find(|(l, _)| *l == len) {
-        Some((_, set)) => {
-            set.insert(bits);
-        }
-        None => groups.push((len, HashSet::from([bits]))),
+    if let Some((_, set)) = groups.iter_mut().find(|(l, _)| *l == len) {
+        set.insert(bits);
+    } else {
+        let mut set = HashSet::default();
+        set.insert(bits);
+        groups.push((len, set));
     }
 }
 
@@ -309,7 +314,7 @@ impl List {
         match self.matching_field(mail) {
             None => Local::Pass,
             Some(_) if self.allow => Local::Allow(&self.action),
-            Some(field) => Local::Hit(Hit::new(self.score, &format!("{name}={field}"))),
+            Some(field) => Local::Hit(Hit::from_parts(self.score, &[name, "=", field.key()])),
         }
     }
 }

@@ -15,6 +15,7 @@ mod spf;
 
 use std::{
     collections::HashMap,
+    fmt::Write as _,
     net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
@@ -52,8 +53,9 @@ pub struct Mail<'a> {
     pub sender: Option<&'a str>,
     /// `recipient`.
     pub recipient: Option<&'a str>,
-    /// `server_address`: our address the client connected to.
-    pub server: Option<IpAddr>,
+    /// `server_address`: our address the client connected to, as sent;
+    /// [`parse_ip`] reads it when a check needs it.
+    pub server: Option<&'a str>,
     /// `instance`: constant over the requests of one mail.
     pub instance: Option<&'a str>,
     /// `protocol_state`: `CONNECT`, `HELO`, `MAIL`, `RCPT`…
@@ -73,12 +75,7 @@ impl<'a> Mail<'a> {
                     }
                     continue;
                 }
-                "server_address" => {
-                    if mail.server.is_none() {
-                        mail.server = parse_ip(value);
-                    }
-                    continue;
-                }
+                "server_address" => &mut mail.server,
                 "client_name" => &mut mail.client_name,
                 "reverse_client_name" => &mut mail.reverse_client_name,
                 "helo_name" => &mut mail.helo,
@@ -122,9 +119,22 @@ pub struct Hit {
 impl Hit {
     /// A hit whose detail is `what(+score)`.
     pub fn new(score: f64, what: &str) -> Self {
+        Self::from_parts(score, &[what])
+    }
+
+    /// A hit whose detail is the concatenated `parts` then `(+score)`.
+    pub fn from_parts(score: f64, parts: &[&str]) -> Self {
+        let len: usize = parts.iter().map(|part| part.len()).sum();
+        let mut detail = String::with_capacity(len + 8);
+        for part in parts {
+            detail.push_str(part);
+        }
+        detail.push('(');
+        push_signed(&mut detail, score);
+        detail.push(')');
         Self {
             score,
-            detail: format!("{what}({})", signed(score)),
+            detail,
             header: None,
         }
     }
@@ -132,7 +142,40 @@ impl Hit {
 
 /// `+5`, `-2`, `+2.5`.
 pub fn signed(score: f64) -> String {
-    format!("{score:+}")
+    let mut text = String::with_capacity(8);
+    push_signed(&mut text, score);
+    text
+}
+
+/// Appends `score` as `{score:+}` writes it; whole scores, the usual
+/// ones, without the float formatting machinery.
+fn push_signed(text: &mut String, score: f64) {
+    // Below 2^53 every whole f64 converts to u64 exactly.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    if score.fract() != 0.0 || score.abs() >= EXACT {
+        write!(text, "{score:+}").expect("writing to a String");
+        return;
+    }
+    text.push(if score.is_sign_negative() { '-' } else { '+' });
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "whole, non-negative and below 2^53: exact"
+    )]
+    let mut whole = score.abs() as u64;
+    let mut digits = [0_u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (whole % 10) as u8;
+        whole /= 10;
+        if whole == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[start..] {
+        text.push(char::from(digit));
+    }
 }
 
 /// The outcome of a local check.
@@ -452,7 +495,10 @@ mod tests {
         assert_eq!(mail.client_name, Some("unknown"));
         assert_eq!(mail.reverse_client_name, None, "empty means absent");
         assert_eq!(mail.sender, Some(""), "the null sender is kept");
-        assert_eq!(mail.server, Some("2001:db8::25".parse().expect("ip")));
+        assert_eq!(
+            mail.server.and_then(parse_ip),
+            Some("2001:db8::25".parse().expect("ip"))
+        );
         assert_eq!(mail.instance, Some("1a.2b.3"));
     }
 
@@ -462,5 +508,51 @@ mod tests {
         assert_eq!(signed(-2.0), "-2");
         assert_eq!(signed(2.5), "+2.5");
         assert_eq!(Hit::new(2.0, "helo-not-fqdn").detail, "helo-not-fqdn(+2)");
+        assert_eq!(
+            Hit::from_parts(-1.5, &["l", "=", "client"]).detail,
+            "l=client(-1.5)"
+        );
+    }
+
+    #[test]
+    fn scores_print_as_the_float_formatter_prints_them() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let fixed = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            10.0,
+            100.0,
+            0.5,
+            -0.25,
+            1e15,
+            9_007_199_254_740_991.0,
+            9_007_199_254_740_992.0,
+            -9_007_199_254_740_993.0,
+            1e300,
+            f64::MAX,
+            f64::MIN,
+            f64::MIN_POSITIVE,
+            f64::EPSILON,
+        ];
+        let random = (0..10_000).map(|i| {
+            let bits = next();
+            match i % 3 {
+                0 => f64::from_bits(bits),
+                #[expect(clippy::cast_precision_loss, reason = "any value will do")]
+                1 => (bits >> (bits % 64)) as f64 * if bits % 2 == 0 { 1.0 } else { -1.0 },
+                _ => f64::from(i32::try_from(bits % 2000).expect("small") - 1000) / 4.0,
+            }
+        });
+        for score in fixed.into_iter().chain(random).filter(|s| s.is_finite()) {
+            assert_eq!(signed(score), format!("{score:+}"), "{score:e}");
+        }
     }
 }

@@ -12,7 +12,7 @@ use super::{DEFAULT_DNS_TIMEOUT, Hit, Mail, Problems};
 use crate::policy::{
     config::CheckConfig,
     dns::{Dns, DnsError},
-    spf::{Lookups, Query, SpfResult, check_host, received_spf},
+    spf::{Lookups, ParsedRecords, Query, SpfResult, check_host, received_spf},
 };
 
 /// The longest the end of an SPF evaluation keeps from the request's
@@ -21,7 +21,7 @@ use crate::policy::{
 const DEADLINE_MARGIN: Duration = Duration::from_millis(100);
 
 /// A compiled `spf` check.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct SpfCheck {
     /// Longest wait for one lookup.
     pub timeout: Duration,
@@ -30,6 +30,8 @@ pub struct SpfCheck {
     pub scores: [f64; 7],
     /// Whether a `DUNNO` answer becomes `PREPEND Received-SPF: …`.
     pub header: bool,
+    /// The records this check has parsed.
+    parsed: ParsedRecords,
 }
 
 impl SpfCheck {
@@ -65,6 +67,7 @@ impl SpfCheck {
             resolver,
             scores,
             header: check.header.unwrap_or(false),
+            parsed: ParsedRecords::new(),
         }
     }
 
@@ -96,6 +99,7 @@ impl SpfCheck {
             resolver: self.resolver,
             timeout: self.timeout,
             deadline: evaluation_deadline(deadline, Instant::now()),
+            parsed: &self.parsed,
         };
         let outcome = check_host(lookups, &query).await;
         info!(

@@ -10,7 +10,7 @@ use std::{
 
 use mail_auth::spf::{Macro, Mechanism, Qualifier, Spf, Variables};
 
-use super::{SpfResult, syntax::parse_record};
+use super::{SpfResult, syntax::ParsedRecords};
 use crate::policy::dns::{BoxFuture, Dns, RecordType, Records, ipv4_query, ipv6_query};
 
 /// Terms that query DNS (`include`, `a`, `mx`, `ptr`, `exists`,
@@ -78,7 +78,7 @@ impl Query {
                     ip,
                     identity: Identity::MailFrom,
                     domain: domain.to_owned(),
-                    sender: format!("{local}@{domain}"),
+                    sender: [local, "@", domain].concat(),
                     helo: helo.to_owned(),
                 })
             }
@@ -86,7 +86,7 @@ impl Query {
                 ip,
                 identity: Identity::Helo,
                 domain: helo.to_owned(),
-                sender: format!("postmaster@{helo}"),
+                sender: ["postmaster@", helo].concat(),
                 helo: helo.to_owned(),
             }),
             None => None,
@@ -117,6 +117,8 @@ pub struct Lookups<'a> {
     pub timeout: Duration,
     /// No lookup waits past this: the result is `temperror` by then.
     pub deadline: Instant,
+    /// Records parsed by earlier evaluations.
+    pub parsed: &'a ParsedRecords,
 }
 
 /// Evaluates `query` (§4): never fails, a DNS failure or timeout is
@@ -208,7 +210,7 @@ impl Evaluation<'_> {
             }
             for directive in &record.directives {
                 if self.matches(&directive.mechanism, &domain, depth).await? {
-                    self.reason = format!("{} at {domain}", describe(&directive.mechanism));
+                    self.reason = [describe(&directive.mechanism), " at ", &domain].concat();
                     return Ok(match directive.qualifier {
                         Qualifier::Pass => SpfResult::Pass,
                         Qualifier::Fail => SpfResult::Fail,
@@ -315,7 +317,7 @@ impl Evaluation<'_> {
     }
 
     /// The one `v=spf1` record of `domain`; `None` when it has none.
-    async fn record(&mut self, domain: &str) -> Result<Option<Spf>, Stop> {
+    async fn record(&mut self, domain: &str) -> Result<Option<Arc<Spf>>, Stop> {
         if !is_domain_name(domain) {
             return Ok(None);
         }
@@ -332,7 +334,7 @@ impl Evaluation<'_> {
                 "{domain} has more than one v=spf1 record"
             )));
         }
-        parse_record(text).map(Some).map_err(|why| {
+        self.lookups.parsed.parse(text).map(Some).map_err(|why| {
             Stop::Permanent(format!("syntax error in the SPF record of {domain}: {why}"))
         })
     }
@@ -449,11 +451,7 @@ fn query_name(name: &str) -> Option<String> {
     while name.len() > MAX_NAME_LENGTH {
         name = name.split_once('.')?.1;
     }
-    if name.is_empty()
-        || name
-            .split('.')
-            .any(|label| label.is_empty() || label.len() > 63)
-    {
+    if !labels_fit(name) {
         return None;
     }
     let mut query = name.to_ascii_lowercase();
@@ -467,9 +465,27 @@ fn is_domain_name(domain: &str) -> bool {
     domain.len() <= MAX_NAME_LENGTH
         && domain.contains('.')
         && !domain.starts_with('[')
-        && domain
-            .split('.')
-            .all(|label| !label.is_empty() && label.len() <= 63)
+        && labels_fit(domain)
+}
+
+/// Whether every dot-separated label of `name` has 1 to 63 bytes (an
+/// empty `name` has one empty label).
+fn labels_fit(name: &str) -> bool {
+    let mut label = 0_usize;
+    for &byte in name.as_bytes() {
+        if byte == b'.' {
+            if label == 0 {
+                return false;
+            }
+            label = 0;
+        } else {
+            label += 1;
+            if label > 63 {
+                return false;
+            }
+        }
+    }
+    label > 0
 }
 
 /// Whether a TXT record is an SPF record: `v=spf1` alone or followed by a
@@ -528,6 +544,7 @@ mod tests {
             resolver: 0,
             timeout: Duration::from_millis(200),
             deadline: Instant::now() + Duration::from_secs(1),
+            parsed: &ParsedRecords::new(),
         };
         check_host(lookups, &query).await
     }
@@ -691,5 +708,27 @@ mod tests {
         assert!(in_domain("mx.example.org", "example.org"));
         assert!(in_domain("example.org", "example.org"));
         assert!(!in_domain("badexample.org", "example.org"));
+        let a63 = "a".repeat(63);
+        let a64 = "a".repeat(64);
+        for name in [
+            "",
+            ".",
+            "a",
+            "a.",
+            ".a",
+            "a..b",
+            "a.b",
+            "é.b",
+            &a63,
+            &a64,
+            &format!("{a63}.{a63}"),
+            &format!("{a63}.{a64}"),
+            &format!("{a64}.b"),
+        ] {
+            let by_split = name
+                .split('.')
+                .all(|label| !label.is_empty() && label.len() <= 63);
+            assert_eq!(labels_fit(name), by_split, "{name:?}");
+        }
     }
 }

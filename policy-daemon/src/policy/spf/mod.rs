@@ -19,7 +19,7 @@ use std::fmt;
 
 pub use eval::{Identity, Lookups, Outcome, Query, check_host};
 pub use header::received_spf;
-pub use syntax::parse_record;
+pub use syntax::{ParsedRecords, parse_record};
 
 /// The results of §2.6.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -7,7 +7,65 @@
 //! Each of those is a `permerror` (§4.6: a record with a syntax error
 //! fails as a whole), so the grammar is checked here first.
 
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
 use mail_auth::{common::parse::TxtRecordParser as _, spf::Spf};
+
+use crate::policy::cache::TtlCache;
+
+/// A record parsed, or what is wrong with it.
+pub type Parsed = Result<Arc<Spf>, Arc<str>>;
+
+/// Records parsed before, by their text: a domain's record is parsed once,
+/// not on every mail from it. The text is the key, so an entry is right
+/// for as long as it is kept; DNS's TTL still decides which text is asked.
+#[derive(Debug)]
+pub struct ParsedRecords {
+    cache: TtlCache<Box<[u8]>, Parsed>,
+}
+
+impl ParsedRecords {
+    /// Records kept, about: a few hundred sending domains are most of a
+    /// server's mail.
+    const CAPACITY: usize = 4096;
+    /// Longest record text kept. RFC 7208 §3.4 asks records to fit a
+    /// 512-byte UDP answer; a longer one is parsed each time, so a peer's
+    /// huge records cannot take much memory.
+    const MAX_TEXT: usize = 512;
+    /// How long a parsed record is kept, used or not.
+    const KEEP: Duration = Duration::from_hours(1);
+
+    pub fn new() -> Self {
+        Self {
+            cache: TtlCache::new(Self::CAPACITY),
+        }
+    }
+
+    /// `text` parsed as [`parse_record`] parses it.
+    pub fn parse(&self, text: &[u8]) -> Parsed {
+        let parse = || parse_record(text).map(Arc::new).map_err(Arc::from);
+        if text.len() > Self::MAX_TEXT {
+            return parse();
+        }
+        let now = Instant::now();
+        if let Some(parsed) = self.cache.get(text, now, Clone::clone) {
+            return parsed;
+        }
+        let parsed = parse();
+        self.cache
+            .insert(text.into(), parsed.clone(), now + Self::KEEP, now);
+        parsed
+    }
+}
+
+impl Default for ParsedRecords {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// A `v=spf1` record as DNS gave it, parsed: ASCII, the grammar checked
 /// here, then `mail-auth`'s structure. The error says what is wrong.
@@ -272,5 +330,32 @@ mod tests {
                 "{record}: {error}"
             );
         }
+    }
+
+    #[test]
+    fn a_record_parsed_again_is_the_same_record() {
+        let parsed = ParsedRecords::new();
+        let long = format!("v=spf1 {}-all", "ip4:192.0.2.1 ".repeat(40));
+        for text in [
+            "v=spf1 ip4:192.0.2.0/24 -all",
+            "v=spf1 ip4:192.0.2.300 -all",
+            long.as_str(),
+        ] {
+            let fresh = parse_record(text.as_bytes());
+            for _ in 0..2 {
+                let again = parsed.parse(text.as_bytes());
+                assert_eq!(
+                    again.as_deref().map_err(|e| &**e),
+                    fresh.as_ref().map_err(String::as_str),
+                    "{text}"
+                );
+            }
+        }
+        let first = parsed.parse(b"v=spf1 -all").expect("valid");
+        let second = parsed.parse(b"v=spf1 -all").expect("valid");
+        assert!(Arc::ptr_eq(&first, &second), "kept, not parsed again");
+        let first = parsed.parse(long.as_bytes()).expect("valid");
+        let second = parsed.parse(long.as_bytes()).expect("valid");
+        assert!(!Arc::ptr_eq(&first, &second), "too long to keep");
     }
 }

@@ -14,7 +14,11 @@
 //! the framing: it is left out of the request and reported as a
 //! [`BadAttribute`], and the request is answered as usual.
 
+mod scan;
+
 use std::ops::Range;
+
+use scan::{scan_line, scan_request};
 
 /// Protocol limits, from `[policy]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -261,6 +265,16 @@ impl Decoder {
     /// more bytes are needed. After an error the decoder and the buffer are
     /// in no defined state; close the connection.
     pub fn decode(&mut self, buffer: &mut Vec<u8>) -> Result<Option<Request>, CodecError> {
+        // Postfix sends a request in one piece, every line clean: then it
+        // is taken in one pass; anything else is read line by line below.
+        if self.scanned == 0 && self.searched == 0 {
+            if let Some(empty_line) = scan_request(buffer, &self.limits, &mut self.found) {
+                self.scanned = empty_line;
+                self.attributes = self.found.len();
+                return Ok(Some(self.take(buffer, empty_line + 1)));
+            }
+            self.found.clear();
+        }
         loop {
             let rest = &buffer[self.scanned..];
             // A line seen whole in one pass: its end, first '=' and first
@@ -416,83 +430,6 @@ fn line_range(text: &[u8], number: usize) -> Option<Range<usize>> {
     Some(start..start + len)
 }
 
-/// What one pass over the bytes of a line found, offsets from its start.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct LineScan {
-    /// The `\n` ending the line; `None`: it has not arrived yet.
-    newline: Option<usize>,
-    /// The first `=`.
-    equals: Option<usize>,
-    /// The first control byte other than tab, `\r` included.
-    control: Option<(usize, u8)>,
-}
-
-impl LineScan {
-    /// Takes note of `byte` at `at`; `true` once it ends the line.
-    fn note(&mut self, at: usize, byte: u8) -> bool {
-        match byte {
-            b'\n' => {
-                self.newline = Some(at);
-                return true;
-            }
-            b'=' => {
-                self.equals.get_or_insert(at);
-            }
-            byte if is_control(byte) => {
-                self.control.get_or_insert((at, byte));
-            }
-            _ => {}
-        }
-        false
-    }
-}
-
-/// Whether `byte` is a control byte other than tab.
-const fn is_control(byte: u8) -> bool {
-    (byte < 0x20 && byte != b'\t') || byte == 0x7f
-}
-
-/// Scans `bytes` up to the end of their first line, eight bytes at a
-/// time: a word without `=`, a byte below 0x20 or 0x7f is passed whole,
-/// and the bytes that are are looked at one by one, in order.
-fn scan_line(bytes: &[u8]) -> LineScan {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const LOW: u64 = ONES * 0x7f;
-    const HIGH: u64 = ONES * 0x80;
-    // The high bit of each byte of `word` that is zero; exact, with no
-    // carry from one byte into the next.
-    const fn zero_bytes(word: u64) -> u64 {
-        !(((word & LOW) + LOW) | word) & HIGH
-    }
-    let mut scan = LineScan::default();
-    let mut chunks = bytes.chunks_exact(8);
-    let mut at = 0;
-    for chunk in &mut chunks {
-        let mut word = [0_u8; 8];
-        word.copy_from_slice(chunk);
-        let word = u64::from_le_bytes(word);
-        let below_space = !(((word & LOW) + ONES * 0x60) | word) & HIGH;
-        let mut marked = below_space | zero_bytes(word ^ LOW);
-        if scan.equals.is_none() {
-            marked |= zero_bytes(word ^ (ONES * u64::from(b'=')));
-        }
-        while marked != 0 {
-            let i = (marked.trailing_zeros() / 8) as usize;
-            marked &= marked - 1;
-            if scan.note(at + i, chunk[i]) {
-                return scan;
-            }
-        }
-        at += 8;
-    }
-    for (i, &byte) in chunks.remainder().iter().enumerate() {
-        if scan.note(at + i, byte) {
-            return scan;
-        }
-    }
-    scan
-}
-
 /// `name` as text that is safe to log: invalid UTF-8 replaced, control
 /// characters escaped, at most [`MAX_LOGGED_NAME`] characters.
 fn logged_name(name: &[u8]) -> String {
@@ -506,49 +443,6 @@ fn logged_name(name: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn control_bytes_are_found_at_every_position_and_tab_and_utf8_pass() {
-        for len in 0..40 {
-            let clean = "aé\t€ ~\x7e".repeat(len).into_bytes();
-            assert_eq!(scan_line(&clean), LineScan::default(), "{len}");
-            for at in 0..clean.len() {
-                for byte in [0x00, 0x1b, 0x1f, 0x7f, b'\r'] {
-                    let mut line = clean.clone();
-                    line[at] = byte;
-                    assert_eq!(
-                        scan_line(&line).control,
-                        Some((at, byte)),
-                        "{len} {at} {byte:#x}"
-                    );
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn a_line_scan_finds_the_first_of_each_and_stops_at_the_newline() {
-        for len in 0..40 {
-            let clean = "aé\t€ ~".repeat(len).into_bytes();
-            for equals in 0..=clean.len() {
-                for newline in equals..=clean.len() {
-                    let mut line = clean.clone();
-                    line.insert(equals, b'=');
-                    line.insert(newline + 1, b'\n');
-                    line.extend_from_slice(b"=\x01\n");
-                    let scan = scan_line(&line);
-                    assert_eq!(scan.equals, Some(equals), "{len} {equals} {newline}");
-                    assert_eq!(scan.newline, Some(newline + 1), "{len} {equals} {newline}");
-                    assert_eq!(scan.control, None, "{len} {equals} {newline}");
-                }
-            }
-        }
-        let scan = scan_line(b"a\x01b=c=d\x02\r\n");
-        assert_eq!(scan.equals, Some(3));
-        assert_eq!(scan.control, Some((1, 1)));
-        assert_eq!(scan.newline, Some(9));
-        assert_eq!(scan_line(b"no end=").newline, None);
-    }
 
     fn decode_all(input: &[u8], limits: Limits) -> Result<Vec<Request>, CodecError> {
         let mut decoder = Decoder::new(limits);
@@ -636,6 +530,64 @@ mod tests {
         };
         assert!(matches!(error, CodecError::LineTooLong { .. }), "{error}");
         assert!(buffer.len() <= Limits::default().max_line_length + 2);
+    }
+
+    #[test]
+    fn requests_taken_whole_are_the_requests_read_line_by_line() {
+        let limits = Limits {
+            max_line_length: 40,
+            max_attributes: 6,
+            max_request_size: 160,
+        };
+        let pieces: [&[u8]; 12] = [
+            b"a",
+            b"name",
+            b"=",
+            b"==",
+            b"value",
+            b"\n",
+            b"\n",
+            b"\r\n",
+            b"\t",
+            b"\x01",
+            b"\xc3\xa9",
+            b"\x7f",
+        ];
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..20_000 {
+            let mut input = Vec::new();
+            for _ in 0..rng % 40 {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let piece = pieces[usize::try_from(rng % 12).expect("small")];
+                input.extend_from_slice(piece);
+            }
+            // Taken whole where it can be, against every line read alone.
+            let whole = decode_all(&input, limits);
+            let mut decoder = Decoder::new(limits);
+            let mut buffer = Vec::new();
+            let mut requests = Vec::new();
+            let mut error = None;
+            'bytes: for &byte in &input {
+                buffer.push(byte);
+                loop {
+                    match decoder.decode(&mut buffer) {
+                        Ok(Some(request)) => requests.push(request),
+                        Ok(None) => break,
+                        Err(e) => {
+                            error = Some(e);
+                            break 'bytes;
+                        }
+                    }
+                }
+            }
+            match (whole, error) {
+                (Ok(whole), None) => assert_eq!(whole, requests, "{input:?}"),
+                (Err(whole), Some(error)) => assert_eq!(whole, error, "{input:?}"),
+                (whole, error) => panic!("{input:?}: whole {whole:?}, by bytes {error:?}"),
+            }
+        }
     }
 
     #[test]
