@@ -25,7 +25,7 @@ pub mod store;
 pub use backend::{Backend, BackendStatus};
 pub use manager::{
     Aggregation, BanEvent, BanManager, BanObserver, BanPolicy, BanRequest, Breadth, Cursor,
-    Escalation, Fail2banLink, Fail2banReconciled, Held, Reconciled, Widest, XdpBackend,
+    Escalation, Fail2banLink, Fail2banReconciled, Held, MapBatch, Reconciled, Widest, XdpBackend,
     host_addresses,
 };
 pub use scope::{BanScope, PortScopes, ScopeTextError, TooManyScopes};
