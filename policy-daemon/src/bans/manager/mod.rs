@@ -407,8 +407,8 @@ impl BanManager {
                 rows.iter()
                     .filter_map(|row| row.expires_at.map(|at| (at, row.target))),
             );
+            self.queue_for_fail2ban(rows.iter().map(|row| Fail2banOp::ban(row.target)).collect());
         }
-        self.queue_for_fail2ban(rows.iter().map(|row| Fail2banOp::ban(row.target)).collect());
         self.index.insert_many(&rows);
         debug!("index updated");
         if !aggregates.is_empty() {
