@@ -26,7 +26,9 @@
 //!    delays and what remains is waiting inside the daemon.
 //!
 //! `--smoke`: a thousand addresses, twenty fail2ban bans and a few
-//! requests. Without fail2ban the benchmark fails.
+//! requests. Without fail2ban the benchmark fails. `--only bulk`: the
+//! bulk rows alone (spamwall's side); `--only latency`: the latency rows
+//! alone (the million bans are still loaded first, untimed).
 
 #![expect(clippy::unwrap_used, reason = "a benchmark fails loudly")]
 
@@ -54,11 +56,14 @@ const MIB: f64 = 1024.0 * 1024.0;
 
 fn main() {
     bench::require_root("bench bans");
-    bench::require_peer(
-        "fail2ban",
-        "fail2ban-server",
-        "apt-get install fail2ban; cargo xtask setup installs it",
-    );
+    let only = Only::from_args();
+    if only.fail2ban() {
+        bench::require_peer(
+            "fail2ban",
+            "fail2ban-server",
+            "apt-get install fail2ban; cargo xtask setup installs it",
+        );
+    }
     let bulk: u32 = bench::size(300_000, 1_000);
     let million: u32 = bench::size(1_000_000, 2_000);
     let fail2ban_bans: u32 = bench::size(5_000, 20);
@@ -69,17 +74,22 @@ fn main() {
     settings.capacity = 1 << 21;
 
     // 1. Bulk, 300,000.
-    let daemon = Daemon::start(net.server(), &settings);
-    let file = address_file(0x6440_0000, bulk);
-    let fresh = timed(|| daemon.cli_ok(&["ban", "--file", path(&file), "--reason", "bench"]));
-    let stats = daemon.stats();
-    assert_eq!(
-        stats["bans_v4"],
-        u64::from(bulk),
-        "every address banned: {stats}"
-    );
-    let repeat = timed(|| daemon.cli_ok(&["ban", "--file", path(&file), "--reason", "bench"]));
-    drop(daemon);
+    let (fresh, repeat) = if only.bulk() {
+        let daemon = Daemon::start(net.server(), &settings);
+        let file = address_file(0x6440_0000, bulk);
+        let fresh = timed(|| daemon.cli_ok(&["ban", "--file", path(&file), "--reason", "bench"]));
+        let stats = daemon.stats();
+        assert_eq!(
+            stats["bans_v4"],
+            u64::from(bulk),
+            "every address banned: {stats}"
+        );
+        let repeat = timed(|| daemon.cli_ok(&["ban", "--file", path(&file), "--reason", "bench"]));
+        drop(daemon);
+        (fresh, repeat)
+    } else {
+        (Duration::ZERO, Duration::ZERO)
+    };
 
     // 1b and 2. A million into a new daemon; its memory.
     let mut daemon = Daemon::start(net.server(), &settings);
@@ -95,6 +105,10 @@ fn main() {
         u64::from(million),
         "every address banned: {stats}"
     );
+    if !only.latency() {
+        print_bulk(bulk, fresh, repeat, million, big);
+        return;
+    }
     // The daemon gives memory back half a second after a burst.
     std::thread::sleep(Duration::from_secs(1));
     let banned = Memory::of(pid);
@@ -121,28 +135,82 @@ fn main() {
     let (in_memory, _) = latencies(&mut daemon, &mut settings, &mut address, singles);
     drop(daemon);
 
-    // fail2ban.
+    if only.bulk() {
+        print_bulk(bulk, fresh, repeat, million, big);
+    }
+    if only.fail2ban() {
+        let f2b = fail2ban(fail2ban_bans);
+        println!(
+            "| fail2ban banip, one persistent connection, empty action, own database | {fail2ban_bans} | {:.0} ms | {:.0} | |",
+            ms(f2b),
+            rate(fail2ban_bans, f2b)
+        );
+        println!(
+            "ratio spamwall/fail2ban (bans/s, {bulk} new): {:.0}x",
+            rate(bulk, fresh) / rate(fail2ban_bans, f2b)
+        );
+    }
+    print_memory(million, &idle, &banned, &busy);
+    print_latency(million, singles, &on_disk, &in_memory);
+}
+
+/// Which parts `--only PART` asks for: every part without it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Only {
+    All,
+    Bulk,
+    Latency,
+}
+
+impl Only {
+    fn from_args() -> Self {
+        let args: Vec<String> = std::env::args().collect();
+        match args
+            .iter()
+            .position(|arg| arg == "--only")
+            .map(|at| args.get(at + 1).map(String::as_str))
+        {
+            None => Self::All,
+            Some(Some("bulk")) => Self::Bulk,
+            Some(Some("latency")) => Self::Latency,
+            Some(other) => panic!("--only takes bulk or latency, not {other:?}"),
+        }
+    }
+
+    fn bulk(self) -> bool {
+        self != Self::Latency
+    }
+
+    fn latency(self) -> bool {
+        self != Self::Bulk
+    }
+
+    fn fail2ban(self) -> bool {
+        self == Self::All
+    }
+}
+
+/// `count` bans through fail2ban's control socket, one persistent
+/// connection; checks the jail holds them all.
+fn fail2ban(count: u32) -> Duration {
     let server = Fail2banServer::start();
     let mut client = server.client();
-    let targets: Vec<IpNet> = (0..fail2ban_bans)
+    let targets: Vec<IpNet> = (0..count)
         .map(|i| IpNet::from(std::net::IpAddr::from(Ipv4Addr::from(0x6440_0000 + i))))
         .collect();
     let started = Instant::now();
     for target in &targets {
         client.ban(JAIL, *target).unwrap();
     }
-    let f2b = started.elapsed();
+    let elapsed = started.elapsed();
     let held = server.cli_banned(JAIL).len();
     assert_eq!(
         held,
-        fail2ban_bans as usize,
-        "cannot measure fail2ban: its jail holds {held} of the {fail2ban_bans} bans sent; log:\n{}",
+        count as usize,
+        "cannot measure fail2ban: its jail holds {held} of the {count} bans sent; log:\n{}",
         server.log()
     );
-
-    print_bulk(bulk, fresh, repeat, million, big, fail2ban_bans, f2b);
-    print_memory(million, &idle, &banned, &busy);
-    print_latency(million, singles, &on_disk, &in_memory);
+    elapsed
 }
 
 /// Single bans with `million` active: quiet, while another client asks
@@ -180,16 +248,12 @@ struct LatencyRuns {
     reconciling: Latencies,
 }
 
-fn print_bulk(
-    bulk: u32,
-    fresh: Duration,
-    repeat: Duration,
-    million: u32,
-    big: Duration,
-    fail2ban_bans: u32,
-    f2b: Duration,
-) {
-    let rate = |n: u32, d: Duration| f64::from(n) / d.as_secs_f64();
+fn rate(n: u32, d: Duration) -> f64 {
+    f64::from(n) / d.as_secs_f64()
+}
+
+/// The bulk rows; fail2ban's row and the ratio follow when measured.
+fn print_bulk(bulk: u32, fresh: Duration, repeat: Duration, million: u32, big: Duration) {
     if bench::smoke() {
         println!("smoke run: the figures mean nothing");
     }
@@ -212,15 +276,6 @@ fn print_bulk(
         ms(big),
         rate(million, big),
         met(big <= Duration::from_secs(2))
-    );
-    println!(
-        "| fail2ban banip, one persistent connection, empty action, own database | {fail2ban_bans} | {:.0} ms | {:.0} | |",
-        ms(f2b),
-        rate(fail2ban_bans, f2b)
-    );
-    println!(
-        "ratio spamwall/fail2ban (bans/s, {bulk} new): {:.0}x",
-        rate(bulk, fresh) / rate(fail2ban_bans, f2b)
     );
 }
 

@@ -15,6 +15,7 @@ use xdp_common::{SOURCE_CLI, SOURCE_FLEET, SOURCE_LOGWATCH, SOURCE_POLICY};
 
 use crate::dataplane::PacketCounters;
 
+mod allowlist;
 mod backend;
 pub mod explain;
 pub mod fail2ban;
@@ -22,10 +23,11 @@ mod manager;
 mod scope;
 pub mod store;
 
+pub use allowlist::Allowlist;
 pub use backend::{Backend, BackendStatus};
 pub use manager::{
     Aggregation, BanEvent, BanManager, BanObserver, BanPolicy, BanRequest, Breadth, Cursor,
-    Escalation, Fail2banLink, Fail2banReconciled, Held, Reconciled, Widest, XdpBackend,
+    Escalation, Fail2banLink, Fail2banReconciled, Held, MapBatch, Reconciled, Widest, XdpBackend,
     host_addresses,
 };
 pub use scope::{BanScope, PortScopes, ScopeTextError, TooManyScopes};
@@ -149,52 +151,6 @@ pub(crate) fn canonical_net(net: IpNet) -> IpNet {
         },
         _ => net,
     }
-}
-
-/// Addresses and prefixes that are never banned. Loopback is always in it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Allowlist(Vec<IpNet>);
-
-impl Allowlist {
-    /// The given entries plus loopback (`127.0.0.0/8` and `::1`).
-    pub fn new(entries: impl IntoIterator<Item = IpNet>) -> Self {
-        let mut nets: Vec<IpNet> = loopback().into_iter().collect();
-        for net in entries {
-            if !nets.contains(&net) {
-                nets.push(net);
-            }
-        }
-        Self(nets)
-    }
-
-    /// The allowlist entry that overlaps `target`, if any: a prefix ban
-    /// that would cover an allowlisted address is refused too.
-    pub fn covers(&self, target: &IpNet) -> Option<IpNet> {
-        self.0
-            .iter()
-            .find(|entry| entry.contains(&target.network()) || target.contains(&entry.network()))
-            .copied()
-    }
-
-    /// The entries, loopback first.
-    pub fn entries(&self) -> &[IpNet] {
-        &self.0
-    }
-}
-
-impl Default for Allowlist {
-    fn default() -> Self {
-        Self::new([])
-    }
-}
-
-fn loopback() -> [IpNet; 2] {
-    [
-        IpNet::V4(
-            ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(127, 0, 0, 0), 8).unwrap_or_default(),
-        ),
-        IpNet::from(IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
-    ]
 }
 
 /// Who asked for a ban.

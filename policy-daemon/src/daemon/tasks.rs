@@ -10,8 +10,8 @@ use tracing::{info, warn};
 use super::{DaemonError, Shared, WALK_BUDGET};
 use crate::{
     bans::{
-        BackendStatus, BanStats, Cursor, Fail2banLink, Reconciled, fail2ban::Fail2banBackend,
-        store::Store,
+        BackendStatus, BanStats, Cursor, Fail2banLink, MapBatch, Reconciled,
+        fail2ban::Fail2banBackend, store::Store,
     },
     config::{Backend, Config, Fail2banConfig},
 };
@@ -174,20 +174,24 @@ fn purge(shared: &Shared) -> Result<usize, crate::bans::BanError> {
 }
 
 /// Kernel map entries checked per hold of the manager's lock.
-const RECONCILE_PART: usize = 512;
+const RECONCILE_PART: usize = 1_024;
 
-/// [`BanManager::reconcile`] in chunks: the kernel maps are read without
-/// the lock, each chunk is checked under it.
+/// [`BanManager::reconcile`] in chunks: the kernel maps are read, and
+/// their entries put in the index's order, without the lock; each part is
+/// checked under it.
 fn reconcile(shared: &Shared) -> Reconciled {
     let mut report = Reconciled::default();
     let Some((maps, pass)) = shared.manager().begin_reconcile() else {
         return report;
     };
+    let mut batch = shared.manager().map_batch();
     let read = maps.each_chunk(|chunk| {
-        for part in chunk.chunks(RECONCILE_PART) {
-            shared.step(|manager| manager.reconcile_chunk(part, pass, &mut report));
+        batch.add(chunk);
+        if batch.is_full() {
+            check_batch(shared, &mut batch, pass, &mut report);
         }
     });
+    check_batch(shared, &mut batch, pass, &mut report);
     if let Err(error) = read {
         warn!(%error, "reading the XDP maps failed; every ban is checked one by one");
     }
@@ -200,6 +204,16 @@ fn reconcile(shared: &Shared) -> Reconciled {
     }
     shared.manager().end_reconcile(&report);
     report
+}
+
+/// Sorts the kernel map entries of `batch`, checks them
+/// [`RECONCILE_PART`] per hold of the lock, and empties it.
+fn check_batch(shared: &Shared, batch: &mut MapBatch, pass: u8, report: &mut Reconciled) {
+    batch.sort();
+    for part in batch.parts(RECONCILE_PART) {
+        shared.step(|manager| manager.reconcile_sorted(part, pass, report));
+    }
+    batch.clear();
 }
 
 /// How often the fail2ban jail is reconciled, when there is a fail2ban

@@ -14,7 +14,7 @@
 //! the manager's lock need not be held for a whole walk.
 
 use std::{
-    hash::{BuildHasher, Hash},
+    hash::BuildHasher,
     net::{Ipv4Addr, Ipv6Addr},
 };
 
@@ -22,6 +22,7 @@ use foldhash::{HashMap, HashMapExt as _};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::bans::{BanScope, Source, store::StoredBan};
+use shards::Shards;
 
 /// Sorted vectors per family.
 pub const SHARDS: usize = 1024;
@@ -115,11 +116,6 @@ impl Slot {
     }
 }
 
-/// How many entries of a shard are active at `now`.
-fn active<K>(part: &[(K, Slot)], now: i64) -> u64 {
-    part.iter().filter(|(_, slot)| slot.is_active(now)).count() as u64
-}
-
 /// Rows waiting to go into an index, per family.
 #[derive(Debug, Default)]
 struct Staged {
@@ -169,159 +165,26 @@ impl Cursor {
     }
 }
 
-/// A family's entries: [`SHARDS`] vectors sorted by key.
-#[derive(Debug)]
-struct Shards<K> {
-    parts: Box<[Vec<(K, Slot)>]>,
-    hasher: foldhash::fast::RandomState,
-    len: usize,
+/// Where targets sit in an [`Index`], known without it: to put many
+/// targets in the order the index keeps them before looking them up.
+#[derive(Clone, Debug)]
+pub struct Order {
+    v4: foldhash::fast::RandomState,
+    v6: foldhash::fast::RandomState,
+    prefixes: foldhash::fast::RandomState,
 }
 
-impl<K: Ord + Copy + Hash> Shards<K> {
-    fn new() -> Self {
-        Self {
-            parts: (0..SHARDS).map(|_| Vec::new()).collect(),
-            hasher: foldhash::fast::RandomState::default(),
-            len: 0,
-        }
-    }
-
-    fn shard_of(&self, key: &K) -> usize {
-        // The low bits of a seeded hash: attacker-chosen keys spread evenly.
+impl Order {
+    /// The shard of `target`, numbered as a [`Cursor`] numbers them.
+    pub fn position(&self, target: &IpNet) -> usize {
         #[expect(clippy::cast_possible_truncation, reason = "masked to SHARDS")]
-        let shard = (self.hasher.hash_one(key) as usize) & (SHARDS - 1);
-        shard
-    }
-
-    fn get(&self, key: &K) -> Option<&Slot> {
-        let shard = &self.parts[self.shard_of(key)];
-        shard
-            .binary_search_by(|(k, _)| k.cmp(key))
-            .ok()
-            .map(|i| &shard[i].1)
-    }
-
-    fn get_mut(&mut self, key: &K) -> Option<&mut Slot> {
-        let i = self.shard_of(key);
-        let shard = &mut self.parts[i];
-        match shard.binary_search_by(|(k, _)| k.cmp(key)) {
-            Ok(at) => Some(&mut shard[at].1),
-            Err(_) => None,
+        let shard = |hash: u64| (hash as usize) & (SHARDS - 1);
+        match key_of(target) {
+            Key::V4(k) => shard(self.v4.hash_one(k)),
+            Key::V6(k) => SHARDS + shard(self.v6.hash_one(k)),
+            Key::Prefix(k) => 2 * SHARDS + shard(self.prefixes.hash_one(k)),
         }
     }
-
-    fn insert(&mut self, key: K, slot: Slot) {
-        let i = self.shard_of(&key);
-        let shard = &mut self.parts[i];
-        match shard.binary_search_by(|(k, _)| k.cmp(&key)) {
-            Ok(at) => shard[at].1 = slot,
-            Err(at) => {
-                if shard.len() == shard.capacity() {
-                    // Grow by an eighth, not double: the slack stays small.
-                    shard.reserve_exact((shard.len() / 8).max(8));
-                }
-                shard.insert(at, (key, slot));
-                self.len += 1;
-            }
-        }
-    }
-
-    /// Inserts many, merging each shard once; a later item wins over an
-    /// earlier one with the same key.
-    fn insert_many(&mut self, items: Vec<(K, Slot)>) {
-        if items.len() < 64 {
-            for (key, slot) in items {
-                self.insert(key, slot);
-            }
-            return;
-        }
-        let mut keyed: Vec<(usize, K, Slot)> = items
-            .into_iter()
-            .map(|(key, slot)| (self.shard_of(&key), key, slot))
-            .collect();
-        // Stable: among equal keys the later item stays last.
-        keyed.sort_by_key(|item| (item.0, item.1));
-        for run in keyed.chunk_by(|a, b| a.0 == b.0) {
-            let shard = run[0].0;
-            let old = std::mem::take(&mut self.parts[shard]);
-            let before = old.len();
-            let merged = merge(old, run);
-            self.len = self.len - before + merged.len();
-            self.parts[shard] = merged;
-        }
-    }
-
-    /// The slots of `keys` (each with its position in the caller's list),
-    /// written to `out` by position: one sort, then one pass per shard,
-    /// instead of a binary search each.
-    fn get_many(&self, keys: Vec<(K, usize)>, mut found: impl FnMut(usize, &K, &Slot)) {
-        let mut keyed: Vec<(usize, K, usize)> = keys
-            .into_iter()
-            .map(|(key, at)| (self.shard_of(&key), key, at))
-            .collect();
-        keyed.sort_unstable_by_key(|item| (item.0, item.1));
-        for run in keyed.chunk_by(|a, b| a.0 == b.0) {
-            let entries = &self.parts[run[0].0];
-            let mut i = 0;
-            for (_, key, at) in run {
-                while i < entries.len() && entries[i].0 < *key {
-                    i += 1;
-                }
-                if let Some((k, slot)) = entries.get(i)
-                    && k == key
-                {
-                    found(*at, key, slot);
-                }
-            }
-        }
-    }
-
-    fn remove(&mut self, key: &K) {
-        let i = self.shard_of(key);
-        let shard = &mut self.parts[i];
-        if let Ok(at) = shard.binary_search_by(|(k, _)| k.cmp(key)) {
-            shard.remove(at);
-            self.len -= 1;
-        }
-    }
-
-    fn shard(&self, i: usize) -> &[(K, Slot)] {
-        &self.parts[i]
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &(K, Slot)> {
-        self.parts.iter().flatten()
-    }
-}
-
-/// `old` (sorted) with the sorted `run` merged in; on equal keys the last
-/// of `run` wins.
-fn merge<K: Ord + Copy>(old: Vec<(K, Slot)>, run: &[(usize, K, Slot)]) -> Vec<(K, Slot)> {
-    let mut out = Vec::with_capacity(old.len() + run.len());
-    let mut old = old.into_iter().peekable();
-    let mut i = 0;
-    while i < run.len() {
-        let (_, key, mut slot) = run[i];
-        while i + 1 < run.len() && run[i + 1].1 == key {
-            i += 1;
-            slot = run[i].2;
-        }
-        while let Some(&(k, _)) = old.peek() {
-            if k < key {
-                out.extend(old.next());
-            } else {
-                break;
-            }
-        }
-        if old.peek().is_some_and(|&(k, _)| k == key) {
-            old.next();
-        }
-        out.push((key, slot));
-        i += 1;
-    }
-    out.extend(old);
-    out.shrink_to_fit();
-    out
 }
 
 /// Every row of the store (active bans and history), compactly.
@@ -549,19 +412,56 @@ impl Index {
         }
     }
 
-    /// Marks `target` as found in the kernel maps by reconciliation pass
-    /// `pass`.
-    pub fn set_seen(&mut self, target: &IpNet, pass: u8) {
-        if let Some(slot) = self.slot_mut(target) {
-            slot.seen = pass;
+    /// Where this index keeps each target.
+    pub fn order(&self) -> Order {
+        Order {
+            v4: self.v4.hasher.clone(),
+            v6: self.v6.hasher.clone(),
+            prefixes: self.prefixes.hasher.clone(),
+        }
+    }
+
+    /// Marks targets as found in the kernel maps by reconciliation pass
+    /// `pass`. They come as `(position, target)` sorted by position then
+    /// target, where `position` is the target's [`Order::position`], so
+    /// each shard is read once, in order; in any other order each is
+    /// still found, only slower. Calls `found` with each target's place
+    /// among them and its row when its ban is active at `now`.
+    pub fn see_sorted(
+        &mut self,
+        targets: impl IntoIterator<Item = (usize, IpNet)>,
+        now: i64,
+        pass: u8,
+        mut found: impl FnMut(usize, Option<Held>),
+    ) {
+        let mut from = 0;
+        let mut current = usize::MAX;
+        for (at, (position, target)) in targets.into_iter().enumerate() {
+            if position != current {
+                from = 0;
+                current = position;
+            }
+            let shard = position % SHARDS;
+            let slot = match key_of(&target) {
+                Key::V4(k) => self.v4.see_from(&mut from, shard, &k, pass),
+                Key::V6(k) => self.v6.see_from(&mut from, shard, &k, pass),
+                Key::Prefix(k) => self.prefixes.see_from(&mut from, shard, &k, pass),
+            };
+            found(
+                at,
+                slot.filter(|slot| slot.is_active(now))
+                    .map(|slot| self.held(target, &slot)),
+            );
         }
     }
 
     /// Counts the rows active at `now` in the next shards from `cursor`
-    /// (about `budget` rows) into `counts`: single IPv4 addresses, single
-    /// IPv6 addresses, IPv4 prefixes, IPv6 prefixes. Reads the slots only.
+    /// (about `budget` rows read) into `counts`: single IPv4 addresses,
+    /// single IPv6 addresses, IPv4 prefixes, IPv6 prefixes. A shard
+    /// nothing changed in since it was last counted, and in which no ban
+    /// ended since, is not read again.
     pub fn count_active(
-        &self,
+        &mut self,
         cursor: Cursor,
         budget: usize,
         now: i64,
@@ -573,22 +473,29 @@ impl Index {
             let shard = at % SHARDS;
             match at / SHARDS {
                 0 => {
-                    counts[0] += active(self.v4.shard(shard), now);
-                    done += self.v4.shard(shard).len() + 1;
+                    if !self.v4.tallied(shard, now) {
+                        done += self.v4.shard(shard).len();
+                    }
+                    counts[0] += self.v4.tally(shard, now, |_| 0)[0];
                 }
                 1 => {
-                    counts[1] += active(self.v6.shard(shard), now);
-                    done += self.v6.shard(shard).len() + 1;
+                    if !self.v6.tallied(shard, now) {
+                        done += self.v6.shard(shard).len();
+                    }
+                    counts[1] += self.v6.tally(shard, now, |_| 0)[0];
                 }
                 _ => {
-                    for (net, slot) in self.prefixes.shard(shard) {
-                        if slot.is_active(now) {
-                            counts[if net.addr().is_ipv4() { 2 } else { 3 }] += 1;
-                        }
+                    if !self.prefixes.tallied(shard, now) {
+                        done += self.prefixes.shard(shard).len();
                     }
-                    done += self.prefixes.shard(shard).len() + 1;
+                    let [v4, v6] = self
+                        .prefixes
+                        .tally(shard, now, |net| usize::from(!net.addr().is_ipv4()));
+                    counts[2] += v4;
+                    counts[3] += v6;
                 }
             }
+            done += 1;
             at += 1;
         }
         Cursor(at)
@@ -653,240 +560,12 @@ impl Index {
                 .iter()
                 .map(|s| s.capacity() * size_of::<(K, Slot)>())
                 .sum::<usize>()
-                + SHARDS * size_of::<Vec<(K, Slot)>>()
+                + SHARDS * (size_of::<Vec<(K, Slot)>>() + size_of::<shards::Tally>())
         }
         family(&self.v4) + family(&self.v6) + family(&self.prefixes)
     }
 }
 
+mod shards;
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(target: &str, expires_at: Option<i64>, count: u32) -> StoredBan {
-        StoredBan {
-            target: crate::bans::parse_target(target).expect("target"),
-            expires_at,
-            source: Source::Cli,
-            reason: String::new(),
-            detail: String::new(),
-            count,
-            scope: BanScope::Default,
-            first_banned_at: 100,
-            last_banned_at: 200,
-        }
-    }
-
-    #[test]
-    fn rows_come_back_as_they_went_in() {
-        let mut index = Index::new();
-        let mut r = row("192.0.2.1", Some(1000), 3);
-        r.scope = BanScope::from_ports(&[587, 25]);
-        r.source = Source::Fleet;
-        index.insert(&r);
-        index.insert(&row("2001:db8::1", None, 1));
-        index.insert(&row("198.51.100.0/24", Some(5), 2));
-        let held = index.get(&r.target).expect("held");
-        assert_eq!(
-            held,
-            Held {
-                target: r.target,
-                expires_at: Some(1000),
-                source: Source::Fleet,
-                count: 3,
-                scope: BanScope::from_ports(&[25, 587]),
-                first_banned_at: 100,
-                last_banned_at: 200,
-            }
-        );
-        assert_eq!(index.len(), 3);
-        assert!(index.is_active(&"2001:db8::1/128".parse().expect("net"), i64::MAX));
-        assert!(!index.is_active(&"198.51.100.0/24".parse().expect("net"), 5));
-        assert!(index.get(&"192.0.2.2/32".parse().expect("net")).is_none());
-    }
-
-    #[test]
-    fn times_outside_32_bits_are_clamped_not_wrapped() {
-        let mut index = Index::new();
-        index.insert(&row("192.0.2.1", Some(i64::MAX - 1), 1));
-        index.insert(&row("192.0.2.2", Some(-5), 1));
-        let far = index
-            .get(&"192.0.2.1/32".parse().expect("net"))
-            .expect("far");
-        assert!(far.is_active(4_000_000_000), "still active in 2096");
-        let past = index
-            .get(&"192.0.2.2/32".parse().expect("net"))
-            .expect("past");
-        assert!(!past.is_active(1));
-    }
-
-    #[test]
-    fn bulk_inserts_merge_with_what_is_there_and_later_rows_win() {
-        let mut index = Index::new();
-        for i in 0..5_000_u32 {
-            index.insert(&row(
-                &Ipv4Addr::from(0x0a00_0000 + i * 2).to_string(),
-                Some(10),
-                1,
-            ));
-        }
-        let mut rows: Vec<StoredBan> = (0..10_000_u32)
-            .map(|i| row(&Ipv4Addr::from(0x0a00_0000 + i).to_string(), Some(20), 2))
-            .collect();
-        rows.push(row("10.0.0.4", Some(30), 7));
-        index.insert_many(&rows);
-        assert_eq!(index.len(), 10_000);
-        let four = index
-            .get(&"10.0.0.4/32".parse().expect("net"))
-            .expect("row");
-        assert_eq!((four.expires_at, four.count), (Some(30), 7));
-        let mut seen = 0;
-        let mut cursor = Cursor::default();
-        while !cursor.is_done() {
-            cursor = index.walk(cursor, 100, |held, _| {
-                assert_eq!(
-                    held.count,
-                    if held.target.to_string() == "10.0.0.4/32" {
-                        7
-                    } else {
-                        2
-                    }
-                );
-                seen += 1;
-            });
-        }
-        assert_eq!(seen, 10_000, "a walk visits every row once");
-        for shard in &index.v4.parts {
-            assert!(
-                shard.windows(2).all(|w| w[0].0 < w[1].0),
-                "shards stay sorted"
-            );
-        }
-    }
-
-    #[test]
-    fn a_loaded_index_equals_one_built_by_inserts_and_counts_what_is_active() {
-        let rows: Vec<StoredBan> = (0..3_000_u32)
-            .map(|i| {
-                row(
-                    &Ipv4Addr::from(0x0a00_0000 + i % 2_000).to_string(),
-                    Some(i64::from(i)),
-                    i,
-                )
-            })
-            .chain([
-                row("2001:db8::7", None, 4),
-                row("198.51.100.0/24", None, 5),
-                row("2001:db8::/64", Some(1), 1),
-            ])
-            .collect();
-        let mut loader = Loader::default();
-        for r in &rows {
-            loader.add(r);
-        }
-        let index = loader.finish();
-        let built = Index::from_rows(&rows);
-        let mut a: Vec<Held> = index.iter().collect();
-        let mut b: Vec<Held> = built.iter().collect();
-        a.sort_by_key(|h| h.target);
-        b.sort_by_key(|h| h.target);
-        assert_eq!(a, b);
-        assert_eq!(index.len(), 2_003);
-        let mut counts = [0; 4];
-        let mut cursor = Cursor::default();
-        while !cursor.is_done() {
-            cursor = index.count_active(cursor, 50, 1_500, &mut counts);
-        }
-        // Addresses 0..2000 hold the row of i or i + 2000: active past 1500
-        // for i >= 1501 (499) and for the 1000 rewritten by i >= 2000.
-        assert_eq!(counts, [1_499, 1, 1, 0]);
-    }
-
-    #[test]
-    fn many_lookups_at_once_answer_as_one_each() {
-        let mut index = Index::new();
-        let rows: Vec<StoredBan> = (0..3_000_u32)
-            .map(|i| {
-                row(
-                    &Ipv4Addr::from(0x0a00_0000 + i * 3).to_string(),
-                    Some(i64::from(i)),
-                    1,
-                )
-            })
-            .chain([row("2001:db8::7", None, 4), row("198.51.100.0/24", None, 5)])
-            .collect();
-        index.insert_many(&rows);
-        let targets: Vec<IpNet> = (0..9_000_u32)
-            .rev()
-            .map(|i| v4_net(0x0a00_0000 + i))
-            .chain(
-                [
-                    "2001:db8::7/128",
-                    "2001:db8::8/128",
-                    "198.51.100.0/24",
-                    "198.51.100.0/25",
-                ]
-                .map(|t| t.parse().expect("net")),
-            )
-            .collect();
-        let found = index.get_many(&targets);
-        let many: Vec<Option<Held>> = targets
-            .iter()
-            .enumerate()
-            .map(|(at, t)| index.found(&found, at, *t))
-            .collect();
-        let one: Vec<Option<Held>> = targets.iter().map(|t| index.get(t)).collect();
-        assert_eq!(many, one);
-        assert_eq!(many.iter().flatten().count(), 3_002);
-    }
-
-    #[test]
-    fn end_and_remove_update_rows_in_place() {
-        let mut index = Index::new();
-        index.insert_many(&[row("192.0.2.1", None, 1), row("192.0.2.2", Some(50), 1)]);
-        index.end(&"192.0.2.1/32".parse().expect("net"), 40);
-        assert_eq!(
-            index
-                .get(&"192.0.2.1/32".parse().expect("net"))
-                .expect("row")
-                .expires_at,
-            Some(40)
-        );
-        index.remove(&"192.0.2.1/32".parse().expect("net"));
-        index.remove(&"192.0.2.9/32".parse().expect("net"));
-        assert_eq!(index.len(), 1);
-        assert_eq!(index.iter().count(), 1);
-        let rows: Vec<StoredBan> = (0..5_000_u32)
-            .map(|i| {
-                row(
-                    &Ipv4Addr::from(0x0a00_0000 + i).to_string(),
-                    Some(i64::from(i % 2)),
-                    1,
-                )
-            })
-            .collect();
-        index.insert_many(&rows);
-        for r in rows.iter().filter(|r| r.expires_at == Some(0)) {
-            index.remove(&r.target);
-        }
-        assert_eq!(index.len(), 2_501, "the odd ones and 192.0.2.2");
-        assert_eq!(index.iter().count(), 2_501);
-    }
-
-    #[test]
-    fn a_million_ipv4_bans_fit_in_32_mib() {
-        let rows: Vec<StoredBan> = (0..1_000_000_u32)
-            .map(|i| StoredBan {
-                target: v4_net(0x6440_0000 + i),
-                ..row("192.0.2.1", Some(1000), 1)
-            })
-            .collect();
-        let index = Index::from_rows(&rows);
-        assert_eq!(index.len(), 1_000_000);
-        assert!(
-            index.heap_bytes() < 32 << 20,
-            "{} bytes",
-            index.heap_bytes()
-        );
-    }
-}
+mod tests;

@@ -46,6 +46,10 @@ use crate::{
     dataplane::{Dataplane, monotonic_now_ns},
 };
 
+/// Rows from which a batch writes the store and the kernel maps on two
+/// threads: below, the kernel's part takes less than starting a thread.
+const PARALLEL_WRITE: usize = 1_024;
+
 /// One ban to make.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BanRequest {
@@ -357,15 +361,25 @@ impl BanManager {
         }
         debug!(rows = rows.len(), "bans validated");
         let started = std::time::Instant::now();
-        // The store and the kernel are written at the same time; the call
-        // returns only once the store has committed.
+        // A large batch writes the store and the kernel at the same time;
+        // a small one, one after the other, sparing a thread's start. The
+        // call returns only once the store has committed.
         let store = Arc::clone(&self.store);
-        let (stored, enforced) = std::thread::scope(|scope| {
-            let writer = scope.spawn(|| store.put_bans(&rows).map(|()| started.elapsed()));
+        let (stored, enforced) = if rows.len() < PARALLEL_WRITE {
             self.enforce(&rows);
             let enforced = started.elapsed();
-            (writer.join(), enforced)
-        });
+            (
+                Ok(store.put_bans(&rows).map(|()| started.elapsed())),
+                enforced,
+            )
+        } else {
+            std::thread::scope(|scope| {
+                let writer = scope.spawn(|| store.put_bans(&rows).map(|()| started.elapsed()));
+                self.enforce(&rows);
+                let enforced = started.elapsed();
+                (writer.join(), enforced)
+            })
+        };
         let stored = match stored {
             Ok(Ok(elapsed)) => elapsed,
             Ok(Err(error)) => {
@@ -393,8 +407,8 @@ impl BanManager {
                 rows.iter()
                     .filter_map(|row| row.expires_at.map(|at| (at, row.target))),
             );
+            self.queue_for_fail2ban(rows.iter().map(|row| Fail2banOp::ban(row.target)).collect());
         }
-        self.queue_for_fail2ban(rows.iter().map(|row| Fail2banOp::ban(row.target)).collect());
         self.index.insert_many(&rows);
         debug!("index updated");
         if !aggregates.is_empty() {
@@ -492,7 +506,7 @@ impl BanManager {
     /// Ban counts, packet counters and backend figures, counting every
     /// ban at once: [`Self::stats_head`] and [`Self::count_active`] let a
     /// caller release the lock between parts.
-    pub fn stats(&self) -> BanStats {
+    pub fn stats(&mut self) -> BanStats {
         let mut stats = self.stats_head();
         let now = unix_now();
         let mut cursor = Cursor::default();
@@ -505,7 +519,7 @@ impl BanManager {
     /// Adds the active bans of the next shards (about `budget` rows) from
     /// `cursor` to `stats`; returns where to go on.
     pub fn count_active(
-        &self,
+        &mut self,
         cursor: Cursor,
         budget: usize,
         now: i64,
@@ -584,5 +598,5 @@ use index::Index;
 pub use index::{Cursor, Held};
 use length::admissible_length;
 pub use policy::{Aggregation, BanPolicy, Breadth, Escalation, Widest};
-pub use reconcile::Reconciled;
 use reconcile::kernel_value;
+pub use reconcile::{MapBatch, Reconciled};

@@ -6,12 +6,68 @@ use ipnet::IpNet;
 use tracing::{info, warn};
 use xdp_common::BanValue;
 
-use super::{BanManager, Cursor, Held};
+use super::{BanManager, Cursor, Held, index::Order};
 use crate::{
     bans::{BanError, PortScopes, Source, store::StoredBan, target_to_string},
     clock::{secs_i64, unix_now},
     dataplane::{ExactMaps, monotonic_now_ns},
 };
+
+/// Kernel map entries gathered in a [`MapBatch`] before they are checked:
+/// enough that each shard of the index is read once for many of them.
+const MAP_BATCH: usize = 32_768;
+
+/// Kernel map entries to check against the index, put in the order the
+/// index keeps them ([`MapBatch::sort`]) so that checking them reads each
+/// of its shards once, in order, instead of once per entry at random.
+#[derive(Debug)]
+pub struct MapBatch {
+    order: Order,
+    entries: Vec<MapEntry>,
+}
+
+/// A kernel map entry with its place in the index.
+#[derive(Clone, Copy, Debug)]
+pub struct MapEntry {
+    position: usize,
+    net: IpNet,
+    value: BanValue,
+}
+
+impl MapBatch {
+    /// Adds entries as read from the maps.
+    pub fn add(&mut self, chunk: &[(IpNet, BanValue)]) {
+        self.entries
+            .extend(chunk.iter().map(|&(net, value)| MapEntry {
+                position: self.order.position(&net),
+                net,
+                value,
+            }));
+    }
+
+    /// Whether it holds [`MAP_BATCH`] entries or more: time to check
+    /// them.
+    pub fn is_full(&self) -> bool {
+        self.entries.len() >= MAP_BATCH
+    }
+
+    /// Puts the entries in the index's order.
+    pub fn sort(&mut self) {
+        self.entries
+            .sort_unstable_by_key(|entry| (entry.position, entry.net));
+    }
+
+    /// The entries in parts of `part`, to check one part per hold of the
+    /// manager's lock with [`BanManager::reconcile_sorted`].
+    pub fn parts(&self, part: usize) -> std::slice::Chunks<'_, MapEntry> {
+        self.entries.chunks(part.max(1))
+    }
+
+    /// Empties the batch, keeping its room.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+}
 
 /// What a reconciliation did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -50,7 +106,14 @@ impl BanManager {
         let Some((maps, pass)) = self.begin_reconcile() else {
             return report;
         };
-        let read = maps.each_chunk(|chunk| self.reconcile_chunk(chunk, pass, &mut report));
+        let mut batch = self.map_batch();
+        let read = maps.each_chunk(|chunk| {
+            batch.add(chunk);
+            if batch.is_full() {
+                self.reconcile_batch(&mut batch, pass, &mut report);
+            }
+        });
+        self.reconcile_batch(&mut batch, pass, &mut report);
         if let Err(error) = read {
             self.backend_errors += 1;
             warn!(%error, "reading the XDP maps failed; every ban is checked one by one");
@@ -118,6 +181,24 @@ impl BanManager {
         }
     }
 
+    /// An empty batch of kernel map entries, in this index's order.
+    pub fn map_batch(&self) -> MapBatch {
+        MapBatch {
+            order: self.index.order(),
+            entries: Vec::new(),
+        }
+    }
+
+    /// Sorts `batch`, checks it whole with [`Self::reconcile_sorted`] and
+    /// empties it.
+    fn reconcile_batch(&mut self, batch: &mut MapBatch, pass: u8, report: &mut Reconciled) {
+        batch.sort();
+        for part in batch.parts(usize::MAX) {
+            self.reconcile_sorted(part, pass, report);
+        }
+        batch.clear();
+    }
+
     /// Checks a chunk of kernel map entries against the index: stale ones
     /// are removed, differing ones rewritten, matching ones marked with
     /// `pass`. The index decides, as it is now: an entry read before a ban
@@ -128,28 +209,48 @@ impl BanManager {
         pass: u8,
         report: &mut Reconciled,
     ) {
+        let mut batch = self.map_batch();
+        batch.add(chunk);
+        self.reconcile_batch(&mut batch, pass, report);
+    }
+
+    /// [`Self::reconcile_chunk`] for a part of a sorted [`MapBatch`].
+    pub fn reconcile_sorted(&mut self, part: &[MapEntry], pass: u8, report: &mut Reconciled) {
+        if self.xdp.dataplane.is_none() {
+            return;
+        }
+        let now = unix_now();
+        let mono = monotonic_now_ns();
+        let mut stale = Vec::new();
+        let mut writes = Vec::new();
+        let scopes = &self.policy.scopes;
+        self.index.see_sorted(
+            part.iter().map(|entry| (entry.position, entry.net)),
+            now,
+            pass,
+            |at, row| {
+                let entry = &part[at];
+                match row {
+                    None => stale.push(entry.net),
+                    Some(row) => {
+                        let wanted = kernel_value(&row, now, mono, scopes);
+                        if !close_enough(&entry.value, &wanted) {
+                            report.corrected += 1;
+                            writes.push((entry.net, wanted));
+                        }
+                    }
+                }
+            },
+        );
         let Some(dataplane) = self.xdp.dataplane.as_mut() else {
             return;
         };
-        let now = unix_now();
-        let mono = monotonic_now_ns();
-        let mut writes = Vec::new();
-        for &(net, value) in chunk {
-            match self.index.get(&net).filter(|row| row.is_active(now)) {
-                None => match dataplane.remove(net) {
-                    Ok(true) => report.removed += 1,
-                    Ok(false) => {}
-                    Err(error) => {
-                        warn!(%error, target = %target_to_string(&net), "removing a stale map entry failed");
-                    }
-                },
-                Some(row) => {
-                    let wanted = kernel_value(&row, now, mono, &self.policy.scopes);
-                    if !close_enough(&value, &wanted) {
-                        report.corrected += 1;
-                        writes.push((net, wanted));
-                    }
-                    self.index.set_seen(&net, pass);
+        for net in stale {
+            match dataplane.remove(net) {
+                Ok(true) => report.removed += 1,
+                Ok(false) => {}
+                Err(error) => {
+                    warn!(%error, target = %target_to_string(&net), "removing a stale map entry failed");
                 }
             }
         }
