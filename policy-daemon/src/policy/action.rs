@@ -146,6 +146,13 @@ impl Template {
     }
 }
 
+/// `score` as `Display` writes it, for logs.
+pub fn score_text(score: f64) -> String {
+    let mut text = String::new();
+    write_score(&mut text, score);
+    text
+}
+
 /// Writes `score` as `Display` does. Scores are mostly whole numbers,
 /// which are written as integers without the float formatting.
 fn write_score(out: &mut String, score: f64) {

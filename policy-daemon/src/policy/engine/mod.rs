@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     PolicyError, PolicyStats,
-    action::DUNNO,
+    action::{DUNNO, score_text},
     cache::TtlCache,
     checks::{Chain, Check, Hit, Local, MAX_CHECKS, Mail},
     codec::Request,
@@ -494,15 +494,14 @@ impl Engine {
             Some(threshold) => {
                 let ip = address_text(mail.client);
                 let action = threshold.action.render(&ip, score, detail);
-                // Once per mail and threshold: Postfix logs each RCPT's
-                // answer itself.
+                // Once per mail and threshold, without the answer: Postfix
+                // logs each RCPT's answer itself.
                 if newly_reached {
                     info!(
                         client = %ip,
                         instance = mail.instance.unwrap_or(""),
-                        score,
+                        score = %score_text(score),
                         %detail,
-                        %action,
                         "threshold reached"
                     );
                 } else {
