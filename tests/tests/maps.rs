@@ -327,3 +327,43 @@ fn the_port_bitmap_of_an_older_version_is_unpinned_at_load() {
     assert!(pins.path().join("xdp_port_scopes").exists());
     drop(dataplane);
 }
+
+/// An older version's packet counters (fewer of them) are unpinned at
+/// load: the program gets a map with room for every counter, and reading
+/// them works.
+#[test]
+fn the_packet_counters_of_an_older_version_are_replaced_at_load() {
+    if !require_root("the_packet_counters_of_an_older_version_are_replaced_at_load") {
+        return;
+    }
+    let pins = PinDir::new();
+    std::fs::create_dir_all(pins.path()).expect("pin dir");
+    let old = pins.path().join(xdp_common::MAP_STATS);
+    let status = std::process::Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&old)
+        .args([
+            "type",
+            "percpu_array",
+            "key",
+            "4",
+            "value",
+            "8",
+            "entries",
+            "7",
+            "name",
+            xdp_common::MAP_STATS,
+        ])
+        .status()
+        .expect("bpftool runs");
+    assert!(status.success(), "bpftool map create: {status}");
+    let dataplane = Dataplane::load(pins.path(), TEST_CAPACITIES).expect("load dataplane");
+    let counters = dataplane.counters().expect("every counter reads");
+    assert_eq!(
+        counters.iter().count(),
+        xdp_common::Counter::ALL.len(),
+        "{counters:?}"
+    );
+    assert!(old.exists(), "a new map is pinned in its place");
+    drop(dataplane);
+}
