@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::{
     Response,
-    server::{write_line, write_timed},
+    timed::{write_line, write_timed},
 };
 use crate::bans::BanEntry;
 

@@ -9,6 +9,7 @@
 mod client;
 mod list;
 mod server;
+mod timed;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};

@@ -14,30 +14,25 @@ use std::{
     fs, io,
     path::{Path, PathBuf},
     sync::Arc,
-    time::Duration,
 };
 
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader},
     net::{UnixListener, UnixStream},
     sync::watch,
 };
 use tracing::{debug, warn};
 
+pub use super::timed::CLIENT_TIMEOUT;
 use super::{
     MAX_REQUEST_BYTES, Request, Response,
     list::{Reply, write_bans},
+    timed::{timed_out, write_line},
 };
 use crate::listen::{BindError, Clients, LogLimit, Slot, WARN_INTERVAL, accept_failed, bind_unix};
 
 /// Control clients served at once.
 pub const MAX_CLIENTS: usize = 64;
-
-/// How long a client may stay idle, take to send a request, or take to
-/// read its answer (of a list: each part of about 256 KiB). The CLI sends
-/// its request at once and reads the answer as it comes; 30 s covers a
-/// `ban --file` of millions of addresses.
-pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Binds the control socket with mode 0660.
 pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
@@ -122,13 +117,6 @@ fn turn_away(stream: UnixStream) {
     }
 }
 
-fn timed_out(what: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::TimedOut,
-        format!("{what} took longer than {CLIENT_TIMEOUT:?}"),
-    )
-}
-
 async fn connection<H>(
     stream: UnixStream,
     handler: Arc<H>,
@@ -208,27 +196,11 @@ where
     }
 }
 
-pub(super) async fn write_line(
-    write: &mut (impl tokio::io::AsyncWrite + Unpin),
-    response: &Response,
-) -> io::Result<()> {
-    let mut text = serde_json::to_vec(response).map_err(io::Error::other)?;
-    text.push(b'\n');
-    write_timed(write, &text).await
-}
-
-pub(super) async fn write_timed(
-    write: &mut (impl tokio::io::AsyncWrite + Unpin),
-    bytes: &[u8],
-) -> io::Result<()> {
-    tokio::time::timeout(CLIENT_TIMEOUT, write.write_all(bytes))
-        .await
-        .map_err(|_| timed_out("writing an answer"))?
-}
-
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt as _;
+    use std::{os::unix::fs::PermissionsExt as _, time::Duration};
+
+    use tokio::io::AsyncWriteExt as _;
 
     use super::*;
     use crate::control::{ClientError, ListRequest, request};

@@ -19,7 +19,6 @@ use regex_automata::{
 use super::{
     host_span::{Found, HostSpan},
     parse_host,
-    translate::is_host_group,
 };
 
 /// The lazy DFA runs a set over a line in one pass, but with the default
@@ -319,6 +318,15 @@ fn skip_escape_argument(escape: char, chars: &mut std::iter::Peekable<std::str::
 /// characters outside any group, not made optional by a quantifier, in a
 /// pattern without top-level alternation, at least three characters long.
 /// `None` when the pattern changes flags or alternates at the top level.
+/// Whether a capture group of a translated failregex holds a host: `host`
+/// for the first placeholder, `__host_N` for the N-th after it.
+pub(super) fn is_host_group(name: &str) -> bool {
+    name == "host"
+        || name
+            .strip_prefix("__host_")
+            .is_some_and(|n| n.parse::<usize>().is_ok())
+}
+
 pub(super) fn required_literals(pattern: &str) -> Option<Vec<String>> {
     let mut found: Vec<String> = Vec::new();
     let mut run = String::new();

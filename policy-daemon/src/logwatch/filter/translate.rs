@@ -5,19 +5,12 @@ use std::fmt::Write as _;
 
 use regex::bytes::{Regex, RegexBuilder};
 
+use super::gate::is_host_group;
+
 pub(super) const IP4: &str = r"(?:\d{1,3}\.){3}\d{1,3}";
 
 pub(super) const IP6: &str =
     r"(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?";
-
-/// Whether a capture group of a translated failregex holds a host: `host`
-/// for the first placeholder, `__host_N` for the N-th after it.
-pub(super) fn is_host_group(name: &str) -> bool {
-    name == "host"
-        || name
-            .strip_prefix("__host_")
-            .is_some_and(|n| n.parse::<usize>().is_ok())
-}
 
 /// Expands the placeholders of one failregex. Each captures its own
 /// group (`host`, then `__host_1`, …), as fail2ban's `<IP4>`, `<IP6>` and

@@ -22,6 +22,7 @@ pub use greylist::{DELAY_PLACEHOLDER, GreylistConfig};
 use crate::duration::{BanTime, duration};
 
 mod greylist;
+pub mod ratelimit;
 
 /// The listener every default configuration has: Postfix's customary port
 /// on loopback.
@@ -127,7 +128,7 @@ pub struct PolicyConfig {
     /// Greylisting, for thresholds with `action = "greylist"`.
     pub greylist: Option<GreylistConfig>,
     /// Rate limits, counted at RCPT.
-    pub ratelimit: Vec<super::ratelimit::RateLimitConfig>,
+    pub ratelimit: Vec<ratelimit::RateLimitConfig>,
     /// Most rate limit counters (limit and key) kept at once; past it the
     /// least recently counted go. Default 100,000.
     pub ratelimit_keys: usize,
@@ -155,7 +156,7 @@ impl Default for PolicyConfig {
             threshold: Vec::new(),
             greylist: None,
             ratelimit: Vec::new(),
-            ratelimit_keys: super::ratelimit::DEFAULT_KEYS,
+            ratelimit_keys: ratelimit::DEFAULT_KEYS,
         }
     }
 }

@@ -19,7 +19,6 @@
 //! - [`SharedCounter`] is what `[fleet]` implements to count in Redis;
 //!   local counting goes on meanwhile and takes over when Redis fails.
 
-mod config;
 mod persist;
 mod table;
 mod window;
@@ -35,7 +34,7 @@ use std::{
 use tokio::{sync::watch, task::JoinHandle};
 use tracing::{debug, info, warn};
 
-pub use config::{Compiled, Count, DEFAULT_KEYS, RateLimitConfig, compile};
+pub use super::config::ratelimit::{Compiled, Count, DEFAULT_KEYS, RateLimitConfig, compile};
 pub use persist::PersistError;
 pub use window::{estimate, window_start};
 
