@@ -28,6 +28,12 @@ pub const POLICY_LATENCY: &str = "spamwall_policy_request_duration_seconds";
 pub const POLICY_REQUESTS: &str = "spamwall_policy_requests_total";
 /// Bans made, by source.
 pub const BANS_TOTAL: &str = "spamwall_bans_total";
+/// Entries a blocklist feed holds, by feed.
+pub const FEED_ENTRIES: &str = "spamwall_feed_entries";
+/// When a feed last loaded (a 304 included), Unix seconds, by feed.
+pub const FEED_LAST_SUCCESS: &str = "spamwall_feed_last_success_timestamp_seconds";
+/// Fetches of a feed that failed, by feed.
+pub const FEED_ERRORS: &str = "spamwall_feed_errors_total";
 
 /// Latency buckets: sub-millisecond answers from the cache up to the
 /// request deadline.

@@ -89,6 +89,8 @@ struct Shared {
     fleet: Option<Arc<crate::fleet::Fleet>>,
     /// Greylisting, once the policy server runs it.
     greylist: parking_lot::Mutex<Option<Arc<crate::policy::Greylist>>>,
+    /// The blocklist feeds' health, once they run.
+    feeds: parking_lot::Mutex<Option<Arc<crate::feeds::FeedBoard>>>,
 }
 
 /// What the daemon knows about itself, for `status` and reload.
@@ -149,6 +151,12 @@ impl BanSink for Shared {
             .ban(BanRequest::new(target, length, source, reason, scope))?;
         log_ban(&entry);
         Ok(entry)
+    }
+}
+
+impl crate::feeds::FeedTarget for Shared {
+    fn with_manager(&self, step: &mut dyn FnMut(&mut BanManager)) {
+        self.step(step);
     }
 }
 
@@ -280,6 +288,7 @@ fn open(config_path: PathBuf, config: Config) -> Result<Arc<Shared>, DaemonError
         policy_stats: Arc::default(),
         fleet,
         greylist: parking_lot::Mutex::default(),
+        feeds: parking_lot::Mutex::default(),
     }))
 }
 
@@ -293,6 +302,7 @@ struct Services {
     fail2ban: Option<JoinHandle<()>>,
     maintenance: JoinHandle<()>,
     logwatch: crate::logwatch::Watcher,
+    feeds: Vec<JoinHandle<()>>,
 }
 
 impl Services {
@@ -343,6 +353,18 @@ impl Services {
             ))
         });
         let every = shared.runtime().config.ban.reconcile_interval.0;
+        let feeds = {
+            let runtime = shared.runtime();
+            let (board, tasks) = crate::feeds::start(
+                &runtime.config.feeds,
+                runtime.config.ban_policy().widest,
+                shared.manager().store(),
+                &(Arc::clone(shared) as Arc<dyn crate::feeds::FeedTarget>),
+                &stopped,
+            );
+            *shared.feeds.lock() = Some(board);
+            tasks
+        };
         let maintenance = tokio::spawn(tasks::maintenance_loop(Arc::clone(shared), stopped, every));
         let logwatch = {
             let config = shared.runtime().config.logwatch.clone();
@@ -362,6 +384,7 @@ impl Services {
             fail2ban,
             maintenance,
             logwatch,
+            feeds,
         })
     }
 
@@ -370,6 +393,9 @@ impl Services {
         let _ = self.control.await;
         self.policy.stopped().await;
         let _ = self.maintenance.await;
+        for task in self.feeds {
+            let _ = task.await;
+        }
         if let Some(task) = self.fail2ban {
             let _ = task.await;
         }
