@@ -11,8 +11,8 @@ use crate::duration::Span;
 pub const DEFAULT_MAX_SIZE: u64 = 32 << 20;
 /// The most a feed's `max_size` may be raised to: 1 GiB.
 pub const MAX_MAX_SIZE: u64 = 1 << 30;
-/// The shortest refresh interval.
-pub const MIN_REFRESH: Duration = Duration::from_secs(10);
+/// The shortest refresh interval (public lists ask for an hour or more).
+pub const MIN_REFRESH: Duration = Duration::from_secs(1);
 /// The widest prefix any feed may list, whatever it sets: a /8 or a /16.
 pub const FLOOR_V4: u8 = 8;
 /// See [`FLOOR_V4`].
@@ -183,7 +183,7 @@ mod tests {
             name = "a b"
             url = "ftp://example.org/list"
             format = "plain"
-            refresh = "1s"
+            refresh = "500ms"
             bantime = "20y"
             widest_v4 = 0
             widest_v6 = 200
@@ -206,7 +206,7 @@ mod tests {
         for expected in [
             "feed[0] (a b).name:",
             "feed[0] (a b).url: ",
-            "feed[0] (a b).refresh: must be at least 10s",
+            "feed[0] (a b).refresh: must be at least 1s",
             "feed[0] (a b).bantime:",
             "feed[0] (a b).widest_v4: must be from 8 to 32",
             "feed[0] (a b).widest_v6: must be from 16 to 128",
