@@ -217,7 +217,10 @@ fn refresh(
     at: usize,
 ) {
     let widest = apply::widest_for(feed, ban_widest);
+    let started = Instant::now();
+    let mut fetched = std::time::Duration::ZERO;
     let outcome = load_list(feed, memory).and_then(|(listed, validators, bad_lines)| {
+        fetched = started.elapsed();
         let listed = listed.unwrap_or_else(|| memory.held.clone());
         apply::apply(feed, widest, &listed, &memory.held, target)
             .map(|applied| (applied, validators, bad_lines))
@@ -249,6 +252,7 @@ fn refresh(
                 .filter(|entry| !applied.held.contains_key(*entry))
                 .copied()
                 .collect();
+            let applied_in = started.elapsed();
             if let Err(error) = store.put_feed(&feed.name, &added, &removed, &state) {
                 warn!(feed = %feed.name, %error, "saving the feed's entries failed");
             }
@@ -260,6 +264,9 @@ fn refresh(
                 refused = applied.refused,
                 bad_lines,
                 first_refusal = applied.first_refusal.as_deref().unwrap_or(""),
+                ?fetched,
+                ?applied_in,
+                total = ?started.elapsed(),
                 "feed applied"
             );
             health = FeedHealth {

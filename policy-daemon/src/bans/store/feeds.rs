@@ -3,6 +3,8 @@
 //! why it last failed, and the set of entries it lists, so a restart
 //! neither refetches an unchanged feed nor forgets what to lift.
 
+use std::fmt::Write as _;
+
 use ipnet::IpNet;
 use rusqlite::{Connection, OptionalExtension as _, params};
 
@@ -18,6 +20,38 @@ pub struct FeedState {
     pub last_success: Option<i64>,
     /// Why the last fetch failed; `None` when it worked.
     pub last_error: Option<String>,
+}
+
+/// Entries one insert statement carries (3 parameters each, well under
+/// `SQLite`'s limit of 32,766).
+const ENTRIES_PER_INSERT: usize = 256;
+
+/// An insert of `rows` feed entries.
+fn insert_entries(rows: usize) -> String {
+    let mut text = String::from("INSERT OR REPLACE INTO feed_entries (feed, target, tag) VALUES ");
+    for row in 0..rows {
+        if row > 0 {
+            text.push(',');
+        }
+        let base = row * 3;
+        let _ = write!(text, "(?{},?{},?{})", base + 1, base + 2, base + 3);
+    }
+    text
+}
+
+/// Binds `entries` of feed `name` to an [`insert_entries`] of as many rows.
+fn bind_entries(
+    insert: &mut rusqlite::CachedStatement<'_>,
+    name: &str,
+    entries: &[(IpNet, &str)],
+) -> rusqlite::Result<()> {
+    for (row, (target, tag)) in entries.iter().enumerate() {
+        let base = row * 3;
+        insert.raw_bind_parameter(base + 1, name)?;
+        insert.raw_bind_parameter(base + 2, target_to_string(target))?;
+        insert.raw_bind_parameter(base + 3, *tag)?;
+    }
+    Ok(())
 }
 
 /// Creates the feed tables (part of schema version 1: an older spamwall
@@ -122,14 +156,23 @@ impl Store {
                     .execute(params![name, target_to_string(target)])
                     .map_err(sql(&self.path, "removing a feed entry"))?;
             }
+            let mut chunks = added.chunks_exact(ENTRIES_PER_INSERT);
+            if added.len() >= ENTRIES_PER_INSERT {
+                let mut insert = tx
+                    .prepare_cached(&insert_entries(ENTRIES_PER_INSERT))
+                    .map_err(sql(&self.path, "preparing the feed entry insert"))?;
+                for chunk in &mut chunks {
+                    bind_entries(&mut insert, name, chunk)
+                        .and_then(|()| insert.raw_execute())
+                        .map_err(sql(&self.path, "adding feed entries"))?;
+                }
+            }
             let mut insert = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO feed_entries (feed, target, tag) VALUES (?1, ?2, ?3)",
-                )
+                .prepare_cached(&insert_entries(1))
                 .map_err(sql(&self.path, "preparing the feed entry insert"))?;
-            for (target, tag) in added {
-                insert
-                    .execute(params![name, target_to_string(target), tag])
+            for entry in chunks.remainder() {
+                bind_entries(&mut insert, name, std::slice::from_ref(entry))
+                    .and_then(|()| insert.raw_execute())
                     .map_err(sql(&self.path, "adding a feed entry"))?;
             }
             tx.execute(
