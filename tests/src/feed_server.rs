@@ -1,6 +1,6 @@
 //! A real HTTP server for blocklist feeds: `tests/feeds/feed_server.py`
 //! (Python's `http.server`) on loopback inside a network namespace,
-//! serving the files of a temporary directory with ETag and Last-Modified
+//! serving the files of a temporary directory with `ETag` and `Last-Modified`
 //! and answering 304 to conditional requests; every request it gets is
 //! logged, so a test sees what the daemon asked.
 
@@ -36,6 +36,9 @@ pub struct Logged {
 impl FeedServer {
     /// Starts the server on 127.0.0.1 of namespace `netns` (the host's
     /// when `None`).
+    ///
+    /// # Panics
+    /// When the server cannot start or prints no port.
     pub fn start(netns: Option<&str>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("spamwall-feeds-")
@@ -81,6 +84,9 @@ impl FeedServer {
     /// Serves `body` as `name`, replacing what was there, with a
     /// modification time one second after the last so If-Modified-Since
     /// sees the change.
+    ///
+    /// # Panics
+    /// When the file cannot be written.
     pub fn serve(&self, name: &str, body: &[u8]) {
         let path = self.file(name);
         let before = fs::metadata(&path).and_then(|m| m.modified()).ok();
@@ -97,6 +103,9 @@ impl FeedServer {
     }
 
     /// Answers `status` for `name` until [`FeedServer::heal`].
+    ///
+    /// # Panics
+    /// When the status file cannot be written.
     pub fn break_with(&self, name: &str, status: u16) {
         let path = self.file(&format!("{name}.status"));
         fs::write(&path, status.to_string()).expect("writing the status file");
@@ -108,6 +117,9 @@ impl FeedServer {
     }
 
     /// Every request so far, oldest first.
+    ///
+    /// # Panics
+    /// When the server logged a line that is not JSON.
     pub fn requests(&self) -> Vec<Logged> {
         let text = fs::read_to_string(self.dir.path().join("requests.log")).unwrap_or_default();
         text.lines()
