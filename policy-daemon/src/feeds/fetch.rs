@@ -264,6 +264,128 @@ mod tests {
         }
     }
 
+    /// A one-connection HTTP server on loopback answering `head`, then
+    /// `body` in pieces of `piece` bytes `pause` apart, `pieces` times.
+    fn server(head: String, piece: Vec<u8>, pieces: usize, pause: Duration) -> String {
+        use std::io::{BufRead as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/list", listener.local_addr().expect("addr"));
+        std::thread::spawn(move || {
+            let Ok((stream, _)) = listener.accept() else {
+                return;
+            };
+            let mut reader = std::io::BufReader::new(&stream);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let mut stream = &stream;
+            if stream.write_all(head.as_bytes()).is_err() {
+                return;
+            }
+            for _ in 0..pieces {
+                if stream.write_all(&piece).is_err() {
+                    return;
+                }
+                std::thread::sleep(pause);
+            }
+        });
+        url
+    }
+
+    #[test]
+    fn an_endless_slow_body_times_out() {
+        let url = server(
+            "HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n".into(),
+            b"192.0.2.1\n".to_vec(),
+            200,
+            Duration::from_millis(50),
+        );
+        let started = std::time::Instant::now();
+        let error = fetch(
+            &FeedUrl::Http(url),
+            &Validators::default(),
+            DEFAULT_LIMIT,
+            Duration::from_millis(500),
+        )
+        .expect_err("too slow");
+        assert!(matches!(error, FetchError::Timeout { .. }), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_body_over_the_limit_is_refused_and_redirects_to_files_are_not_followed() {
+        let url = server(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".into(),
+            b"1000\r\n"
+                .iter()
+                .copied()
+                .chain([b'1'; 4096])
+                .chain(*b"\r\n")
+                .collect(),
+            100,
+            Duration::ZERO,
+        );
+        let error = fetch(
+            &FeedUrl::Http(url),
+            &Validators::default(),
+            10_000,
+            Duration::from_secs(5),
+        )
+        .expect_err("too large");
+        assert!(
+            matches!(error, FetchError::TooLarge { limit: 10_000, .. }),
+            "{error}"
+        );
+        let url = server(
+            "HTTP/1.1 302 Found\r\nLocation: file:///etc/passwd\r\nContent-Length: 0\r\n\r\n"
+                .into(),
+            Vec::new(),
+            0,
+            Duration::ZERO,
+        );
+        let error = fetch(
+            &FeedUrl::Http(url),
+            &Validators::default(),
+            10_000,
+            Duration::from_secs(5),
+        )
+        .expect_err("a redirect to a file");
+        assert!(matches!(error, FetchError::Http { .. }), "{error}");
+    }
+
+    #[test]
+    fn a_not_modified_answer_and_an_error_status_are_told_apart() {
+        let url = server(
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: 0\r\n\r\n".into(),
+            Vec::new(),
+            0,
+            Duration::ZERO,
+        );
+        let known = Validators {
+            etag: Some("\"v1\"".into()),
+            last_modified: None,
+        };
+        assert_eq!(
+            fetch(&FeedUrl::Http(url), &known, 10, Duration::from_secs(5)).expect("304"),
+            Fetched::NotModified
+        );
+        let url = server(
+            "HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n".into(),
+            Vec::new(),
+            0,
+            Duration::ZERO,
+        );
+        let error =
+            fetch(&FeedUrl::Http(url), &known, 10, Duration::from_secs(5)).expect_err("503");
+        assert!(
+            matches!(error, FetchError::Status { status: 503, .. }),
+            "{error}"
+        );
+    }
+
+    const DEFAULT_LIMIT: u64 = 1 << 20;
+
     #[test]
     fn a_file_feed_is_refetched_only_when_it_changes_and_is_bounded() {
         let dir = tempfile::tempdir().expect("dir");
