@@ -122,7 +122,11 @@ fn main() {
     let refresh = time_until(&daemon, &server, after, before);
 
     // The daemon's own account: fetch and parse, ban manager, store.
-    for line in daemon.log().lines().filter(|l| l.contains("feed applied")) {
+    for line in daemon
+        .log()
+        .lines()
+        .filter(|l| l.contains("feed applied") && !l.contains("added=0 lifted=0"))
+    {
         eprintln!("{line}");
     }
     let verdict = |took: Duration| if took < TARGET { "within" } else { "OVER" };

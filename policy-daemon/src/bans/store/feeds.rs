@@ -43,12 +43,12 @@ fn insert_entries(rows: usize) -> String {
 fn bind_entries(
     insert: &mut rusqlite::CachedStatement<'_>,
     name: &str,
-    entries: &[(IpNet, &str)],
+    entries: &[(String, &str)],
 ) -> rusqlite::Result<()> {
     for (row, (target, tag)) in entries.iter().enumerate() {
         let base = row * 3;
         insert.raw_bind_parameter(base + 1, name)?;
-        insert.raw_bind_parameter(base + 2, target_to_string(target))?;
+        insert.raw_bind_parameter(base + 2, target)?;
         insert.raw_bind_parameter(base + 3, *tag)?;
     }
     Ok(())
@@ -147,6 +147,13 @@ impl Store {
         removed: &[IpNet],
         state: &FeedState,
     ) -> Result<(), StoreError> {
+        // In the order of the primary key, as `put_bans` writes: each row
+        // lands next to the one before it in the B-tree.
+        let mut keyed: Vec<(String, &str)> = added
+            .iter()
+            .map(|(target, tag)| (target_to_string(target), *tag))
+            .collect();
+        keyed.sort_unstable();
         self.in_transaction("committing a feed", |tx| {
             let mut delete = tx
                 .prepare_cached("DELETE FROM feed_entries WHERE feed = ?1 AND target = ?2")
@@ -156,8 +163,8 @@ impl Store {
                     .execute(params![name, target_to_string(target)])
                     .map_err(sql(&self.path, "removing a feed entry"))?;
             }
-            let mut chunks = added.chunks_exact(ENTRIES_PER_INSERT);
-            if added.len() >= ENTRIES_PER_INSERT {
+            let mut chunks = keyed.chunks_exact(ENTRIES_PER_INSERT);
+            if keyed.len() >= ENTRIES_PER_INSERT {
                 let mut insert = tx
                     .prepare_cached(&insert_entries(ENTRIES_PER_INSERT))
                     .map_err(sql(&self.path, "preparing the feed entry insert"))?;
