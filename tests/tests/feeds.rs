@@ -24,7 +24,7 @@ use spamwall::dataplane::{Capacities, Dataplane};
 use spamwall_tests::{
     daemon::{Daemon, Settings},
     feed_server::FeedServer,
-    netns::{NetnsPair, Subnet},
+    netns::{NetnsPair, Side, Subnet},
     require_root,
 };
 
@@ -88,7 +88,10 @@ fn http_feed_loads_refreshes_lifts_and_survives_failures() {
     server.serve("drop.json", listed.as_bytes());
     let mut settings = Settings::on(net.server());
     settings.allowlist = vec!["192.0.2.0/24".to_owned()];
-    settings.extra = feed_table("drop", &server.url("drop.json"), "spamhaus-json");
+    settings.extra = format!(
+        "{}[metrics]\nlisten = \"127.0.0.1:9465\"\n",
+        feed_table("drop", &server.url("drop.json"), "spamhaus-json")
+    );
     let mut daemon = Daemon::start(net.server(), &settings);
     let client_text = client.to_string();
 
@@ -167,6 +170,28 @@ fn http_feed_loads_refreshes_lifts_and_survives_failures() {
     assert!(after.if_none_match.is_some(), "{after:?}");
 
     failures_keep_the_entries(&daemon, &server);
+    assert!(metric(&net, "spamwall_feed_errors_total{feed=\"drop\"}") >= 2.0);
+    assert!((metric(&net, "spamwall_feed_entries{feed=\"drop\"}") - 2.0).abs() < 0.5);
+    assert!(
+        metric(
+            &net,
+            "spamwall_feed_last_success_timestamp_seconds{feed=\"drop\"}"
+        ) > 1.7e9
+    );
+}
+
+/// One series of the daemon's metrics, scraped inside its namespace.
+fn metric(net: &NetnsPair, series: &str) -> f64 {
+    let scrape = net.exec_in(
+        Side::Server,
+        &["curl", "-sf", "http://127.0.0.1:9465/metrics"],
+        Duration::from_secs(10),
+    );
+    let text = String::from_utf8_lossy(&scrape.stdout);
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
 }
 
 /// A failing server, then a body where nothing parses: the entries stay,
