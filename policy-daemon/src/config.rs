@@ -59,6 +59,9 @@ pub struct Config {
     pub fleet: Option<crate::fleet::FleetConfig>,
     /// `[logwatch]`: log sources, filters and ban rules. Default none.
     pub logwatch: crate::logwatch::LogwatchConfig,
+    /// `[[feed]]`: blocklists applied as bans. Default none.
+    #[serde(rename = "feed")]
+    pub feeds: Vec<crate::feeds::FeedConfig>,
 }
 
 /// `[daemon]`: where the daemon keeps its socket, state and pins.
@@ -563,6 +566,7 @@ impl Config {
         }
         problems.extend(crate::policy::problems(&self.policy));
         problems.extend(self.logwatch.problems());
+        problems.extend(crate::feeds::config::problems(&self.feeds));
         if let Some(fleet) = &self.fleet {
             problems.extend(fleet.problems());
         }

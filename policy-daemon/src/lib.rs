@@ -11,6 +11,7 @@ pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod duration;
+pub mod feeds;
 pub mod fleet;
 pub mod listen;
 pub mod logwatch;

@@ -39,6 +39,12 @@ pub const RATELIMIT_KEYS: &str = "spamwall_ratelimit_keys";
 pub const RATELIMIT_FALLBACK: &str = "spamwall_ratelimit_local_fallback_total";
 /// Whether Redis counts the rate limits now, 1 or 0.
 pub const RATELIMIT_SHARED: &str = "spamwall_ratelimit_shared";
+/// Entries a blocklist feed holds, by feed.
+pub const FEED_ENTRIES: &str = "spamwall_feed_entries";
+/// When a feed last loaded (a 304 included), Unix seconds, by feed.
+pub const FEED_LAST_SUCCESS: &str = "spamwall_feed_last_success_timestamp_seconds";
+/// Fetches of a feed that failed, by feed.
+pub const FEED_ERRORS: &str = "spamwall_feed_errors_total";
 
 /// Latency buckets: sub-millisecond answers from the cache up to the
 /// request deadline.

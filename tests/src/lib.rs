@@ -22,6 +22,7 @@
 pub mod bench;
 pub mod daemon;
 pub mod fail2ban;
+pub mod feed_server;
 pub mod frames;
 pub mod journald;
 pub mod knot;

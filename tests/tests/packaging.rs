@@ -96,6 +96,27 @@ fn readme_greylisting_configuration_passes_check_config() {
     assert_block_accepted(&readme_block("## Greylisting"));
 }
 
+/// The blocklist feeds README shows are valid as printed, and a broken
+/// `[[feed]]` is refused by `check-config` naming each key.
+#[test]
+fn readme_feed_configuration_passes_check_config_and_bad_feeds_do_not() {
+    assert_block_accepted(&readme_block("## Blocklist feeds"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    fs::write(
+        &path,
+        "[[feed]]\nname = \"drop\"\nurl = \"ftp://example.org/x\"\nformat = \"plain\"\nwidest_v4 = 0\n",
+    )
+    .expect("writing the config");
+    let output = spamwall_tests::daemon::spamwall(["check-config".as_ref(), path.as_os_str()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("feed[0] (drop).url:") && stderr.contains("feed[0] (drop).widest_v4:"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn systemd_unit_verifies() {
     // systemd-analyze checks the binary exists and the user is known: point

@@ -302,6 +302,8 @@ pub const SOURCE_CLI: u16 = 2;
 pub const SOURCE_LOGWATCH: u16 = 3;
 /// Ban source: another node of the fleet.
 pub const SOURCE_FLEET: u16 = 4;
+/// Ban source: a blocklist feed.
+pub const SOURCE_FEED: u16 = 5;
 
 /// Program settings, the single entry of [`MAP_CONFIG`].
 #[repr(C)]

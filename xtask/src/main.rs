@@ -117,6 +117,12 @@ const BENCHES: &[Bench] = &[
         smoke_label: "benchmark smoke: fleet",
     },
     Bench {
+        name: "feeds",
+        package: "spamwall-tests",
+        target: "feeds",
+        smoke_label: "benchmark smoke: feeds",
+    },
+    Bench {
         name: "logs",
         package: "spamwall-tests",
         target: "logs",

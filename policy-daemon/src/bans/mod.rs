@@ -11,7 +11,7 @@ use std::{
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use xdp_common::{SOURCE_CLI, SOURCE_FLEET, SOURCE_LOGWATCH, SOURCE_POLICY};
+use xdp_common::{SOURCE_CLI, SOURCE_FEED, SOURCE_FLEET, SOURCE_LOGWATCH, SOURCE_POLICY};
 
 use crate::dataplane::PacketCounters;
 
@@ -161,9 +161,21 @@ pub enum Source {
     Cli,
     Logwatch,
     Fleet,
+    /// A blocklist feed; the feed's name starts the ban's reason
+    /// (`feed:NAME …`).
+    Feed,
 }
 
 impl Source {
+    /// Every source.
+    pub const ALL: [Self; 5] = [
+        Self::Policy,
+        Self::Cli,
+        Self::Logwatch,
+        Self::Fleet,
+        Self::Feed,
+    ];
+
     /// The code stored in the kernel map value.
     pub const fn code(self) -> u16 {
         match self {
@@ -171,6 +183,7 @@ impl Source {
             Self::Cli => SOURCE_CLI,
             Self::Logwatch => SOURCE_LOGWATCH,
             Self::Fleet => SOURCE_FLEET,
+            Self::Feed => SOURCE_FEED,
         }
     }
 
@@ -180,6 +193,7 @@ impl Source {
             SOURCE_POLICY => Self::Policy,
             SOURCE_LOGWATCH => Self::Logwatch,
             SOURCE_FLEET => Self::Fleet,
+            SOURCE_FEED => Self::Feed,
             _ => Self::Cli,
         }
     }
@@ -193,20 +207,21 @@ impl Source {
             Self::Cli => "cli",
             Self::Logwatch => "logwatch",
             Self::Fleet => "fleet",
+            Self::Feed => "feed",
         }
     }
 }
 
 /// A name that is not a ban source.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a ban source (policy, cli, logwatch or fleet)")]
+#[error("{0:?} is not a ban source (policy, cli, logwatch, fleet or feed)")]
 pub struct UnknownSource(pub String);
 
 impl FromStr for Source {
     type Err = UnknownSource;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        [Self::Policy, Self::Cli, Self::Logwatch, Self::Fleet]
+        Self::ALL
             .into_iter()
             .find(|source| source.as_str() == text)
             .ok_or_else(|| UnknownSource(text.to_owned()))
@@ -500,7 +515,7 @@ mod tests {
 
     #[test]
     fn sources_round_trip_through_their_codes() {
-        for source in [Source::Policy, Source::Cli, Source::Logwatch, Source::Fleet] {
+        for source in Source::ALL {
             assert_eq!(Source::from_code(source.code()), source);
             assert_eq!(source.as_str().parse(), Ok(source));
         }
@@ -509,7 +524,7 @@ mod tests {
                 .parse::<Source>()
                 .expect_err("case matters")
                 .to_string(),
-            "\"CLI\" is not a ban source (policy, cli, logwatch or fleet)"
+            "\"CLI\" is not a ban source (policy, cli, logwatch, fleet or feed)"
         );
     }
 

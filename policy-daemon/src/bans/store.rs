@@ -341,7 +341,7 @@ impl Store {
             conn.execute_batch("ALTER TABLE bans ADD COLUMN scope TEXT;")
                 .map_err(sql(&self.path, "adding the scope column"))?;
         }
-        Ok(())
+        feeds::create(&conn, self)
     }
 
     /// Writes bans (inserted or replaced) in one transaction: when this
@@ -729,7 +729,7 @@ fn u64_from_sql(value: i64) -> u64 {
 }
 
 fn source_from_name(name: &str) -> Option<Source> {
-    [Source::Policy, Source::Cli, Source::Logwatch, Source::Fleet]
+    Source::ALL
         .into_iter()
         .find(|source| source.to_string() == name)
 }
@@ -742,8 +742,10 @@ fn sql<'a>(path: &'a Path, operation: &'static str) -> impl Fn(rusqlite::Error) 
     }
 }
 
+mod feeds;
 mod scan;
 
+pub use feeds::FeedState;
 pub use scan::{ActiveBans, BanFilter, SCAN_CHUNK};
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ pub struct ListArgs {
     /// Print JSON: one array of bans
     #[arg(long)]
     pub json: bool,
-    /// Only bans made by policy, cli, logwatch or fleet
+    /// Only bans made by policy, cli, logwatch, fleet or feed
     #[arg(long, value_name = "SOURCE")]
     pub source: Option<Source>,
     /// Only bans inside this address or prefix: addresses and prefixes it contains, itself included

@@ -316,6 +316,9 @@ fn status_text(status: &Status) -> String {
     for source in &status.log_sources {
         let _ = writeln!(out, "log source {}", printable(source));
     }
+    for feed in &status.feeds {
+        let _ = writeln!(out, "feed {}", printable(feed));
+    }
     let _ = writeln!(out, "active bans: {}", status.bans_active);
     let _ = writeln!(
         out,

@@ -40,7 +40,7 @@ pub struct UnbanArgs {
     /// input), one per line, `#` comments; bad lines are reported and skipped
     #[arg(long, value_name = "PATH", conflicts_with = "source")]
     pub file: Option<PathBuf>,
-    /// Lift every active ban made by policy, cli, logwatch or fleet (asks first)
+    /// Lift every active ban made by policy, cli, logwatch, fleet or feed (asks first)
     #[arg(long, value_name = "SOURCE")]
     pub source: Option<Source>,
     /// Do not ask before `--source` lifts its bans

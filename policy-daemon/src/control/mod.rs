@@ -212,6 +212,10 @@ pub struct Status {
     /// `NAME: journal UNIT,…`).
     #[serde(default)]
     pub log_sources: Vec<String>,
+    /// A line per blocklist feed: entries, when it last loaded, its last
+    /// error.
+    #[serde(default)]
+    pub feeds: Vec<String>,
 }
 
 pub use crate::bans::BackendStatus;

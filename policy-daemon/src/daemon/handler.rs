@@ -218,5 +218,11 @@ pub(super) fn status(shared: &Shared) -> Result<Status, DataplaneError> {
                 (None, None) => source.name.clone(),
             })
             .collect(),
+        feeds: shared
+            .feeds
+            .lock()
+            .as_ref()
+            .map(|board| board.describe())
+            .unwrap_or_default(),
     })
 }

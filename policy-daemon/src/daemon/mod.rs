@@ -92,6 +92,8 @@ struct Shared {
     /// Rate limits counted in the fleet's Redis: with `[fleet]` and
     /// rate limits at start.
     rate_counter: Option<Arc<crate::fleet::RedisCounter>>,
+    /// The blocklist feeds' health, once they run.
+    feeds: parking_lot::Mutex<Option<Arc<crate::feeds::FeedBoard>>>,
 }
 
 /// What the daemon knows about itself, for `status` and reload.
@@ -152,6 +154,12 @@ impl BanSink for Shared {
             .ban(BanRequest::new(target, length, source, reason, scope))?;
         log_ban(&entry);
         Ok(entry)
+    }
+}
+
+impl crate::feeds::FeedTarget for Shared {
+    fn with_manager(&self, step: &mut dyn FnMut(&mut BanManager)) {
+        self.step(step);
     }
 }
 
@@ -290,6 +298,7 @@ fn open(config_path: PathBuf, config: Config) -> Result<Arc<Shared>, DaemonError
         fleet,
         greylist: parking_lot::Mutex::default(),
         rate_counter,
+        feeds: parking_lot::Mutex::default(),
     }))
 }
 
@@ -303,6 +312,7 @@ struct Services {
     fail2ban: Option<JoinHandle<()>>,
     maintenance: JoinHandle<()>,
     logwatch: crate::logwatch::Watcher,
+    feeds: Vec<JoinHandle<()>>,
 }
 
 impl Services {
@@ -362,6 +372,18 @@ impl Services {
             ))
         });
         let every = shared.runtime().config.ban.reconcile_interval.0;
+        let feeds = {
+            let runtime = shared.runtime();
+            let (board, tasks) = crate::feeds::start(
+                &runtime.config.feeds,
+                runtime.config.ban_policy().widest,
+                shared.manager().store(),
+                &(Arc::clone(shared) as Arc<dyn crate::feeds::FeedTarget>),
+                &stopped,
+            );
+            *shared.feeds.lock() = Some(board);
+            tasks
+        };
         let maintenance = tokio::spawn(tasks::maintenance_loop(Arc::clone(shared), stopped, every));
         let logwatch = {
             let config = shared.runtime().config.logwatch.clone();
@@ -381,6 +403,7 @@ impl Services {
             fail2ban,
             maintenance,
             logwatch,
+            feeds,
         })
     }
 
@@ -389,6 +412,9 @@ impl Services {
         let _ = self.control.await;
         self.policy.stopped().await;
         let _ = self.maintenance.await;
+        for task in self.feeds {
+            let _ = task.await;
+        }
         if let Some(task) = self.fail2ban {
             let _ = task.await;
         }

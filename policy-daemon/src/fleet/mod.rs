@@ -392,7 +392,12 @@ impl Fleet {
                     )
                 })
                 .collect(),
-            BanEvent::Unbanned { target, source } if *source != Source::Fleet => {
+            // Each node loads its feeds itself: a feed's lifting is its own
+            // unless feeds are shared.
+            BanEvent::Unbanned { target, source }
+                if *source != Source::Fleet
+                    && (*source != Source::Feed || self.config.share.contains(source)) =>
+            {
                 vec![self.message(Op::Unban, target, None, *source, "unbanned", None)]
             }
             BanEvent::Unbanned { .. } => Vec::new(),

@@ -94,7 +94,8 @@ impl BanManager {
             None => remote,
         };
         let (source, reason, detail) = match live {
-            Some(p) if p.source != Source::Fleet => {
+            // A feed's ban is renewed by the feed listing it, reason and all.
+            Some(p) if p.source != Source::Fleet && p.source != Source::Feed => {
                 let (reason, detail) = texts().unwrap_or((request.reason, request.detail));
                 (p.source, reason, detail)
             }

@@ -393,7 +393,7 @@ impl BanManager {
             }
         };
         debug!(rows = rows.len(), ?stored, ?enforced, "bans written");
-        for source in [Source::Policy, Source::Cli, Source::Logwatch, Source::Fleet] {
+        for source in Source::ALL {
             let n = rows.iter().filter(|row| row.source == source).count() as u64;
             if n > 0 {
                 metrics::counter!(crate::metrics::BANS_TOTAL, "source" => source.as_str())

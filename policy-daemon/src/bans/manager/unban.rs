@@ -87,7 +87,7 @@ impl BanManager {
             if let Ok(true) = result {
                 self.tell(&BanEvent::Unbanned {
                     target,
-                    source: Source::Cli,
+                    source: only.unwrap_or(Source::Cli),
                 });
             }
             results.push(result);

@@ -1,0 +1,296 @@
+//! What the store keeps for blocklist feeds: per feed, the validators of
+//! the last version fetched (for conditional GET), when it last loaded and
+//! why it last failed, and the set of entries it lists, so a restart
+//! neither refetches an unchanged feed nor forgets what to lift.
+
+use std::fmt::Write as _;
+
+use ipnet::IpNet;
+use rusqlite::{Connection, OptionalExtension as _, params};
+
+use super::{Store, StoreError, sql};
+use crate::bans::{parse_target, target_to_string};
+
+/// A feed's saved state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FeedState {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    /// Unix time of the last fetch that worked (a 304 included).
+    pub last_success: Option<i64>,
+    /// Why the last fetch failed; `None` when it worked.
+    pub last_error: Option<String>,
+}
+
+/// Entries one insert statement carries (3 parameters each, well under
+/// `SQLite`'s limit of 32,766).
+const ENTRIES_PER_INSERT: usize = 256;
+
+/// An insert of `rows` feed entries.
+fn insert_entries(rows: usize) -> String {
+    let mut text = String::from("INSERT OR REPLACE INTO feed_entries (feed, target, tag) VALUES ");
+    for row in 0..rows {
+        if row > 0 {
+            text.push(',');
+        }
+        let base = row * 3;
+        let _ = write!(text, "(?{},?{},?{})", base + 1, base + 2, base + 3);
+    }
+    text
+}
+
+/// Binds `entries` of feed `name` to an [`insert_entries`] of as many rows.
+fn bind_entries(
+    insert: &mut rusqlite::CachedStatement<'_>,
+    name: &str,
+    entries: &[(String, &str)],
+) -> rusqlite::Result<()> {
+    for (row, (target, tag)) in entries.iter().enumerate() {
+        let base = row * 3;
+        insert.raw_bind_parameter(base + 1, name)?;
+        insert.raw_bind_parameter(base + 2, target)?;
+        insert.raw_bind_parameter(base + 3, *tag)?;
+    }
+    Ok(())
+}
+
+/// Creates the feed tables (part of schema version 1: an older spamwall
+/// leaves them alone).
+pub(super) fn create(conn: &Connection, store: &Store) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS feed_state (
+            name TEXT PRIMARY KEY,
+            etag TEXT,
+            last_modified TEXT,
+            last_success INTEGER,
+            last_error TEXT
+        ) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS feed_entries (
+            feed TEXT NOT NULL,
+            target TEXT NOT NULL,
+            tag TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (feed, target)
+        ) WITHOUT ROWID;",
+    )
+    .map_err(sql(&store.path, "creating the feed tables"))
+}
+
+impl Store {
+    /// The saved state of feed `name`, if it was ever fetched.
+    pub fn feed_state(&self, name: &str) -> Result<Option<FeedState>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT etag, last_modified, last_success, last_error FROM feed_state WHERE name = ?1",
+                params![name],
+                |row| {
+                    Ok(FeedState {
+                        etag: row.get(0)?,
+                        last_modified: row.get(1)?,
+                        last_success: row.get(2)?,
+                        last_error: row.get(3)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(sql(&self.path, "reading a feed's state"))
+    }
+
+    /// Records feed `name`'s state (durable on return).
+    pub fn put_feed_state(&self, name: &str, state: &FeedState) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO feed_state (name, etag, last_modified, last_success, last_error)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (name) DO UPDATE SET etag = excluded.etag,
+                    last_modified = excluded.last_modified,
+                    last_success = excluded.last_success, last_error = excluded.last_error",
+                params![
+                    name,
+                    state.etag,
+                    state.last_modified,
+                    state.last_success,
+                    state.last_error
+                ],
+            )
+            .map(drop)
+            .map_err(sql(&self.path, "writing a feed's state"))
+    }
+
+    /// The entries feed `name` held when it last loaded, each with its
+    /// tag. A row that does not read as a target is skipped.
+    pub fn feed_entries(&self, name: &str) -> Result<Vec<(IpNet, String)>, StoreError> {
+        let conn = self.conn();
+        let mut select = conn
+            .prepare_cached("SELECT target, tag FROM feed_entries WHERE feed = ?1")
+            .map_err(sql(&self.path, "reading a feed's entries"))?;
+        let rows = select
+            .query_map(params![name], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })
+            .map_err(sql(&self.path, "reading a feed's entries"))?;
+        let mut entries = Vec::new();
+        for row in rows {
+            let (text, tag) = row.map_err(sql(&self.path, "reading a feed's entries"))?;
+            if let Ok(target) = parse_target(&text) {
+                entries.push((target, tag));
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Replaces what feed `name` lists by the diff `added` / `removed` and
+    /// its state, in one transaction.
+    pub fn put_feed(
+        &self,
+        name: &str,
+        added: &[(IpNet, &str)],
+        removed: &[IpNet],
+        state: &FeedState,
+    ) -> Result<(), StoreError> {
+        // In the order of the primary key, as `put_bans` writes: each row
+        // lands next to the one before it in the B-tree.
+        let mut keyed: Vec<(String, &str)> = added
+            .iter()
+            .map(|(target, tag)| (target_to_string(target), *tag))
+            .collect();
+        keyed.sort_unstable();
+        self.in_transaction("committing a feed", |tx| {
+            let mut delete = tx
+                .prepare_cached("DELETE FROM feed_entries WHERE feed = ?1 AND target = ?2")
+                .map_err(sql(&self.path, "preparing the feed entry delete"))?;
+            for target in removed {
+                delete
+                    .execute(params![name, target_to_string(target)])
+                    .map_err(sql(&self.path, "removing a feed entry"))?;
+            }
+            let mut chunks = keyed.chunks_exact(ENTRIES_PER_INSERT);
+            if keyed.len() >= ENTRIES_PER_INSERT {
+                let mut insert = tx
+                    .prepare_cached(&insert_entries(ENTRIES_PER_INSERT))
+                    .map_err(sql(&self.path, "preparing the feed entry insert"))?;
+                for chunk in &mut chunks {
+                    bind_entries(&mut insert, name, chunk)
+                        .and_then(|()| insert.raw_execute())
+                        .map_err(sql(&self.path, "adding feed entries"))?;
+                }
+            }
+            let mut insert = tx
+                .prepare_cached(&insert_entries(1))
+                .map_err(sql(&self.path, "preparing the feed entry insert"))?;
+            for entry in chunks.remainder() {
+                bind_entries(&mut insert, name, std::slice::from_ref(entry))
+                    .and_then(|()| insert.raw_execute())
+                    .map_err(sql(&self.path, "adding a feed entry"))?;
+            }
+            tx.execute(
+                "INSERT INTO feed_state (name, etag, last_modified, last_success, last_error)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (name) DO UPDATE SET etag = excluded.etag,
+                    last_modified = excluded.last_modified,
+                    last_success = excluded.last_success, last_error = excluded.last_error",
+                params![
+                    name,
+                    state.etag,
+                    state.last_modified,
+                    state.last_success,
+                    state.last_error
+                ],
+            )
+            .map_err(sql(&self.path, "writing a feed's state"))?;
+            Ok(())
+        })
+    }
+
+    /// Forgets feeds no longer configured: their state and entries.
+    pub fn forget_feeds_except(&self, names: &[&str]) -> Result<Vec<String>, StoreError> {
+        let known: Vec<String> = {
+            let conn = self.conn();
+            let mut select = conn
+                .prepare("SELECT name FROM feed_state")
+                .map_err(sql(&self.path, "listing feeds"))?;
+            select
+                .query_map([], |row| row.get::<_, String>(0))
+                .map_err(sql(&self.path, "listing feeds"))?
+                .collect::<Result<_, _>>()
+                .map_err(sql(&self.path, "listing feeds"))?
+        };
+        let gone: Vec<String> = known
+            .into_iter()
+            .filter(|name| !names.contains(&name.as_str()))
+            .collect();
+        self.in_transaction("forgetting feeds", |tx| {
+            for name in &gone {
+                tx.execute("DELETE FROM feed_entries WHERE feed = ?1", params![name])
+                    .map_err(sql(&self.path, "forgetting a feed"))?;
+                tx.execute("DELETE FROM feed_state WHERE name = ?1", params![name])
+                    .map_err(sql(&self.path, "forgetting a feed"))?;
+            }
+            Ok(())
+        })?;
+        Ok(gone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(text: &str) -> IpNet {
+        parse_target(text).expect("target")
+    }
+
+    #[test]
+    fn a_feeds_state_and_entries_survive_reopening() {
+        let dir = tempfile::tempdir().expect("dir");
+        let state = FeedState {
+            etag: Some("\"v1\"".into()),
+            last_modified: Some("Sun, 06 Dec 2026 10:00:00 GMT".into()),
+            last_success: Some(1_800_000_000),
+            last_error: None,
+        };
+        {
+            let store = Store::open_in(dir.path()).expect("open");
+            assert_eq!(store.feed_state("drop").expect("state"), None);
+            store
+                .put_feed(
+                    "drop",
+                    &[
+                        (net("192.0.2.0/24"), "SBL1"),
+                        (net("2001:db8::/32"), ""),
+                        (net("198.51.100.1"), ""),
+                    ],
+                    &[],
+                    &state,
+                )
+                .expect("put");
+            store
+                .put_feed("drop", &[], &[net("198.51.100.1")], &state)
+                .expect("diff");
+            store
+                .put_feed(
+                    "other",
+                    &[(net("203.0.113.0/24"), "")],
+                    &[],
+                    &FeedState::default(),
+                )
+                .expect("other");
+        }
+        let store = Store::open_in(dir.path()).expect("reopen");
+        assert_eq!(store.feed_state("drop").expect("state"), Some(state));
+        let mut entries = store.feed_entries("drop").expect("entries");
+        entries.sort();
+        assert_eq!(
+            entries,
+            [
+                (net("192.0.2.0/24"), "SBL1".to_owned()),
+                (net("2001:db8::/32"), String::new())
+            ]
+        );
+        assert_eq!(
+            store.forget_feeds_except(&["drop"]).expect("forget"),
+            ["other"]
+        );
+        assert!(store.feed_entries("other").expect("entries").is_empty());
+        assert_eq!(store.feed_entries("drop").expect("entries").len(), 2);
+    }
+}
