@@ -203,45 +203,6 @@ fn ipv4_ban_drops_and_unban_restores() {
     assert!(setup.daemon.list().is_empty());
 }
 
-/// `[xdp] dry_run`: a banned client still connects, what would have been
-/// dropped is counted in `would_drop_v4` (nothing in `dropped_v4`), and
-/// `status` says so; a reload without it drops the client.
-#[test]
-fn dry_run_counts_what_it_would_drop_and_passes_it() {
-    if !require_root("dry_run_counts_what_it_would_drop_and_passes_it") {
-        return;
-    }
-    let mut settings = None;
-    let setup = Setup::new(Subnet::test_net_1(64), &[SMTP], |s| {
-        s.xdp_extra = "dry_run = true\n".to_owned();
-        settings = Some(s.clone());
-    });
-    let (server, client) = (setup.net.server_v4(), setup.net.client_v4());
-    setup
-        .daemon
-        .cli_ok(&["ban", &client.to_string(), "--reason", "dry run"]);
-    setup.assert_connects(server, SMTP, "banned, in a dry run");
-    let stats = setup.daemon.stats();
-    assert!(
-        counter(&stats, "would_drop_v4") > 0,
-        "nothing counted: {stats}"
-    );
-    assert_eq!(counter(&stats, "dropped_v4"), 0, "{stats}");
-    let shown = setup.daemon.cli_ok(&["status"]);
-    assert!(
-        shown.contains("dry run: banned sources are counted"),
-        "{shown}"
-    );
-    assert_eq!(setup.daemon.status()["dry_run"], true);
-
-    let mut settings = settings.unwrap();
-    settings.xdp_extra.clear();
-    setup.daemon.rewrite_config(&settings);
-    setup.daemon.reload();
-    setup.assert_dropped(server, SMTP, "after a reload without dry run");
-    assert_eq!(setup.daemon.status()["dry_run"], false);
-}
-
 #[test]
 fn ipv6_ban_drops_and_unban_restores() {
     if !require_root("ipv6_ban_drops_and_unban_restores") {

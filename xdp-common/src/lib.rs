@@ -346,12 +346,6 @@ pub struct XdpSettings {
     pub clock_scale: u64,
     /// See [`XdpSettings::clock_scale`].
     pub clock_offset: u64,
-    /// Non-zero: dry run. A packet that would be dropped is counted in
-    /// [`Counter::WouldDropV4`] or [`Counter::WouldDropV6`] and passed.
-    pub dry_run: u32,
-    /// Zero; keeps the size a multiple of the alignment without implicit
-    /// padding.
-    pub reserved: u32,
 }
 
 impl XdpSettings {
@@ -387,15 +381,11 @@ pub enum Counter {
     /// without a lookup), or from a source whose live bans are all scoped to
     /// other ports.
     OutOfScopePassed = 6,
-    /// IPv4 packet from a banned source, passed: dry run.
-    WouldDropV4 = 7,
-    /// IPv6 packet from a banned source, passed: dry run.
-    WouldDropV6 = 8,
 }
 
 impl Counter {
     /// Number of counters, the size of [`MAP_STATS`].
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 7;
     /// All counters in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Passed,
@@ -405,8 +395,6 @@ impl Counter {
         Counter::MalformedPassed,
         Counter::NonIpPassed,
         Counter::OutOfScopePassed,
-        Counter::WouldDropV4,
-        Counter::WouldDropV6,
     ];
 
     /// The counter's name in `stats --json` and in the `outcome` label of
@@ -420,8 +408,6 @@ impl Counter {
             Counter::MalformedPassed => "malformed_passed",
             Counter::NonIpPassed => "non_ip_passed",
             Counter::OutOfScopePassed => "out_of_scope_passed",
-            Counter::WouldDropV4 => "would_drop_v4",
-            Counter::WouldDropV6 => "would_drop_v6",
         }
     }
 
@@ -505,7 +491,7 @@ mod tests {
 
     #[test]
     fn settings_layout_is_fixed() {
-        assert_eq!(size_of::<XdpSettings>(), 40);
+        assert_eq!(size_of::<XdpSettings>(), 32);
         assert_eq!(align_of::<XdpSettings>(), 8);
         assert_eq!(offset_of!(XdpSettings, all_traffic), 4);
         assert_eq!(offset_of!(XdpSettings, no_prefix_v4), 8);

@@ -61,8 +61,6 @@ static mut SPAMWALL_SETTINGS: XdpSettings = XdpSettings {
     no_prefix_v6: 0,
     clock_scale: 0,
     clock_offset: 0,
-    dry_run: 0,
-    reserved: 0,
 };
 
 /// One field of [`SPAMWALL_SETTINGS`].
@@ -105,13 +103,6 @@ const MAX_L4_OFFSET: usize = 1024;
 #[xdp]
 pub fn xdp_spamwall(ctx: XdpContext) -> u32 {
     let (action, counter) = verdict(&ctx);
-    if action == XDP_DROP && setting!(dry_run) != 0 {
-        count(match counter {
-            Counter::DroppedV6 => Counter::WouldDropV6,
-            _ => Counter::WouldDropV4,
-        });
-        return XDP_PASS;
-    }
     count(counter);
     action
 }

@@ -186,9 +186,6 @@ pub struct Status {
     pub interfaces: Vec<Attachment>,
     /// Enforced destination ports; empty means all traffic.
     pub ports: Vec<u16>,
-    /// `[xdp] dry_run`: banned sources are counted and passed.
-    #[serde(default)]
-    pub dry_run: bool,
     pub bans_active: u64,
     pub capacity_v4: u32,
     pub capacity_v6: u32,

@@ -17,7 +17,6 @@ pub(super) fn start(config: &Config) -> (XdpBackend, Vec<Attachment>) {
         dataplane.pin_program()?;
         let (table, all_traffic) = config.port_scopes().unwrap_or_default().kernel_table();
         dataplane.set_port_scopes(&table, all_traffic)?;
-        dataplane.set_dry_run(config.xdp.dry_run)?;
         Ok(dataplane)
     });
     let mut dataplane = match loaded {
@@ -40,12 +39,6 @@ pub(super) fn start(config: &Config) -> (XdpBackend, Vec<Attachment>) {
         pin_dir = %pin_dir.display(),
         "XDP program loaded"
     );
-    if config.xdp.dry_run {
-        warn!(
-            "XDP dry run ([xdp] dry_run = true): banned sources are counted (would_drop_v4, \
-             would_drop_v6) and passed, not dropped"
-        );
-    }
     let (attachments, failures) = attach_all(&mut dataplane, config);
     let xdp = backend(dataplane, &attachments, &failures);
     (xdp, attachments)
@@ -128,9 +121,6 @@ impl XdpBackend {
     /// nothing without a loaded program.
     pub(super) fn reconfigure(&mut self, config: &Config) -> Option<Vec<Attachment>> {
         let mut dataplane = self.dataplane.take()?;
-        if let Err(error) = dataplane.set_dry_run(config.xdp.dry_run) {
-            error!("XDP dry run setting not applied: {error}");
-        }
         let (attachments, failures) = attach_all(&mut dataplane, config);
         *self = backend(dataplane, &attachments, &failures);
         Some(attachments)

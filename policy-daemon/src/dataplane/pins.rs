@@ -4,9 +4,7 @@ use std::{ffi::CString, fs, io, path::Path};
 
 use aya::maps::MapData;
 use tracing::{info, warn};
-use xdp_common::{
-    Counter, MAP_BANS_V4, MAP_BANS_V6, MAP_PREFIX_V4, MAP_PREFIX_V6, MAP_STATS, MAPS,
-};
+use xdp_common::{MAP_BANS_V4, MAP_BANS_V6, MAP_PREFIX_V4, MAP_PREFIX_V6, MAPS};
 
 use super::{BPF_FS_ROOT, Capacities, DataplaneError, Result};
 
@@ -41,19 +39,6 @@ pub(super) fn check_pinned_maps(pin_dir: &Path, capacities: Capacities) -> Resul
                 spec.key_size,
                 spec.value_size
             )));
-        }
-        // An older version's counters: fewer than this program counts.
-        // Counters only, so the pin goes and the program gets a new map.
-        if spec.name == MAP_STATS && info.max_entries() < Counter::COUNT {
-            drop(map);
-            fs::remove_file(&path).map_err(|e| incompatible(e.to_string()))?;
-            info!(
-                map = spec.name,
-                pinned = info.max_entries(),
-                counters = Counter::COUNT,
-                "packet counters of an older version unpinned; they restart from zero"
-            );
-            continue;
         }
         let wanted = match spec.name {
             MAP_BANS_V4 => Some(capacities.v4),

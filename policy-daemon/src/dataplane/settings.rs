@@ -51,19 +51,6 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Dry run on or off: with it on, the program counts what it would
-    /// drop and passes it.
-    pub fn set_dry_run(&mut self, on: bool) -> Result<()> {
-        let settings = XdpSettings {
-            dry_run: u32::from(on),
-            ..self.settings
-        };
-        if settings == self.settings {
-            return Ok(());
-        }
-        self.write_settings(settings)
-    }
-
     /// Marks each prefix trie that holds no entry, so the program skips it.
     /// A trie that cannot be read counts as holding some.
     pub(super) fn mark_empty_tries(&mut self) -> Result<()> {
