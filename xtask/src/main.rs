@@ -72,7 +72,7 @@ enum Task {
     },
     /// Run a benchmark
     Bench {
-        /// Benchmark name (available: xdp, policy, bans, fleet, logs, list, spf, greylist)
+        /// Benchmark name (available: xdp, policy, bans, fleet, logs, list, spf, greylist, feeds)
         name: String,
         /// Extra arguments for the benchmark binary (`--smoke`: a few
         /// items, to see that it still runs)
