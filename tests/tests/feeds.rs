@@ -4,8 +4,8 @@
 //! refresh asks conditionally and gets 304 (also after a restart, from the
 //! saved validators), an entry the feed drops is lifted while a longer CLI
 //! ban it listed stays, the allowlist wins over the feed, a broken feed
-//! keeps its entries and says why in `status`, and a 200,000-entry file
-//! lands in full.
+//! keeps its entries and says why in `status`, a 200,000-entry file
+//! lands in full, and one feed's bans are listed and lifted by its name.
 //!
 //! Needs root and the binary (`cargo build -p policy-daemon`, or
 //! `SPAMWALL_BIN`); run serially:
@@ -277,4 +277,59 @@ fn file_feed_of_200000_entries_lands_in_full() {
         })
         .count();
     assert_eq!(missing, 0, "entries missing from the kernel maps");
+}
+
+/// `list` and `unban --source feed:NAME` reach one feed's bans only: not
+/// those of a feed whose name starts the same, nor a CLI ban.
+#[test]
+fn one_feeds_bans_are_listed_and_lifted_by_its_name() {
+    if !require_root("one_feeds_bans_are_listed_and_lifted_by_its_name") {
+        return;
+    }
+    let net = NetnsPair::new(Subnet::test_net_3(151));
+    let lists = tempfile::tempdir().expect("a directory for the lists");
+    let mut extra = String::new();
+    for (name, entries) in [
+        ("drop", "198.51.100.1\n198.51.100.2\n198.51.100.0/30\n"),
+        ("drop2", "198.51.100.9\n198.51.100.10\n"),
+    ] {
+        let path = lists.path().join(format!("{name}.txt"));
+        std::fs::write(&path, entries).expect("writing a list");
+        // Refreshed after the test: a refresh would ban its entries again.
+        let table = feed_table(name, &format!("file://{}", path.display()), "plain");
+        extra.push_str(&table.replace("refresh = \"1s\"", "refresh = \"1h\""));
+    }
+    let mut settings = Settings::on(net.server());
+    settings.extra = extra;
+    let daemon = Daemon::start(net.server(), &settings);
+    wait(&daemon, "both feeds loaded", || daemon.list().len() == 5);
+    daemon.cli_ok(&["ban", "198.51.100.20", "--reason", "by hand"]);
+
+    let listed = |filter: &str| -> Vec<String> {
+        let out = daemon.cli_ok(&["list", "--json", "--source", filter]);
+        let bans: Vec<Value> = serde_json::from_str(&out).expect("list --json");
+        bans.iter()
+            .map(|ban| ban["addr"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        listed("feed:drop"),
+        ["198.51.100.0/30", "198.51.100.1", "198.51.100.2"]
+    );
+    assert_eq!(listed("feed:drop2"), ["198.51.100.10", "198.51.100.9"]);
+    assert_eq!(listed("feed").len(), 5);
+    assert!(listed("feed:dro").is_empty());
+
+    let bad = daemon.cli(["list", "--source", "feed:no such"]);
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("feed:NAME"));
+
+    let out = daemon.cli_ok(&["unban", "--source", "feed:drop", "--yes", "--json"]);
+    let summary: Value = serde_json::from_str(&out).expect("unban --json");
+    assert_eq!(summary["source"], "feed:drop", "{summary}");
+    assert_eq!(summary["active"], 3, "{summary}");
+    assert_eq!(summary["unbanned"], 3, "{summary}");
+    assert!(listed("feed:drop").is_empty());
+    assert_eq!(listed("feed:drop2").len(), 2);
+    assert_eq!(listed("cli"), ["198.51.100.20"]);
 }

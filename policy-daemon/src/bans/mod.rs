@@ -21,6 +21,7 @@ pub mod explain;
 pub mod fail2ban;
 mod manager;
 mod scope;
+mod source_filter;
 pub mod store;
 
 pub use allowlist::Allowlist;
@@ -31,6 +32,7 @@ pub use manager::{
     host_addresses,
 };
 pub use scope::{BanScope, PortScopes, ScopeTextError, TooManyScopes};
+pub use source_filter::{SourceFilter, UnknownSourceFilter, is_feed_name};
 
 /// Why a text is not a ban target.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -15,7 +15,7 @@ use serde::Deserialize as _;
 
 use super::{Failure, printable, unexpected};
 use crate::{
-    bans::{BanEntry, Source, parse_target, target_to_string},
+    bans::{BanEntry, SourceFilter, parse_target, target_to_string},
     control::{self, ListRequest, Request, Response},
     duration::Span,
 };
@@ -25,9 +25,9 @@ pub struct ListArgs {
     /// Print JSON: one array of bans
     #[arg(long)]
     pub json: bool,
-    /// Only bans made by policy, cli, logwatch, fleet or feed
+    /// Only bans made by policy, cli, logwatch, fleet, feed or one feed (feed:NAME)
     #[arg(long, value_name = "SOURCE")]
-    pub source: Option<Source>,
+    pub source: Option<SourceFilter>,
     /// Only bans inside this address or prefix: addresses and prefixes it contains, itself included
     #[arg(long, value_name = "CIDR")]
     pub prefix: Option<String>,
@@ -70,7 +70,8 @@ impl ListArgs {
             })
             .transpose()?;
         Ok(ListRequest {
-            source: self.source,
+            source: self.source.as_ref().map(|filter| filter.source),
+            feed: self.source.as_ref().and_then(|filter| filter.feed.clone()),
             prefix,
             limit: self.limit,
             expiring_within,
@@ -221,7 +222,10 @@ mod tests {
     use clap::Parser as _;
 
     use super::*;
-    use crate::cli::{Cli, Command};
+    use crate::{
+        bans::Source,
+        cli::{Cli, Command},
+    };
 
     fn entry(addr: &str, reason: &str) -> BanEntry {
         BanEntry {
@@ -317,6 +321,17 @@ mod tests {
                 limit: Some(10),
                 expiring_within: Some(5400),
                 stream: true,
+                ..ListRequest::default()
+            })
+        );
+        let one_feed = parse(&["--source", "feed:spamhaus-drop"]).expect("parse");
+        assert_eq!(
+            one_feed.request().ok(),
+            Some(ListRequest {
+                source: Some(Source::Feed),
+                feed: Some("spamhaus-drop".into()),
+                stream: true,
+                ..ListRequest::default()
             })
         );
         let plain = parse(&[]).expect("parse");
@@ -344,6 +359,8 @@ mod tests {
         }
         for bad in [
             &["--source", "martian"][..],
+            &["--source", "feed:a b"],
+            &["--source", "cli:x"],
             &["--limit", "-1"],
             &["--limit", "ten"],
         ] {

@@ -19,7 +19,7 @@ use super::{
     unexpected,
 };
 use crate::{
-    bans::{BanEntry, Source, target_to_string},
+    bans::{BanEntry, SourceFilter, target_to_string},
     control::{Covered, Refusal, Request, Response},
 };
 
@@ -40,9 +40,9 @@ pub struct UnbanArgs {
     /// input), one per line, `#` comments; bad lines are reported and skipped
     #[arg(long, value_name = "PATH", conflicts_with = "source")]
     pub file: Option<PathBuf>,
-    /// Lift every active ban made by policy, cli, logwatch, fleet or feed (asks first)
+    /// Lift every active ban made by policy, cli, logwatch, fleet, feed or one feed (feed:NAME) (asks first)
     #[arg(long, value_name = "SOURCE")]
-    pub source: Option<Source>,
+    pub source: Option<SourceFilter>,
     /// Do not ask before `--source` lifts its bans
     #[arg(long)]
     pub yes: bool,
@@ -172,7 +172,7 @@ impl Unbans {
 }
 
 pub(super) fn unban(socket: &Path, args: &UnbanArgs) -> Result<(), Failure> {
-    if let Some(source) = args.source {
+    if let Some(source) = &args.source {
         return unban_source(socket, source, args);
     }
     if args.yes {
@@ -236,16 +236,17 @@ fn unban_file(
     unbans.ask(socket, batch)
 }
 
-/// The summary of `unban --source`, as `--json` prints it.
+/// The summary of `unban --source`, as `--json` prints it: `source` is
+/// the filter as given (`feed:NAME` for one feed).
 #[derive(Debug, Serialize)]
 struct SourceOutcome {
-    source: Source,
+    source: String,
     active: u64,
     unbanned: u64,
 }
 
 /// `unban --source`: counts, asks on the terminal unless `--yes`, lifts.
-fn unban_source(socket: &Path, source: Source, args: &UnbanArgs) -> Result<(), Failure> {
+fn unban_source(socket: &Path, source: &SourceFilter, args: &UnbanArgs) -> Result<(), Failure> {
     let stdin = std::io::stdin();
     if !args.yes && !stdin.is_terminal() {
         return Err(Failure::usage(format!(
@@ -266,27 +267,49 @@ fn unban_source(socket: &Path, source: Source, args: &UnbanArgs) -> Result<(), F
     report_source(args.json, source, done.active, done.unbanned)
 }
 
-fn source_bans(socket: &Path, source: Source, dry_run: bool) -> Result<SourceOutcome, Failure> {
-    let response = ask(socket, &Request::UnbanSource { source, dry_run })?;
+fn source_bans(
+    socket: &Path,
+    filter: &SourceFilter,
+    dry_run: bool,
+) -> Result<SourceOutcome, Failure> {
+    let request = Request::UnbanSource {
+        source: filter.source,
+        dry_run,
+        feed: filter.feed.clone(),
+    };
+    let response = ask(socket, &request)?;
     let Response::SourceUnbanned {
         source,
         active,
         unbanned,
+        feed,
     } = response
     else {
         return Err(unexpected(&response));
     };
+    // A daemon that knows no feed filter would have lifted the whole source.
+    if source != filter.source || feed != filter.feed {
+        return Err(Failure::runtime(format!(
+            "the daemon answered for {} instead of {filter}",
+            SourceFilter { source, feed }
+        )));
+    }
     Ok(SourceOutcome {
-        source,
+        source: filter.to_string(),
         active,
         unbanned,
     })
 }
 
-fn report_source(json: bool, source: Source, active: u64, unbanned: u64) -> Result<(), Failure> {
+fn report_source(
+    json: bool,
+    source: &SourceFilter,
+    active: u64,
+    unbanned: u64,
+) -> Result<(), Failure> {
     if json {
         return print_json(&SourceOutcome {
-            source,
+            source: source.to_string(),
             active,
             unbanned,
         });
@@ -324,7 +347,10 @@ mod tests {
     use clap::Parser as _;
 
     use super::*;
-    use crate::cli::{Cli, Command};
+    use crate::{
+        bans::Source,
+        cli::{Cli, Command},
+    };
 
     #[test]
     fn unban_takes_targets_a_file_or_a_source() {
@@ -333,7 +359,15 @@ mod tests {
         let Command::Unban(args) = cli.command else {
             panic!("not unban")
         };
-        assert_eq!(args.source, Some(Source::Logwatch));
+        assert_eq!(args.source, Some(SourceFilter::all(Source::Logwatch)));
+        let cli = parse(&["spamwall", "unban", "--source", "feed:drop", "--yes"]).expect("parse");
+        let Command::Unban(args) = cli.command else {
+            panic!("not unban")
+        };
+        assert_eq!(
+            args.source.map(|s| s.to_string()).as_deref(),
+            Some("feed:drop")
+        );
         assert!(args.yes && args.targets.is_empty());
         assert!(parse(&["spamwall", "unban", "--file", "-", "--json"]).is_ok());
         for bad in [

@@ -57,6 +57,9 @@ pub enum Request {
         source: Source,
         #[serde(default)]
         dry_run: bool,
+        /// Only the bans of this feed (`source` is then `feed`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        feed: Option<String>,
     },
     /// Why `target` is blocked or not.
     Explain { target: String },
@@ -84,6 +87,9 @@ pub struct ListRequest {
     /// Only bans this source made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
+    /// Only the bans of this feed (`source` is then `feed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed: Option<String>,
     /// Only bans on addresses and prefixes inside this address or prefix
     /// (text, as a target is written).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -129,6 +135,9 @@ pub enum Response {
         source: Source,
         active: u64,
         unbanned: u64,
+        /// The feed the bans were narrowed to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        feed: Option<String>,
     },
     Explanation {
         explanation: Box<Explanation>,
@@ -254,7 +263,8 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&Request::UnbanSource {
                 source: Source::Logwatch,
-                dry_run: true
+                dry_run: true,
+                feed: None,
             })
             .expect("json"),
             r#"{"command":"unban_source","source":"logwatch","dry_run":true}"#
@@ -280,6 +290,7 @@ mod tests {
             limit: Some(10),
             expiring_within: Some(3600),
             stream: true,
+            ..ListRequest::default()
         });
         let text = serde_json::to_string(&filtered).expect("json");
         assert_eq!(

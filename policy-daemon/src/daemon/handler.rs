@@ -8,7 +8,9 @@ use tracing::{info, warn};
 
 use super::{Shared, log_ban};
 use crate::{
-    bans::{BanEntry, BanLength, BanRequest, BanScope, Breadth, Source, parse_target},
+    bans::{
+        BanEntry, BanLength, BanRequest, BanScope, Breadth, Source, SourceFilter, parse_target,
+    },
     control::{BackendStatus, Refusal, Reply, Request, Response, Status},
     dataplane::DataplaneError,
 };
@@ -33,9 +35,11 @@ pub(super) fn handle(shared: &Shared, request: Request) -> Reply {
             force,
         } => ban_bulk(shared, targets, length, &reason, breadth(force)),
         Request::Unban { targets } => super::unban::unban_targets(shared, targets),
-        Request::UnbanSource { source, dry_run } => {
-            super::unban::unban_source(shared, source, dry_run)
-        }
+        Request::UnbanSource {
+            source,
+            dry_run,
+            feed,
+        } => super::unban::unban_source(shared, SourceFilter { source, feed }, dry_run),
         Request::Explain { target } => super::explain::explain(shared, &target),
         Request::Stats => {
             let mut stats = shared.ban_stats();

@@ -6,7 +6,7 @@ use tracing::warn;
 use super::Shared;
 use crate::{
     bans::{
-        BanEntry, parse_target,
+        BanEntry, Source, is_feed_name, parse_target,
         store::{ActiveBans, BanFilter, StoredBan},
     },
     clock,
@@ -43,11 +43,27 @@ fn filter(request: &ListRequest, now: i64) -> Result<BanFilter, String> {
     let expiring_by = request
         .expiring_within
         .map(|secs| now.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX)));
+    let reason_word = match &request.feed {
+        None => None,
+        Some(name) if is_feed_name(name) && request.source.is_none_or(|s| s == Source::Feed) => {
+            Some(format!("feed:{name}"))
+        }
+        Some(name) => {
+            return Err(format!(
+                "list: feed {name:?}: a feed's bans are of source feed, and its name is 1 to 64 letters, digits, '-', '_' or '.'"
+            ));
+        }
+    };
     Ok(BanFilter {
-        source: request.source,
+        source: if reason_word.is_some() {
+            Some(Source::Feed)
+        } else {
+            request.source
+        },
         within,
         expiring_by,
         limit: request.limit,
+        reason_word,
     })
 }
 
@@ -81,7 +97,6 @@ fn entry(row: StoredBan) -> BanEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bans::Source;
 
     #[test]
     fn a_request_becomes_a_store_filter() {
@@ -91,6 +106,7 @@ mod tests {
             limit: Some(5),
             expiring_within: Some(60),
             stream: true,
+            ..ListRequest::default()
         };
         assert_eq!(
             filter(&request, 1000),
@@ -99,6 +115,7 @@ mod tests {
                 within: Some("2001:db8::/32".parse().expect("net")),
                 expiring_by: Some(1060),
                 limit: Some(5),
+                reason_word: None,
             })
         );
         assert_eq!(
@@ -120,6 +137,33 @@ mod tests {
             };
             let error = filter(&request, 0).expect_err(bad);
             assert!(error.starts_with("list prefix: "), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_feed_narrows_the_filter_to_its_reason_word() {
+        let request = ListRequest {
+            feed: Some("drop".into()),
+            ..ListRequest::default()
+        };
+        let filter_of = |request: &ListRequest| filter(request, 0);
+        assert_eq!(
+            filter_of(&request).map(|f| (f.source, f.reason_word)),
+            Ok((Some(Source::Feed), Some("feed:drop".into())))
+        );
+        for (source, name) in [
+            (Some(Source::Cli), "drop"),
+            (None, "a b"),
+            (None, ""),
+            (Some(Source::Feed), "x'; --"),
+        ] {
+            let request = ListRequest {
+                source,
+                feed: Some(name.into()),
+                ..ListRequest::default()
+            };
+            let error = filter_of(&request).expect_err(name);
+            assert!(error.starts_with("list: feed "), "{error}");
         }
     }
 }

@@ -5,9 +5,18 @@
 
 use tracing::{debug, info, warn};
 
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
 use super::Shared;
 use crate::{
-    bans::{Source, target_to_string},
+    bans::{
+        Source, SourceFilter, is_feed_name,
+        store::{BanFilter, StoreError},
+        target_to_string,
+    },
+    clock::unix_now,
     control::{Covered, Refusal, Response},
 };
 
@@ -72,17 +81,22 @@ pub(super) fn unban_targets(shared: &Shared, targets: Vec<String>) -> Response {
     }
 }
 
-/// Lifts (or, on a dry run, counts) every active ban `source` made. The
+/// Lifts (or, on a dry run, counts) every active ban `filter` means. The
 /// bans are chosen at once and lifted in batches; one banned again by
 /// another source meanwhile stays.
-pub(super) fn unban_source(shared: &Shared, source: Source, dry_run: bool) -> Response {
-    let targets = shared.manager().active_from(source);
+pub(super) fn unban_source(shared: &Shared, filter: SourceFilter, dry_run: bool) -> Response {
+    let targets = match chosen(shared, &filter) {
+        Ok(targets) => targets,
+        Err(message) => return Response::Error { message },
+    };
+    let source = filter.source;
     let active = targets.len() as u64;
     if dry_run {
         return Response::SourceUnbanned {
             source,
             active,
             unbanned: 0,
+            feed: filter.feed,
         };
     }
     let mut unbanned = 0_u64;
@@ -102,17 +116,51 @@ pub(super) fn unban_source(shared: &Shared, source: Source, dry_run: bool) -> Re
         }
         debug!(unbanned, "unbanning by source");
     }
-    info!(%source, active, unbanned, failed, "unbanned by source");
+    info!(source = %filter, active, unbanned, failed, "unbanned by source");
     match first_error {
         Some(error) => Response::Error {
             message: format!(
-                "unbanned {unbanned} of the {active} bans from {source}; {failed} failed, the first with: {error}"
+                "unbanned {unbanned} of the {active} bans from {filter}; {failed} failed, the first with: {error}"
             ),
         },
         None => Response::SourceUnbanned {
             source,
             active,
             unbanned,
+            feed: filter.feed,
         },
     }
+}
+
+/// The active bans `filter` means: a whole source from the manager's
+/// index; one feed's from the store, which keeps the reason naming it,
+/// read without holding the manager.
+fn chosen(shared: &Shared, filter: &SourceFilter) -> Result<Vec<IpNet>, String> {
+    let Some(word) = filter.reason_word() else {
+        return Ok(shared.manager().active_from(filter.source));
+    };
+    let name = filter.feed.as_deref().unwrap_or_default();
+    if filter.source != Source::Feed || !is_feed_name(name) {
+        return Err(format!(
+            "unban: feed {name:?} with source {}: a feed's bans are of source feed, and its name is 1 to 64 letters, digits, '-', '_' or '.'",
+            filter.source
+        ));
+    }
+    let store = Arc::clone(shared.manager().store());
+    let read = |error: StoreError| format!("reading the bans of {filter}: {error}");
+    let mut bans = store
+        .active_bans(
+            BanFilter {
+                source: Some(Source::Feed),
+                reason_word: Some(word),
+                ..BanFilter::default()
+            },
+            unix_now(),
+        )
+        .map_err(read)?;
+    let mut targets = Vec::new();
+    while let Some(chunk) = bans.next_chunk().map_err(read)? {
+        targets.extend(chunk.into_iter().map(|ban| ban.target));
+    }
+    Ok(targets)
 }

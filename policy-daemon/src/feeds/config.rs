@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::duration::Span;
+use crate::{bans::is_feed_name, duration::Span};
 
 /// The largest body a feed may send unless it says otherwise: 32 MiB
 /// (two million plain IPv4 entries).
@@ -91,13 +91,7 @@ pub fn problems(feeds: &[FeedConfig]) -> Vec<String> {
     let mut problems = Vec::new();
     for (i, feed) in feeds.iter().enumerate() {
         let key = format!("feed[{i}] ({})", feed.name);
-        if feed.name.is_empty()
-            || feed.name.len() > 64
-            || !feed
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
+        if !is_feed_name(&feed.name) {
             problems.push(format!(
                 "{key}.name: {:?} must be 1 to 64 letters, digits, '-', '_' or '.'",
                 feed.name

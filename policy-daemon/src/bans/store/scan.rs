@@ -32,6 +32,7 @@ const CHUNK_QUERY: &str = "SELECT target, expires_at, source, reason, detail, co
        AND (expires_at IS NULL OR expires_at > ?3)
        AND (?4 IS NULL OR source = ?4)
        AND (?5 IS NULL OR (expires_at IS NOT NULL AND expires_at <= ?5))
+       AND (?7 IS NULL OR reason = ?7 OR substr(reason, 1, length(?7) + 1) = ?7 || ' ')
      ORDER BY target LIMIT ?6";
 
 /// Greater than the text of every target (digits, hex, `.`, `:` and `/`).
@@ -50,6 +51,8 @@ pub struct BanFilter {
     pub expiring_by: Option<i64>,
     /// At most this many bans.
     pub limit: Option<u64>,
+    /// Only bans whose reason's first word is this (`feed:NAME`).
+    pub reason_word: Option<String>,
 }
 
 /// The active bans matching a [`BanFilter`], in target text order, read a
@@ -133,6 +136,7 @@ impl ActiveBans {
                     source,
                     self.filter.expiring_by,
                     i64::try_from(want).unwrap_or(i64::MAX),
+                    self.filter.reason_word,
                 ],
                 RawBan::read,
             )
@@ -454,6 +458,7 @@ mod tests {
             within: Some("192.0.0.0/16".parse().expect("prefix")),
             expiring_by: Some(NOW + 3600),
             limit: Some(2),
+            reason_word: None,
         };
         assert_eq!(listed(&store, all.clone(), 1), ["192.0.2.7", "192.0.20.1"]);
         let one = BanFilter {
@@ -527,7 +532,7 @@ mod tests {
             .expect("explain");
         let plan: Vec<String> = explain
             .query_map(
-                params!["192.0.2.7", "~", NOW, "cli", NOW + 60, 4096],
+                params!["192.0.2.7", "~", NOW, "feed", NOW + 60, 4096, "feed:drop"],
                 |row| row.get::<_, String>(3),
             )
             .expect("plan")
@@ -555,5 +560,39 @@ mod tests {
             listed(&store, BanFilter::default(), 1),
             ["192.0.2.0/24", "192.0.2.7"]
         );
+    }
+
+    #[test]
+    fn a_reason_word_lists_one_feeds_bans_and_no_look_alike() {
+        let feed = |target: &str, reason: &str| StoredBan {
+            reason: reason.to_owned(),
+            ..ban(target, Some(NOW + 60), Source::Feed)
+        };
+        let (_dir, store) = store_with(&[
+            feed("192.0.2.1", "feed:drop"),
+            feed("192.0.2.2", "feed:drop SBL1"),
+            feed("192.0.2.3", "feed:drop2 SBL2"),
+            feed("192.0.2.4", "feed:dro"),
+            feed("192.0.2.5", "feed:drop_x"),
+            feed("192.0.2.6", "feed:d%op"),
+        ]);
+        let only = |word: &str| BanFilter {
+            source: Some(Source::Feed),
+            reason_word: Some(word.to_owned()),
+            ..BanFilter::default()
+        };
+        assert_eq!(
+            listed(&store, only("feed:drop"), SCAN_CHUNK),
+            ["192.0.2.1", "192.0.2.2"]
+        );
+        assert_eq!(
+            listed(&store, only("feed:d%"), SCAN_CHUNK),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            listed(&store, only("feed:d_op"), SCAN_CHUNK),
+            Vec::<String>::new()
+        );
+        assert_eq!(listed(&store, only("feed:drop"), 1).len(), 2);
     }
 }
