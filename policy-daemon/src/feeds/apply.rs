@@ -4,14 +4,14 @@
 
 use std::time::Duration;
 
-use foldhash::{HashMap, HashMapExt as _};
+use foldhash::{HashMap, HashMapExt as _, HashSet};
 use ipnet::IpNet;
 
 use super::config::FeedConfig;
 use crate::{
     bans::{
         BanError, BanLength, BanManager, BanRequest, BanScope, Breadth, Source, Widest,
-        target_to_string,
+        canonical_net, target_to_string,
     },
     clock::{secs_i64, unix_now},
 };
@@ -74,6 +74,9 @@ pub fn apply(
     };
     let until = unix_now().saturating_add(secs_i64(feed.bantime()));
     let mut requests = Vec::with_capacity(listed.len());
+    // Listed before with the same tag: most likely still this feed's ban,
+    // extended in place; whatever is not goes through the ban path.
+    let mut kept = Vec::new();
     for (&entry, tag) in listed {
         if let Some(limit) = widest.exceeded_by(&entry) {
             applied.refused += 1;
@@ -85,13 +88,27 @@ pub fn apply(
             });
             continue;
         }
-        requests.push(BanRequest::new(
-            entry,
-            BanLength::Until(until),
-            Source::Feed,
-            &reason(feed, tag),
-            &BanScope::Default,
-        ));
+        if before.get(&entry) == Some(tag) {
+            kept.push(entry);
+        } else {
+            requests.push(ban_request(feed, entry, tag, until));
+        }
+    }
+    let word = feed.source_name();
+    for batch in kept.chunks(BATCH) {
+        let mut extended = Ok(Vec::new());
+        target.with_manager(&mut |manager| {
+            extended = manager.extend_feed(batch, &word, until);
+        });
+        let extended: HashSet<IpNet> = extended?.into_iter().collect();
+        for &entry in batch {
+            let tag = listed.get(&entry).map_or("", String::as_str);
+            if extended.contains(&canonical_net(entry.trunc())) {
+                applied.held.insert(entry, tag.to_owned());
+            } else {
+                requests.push(ban_request(feed, entry, tag, until));
+            }
+        }
     }
     let mut failure = None;
     for batch in requests.chunks(BATCH) {
@@ -131,6 +148,17 @@ pub fn apply(
         .collect();
     applied.lifted = lift(feed, &gone, target)?;
     Ok(applied)
+}
+
+/// The ban of a listed `entry` until `until`.
+fn ban_request(feed: &FeedConfig, entry: IpNet, tag: &str, until: i64) -> BanRequest {
+    BanRequest::new(
+        entry,
+        BanLength::Until(until),
+        Source::Feed,
+        &reason(feed, tag),
+        &BanScope::Default,
+    )
 }
 
 /// Lifts the bans on `gone` that this feed's ban holds; a ban another
@@ -331,5 +359,74 @@ mod tests {
                 .expect("refusal")
                 .contains("2.0.0.0/8 is wider than the feed's widest prefix (/10)")
         );
+    }
+
+    #[test]
+    fn a_refresh_extends_what_the_feed_held_and_bans_again_what_was_lifted() {
+        let (_dir, target) = target();
+        let drop = feed("drop");
+        let widest = widest_for(&drop, Widest { v4: 16, v6: 32 });
+        let list = listed(&[
+            ("192.0.2.0/24", "SBL1"),
+            ("198.51.100.7", ""),
+            ("198.51.100.8", ""),
+        ]);
+        let held = apply(&drop, widest, &list, &HashMap::default(), &target)
+            .expect("apply")
+            .held;
+        let first = row(&target, "192.0.2.0/24").expect("banned");
+        let lifted = target
+            .0
+            .lock()
+            .unban_many(&[net("198.51.100.8")], Some(Source::Feed));
+        assert!(matches!(lifted.as_slice(), [Ok(true)]));
+        // A longer bantime stands for time passing: every expiry moves.
+        let mut longer = drop.clone();
+        longer.bantime = feed_bantime("3h");
+        let applied = apply(&longer, widest, &list, &held, &target).expect("apply");
+        assert_eq!(applied.held, list, "every entry held again");
+        let extended = row(&target, "192.0.2.0/24").expect("extended");
+        let left = extended.expires_at.expect("expires") - unix_now();
+        assert!((10_790..=10_801).contains(&left), "{left}");
+        assert_eq!(
+            (
+                extended.reason.as_str(),
+                extended.count,
+                extended.first_banned_at
+            ),
+            (first.reason.as_str(), first.count, first.first_banned_at),
+            "extended in place, no offence counted"
+        );
+        let again = row(&target, "198.51.100.8").expect("the lifted entry is banned again");
+        assert_eq!(again.reason, "feed:drop");
+        let indexed = target.0.lock().held(&net("198.51.100.7")).expect("indexed");
+        assert_eq!(
+            indexed.expires_at, extended.expires_at,
+            "the index has the new expiry"
+        );
+    }
+
+    #[test]
+    fn another_feeds_ban_is_not_extended_as_this_feeds() {
+        let (_dir, target) = target();
+        let widest = Widest { v4: 16, v6: 32 };
+        let list = listed(&[("198.51.100.7", "")]);
+        let held = apply(&feed("other"), widest, &list, &HashMap::default(), &target)
+            .expect("apply")
+            .held;
+        let mut drop = feed("drop");
+        drop.bantime = feed_bantime("3h");
+        let applied = apply(&drop, widest, &list, &held, &target).expect("apply");
+        assert_eq!(applied.held.len(), 1, "banned through the ban path");
+        let row = row(&target, "198.51.100.7").expect("banned");
+        assert!(row.expires_at.expect("expires") - unix_now() > 10_000);
+    }
+
+    fn feed_bantime(text: &str) -> Option<crate::duration::Span> {
+        toml::from_str::<FeedConfig>(&format!(
+            "name = \"x\"\nurl = \"file:///x\"\nformat = \"plain\"\nbantime = \"{text}\"\n"
+        ))
+        .expect("feed")
+        .bantime
     }
 }

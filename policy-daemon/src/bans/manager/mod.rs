@@ -16,6 +16,7 @@
 
 mod aggregate;
 mod explain;
+mod extend;
 mod fail2ban;
 mod host;
 mod index;

@@ -8,8 +8,19 @@ use std::fmt::Write as _;
 use ipnet::IpNet;
 use rusqlite::{Connection, OptionalExtension as _, params};
 
-use super::{Store, StoreError, sql};
+use super::{RawBan, Source, Store, StoreError, StoredBan, sql};
 use crate::bans::{parse_target, target_to_string};
+
+/// Extends the live, expiring bans of one feed among a list of targets
+/// (`?2`, a JSON array of target texts, each found by the primary key) to
+/// `?1`, when they end before it; `?3` is the reason's first word
+/// (`feed:NAME`), `?4` the source, `?5` now.
+const EXTEND_FEED_BANS: &str = "UPDATE bans SET expires_at = ?1
+     WHERE target IN (SELECT value FROM json_each(?2))
+       AND source = ?4
+       AND (reason = ?3 OR substr(reason, 1, length(?3) + 1) = ?3 || ' ')
+       AND expires_at IS NOT NULL AND expires_at > ?5 AND expires_at < ?1
+     RETURNING target, expires_at, source, reason, detail, count, first_banned_at, last_banned_at, scope";
 
 /// A feed's saved state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -76,6 +87,42 @@ pub(super) fn create(conn: &Connection, store: &Store) -> Result<(), StoreError>
 }
 
 impl Store {
+    /// Extends to `until`, in one transaction, the bans on `targets` that
+    /// are live at `now`, end before `until`, and were made by the feed
+    /// whose reasons start with `reason_word`; returns those bans as they
+    /// now are. Any other ban on a target is left alone.
+    pub fn extend_feed_bans(
+        &self,
+        targets: &[IpNet],
+        reason_word: &str,
+        until: i64,
+        now: i64,
+    ) -> Result<Vec<StoredBan>, StoreError> {
+        if targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let texts: Vec<String> = targets.iter().map(target_to_string).collect();
+        // Target texts hold digits, hex, '.', ':' and '/' only.
+        let list = serde_json::to_string(&texts).unwrap_or_default();
+        self.in_transaction("committing extended feed bans", |tx| {
+            let mut update = tx
+                .prepare_cached(EXTEND_FEED_BANS)
+                .map_err(sql(&self.path, "preparing the feed ban extension"))?;
+            let rows = update
+                .query_map(
+                    params![until, list, reason_word, Source::Feed.as_str(), now],
+                    RawBan::read,
+                )
+                .map_err(sql(&self.path, "extending feed bans"))?;
+            let mut extended = Vec::with_capacity(targets.len());
+            for row in rows {
+                let raw = row.map_err(sql(&self.path, "reading an extended feed ban"))?;
+                extended.extend(raw.decode(&self.path));
+            }
+            Ok(extended)
+        })
+    }
+
     /// The saved state of feed `name`, if it was ever fetched.
     pub fn feed_state(&self, name: &str) -> Result<Option<FeedState>, StoreError> {
         self.conn()
