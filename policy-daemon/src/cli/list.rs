@@ -75,6 +75,7 @@ impl ListArgs {
             limit: self.limit,
             expiring_within,
             stream: true,
+            sort: None,
         })
     }
 }
@@ -317,6 +318,7 @@ mod tests {
                 limit: Some(10),
                 expiring_within: Some(5400),
                 stream: true,
+                sort: None,
             })
         );
         let plain = parse(&[]).expect("parse");
