@@ -15,6 +15,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use spamwall::{
+    bans::Source,
+    control::{ListRequest, ListSort, MAX_NEWEST, Request, Response},
+};
 use spamwall_tests::{
     daemon::{Daemon, Settings, spamwall, spamwall_bin},
     netns::{NetnsPair, Side, Subnet, run_bounded},
@@ -156,6 +160,44 @@ fn dropped_v4_total(screen: &str) -> u64 {
         .unwrap_or_else(|| panic!("no total in {line:?}"))
 }
 
+/// What the panels read, asked directly: the newest first (`newest` was
+/// banned last, after one other ban), a limit past the cap refused, the
+/// bans per source.
+fn assert_panel_requests(daemon: &Daemon, newest: &str) {
+    let newest_first = |limit| {
+        daemon.request(&Request::List(ListRequest {
+            limit: Some(limit),
+            stream: true,
+            sort: Some(ListSort::Newest),
+            ..ListRequest::default()
+        }))
+    };
+    match newest_first(1) {
+        Response::BanChunk { bans } => {
+            assert_eq!(bans.len(), 1);
+            assert_eq!(bans[0].addr.to_string(), format!("{newest}/32"));
+            assert_eq!(bans[0].reason, "the newest ban");
+        }
+        other => panic!("newest bans: {other:?}"),
+    }
+    match newest_first(MAX_NEWEST + 1) {
+        Response::Error { message } => assert!(message.contains("at most 1000"), "{message}"),
+        other => panic!("a limit past the cap: {other:?}"),
+    }
+    match daemon.request(&Request::BansBySource) {
+        Response::BansBySource { sources } => {
+            let cli = sources.iter().find(|s| s.source == Source::Cli).unwrap();
+            assert_eq!(cli.bans, 2, "{sources:?}");
+            assert_eq!(
+                sources.iter().map(|s| s.bans).sum::<u64>(),
+                2,
+                "{sources:?}"
+            );
+        }
+        other => panic!("bans by source: {other:?}"),
+    }
+}
+
 fn tmux_ready(test: &str) -> bool {
     let found = Command::new("tmux")
         .arg("-V")
@@ -230,6 +272,8 @@ fn top_shows_moving_figures_unbans_after_a_confirmation_and_restores_the_termina
         rows.len() == 2 && rows[0].contains(newest) && rows[0].contains("> "),
         "the newest ban comes first and is selected:\n{second}"
     );
+
+    assert_panel_requests(&daemon, newest);
 
     // Unban: asked first; no keeps it.
     tmux.keys(&["u"]);
