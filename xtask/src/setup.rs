@@ -46,6 +46,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "dpkg-dev",
     "lintian",
     "man-db",
+    // A real terminal for `spamwall top`'s test.
+    "tmux",
 ];
 
 /// Answers for packages that would otherwise ask during installation:

@@ -76,6 +76,7 @@ impl ListArgs {
             limit: self.limit,
             expiring_within,
             stream: true,
+            sort: None,
         })
     }
 }

@@ -18,6 +18,7 @@ mod query;
 mod run;
 mod target_file;
 mod test_filter;
+mod top;
 mod unban;
 
 pub use target_file::{MAX_LINE, TargetLine, TargetLines};
@@ -74,6 +75,8 @@ pub enum Command {
     Stats(JsonFlag),
     /// Show backends, interfaces and settings
     Status(JsonFlag),
+    /// Watch the daemon live: packet rates, bans by source, latest and busiest bans, health; unban from there
+    Top(top::TopArgs),
     /// Check a configuration file: every error, warnings, and what will run
     CheckConfig(check::CheckArgs),
     /// Manage the pinned XDP program without the daemon
@@ -177,6 +180,7 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
         Command::List(args) => list::list(&socket(cli)?, args),
         Command::Stats(flag) => stats(&socket(cli)?, flag.json),
         Command::Status(flag) => status(&socket(cli)?, flag.json),
+        Command::Top(args) => top::top(&socket(cli)?, args),
         Command::TestFilter(args) => test_filter::run(cli.config.as_deref(), args),
         Command::Query(args) => {
             query::run(args, cli.config.as_deref()).map(|answer| println!("{answer}"))

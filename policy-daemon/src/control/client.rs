@@ -70,6 +70,12 @@ impl Answers {
     /// The next answer; `None` when the daemon closed the connection after
     /// a whole line. A line cut short is an error.
     pub fn next_answer(&mut self) -> Result<Option<Response>, ClientError> {
+        self.next_as()
+    }
+
+    /// [`Self::next_answer`] read as a client-side type `T`, for a client
+    /// that wants members of an answer a newer daemon adds.
+    pub fn next_as<T: serde::de::DeserializeOwned>(&mut self) -> Result<Option<T>, ClientError> {
         self.line.clear();
         let read = (&mut self.reader)
             .take(MAX_ANSWER_LINE)

@@ -67,6 +67,8 @@ pub enum Request {
     List(ListRequest),
     /// Ban counts and packet counters.
     Stats,
+    /// How many active bans each source made.
+    BansBySource,
     /// Backends, interfaces and settings.
     Status,
 }
@@ -105,7 +107,25 @@ pub struct ListRequest {
     /// instead of one [`Response::Bans`] line.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stream: bool,
+    /// The order of the bans; by target when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sort: Option<ListSort>,
 }
+
+/// The orders a `list` can ask for besides the target's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListSort {
+    /// Most packets dropped first.
+    Packets,
+    /// Latest offence first; needs a `limit` of at most
+    /// [`MAX_NEWEST`].
+    Newest,
+}
+
+/// The longest list of newest bans one request gets: each is ranked in a
+/// walk over every ban.
+pub const MAX_NEWEST: u64 = 1000;
 
 /// The daemon's answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,6 +178,10 @@ pub enum Response {
     Stats {
         stats: BanStats,
     },
+    /// Active bans per source, every source named.
+    BansBySource {
+        sources: Vec<SourceBans>,
+    },
     Status {
         status: Box<Status>,
     },
@@ -171,6 +195,13 @@ pub enum Response {
 pub struct Refusal {
     pub target: String,
     pub reason: String,
+}
+
+/// How many active bans one source made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceBans {
+    pub source: Source,
+    pub bans: u64,
 }
 
 /// A target that a ban on a wider prefix blocks.
@@ -290,22 +321,33 @@ mod tests {
             limit: Some(10),
             expiring_within: Some(3600),
             stream: true,
+            sort: Some(ListSort::Newest),
             ..ListRequest::default()
         });
         let text = serde_json::to_string(&filtered).expect("json");
         assert_eq!(
             text,
-            r#"{"command":"list","source":"fleet","prefix":"2001:db8::/32","limit":10,"expiring_within":3600,"stream":true}"#
+            r#"{"command":"list","source":"fleet","prefix":"2001:db8::/32","limit":10,"expiring_within":3600,"stream":true,"sort":"newest"}"#
         );
         assert_eq!(
             serde_json::from_str::<Request>(&text).expect("parse"),
             filtered
         );
         assert!(filtered.is_streamed());
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"command":"list","sort":"packets","limit":5}"#)
+                .expect("parse"),
+            Request::List(ListRequest {
+                limit: Some(5),
+                sort: Some(ListSort::Packets),
+                ..ListRequest::default()
+            })
+        );
         for bad in [
             r#"{"command":"list","source":"martian"}"#,
             r#"{"command":"list","limit":-1}"#,
             r#"{"command":"list","expiring_within":"1h"}"#,
+            r#"{"command":"list","sort":"oldest"}"#,
         ] {
             assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
         }

@@ -46,6 +46,7 @@ pub(super) fn handle(shared: &Shared, request: Request) -> Reply {
             stats.policy_requests = shared.policy_stats.requests();
             Response::Stats { stats }
         }
+        Request::BansBySource => super::top::bans_by_source(shared, crate::clock::unix_now()),
         Request::Status => match status(shared) {
             Ok(status) => Response::Status {
                 status: Box::new(status),

@@ -10,7 +10,7 @@ use crate::{
         store::{ActiveBans, BanFilter, StoredBan},
     },
     clock,
-    control::{BanChunks, ListRequest, Reply, Response},
+    control::{BanChunks, ListRequest, ListSort, Reply, Response},
 };
 
 /// Answers a `list` request: the matching bans as they are read, or an
@@ -21,6 +21,11 @@ pub(super) fn list(shared: &Shared, request: &ListRequest) -> Reply {
         Ok(filter) => filter,
         Err(message) => return Response::Error { message }.into(),
     };
+    // Sorting by packets is not served yet: those lists come in target
+    // order.
+    if request.sort == Some(ListSort::Newest) {
+        return super::top::newest(shared, &filter, now);
+    }
     // The manager's lock is held only to reach the store.
     let store = std::sync::Arc::clone(shared.manager().store());
     match store.active_bans(filter, now) {
@@ -82,7 +87,7 @@ impl BanChunks for StoreChunks {
 }
 
 /// A stored ban as `list` shows it.
-fn entry(row: StoredBan) -> BanEntry {
+pub(super) fn entry(row: StoredBan) -> BanEntry {
     BanEntry {
         addr: row.target,
         expires_at: row.expires_at.map(clock::system_time),

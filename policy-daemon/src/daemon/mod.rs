@@ -24,6 +24,7 @@ mod list;
 mod memory;
 mod targets;
 mod tasks;
+mod top;
 mod unban;
 mod xdp;
 

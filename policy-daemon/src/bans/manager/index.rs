@@ -22,6 +22,7 @@ use foldhash::{HashMap, HashMapExt as _};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::bans::{BanScope, Source, store::StoredBan};
+pub use glance::Glance;
 use shards::Shards;
 
 /// Sorted vectors per family.
@@ -566,6 +567,7 @@ impl Index {
     }
 }
 
+mod glance;
 mod shards;
 #[cfg(test)]
 mod tests;

@@ -536,6 +536,19 @@ impl BanManager {
         next
     }
 
+    /// Shows `visit` the active bans of the next shards from `cursor`
+    /// (about `budget` rows read), as the index holds them; returns where
+    /// to go on.
+    pub fn glance_active(
+        &self,
+        cursor: Cursor,
+        budget: usize,
+        now: i64,
+        visit: impl FnMut(Glance),
+    ) -> Cursor {
+        self.index.glance_active(cursor, budget, now, visit)
+    }
+
     /// Packet counters and backend figures, without ban counts.
     pub fn stats_head(&self) -> BanStats {
         let mut stats = BanStats {
@@ -596,7 +609,7 @@ fn no_row() -> BanError {
 pub use fail2ban::{Fail2banLink, Fail2banReconciled};
 pub use host::host_addresses;
 use index::Index;
-pub use index::{Cursor, Held};
+pub use index::{Cursor, Glance, Held};
 use length::admissible_length;
 pub use policy::{Aggregation, BanPolicy, Breadth, Escalation, Widest};
 use reconcile::kernel_value;
