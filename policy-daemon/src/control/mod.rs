@@ -95,10 +95,23 @@ pub struct ListRequest {
     /// do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiring_within: Option<u64>,
+    /// The order of the list: by address when absent. With a `limit`,
+    /// the bans first in this order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sort: Option<ListSort>,
     /// Answer in [`Response::BanChunk`] lines and a [`Response::ListEnd`]
     /// instead of one [`Response::Bans`] line.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stream: bool,
+}
+
+/// An order of `list` other than by address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListSort {
+    /// Most packets dropped first (in a dry run: would have been), then by
+    /// address.
+    Packets,
 }
 
 /// The daemon's answer.
@@ -186,6 +199,9 @@ pub struct Status {
     pub interfaces: Vec<Attachment>,
     /// Enforced destination ports; empty means all traffic.
     pub ports: Vec<u16>,
+    /// `[xdp] dry_run`: banned sources are counted and passed.
+    #[serde(default)]
+    pub dry_run: bool,
     pub bans_active: u64,
     pub capacity_v4: u32,
     pub capacity_v6: u32,
