@@ -375,6 +375,8 @@ mod tests {
             detail: String::new(),
             count: 1,
             ports: None,
+            packets: 0,
+            last_hit: None,
         };
         let unbans = Unbans {
             unbanned: vec!["192.0.2.7".into(), "198.51.100.1".into()],
