@@ -295,12 +295,13 @@ mod tests {
             prefix: Some("2001:db8::/32".into()),
             limit: Some(10),
             expiring_within: Some(3600),
+            sort: Some(ListSort::Packets),
             stream: true,
         });
         let text = serde_json::to_string(&filtered).expect("json");
         assert_eq!(
             text,
-            r#"{"command":"list","source":"fleet","prefix":"2001:db8::/32","limit":10,"expiring_within":3600,"stream":true}"#
+            r#"{"command":"list","source":"fleet","prefix":"2001:db8::/32","limit":10,"expiring_within":3600,"sort":"packets","stream":true}"#
         );
         assert_eq!(
             serde_json::from_str::<Request>(&text).expect("parse"),

@@ -325,6 +325,10 @@ impl BanManager {
     /// The common path: validate, compute, store, enforce, aggregate.
     /// Returns, per request, the position of its row among the rows
     /// written (a target asked twice has one row), and those rows.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one pass over the requests; split, it would pass six vectors around"
+    )]
     fn apply(
         &mut self,
         requests: Vec<BanRequest>,
@@ -335,8 +339,7 @@ impl BanManager {
         let mut rows: Vec<StoredBan> = Vec::with_capacity(requests.len());
         // Whether each row starts a ban rather than re-applying a live one.
         let mut fresh: Vec<bool> = Vec::with_capacity(requests.len());
-        // Whether each row replaces a ban the index holds, so the kernel
-        // entry's hit counters are carried over.
+        // Whether each row replaces a ban the index holds (counters kept).
         let mut existed: Vec<bool> = Vec::with_capacity(requests.len());
         let mut pending: HashMap<IpNet, usize> = HashMap::with_capacity(requests.len());
         let targets: Vec<IpNet> = requests
