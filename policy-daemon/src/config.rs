@@ -97,6 +97,9 @@ pub struct XdpConfig {
     pub mode: AttachMode,
     /// Destination ports bans apply to; empty (the default) means all traffic.
     pub ports: Vec<u16>,
+    /// Count what would be dropped (`would_drop_v4`, `would_drop_v6`) and
+    /// pass it: a first rollout without risk. Default false.
+    pub dry_run: bool,
 }
 
 /// `[ban]`: ban policy and map sizes.

@@ -36,6 +36,9 @@ use spamwall_tests::{
 };
 use xdp_common::{BanValue, SOURCE_CLI};
 
+#[path = "xdp/contention.rs"]
+mod contention;
+
 /// Repetitions per `BPF_PROG_TEST_RUN` call.
 fn repeat() -> u32 {
     bench::size(10_000_000, 1_000)
@@ -328,6 +331,7 @@ fn main() -> Result<()> {
     spamwall.set_ports(&[25])?;
     let scoped = measure_spamwall(&spamwall, &cases)?;
     spamwall.set_ports(&[])?;
+    let contention = contention::measure(&mut spamwall)?;
 
     let ban = live_ban();
     // 10.0.0.0/8 and 2001:db8:ffff::/48: never the measured sources.
@@ -386,6 +390,7 @@ fn main() -> Result<()> {
     drop(pin);
 
     print_table(&cases, &one_ban, &scoped, &million);
+    println!("{}", contention::line(&contention));
     print!("{report}");
     Ok(())
 }

@@ -145,6 +145,8 @@ pub struct Settings {
     pub allowlist: Vec<String>,
     /// More `[ban]` keys, as TOML lines (e.g. `backends = ["xdp", "fail2ban"]`).
     pub ban_extra: String,
+    /// More `[xdp]` keys, as TOML lines (e.g. `dry_run = true`).
+    pub xdp_extra: String,
     /// `ban.capacity_v4` and `ban.capacity_v6`; small by default so each
     /// start is cheap.
     pub capacity: u32,
@@ -237,6 +239,7 @@ impl Settings {
             bantime: "1h".to_owned(),
             allowlist: Vec::new(),
             ban_extra: String::new(),
+            xdp_extra: String::new(),
             capacity: 4096,
             ignore_self: true,
             extra: String::new(),
@@ -257,7 +260,7 @@ impl Settings {
         let path = |path: &Path| quote(path.to_str().expect("test paths are UTF-8"));
         format!(
             "[daemon]\ncontrol_socket = {}\nstate_dir = {}\nbpf_pin_dir = {}\n\n\
-             [xdp]\ninterfaces = {}\nmode = {}\nports = {:?}\n\n\
+             [xdp]\ninterfaces = {}\nmode = {}\nports = {:?}\n{xdp_extra}\n\
              [ban]\nbantime = {}\nallowlist = {}\nignore_self = {}\n\
              capacity_v4 = {capacity}\ncapacity_v6 = {capacity}\n\
              capacity_prefix_v4 = 256\ncapacity_prefix_v6 = 256\n{ban_extra}\n\n{}",
@@ -279,6 +282,7 @@ impl Settings {
             },
             capacity = self.capacity,
             ban_extra = self.ban_extra,
+            xdp_extra = self.xdp_extra,
         )
     }
 }

@@ -11,6 +11,13 @@
 /// directory (`bpftool prog show pinned <dir>/xdp_spamwall`).
 pub const PROGRAM_NAME: &str = "xdp_spamwall";
 
+/// Name of the dry-run instance of the program: the same code, except that
+/// a packet it would drop is counted ([`Counter::WouldDropV4`],
+/// [`Counter::WouldDropV6`] and the ban's [`BanValue::packets`]) and passed.
+/// The daemon attaches it instead of [`PROGRAM_NAME`] while `[xdp] dry_run`
+/// is on, so the normal path reads no setting for it.
+pub const DRY_RUN_PROGRAM_NAME: &str = "xdp_sw_dry_run";
+
 /// Name of the second program in the object file, never attached: run
 /// once through `BPF_PROG_TEST_RUN` when the daemon loads the first, it
 /// writes the coarse monotonic clock then `jiffies` (each a native-endian
@@ -57,6 +64,12 @@ pub const RETIRED_MAPS: [&str; 1] = ["xdp_ports"];
 /// Packet counters: `BPF_MAP_TYPE_PERCPU_ARRAY` of `u64`, indexed by [`Counter`].
 pub const MAP_STATS: &str = "xdp_stats";
 
+/// The hits of exact bans counted on each CPU and not yet added to the
+/// ban: `BPF_MAP_TYPE_PERCPU_ARRAY` of one [`HitBatch`]. A flood from one
+/// source spread over every CPU then writes the shared ban value about
+/// once per kernel tick per CPU instead of on every packet.
+pub const MAP_HIT_BATCH: &str = "xdp_hit_batch";
+
 /// `BPF_MAP_TYPE_ARRAY`.
 pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
 /// `BPF_MAP_TYPE_PERCPU_ARRAY`.
@@ -81,9 +94,9 @@ pub struct MapSpec {
 /// Every map, in the order the daemon reports them.
 #[expect(
     clippy::cast_possible_truncation,
-    reason = "value sizes of 16 bytes at most"
+    reason = "value sizes of 32 bytes at most"
 )]
-pub const MAPS: [MapSpec; 7] = [
+pub const MAPS: [MapSpec; 8] = [
     MapSpec {
         name: MAP_BANS_V4,
         map_type: BPF_MAP_TYPE_LRU_HASH,
@@ -127,11 +140,17 @@ pub const MAPS: [MapSpec; 7] = [
         key_size: 4,
         value_size: 8,
     },
+    MapSpec {
+        name: MAP_HIT_BATCH,
+        map_type: BPF_MAP_TYPE_PERCPU_ARRAY,
+        key_size: 4,
+        value_size: size_of::<HitBatch>() as u32,
+    },
 ];
 
 /// The names of [`MAPS`], in order.
-pub const MAP_NAMES: [&str; 7] = {
-    let mut names = [""; 7];
+pub const MAP_NAMES: [&str; 8] = {
+    let mut names = [""; 8];
     let mut i = 0;
     while i < MAPS.len() {
         names[i] = MAPS[i].name;
@@ -192,8 +211,9 @@ pub const fn port_scope_slot(port: u16) -> (u32, u32) {
 /// What the program stores for each ban.
 ///
 /// The program reads `expires_ns`, `scopes` and, in the prefix tries,
-/// `prefix_len`; `source` and `count` are carried for the daemon so the maps
-/// alone can be listed after a restart.
+/// `prefix_len`, and writes `packets` and `last_hit_ns` on every drop;
+/// `source` and `count` are carried for the daemon so the maps alone can be
+/// listed after a restart.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BanValue {
@@ -216,10 +236,20 @@ pub struct BanValue {
     pub scopes: u8,
     /// How many times this address has been banned.
     pub count: u32,
+    /// Packets dropped by this ban (in a dry run: that would have been
+    /// dropped). Written by the program only; the daemon carries it over
+    /// when it rewrites an entry.
+    pub packets: u64,
+    /// When the last of them came, on the clock the program reads (see
+    /// [`XdpSettings::clock_scale`]); zero: never.
+    pub last_hit_ns: u64,
 }
 
 /// Size of a [`BanValue`] in a map, in bytes.
-pub const BAN_VALUE_SIZE: usize = 16;
+pub const BAN_VALUE_SIZE: usize = 32;
+/// Size of a ban value before it carried [`BanValue::packets`] and
+/// [`BanValue::last_hit_ns`]: pinned maps of this size are replaced.
+pub const BAN_VALUE_SIZE_V1: usize = 16;
 
 impl BanValue {
     /// `expires_ns` value of a ban without expiry.
@@ -233,6 +263,19 @@ impl BanValue {
             prefix_len,
             scopes: 0,
             count,
+            packets: 0,
+            last_hit_ns: 0,
+        }
+    }
+
+    /// The same ban, keeping the hit counters of `previous` (the entry it
+    /// replaces in the map).
+    #[must_use]
+    pub const fn with_hits_of(self, previous: &Self) -> Self {
+        Self {
+            packets: previous.packets,
+            last_hit_ns: previous.last_hit_ns,
+            ..self
         }
     }
 
@@ -275,6 +318,8 @@ impl BanValue {
         out[10] = self.prefix_len;
         out[11] = self.scopes;
         out[12..16].copy_from_slice(&self.count.to_ne_bytes());
+        out[16..24].copy_from_slice(&self.packets.to_ne_bytes());
+        out[24..32].copy_from_slice(&self.last_hit_ns.to_ne_bytes());
         out
     }
 
@@ -284,14 +329,46 @@ impl BanValue {
         expires.copy_from_slice(&bytes[0..8]);
         let mut count = [0_u8; 4];
         count.copy_from_slice(&bytes[12..16]);
+        let mut packets = [0_u8; 8];
+        packets.copy_from_slice(&bytes[16..24]);
+        let mut last_hit = [0_u8; 8];
+        last_hit.copy_from_slice(&bytes[24..32]);
         Self {
             expires_ns: u64::from_ne_bytes(expires),
             source: u16::from_ne_bytes([bytes[8], bytes[9]]),
             prefix_len: bytes[10],
             scopes: bytes[11],
             count: u32::from_ne_bytes(count),
+            packets: u64::from_ne_bytes(packets),
+            last_hit_ns: u64::from_ne_bytes(last_hit),
         }
     }
+}
+
+/// One CPU's pending hits, the single entry of [`MAP_HIT_BATCH`]: the exact
+/// ban this CPU last counted a packet for, and the packets counted since
+/// the last time they were added to it. The program adds them to the ban
+/// when the clock moves on to another tick or another ban is hit; the
+/// daemon adds the `pending` of every CPU to the ban whose address matches
+/// when it reads the counters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HitBatch {
+    /// The address of the ban's map value, as the program saw it: tells a
+    /// hit on the same entry with one comparison.
+    pub value_addr: u64,
+    /// Packets counted and not yet in the ban's [`BanValue::packets`].
+    pub pending: u64,
+    /// The clock when they were counted (one tick: older ones are added
+    /// to the ban before the tick changes).
+    pub tick: u64,
+    /// The banned source address, IPv4 in the first four bytes.
+    pub addr: [u8; 16],
+    /// 4 or 16: the length of `addr`; zero before the first hit.
+    pub addr_len: u32,
+    /// Zero; keeps the size a multiple of the alignment without implicit
+    /// padding.
+    pub reserved: u32,
 }
 
 /// Ban source: Postfix policy verdict.
@@ -381,11 +458,15 @@ pub enum Counter {
     /// without a lookup), or from a source whose live bans are all scoped to
     /// other ports.
     OutOfScopePassed = 6,
+    /// IPv4 packet from a banned source, passed: dry run.
+    WouldDropV4 = 7,
+    /// IPv6 packet from a banned source, passed: dry run.
+    WouldDropV6 = 8,
 }
 
 impl Counter {
     /// Number of counters, the size of [`MAP_STATS`].
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 9;
     /// All counters in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Passed,
@@ -395,6 +476,8 @@ impl Counter {
         Counter::MalformedPassed,
         Counter::NonIpPassed,
         Counter::OutOfScopePassed,
+        Counter::WouldDropV4,
+        Counter::WouldDropV6,
     ];
 
     /// The counter's name in `stats --json` and in the `outcome` label of
@@ -408,6 +491,8 @@ impl Counter {
             Counter::MalformedPassed => "malformed_passed",
             Counter::NonIpPassed => "non_ip_passed",
             Counter::OutOfScopePassed => "out_of_scope_passed",
+            Counter::WouldDropV4 => "would_drop_v4",
+            Counter::WouldDropV6 => "would_drop_v6",
         }
     }
 
@@ -429,6 +514,7 @@ mod pod {
     unsafe impl aya::Pod for super::BanValue {}
     unsafe impl aya::Pod for super::XdpConfig {}
     unsafe impl aya::Pod for super::XdpSettings {}
+    unsafe impl aya::Pod for super::HitBatch {}
 }
 
 #[cfg(test)]
@@ -446,6 +532,8 @@ mod tests {
         assert_eq!(offset_of!(BanValue, prefix_len), 10);
         assert_eq!(offset_of!(BanValue, scopes), 11);
         assert_eq!(offset_of!(BanValue, count), 12);
+        assert_eq!(offset_of!(BanValue, packets), 16);
+        assert_eq!(offset_of!(BanValue, last_hit_ns), 24);
     }
 
     #[test]
@@ -456,10 +544,12 @@ mod tests {
             prefix_len: 24,
             scopes: 0b1000_0010,
             count: 0xA0B0_C0D0,
+            packets: 0x1122_3344_5566_7788,
+            last_hit_ns: 0x99AA_BBCC_DDEE_FF00,
         };
         let bytes = value.to_ne_bytes();
         assert_eq!(BanValue::from_ne_bytes(&bytes), value);
-        // SAFETY: BanValue is repr(C), 16 bytes without implicit padding.
+        // SAFETY: BanValue is repr(C), 32 bytes without implicit padding.
         let raw: [u8; BAN_VALUE_SIZE] = unsafe { core::mem::transmute(value) };
         assert_eq!(bytes, raw);
     }
@@ -481,6 +571,16 @@ mod tests {
             ),
             (99, SOURCE_LOGWATCH, 0, 7)
         );
+    }
+
+    #[test]
+    fn hit_batch_layout_is_fixed() {
+        assert_eq!(size_of::<HitBatch>(), 48);
+        assert_eq!(align_of::<HitBatch>(), 8);
+        assert_eq!(offset_of!(HitBatch, pending), 8);
+        assert_eq!(offset_of!(HitBatch, tick), 16);
+        assert_eq!(offset_of!(HitBatch, addr), 24);
+        assert_eq!(offset_of!(HitBatch, addr_len), 40);
     }
 
     #[test]
@@ -577,7 +677,7 @@ mod tests {
         // BPF_OBJ_NAME_LEN is 16 including the terminating NUL.
         for name in MAP_NAMES
             .iter()
-            .chain([PROGRAM_NAME, CLOCK_PROGRAM_NAME].iter())
+            .chain([PROGRAM_NAME, DRY_RUN_PROGRAM_NAME, CLOCK_PROGRAM_NAME].iter())
         {
             assert!(name.len() < 16, "{name} is too long for a BPF object name");
         }
@@ -591,6 +691,8 @@ mod tests {
             prefix_len: 32,
             scopes: 0,
             count: 1,
+            packets: 0,
+            last_hit_ns: 0,
         };
         assert!(ban.is_live(99));
         assert!(!ban.is_live(100));

@@ -7,6 +7,13 @@
 //! Anything the parser does not understand passes. Every packet moves exactly
 //! one per-CPU counter.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
+// The BPF target has no atomic types with read-modify-write methods; the
+// intrinsic compiles to the instruction the verifier accepts on map values.
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(
+    target_arch = "bpf",
+    expect(internal_features, reason = "atomic add on a map value")
+)]
 
 #[cfg(target_arch = "bpf")]
 mod program;

@@ -1,4 +1,8 @@
-use core::mem::size_of;
+use core::{
+    cell::Cell,
+    intrinsics::{AtomicOrdering, atomic_xadd},
+    mem::size_of,
+};
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
@@ -8,8 +12,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use xdp_common::{
-    BanValue, CLOCK_READING_SIZE, Counter, DEFAULT_CAPACITY, DEFAULT_PREFIX_CAPACITY, MAPS,
-    PORT_SCOPE_WORDS, XdpConfig, XdpSettings, port_scope_slot, same_name,
+    BanValue, CLOCK_READING_SIZE, Counter, DEFAULT_CAPACITY, DEFAULT_PREFIX_CAPACITY, HitBatch,
+    MAPS, PORT_SCOPE_WORDS, XdpConfig, XdpSettings, port_scope_slot, same_name,
 };
 
 /// Declares a map with the literal name the `#[map]` attribute needs, and
@@ -49,6 +53,9 @@ contract_map!("xdp_port_scopes" = MAPS[5], key u32, value u64,
 
 contract_map!("xdp_stats" = MAPS[6], key u32, value u64,
     static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0););
+
+contract_map!("xdp_hit_batch" = MAPS[7], key u32, value HitBatch,
+    static HIT_BATCH: PerCpuArray<HitBatch> = PerCpuArray::with_max_entries(1, 0););
 
 /// The settings the daemon writes into this program's global data after
 /// loading it (see [`XdpSettings`]); read with volatile loads, since the
@@ -102,7 +109,22 @@ const MAX_L4_OFFSET: usize = 1024;
 
 #[xdp]
 pub fn xdp_spamwall(ctx: XdpContext) -> u32 {
-    let (action, counter) = verdict(&ctx);
+    let (action, counter) = verdict::<false>(&ctx);
+    count(counter);
+    action
+}
+
+/// The dry-run instance: what [`xdp_spamwall`] would drop is counted and
+/// passed. A second entry rather than a setting, so the normal path reads
+/// nothing more.
+const _: () = assert!(same_name(
+    "xdp_sw_dry_run",
+    xdp_common::DRY_RUN_PROGRAM_NAME
+));
+
+#[xdp]
+pub fn xdp_sw_dry_run(ctx: XdpContext) -> u32 {
+    let (action, counter) = verdict::<true>(&ctx);
     count(counter);
     action
 }
@@ -138,6 +160,84 @@ fn count(counter: Counter) {
     }
 }
 
+/// Counts a packet in the ban that matched it. A prefix ban's count is
+/// added at once; an exact ban's is gathered in this CPU's [`HitBatch`]
+/// while the same entry keeps being hit within one tick, so a flood from
+/// one source over every CPU writes the shared value once per tick per CPU.
+#[inline(always)]
+fn record_hit<const N: usize>(value: *const BanValue, now: u64, exact: bool, src: &[u8; N]) {
+    let batch = if exact {
+        HIT_BATCH.get_ptr_mut(0)
+    } else {
+        None
+    };
+    let Some(batch) = batch else {
+        add_hits(value, 1, now);
+        return;
+    };
+    // SAFETY: this CPU's slot; XDP runs with preemption off.
+    let batch = unsafe { &mut *batch };
+    if batch.value_addr == value as u64 {
+        if batch.tick == now {
+            batch.pending += 1;
+            return;
+        }
+        add_hits(value, batch.pending + 1, now);
+        batch.pending = 0;
+        batch.tick = now;
+        return;
+    }
+    flush(batch);
+    add_hits(value, 1, now);
+    batch.value_addr = value as u64;
+    batch.tick = now;
+    let mut i = 0;
+    while i < N {
+        batch.addr[i] = src[i];
+        i += 1;
+    }
+    #[expect(clippy::cast_possible_truncation, reason = "4 or 16")]
+    let len = N as u32;
+    batch.addr_len = len;
+}
+
+/// Adds a batch's pending packets to the ban of its address, found again
+/// by that address: the entry it was counted for may have been replaced.
+#[inline(always)]
+fn flush(batch: &mut HitBatch) {
+    if batch.pending == 0 {
+        return;
+    }
+    let value = match batch.addr_len {
+        4 => {
+            let mut key = [0_u8; 4];
+            key.copy_from_slice(&batch.addr[..4]);
+            BANS_V4.get_ptr(&key)
+        }
+        16 => BANS_V6.get_ptr(&batch.addr),
+        _ => None,
+    };
+    if let Some(value) = value {
+        add_hits(value, batch.pending, batch.tick);
+    }
+    batch.pending = 0;
+}
+
+/// Adds `packets` to a ban's count with one atomic add, and writes its
+/// last hit only when the clock has moved on.
+#[inline(always)]
+fn add_hits(value: *const BanValue, packets: u64, now: u64) {
+    let value = value.cast_mut();
+    // SAFETY: a map value pointer returned by the lookup helper, valid and
+    // writable for this run, 8-byte aligned as BanValue is.
+    unsafe {
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*value).packets, packets);
+        if (*value).last_hit_ns != now {
+            (*value).last_hit_ns = now;
+        }
+    }
+}
+
 /// Bounds-checked pointer to a `T` at `offset` bytes into the frame.
 #[inline(always)]
 fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
@@ -161,9 +261,10 @@ fn read_be16(ctx: &XdpContext, offset: usize) -> Option<u16> {
     read::<[u8; 2]>(ctx, offset).map(u16::from_be_bytes)
 }
 
-/// The action for this frame and the counter it moves.
+/// The action for this frame and the counter it moves; with `DRY`, a
+/// packet from a banned source passes.
 #[inline(always)]
-fn verdict(ctx: &XdpContext) -> (u32, Counter) {
+fn verdict<const DRY: bool>(ctx: &XdpContext) -> (u32, Counter) {
     let Some(ethertype) = read_be16(ctx, 12) else {
         return (XDP_PASS, Counter::MalformedPassed);
     };
@@ -178,8 +279,8 @@ fn verdict(ctx: &XdpContext) -> (u32, Counter) {
         untagged
     };
     match ethertype {
-        ETH_P_IP => outcome(ipv4(ctx, offset), Counter::DroppedV4),
-        ETH_P_IPV6 => outcome(ipv6(ctx, offset), Counter::DroppedV6),
+        ETH_P_IP => outcome::<DRY>(ipv4(ctx, offset), Counter::DroppedV4, Counter::WouldDropV4),
+        ETH_P_IPV6 => outcome::<DRY>(ipv6(ctx, offset), Counter::DroppedV6, Counter::WouldDropV6),
         _ => (XDP_PASS, Counter::NonIpPassed),
     }
 }
@@ -201,11 +302,22 @@ fn untag(ctx: &XdpContext, mut ethertype: u16) -> Option<(u16, usize)> {
     Some((ethertype, offset))
 }
 
-/// The action for a lookup's outcome; `dropped` is the family's counter.
+/// The action for a lookup's outcome; `dropped` and `would_drop` are the
+/// family's counters.
 #[inline(always)]
-fn outcome(lookup: Option<Lookup>, dropped: Counter) -> (u32, Counter) {
+fn outcome<const DRY: bool>(
+    lookup: Option<Lookup>,
+    dropped: Counter,
+    would_drop: Counter,
+) -> (u32, Counter) {
     match lookup {
-        Some(Lookup::Banned) => (XDP_DROP, dropped),
+        Some(Lookup::Banned) => {
+            if DRY {
+                (XDP_PASS, would_drop)
+            } else {
+                (XDP_DROP, dropped)
+            }
+        }
         Some(Lookup::Expired) => (XDP_PASS, Counter::ExpiredPassed),
         Some(Lookup::Clean) => (XDP_PASS, Counter::Passed),
         Some(Lookup::OutOfScope) => (XDP_PASS, Counter::OutOfScopePassed),
@@ -270,7 +382,7 @@ fn ipv4(ctx: &XdpContext, offset: usize) -> Option<Lookup> {
                 .map(|v| v as *const BanValue)
         }
     });
-    Some(judge(exact, prefix, 32, scopes))
+    Some(judge(exact, prefix, 32, scopes, src))
 }
 
 #[inline(always)]
@@ -307,7 +419,7 @@ fn ipv6(ctx: &XdpContext, offset: usize) -> Option<Lookup> {
                 .map(|v| v as *const BanValue)
         }
     });
-    Some(judge(exact, prefix, 128, scopes))
+    Some(judge(exact, prefix, 128, scopes, src))
 }
 
 /// The scopes that cover all traffic, which every packet falls in.
@@ -394,7 +506,7 @@ fn protocol_scopes(ctx: &XdpContext, protocol: u8, l4: usize) -> u8 {
     }
 }
 
-/// Exact ban first; the prefix tries are consulted only when it does not
+/// Exact ban first, its hit counted (see [`record_hit`]); the prefix tries are consulted only when it does not
 /// already decide and some prefix ban exists (`prefix` is `None` while the
 /// daemon knows the trie to be empty), so a hit costs one hash lookup.
 /// `prefix(len)` looks up the longest prefix of at most `len` bits; `full`
@@ -406,27 +518,37 @@ fn protocol_scopes(ctx: &XdpContext, protocol: u8, l4: usize) -> u8 {
 /// expired /25 sits inside it. Each step is strictly shorter, so `full + 1`
 /// steps reach every prefix.
 #[inline(always)]
-fn judge(
+fn judge<const N: usize>(
     exact: Option<*const BanValue>,
     prefix: Option<impl Fn(u32) -> Option<*const BanValue>>,
     full: u32,
     scopes: u8,
+    src: &[u8; N],
 ) -> Lookup {
-    let mut now = None;
+    // The clock, read once an entry is found. Kept in a cell that always
+    // holds a value, never in an `Option` whose empty payload the
+    // compiler may carry in a register the verifier sees uninitialised.
+    let now = Cell::new(0_u64);
+    let clock_read = Cell::new(false);
     let mut expired = false;
     let mut elsewhere = false;
     let mut drops = |value: *const BanValue| {
-        // The clock is read only once an entry is found, from the tick
-        // count (one load once the verifier has inlined the helper) and
-        // the daemon's conversion; a ban may end up to one tick late.
-        let now = *now.get_or_insert_with(|| {
+        // From the tick count (one load once the verifier has inlined the
+        // helper) and the daemon's conversion; a ban may end up to one
+        // tick late.
+        if !clock_read.get() {
             // SAFETY: the helper has no preconditions.
             let jiffies = unsafe { bpf_jiffies64() };
-            XdpSettings::clock_at(setting!(clock_scale), setting!(clock_offset), jiffies)
-        });
+            now.set(XdpSettings::clock_at(
+                setting!(clock_scale),
+                setting!(clock_offset),
+                jiffies,
+            ));
+            clock_read.set(true);
+        }
         // SAFETY: a map value pointer returned by the lookup helper, valid for this run.
         let value = unsafe { &*value };
-        if !value.is_live(now) {
+        if !value.is_live(now.get()) {
             expired = true;
             false
         } else if value.applies_in(scopes) {
@@ -439,6 +561,7 @@ fn judge(
     if let Some(value) = exact
         && drops(value)
     {
+        record_hit(value, now.get(), true, src);
         return Lookup::Banned;
     }
     if let Some(prefix) = prefix {
@@ -446,6 +569,7 @@ fn judge(
         for _ in 0..=full {
             let Some(value) = prefix(len) else { break };
             if drops(value) {
+                record_hit(value, now.get(), false, src);
                 return Lookup::Banned;
             }
             // SAFETY: as above.

@@ -257,6 +257,13 @@ pub struct BanEntry {
     /// empty for all traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ports: Option<Vec<u16>>,
+    /// Packets the XDP program dropped for this ban (in a dry run: would
+    /// have dropped) while its entry has been in the kernel maps.
+    #[serde(default)]
+    pub packets: u64,
+    /// RFC 3339 UTC time of the last of them, `None` before the first.
+    #[serde(default, with = "rfc3339_opt")]
+    pub last_hit: Option<SystemTime>,
 }
 
 /// Figures for `stats`.
@@ -424,6 +431,8 @@ impl BanSink for RecordingSink {
             detail: String::new(),
             count: 1,
             ports: None,
+            packets: 0,
+            last_hit: None,
         })
     }
 }
@@ -559,12 +568,24 @@ mod tests {
             detail: String::new(),
             count: 2,
             ports: None,
+            packets: 0,
+            last_hit: None,
         };
         let json = serde_json::to_value(&entry).expect("json");
         assert_eq!(json["addr"], "192.0.2.7");
         assert_eq!(json["expires_at"], "2027-01-15T08:00:00Z");
         assert_eq!(json["source"], "cli");
         assert_eq!(json["count"], 2);
+        assert_eq!(json["packets"], 0);
+        assert!(json["last_hit"].is_null());
+        let hit = BanEntry {
+            packets: 12,
+            last_hit: Some(SystemTime::UNIX_EPOCH + Duration::from_hours(400_000)),
+            ..entry.clone()
+        };
+        let json = serde_json::to_value(&hit).expect("json");
+        assert_eq!(json["packets"], 12);
+        assert_eq!(json["last_hit"], "2015-08-19T16:00:00Z");
         let permanent = BanEntry {
             expires_at: None,
             addr: net("2001:db8::/64"),

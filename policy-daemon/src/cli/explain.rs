@@ -288,6 +288,8 @@ mod tests {
                     detail: String::new(),
                     count: 2,
                     ports: None,
+                    packets: 0,
+                    last_hit: None,
                 },
                 first_banned_at: "2026-11-28T00:00:00Z".into(),
                 last_banned_at: "2026-11-29T00:00:00Z".into(),

@@ -16,7 +16,7 @@ use serde::Deserialize as _;
 use super::{Failure, printable, unexpected};
 use crate::{
     bans::{BanEntry, SourceFilter, parse_target, target_to_string},
-    control::{self, ListRequest, Request, Response},
+    control::{self, ListRequest, ListSort, Request, Response},
     duration::Span,
 };
 
@@ -34,6 +34,10 @@ pub struct ListArgs {
     /// At most N bans
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
+    /// Order: `packets`, most packets dropped first (with --limit N: the N
+    /// bans that dropped most); by address without it
+    #[arg(long, value_name = "ORDER", value_parser = parse_sort)]
+    pub sort: Option<ListSort>,
     /// Only bans that end within DURATION (90s, 10m, 1h, 1d); permanent bans never do
     #[arg(long, value_name = "DURATION")]
     pub expiring_within: Option<String>,
@@ -45,6 +49,7 @@ impl ListArgs {
             || self.prefix.is_some()
             || self.limit.is_some()
             || self.expiring_within.is_some()
+            || self.sort.is_some()
     }
 
     /// The streamed request, or a usage error before anything is sent.
@@ -75,10 +80,15 @@ impl ListArgs {
             prefix,
             limit: self.limit,
             expiring_within,
+            sort: self.sort,
             stream: true,
-            sort: None,
         })
     }
+}
+
+fn parse_sort(text: &str) -> Result<ListSort, String> {
+    ListSort::deserialize(text.into_deserializer())
+        .map_err(|e: serde::de::value::Error| e.to_string())
 }
 
 /// Asks the daemon for the bans and prints them as they come. A list the
@@ -196,8 +206,8 @@ fn json_element(ban: &BanEntry) -> io::Result<String> {
 /// The header of the human form; the columns have fixed widths, so each
 /// row is printed as it arrives.
 pub const TABLE_HEADER: &str = concat!(
-    "ADDRESS                                  EXPIRES (UTC)         SOURCE    COUNT  REASON",
-    "\n"
+    "ADDRESS                                  EXPIRES (UTC)         SOURCE    COUNT",
+    "      PACKETS  LAST HIT (UTC)        REASON\n"
 );
 
 /// One ban as a row of the human form; control characters in the reason
@@ -206,12 +216,17 @@ pub fn ban_row(ban: &BanEntry) -> String {
     let expires = ban
         .expires_at
         .map_or_else(|| "permanent".to_owned(), crate::clock::rfc3339);
+    let last_hit = ban
+        .last_hit
+        .map_or_else(|| "-".to_owned(), crate::clock::rfc3339);
     format!(
-        "{:<40} {:<21} {:<9} {:>5}  {}\n",
+        "{:<40} {:<21} {:<9} {:>5} {:>12}  {:<21} {}\n",
         target_to_string(&ban.addr),
         expires,
         ban.source.to_string(),
         ban.count,
+        ban.packets,
+        last_hit,
         printable(&ban.reason)
     )
 }
@@ -237,14 +252,16 @@ mod tests {
             detail: "zen=127.0.0.2".into(),
             count: 2,
             ports: Some(vec![25]),
+            packets: 1234,
+            last_hit: Some(SystemTime::UNIX_EPOCH + Duration::from_hours(400_000)),
         }
     }
 
     #[test]
     fn the_header_matches_the_rows() {
         let header = format!(
-            "{:<40} {:<21} {:<9} {:>5}  REASON\n",
-            "ADDRESS", "EXPIRES (UTC)", "SOURCE", "COUNT"
+            "{:<40} {:<21} {:<9} {:>5} {:>12}  {:<21} REASON\n",
+            "ADDRESS", "EXPIRES (UTC)", "SOURCE", "COUNT", "PACKETS", "LAST HIT (UTC)"
         );
         assert_eq!(TABLE_HEADER, header);
         let ban = entry("2001:db8::/64", "spam run");
@@ -252,6 +269,13 @@ mod tests {
         let expires = crate::clock::rfc3339(ban.expires_at.expect("expiry"));
         assert_eq!(row.find(&expires), header.find("EXPIRES"), "{row}");
         assert_eq!(row.find("fleet"), header.find("SOURCE"), "{row}");
+        let last_hit = crate::clock::rfc3339(ban.last_hit.expect("hit"));
+        assert_eq!(row.find(&last_hit), header.find("LAST HIT"), "{row}");
+        assert_eq!(
+            row.find("1234").map(|at| at + 4),
+            header.find("PACKETS").map(|at| at + 7),
+            "{row}"
+        );
         assert_eq!(row.find("spam run"), header.find("REASON"), "{row}");
     }
 
@@ -259,8 +283,17 @@ mod tests {
     fn rows_list_every_field_and_no_control_character() {
         let mut ban = entry("2001:db8::/64", "spam run");
         ban.expires_at = None;
+        ban.last_hit = None;
         let row = ban_row(&ban);
-        for field in ["2001:db8::/64", "permanent", "fleet", "2", "spam run"] {
+        for field in [
+            "2001:db8::/64",
+            "permanent",
+            "fleet",
+            "2",
+            "1234",
+            " - ",
+            "spam run",
+        ] {
             assert!(row.contains(field), "{field} missing: {row}");
         }
         let hostile = entry(
@@ -311,6 +344,8 @@ mod tests {
             "10",
             "--expiring-within",
             "1h 30m",
+            "--sort",
+            "packets",
         ])
         .expect("parse");
         assert!(args.json && args.filtered());
@@ -321,6 +356,7 @@ mod tests {
                 prefix: Some("2001:db8::/32".into()),
                 limit: Some(10),
                 expiring_within: Some(5400),
+                sort: Some(ListSort::Packets),
                 stream: true,
                 ..ListRequest::default()
             })
@@ -364,6 +400,7 @@ mod tests {
             &["--source", "cli:x"],
             &["--limit", "-1"],
             &["--limit", "ten"],
+            &["--sort", "bytes"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }

@@ -292,6 +292,12 @@ fn status_text(status: &Status) -> String {
         printable(&status.pin_dir)
     );
     let _ = writeln!(out, "ports: {}", ports_text(&status.ports));
+    if status.dry_run {
+        let _ = writeln!(
+            out,
+            "dry run: banned sources are counted (would_drop_v4, would_drop_v6) and passed"
+        );
+    }
     if status.port_scopes.len() > 1 {
         let scopes: Vec<String> = status.port_scopes[1..]
             .iter()

@@ -409,6 +409,8 @@ mod tests {
             detail: String::new(),
             count: 1,
             ports: None,
+            packets: 0,
+            last_hit: None,
         };
         let unbans = Unbans {
             unbanned: vec!["192.0.2.7".into(), "198.51.100.1".into()],
@@ -431,10 +433,12 @@ mod tests {
             json,
             serde_json::json!([
                 {"target": "192.0.2.7", "result": "unbanned", "covered_by":
-                    {"addr": "192.0.2.0/24", "expires_at": null, "source": "cli", "reason": "bulk", "count": 1}},
+                    {"addr": "192.0.2.0/24", "expires_at": null, "source": "cli", "reason": "bulk", "count": 1,
+                     "packets": 0, "last_hit": null}},
                 {"target": "198.51.100.1", "result": "unbanned"},
                 {"target": "192.0.2.8", "result": "covered", "covered_by":
-                    {"addr": "192.0.2.0/24", "expires_at": null, "source": "cli", "reason": "bulk", "count": 1}},
+                    {"addr": "192.0.2.0/24", "expires_at": null, "source": "cli", "reason": "bulk", "count": 1,
+                     "packets": 0, "last_hit": null}},
                 {"target": "203.0.113.5", "result": "not_banned"},
             ])
         );

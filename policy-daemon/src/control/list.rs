@@ -219,6 +219,8 @@ mod tests {
                         detail: String::new(),
                         count: 1,
                         ports: None,
+                        packets: 0,
+                        last_hit: None,
                     })
                     .collect(),
             ))

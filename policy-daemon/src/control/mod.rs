@@ -103,20 +103,22 @@ pub struct ListRequest {
     /// do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiring_within: Option<u64>,
+    /// The order of the list: by address when absent. With a `limit`,
+    /// the bans first in this order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sort: Option<ListSort>,
     /// Answer in [`Response::BanChunk`] lines and a [`Response::ListEnd`]
     /// instead of one [`Response::Bans`] line.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stream: bool,
-    /// The order of the bans; by target when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sort: Option<ListSort>,
 }
 
 /// The orders a `list` can ask for besides the target's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ListSort {
-    /// Most packets dropped first.
+    /// Most packets dropped first (in a dry run: would have been), then by
+    /// address.
     Packets,
     /// Latest offence first; needs a `limit` of at most
     /// [`MAX_NEWEST`].
@@ -226,6 +228,9 @@ pub struct Status {
     pub interfaces: Vec<Attachment>,
     /// Enforced destination ports; empty means all traffic.
     pub ports: Vec<u16>,
+    /// `[xdp] dry_run`: banned sources are counted and passed.
+    #[serde(default)]
+    pub dry_run: bool,
     pub bans_active: u64,
     pub capacity_v4: u32,
     pub capacity_v6: u32,
@@ -327,7 +332,7 @@ mod tests {
         let text = serde_json::to_string(&filtered).expect("json");
         assert_eq!(
             text,
-            r#"{"command":"list","source":"fleet","prefix":"2001:db8::/32","limit":10,"expiring_within":3600,"stream":true,"sort":"newest"}"#
+            r#"{"command":"list","source":"fleet","prefix":"2001:db8::/32","limit":10,"expiring_within":3600,"sort":"newest","stream":true}"#
         );
         assert_eq!(
             serde_json::from_str::<Request>(&text).expect("parse"),

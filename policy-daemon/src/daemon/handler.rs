@@ -184,6 +184,7 @@ pub(super) fn status(shared: &Shared) -> Result<Status, DataplaneError> {
         },
         interfaces: runtime.attachments.clone(),
         ports: runtime.config.xdp.ports.clone(),
+        dry_run: runtime.config.xdp.dry_run,
         bans_active: stats.bans_active,
         capacity_v4: capacities.v4,
         capacity_v6: capacities.v6,

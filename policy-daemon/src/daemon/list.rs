@@ -1,6 +1,11 @@
 //! `list`: the active bans a request wants, read from the store (the
-//! source of truth) a chunk at a time and written as they are read.
+//! source of truth) a chunk at a time, each chunk's hit counters looked up
+//! in the kernel maps, and written as they are read. Sorted by packets,
+//! the whole list is read first, keeping only the `limit` first.
 
+use std::{cmp::Reverse, collections::BinaryHeap};
+
+use ipnet::IpNet;
 use tracing::warn;
 
 use super::Shared;
@@ -11,6 +16,7 @@ use crate::{
     },
     clock,
     control::{BanChunks, ListRequest, ListSort, Reply, Response},
+    dataplane::{HitReader, Hits},
 };
 
 /// Answers a `list` request: the matching bans as they are read, or an
@@ -21,15 +27,32 @@ pub(super) fn list(shared: &Shared, request: &ListRequest) -> Reply {
         Ok(filter) => filter,
         Err(message) => return Response::Error { message }.into(),
     };
-    // Sorting by packets is not served yet: those lists come in target
-    // order.
     if request.sort == Some(ListSort::Newest) {
         return super::top::newest(shared, &filter, now);
     }
-    // The manager's lock is held only to reach the store.
-    let store = std::sync::Arc::clone(shared.manager().store());
+    let sorted = request.sort == Some(ListSort::Packets);
+    let limit = filter.limit;
+    let filter = BanFilter {
+        limit: if sorted { None } else { limit },
+        ..filter
+    };
+    // The manager's lock is held only to reach the store and the maps.
+    let (store, hits) = {
+        let manager = shared.manager();
+        (std::sync::Arc::clone(manager.store()), manager.hit_reader())
+    };
     match store.active_bans(filter, now) {
-        Ok(bans) => Reply::Bans(Box::new(StoreChunks(bans))),
+        Ok(bans) => {
+            let chunks = StoreChunks { bans, hits };
+            if sorted {
+                Reply::Bans(Box::new(ByPackets {
+                    chunks: Some(chunks),
+                    limit: limit.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+                }))
+            } else {
+                Reply::Bans(Box::new(chunks))
+            }
+        }
         Err(error) => Response::Error {
             message: error.to_string(),
         }
@@ -72,22 +95,98 @@ fn filter(request: &ListRequest, now: i64) -> Result<BanFilter, String> {
     })
 }
 
-struct StoreChunks(ActiveBans);
+struct StoreChunks {
+    bans: ActiveBans,
+    /// `None` without XDP: every count is zero.
+    hits: Option<HitReader>,
+}
 
 impl BanChunks for StoreChunks {
     fn next_chunk(&mut self) -> Result<Option<Vec<BanEntry>>, String> {
-        match self.0.next_chunk() {
-            Ok(chunk) => Ok(chunk.map(|bans| bans.into_iter().map(entry).collect())),
+        let rows = match self.bans.next_chunk() {
+            Ok(Some(rows)) => rows,
+            Ok(None) => return Ok(None),
             Err(error) => {
                 warn!(%error, "listing bans failed");
-                Err(error.to_string())
+                return Err(error.to_string());
             }
-        }
+        };
+        let targets: Vec<IpNet> = rows.iter().map(|row| row.target).collect();
+        let hits = match &self.hits {
+            Some(reader) => reader.hits(&targets).unwrap_or_else(|error| {
+                // The bans are still listed; their counts read zero.
+                warn!(%error, "reading hit counters failed");
+                vec![Hits::default(); targets.len()]
+            }),
+            None => vec![Hits::default(); targets.len()],
+        };
+        Ok(Some(rows.into_iter().zip(hits).map(entry).collect()))
     }
 }
 
-/// A stored ban as `list` shows it.
-pub(super) fn entry(row: StoredBan) -> BanEntry {
+/// The bans of a [`StoreChunks`] with most packets first, ties by
+/// address; only the `limit` first are kept while reading.
+struct ByPackets {
+    /// `None` once read.
+    chunks: Option<StoreChunks>,
+    limit: usize,
+}
+
+/// A ban ordered so that the greatest is the one to drop first from the
+/// kept ones: fewest packets, then the highest address.
+struct Ranked(BanEntry);
+
+impl Ranked {
+    fn key(&self) -> (Reverse<u64>, IpNet) {
+        (Reverse(self.0.packets), self.0.addr)
+    }
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Ranked {}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+impl BanChunks for ByPackets {
+    fn next_chunk(&mut self) -> Result<Option<Vec<BanEntry>>, String> {
+        let Some(mut chunks) = self.chunks.take() else {
+            return Ok(None);
+        };
+        let mut kept = BinaryHeap::new();
+        while let Some(bans) = chunks.next_chunk()? {
+            for ban in bans {
+                kept.push(Ranked(ban));
+                if kept.len() > self.limit {
+                    kept.pop();
+                }
+            }
+        }
+        Ok(Some(
+            kept.into_sorted_vec()
+                .into_iter()
+                .map(|ranked| ranked.0)
+                .collect(),
+        ))
+    }
+}
+
+/// A stored ban as `list` shows it, with its hit counters.
+pub(super) fn entry((row, hits): (StoredBan, Hits)) -> BanEntry {
     BanEntry {
         addr: row.target,
         expires_at: row.expires_at.map(clock::system_time),
@@ -96,6 +195,8 @@ pub(super) fn entry(row: StoredBan) -> BanEntry {
         detail: row.detail,
         count: row.count,
         ports: row.scope.to_ports(),
+        packets: hits.packets,
+        last_hit: hits.last_hit,
     }
 }
 

@@ -47,14 +47,23 @@ pub(super) fn newest(shared: &Shared, filter: &BanFilter, now: i64) -> Reply {
             ranked.push(candidate);
         }
     });
-    let store = std::sync::Arc::clone(shared.manager().store());
+    let (store, hits) = {
+        let manager = shared.manager();
+        (std::sync::Arc::clone(manager.store()), manager.hit_reader())
+    };
     let mut bans = Vec::with_capacity(ranked.len());
     // Ascending in `Reverse`: the latest offence first.
     for Reverse((_, target)) in ranked.into_sorted_vec() {
         match store.get(&target) {
             // Lifted since the walk saw it.
             Ok(None) => {}
-            Ok(Some(row)) => bans.push(entry(row)),
+            Ok(Some(row)) => {
+                let counted = hits
+                    .as_ref()
+                    .and_then(|reader| reader.hits(&[target]).ok()?.pop())
+                    .unwrap_or_default();
+                bans.push(entry((row, counted)));
+            }
             Err(error) => {
                 return Response::Error {
                     message: error.to_string(),

@@ -14,6 +14,7 @@ use crate::{
 pub(super) fn start(config: &Config) -> (XdpBackend, Vec<Attachment>) {
     let pin_dir = &config.daemon.bpf_pin_dir;
     let loaded = Dataplane::load(pin_dir, config.ban.capacities()).and_then(|mut dataplane| {
+        dataplane.set_dry_run(config.xdp.dry_run);
         dataplane.pin_program()?;
         let (table, all_traffic) = config.port_scopes().unwrap_or_default().kernel_table();
         dataplane.set_port_scopes(&table, all_traffic)?;
@@ -39,9 +40,19 @@ pub(super) fn start(config: &Config) -> (XdpBackend, Vec<Attachment>) {
         pin_dir = %pin_dir.display(),
         "XDP program loaded"
     );
+    if config.xdp.dry_run {
+        warn_dry_run();
+    }
     let (attachments, failures) = attach_all(&mut dataplane, config);
     let xdp = backend(dataplane, &attachments, &failures);
     (xdp, attachments)
+}
+
+fn warn_dry_run() {
+    warn!(
+        "XDP dry run ([xdp] dry_run = true): banned sources are counted (would_drop_v4, \
+         would_drop_v6, and each ban's packets) and passed, not dropped"
+    );
 }
 
 fn backend(dataplane: Dataplane, attachments: &[Attachment], failures: &[String]) -> XdpBackend {
@@ -121,7 +132,20 @@ impl XdpBackend {
     /// nothing without a loaded program.
     pub(super) fn reconfigure(&mut self, config: &Config) -> Option<Vec<Attachment>> {
         let mut dataplane = self.dataplane.take()?;
+        let switched = dataplane.dry_run() != config.xdp.dry_run;
+        dataplane.set_dry_run(config.xdp.dry_run);
+        // Attaching again swaps the instance on every kept link.
         let (attachments, failures) = attach_all(&mut dataplane, config);
+        if switched {
+            if config.xdp.dry_run {
+                warn_dry_run();
+            } else {
+                info!("XDP dry run off: banned sources are dropped");
+            }
+            if let Err(error) = dataplane.pin_program() {
+                error!("pinning the XDP program: {error}");
+            }
+        }
         *self = backend(dataplane, &attachments, &failures);
         Some(attachments)
     }

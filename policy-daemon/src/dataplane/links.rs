@@ -139,12 +139,13 @@ impl Dataplane {
 
         let mut failures = Vec::new();
         for &candidate in mode.candidates() {
-            let program = program_mut(&mut self.ebpf)?;
+            let name = self.program_name();
+            let program = program_mut(&mut self.ebpf, name)?;
             match program.attach_to_if_index(ifindex, candidate.xdp_mode()) {
                 Ok(link_id) => {
                     let link = program
                         .take_link(link_id)
-                        .map_err(|source| DataplaneError::Program { source })?;
+                        .map_err(|source| DataplaneError::Program { name, source })?;
                     let fd_link = FdLink::try_from(link).map_err(|_| DataplaneError::Attach {
                         interface: interface.to_owned(),
                         detail: "the kernel attached through netlink, which cannot be pinned (needs Linux 5.9 or later)".to_owned(),
@@ -182,10 +183,11 @@ impl Dataplane {
                 interface: path.display().to_string(),
                 detail: source.to_string(),
             })?;
-        let program = program_mut(&mut self.ebpf)?;
+        let name = self.program_name();
+        let program = program_mut(&mut self.ebpf, name)?;
         let link_id = program
             .attach_to_link(link)
-            .map_err(|source| DataplaneError::Program { source })?;
+            .map_err(|source| DataplaneError::Program { name, source })?;
         // The pin keeps the link; this process holds no reference to it, so
         // `spamwall xdp detach` can release it.
         drop(program.take_link(link_id));

@@ -8,6 +8,7 @@
 
 mod clock;
 mod counters;
+mod hits;
 mod links;
 mod lookup;
 mod maps;
@@ -30,8 +31,9 @@ use aya::{
 #[cfg(any(test, feature = "test-support"))]
 pub use sys::TestRun;
 use xdp_common::{
-    BanValue, MAP_BANS_V4, MAP_BANS_V6, MAP_CONFIG, MAP_PORT_SCOPES, MAP_PREFIX_V4, MAP_PREFIX_V6,
-    MAP_STATS, MAPS, PROGRAM_NAME, SETTINGS_MAP, XdpConfig, XdpSettings,
+    BanValue, DRY_RUN_PROGRAM_NAME, MAP_BANS_V4, MAP_BANS_V6, MAP_CONFIG, MAP_HIT_BATCH,
+    MAP_PORT_SCOPES, MAP_PREFIX_V4, MAP_PREFIX_V6, MAP_STATS, MAPS, PROGRAM_NAME, SETTINGS_MAP,
+    XdpConfig, XdpSettings,
 };
 
 /// The XDP object built from `xdp-ebpf`, embedded at compile time.
@@ -73,8 +75,11 @@ pub enum DataplaneError {
         name: &'static str,
         source: MapError,
     },
-    #[error("program {PROGRAM_NAME}: {}", error_chain(source))]
-    Program { source: ProgramError },
+    #[error("program {name}: {}", error_chain(source))]
+    Program {
+        name: &'static str,
+        source: ProgramError,
+    },
     #[error("interface {interface} does not exist")]
     UnknownInterface { interface: String },
     #[error("attaching XDP to {interface}: {detail}")]
@@ -124,6 +129,9 @@ pub struct Dataplane {
     /// The program's global data, and what was last written to it.
     settings_map: Array<MapData, XdpSettings>,
     settings: XdpSettings,
+    /// Whether the dry-run instance is the one attached and pinned.
+    dry_run: bool,
+    hit_batches: MapData,
 }
 
 impl fmt::Debug for Dataplane {
@@ -162,9 +170,11 @@ impl Dataplane {
         let mut ebpf = loader
             .load(XDP_OBJECT)
             .map_err(|source| DataplaneError::Load { source })?;
-        program_mut(&mut ebpf)?
-            .load()
-            .map_err(|source| DataplaneError::Program { source })?;
+        for name in [PROGRAM_NAME, DRY_RUN_PROGRAM_NAME] {
+            program_mut(&mut ebpf, name)?
+                .load()
+                .map_err(|source| DataplaneError::Program { name, source })?;
+        }
         // A program still attached keeps its own maps; only the names go.
         for name in xdp_common::RETIRED_MAPS {
             if remove_if_present(&pin_dir.join(name))? {
@@ -190,8 +200,17 @@ impl Dataplane {
             config: take_map(&mut ebpf, MAP_CONFIG)?,
             port_scopes: take_map(&mut ebpf, MAP_PORT_SCOPES)?,
             stats: take_map(&mut ebpf, MAP_STATS)?,
+            hit_batches: match ebpf.take_map(MAP_HIT_BATCH) {
+                Some(Map::PerCpuArray(data)) => data,
+                _ => {
+                    return Err(DataplaneError::MissingMap {
+                        name: MAP_HIT_BATCH,
+                    });
+                }
+            },
             ebpf,
             pin_dir: pin_dir.to_owned(),
+            dry_run: false,
         };
         dataplane.mark_empty_tries()?;
         Ok(dataplane)
@@ -202,43 +221,64 @@ impl Dataplane {
         &self.pin_dir
     }
 
-    /// Pins the loaded program as `<pin_dir>/xdp_spamwall`, replacing the
-    /// pin of an older instance.
+    /// Pins the program in use (see [`Self::set_dry_run`]) as
+    /// `<pin_dir>/xdp_spamwall`, replacing the pin of an older instance.
     pub fn pin_program(&mut self) -> Result<()> {
         let path = self.pin_dir.join(PROGRAM_NAME);
         remove_if_present(&path)?;
-        program_mut(&mut self.ebpf)?
+        let name = self.program_name();
+        program_mut(&mut self.ebpf, name)?
             .pin(&path)
             .map_err(|source| DataplaneError::Pin { path, source })
     }
 
-    /// The kernel's id of the loaded program.
+    /// Chooses the instance [`Self::attach`] attaches and
+    /// [`Self::pin_program`] pins: with `on`, the dry run, which counts
+    /// what it would drop and passes it. Links already attached keep
+    /// their program until attached again.
+    pub fn set_dry_run(&mut self, on: bool) {
+        self.dry_run = on;
+    }
+
+    /// Whether the dry-run instance is the one in use.
+    pub fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    /// The name of the instance in use.
+    pub(super) fn program_name(&self) -> &'static str {
+        if self.dry_run {
+            DRY_RUN_PROGRAM_NAME
+        } else {
+            PROGRAM_NAME
+        }
+    }
+
+    /// The kernel's id of the program in use.
     pub fn program_id(&self) -> Result<u32> {
-        let program = self
-            .ebpf
-            .program(PROGRAM_NAME)
-            .ok_or(DataplaneError::Program {
-                source: ProgramError::NotLoaded,
-            })?;
+        let name = self.program_name();
+        let program = self.ebpf.program(name).ok_or(DataplaneError::Program {
+            name,
+            source: ProgramError::NotLoaded,
+        })?;
         program
             .info()
             .map(|info| info.id())
-            .map_err(|source| DataplaneError::Program { source })
+            .map_err(|source| DataplaneError::Program { name, source })
     }
 
     #[cfg(any(test, feature = "test-support"))]
     /// Runs the loaded program on one frame (`BPF_PROG_TEST_RUN`), against
     /// the live maps: counters move as for a real packet.
     pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<TestRun> {
-        let program = self
-            .ebpf
-            .program(PROGRAM_NAME)
-            .ok_or(DataplaneError::Program {
-                source: ProgramError::NotLoaded,
-            })?;
+        let name = self.program_name();
+        let program = self.ebpf.program(name).ok_or(DataplaneError::Program {
+            name,
+            source: ProgramError::NotLoaded,
+        })?;
         let fd = program
             .fd()
-            .map_err(|source| DataplaneError::Program { source })?;
+            .map_err(|source| DataplaneError::Program { name, source })?;
         sys::prog_test_run(std::os::fd::AsFd::as_fd(&fd), frame, repeat)
             .map_err(|source| DataplaneError::TestRun { source })
     }
@@ -251,11 +291,13 @@ pub fn test_run_program_id(id: u32, frame: &[u8], repeat: u32) -> Result<TestRun
         .filter_map(std::result::Result::ok)
         .find(|info| info.id() == id)
         .ok_or(DataplaneError::Program {
+            name: "by id",
             source: ProgramError::NotLoaded,
         })?;
-    let fd = info
-        .fd()
-        .map_err(|source| DataplaneError::Program { source })?;
+    let fd = info.fd().map_err(|source| DataplaneError::Program {
+        name: "by id",
+        source,
+    })?;
     sys::prog_test_run(std::os::fd::AsFd::as_fd(&fd), frame, repeat)
         .map_err(|source| DataplaneError::TestRun { source })
 }
@@ -271,13 +313,14 @@ pub fn monotonic_now_ns() -> u64 {
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
-fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
-    ebpf.program_mut(PROGRAM_NAME)
+fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp> {
+    ebpf.program_mut(name)
         .ok_or(DataplaneError::Program {
+            name,
             source: ProgramError::NotLoaded,
         })?
         .try_into()
-        .map_err(|source| DataplaneError::Program { source })
+        .map_err(|source| DataplaneError::Program { name, source })
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T>
@@ -302,6 +345,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 pub use counters::PacketCounters;
+pub use hits::{HitReader, Hits};
 use links::remove_if_present;
 pub use links::{AttachMode, AttachedMode, Attachment, Detached, detach, pinned_links};
 pub use lookup::MapHit;

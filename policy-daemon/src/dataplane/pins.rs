@@ -4,7 +4,10 @@ use std::{ffi::CString, fs, io, path::Path};
 
 use aya::maps::MapData;
 use tracing::{info, warn};
-use xdp_common::{MAP_BANS_V4, MAP_BANS_V6, MAP_PREFIX_V4, MAP_PREFIX_V6, MAPS};
+use xdp_common::{
+    BAN_VALUE_SIZE_V1, Counter, MAP_BANS_V4, MAP_BANS_V6, MAP_PREFIX_V4, MAP_PREFIX_V6, MAP_STATS,
+    MAPS, MapSpec,
+};
 
 use super::{BPF_FS_ROOT, Capacities, DataplaneError, Result};
 
@@ -13,7 +16,11 @@ pub(super) const BPF_FS_MAGIC: i64 = 0xCAFE_4A11;
 
 /// Rejects pinned maps whose type, key or value size differ from this
 /// program's (an older, incompatible version); warns on capacity changes,
-/// which apply only to maps created from now on.
+/// which apply only to maps created from now on. Maps an older version
+/// made smaller are unpinned, and the program gets new ones: ban maps
+/// whose values carry no hit counters (the bans come back from the store
+/// when the daemon reconciles at start), and a counter map with fewer
+/// counters (they restart from zero).
 pub(super) fn check_pinned_maps(pin_dir: &Path, capacities: Capacities) -> Result<()> {
     for spec in &MAPS {
         let path = pin_dir.join(spec.name);
@@ -27,6 +34,20 @@ pub(super) fn check_pinned_maps(pin_dir: &Path, capacities: Capacities) -> Resul
         let map = MapData::from_pin(&path).map_err(|e| incompatible(e.to_string()))?;
         let info = map.info().map_err(|e| incompatible(e.to_string()))?;
         let map_type = info.map_type().map_or(u32::MAX, |t| t as u32);
+        if map_type == spec.map_type
+            && info.key_size() == spec.key_size
+            && outgrown(spec, info.value_size(), info.max_entries())
+        {
+            drop(map);
+            fs::remove_file(&path).map_err(|e| incompatible(e.to_string()))?;
+            info!(
+                map = spec.name,
+                value_size = info.value_size(),
+                entries = info.max_entries(),
+                "map of an older version unpinned: this version's is larger"
+            );
+            continue;
+        }
         if map_type != spec.map_type
             || info.key_size() != spec.key_size
             || info.value_size() != spec.value_size
@@ -59,6 +80,18 @@ pub(super) fn check_pinned_maps(pin_dir: &Path, capacities: Capacities) -> Resul
         }
     }
     Ok(())
+}
+
+/// Whether a pinned map of `spec`'s type and key is one an older version
+/// made smaller, to be replaced rather than refused.
+fn outgrown(spec: &MapSpec, value_size: u32, max_entries: u32) -> bool {
+    match spec.name {
+        MAP_BANS_V4 | MAP_BANS_V6 | MAP_PREFIX_V4 | MAP_PREFIX_V6 => {
+            value_size as usize == BAN_VALUE_SIZE_V1
+        }
+        MAP_STATS => value_size == spec.value_size && max_entries < Counter::COUNT,
+        _ => false,
+    }
 }
 
 /// Makes sure `pin_dir` lies on a bpffs, mounting one at `/sys/fs/bpf` when

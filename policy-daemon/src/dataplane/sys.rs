@@ -11,6 +11,7 @@ use std::{
     path::Path,
 };
 
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
@@ -116,6 +117,20 @@ pub fn map_update_batch(
     attr.put_u32(36, fd_u32(map));
     attr.call(BPF_MAP_UPDATE_BATCH)?;
     Ok(attr.get_u32(32))
+}
+
+/// Reads the value stored for `key` into `value` (`BPF_MAP_LOOKUP_ELEM`);
+/// `false` when the map holds no such key. Both are of the map's sizes.
+pub fn map_lookup_elem(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Result<bool> {
+    let mut attr = Attr::new();
+    attr.put_u32(0, fd_u32(map));
+    attr.put_u64(8, key.as_ptr() as u64);
+    attr.put_u64(16, value.as_mut_ptr() as u64);
+    match attr.call(BPF_MAP_LOOKUP_ELEM) {
+        Ok(_) => Ok(true),
+        Err(error) if error.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(error) => Err(error),
+    }
 }
 
 /// Reads a hash map in chunks (`BPF_MAP_LOOKUP_BATCH`), calling `each`

@@ -44,7 +44,7 @@ use super::{
 };
 use crate::{
     clock::{self, unix_now},
-    dataplane::{Dataplane, monotonic_now_ns},
+    dataplane::{Dataplane, HitReader, monotonic_now_ns},
 };
 
 /// Rows from which a batch writes the store and the kernel maps on two
@@ -260,6 +260,16 @@ impl BanManager {
         &self.store
     }
 
+    /// Read handles on the kernel maps' hit counters; `None` without a
+    /// loaded program or when they cannot be opened.
+    pub fn hit_reader(&self) -> Option<HitReader> {
+        let dataplane = self.xdp.dataplane.as_ref()?;
+        dataplane
+            .hit_reader()
+            .inspect_err(|error| warn!(%error, "opening the XDP maps for their counters failed"))
+            .ok()
+    }
+
     /// Bans one target. See [`BanManager::ban_many`].
     pub fn ban(&mut self, request: BanRequest) -> Result<BanEntry, BanError> {
         self.ban_many(vec![request])
@@ -316,6 +326,10 @@ impl BanManager {
     /// The common path: validate, compute, store, enforce, aggregate.
     /// Returns, per request, the position of its row among the rows
     /// written (a target asked twice has one row), and those rows.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one pass over the requests; split, it would pass six vectors around"
+    )]
     fn apply(
         &mut self,
         requests: Vec<BanRequest>,
@@ -326,6 +340,8 @@ impl BanManager {
         let mut rows: Vec<StoredBan> = Vec::with_capacity(requests.len());
         // Whether each row starts a ban rather than re-applying a live one.
         let mut fresh: Vec<bool> = Vec::with_capacity(requests.len());
+        // Whether each row replaces a ban the index holds (counters kept).
+        let mut existed: Vec<bool> = Vec::with_capacity(requests.len());
         let mut pending: HashMap<IpNet, usize> = HashMap::with_capacity(requests.len());
         let targets: Vec<IpNet> = requests
             .iter()
@@ -342,6 +358,7 @@ impl BanManager {
                 results.push(Err(error));
                 continue;
             }
+            let held_before = held.is_some();
             let queued = pending.get(&target).map(|&i| &rows[i]);
             let previous = queued.map(Held::from).or(held);
             let starts = previous.as_ref().is_none_or(|p| !p.is_active(now));
@@ -354,6 +371,7 @@ impl BanManager {
                 pending.insert(target, rows.len());
                 rows.push(row);
                 fresh.push(starts);
+                existed.push(held_before);
             }
         }
         drop(pending);
@@ -367,7 +385,7 @@ impl BanManager {
         // call returns only once the store has committed.
         let store = Arc::clone(&self.store);
         let (stored, enforced) = if rows.len() < PARALLEL_WRITE {
-            self.enforce(&rows);
+            self.enforce(&rows, &existed);
             let enforced = started.elapsed();
             (
                 Ok(store.put_bans(&rows).map(|()| started.elapsed())),
@@ -376,7 +394,7 @@ impl BanManager {
         } else {
             std::thread::scope(|scope| {
                 let writer = scope.spawn(|| store.put_bans(&rows).map(|()| started.elapsed()));
-                self.enforce(&rows);
+                self.enforce(&rows, &existed);
                 let enforced = started.elapsed();
                 (writer.join(), enforced)
             })
@@ -469,8 +487,10 @@ impl BanManager {
     }
 
     /// Writes rows to the kernel maps; a failure is logged and repaired by
-    /// the next reconciliation (the store already holds the bans).
-    fn enforce(&mut self, rows: &[StoredBan]) {
+    /// the next reconciliation (the store already holds the bans). A row
+    /// that `existed` keeps the hit counters of the entry it replaces; a
+    /// new one is written without reading anything first.
+    fn enforce(&mut self, rows: &[StoredBan], existed: &[bool]) {
         let Some(dataplane) = self.xdp.dataplane.as_mut() else {
             return;
         };
@@ -485,6 +505,10 @@ impl BanManager {
                 )
             })
             .collect();
+        let mut values = values;
+        if let Err(error) = dataplane.carry_hits(&mut values, existed) {
+            warn!(%error, "reading the hit counters of bans being extended failed");
+        }
         if let Err(error) = dataplane.insert_many(&values) {
             self.backend_errors += 1;
             warn!(%error, "writing bans to the XDP maps failed; the next reconciliation retries");
@@ -590,6 +614,8 @@ impl BanManager {
             detail: row.detail.clone(),
             count: row.count,
             ports: row.scope.to_ports(),
+            packets: 0,
+            last_hit: None,
         }
     }
 }

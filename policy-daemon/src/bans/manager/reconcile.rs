@@ -236,7 +236,7 @@ impl BanManager {
                         let wanted = kernel_value(&row, now, mono, scopes);
                         if !close_enough(&entry.value, &wanted) {
                             report.corrected += 1;
-                            writes.push((entry.net, wanted));
+                            writes.push((entry.net, wanted.with_hits_of(&entry.value)));
                         }
                     }
                 }
@@ -299,10 +299,13 @@ impl BanManager {
         let mono = monotonic_now_ns();
         let mut writes = Vec::new();
         for row in unseen {
-            let wanted = kernel_value(&row, now, mono, &self.policy.scopes);
+            let mut wanted = kernel_value(&row, now, mono, &self.policy.scopes);
             match dataplane.get(row.target) {
                 Ok(Some(value)) if close_enough(&value, &wanted) => continue,
-                Ok(Some(_)) => report.corrected += 1,
+                Ok(Some(value)) => {
+                    report.corrected += 1;
+                    wanted = wanted.with_hits_of(&value);
+                }
                 Ok(None) if at_start => report.restored += 1,
                 Ok(None) => {
                     report.evicted += 1;
