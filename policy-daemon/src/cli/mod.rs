@@ -13,6 +13,7 @@ use std::{
 mod ban;
 mod check;
 mod explain;
+mod import_fail2ban;
 mod list;
 mod query;
 mod run;
@@ -79,6 +80,11 @@ pub enum Command {
     /// Manage the pinned XDP program without the daemon
     #[command(subcommand)]
     Xdp(XdpCommand),
+    /// Print a spamwall configuration for another tool's (exit 2 when something is not carried over)
+    Import {
+        #[command(subcommand)]
+        what: ImportCommand,
+    },
     /// Send one Postfix policy request (name=value lines on stdin, or --attr) and print the answer
     Query(query::QueryArgs),
     /// Run a log filter over a file, like fail2ban-regex (no daemon, no root)
@@ -108,6 +114,16 @@ pub enum XdpCommand {
         /// Also delete the pinned maps and with them every ban
         #[arg(long, conflicts_with = "iface")]
         purge: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// fail2ban's enabled mail jails as log-watch sources, filters and rules, their ignoreip as the allowlist
+    Fail2ban {
+        /// A jail.local or jail.conf, a jail.d directory, or a directory such as /etc/fail2ban
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
     },
 }
 
@@ -171,6 +187,9 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Import {
+            what: ImportCommand::Fail2ban { path },
+        } => import_fail2ban::run(path),
         Command::Ban(args) => ban::ban(&socket(cli)?, args),
         Command::Unban(args) => unban::unban(&socket(cli)?, args),
         Command::Explain(args) => explain::explain(&socket(cli)?, args),
