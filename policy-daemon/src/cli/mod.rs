@@ -20,6 +20,7 @@ mod run;
 mod target_file;
 mod test_filter;
 mod unban;
+mod xdp;
 
 pub use target_file::{MAX_LINE, TargetLine, TargetLines};
 
@@ -106,7 +107,19 @@ pub struct JsonFlag {
 
 #[derive(Debug, Subcommand)]
 pub enum XdpCommand {
+    /// Load, pin and attach the XDP program without the daemon, on the configuration's pin directory and maps
+    Load {
+        /// Attach to this interface [default: xdp.interfaces]; may be repeated
+        #[arg(long, value_name = "IFACE")]
+        iface: Vec<String>,
+        /// auto (native, then skb), native or skb [default: xdp.mode]
+        #[arg(long, value_name = "MODE")]
+        mode: Option<xdp::ModeArg>,
+    },
+    /// Show the pinned program: interfaces, program and link ids, mode, maps with entry counts, counters
+    Status(JsonFlag),
     /// Detach the pinned program from interfaces (stop the daemon first)
+    #[command(alias = "unload")]
     Detach {
         /// Only this interface [default: all, and unpin the program]
         #[arg(long, value_name = "IFACE")]
@@ -190,6 +203,12 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
         Command::Import {
             what: ImportCommand::Fail2ban { path },
         } => import_fail2ban::run(path),
+        Command::Xdp(XdpCommand::Load { iface, mode }) => {
+            xdp::load(&load_config(cli.config.as_deref())?, iface, *mode)
+        }
+        Command::Xdp(XdpCommand::Status(flag)) => {
+            xdp::status(&load_config(cli.config.as_deref())?, flag.json)
+        }
         Command::Ban(args) => ban::ban(&socket(cli)?, args),
         Command::Unban(args) => unban::unban(&socket(cli)?, args),
         Command::Explain(args) => explain::explain(&socket(cli)?, args),
