@@ -429,10 +429,10 @@ fn spamwall_matches(config: &Path, log: &Path, filter: &str) -> BTreeMap<String,
     );
     let mut matches: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for row in String::from_utf8_lossy(&output.stdout).lines() {
-        let matched: serde_json::Value = serde_json::from_str(row).expect("json");
-        let host = matched["host"].as_str().expect("host").to_owned();
+        let entry: serde_json::Value = serde_json::from_str(row).expect("json");
+        let host = entry["host"].as_str().expect("host").to_owned();
         // 2026-12-01T08:00:01.000000Z: the day and the time of day.
-        let time = matched["time"].as_str().expect("time");
+        let time = entry["time"].as_str().expect("time");
         let day: f64 = time[8..10].parse().expect("day");
         let clock = seconds(&format!("{}h", &time[11..13]))
             + seconds(&format!("{}m", &time[14..16]))

@@ -71,6 +71,34 @@ fn map_entries(status: &serde_json::Value, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no map {name} in {status}"))
 }
 
+/// Runs `xdp load` in `interface`'s namespace and checks `xdp status`:
+/// one link, on `interface`, running the pinned program. Returns the
+/// program's and the link's ids.
+fn load_and_check(config: &Path, interface: &str) -> (u64, u64) {
+    let mut load = in_netns(interface, spamwall_bin());
+    load.arg("--config").arg(config).args(["xdp", "load"]);
+    let printed = ok(&run_bounded(&mut load, Duration::from_mins(1)), "xdp load");
+    let loaded = status(config);
+    let program = loaded["program_id"].as_u64().expect("a pinned program");
+    assert!(
+        printed.contains(&format!("program {program} pinned")),
+        "{printed}"
+    );
+    let links = loaded["links"].as_array().expect("links");
+    assert_eq!(links.len(), 1, "{loaded}");
+    let link = &links[0];
+    assert_eq!(link["interface"], interface, "{loaded}");
+    assert_eq!(link["program_id"].as_u64(), Some(program), "{loaded}");
+    let mode = link["mode"].as_str().expect("mode").to_owned();
+    assert!(mode == "native" || mode == "skb", "{loaded}");
+    let link_id = link["link_id"].as_u64().expect("link id");
+    assert!(
+        printed.contains(&format!("attached to {interface} in {mode} mode")),
+        "{printed}"
+    );
+    (program, link_id)
+}
+
 #[test]
 fn xdp_load_attaches_without_the_daemon_and_the_daemon_adopts_it() {
     if !require_root("xdp_load_attaches_without_the_daemon_and_the_daemon_adopts_it") {
@@ -93,27 +121,7 @@ fn xdp_load_attaches_without_the_daemon_and_the_daemon_adopts_it() {
         "{nothing}"
     );
 
-    let mut load = in_netns(net.server(), spamwall_bin());
-    load.arg("--config").arg(&config).args(["xdp", "load"]);
-    let printed = ok(&run_bounded(&mut load, Duration::from_mins(1)), "xdp load");
-    let loaded = status(&config);
-    let program = loaded["program_id"].as_u64().expect("a pinned program");
-    assert!(
-        printed.contains(&format!("program {program} pinned")),
-        "{printed}"
-    );
-    let links = loaded["links"].as_array().expect("links");
-    assert_eq!(links.len(), 1, "{loaded}");
-    let link = &links[0];
-    assert_eq!(link["interface"], net.server(), "{loaded}");
-    assert_eq!(link["program_id"].as_u64(), Some(program), "{loaded}");
-    let mode = link["mode"].as_str().expect("mode").to_owned();
-    assert!(mode == "native" || mode == "skb", "{loaded}");
-    let link_id = link["link_id"].as_u64().expect("link id");
-    assert!(
-        printed.contains(&format!("attached to {} in {mode} mode", net.server())),
-        "{printed}"
-    );
+    let (program, link_id) = load_and_check(&config, net.server());
     assert!(
         net.can_connect(server, SMTP, 5),
         "loaded, nobody banned: the client connects"

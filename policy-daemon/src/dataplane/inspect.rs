@@ -52,7 +52,7 @@ pub struct MapStatus {
     pub entries: Option<u64>,
 }
 
-fn denied(path: &Path, source: io::Error) -> DataplaneError {
+fn denied(path: &Path, source: &io::Error) -> DataplaneError {
     DataplaneError::Inspect {
         path: path.to_owned(),
         detail: if source.raw_os_error() == Some(libc::EPERM)
@@ -101,7 +101,7 @@ pub fn status(pin_dir: &Path) -> Result<XdpStatus> {
     match std::fs::read_dir(pin_dir) {
         Ok(_) => {}
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(status),
-        Err(error) => return Err(denied(pin_dir, error)),
+        Err(error) => return Err(denied(pin_dir, &error)),
     }
     let program = pin_dir.join(PROGRAM_NAME);
     if program.exists() {

@@ -35,75 +35,65 @@ struct SourceEntry {
     logs: Logs,
 }
 
-pub(super) fn write(config: &Config, readings: &[Reading], filter_dir: &Path) -> Import {
-    let mut lost: Vec<String> = Vec::new();
-    let mut filters: Vec<FilterEntry> = Vec::new();
-    let mut sources: Vec<SourceEntry> = Vec::new();
-    let mut carried: Vec<Carried<'_>> = Vec::new();
-    let mut port_lists: Vec<Ports> = Vec::new();
-    for reading in readings {
+/// What the jails become: filters and sources shared between rules, the
+/// rules, and what is lost.
+#[derive(Default)]
+struct Plan<'a> {
+    lost: Vec<String>,
+    filters: Vec<FilterEntry>,
+    sources: Vec<SourceEntry>,
+    carried: Vec<Carried<'a>>,
+    port_lists: Vec<Ports>,
+}
+
+impl<'a> Plan<'a> {
+    fn add(&mut self, config: &Config, reading: &'a Reading, filter_dir: &Path) {
         let jail = match reading {
             Reading::Other { name, filter } => {
-                lost.push(format!(
+                self.lost.push(format!(
                     "jail {name} (filter {filter}): not a mail jail; left to fail2ban"
                 ));
-                continue;
+                return;
             }
             Reading::Refused { name, reason } => {
-                lost.push(format!("jail {name}: not carried over: {reason}"));
-                continue;
+                self.lost
+                    .push(format!("jail {name}: not carried over: {reason}"));
+                return;
             }
             Reading::Mail(jail) => jail,
         };
-        let spec = match filter_spec(jail, filter_dir) {
-            Ok(spec) => spec,
-            Err(reason) => {
-                lost.push(format!("jail {}: not carried over: {reason}", jail.name));
-                continue;
-            }
-        };
         let mut jail_lost = jail.lost.clone();
-        let logs = match &jail.logs {
-            Logs::Journal(_) => match journal_units(config, jail, filter_dir, &mut jail_lost) {
-                Ok(units) => vec![Logs::Journal(units)],
-                Err(reason) => {
-                    lost.push(format!("jail {}: not carried over: {reason}", jail.name));
-                    continue;
-                }
-            },
-            Logs::Files(paths) => paths.iter().map(|p| Logs::Files(vec![p.clone()])).collect(),
+        let logs = filter_spec(jail, filter_dir).and_then(|spec| {
+            let logs = match &jail.logs {
+                Logs::Journal(_) => vec![Logs::Journal(journal_units(
+                    config,
+                    jail,
+                    filter_dir,
+                    &mut jail_lost,
+                )?)],
+                Logs::Files(paths) => paths.iter().map(|p| Logs::Files(vec![p.clone()])).collect(),
+            };
+            Ok((spec, logs))
+        });
+        let (spec, logs) = match logs {
+            Ok(found) => found,
+            Err(reason) => {
+                self.lost
+                    .push(format!("jail {}: not carried over: {reason}", jail.name));
+                return;
+            }
         };
         if logs.len() > 1 {
             jail_lost.push(
                 "several logpaths: a rule for each, counting its file's lines apart".to_owned(),
             );
         }
-        let filter = filters
-            .iter()
-            .position(|f| f.spec == spec)
-            .unwrap_or_else(|| {
-                let name = unique(filter_name(jail), filters.iter().map(|f| f.name.as_str()));
-                filters.push(FilterEntry { name, spec });
-                filters.len() - 1
-            });
-        let source_indices = logs
-            .into_iter()
-            .map(|log| {
-                sources
-                    .iter()
-                    .position(|s| s.logs == log)
-                    .unwrap_or_else(|| {
-                        let name =
-                            unique(source_name(&log), sources.iter().map(|s| s.name.as_str()));
-                        sources.push(SourceEntry { name, logs: log });
-                        sources.len() - 1
-                    })
-            })
-            .collect();
+        let filter = self.filter(jail, spec);
+        let sources = logs.into_iter().map(|log| self.source(log)).collect();
         let mut ports = jail.ports.clone();
-        if ports != Ports::Default && !port_lists.contains(&ports) {
-            if port_lists.len() < MAX_PORT_LISTS {
-                port_lists.push(ports.clone());
+        if ports != Ports::Default && !self.port_lists.contains(&ports) {
+            if self.port_lists.len() < MAX_PORT_LISTS {
+                self.port_lists.push(ports.clone());
             } else {
                 jail_lost.push(format!(
                     "port: more than {MAX_PORT_LISTS} distinct port lists; its bans hold on xdp.ports"
@@ -111,14 +101,48 @@ pub(super) fn write(config: &Config, readings: &[Reading], filter_dir: &Path) ->
                 ports = Ports::Default;
             }
         }
-        carried.push(Carried {
+        self.carried.push(Carried {
             jail,
             filter,
-            sources: source_indices,
+            sources,
             ports,
             lost: jail_lost,
         });
     }
+
+    fn filter(&mut self, jail: &Jail, spec: String) -> usize {
+        if let Some(index) = self.filters.iter().position(|f| f.spec == spec) {
+            return index;
+        }
+        let taken: Vec<&str> = self.filters.iter().map(|f| f.name.as_str()).collect();
+        let name = unique(filter_name(jail), &taken);
+        self.filters.push(FilterEntry { name, spec });
+        self.filters.len() - 1
+    }
+
+    fn source(&mut self, logs: Logs) -> usize {
+        if let Some(index) = self.sources.iter().position(|s| s.logs == logs) {
+            return index;
+        }
+        let taken: Vec<&str> = self.sources.iter().map(|s| s.name.as_str()).collect();
+        let name = unique(source_name(&logs), &taken);
+        self.sources.push(SourceEntry { name, logs });
+        self.sources.len() - 1
+    }
+}
+
+pub(super) fn write(config: &Config, readings: &[Reading], filter_dir: &Path) -> Import {
+    let mut plan = Plan::default();
+    for reading in readings {
+        plan.add(config, reading, filter_dir);
+    }
+    let Plan {
+        mut lost,
+        filters,
+        sources,
+        carried,
+        ..
+    } = plan;
     let mut out = String::new();
     out.push_str("# spamwall configuration from fail2ban's\n");
     for file in &config.files {
@@ -211,16 +235,15 @@ fn journal_units(
     let own = config
         .get(&jail.name, "journalmatch")
         .map_err(|e| e.to_string())?;
-    let matches = match own.filter(|m| !m.trim().is_empty()) {
-        Some(m) => m,
-        None => {
-            let files = super::ini::file_set(&filter_dir.join(&jail.filter));
-            let filter = Config::read(&files).map_err(|e| e.to_string())?;
-            filter
-                .get("Definition", "journalmatch")
-                .map_err(|e| e.to_string())?
-                .unwrap_or_default()
-        }
+    let matches = if let Some(own) = own.filter(|m| !m.trim().is_empty()) {
+        own
+    } else {
+        let files = super::ini::file_set(&filter_dir.join(&jail.filter));
+        let filter = Config::read(&files).map_err(|e| e.to_string())?;
+        filter
+            .get("Definition", "journalmatch")
+            .map_err(|e| e.to_string())?
+            .unwrap_or_default()
     };
     let mut units = Vec::new();
     for token in matches.split_whitespace().filter(|t| *t != "+") {
@@ -397,14 +420,14 @@ fn source_name(logs: &Logs) -> String {
     }
 }
 
-fn unique<'a>(wanted: String, taken: impl Iterator<Item = &'a str> + Clone) -> String {
-    let free = |name: &str| !taken.clone().any(|t| t == name);
-    if free(&wanted) {
+fn unique(wanted: String, taken: &[&str]) -> String {
+    if !taken.contains(&wanted.as_str()) {
         return wanted;
     }
-    (2..)
+    // Some suffix up to one past the names taken is free.
+    (2..=taken.len() + 2)
         .map(|n| format!("{wanted}-{n}"))
-        .find(|name| free(name))
+        .find(|name| !taken.contains(&name.as_str()))
         .unwrap_or(wanted)
 }
 

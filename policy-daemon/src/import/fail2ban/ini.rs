@@ -433,6 +433,8 @@ struct Budget {
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Write as _;
+
     use super::*;
 
     fn config(text: &str) -> Config {
@@ -484,7 +486,7 @@ mod tests {
         let mut text = String::from("[a]\nv0 = x\n");
         for i in 1..10 {
             let p = format!("%(v{})s", i - 1);
-            text.push_str(&format!("v{i} = {}\n", p.repeat(40)));
+            let _ = writeln!(text, "v{i} = {}", p.repeat(40));
         }
         let e = config(&text)
             .get("a", "v9")

@@ -218,6 +218,72 @@ fn read_mail_jail(
         })
     };
     let increment = flag("bantime.increment", false)?;
+    let (factor, maxtime) = if increment {
+        escalation(&get)?
+    } else {
+        (None, None)
+    };
+    unsupported(&get, &mut lost)?;
+    if increment && flag("bantime.overalljails", false)? {
+        lost.push(
+            "bantime.overalljails: spamwall counts a host's bans from every rule anyway".to_owned(),
+        );
+    }
+    if let Some(v) = get("maxlines")?.filter(|v| v.trim() != "1" && !v.trim().is_empty()) {
+        return Err(format!(
+            "maxlines = {v}: spamwall matches one line at a time"
+        ));
+    }
+    let ports = port_scope(&get, services, &mut lost)?;
+    let ignoreip = get("ignoreip")?
+        .unwrap_or_default()
+        .split([',', ' ', '\n', '\t'])
+        .filter(|s| !s.is_empty())
+        .map(values::ignored)
+        .collect();
+    let ignoreself = flag("ignoreself", true)?;
+    lost.extend(extra_actions(&get("action")?.unwrap_or_default()));
+    Ok(Jail {
+        name: name.to_owned(),
+        filter,
+        options,
+        logs,
+        ports,
+        maxretry,
+        findtime,
+        bantime,
+        increment,
+        factor,
+        maxtime,
+        ignoreip,
+        ignoreself,
+        lost,
+    })
+}
+
+/// The actions after the first (the ban), which spamwall has no
+/// equivalent for (mail reports, abuse reports).
+fn extra_actions(action: &str) -> Option<String> {
+    let names: Vec<&str> = action
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .skip(1)
+        .filter_map(|l| l.trim().split(['[', ' ']).next())
+        .collect();
+    (!names.is_empty()).then(|| {
+        format!(
+            "{} actions besides the ban ({}): spamwall only bans",
+            names.len(),
+            names.join(", ")
+        )
+    })
+}
+
+/// `bantime.factor` and `bantime.maxtime` of an escalating jail.
+fn escalation(
+    get: &dyn Fn(&str) -> Result<Option<String>, String>,
+) -> Result<(Option<f64>, Option<i64>), String> {
+    let increment = true;
     let factor = match get("bantime.factor")? {
         Some(v) if increment && !v.trim().is_empty() => Some(
             v.trim()
@@ -237,6 +303,14 @@ fn read_mail_jail(
         ),
         _ => None,
     };
+    Ok((factor, maxtime))
+}
+
+/// Settings spamwall has no equivalent for, each added to `lost`.
+fn unsupported(
+    get: &dyn Fn(&str) -> Result<Option<String>, String>,
+    lost: &mut Vec<String>,
+) -> Result<(), String> {
     for key in [
         "bantime.formula",
         "bantime.multipliers",
@@ -255,55 +329,7 @@ fn read_mail_jail(
             ));
         }
     }
-    if increment && flag("bantime.overalljails", false)? {
-        lost.push(
-            "bantime.overalljails: spamwall counts a host's bans from every rule anyway".to_owned(),
-        );
-    }
-    if let Some(v) = get("maxlines")?.filter(|v| v.trim() != "1" && !v.trim().is_empty()) {
-        return Err(format!(
-            "maxlines = {v}: spamwall matches one line at a time"
-        ));
-    }
-    let ports = port_scope(&get, services, &mut lost)?;
-    let ignoreip = get("ignoreip")?
-        .unwrap_or_default()
-        .split([',', ' ', '\n', '\t'])
-        .filter(|s| !s.is_empty())
-        .map(values::ignored)
-        .collect();
-    let ignoreself = flag("ignoreself", true)?;
-    let action = get("action")?.unwrap_or_default();
-    let actions = action.lines().filter(|l| !l.trim().is_empty()).count();
-    if actions > 1 {
-        lost.push(format!(
-            "{} actions besides the ban ({}): spamwall only bans",
-            actions - 1,
-            action
-                .lines()
-                .skip(1)
-                .filter_map(|l| l.split(['[', ' ']).next())
-                .filter(|l| !l.is_empty())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
-    Ok(Jail {
-        name: name.to_owned(),
-        filter,
-        options,
-        logs,
-        ports,
-        maxretry,
-        findtime,
-        bantime,
-        increment,
-        factor,
-        maxtime,
-        ignoreip,
-        ignoreself,
-        lost,
-    })
+    Ok(())
 }
 
 /// The ports the jail's bans hold on: every port for an `*-allports`

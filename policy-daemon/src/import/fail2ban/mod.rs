@@ -139,17 +139,31 @@ fn same_file(a: &Path, b: &Path) -> bool {
 pub fn import(path: &Path) -> Result<Import, ImportError> {
     let layout = layout(path)?;
     let config = ini::Config::read(&layout.files)?;
-    let services = std::fs::read_to_string("/etc/services").unwrap_or_default();
     let filter_dir = if layout.base.join("filter.d").is_dir() {
         layout.base.join("filter.d")
     } else {
         PathBuf::from("/etc/fail2ban/filter.d")
     };
-    let readings: Vec<Reading> = jail::jail_names(&config)
+    Ok(carry_over(&config, &filter_dir))
+}
+
+/// [`import`] of `text` as the one jail file at `path`: its includes are
+/// read from beside it, the filters from `filter.d` there. Any text gives
+/// a configuration that is valid TOML, or an error naming the place at
+/// fault; never a panic or a hang.
+pub fn import_text(path: &Path, text: &str) -> Result<Import, ImportError> {
+    let config = ini::Config::read_text(path, text)?;
+    let dir = path.parent().unwrap_or_else(|| Path::new("/"));
+    Ok(carry_over(&config, &dir.join("filter.d")))
+}
+
+fn carry_over(config: &ini::Config, filter_dir: &Path) -> Import {
+    let services = std::fs::read_to_string("/etc/services").unwrap_or_default();
+    let readings: Vec<Reading> = jail::jail_names(config)
         .iter()
-        .filter_map(|name| jail::read(&config, name, &services))
+        .filter_map(|name| jail::read(config, name, &services))
         .collect();
-    Ok(emit::write(&config, &readings, &filter_dir))
+    emit::write(config, &readings, filter_dir)
 }
 
 #[cfg(test)]

@@ -224,17 +224,14 @@ pub fn reference(spec: &str) -> Result<(String, Vec<(String, String)>), String> 
             return Err(format!("{spec:?}: {key:?} is not an option name"));
         }
         let after = rest[eq + 1..].trim_start();
-        let (value, tail) = match after.chars().next() {
-            Some(quote @ ('"' | '\'')) => {
-                let Some(end) = after[1..].find(quote) else {
-                    return Err(format!("{spec:?}: unterminated quote"));
-                };
-                (&after[1..=end], &after[end + 2..])
-            }
-            _ => {
-                let end = after.find(',').unwrap_or(after.len());
-                (after[..end].trim(), &after[end..])
-            }
+        let (value, tail) = if let Some(quote @ ('"' | '\'')) = after.chars().next() {
+            let Some(end) = after[1..].find(quote) else {
+                return Err(format!("{spec:?}: unterminated quote"));
+            };
+            (&after[1..=end], &after[end + 2..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim(), &after[end..])
         };
         options.push((key, value.trim().to_owned()));
         rest = tail.trim_start();
