@@ -11,6 +11,9 @@ use super::{
 /// fail2ban's own values for a jail that sets none (its server defaults).
 const DEFAULT_MAXRETRY: u32 = 3;
 const DEFAULT_SECONDS: i64 = 600;
+/// The longest ban spamwall holds ([`crate::clock::MAX_BAN_LENGTH`]), in
+/// seconds; also the longest window taken.
+const LONGEST: i64 = 87_660 * 3600;
 
 /// Filters of mail software among those fail2ban ships.
 const MAIL_FILTERS: &[&str] = &[
@@ -208,9 +211,18 @@ fn read_mail_jail(
     if findtime <= 0 {
         return Err(format!("findtime: {findtime} s is not a window"));
     }
-    let bantime = number("bantime", DEFAULT_SECONDS)?;
+    if findtime > LONGEST {
+        return Err(format!("findtime: {findtime} s is longer than ten years"));
+    }
+    let mut bantime = number("bantime", DEFAULT_SECONDS)?;
     if bantime == 0 {
         return Err("bantime: 0 bans for no time".to_owned());
+    }
+    if bantime > LONGEST {
+        lost.push(format!(
+            "bantime: {bantime} s is longer than a ban may last (ten years): permanent"
+        ));
+        bantime = -1;
     }
     let flag = |key: &str, default: bool| -> Result<bool, String> {
         get(key)?.map_or(Ok(default), |v| {
@@ -283,9 +295,8 @@ fn extra_actions(action: &str) -> Option<String> {
 fn escalation(
     get: &dyn Fn(&str) -> Result<Option<String>, String>,
 ) -> Result<(Option<f64>, Option<i64>), String> {
-    let increment = true;
     let factor = match get("bantime.factor")? {
-        Some(v) if increment && !v.trim().is_empty() => Some(
+        Some(v) if !v.trim().is_empty() => Some(
             v.trim()
                 .parse::<f64>()
                 .ok()
@@ -295,11 +306,13 @@ fn escalation(
         _ => None,
     };
     let maxtime = match get("bantime.maxtime")? {
-        Some(v) if increment && !v.trim().is_empty() => Some(
+        Some(v) if !v.trim().is_empty() => Some(
             values::seconds(&v)
                 .ok()
-                .filter(|s| *s > 0)
-                .ok_or_else(|| format!("bantime.maxtime: {v:?} is not a length"))?,
+                .filter(|s| *s > 0 && *s <= LONGEST)
+                .ok_or_else(|| {
+                    format!("bantime.maxtime: {v:?} is not a length of at most ten years")
+                })?,
         ),
         _ => None,
     };

@@ -177,3 +177,25 @@ fn debians_postfix_jails_when_fail2ban_is_installed() {
         config.logwatch.problems()
     );
 }
+
+#[test]
+fn lengths_past_what_spamwall_holds_are_not_carried_as_such() {
+    let dir = fixture(
+        JAIL_CONF,
+        Some(
+            "[helo]\nenabled = true\nbantime = 52000w\n[big]\nenabled = true\nfilter = helo\nlogpath = /var/log/mail.log\nfindtime = 99999999w\n",
+        ),
+    );
+    let imported = import(dir.path()).expect("imports");
+    let config = parses(&imported.toml);
+    assert!(config.problems().is_empty(), "{:?}", config.problems());
+    assert_eq!(config.logwatch.rule[0].bantime.map(|b| b.0), Some(None));
+    assert_eq!(imported.lost, 2, "{}", imported.toml);
+    assert!(
+        imported
+            .toml
+            .contains("jail big: not carried over: findtime"),
+        "{}",
+        imported.toml
+    );
+}
