@@ -176,6 +176,10 @@ pub struct Settings {
     /// to that user) as systemd's `StateDirectory=` does. `None` (the
     /// default): `state` in the daemon's temporary directory.
     pub state_dir: Option<PathBuf>,
+    /// `daemon.bpf_pin_dir`, e.g. one a program was loaded on before the
+    /// daemon (`spamwall xdp load`). `None` (the default): a fresh
+    /// `/sys/fs/bpf/spamwall-e2e-<pid>-<n>`. Removed on drop either way.
+    pub pin_dir: Option<PathBuf>,
 }
 
 /// The systemd unit the daemon is run as with [`Settings::run_as`]:
@@ -249,6 +253,7 @@ impl Settings {
             syscall_filter: None,
             bin: None,
             state_dir: None,
+            pin_dir: None,
         }
     }
 
@@ -348,12 +353,16 @@ impl Daemon {
             .tempdir()
             .expect("creating a temporary directory");
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let pin_dir = Path::new(PIN_ROOT).join(format!("spamwall-e2e-{}-{n}", std::process::id()));
-        assert!(
-            !pin_dir.exists(),
-            "{} already exists: a previous run left it behind",
-            pin_dir.display()
-        );
+        let pin_dir = settings.pin_dir.clone().unwrap_or_else(|| {
+            let fresh =
+                Path::new(PIN_ROOT).join(format!("spamwall-e2e-{}-{n}", std::process::id()));
+            assert!(
+                !fresh.exists(),
+                "{} already exists: a previous run left it behind",
+                fresh.display()
+            );
+            fresh
+        });
         let socket = dir.path().join("control.sock");
         let config = dir.path().join("spamwall.toml");
         let state_dir = settings

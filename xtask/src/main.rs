@@ -46,6 +46,20 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Build the XDP program and load, pin and attach it without the daemon
+    /// (`spamwall xdp load`), on the pin directory and maps the daemon uses
+    Load {
+        /// Interface to attach to [default: xdp.interfaces of the configuration]
+        #[arg(long, value_name = "IFACE")]
+        iface: Vec<String>,
+        /// auto (native, then skb), native or skb [default: xdp.mode]
+        #[arg(long, value_name = "MODE")]
+        mode: Option<String>,
+        /// Configuration naming the pin directory, interfaces and ports
+        /// [default: packaging/spamwall.toml]
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
     /// fmt, clippy, unit tests, a fuzzing smoke run, the (root, serial)
     /// integration tests, then every benchmark once with `--smoke`
     Test {
@@ -181,6 +195,11 @@ fn dispatch(task: Task) -> Result<()> {
         Task::Build { release } => build(release),
         Task::Deb => deb::deb().map(drop),
         Task::Run { args } => run_daemon(&args),
+        Task::Load {
+            iface,
+            mode,
+            config,
+        } => load(&iface, mode.as_deref(), config.as_deref()),
         Task::Test { unit, args } => test(unit, &args),
         Task::Fuzz {
             target,
@@ -263,6 +282,27 @@ fn run_daemon(args: &[String]) -> Result<()> {
     // exec: signals (Ctrl-C, SIGTERM) and the exit status are the daemon's own.
     let err = cmd.exec();
     Err(err).with_context(|| format!("cannot exec `{line}`"))
+}
+
+/// `cargo xtask load`: builds the daemon, whose build compiles the XDP
+/// program into it, then runs its `xdp load`.
+fn load(interfaces: &[String], mode: Option<&str>, config: Option<&Path>) -> Result<()> {
+    setup::ensure()?;
+    build_daemon()?;
+    let root = root()?;
+    let config = config.map_or_else(|| root.join("packaging/spamwall.toml"), Path::to_owned);
+    let mut cmd = Command::new(spamwall_bin()?);
+    cmd.current_dir(root)
+        .arg("--config")
+        .arg(&config)
+        .args(["xdp", "load"]);
+    for interface in interfaces {
+        cmd.args(["--iface", interface]);
+    }
+    if let Some(mode) = mode {
+        cmd.args(["--mode", mode]);
+    }
+    run(&mut cmd)
 }
 
 /// `cargo xtask fuzz`: 60 s per target unless `--time` or `--runs` say

@@ -13,6 +13,7 @@ use std::{
 mod ban;
 mod check;
 mod explain;
+mod import_fail2ban;
 mod list;
 mod query;
 mod run;
@@ -20,6 +21,7 @@ mod target_file;
 mod test_filter;
 mod top;
 mod unban;
+mod xdp;
 
 pub use target_file::{MAX_LINE, TargetLine, TargetLines};
 
@@ -82,6 +84,11 @@ pub enum Command {
     /// Manage the pinned XDP program without the daemon
     #[command(subcommand)]
     Xdp(XdpCommand),
+    /// Print a spamwall configuration for another tool's (exit 2 when something is not carried over)
+    Import {
+        #[command(subcommand)]
+        what: ImportCommand,
+    },
     /// Send one Postfix policy request (name=value lines on stdin, or --attr) and print the answer
     Query(query::QueryArgs),
     /// Run a log filter over a file, like fail2ban-regex (no daemon, no root)
@@ -103,7 +110,19 @@ pub struct JsonFlag {
 
 #[derive(Debug, Subcommand)]
 pub enum XdpCommand {
+    /// Load, pin and attach the XDP program without the daemon, on the configuration's pin directory and maps
+    Load {
+        /// Attach to this interface [default: xdp.interfaces]; may be repeated
+        #[arg(long, value_name = "IFACE")]
+        iface: Vec<String>,
+        /// auto (native, then skb), native or skb [default: xdp.mode]
+        #[arg(long, value_name = "MODE")]
+        mode: Option<xdp::ModeArg>,
+    },
+    /// Show the pinned program: interfaces, program and link ids, mode, maps with entry counts, counters
+    Status(JsonFlag),
     /// Detach the pinned program from interfaces (stop the daemon first)
+    #[command(alias = "unload")]
     Detach {
         /// Only this interface [default: all, and unpin the program]
         #[arg(long, value_name = "IFACE")]
@@ -111,6 +130,16 @@ pub enum XdpCommand {
         /// Also delete the pinned maps and with them every ban
         #[arg(long, conflicts_with = "iface")]
         purge: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// fail2ban's enabled mail jails as log-watch sources, filters and rules, their ignoreip as the allowlist
+    Fail2ban {
+        /// A jail.local or jail.conf, a jail.d directory, or a directory such as /etc/fail2ban
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
     },
 }
 
@@ -173,6 +202,15 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
                 println!("removed pinned maps and their bans");
             }
             Ok(())
+        }
+        Command::Import {
+            what: ImportCommand::Fail2ban { path },
+        } => import_fail2ban::run(path),
+        Command::Xdp(XdpCommand::Load { iface, mode }) => {
+            xdp::load(&load_config(cli.config.as_deref())?, iface, *mode)
+        }
+        Command::Xdp(XdpCommand::Status(flag)) => {
+            xdp::status(&load_config(cli.config.as_deref())?, flag.json)
         }
         Command::Ban(args) => ban::ban(&socket(cli)?, args),
         Command::Unban(args) => unban::unban(&socket(cli)?, args),

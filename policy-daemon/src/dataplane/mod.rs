@@ -9,6 +9,7 @@
 mod clock;
 mod counters;
 mod hits;
+mod inspect;
 mod links;
 mod lookup;
 mod maps;
@@ -84,6 +85,8 @@ pub enum DataplaneError {
     UnknownInterface { interface: String },
     #[error("attaching XDP to {interface}: {detail}")]
     Attach { interface: String, detail: String },
+    #[error("reading {path}: {detail}")]
+    Inspect { path: PathBuf, detail: String },
     #[error("reading the kernel clock for the XDP program: {detail}")]
     Clock { detail: String },
     #[error("pinning {path}: {}", error_chain(source))]
@@ -346,6 +349,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 pub use counters::PacketCounters;
 pub use hits::{HitReader, Hits};
+pub use inspect::{LinkStatus, MapStatus, XdpStatus, status};
 use links::remove_if_present;
 pub use links::{AttachMode, AttachedMode, Attachment, Detached, detach, pinned_links};
 pub use lookup::MapHit;

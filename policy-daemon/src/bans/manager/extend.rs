@@ -36,7 +36,8 @@ impl BanManager {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        self.enforce(&rows);
+        // Every row extended was live: its entry keeps its hit counters.
+        self.enforce(&rows, &vec![true; rows.len()]);
         self.tell(&BanEvent::Banned(&rows));
         if self.fail2ban_active() {
             self.fail2ban_expiries.extend(

@@ -79,11 +79,45 @@ pub(super) fn parse_ini(path: &Path, text: &str) -> Result<Sections, FilterError
 /// (`%(known/name)s` too: the value before this file set it) and `<name>`
 /// references; a `%(name)s` nothing defines is an error. A `prefregex` is
 /// folded into each failregex.
+///
+/// As fail2ban does, `NAME.d/*.conf`, `NAME.local` and `NAME.d/*.local`
+/// next to `NAME.conf` are read after it, when there.
 pub fn import_fail2ban(
     path: &Path,
     params: &[(String, String)],
 ) -> Result<ImportedFilter, FilterError> {
-    import_fail2ban_text(path, &read_filter_file(path)?, params)
+    let mut vars: HashMap<String, String> = HashMap::new();
+    load_text(path, &read_filter_file(path)?, &mut vars, 0)?;
+    for overriding in overrides(path) {
+        load_file(&overriding, &mut vars, 1)?;
+    }
+    finish(path, vars, params)
+}
+
+/// The files fail2ban reads after the filter `NAME.conf`.
+fn overrides(path: &Path) -> Vec<PathBuf> {
+    if path.extension().is_none_or(|e| e != "conf") {
+        return Vec::new();
+    }
+    let dir = path.with_extension("d");
+    let in_dir = |extension: &str| {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|p| p.extension().is_some_and(|e| e == extension) && p.is_file())
+            .collect();
+        found.sort();
+        found
+    };
+    let mut files = in_dir("conf");
+    let local = path.with_extension("local");
+    if local.is_file() {
+        files.push(local);
+    }
+    files.extend(in_dir("local"));
+    files
 }
 
 /// [`import_fail2ban`] of `text`, the contents of the filter file at
@@ -96,6 +130,15 @@ pub fn import_fail2ban_text(
 ) -> Result<ImportedFilter, FilterError> {
     let mut vars: HashMap<String, String> = HashMap::new();
     load_text(path, text, &mut vars, 0)?;
+    finish(path, vars, params)
+}
+
+/// The filter `vars` describe, with `params` applied.
+fn finish(
+    path: &Path,
+    mut vars: HashMap<String, String>,
+    params: &[(String, String)],
+) -> Result<ImportedFilter, FilterError> {
     for (key, value) in params {
         vars.insert(key.clone(), value.clone());
     }
