@@ -13,6 +13,7 @@ pub mod dataplane;
 pub mod duration;
 pub mod feeds;
 pub mod fleet;
+pub mod import;
 pub mod listen;
 pub mod logwatch;
 pub mod metrics;

@@ -13,6 +13,7 @@ use std::{
 mod ban;
 mod check;
 mod explain;
+mod import;
 mod list;
 mod query;
 mod run;
@@ -83,6 +84,10 @@ pub enum Command {
     Query(query::QueryArgs),
     /// Run a log filter over a file, like fail2ban-regex (no daemon, no root)
     TestFilter(test_filter::TestFilterArgs),
+    /// Print the spamwall configuration equivalent to another program's
+    /// (exit 2 when a part has no equivalent, 1 on errors)
+    #[command(subcommand)]
+    Import(import::ImportCommand),
     /// Print a completion script for a shell
     Completions {
         /// bash, zsh, fish, elvish or powershell
@@ -178,6 +183,7 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
         Command::Stats(flag) => stats(&socket(cli)?, flag.json),
         Command::Status(flag) => status(&socket(cli)?, flag.json),
         Command::TestFilter(args) => test_filter::run(cli.config.as_deref(), args),
+        Command::Import(command) => import::run(command),
         Command::Query(args) => {
             query::run(args, cli.config.as_deref()).map(|answer| println!("{answer}"))
         }

@@ -1,0 +1,4 @@
+//! Configurations of the programs spamwall replaces, read and written as
+//! spamwall's own.
+
+pub mod mtpolicyd;
