@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 use super::{
     model::{Model, Score, Slot, SlotKind, Stage, Threshold},
     parse::Block,
-    plugins::{self, FLOOR},
+    plugins,
+    settings::FLOOR,
 };
 
 /// mtpolicyd's process settings, which have no meaning for spamwall.

@@ -10,9 +10,12 @@
 pub mod cidr;
 mod convert;
 mod emit;
+mod lists;
 mod model;
 pub mod parse;
 mod plugins;
+mod settings;
+mod stages;
 
 use std::path::Path;
 
