@@ -37,21 +37,42 @@ pub(super) fn greylist_plugin(plugin: &Block, model: &mut Model) {
 /// `[policy.greylist]` from a `Greylist` plugin.
 fn greylist_settings(plugin: &Block, model: &mut Model) {
     let title = plugin.title();
-    let ticket = plugin.blocks().find(|b| b.kind == "Ticket");
-    let get = |key: &str| plugin.get(key).or_else(|| ticket.and_then(|t| t.get(key)));
-    let seconds = |key: &str, default: u64, model: &mut Model| match get(key) {
+    // mtpolicyd 2.05 creates its ticket and AWL backends without the
+    // plugin's settings: they keep their defaults whatever is written.
+    for (key, default) in [
+        ("min_retry_wait", "300"),
+        ("max_retry_wait", "7200"),
+        ("autowl_expire_days", "60"),
+    ] {
+        let setting = plugin.setting(key).or_else(|| {
+            plugin
+                .blocks()
+                .filter(|b| matches!(b.kind.as_str(), "Ticket" | "AWL"))
+                .find_map(|b| b.setting(key))
+        });
+        if let Some(setting) = setting
+            && setting.value.trim() != default
+        {
+            model.note(
+                &setting.at,
+                format!(
+                    "{title}: mtpolicyd 2.05 ignores {key} = {} (its greylisting backends are created without the plugin's settings) and uses {default}, so the import does too; change it here if you meant it",
+                    setting.value.trim()
+                ),
+            );
+        }
+    }
+    let (delay, expire, keep_days) = (300, 7200, 60);
+    let seconds = |key: &str, default: u64, model: &mut Model| match plugin.get(key) {
         None => default,
         Some(text) => text.trim().parse().unwrap_or_else(|_| {
             model.lost(
                 &plugin.at,
-                format!("{title}: {key} = {text:?} is not a number of seconds"),
+                format!("{title}: {key} = {text:?} is not a whole number"),
             );
             default
         }),
     };
-    let delay = seconds("min_retry_wait", 300, model).max(1);
-    let expire = seconds("max_retry_wait", 7200, model).max(delay + 1);
-    let keep_days = seconds("autowl_expire_days", 60, model).max(expire.div_ceil(86_400));
     let auto_allow = if flag(plugin, "use_autowl", true) {
         seconds("autowl_threshold", 3, model)
     } else {

@@ -249,8 +249,16 @@ fn greylisting_inside_a_score_action() {
     assert_eq!(imported.lost, 0, "{}", imported.toml);
     let config = Config::parse(&imported.toml).expect("valid");
     let greylist = config.policy.greylist.expect("greylist");
-    assert_eq!(greylist.delay.as_secs(), 2);
-    assert_eq!(greylist.expire.as_secs(), 3600);
+    // mtpolicyd 2.05 ignores both and waits 300 s, up to 2 h.
+    assert_eq!(greylist.delay.as_secs(), 300);
+    assert_eq!(greylist.expire.as_secs(), 7200);
+    assert!(
+        imported
+            .toml
+            .contains("mtpolicyd 2.05 ignores min_retry_wait = 2"),
+        "{}",
+        imported.toml
+    );
     assert_eq!(greylist.auto_allow, 0);
     assert_eq!((greylist.v4_prefix, greylist.v6_prefix), (32, 128));
     assert_eq!(
