@@ -27,9 +27,6 @@ const PROCESS_SETTINGS: &[&str] = &[
     "max_requests",
     "keepalive_timeout",
     "max_keepalive",
-    "host",
-    "port",
-    "request_timeout",
     "tcp_timeout",
     "background",
     "setsid",
@@ -54,6 +51,7 @@ pub fn convert(root: &Block, source: &str) -> Model {
                     ),
                 ),
             },
+            "host" | "port" => {}
             key if PROCESS_SETTINGS.contains(&key) => process.push(key.to_owned()),
             key => model.note(
                 &setting.at,

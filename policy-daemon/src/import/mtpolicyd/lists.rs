@@ -56,8 +56,9 @@ pub(super) fn condition(plugin: &Block, module: &str, model: &mut Model) {
                 "recipient" => &mut check.recipient,
                 _ => &mut check.helo,
             };
+            // Perl's `eq`: the whole value, case and all.
             if let Some(value) = exact {
-                list.push(value.to_owned());
+                list.push(format!("/^{}$/", regex::escape(value)));
             }
             if let Some(pattern) = pattern {
                 if let Err(e) = regex::Regex::new(pattern) {
@@ -154,9 +155,9 @@ fn client_entries(
     };
     match cidr::prefixes(pattern) {
         Ok(nets) if !nets.is_empty() => {
-            check.comment.push(format!(
-                "re_match {pattern:?}, as the IPv4 prefixes it matches"
-            ));
+            check
+                .comment
+                .push(format!("re_match {pattern}: the IPv4 prefixes it matches"));
             check.client.extend(nets.iter().map(ToString::to_string));
         }
         Ok(_) => {

@@ -5,7 +5,7 @@ use super::{
     lists,
     model::{Check, Model, Score, Stage},
     parse::Block,
-    settings::{mode_score, number, reject_message, slot_comment},
+    settings::{mode_score, number, reject_message, slot_comment, zone},
     stages,
 };
 
@@ -76,11 +76,7 @@ fn no_equivalent(module: &str) -> &'static str {
 }
 
 fn rbl(plugin: &Block, model: &mut Model) {
-    let Some(domain) = plugin.get("domain") else {
-        model.lost(
-            &plugin.at,
-            format!("{}: RBL without domain", plugin.title()),
-        );
+    let Some(domain) = zone(plugin, model) else {
         return;
     };
     let score = number(plugin, "score", model).unwrap_or(0.0);
@@ -99,7 +95,7 @@ fn rbl(plugin: &Block, model: &mut Model) {
         name,
         plugin: plugin.name.clone(),
         kind: "dnsbl",
-        zone: Some(domain.to_owned()),
+        zone: Some(domain),
         score: Some(score),
         ..Check::default()
     });
@@ -176,11 +172,7 @@ fn rbl_action(plugin: &Block, model: &mut Model) {
 }
 
 fn dbl(plugin: &Block, model: &mut Model) {
-    let Some(domain) = plugin.get("domain") else {
-        model.lost(
-            &plugin.at,
-            format!("{}: DBL without domain", plugin.title()),
-        );
+    let Some(domain) = zone(plugin, model) else {
         return;
     };
     for (field, mode, score, spamwall) in [
@@ -216,7 +208,7 @@ fn dbl(plugin: &Block, model: &mut Model) {
             comment,
             name,
             kind: "rhsbl",
-            zone: Some(domain.to_owned()),
+            zone: Some(domain.clone()),
             score: Some(score),
             fields: vec![spamwall],
             ..Check::default()

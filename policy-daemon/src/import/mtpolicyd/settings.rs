@@ -108,3 +108,29 @@ pub(super) fn slot_comment(model: &Model, slot: usize) -> String {
         ),
     }
 }
+
+/// `text` as a DNS zone name spamwall accepts, or why not.
+pub(super) fn zone(plugin: &Block, model: &mut Model) -> Option<String> {
+    let Some(text) = plugin.get("domain") else {
+        model.lost(&plugin.at, format!("{}: no domain", plugin.title()));
+        return None;
+    };
+    let zone = text.trim().trim_end_matches('.');
+    let valid = !zone.is_empty()
+        && zone.len() <= 200
+        && zone
+            .split('.')
+            .all(|label| !label.is_empty() && label.len() <= 63)
+        && zone
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Some(zone.to_owned())
+    } else {
+        model.lost(
+            &plugin.at,
+            format!("{}: domain {text:?} is not a DNS zone name", plugin.title()),
+        );
+        None
+    }
+}

@@ -275,6 +275,7 @@ pub(super) fn quota(plugin: &Block, model: &mut Model) {
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         || field.is_empty()
+        || field.len() > 64
     {
         model.lost(
             &plugin.at,
