@@ -1,4 +1,4 @@
-//! mtpolicyd configurations: any text through the Config::General reader
+//! mtpolicyd configurations: any text through the `Config::General` reader
 //! and the converter. Importing never panics, an error says where and
 //! what, and every configuration written loads as a valid spamwall
 //! configuration (validation included). Includes resolve below a

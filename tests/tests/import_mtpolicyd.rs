@@ -11,8 +11,8 @@
 //! `RES_NAMESERVERS`/`RES_OPTIONS` (read by `Net::DNS`, which its RBL,
 //! DBL and SPF plugins use), spamwall through `policy.resolver`. Nothing
 //! leaves loopback. mtpolicyd's greylisting tickets live in a memcached of
-//! the test's own, its auto-whitelist in SQLite in the temporary
-//! directory, and its Fail2Ban plugin writes to a socket the test reads.
+//! the test's own, its auto-whitelist in `SQLite` in the temporary
+//! directory, and its `Fail2Ban` plugin writes to a socket the test reads.
 //!
 //! Greylisting is compared on the first attempt, an early retry and a
 //! retry after the delay. mtpolicyd 2.05 always waits 300 s (it never
@@ -254,7 +254,7 @@ impl Memcached {
     }
 }
 
-/// Stands in for fail2ban's socket: keeps what mtpolicyd's Fail2Ban
+/// Stands in for fail2ban's socket: keeps what mtpolicyd's `Fail2Ban`
 /// plugin writes.
 fn fake_fail2ban(path: &Path) -> Arc<Mutex<Vec<u8>>> {
     let listener = UnixListener::bind(path).expect("fail2ban socket");

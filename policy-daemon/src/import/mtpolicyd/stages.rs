@@ -34,11 +34,11 @@ pub(super) fn greylist_plugin(plugin: &Block, model: &mut Model) {
     });
 }
 
-/// `[policy.greylist]` from a `Greylist` plugin.
-fn greylist_settings(plugin: &Block, model: &mut Model) {
+/// Notes the `Greylist` settings mtpolicyd 2.05 ignores: it creates its
+/// ticket and AWL backends without the plugin's settings, so they keep
+/// their defaults whatever is written.
+fn note_ignored_settings(plugin: &Block, model: &mut Model) {
     let title = plugin.title();
-    // mtpolicyd 2.05 creates its ticket and AWL backends without the
-    // plugin's settings: they keep their defaults whatever is written.
     for (key, default) in [
         ("min_retry_wait", "300"),
         ("max_retry_wait", "7200"),
@@ -62,6 +62,12 @@ fn greylist_settings(plugin: &Block, model: &mut Model) {
             );
         }
     }
+}
+
+/// `[policy.greylist]` from a `Greylist` plugin.
+fn greylist_settings(plugin: &Block, model: &mut Model) {
+    let title = plugin.title();
+    note_ignored_settings(plugin, model);
     let (delay, expire, keep_days) = (300, 7200, 60);
     let seconds = |key: &str, default: u64, model: &mut Model| match plugin.get(key) {
         None => default,
