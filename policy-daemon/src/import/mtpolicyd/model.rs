@@ -144,6 +144,8 @@ pub struct Model {
     pub greylist: Option<Greylist>,
     pub ratelimits: Vec<RateLimit>,
     pub notes: Vec<Note>,
+    /// The chain was cut at spamwall's limits.
+    pub cut: bool,
 }
 
 impl Model {

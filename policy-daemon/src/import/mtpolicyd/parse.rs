@@ -18,6 +18,7 @@
 //! `/etc/shadow` or block on a FIFO.
 
 use std::{
+    collections::HashMap,
     fmt,
     io::Read as _,
     path::{Path, PathBuf},
@@ -191,16 +192,17 @@ struct Reader {
 impl Reader {
     fn parse(&mut self, path: &Path, text: &str) -> Result<Block, ParseError> {
         let file: Arc<Path> = Arc::from(path);
-        let mut stack = vec![Block {
+        let mut stack = vec![Frame::new(Block {
             kind: String::new(),
             name: String::new(),
             at: Location { file, line: 1 },
             items: Vec::new(),
-        }];
+        })];
         self.parse_into(path, text, &mut stack)?;
         Ok(stack
             .pop()
-            .unwrap_or_else(|| unreachable!("the root block stays")))
+            .unwrap_or_else(|| unreachable!("the root block stays"))
+            .block)
     }
 
     /// Reads a file: a regular file, at most [`MAX_FILE_SIZE`] bytes,
@@ -248,7 +250,7 @@ impl Reader {
         &mut self,
         path: &Path,
         text: &str,
-        stack: &mut Vec<Block>,
+        stack: &mut Vec<Frame>,
     ) -> Result<(), ParseError> {
         let file: Arc<Path> = Arc::from(path);
         let base = stack.len();
@@ -305,28 +307,28 @@ impl Reader {
                 None => unquote(value).replace("\\#", "#"),
             };
             let top = stack.last_mut().unwrap_or_else(|| unreachable!("root"));
-            if let Some(earlier) = top.setting(key) {
+            if let Some(earlier) = top.keys.get(key) {
                 return Err(ParseError::at(
                     &at,
                     format!(
-                        "{key} is set twice in {} (first at {}); mtpolicyd refuses that too",
-                        if top.kind.is_empty() {
+                        "{key} is set twice in {} (first at {earlier}); mtpolicyd refuses that too",
+                        if top.block.kind.is_empty() {
                             "the file".to_owned()
                         } else {
-                            top.title()
+                            top.block.title()
                         },
-                        earlier.at
                     ),
                 ));
             }
-            top.items.push(Item::Setting(Setting {
+            top.keys.insert(key.to_owned(), at.clone());
+            top.block.items.push(Item::Setting(Setting {
                 key: key.to_owned(),
                 value,
                 at,
             }));
         }
         if stack.len() > base {
-            let open = &stack[stack.len() - 1];
+            let open = &stack[stack.len() - 1].block;
             return Err(ParseError::at(
                 &open.at,
                 format!(
@@ -343,7 +345,7 @@ impl Reader {
         &mut self,
         at: &Location,
         target: &str,
-        stack: &mut Vec<Block>,
+        stack: &mut Vec<Frame>,
     ) -> Result<(), ParseError> {
         if self.chain.len() > MAX_INCLUDE_DEPTH {
             return Err(ParseError::at(
@@ -395,7 +397,7 @@ fn close_block(
     at: &Location,
     line: &str,
     kind: &str,
-    stack: &mut Vec<Block>,
+    stack: &mut Vec<Frame>,
     base: usize,
 ) -> Result<(), ParseError> {
     let kind = kind
@@ -408,7 +410,10 @@ fn close_block(
             format!("</{kind}> closes no block opened in this file"),
         ));
     }
-    let block = stack.pop().unwrap_or_else(|| unreachable!("checked above"));
+    let block = stack
+        .pop()
+        .unwrap_or_else(|| unreachable!("checked above"))
+        .block;
     if !block.kind.eq_ignore_ascii_case(kind) {
         return Err(ParseError::at(
             at,
@@ -427,7 +432,7 @@ fn open_block(
     at: Location,
     line: &str,
     inner: &str,
-    stack: &mut Vec<Block>,
+    stack: &mut Vec<Frame>,
 ) -> Result<(), ParseError> {
     let inner = inner
         .strip_suffix('>')
@@ -450,34 +455,50 @@ fn open_block(
             format!("blocks nest deeper than {MAX_BLOCK_DEPTH}"),
         ));
     }
-    stack.push(Block {
+    stack.push(Frame::new(Block {
         kind: kind.to_owned(),
         name: unquote(name.trim()).to_owned(),
         at,
         items: Vec::new(),
-    });
+    }));
     Ok(())
 }
 
 /// Adds a closed block to its parent; a block of the same kind and name
 /// given twice is an error.
-fn push_block(stack: &mut [Block], block: Block) -> Result<(), ParseError> {
+fn push_block(stack: &mut [Frame], block: Block) -> Result<(), ParseError> {
     let parent = stack.last_mut().unwrap_or_else(|| unreachable!("root"));
-    if let Some(earlier) = parent
-        .blocks()
-        .find(|b| b.kind == block.kind && b.name == block.name)
-    {
+    let id = (block.kind.clone(), block.name.clone());
+    if let Some(earlier) = parent.blocks.get(&id) {
         return Err(ParseError::at(
             &block.at,
             format!(
-                "{} is given twice in the same block (first at {}); mtpolicyd refuses that too",
+                "{} is given twice in the same block (first at {earlier}); mtpolicyd refuses that too",
                 block.title(),
-                earlier.at
             ),
         ));
     }
-    parent.items.push(Item::Block(block));
+    parent.blocks.insert(id, block.at.clone());
+    parent.block.items.push(Item::Block(block));
     Ok(())
+}
+
+/// A block being read, with what it holds indexed: duplicates are found
+/// in constant time, however many a hostile file gives.
+struct Frame {
+    block: Block,
+    keys: HashMap<String, Location>,
+    blocks: HashMap<(String, String), Location>,
+}
+
+impl Frame {
+    fn new(block: Block) -> Self {
+        Self {
+            block,
+            keys: HashMap::new(),
+            blocks: HashMap::new(),
+        }
+    }
 }
 
 /// The line without its comment: an unescaped `#` starts one.

@@ -8,10 +8,30 @@ use super::{
     settings::{mode_score, number, reject_message, slot_comment, zone},
     stages,
 };
+use crate::policy::checks::MAX_CHECKS;
 
 /// Converts one `<Plugin>` of the chain.
 pub fn convert(plugin: &Block, model: &mut Model) {
     let module = plugin.get("module").unwrap_or_default();
+    // spamwall runs at most MAX_CHECKS checks; the stages and limits are
+    // held to the same bound, so a huge file cannot make the threshold
+    // table quadratic.
+    if model.checks.len() >= MAX_CHECKS
+        || model.stages.len() >= MAX_CHECKS
+        || model.ratelimits.len() >= MAX_CHECKS
+    {
+        if !model.cut {
+            model.cut = true;
+            model.lost(
+                &plugin.at,
+                format!(
+                    "{} ({module}): more than {MAX_CHECKS} checks, score actions or limits; this plugin and every later one are left out",
+                    plugin.title()
+                ),
+            );
+        }
+        return;
+    }
     if plugin
         .get("enabled")
         .is_some_and(|v| v.eq_ignore_ascii_case("off"))

@@ -369,3 +369,41 @@ fn includes_are_relative_bounded_and_loop_free() {
     let message = import(&main).expect_err("binary").to_string();
     assert!(message.contains(":1: not UTF-8"), "{message}");
 }
+
+#[test]
+fn a_huge_chain_is_cut_at_spamwalls_limit() {
+    let mut text = String::from("<VirtualHost 1>\n");
+    for i in 0..5_000 {
+        text.push_str(&format!(
+            "<Plugin p{i}>\nmodule = RBL\nmode = passive\ndomain = bl.example.test\nscore = 1\n</Plugin>\n<Plugin s{i}>\nmodule = ScoreAction\nthreshold = {i}\naction = reject\n</Plugin>\n"
+        ));
+    }
+    text.push_str("</VirtualHost>\n");
+    let imported = import_ok(&text);
+    assert_eq!(imported.lost, 1);
+    assert!(
+        imported
+            .toml
+            .contains("more than 256 checks, score actions or limits"),
+        "cut"
+    );
+}
+
+#[test]
+fn a_flood_of_settings_and_blocks_is_read_in_one_pass() {
+    let mut text = String::new();
+    for i in 0..60_000 {
+        text.push_str(&format!("k{i} = 1\n<B b{i}>\n</B>\n"));
+    }
+    text.truncate(parse::MAX_FILE_SIZE - 100);
+    text.truncate(text.rfind("</B>\n").map_or(0, |end| end + 5));
+    let root = parse::parse_text(Path::new("/nonexistent/mtpolicyd.conf"), &text).expect("parses");
+    assert!(root.items.len() > 50_000);
+    let duplicate = error(&format!("{text}<B b7>\n</B>\n"));
+    assert!(
+        duplicate.contains(
+            "<B b7> is given twice in the same block (first at /nonexistent/mtpolicyd.conf:23)"
+        ),
+        "{duplicate}"
+    );
+}
