@@ -1,6 +1,6 @@
 #![expect(clippy::float_cmp, reason = "scores are small integers, exact in f64")]
 
-use std::path::Path;
+use std::{fmt::Write as _, path::Path};
 
 use super::*;
 use crate::config::Config;
@@ -374,9 +374,10 @@ fn includes_are_relative_bounded_and_loop_free() {
 fn a_huge_chain_is_cut_at_spamwalls_limit() {
     let mut text = String::from("<VirtualHost 1>\n");
     for i in 0..5_000 {
-        text.push_str(&format!(
+        let _ = write!(
+            text,
             "<Plugin p{i}>\nmodule = RBL\nmode = passive\ndomain = bl.example.test\nscore = 1\n</Plugin>\n<Plugin s{i}>\nmodule = ScoreAction\nthreshold = {i}\naction = reject\n</Plugin>\n"
-        ));
+        );
     }
     text.push_str("</VirtualHost>\n");
     let imported = import_ok(&text);
@@ -393,7 +394,7 @@ fn a_huge_chain_is_cut_at_spamwalls_limit() {
 fn a_flood_of_settings_and_blocks_is_read_in_one_pass() {
     let mut text = String::new();
     for i in 0..60_000 {
-        text.push_str(&format!("k{i} = 1\n<B b{i}>\n</B>\n"));
+        let _ = write!(text, "k{i} = 1\n<B b{i}>\n</B>\n");
     }
     text.truncate(parse::MAX_FILE_SIZE - 100);
     text.truncate(text.rfind("</B>\n").map_or(0, |end| end + 5));
