@@ -90,6 +90,33 @@ fn readme_quick_start_configuration_passes_check_config() {
     assert_block_accepted(&readme_block("**1. Configure.**"));
 }
 
+/// README's worked example of `spamwall import mtpolicyd` is what the
+/// command prints for its input, exit 2 included, and loads.
+#[test]
+fn readme_mtpolicyd_import_example_is_what_the_import_prints() {
+    let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+        .expect("reading README.md");
+    let marker = "A worked example, `mtpolicyd.conf`:\n\n```\n";
+    let start = readme.find(marker).expect("README's mtpolicyd example") + marker.len();
+    let input = &readme[start..start + readme[start..].find("```").expect("the block ends")];
+    let printed = readme_block("`spamwall import mtpolicyd mtpolicyd.conf` prints");
+    let dir = tempfile::tempdir().expect("tempdir");
+    fs::write(dir.path().join("mtpolicyd.conf"), input).expect("writing the input");
+    let out = Command::new(spamwall_bin())
+        .args(["import", "mtpolicyd", "mtpolicyd.conf"])
+        .current_dir(dir.path())
+        .output()
+        .expect("running spamwall import");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), printed);
+    assert_block_accepted(&printed);
+}
+
 /// The greylisting sections README shows are valid as printed.
 #[test]
 fn readme_greylisting_configuration_passes_check_config() {

@@ -26,10 +26,12 @@ const SMOKE_SECS: u64 = 3;
 
 /// Extra seed directories read (never written) when they exist: Debian's
 /// fail2ban filters are GPL-licensed, so they are not copied into the
-/// repository but fed to the import target where fail2ban is installed.
+/// repository but fed to the import target where fail2ban is installed;
+/// so are its jail.d and Debian's mtpolicyd configuration.
 const SYSTEM_SEEDS: &[(&str, &str)] = &[
     ("filter_import", "/etc/fail2ban/filter.d"),
     ("fail2ban_jail", "/etc/fail2ban/jail.d"),
+    ("mtpolicyd_import", "/etc/mtpolicyd"),
 ];
 
 /// How the targets are built and run.

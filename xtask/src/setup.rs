@@ -24,6 +24,10 @@ pub const APT_PACKAGES: &[&str] = &[
     "postfix",
     "swaks",
     "mtpolicyd",
+    // mtpolicyd's greylisting tickets and Debian's example configuration
+    // (its GeoIP plugins), for the equivalence test of `import mtpolicyd`.
+    "memcached",
+    "geoip-database",
     // The caching resolver both servers share in the policy benchmark.
     "unbound",
     // SPF: the authoritative server its tests ask, pyspf as the reference

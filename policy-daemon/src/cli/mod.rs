@@ -13,6 +13,7 @@ use std::{
 mod ban;
 mod check;
 mod explain;
+mod import;
 mod import_fail2ban;
 mod list;
 mod query;
@@ -84,15 +85,14 @@ pub enum Command {
     /// Manage the pinned XDP program without the daemon
     #[command(subcommand)]
     Xdp(XdpCommand),
-    /// Print a spamwall configuration for another tool's (exit 2 when something is not carried over)
-    Import {
-        #[command(subcommand)]
-        what: ImportCommand,
-    },
     /// Send one Postfix policy request (name=value lines on stdin, or --attr) and print the answer
     Query(query::QueryArgs),
     /// Run a log filter over a file, like fail2ban-regex (no daemon, no root)
     TestFilter(test_filter::TestFilterArgs),
+    /// Print the spamwall configuration equivalent to another program's
+    /// (exit 2 when a part has no equivalent, 1 on errors)
+    #[command(subcommand)]
+    Import(import::ImportCommand),
     /// Print a completion script for a shell
     Completions {
         /// bash, zsh, fish, elvish or powershell
@@ -130,16 +130,6 @@ pub enum XdpCommand {
         /// Also delete the pinned maps and with them every ban
         #[arg(long, conflicts_with = "iface")]
         purge: bool,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ImportCommand {
-    /// fail2ban's enabled mail jails as log-watch sources, filters and rules, their ignoreip as the allowlist
-    Fail2ban {
-        /// A jail.local or jail.conf, a jail.d directory, or a directory such as /etc/fail2ban
-        #[arg(value_name = "PATH")]
-        path: PathBuf,
     },
 }
 
@@ -203,9 +193,6 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Import {
-            what: ImportCommand::Fail2ban { path },
-        } => import_fail2ban::run(path),
         Command::Xdp(XdpCommand::Load { iface, mode }) => {
             xdp::load(&load_config(cli.config.as_deref())?, iface, *mode)
         }
@@ -220,6 +207,7 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
         Command::Status(flag) => status(&socket(cli)?, flag.json),
         Command::Top(args) => top::top(&socket(cli)?, args),
         Command::TestFilter(args) => test_filter::run(cli.config.as_deref(), args),
+        Command::Import(command) => import::run(command),
         Command::Query(args) => {
             query::run(args, cli.config.as_deref()).map(|answer| println!("{answer}"))
         }

@@ -1,3 +1,5 @@
-//! Configurations of the tools spamwall replaces, turned into its own.
+//! Configurations of the programs spamwall replaces, read and written as
+//! spamwall's own.
 
 pub mod fail2ban;
+pub mod mtpolicyd;

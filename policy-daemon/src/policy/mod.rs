@@ -15,7 +15,7 @@
 //! finished. Postfix never has to fall back on its 451 default because of
 //! spamwall.
 
-mod action;
+pub(crate) mod action;
 mod cache;
 pub mod checks;
 pub mod client;
