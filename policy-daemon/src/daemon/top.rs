@@ -139,6 +139,7 @@ mod tests {
             within: Some("192.0.2.0/24".parse().expect("net")),
             expiring_by: Some(2000),
             limit: Some(1),
+            reason_word: None,
         }));
         assert!(!only(BanFilter {
             source: Some(Source::Cli),
