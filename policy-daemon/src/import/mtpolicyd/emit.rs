@@ -20,9 +20,23 @@ fn list(items: &[String]) -> String {
 fn comment(out: &mut String, lines: &[String]) {
     for line in lines {
         for part in line.lines() {
-            let _ = writeln!(out, "# {part}");
+            let _ = writeln!(out, "# {}", printable(part));
         }
     }
+}
+
+/// `text` as a TOML comment may hold it: a control character other than
+/// a tab, which would end or break the comment, written as its escape.
+fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped = (c.is_control() && c != '\t').then(|| c.escape_default());
+            escaped
+                .into_iter()
+                .flatten()
+                .chain((!c.is_control() || c == '\t').then_some(c))
+        })
+        .collect()
 }
 
 /// Writes the configuration; `thresholds` from
@@ -32,7 +46,7 @@ pub fn write(model: &Model, thresholds: &[Threshold]) -> String {
     let _ = writeln!(
         out,
         "# spamwall configuration from the mtpolicyd configuration {}",
-        model.source.replace('\n', " ")
+        printable(&model.source.replace('\n', " "))
     );
     let lost: Vec<_> = model.notes.iter().filter(|n| n.lost).collect();
     let kept: Vec<_> = model.notes.iter().filter(|n| !n.lost).collect();
@@ -171,9 +185,22 @@ fn write_check(out: &mut String, check: &Check, model: &Model) {
     }
     if check.disabled {
         for line in body.lines() {
-            let _ = writeln!(out, "# {line}");
+            let _ = writeln!(out, "# {}", printable(line));
         }
     } else {
         out.push_str(&body);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_comment_never_carries_a_control_character() {
+        let mut out = String::new();
+        comment(&mut out, &["a\u{b}b\rc\u{7f}d\te".to_owned()]);
+        assert_eq!(out, "# a\\u{b}b\\rc\\u{7f}d\te\n");
+        assert!(toml::from_str::<toml::Table>(&out).is_ok());
     }
 }
