@@ -52,20 +52,13 @@ pub fn write(model: &Model, thresholds: &[Threshold]) -> String {
     let kept: Vec<_> = model.notes.iter().filter(|n| !n.lost).collect();
     if lost.is_empty() {
         out.push_str("# Everything was carried over.\n");
-    } else {
-        out.push_str("#\n# Not carried over:\n");
-        for note in lost {
-            let at = note
-                .at
-                .as_ref()
-                .map(|at| format!("{at}: "))
-                .unwrap_or_default();
-            comment(&mut out, &[format!("- {at}{}", note.text)]);
-        }
     }
-    if !kept.is_empty() {
-        out.push_str("#\n# Notes:\n");
-        for note in kept {
+    for (heading, notes) in [("Not carried over", lost), ("Notes", kept)] {
+        if notes.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "#\n# {heading}:");
+        for note in notes {
             let at = note
                 .at
                 .as_ref()
