@@ -292,7 +292,7 @@ fn unban_and_explain_refuse_what_they_cannot_act_on_before_connecting() {
         ),
         (
             &["unban", "--source", "martian", "--yes"],
-            "\"martian\" is not a ban source (policy, cli, logwatch, fleet or feed)",
+            "\"martian\" is not a ban source (policy, cli, logwatch, fleet, feed or feed:NAME",
         ),
         (
             &["unban", "192.0.2.7", "--source", "cli"],
