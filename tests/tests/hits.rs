@@ -7,9 +7,10 @@
 #![expect(clippy::unwrap_used, reason = "tests panic on failure by design")]
 
 use std::{
+    fmt::Write as _,
     net::IpAddr,
     process::Command,
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use serde_json::Value;
@@ -34,11 +35,11 @@ struct Setup {
 }
 
 impl Setup {
-    fn new(subnet: Subnet, configure: impl FnOnce(&mut Settings)) -> Self {
+    fn new(subnet: Subnet, configure: impl FnOnce(&mut Settings, &NetnsPair)) -> Self {
         let mut net = NetnsPair::new(subnet);
         net.listen_both(SMTP);
         let mut settings = Settings::on(net.server());
-        configure(&mut settings);
+        configure(&mut settings, &net);
         let daemon = Daemon::start(net.server(), &settings);
         Self {
             daemon,
@@ -98,6 +99,70 @@ fn assert_recent_hit(entry: &Value) {
     );
 }
 
+/// A feed's refresh extends the bans it still lists in place, reading
+/// their kernel entries' counters while the store is written (the path a
+/// batch of 1,024 or more takes): the drops counted before it stay, and
+/// the next drop adds to them.
+#[test]
+fn a_feed_refresh_keeps_the_counters_of_the_bans_it_extends() {
+    if !require_root("a_feed_refresh_keeps_the_counters_of_the_bans_it_extends") {
+        return;
+    }
+    let lists = tempfile::tempdir().unwrap();
+    let path = lists.path().join("listed.txt");
+    let setup = Setup::new(Subnet::test_net_3(163), |settings, net| {
+        let mut text = format!("{}\n", net.client_v4());
+        for n in 1..2_000_u32 {
+            // 10.0.0.1 onwards: listed, never sent to.
+            writeln!(text, "10.0.{}.{}", n >> 8, n & 0xff).unwrap();
+        }
+        std::fs::write(&path, text).unwrap();
+        settings.extra = format!(
+            "[[feed]]\nname = \"listed\"\nurl = \"file://{}\"\nformat = \"plain\"\nrefresh = \"1s\"\nbantime = \"1h\"\n",
+            path.display()
+        );
+    });
+    let started = Instant::now();
+    while setup.daemon.list().len() < 2_000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the feed did not load: {}",
+            setup.daemon.status()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(setup.dropped(), "the listed client connected");
+    let hit = setup.entry();
+    assert!(packets(&hit) >= 1, "a dropped SYN was not counted: {hit}");
+    // A refresh a second later moves the expiry on.
+    let started = Instant::now();
+    let extended = loop {
+        let entry = setup.entry();
+        if entry["expires_at"] != hit["expires_at"] {
+            break entry;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no refresh extended {hit}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        extended["count"], hit["count"],
+        "an offence counted: {extended}"
+    );
+    assert!(
+        packets(&extended) >= packets(&hit),
+        "counters lost on the refresh: {hit} then {extended}"
+    );
+    assert!(setup.dropped(), "the client connected after the refresh");
+    let again = setup.entry();
+    assert!(
+        packets(&again) > packets(&extended),
+        "{extended} then {again}"
+    );
+}
+
 /// Packets from a banned client raise its ban's `packets` and set
 /// `last_hit`; a longer ban on the same address keeps them; `--sort
 /// packets --limit 1` puts it first, ahead of a ban that dropped nothing.
@@ -106,7 +171,7 @@ fn drops_are_counted_in_the_ban_and_kept_across_an_extension() {
     if !require_root("drops_are_counted_in_the_ban_and_kept_across_an_extension") {
         return;
     }
-    let setup = Setup::new(Subnet::test_net_3(160), |_| {});
+    let setup = Setup::new(Subnet::test_net_3(160), |_, _| {});
     let client = setup.client();
     setup
         .daemon
@@ -167,7 +232,7 @@ fn dry_run_counts_what_it_would_drop_and_passes_it() {
     if !require_root("dry_run_counts_what_it_would_drop_and_passes_it") {
         return;
     }
-    let setup = Setup::new(Subnet::test_net_3(161), |s| {
+    let setup = Setup::new(Subnet::test_net_3(161), |s, _| {
         s.xdp_extra = "dry_run = true\n".to_owned();
     });
     let client = setup.client();
@@ -212,7 +277,7 @@ fn maps_of_an_older_version_are_replaced_and_bans_restored() {
     if !require_root("maps_of_an_older_version_are_replaced_and_bans_restored") {
         return;
     }
-    let mut setup = Setup::new(Subnet::test_net_3(162), |_| {});
+    let mut setup = Setup::new(Subnet::test_net_3(162), |_, _| {});
     let client = setup.client();
     setup
         .daemon

@@ -94,6 +94,9 @@ pub fn apply(
             requests.push(ban_request(feed, entry, tag, until));
         }
     }
+    // In the store's key order, each batch rewrites a run of neighbouring
+    // pages instead of most of the table: a feed's list comes in no order.
+    kept.sort_by_cached_key(target_to_string);
     let word = feed.source_name();
     for batch in kept.chunks(BATCH) {
         let mut extended = Ok(Vec::new());
@@ -110,6 +113,7 @@ pub fn apply(
             }
         }
     }
+    requests.sort_by_cached_key(|request| target_to_string(&request.target));
     let mut failure = None;
     for batch in requests.chunks(BATCH) {
         let mut results = Vec::new();

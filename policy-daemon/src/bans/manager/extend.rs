@@ -2,9 +2,12 @@
 //! per batch instead of a ban each, no offence counted, the kernel maps
 //! and the index rewritten with the new expiry.
 
+use std::sync::Arc;
+
+use foldhash::{HashMap, HashMapExt as _};
 use ipnet::IpNet;
 
-use super::{BanEvent, BanManager};
+use super::{BanEvent, BanManager, Carry, PARALLEL_WRITE};
 use crate::{
     bans::{BanError, canonical_net},
     clock::unix_now,
@@ -30,14 +33,40 @@ impl BanManager {
             .map(|target| canonical_net(target.trunc()))
             .filter(|target| self.admissible(*target).is_ok())
             .collect();
-        let rows = self
-            .store
-            .extend_feed_bans(&admissible, reason_word, until, now)?;
+        // A large batch reads the kernel entries' hit counters while the
+        // store is written, rather than one lookup after another once it
+        // is: the entries of the rows extended keep them. A packet counted
+        // in between is not carried over.
+        let store = Arc::clone(&self.store);
+        let dataplane = self
+            .xdp
+            .dataplane
+            .as_ref()
+            .filter(|_| admissible.len() >= PARALLEL_WRITE);
+        let (rows, previous) = std::thread::scope(|scope| {
+            let reader = dataplane.map(|dataplane| {
+                scope.spawn(|| {
+                    let mut previous = HashMap::with_capacity(admissible.len());
+                    for &target in &admissible {
+                        if let Ok(Some(value)) = dataplane.get(target) {
+                            previous.insert(target, value);
+                        }
+                    }
+                    previous
+                })
+            });
+            let rows = store.extend_feed_bans(&admissible, reason_word, until, now);
+            (rows, reader.map(std::thread::ScopedJoinHandle::join))
+        });
+        let rows = rows?;
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        // Every row extended was live: its entry keeps its hit counters.
-        self.enforce(&rows, &vec![true; rows.len()]);
+        match previous {
+            Some(Ok(previous)) => self.enforce_carrying(&rows, Carry::Known(&previous)),
+            // Every row extended was live: its entry keeps its hit counters.
+            _ => self.enforce(&rows, &vec![true; rows.len()]),
+        }
         self.tell(&BanEvent::Banned(&rows));
         if self.fail2ban_active() {
             self.fail2ban_expiries.extend(

@@ -51,6 +51,16 @@ use crate::{
 /// threads: below, the kernel's part takes less than starting a thread.
 const PARALLEL_WRITE: usize = 1_024;
 
+/// Where the hit counters of the kernel entries a write replaces come
+/// from.
+#[derive(Clone, Copy)]
+enum Carry<'a> {
+    /// Read from the maps, one lookup for each row marked.
+    Read(&'a [bool]),
+    /// Read beforehand: the entries' values by target.
+    Known(&'a HashMap<IpNet, BanValue>),
+}
+
 /// One ban to make.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BanRequest {
@@ -491,6 +501,11 @@ impl BanManager {
     /// that `existed` keeps the hit counters of the entry it replaces; a
     /// new one is written without reading anything first.
     fn enforce(&mut self, rows: &[StoredBan], existed: &[bool]) {
+        self.enforce_carrying(rows, Carry::Read(existed));
+    }
+
+    /// [`BanManager::enforce`], the hit counters kept as `carry` says.
+    fn enforce_carrying(&mut self, rows: &[StoredBan], carry: Carry<'_>) {
         let Some(dataplane) = self.xdp.dataplane.as_mut() else {
             return;
         };
@@ -506,8 +521,19 @@ impl BanManager {
             })
             .collect();
         let mut values = values;
-        if let Err(error) = dataplane.carry_hits(&mut values, existed) {
-            warn!(%error, "reading the hit counters of bans being extended failed");
+        match carry {
+            Carry::Read(existed) => {
+                if let Err(error) = dataplane.carry_hits(&mut values, existed) {
+                    warn!(%error, "reading the hit counters of bans being extended failed");
+                }
+            }
+            Carry::Known(previous) => {
+                for (net, value) in &mut values {
+                    if let Some(previous) = previous.get(net) {
+                        *value = value.with_hits_of(previous);
+                    }
+                }
+            }
         }
         if let Err(error) = dataplane.insert_many(&values) {
             self.backend_errors += 1;
