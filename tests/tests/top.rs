@@ -2,7 +2,8 @@
 //! 120 × 40, the test reads the screen with `capture-pane` and types with
 //! `send-keys`. The daemon runs as the packaged unit does (user 65534 with
 //! the unit's capabilities); `top` runs as another user, once without the
-//! socket's group (a clear error on screen) and once as a member of it.
+//! socket's group (a clear error on screen) and once as a member of it;
+//! a terminal that hangs up ends it.
 //!
 //! Needs root, tmux and the binary; run serially:
 //! `cargo test -p spamwall-tests --test top -- --test-threads=1`.
@@ -328,6 +329,54 @@ fn top_shows_moving_figures_unbans_after_a_confirmation_and_restores_the_termina
     assert!(!end.contains("dropped IPv4"), "the view is gone:\n{end}");
     assert_eq!(tmux.format("#{alternate_on}"), "0", "alternate screen left");
     assert_eq!(tmux.format("#{cursor_flag}"), "1", "cursor shown");
+}
+
+/// The processes whose command line holds `needle`.
+fn processes_with(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|line| String::from_utf8_lossy(&line).contains(needle))
+        })
+        .collect()
+}
+
+/// A terminal that hangs up (the window closed, the SSH session gone)
+/// ends `top`, although no SIGHUP reaches it (only the session's leader,
+/// the shell, gets one): it does not stay behind spinning on a dead
+/// terminal.
+#[test]
+fn top_ends_when_its_terminal_hangs_up() {
+    let test = "top_ends_when_its_terminal_hangs_up";
+    if !require_root(test) || !tmux_ready(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Readable by the viewer, so its error is the missing socket; the
+    // path also names the process.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = dir.path().join("hangup-test.sock");
+    let needle = socket.to_str().unwrap().to_owned();
+    let tmux = Tmux::start("top-hangup", &top_line(&socket, ""));
+    tmux.wait_for("the error line", |s| s.contains("ERROR"));
+    let running = processes_with(&needle);
+    assert!(!running.is_empty(), "top is not running");
+    // The session ends: its terminal hangs up.
+    drop(tmux);
+    let started = Instant::now();
+    while !processes_with(&needle).is_empty() {
+        if started.elapsed() > Duration::from_secs(5) {
+            let left = processes_with(&needle);
+            for pid in &left {
+                // SAFETY: plain kill(2) of a process this test started.
+                unsafe { libc::kill(libc::pid_t::try_from(*pid).unwrap(), libc::SIGKILL) };
+            }
+            panic!("top still runs 5 s after its terminal hung up: {left:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]

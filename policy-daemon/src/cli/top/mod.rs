@@ -4,7 +4,8 @@
 //! and to unban the selected ban after a confirmation.
 //!
 //! Any member of the control socket's group can run it. The terminal is
-//! restored however it ends: `q`, Esc, Ctrl-C, SIGTERM, SIGHUP or a panic.
+//! restored however it ends: `q`, Esc, Ctrl-C, SIGTERM, SIGHUP, a panic,
+//! or the terminal hanging up.
 
 mod app;
 mod fetch;
@@ -75,6 +76,21 @@ pub fn top(socket: &Path, args: &TopArgs) -> Result<(), Failure> {
         .spawn(move || fetch::serve(&socket_owned, interval, sort, &order_rx, &news_tx))
         .map_err(|e| Failure::runtime(format!("starting the reader thread: {e}")))?;
     let mut terminal = Screen::open()?;
+    // crossterm's reader loops for ever on a terminal that hangs up while
+    // it waits for a key (each read returns nothing at once), so the loop
+    // below may never see it: this thread ends the process then. There is
+    // no terminal left to restore.
+    std::thread::Builder::new()
+        .name("top-hangup".to_owned())
+        .spawn(|| {
+            loop {
+                std::thread::sleep(TICK);
+                if hung_up() {
+                    std::process::exit(0);
+                }
+            }
+        })
+        .map_err(|e| Failure::runtime(format!("starting the hang-up watch: {e}")))?;
     let mut app = App::new(sort, interval);
     let ended = run(&mut terminal.0, &mut app, &orders, &news);
     drop(terminal);
@@ -95,7 +111,7 @@ fn run(
         terminal
             .draw(|frame| view::draw(frame, app))
             .map_err(drawing)?;
-        if STOP.load(Ordering::Relaxed) {
+        if STOP.load(Ordering::Relaxed) || hung_up() {
             return Ok(());
         }
         if !event::poll(TICK).map_err(drawing)? {
@@ -124,6 +140,21 @@ fn run(
             return Err(Failure::runtime("the reader thread ended"));
         }
     }
+}
+
+/// Whether the terminal has hung up (its window closed, the SSH session
+/// gone). Reads from it then return at once with nothing, and no SIGHUP
+/// need reach a process that is not the session's leader: without this
+/// check the loop would spin on a dead terminal for ever.
+fn hung_up() -> bool {
+    let mut stdin = libc::pollfd {
+        fd: libc::STDIN_FILENO,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, and no wait.
+    let ready = unsafe { libc::poll(&raw mut stdin, 1, 0) };
+    ready > 0 && stdin.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
 }
 
 /// The terminal in raw mode on the alternate screen; put back on drop,
