@@ -144,6 +144,15 @@ fn top_line(socket: &Path, groups: &str) -> String {
     )
 }
 
+/// The PACKETS column of a `cli` ban's row (it follows SOURCE).
+fn packets_of_cli_ban(row: &str, screen: &str) -> u64 {
+    row.split_whitespace()
+        .skip_while(|word| *word != "cli")
+        .nth(1)
+        .and_then(|word| word.parse().ok())
+        .unwrap_or_else(|| panic!("no packet count in {row:?}:\n{screen}"))
+}
+
 /// The total of the `dropped IPv4` row of the traffic panel.
 fn dropped_v4_total(screen: &str) -> u64 {
     let line = screen
@@ -273,15 +282,11 @@ fn top_shows_moving_figures_unbans_after_a_confirmation_and_restores_the_termina
         rows.len() == 2 && rows[0].contains(newest) && rows[0].contains("> "),
         "the newest ban comes first and is selected:\n{second}"
     );
-    // The client's row counts the pings its ban dropped (PACKETS follows
-    // SOURCE).
-    let packets: u64 = rows[1]
-        .split_whitespace()
-        .skip_while(|word| *word != "cli")
-        .nth(1)
-        .and_then(|word| word.parse().ok())
-        .unwrap_or_else(|| panic!("no packet count in the client's row:\n{second}"));
-    assert!(packets >= 200, "the pings were not counted:\n{second}");
+    // The client's row counts the pings its ban dropped.
+    assert!(
+        packets_of_cli_ban(rows[1], &second) >= 200,
+        "the pings were not counted:\n{second}"
+    );
 
     assert_panel_requests(&daemon, newest);
 
