@@ -66,19 +66,15 @@ fn denied(path: &Path, source: &io::Error) -> DataplaneError {
 }
 
 fn program_error(path: &Path, error: &ProgramError) -> DataplaneError {
-    let text = error_chain(error);
-    let hint = if text.contains("Operation not permitted") || text.contains("Permission denied") {
-        " (reading pinned BPF objects needs CAP_BPF, or root)"
-    } else {
-        ""
-    };
-    DataplaneError::Inspect {
-        path: path.to_owned(),
-        detail: format!("{text}{hint}"),
-    }
+    chain_error(path, error)
 }
 
 fn map_error(path: &Path, error: &MapError) -> DataplaneError {
+    chain_error(path, error)
+}
+
+/// `error` and its causes, with the privilege a permission error asks for.
+fn chain_error(path: &Path, error: &dyn std::error::Error) -> DataplaneError {
     let text = error_chain(error);
     let hint = if text.contains("Operation not permitted") || text.contains("Permission denied") {
         " (reading pinned BPF objects needs CAP_BPF, or root)"

@@ -238,7 +238,7 @@ fn journal_units(
     let matches = if let Some(own) = own.filter(|m| !m.trim().is_empty()) {
         own
     } else {
-        let files = super::ini::file_set(&filter_dir.join(&jail.filter));
+        let files = crate::logwatch::filter::fail2ban_files(&filter_dir.join(&jail.filter));
         let filter = Config::read(&files).map_err(|e| e.to_string())?;
         filter
             .get("Definition", "journalmatch")

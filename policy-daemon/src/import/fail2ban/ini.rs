@@ -169,31 +169,6 @@ pub fn read_text(path: &Path) -> Result<String, ImportError> {
     String::from_utf8(bytes).map_err(|_| ImportError::NotUtf8(path.to_owned()))
 }
 
-/// The files fail2ban reads for `base` (e.g. `/etc/fail2ban/jail`):
-/// `base.conf`, `base.d/*.conf`, `base.local`, `base.d/*.local`, those
-/// that exist.
-pub fn file_set(base: &Path) -> Vec<PathBuf> {
-    let with = |suffix: &str| PathBuf::from(format!("{}{suffix}", base.display()));
-    let dir = with(".d");
-    let in_dir = |extension: &str| {
-        let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|entry| entry.path())
-            .filter(|path| path.extension().is_some_and(|e| e == extension))
-            .collect();
-        found.sort();
-        found
-    };
-    let mut files = vec![with(".conf")];
-    files.extend(in_dir("conf"));
-    files.push(with(".local"));
-    files.extend(in_dir("local"));
-    files.retain(|path| path.is_file());
-    files
-}
-
 impl Config {
     /// Reads `files` in order, each with its includes.
     pub fn read(files: &[PathBuf]) -> Result<Self, ImportError> {
@@ -525,7 +500,7 @@ mod tests {
             "[j]\nmaxretry = %(known/maxretry)s0\n",
         )
         .expect("write");
-        let files = file_set(&base);
+        let files = crate::logwatch::filter::fail2ban_files(&base);
         assert_eq!(files.len(), 3, "{files:?}");
         let c = Config::read(&files).expect("reads");
         assert_eq!(c.get("j", "maxretry").expect("ok").as_deref(), Some("30"));

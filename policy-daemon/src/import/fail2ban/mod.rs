@@ -70,7 +70,7 @@ struct Layout {
 
 fn layout(path: &Path) -> Result<Layout, ImportError> {
     let full_set = |base: &Path| Layout {
-        files: ini::file_set(&base.join("jail")),
+        files: crate::logwatch::filter::fail2ban_files(&base.join("jail")),
         base: base.to_owned(),
     };
     if path.is_dir() {

@@ -99,24 +99,33 @@ fn overrides(path: &Path) -> Vec<PathBuf> {
     if path.extension().is_none_or(|e| e != "conf") {
         return Vec::new();
     }
-    let dir = path.with_extension("d");
+    let mut files = fail2ban_files(&path.with_extension(""));
+    files.retain(|file| file != path);
+    files
+}
+
+/// The files fail2ban reads for `base` (e.g. `/etc/fail2ban/jail`), in
+/// its order: `base.conf`, `base.d/*.conf`, `base.local`,
+/// `base.d/*.local`, those that exist.
+pub fn fail2ban_files(base: &Path) -> Vec<PathBuf> {
+    let with = |suffix: &str| PathBuf::from(format!("{}{suffix}", base.display()));
+    let dir = with(".d");
     let in_dir = |extension: &str| {
         let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
             .into_iter()
             .flatten()
             .flatten()
             .map(|entry| entry.path())
-            .filter(|p| p.extension().is_some_and(|e| e == extension) && p.is_file())
+            .filter(|path| path.extension().is_some_and(|e| e == extension))
             .collect();
         found.sort();
         found
     };
-    let mut files = in_dir("conf");
-    let local = path.with_extension("local");
-    if local.is_file() {
-        files.push(local);
-    }
+    let mut files = vec![with(".conf")];
+    files.extend(in_dir("conf"));
+    files.push(with(".local"));
     files.extend(in_dir("local"));
+    files.retain(|path| path.is_file());
     files
 }
 

@@ -447,7 +447,9 @@ impl fmt::Display for Verdict {
 use address::parse_host;
 pub use gate::Scratch;
 use gate::{Gate, Gated, ScratchPool, can_overlap, choose_needles, fast_set};
-pub use import::{ImportedFilter, import_fail2ban, import_fail2ban_text, split_params};
+pub use import::{
+    ImportedFilter, fail2ban_files, import_fail2ban, import_fail2ban_text, split_params,
+};
 pub use timestamp::{
     JournalEntry, LogLine, StampCache, has_timestamp, parse_journal_entry, parse_line,
 };
