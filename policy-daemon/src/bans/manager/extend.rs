@@ -48,11 +48,11 @@ impl BanManager {
                 scope.spawn(|| {
                     let mut previous = HashMap::with_capacity(admissible.len());
                     for &target in &admissible {
-                        if let Ok(Some(value)) = dataplane.get(target) {
+                        if let Some(value) = dataplane.get(target)? {
                             previous.insert(target, value);
                         }
                     }
-                    previous
+                    Ok::<_, crate::dataplane::DataplaneError>(previous)
                 })
             });
             let rows = store.extend_feed_bans(&admissible, reason_word, until, now);
@@ -63,8 +63,9 @@ impl BanManager {
             return Ok(Vec::new());
         }
         match previous {
-            Some(Ok(previous)) => self.enforce_carrying(&rows, Carry::Known(&previous)),
-            // Every row extended was live: its entry keeps its hit counters.
+            Some(Ok(Ok(previous))) => self.enforce_carrying(&rows, Carry::Known(&previous)),
+            // Read one by one instead (a failure is logged there). Every
+            // row extended was live: its entry keeps its hit counters.
             _ => self.enforce(&rows, &vec![true; rows.len()]),
         }
         self.tell(&BanEvent::Banned(&rows));

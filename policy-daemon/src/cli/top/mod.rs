@@ -111,7 +111,7 @@ fn run(
         terminal
             .draw(|frame| view::draw(frame, app))
             .map_err(drawing)?;
-        if STOP.load(Ordering::Relaxed) || hung_up() {
+        if STOP.load(Ordering::Relaxed) {
             return Ok(());
         }
         if !event::poll(TICK).map_err(drawing)? {
@@ -144,8 +144,7 @@ fn run(
 
 /// Whether the terminal has hung up (its window closed, the SSH session
 /// gone). Reads from it then return at once with nothing, and no SIGHUP
-/// need reach a process that is not the session's leader: without this
-/// check the loop would spin on a dead terminal for ever.
+/// need reach a process that is not the session's leader.
 fn hung_up() -> bool {
     let mut stdin = libc::pollfd {
         fd: libc::STDIN_FILENO,
