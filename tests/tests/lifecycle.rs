@@ -493,7 +493,8 @@ fn host(addr: Ipv4Addr) -> IpNet {
 
 /// With `ban.reconcile_interval` at one second, a ban deleted from the
 /// kernel map behind the daemon's back is written back (and counted as an
-/// eviction), and an entry the store does not hold is removed.
+/// eviction), and an entry the store does not hold is removed. The passes
+/// run on their own thread, behind the ban path (niceness 10).
 #[test]
 fn the_periodic_reconcile_restores_a_deleted_entry_and_removes_a_stray_one() {
     if !require_root("the_periodic_reconcile_restores_a_deleted_entry_and_removes_a_stray_one") {
@@ -532,6 +533,28 @@ fn the_periodic_reconcile_restores_a_deleted_entry_and_removes_a_stray_one() {
     assert_eq!(setup.daemon.stats()["evicted"], 1, "counted as an eviction");
     assert_eq!(listed(&setup.daemon), [client.to_string()]);
     drop(maps);
+    let pid = setup.daemon.pid().expect("the daemon runs");
+    assert_eq!(
+        thread_nice(pid, "spamwall-maint"),
+        Some(10),
+        "the maintenance thread runs at niceness 10"
+    );
+}
+
+/// The niceness of the thread of `pid` named `name`, if there is one.
+fn thread_nice(pid: u32, name: &str) -> Option<i64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the daemon's threads");
+    tasks.flatten().find_map(|task| {
+        let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+        if comm.trim_end() != name {
+            return None;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+        // Fields after the command's closing parenthesis start at the
+        // third (state); niceness is the nineteenth.
+        let (_, fields) = stat.rsplit_once(')')?;
+        fields.split_whitespace().nth(16)?.parse().ok()
+    })
 }
 
 /// The store is lost while the pins stay (a new state directory, say):

@@ -21,6 +21,7 @@ mod explain;
 mod fd_limit;
 mod handler;
 mod list;
+mod lock;
 mod memory;
 mod targets;
 mod tasks;
@@ -84,7 +85,7 @@ struct Shared {
     /// `parking_lot`'s: the walks of a reconciliation, a count or a purge
     /// hand the lock straight to a waiting ban (`unlock_fair`) instead of
     /// taking it back before the ban's thread wakes.
-    manager: parking_lot::Mutex<BanManager>,
+    manager: lock::WalkLock<BanManager>,
     runtime: Mutex<Runtime>,
     policy_stats: Arc<crate::policy::PolicyStats>,
     fleet: Option<Arc<crate::fleet::Fleet>>,
@@ -106,17 +107,15 @@ struct Runtime {
 }
 
 impl Shared {
+    /// The manager for a short hold, ahead of any walk's next step.
     fn manager(&self) -> parking_lot::MutexGuard<'_, BanManager> {
         self.manager.lock()
     }
 
-    /// Runs one step of a long walk under the manager's lock, then hands
-    /// the lock to whoever waits for it.
+    /// Runs one step of a long walk under the manager's lock, after any
+    /// short hold that waits, then hands the lock to whoever waits for it.
     fn step<T>(&self, step: impl FnOnce(&mut BanManager) -> T) -> T {
-        let mut manager = self.manager.lock();
-        let out = step(&mut manager);
-        parking_lot::MutexGuard::unlock_fair(manager);
-        out
+        self.manager.step(step)
     }
 
     fn runtime(&self) -> MutexGuard<'_, Runtime> {
@@ -139,7 +138,7 @@ impl Shared {
 
 /// Rows a walk over the index (a count, a reconciliation) reads per hold
 /// of the manager's lock.
-const WALK_BUDGET: usize = 4_096;
+const WALK_BUDGET: usize = 1_024;
 
 impl BanSink for Shared {
     fn ban(
@@ -288,7 +287,7 @@ fn open(config_path: PathBuf, config: Config) -> Result<Arc<Shared>, DaemonError
         _ => None,
     };
     Ok(Arc::new(Shared {
-        manager: parking_lot::Mutex::new(manager),
+        manager: lock::WalkLock::new(manager),
         runtime: Mutex::new(Runtime {
             config_path,
             config,

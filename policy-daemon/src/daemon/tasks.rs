@@ -90,9 +90,18 @@ pub(super) fn start_fail2ban(
 /// How often the store's write-ahead log is copied into the database.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The niceness of the maintenance thread: it runs behind the ban path
+/// and the policy server when they want the CPU.
+const MAINTENANCE_NICE: libc::c_int = 10;
+
 /// Reconciles the maps with the store and purges history every `every`
 /// (`ban.reconcile_interval`; a span is never zero), and checkpoints the
 /// store every [`CHECKPOINT_INTERVAL`].
+///
+/// The passes run one at a time on their own thread, `spamwall-maint`, at
+/// niceness [`MAINTENANCE_NICE`]: at a million bans a pass keeps a core
+/// busy for a good part of a second, and a ban or a policy answer should
+/// not wait for the CPU behind it. The thread ends with the loop.
 pub(super) async fn maintenance_loop(
     shared: Arc<Shared>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
@@ -103,13 +112,23 @@ pub(super) async fn maintenance_loop(
     let mut checkpoints = tokio::time::interval(CHECKPOINT_INTERVAL);
     checkpoints.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let store = Arc::clone(shared.manager().store());
+    let passes = match maintenance_thread(shared) {
+        Ok(passes) => passes,
+        Err(error) => {
+            warn!(%error, "starting the maintenance thread failed; no reconciliation nor purge");
+            return;
+        }
+    };
     let mut checkpointing = None::<tokio::task::JoinHandle<()>>;
     loop {
         tokio::select! {
             _ = async { stopped.wait_for(|stop| *stop).await.is_ok() } => return,
             _ = ticker.tick() => {
-                let shared = Arc::clone(&shared);
-                let _ = tokio::task::spawn_blocking(move || maintain(&shared)).await;
+                let (done, finished) = tokio::sync::oneshot::channel();
+                if passes.send(done).is_err() {
+                    return;
+                }
+                let _ = finished.await;
             }
             _ = checkpoints.tick() => {
                 // One at a time, beside the maintenance pass.
@@ -123,6 +142,40 @@ pub(super) async fn maintenance_loop(
                 }
             }
         }
+    }
+}
+
+/// Starts the thread that runs a maintenance pass for each sender it
+/// receives, and answers on it when done; it ends when the channel's
+/// sending side is dropped.
+fn maintenance_thread(
+    shared: Arc<Shared>,
+) -> std::io::Result<std::sync::mpsc::Sender<tokio::sync::oneshot::Sender<()>>> {
+    let (passes, queue) = std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<()>>();
+    std::thread::Builder::new()
+        .name("spamwall-maint".to_owned())
+        .spawn(move || {
+            lower_priority(MAINTENANCE_NICE);
+            for done in queue {
+                maintain(&shared);
+                let _ = done.send(());
+            }
+        })?;
+    Ok(passes)
+}
+
+/// Sets the calling thread's niceness (Linux keeps one per thread).
+/// A failure only costs the ban path some CPU under load: logged.
+fn lower_priority(nice: libc::c_int) {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    let Ok(tid) = libc::id_t::try_from(tid) else {
+        return;
+    };
+    // SAFETY: setpriority reads its three integer arguments only.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) } != 0 {
+        let error = std::io::Error::last_os_error();
+        warn!(%error, nice, "lowering the maintenance thread's priority failed");
     }
 }
 
@@ -174,7 +227,7 @@ fn purge(shared: &Shared) -> Result<usize, crate::bans::BanError> {
 }
 
 /// Kernel map entries checked per hold of the manager's lock.
-const RECONCILE_PART: usize = 1_024;
+const RECONCILE_PART: usize = 256;
 
 /// [`BanManager::reconcile`] in chunks: the kernel maps are read, and
 /// their entries put in the index's order, without the lock; each part is

@@ -133,6 +133,11 @@ pub fn map_lookup_elem(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io:
     }
 }
 
+/// Entries per `BPF_MAP_LOOKUP_BATCH` call: the kernel copies a chunk
+/// without a point where it could hand the CPU to another thread, so a
+/// bigger one would hold back whatever else should run on that CPU.
+const BATCH_CHUNK: u32 = 1_024;
+
 /// Reads a hash map in chunks (`BPF_MAP_LOOKUP_BATCH`), calling `each`
 /// with the packed keys and values of every chunk. Entries added or removed
 /// during the walk may or may not be seen, as with any map iteration.
@@ -142,7 +147,7 @@ pub fn map_lookup_batch(
     value_size: usize,
     mut each: impl FnMut(&[u8], &[u8]),
 ) -> io::Result<()> {
-    let mut chunk: u32 = 4096;
+    let mut chunk = BATCH_CHUNK;
     let mut token = [0_u64; 1];
     let mut first = true;
     loop {
