@@ -543,13 +543,13 @@ fn the_periodic_reconcile_restores_a_deleted_entry_and_removes_a_stray_one() {
 
 /// The niceness of the thread of `pid` named `name`, if there is one.
 fn thread_nice(pid: u32, name: &str) -> Option<i64> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the daemon's threads");
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).expect("the daemon's threads");
     tasks.flatten().find_map(|task| {
-        let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+        let comm = fs::read_to_string(task.path().join("comm")).ok()?;
         if comm.trim_end() != name {
             return None;
         }
-        let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+        let stat = fs::read_to_string(task.path().join("stat")).ok()?;
         // Fields after the command's closing parenthesis start at the
         // third (state); niceness is the nineteenth.
         let (_, fields) = stat.rsplit_once(')')?;
