@@ -371,6 +371,13 @@ fn sigterm_leaves_pins_and_drops_until_detach() {
         "SIGTERM should exit 0, got {status}\n{}",
         setup.daemon.log()
     );
+    // Logged on the way out, through the log writer thread: written
+    // before the process ended.
+    assert!(
+        setup.daemon.log().contains("stopping; the XDP program"),
+        "the last line before exit is missing from the log:\n{}",
+        setup.daemon.log()
+    );
     assert!(
         !setup.daemon.socket().exists(),
         "control socket left behind: {}",
