@@ -29,7 +29,7 @@ pub use backend::{Backend, BackendStatus};
 pub use manager::{
     Aggregation, BanEvent, BanManager, BanObserver, BanPolicy, BanRequest, Breadth, Cursor,
     Escalation, Fail2banLink, Fail2banReconciled, Glance, Held, MapBatch, Reconciled, Widest,
-    XdpBackend, host_addresses,
+    XdpBackend, bulk_requests, host_addresses,
 };
 pub use scope::{BanScope, PortScopes, ScopeTextError, TooManyScopes};
 pub use source_filter::{SourceFilter, UnknownSourceFilter, is_feed_name};

@@ -78,9 +78,11 @@ pub(super) fn ban_bulk(
 ) -> Response {
     tracing::debug!(targets = targets.len(), "bulk ban request parsed");
     let (nets, mut texts, mut refused) = super::targets::parse_targets(targets);
-    let (banned, rejected) = shared
-        .manager()
-        .ban_bulk(&nets, length, Source::Cli, reason, breadth);
+    // Made before the lock is taken: a ban --file sends its targets in
+    // parts, and the next part's requests are made while this one is
+    // written.
+    let requests = crate::bans::bulk_requests(&nets, length, Source::Cli, reason);
+    let (banned, rejected) = shared.manager().ban_bulk(requests, breadth);
     for (i, error) in rejected {
         refused.push(Refusal {
             target: std::mem::take(&mut texts[i]),

@@ -51,6 +51,20 @@ use crate::{
 /// threads: below, the kernel's part takes less than starting a thread.
 const PARALLEL_WRITE: usize = 1_024;
 
+/// The requests of a bulk ban: every target with one length, source and
+/// reason.
+pub fn bulk_requests(
+    targets: &[IpNet],
+    length: BanLength,
+    source: Source,
+    reason: &str,
+) -> Vec<BanRequest> {
+    targets
+        .iter()
+        .map(|&target| BanRequest::new(target, length, source, reason, &BanScope::Default))
+        .collect()
+}
+
 /// Where the hit counters of the kernel entries a write replaces come
 /// from.
 #[derive(Clone, Copy)]
@@ -308,20 +322,14 @@ impl BanManager {
             .collect()
     }
 
-    /// Bans many targets with one reason, as `ban --file` does; returns how
-    /// many were banned and the refusals by position in `targets`.
+    /// Bans many targets, as `ban --file` does (the requests made with
+    /// [`bulk_requests`] before the manager's lock is taken); returns how
+    /// many were banned and the refusals by position.
     pub fn ban_bulk(
         &mut self,
-        targets: &[IpNet],
-        length: BanLength,
-        source: Source,
-        reason: &str,
+        requests: Vec<BanRequest>,
         breadth: Breadth,
     ) -> (usize, Vec<(usize, BanError)>) {
-        let requests = targets
-            .iter()
-            .map(|&target| BanRequest::new(target, length, source, reason, &BanScope::Default))
-            .collect();
         let mut banned = 0;
         let mut refused = Vec::new();
         for (i, result) in self.apply(requests, breadth).0.into_iter().enumerate() {
@@ -350,8 +358,9 @@ impl BanManager {
         let mut rows: Vec<StoredBan> = Vec::with_capacity(requests.len());
         // Whether each row starts a ban rather than re-applying a live one.
         let mut fresh: Vec<bool> = Vec::with_capacity(requests.len());
-        // Whether each row replaces a ban the index holds (counters kept).
-        let mut existed: Vec<bool> = Vec::with_capacity(requests.len());
+        // What the index held for each row's target before (counters kept
+        // when it held one; put back if the store refuses the rows).
+        let mut before: Vec<Option<Held>> = Vec::with_capacity(requests.len());
         let mut pending: HashMap<IpNet, usize> = HashMap::with_capacity(requests.len());
         let targets: Vec<IpNet> = requests
             .iter()
@@ -368,8 +377,8 @@ impl BanManager {
                 results.push(Err(error));
                 continue;
             }
-            let held_before = held.is_some();
             let queued = pending.get(&target).map(|&i| &rows[i]);
+            let held_before = if queued.is_none() { held.clone() } else { None };
             let previous = queued.map(Held::from).or(held);
             let starts = previous.as_ref().is_none_or(|p| !p.is_active(now));
             let row = self.next_row(previous.as_ref(), queued, target, request, now);
@@ -381,7 +390,7 @@ impl BanManager {
                 pending.insert(target, rows.len());
                 rows.push(row);
                 fresh.push(starts);
-                existed.push(held_before);
+                before.push(held_before);
             }
         }
         drop(pending);
@@ -393,34 +402,41 @@ impl BanManager {
         // A large batch writes the store and the kernel at the same time;
         // a small one, one after the other, sparing a thread's start. The
         // call returns only once the store has committed.
+        // The index too, for a large batch: the lock is held until the
+        // commit, so nothing reads it ahead of the store, and a refusal
+        // puts the rows it held back.
         let store = Arc::clone(&self.store);
-        let (stored, enforced) = if rows.len() < PARALLEL_WRITE {
+        let existed: Vec<bool> = before.iter().map(Option::is_some).collect();
+        let parallel = rows.len() >= PARALLEL_WRITE;
+        let (stored, enforced) = if parallel {
+            std::thread::scope(|scope| {
+                let writer = scope.spawn(|| store.put_bans(&rows).map(|()| started.elapsed()));
+                self.enforce(&rows, &existed);
+                let enforced = started.elapsed();
+                self.index.insert_many(&rows);
+                (writer.join(), enforced)
+            })
+        } else {
             self.enforce(&rows, &existed);
             let enforced = started.elapsed();
             (
                 Ok(store.put_bans(&rows).map(|()| started.elapsed())),
                 enforced,
             )
-        } else {
-            std::thread::scope(|scope| {
-                let writer = scope.spawn(|| store.put_bans(&rows).map(|()| started.elapsed()));
-                self.enforce(&rows, &existed);
-                let enforced = started.elapsed();
-                (writer.join(), enforced)
-            })
         };
-        let stored = match stored {
-            Ok(Ok(elapsed)) => elapsed,
-            Ok(Err(error)) => {
-                let results = self.undo(&rows, results, &BanError::from(error));
-                return (results, rows);
-            }
-            Err(_) => {
-                let error = BanError::Lost("the store writer panicked");
-                let results = self.undo(&rows, results, &error);
-                return (results, rows);
-            }
+        let refusal = match stored {
+            Ok(Ok(_)) => None,
+            Ok(Err(error)) => Some(BanError::from(error)),
+            Err(_) => Some(BanError::Lost("the store writer panicked")),
         };
+        if let Some(error) = refusal {
+            if parallel {
+                self.put_back(&rows, before);
+            }
+            let results = self.undo(&rows, results, &error);
+            return (results, rows);
+        }
+        let stored = started.elapsed();
         debug!(rows = rows.len(), ?stored, ?enforced, "bans written");
         for source in Source::ALL {
             let n = rows.iter().filter(|row| row.source == source).count() as u64;
@@ -438,7 +454,9 @@ impl BanManager {
             );
             self.queue_for_fail2ban(rows.iter().map(|row| Fail2banOp::ban(row.target)).collect());
         }
-        self.index.insert_many(&rows);
+        if !parallel {
+            self.index.insert_many(&rows);
+        }
         debug!("index updated");
         if !aggregates.is_empty() {
             for result in self.ban_many(aggregates) {
@@ -451,6 +469,19 @@ impl BanManager {
             }
         }
         (results, rows)
+    }
+
+    /// The store refused `rows` after the index took them: each target
+    /// gets back the row the index held before (`before`), or none.
+    fn put_back(&mut self, rows: &[StoredBan], before: Vec<Option<Held>>) {
+        let mut held = Vec::new();
+        for (row, previous) in rows.iter().zip(before) {
+            match previous {
+                Some(previous) => held.push(StoredBan::from(&previous)),
+                None => self.index.remove(&row.target),
+            }
+        }
+        self.index.insert_many(&held);
     }
 
     /// The store refused the bans: take them back out of the kernel (the

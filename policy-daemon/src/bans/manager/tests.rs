@@ -662,3 +662,58 @@ fn purge_deletes_old_history_from_store_and_index_and_keeps_the_rest() {
     );
     assert_eq!(bans.purge().expect("purge"), 0);
 }
+
+/// A bulk ban large enough to write the index beside the store: when the
+/// store refuses it (another connection holds the write lock past the
+/// busy timeout), every target is refused and the index is as it was,
+/// a repeat offender's row included.
+#[test]
+fn a_bulk_ban_the_store_refuses_leaves_the_index_as_it_was() {
+    let (_dir, mut bans) = manager(BanPolicy {
+        default_bantime: Some(Duration::from_mins(10)),
+        ..BanPolicy::default()
+    });
+    let repeat = net("192.0.2.7/32");
+    let first = bans
+        .ban(request("192.0.2.7/32", BanLength::Default))
+        .expect("ban");
+    let mut targets: Vec<IpNet> = (0_u32..)
+        .take(2 * PARALLEL_WRITE)
+        .map(|i| IpNet::V4(Ipv4Net::from(std::net::Ipv4Addr::from(0x0A00_0000 + i))))
+        .collect();
+    targets.push(repeat);
+
+    let blocker = rusqlite::Connection::open(bans.store().path()).expect("second connection");
+    blocker
+        .execute_batch("BEGIN EXCLUSIVE")
+        .expect("take the write lock");
+    let requests = bulk_requests(&targets, BanLength::Default, Source::Cli, "bulk");
+    let (banned, refused) = bans.ban_bulk(requests, Breadth::Bounded);
+    blocker.execute_batch("ROLLBACK").expect("release");
+
+    assert_eq!(banned, 0);
+    assert_eq!(refused.len(), targets.len(), "every target refused");
+    let held = bans
+        .index
+        .get(&repeat)
+        .expect("the earlier ban is still held");
+    assert_eq!(
+        (held.count, held.source, held.expires_at),
+        (
+            1,
+            Source::Logwatch,
+            first
+                .expires_at
+                .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
+                .map(|d| i64::try_from(d.as_secs()).expect("seconds"))
+        ),
+        "the earlier ban, as it was"
+    );
+    assert!(
+        targets[..targets.len() - 1]
+            .iter()
+            .all(|target| !bans.index.contains(target)),
+        "no refused target left in the index"
+    );
+    assert_eq!(bans.index.len(), 1);
+}
