@@ -40,6 +40,9 @@
 //!   rbldnsd, no unbound; its ratio is against mtpolicyd's `unbound`
 //!   row, mtpolicyd's fastest DNS setup.
 //!
+//! spamwall runs at its default log level (`info`): it logs a line for
+//! each rejected mail, as in production.
+//!
 //! The floor is a C program compiled with gcc at bench time
 //! (`policy/floor.c`): one accepting thread and as many epoll worker
 //! threads as spamwall's runtime has (one per CPU), non-blocking sockets,
