@@ -12,7 +12,8 @@
 //! DBL and SPF plugins use), spamwall through `policy.resolver`. Nothing
 //! leaves loopback. mtpolicyd's greylisting tickets live in a memcached of
 //! the test's own, its auto-whitelist in `SQLite` in the temporary
-//! directory, and its `Fail2Ban` plugin writes to a socket the test reads.
+//! directory, and its `Fail2Ban` plugin bans through a real
+//! `fail2ban-server` of the test's own, whose jail the test reads.
 //!
 //! Greylisting is compared on the first attempt, an early retry and a
 //! retry after the delay. mtpolicyd 2.05 always waits 300 s (it never
@@ -21,22 +22,19 @@
 //! cut to 2 s.
 //!
 //! Needs root (`spamwall run` pins its BPF maps), mtpolicyd, memcached,
-//! rbldnsd, geoip-database and the binary:
+//! rbldnsd, fail2ban, geoip-database and the binary:
 //! `cargo build --release -p policy-daemon && CI=true cargo test --release
 //! -p spamwall-tests --test import_mtpolicyd -- --test-threads=1`.
 
 use std::{
     fmt::Write as _,
     fs,
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    io::{BufRead as _, BufReader, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
-    os::unix::{net::UnixListener, process::CommandExt as _},
+    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU32, Ordering},
-    },
+    sync::atomic::{AtomicU32, Ordering},
     thread,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -45,6 +43,7 @@ use spamwall::policy::{ListenAddr, client};
 use spamwall_tests::{
     PinDir,
     daemon::{spamwall, spamwall_bin},
+    fail2ban::{Fail2banServer, JAIL},
     postfix::stop_group_leader,
     rbldnsd::{Rbldnsd, Zone},
     require_root,
@@ -252,30 +251,6 @@ impl Memcached {
         );
         assert_eq!(stored.trim_end(), "STORED", "memcached set {key}");
     }
-}
-
-/// Stands in for fail2ban's socket: keeps what mtpolicyd's `Fail2Ban`
-/// plugin writes.
-fn fake_fail2ban(path: &Path) -> Arc<Mutex<Vec<u8>>> {
-    let listener = UnixListener::bind(path).expect("fail2ban socket");
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&received);
-    thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let sink = Arc::clone(&sink);
-            thread::spawn(move || {
-                let mut stream = stream;
-                let mut buffer = [0u8; 4096];
-                while let Ok(n) = stream.read(&mut buffer) {
-                    if n == 0 {
-                        break;
-                    }
-                    sink.lock().expect("sink").extend_from_slice(&buffer[..n]);
-                }
-            });
-        }
-    });
-    received
 }
 
 /// Both servers for one mtpolicyd configuration, and what they share.
@@ -537,8 +512,17 @@ fn rbl_scoring_with_a_ban_at_15_answers_as_mtpolicyd() {
         return;
     }
     let setup = Setup::new();
-    let received = fake_fail2ban(&setup.dir.path().join("fail2ban.sock"));
+    // mtpolicyd's `Fail2Ban` plugin bans through a real fail2ban-server.
+    let fail2ban = Fail2banServer::start();
     let conf = setup.fixture("rbl-ban.conf", None);
+    let text = fs::read_to_string(&conf)
+        .expect("fixture")
+        .replace(
+            "@FAIL2BAN_SOCKET@",
+            &fail2ban.socket().display().to_string(),
+        )
+        .replace("@FAIL2BAN_JAIL@", JAIL);
+    fs::write(&conf, text).expect("write fixture");
     let pair = setup.pair(&conf, 0);
     pair.compare(&[
         (
@@ -567,7 +551,7 @@ fn rbl_scoring_with_a_ban_at_15_answers_as_mtpolicyd() {
         ),
     ]);
     // Both banned the two clients that reached 15, and no other.
-    let sent = String::from_utf8_lossy(&received.lock().expect("sink")).into_owned();
+    let in_jail = fail2ban.cli_banned(JAIL);
     let list = spamwall([
         "--socket".as_ref(),
         pair.control.as_os_str(),
@@ -577,8 +561,9 @@ fn rbl_scoring_with_a_ban_at_15_answers_as_mtpolicyd() {
     let listed = String::from_utf8_lossy(&list.stdout).into_owned();
     for banned in ["198.51.100.2", "203.0.113.7"] {
         assert!(
-            sent.contains(banned),
-            "mtpolicyd did not ban {banned}: {sent:?}"
+            in_jail.contains(banned),
+            "mtpolicyd did not ban {banned} in fail2ban: {in_jail:?}\n{}",
+            fail2ban.log()
         );
         assert!(
             listed.contains(banned),
@@ -586,7 +571,10 @@ fn rbl_scoring_with_a_ban_at_15_answers_as_mtpolicyd() {
         );
     }
     for clean in ["198.51.100.3", "198.51.100.4", "198.51.100.5", "192.0.2.1"] {
-        assert!(!sent.contains(clean), "mtpolicyd banned {clean}");
+        assert!(
+            !in_jail.contains(clean),
+            "mtpolicyd banned {clean}: {in_jail:?}"
+        );
         assert!(!listed.contains(clean), "spamwall banned {clean}: {listed}");
     }
 }
