@@ -8,7 +8,8 @@
 //! `--duration SECS` (measured time per run, default 10),
 //! `--requests N` (cap per connection and run, default 10,000,000),
 //! `--rounds N` (floor and spamwall on the local chain, alternated,
-//! default 3; the median round counts), `--client-threads N` (default 2),
+//! each round on freshly started servers, default 3; the median round
+//! counts, and every round is printed), `--client-threads N` (default 2),
 //! `--only floor|spamwall|mtpolicyd`, `--local` (the local chain only:
 //! no mtpolicyd, no DNS) and `--smoke` (one round, at most a
 //! second and 20 requests per connection per run). Without mtpolicyd,
@@ -220,49 +221,65 @@ fn main() -> Result<()> {
 
 /// The local chain: floor and spamwall alternated round by round, so
 /// both see the same machine (the median round of each counts), then
-/// mtpolicyd.
+/// mtpolicyd. Each round starts both servers afresh: on a small machine
+/// a server's throughput depends on where the scheduler puts its threads
+/// next to the client's, which holds for a process's life, so rounds of
+/// one process would all show the same placement. Every round's figure
+/// is printed, with the spread.
 fn measure_local(options: &Options, workload: &Workload, pin: &PinDir) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
-    {
-        let floor = if options.runs("floor") {
-            Some(Server::floor()?)
-        } else {
-            None
-        };
-        let spamwall = if options.runs("spamwall") {
-            Some(Server::spamwall(Chain::Local, pin)?)
-        } else {
-            None
-        };
-        let mut floor_rounds = Vec::new();
-        let mut spamwall_rounds = Vec::new();
-        for round in 0..options.rounds {
-            for (server, rounds) in [
-                (&floor, &mut floor_rounds),
-                (&spamwall, &mut spamwall_rounds),
-            ] {
-                if let Some(server) = server {
-                    eprintln!(
-                        "round {}/{}: {} on the local chain …",
-                        round + 1,
-                        options.rounds,
-                        server.name
-                    );
-                    rounds.push(server.measure(workload, options.budget)?);
-                }
+    let mut floor_rounds = Vec::new();
+    let mut spamwall_rounds = Vec::new();
+    for round in 0..options.rounds {
+        for (name, rounds) in [
+            ("floor", &mut floor_rounds),
+            ("spamwall", &mut spamwall_rounds),
+        ] {
+            if !options.runs(name) {
+                continue;
             }
+            eprintln!(
+                "round {}/{}: {name} on the local chain …",
+                round + 1,
+                options.rounds,
+            );
+            let server = if name == "floor" {
+                Server::floor()?
+            } else {
+                Server::spamwall(Chain::Local, pin)?
+            };
+            rounds.push(server.measure(workload, options.budget)?);
+            // A daemon goes before its pins.
+            drop(server);
         }
-        for (name, rounds) in [("floor", floor_rounds), ("spamwall", spamwall_rounds)] {
-            if let Some(load) = median(rounds) {
-                rows.push(Row {
-                    setup: "local",
-                    server: name,
-                    load,
-                });
-            }
+    }
+    for (name, rounds) in [("floor", &floor_rounds), ("spamwall", &spamwall_rounds)] {
+        if !rounds.is_empty() {
+            let each: Vec<String> = rounds
+                .iter()
+                .map(|load| format!("{:.0}", load.throughput()))
+                .collect();
+            println!("local {name}, req/s by round: {}", each.join(", "));
         }
-        // The daemon goes before its pins.
-        drop(spamwall);
+    }
+    if floor_rounds.len() == spamwall_rounds.len() && !floor_rounds.is_empty() {
+        let shares: Vec<f64> = floor_rounds
+            .iter()
+            .zip(&spamwall_rounds)
+            .map(|(floor, spamwall)| 100.0 * spamwall.throughput() / floor.throughput())
+            .collect();
+        let low = shares.iter().copied().fold(f64::INFINITY, f64::min);
+        let high = shares.iter().copied().fold(0.0, f64::max);
+        println!("local spamwall/floor by round: {low:.0}% to {high:.0}%");
+    }
+    for (name, rounds) in [("floor", floor_rounds), ("spamwall", spamwall_rounds)] {
+        if let Some(load) = median(rounds) {
+            rows.push(Row {
+                setup: "local",
+                server: name,
+                load,
+            });
+        }
     }
     if options.runs("mtpolicyd") && !options.local {
         let server = Server::mtpolicyd(Chain::Local)?;
