@@ -378,7 +378,7 @@ impl BanManager {
                 continue;
             }
             let queued = pending.get(&target).map(|&i| &rows[i]);
-            let held_before = if queued.is_none() { held.clone() } else { None };
+            // A target's first request starts from what the index holds.
             let previous = queued.map(Held::from).or(held);
             let starts = previous.as_ref().is_none_or(|p| !p.is_active(now));
             let row = self.next_row(previous.as_ref(), queued, target, request, now);
@@ -390,7 +390,7 @@ impl BanManager {
                 pending.insert(target, rows.len());
                 rows.push(row);
                 fresh.push(starts);
-                before.push(held_before);
+                before.push(previous);
             }
         }
         drop(pending);
@@ -424,19 +424,16 @@ impl BanManager {
                 enforced,
             )
         };
-        let refusal = match stored {
-            Ok(Ok(_)) => None,
-            Ok(Err(error)) => Some(BanError::from(error)),
-            Err(_) => Some(BanError::Lost("the store writer panicked")),
-        };
-        if let Some(error) = refusal {
-            if parallel {
-                self.put_back(&rows, before);
+        let stored = match stored {
+            Ok(Ok(elapsed)) => elapsed,
+            Ok(Err(error)) => {
+                return self.refused(rows, before, parallel, results, &BanError::from(error));
             }
-            let results = self.undo(&rows, results, &error);
-            return (results, rows);
-        }
-        let stored = started.elapsed();
+            Err(_) => {
+                let error = BanError::Lost("the store writer panicked");
+                return self.refused(rows, before, parallel, results, &error);
+            }
+        };
         debug!(rows = rows.len(), ?stored, ?enforced, "bans written");
         for source in Source::ALL {
             let n = rows.iter().filter(|row| row.source == source).count() as u64;
@@ -469,6 +466,22 @@ impl BanManager {
             }
         }
         (results, rows)
+    }
+
+    /// The store refused `rows`: the index (when it took them already)
+    /// and the kernel are put back, and every accepted request fails.
+    fn refused(
+        &mut self,
+        rows: Vec<StoredBan>,
+        before: Vec<Option<Held>>,
+        indexed: bool,
+        results: Vec<Result<usize, BanError>>,
+        error: &BanError,
+    ) -> (Vec<Result<usize, BanError>>, Vec<StoredBan>) {
+        if indexed {
+            self.put_back(&rows, before);
+        }
+        (self.undo(&rows, results, error), rows)
     }
 
     /// The store refused `rows` after the index took them: each target
