@@ -101,7 +101,8 @@ const MAINTENANCE_NICE: libc::c_int = 10;
 /// The passes run one at a time on their own thread, `spamwall-maint`, at
 /// niceness [`MAINTENANCE_NICE`]: at a million bans a pass keeps a core
 /// busy for a good part of a second, and a ban or a policy answer should
-/// not wait for the CPU behind it. The thread ends with the loop.
+/// not wait for the CPU behind it. The thread ends with the loop; one
+/// that ended with a pass (a panic) is started again for the next.
 pub(super) async fn maintenance_loop(
     shared: Arc<Shared>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
@@ -112,24 +113,12 @@ pub(super) async fn maintenance_loop(
     let mut checkpoints = tokio::time::interval(CHECKPOINT_INTERVAL);
     checkpoints.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let store = Arc::clone(shared.manager().store());
-    let passes = match maintenance_thread(shared) {
-        Ok(passes) => passes,
-        Err(error) => {
-            warn!(%error, "starting the maintenance thread failed; no reconciliation nor purge");
-            return;
-        }
-    };
+    let mut thread = None;
     let mut checkpointing = None::<tokio::task::JoinHandle<()>>;
     loop {
         tokio::select! {
             _ = async { stopped.wait_for(|stop| *stop).await.is_ok() } => return,
-            _ = ticker.tick() => {
-                let (done, finished) = tokio::sync::oneshot::channel();
-                if passes.send(done).is_err() {
-                    return;
-                }
-                let _ = finished.await;
-            }
+            _ = ticker.tick() => run_pass(&mut thread, &shared).await,
             _ = checkpoints.tick() => {
                 // One at a time, beside the maintenance pass.
                 if checkpointing.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
@@ -145,12 +134,38 @@ pub(super) async fn maintenance_loop(
     }
 }
 
+/// The sending side of the maintenance thread's queue of passes.
+type Passes = std::sync::mpsc::Sender<tokio::sync::oneshot::Sender<()>>;
+
+/// Runs one maintenance pass on the maintenance thread, starting it if it
+/// is not running; when it cannot be started, on the shared blocking
+/// pool, so reconciliation and purging never stop.
+async fn run_pass(thread: &mut Option<Passes>, shared: &Arc<Shared>) {
+    if thread.is_none() {
+        match maintenance_thread(Arc::clone(shared)) {
+            Ok(passes) => *thread = Some(passes),
+            Err(error) => {
+                warn!(%error, "starting the maintenance thread failed; this pass runs on the shared pool");
+            }
+        }
+    }
+    if let Some(passes) = thread {
+        let (done, finished) = tokio::sync::oneshot::channel();
+        if passes.send(done).is_err() || finished.await.is_err() {
+            // The thread ended with this pass (a panic): the next pass
+            // starts a new one.
+            *thread = None;
+        }
+        return;
+    }
+    let shared = Arc::clone(shared);
+    let _ = tokio::task::spawn_blocking(move || maintain(&shared)).await;
+}
+
 /// Starts the thread that runs a maintenance pass for each sender it
 /// receives, and answers on it when done; it ends when the channel's
 /// sending side is dropped.
-fn maintenance_thread(
-    shared: Arc<Shared>,
-) -> std::io::Result<std::sync::mpsc::Sender<tokio::sync::oneshot::Sender<()>>> {
+fn maintenance_thread(shared: Arc<Shared>) -> std::io::Result<Passes> {
     let (passes, queue) = std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<()>>();
     std::thread::Builder::new()
         .name("spamwall-maint".to_owned())
