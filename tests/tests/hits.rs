@@ -64,6 +64,18 @@ impl Setup {
     }
 
     /// The client's `list --json` entry.
+    /// The client's ban kept the counters it had (`before`) through
+    /// `what` (`after`), and the client's next drop adds to them.
+    fn assert_counting_on(&self, before: &Value, after: &Value, what: &str) {
+        assert!(
+            packets(after) >= packets(before),
+            "counters lost on {what}: {before} then {after}"
+        );
+        assert!(self.dropped(), "the client connected after {what}");
+        let again = self.entry();
+        assert!(packets(&again) > packets(after), "{after} then {again}");
+    }
+
     fn entry(&self) -> Value {
         let bans = self.daemon.list();
         bans.iter()
@@ -151,16 +163,7 @@ fn a_feed_refresh_keeps_the_counters_of_the_bans_it_extends() {
         extended["count"], hit["count"],
         "an offence counted: {extended}"
     );
-    assert!(
-        packets(&extended) >= packets(&hit),
-        "counters lost on the refresh: {hit} then {extended}"
-    );
-    assert!(setup.dropped(), "the client connected after the refresh");
-    let again = setup.entry();
-    assert!(
-        packets(&again) > packets(&extended),
-        "{extended} then {again}"
-    );
+    setup.assert_counting_on(&hit, &extended, "the refresh");
 }
 
 /// Packets from a banned client raise its ban's `packets` and set
@@ -196,16 +199,7 @@ fn drops_are_counted_in_the_ban_and_kept_across_an_extension() {
         .cli_ok(&["ban", &client, "--for", "2h", "--reason", "extended"]);
     let extended = setup.entry();
     assert_eq!(extended["count"], 2, "{extended}");
-    assert!(
-        packets(&extended) >= packets(&hit),
-        "counters lost on extension: {hit} then {extended}"
-    );
-    assert!(setup.dropped(), "the client connected after the extension");
-    let again = setup.entry();
-    assert!(
-        packets(&again) > packets(&extended),
-        "{extended} then {again}"
-    );
+    setup.assert_counting_on(&hit, &extended, "the extension");
 
     let quiet = "203.0.113.77".to_owned();
     setup.daemon.cli_ok(&["ban", &quiet, "--reason", "quiet"]);
