@@ -8,7 +8,6 @@
 //! waiting for an external backend (fail2ban).
 
 use std::{
-    fmt::Write as _,
     path::{Path, PathBuf},
     sync::{Mutex, MutexGuard, PoisonError},
 };
@@ -101,59 +100,6 @@ impl RawBan {
             last_banned_at: self.last_banned_at,
         })
     }
-}
-
-/// Rows one insert statement carries in a bulk write (9 parameters each,
-/// well under `SQLite`'s limit of 32,766).
-const ROWS_PER_INSERT: usize = 128;
-
-/// An upsert of `rows` bans.
-fn upsert(rows: usize) -> String {
-    let mut text = String::from(
-        "INSERT INTO bans (target, expires_at, source, reason, detail, count, first_banned_at, last_banned_at, scope) VALUES ",
-    );
-    for row in 0..rows {
-        let base = row * 9;
-        if row > 0 {
-            text.push(',');
-        }
-        text.push('(');
-        for column in 1..=9 {
-            if column > 1 {
-                text.push(',');
-            }
-            let _ = write!(text, "?{}", base + column);
-        }
-        text.push(')');
-    }
-    text.push_str(
-        " ON CONFLICT (target) DO UPDATE SET
-            expires_at = excluded.expires_at, source = excluded.source,
-            reason = excluded.reason, detail = excluded.detail, count = excluded.count,
-            first_banned_at = excluded.first_banned_at, last_banned_at = excluded.last_banned_at,
-            scope = excluded.scope",
-    );
-    text
-}
-
-/// Binds `bans` to an [`upsert`] of as many rows.
-fn bind_bans(
-    insert: &mut rusqlite::CachedStatement<'_>,
-    bans: &[(String, &StoredBan)],
-) -> rusqlite::Result<()> {
-    for (row, (key, ban)) in bans.iter().enumerate() {
-        let base = row * 9;
-        insert.raw_bind_parameter(base + 1, key)?;
-        insert.raw_bind_parameter(base + 2, ban.expires_at)?;
-        insert.raw_bind_parameter(base + 3, ban.source.as_str())?;
-        insert.raw_bind_parameter(base + 4, &ban.reason)?;
-        insert.raw_bind_parameter(base + 5, &ban.detail)?;
-        insert.raw_bind_parameter(base + 6, ban.count)?;
-        insert.raw_bind_parameter(base + 7, ban.first_banned_at)?;
-        insert.raw_bind_parameter(base + 8, ban.last_banned_at)?;
-        insert.raw_bind_parameter(base + 9, ban.scope.to_text())?;
-    }
-    Ok(())
 }
 
 /// Database file name inside `state_dir`.
@@ -349,31 +295,33 @@ impl Store {
     /// to a statement.
     pub fn put_bans(&self, bans: &[StoredBan]) -> Result<(), StoreError> {
         // In the order of the primary key: each row lands next to the one
-        // before it in the B-tree instead of at a random page. Stable: a
-        // target given twice keeps its last row.
-        let mut keyed: Vec<(String, &StoredBan)> = bans
-            .iter()
-            .map(|ban| (target_to_string(&ban.target), ban))
-            .collect();
-        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        // before it in the B-tree instead of at a random page.
+        let batch = Batch::new(bans);
         self.in_transaction("committing bans", |tx| {
-            let mut chunks = keyed.chunks_exact(ROWS_PER_INSERT);
-            if keyed.len() >= ROWS_PER_INSERT {
+            let mut chunks = batch.order.chunks_exact(ROWS_PER_INSERT);
+            for chunk in &mut chunks {
+                let sharing = batch.shares_text(chunk);
+                let upsert = if sharing {
+                    &*batch::UPSERT_SHARING
+                } else {
+                    &*batch::UPSERT_MANY
+                };
                 let mut insert = tx
-                    .prepare_cached(&upsert(ROWS_PER_INSERT))
+                    .prepare_cached(upsert)
                     .map_err(sql(&self.path, "preparing the ban insert"))?;
-                for chunk in &mut chunks {
-                    bind_bans(&mut insert, chunk).map_err(sql(&self.path, "writing bans"))?;
-                    insert
-                        .raw_execute()
-                        .map_err(sql(&self.path, "writing bans"))?;
-                }
+                batch
+                    .bind(&mut insert, chunk, sharing)
+                    .map_err(sql(&self.path, "writing bans"))?;
+                insert
+                    .raw_execute()
+                    .map_err(sql(&self.path, "writing bans"))?;
             }
             let mut insert = tx
-                .prepare_cached(&upsert(1))
+                .prepare_cached(&batch::UPSERT_ONE)
                 .map_err(sql(&self.path, "preparing the ban insert"))?;
-            for ban in chunks.remainder() {
-                bind_bans(&mut insert, std::slice::from_ref(ban))
+            for row in chunks.remainder() {
+                batch
+                    .bind(&mut insert, std::slice::from_ref(row), false)
                     .map_err(sql(&self.path, "writing a ban"))?;
                 insert
                     .raw_execute()
@@ -742,8 +690,11 @@ fn sql<'a>(path: &'a Path, operation: &'static str) -> impl Fn(rusqlite::Error) 
     }
 }
 
+mod batch;
 mod feeds;
 mod scan;
+
+use batch::{Batch, ROWS_PER_INSERT};
 
 pub use feeds::FeedState;
 pub use scan::{ActiveBans, BanFilter, SCAN_CHUNK};

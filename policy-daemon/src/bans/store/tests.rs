@@ -228,6 +228,64 @@ fn bulk_writes_in_one_transaction() {
 }
 
 #[test]
+fn a_bulk_write_keeps_every_row_shared_text_or_not_and_a_repeat_s_last() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open_in(dir.path()).expect("open");
+    let v4 = |i: u32| {
+        IpNet::from(std::net::IpAddr::from(std::net::Ipv4Addr::from(
+            0x0A00_0000 + i,
+        )))
+    };
+    let v6 = |i: u32| {
+        IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::from(
+            0x2001_0db8_aaaa_bbbb_cccc_dddd_0000_0000_u128 + u128::from(i),
+        )))
+    };
+    // Statements of shared text (the first 400 rows), then rows that
+    // differ in one text column each, IPv6 targets whose text ties on
+    // its first 16 bytes, and targets given twice.
+    let mut bans: Vec<StoredBan> = (0..400)
+        .map(|i| StoredBan {
+            target: v4(i),
+            count: i + 1,
+            first_banned_at: i64::from(i),
+            ..ban("192.0.2.1/32", Some(9), 1)
+        })
+        .collect();
+    for i in 400..700 {
+        let mut row = StoredBan {
+            target: v6(i),
+            ..ban("192.0.2.1/32", None, 2)
+        };
+        match i % 4 {
+            0 => row.source = Source::Cli,
+            1 => row.reason = format!("reason {i}"),
+            2 => row.detail = format!("detail {i}"),
+            _ => row.scope = BanScope::from_ports(&[25, u16::try_from(i).expect("port")]),
+        }
+        bans.push(row);
+    }
+    for i in [3, 450, 699] {
+        let target = if i < 400 { v4(i) } else { v6(i) };
+        bans.push(StoredBan {
+            target,
+            reason: format!("again {i}"),
+            ..ban("192.0.2.1/32", Some(77), 9)
+        });
+    }
+    store.put_bans(&bans).expect("bulk");
+    let mut expected: std::collections::BTreeMap<String, StoredBan> =
+        std::collections::BTreeMap::new();
+    for row in &bans {
+        expected.insert(target_to_string(&row.target), row.clone());
+    }
+    let mut stored = store.all().expect("all");
+    stored.sort_by_key(|row| target_to_string(&row.target));
+    assert_eq!(stored.len(), 700);
+    assert_eq!(stored, expected.into_values().collect::<Vec<_>>());
+}
+
+#[test]
 fn scopes_round_trip_and_a_damaged_one_holds_on_all_traffic() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open_in(dir.path()).expect("open");
