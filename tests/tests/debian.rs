@@ -401,7 +401,8 @@ fn packaging_builds_installs_runs_and_purges_the_debian_package() {
         existing.is_empty() && matches!(status.as_str(), "" | "un"),
         "spamwall is installed on this machine (dpkg: {status:?}; present: {existing:?}); \
          this test installs and purges its own package and leaves an existing one alone: \
-         remove it first (dpkg --purge {PACKAGE}, or undo README's manual steps)"
+         remove it first (dpkg --purge {PACKAGE}, or undo README's manual steps; \
+         `cargo xtask run` leaves {STATE} and /run/spamwall: rm -r both)"
     );
 
     let deb = build_package();
