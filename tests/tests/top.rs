@@ -171,8 +171,8 @@ fn dropped_v4_total(screen: &str) -> u64 {
 }
 
 /// What the panels read, asked directly: the newest first (`newest` was
-/// banned last, after one other ban), a limit past the cap refused, the
-/// bans per source.
+/// banned last, after one other ban), a limit past the cap and one feed's
+/// newest refused, the bans per source.
 fn assert_panel_requests(daemon: &Daemon, newest: &str) {
     let newest_first = |limit| {
         daemon.request(&Request::List(ListRequest {
@@ -193,6 +193,20 @@ fn assert_panel_requests(daemon: &Daemon, newest: &str) {
     match newest_first(MAX_NEWEST + 1) {
         Response::Error { message } => assert!(message.contains("at most 1000"), "{message}"),
         other => panic!("a limit past the cap: {other:?}"),
+    }
+    // The ranking walks the index, which knows sources, not feed names.
+    match daemon.request(&Request::List(ListRequest {
+        limit: Some(1),
+        stream: true,
+        sort: Some(ListSort::Newest),
+        feed: Some("spamhaus-drop".to_owned()),
+        ..ListRequest::default()
+    })) {
+        Response::Error { message } => assert_eq!(
+            message,
+            "a list sorted by newest takes a source, not one feed"
+        ),
+        other => panic!("newest of one feed: {other:?}"),
     }
     match daemon.request(&Request::BansBySource) {
         Response::BansBySource { sources } => {
