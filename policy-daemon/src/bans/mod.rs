@@ -178,6 +178,11 @@ impl Source {
         Self::Feed,
     ];
 
+    /// The position of this source in [`Source::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// The code stored in the kernel map value.
     pub const fn code(self) -> u16 {
         match self {
@@ -600,7 +605,8 @@ mod tests {
 
     #[test]
     fn sources_round_trip_through_their_codes() {
-        for source in Source::ALL {
+        for (i, source) in Source::ALL.into_iter().enumerate() {
+            assert_eq!(source.index(), i);
             assert_eq!(Source::from_code(source.code()), source);
             assert_eq!(source.as_str().parse(), Ok(source));
         }

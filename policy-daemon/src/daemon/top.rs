@@ -78,11 +78,7 @@ pub(super) fn newest(shared: &Shared, filter: &BanFilter, now: i64) -> Reply {
 /// How many active bans each source made, every source named.
 pub(super) fn bans_by_source(shared: &Shared, now: i64) -> Response {
     let mut counts = [0_u64; Source::ALL.len()];
-    walk(shared, now, |ban| {
-        if let Some(at) = Source::ALL.iter().position(|source| *source == ban.source) {
-            counts[at] += 1;
-        }
-    });
+    walk(shared, now, |ban| counts[ban.source.index()] += 1);
     Response::BansBySource {
         sources: Source::ALL
             .into_iter()
