@@ -8,7 +8,10 @@
 
 use std::{fmt::Write as _, sync::LazyLock};
 
-use rusqlite::CachedStatement;
+use rusqlite::{
+    CachedStatement,
+    types::{ToSqlOutput, Value, ValueRef},
+};
 
 use super::StoredBan;
 use crate::bans::push_target;
@@ -17,61 +20,139 @@ use crate::bans::push_target;
 /// well under `SQLite`'s limit of 32,766).
 pub(super) const ROWS_PER_INSERT: usize = 128;
 
-/// The columns of `bans`, in the order the upserts list them.
-const COLUMNS: usize = 9;
+/// A column of `bans`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Column {
+    Target,
+    ExpiresAt,
+    Source,
+    Reason,
+    Detail,
+    Count,
+    FirstBannedAt,
+    LastBannedAt,
+    Scope,
+}
 
-/// The text columns that rows sharing them bind once: source, reason,
-/// detail, scope (positions among [`COLUMNS`], from 0).
-const SHARED: [usize; 4] = [2, 3, 4, 8];
+impl Column {
+    /// Every column, in the order the upserts list them.
+    const ALL: [Self; 9] = [
+        Self::Target,
+        Self::ExpiresAt,
+        Self::Source,
+        Self::Reason,
+        Self::Detail,
+        Self::Count,
+        Self::FirstBannedAt,
+        Self::LastBannedAt,
+        Self::Scope,
+    ];
+
+    const fn name(self) -> &'static str {
+        match self {
+            Self::Target => "target",
+            Self::ExpiresAt => "expires_at",
+            Self::Source => "source",
+            Self::Reason => "reason",
+            Self::Detail => "detail",
+            Self::Count => "count",
+            Self::FirstBannedAt => "first_banned_at",
+            Self::LastBannedAt => "last_banned_at",
+            Self::Scope => "scope",
+        }
+    }
+
+    /// The text columns that rows sharing them bind once.
+    const fn shared(self) -> bool {
+        matches!(
+            self,
+            Self::Source | Self::Reason | Self::Detail | Self::Scope
+        )
+    }
+}
+
+/// How many of [`Column::ALL`] are [`Column::shared`].
+const SHARED: usize = {
+    let mut n = 0;
+    let mut c = 0;
+    while c < Column::ALL.len() {
+        if Column::ALL[c].shared() {
+            n += 1;
+        }
+        c += 1;
+    }
+    n
+};
+
+/// For each column of [`Column::ALL`], its place among the shared
+/// columns when it is shared, else among the others.
+const PLACE: [usize; Column::ALL.len()] = {
+    let mut place = [0; Column::ALL.len()];
+    let (mut own, mut shared) = (0, 0);
+    let mut c = 0;
+    while c < Column::ALL.len() {
+        if Column::ALL[c].shared() {
+            place[c] = shared;
+            shared += 1;
+        } else {
+            place[c] = own;
+            own += 1;
+        }
+        c += 1;
+    }
+    place
+};
+
+/// The parameter (from 1) that carries column `c` (of [`Column::ALL`]) of
+/// row `row` in an upsert of `rows` rows: row after row, each value its
+/// own; with `sharing`, the rows' own values first, then the shared
+/// columns once for all of them. The one numbering the statement's text
+/// and [`Batch::bind`] both follow.
+const fn parameter(c: usize, row: usize, rows: usize, sharing: bool) -> usize {
+    let columns = Column::ALL.len();
+    1 + if !sharing {
+        row * columns + c
+    } else if Column::ALL[c].shared() {
+        rows * (columns - SHARED) + PLACE[c]
+    } else {
+        row * (columns - SHARED) + PLACE[c]
+    }
+}
 
 /// An upsert of one row, each value its own parameter.
 pub(super) static UPSERT_ONE: LazyLock<String> = LazyLock::new(|| upsert(1, false));
+
 /// An upsert of [`ROWS_PER_INSERT`] rows, each value its own parameter.
 pub(super) static UPSERT_MANY: LazyLock<String> = LazyLock::new(|| upsert(ROWS_PER_INSERT, false));
-/// An upsert of [`ROWS_PER_INSERT`] rows that share the [`SHARED`]
-/// columns, bound once after the rows' own values.
+
+/// An upsert of [`ROWS_PER_INSERT`] rows that share the
+/// [`Column::shared`] columns, bound once after the rows' own values.
 pub(super) static UPSERT_SHARING: LazyLock<String> =
     LazyLock::new(|| upsert(ROWS_PER_INSERT, true));
 
-/// The upsert of `rows` bans; with `sharing`, the [`SHARED`] columns of
-/// every row name the same parameters.
+/// The upsert of `rows` bans, its parameters numbered by [`parameter`].
 fn upsert(rows: usize, sharing: bool) -> String {
-    let own = if sharing {
-        COLUMNS - SHARED.len()
-    } else {
-        COLUMNS
-    };
-    let mut text = String::from(
-        "INSERT INTO bans (target, expires_at, source, reason, detail, count, first_banned_at, last_banned_at, scope) VALUES ",
-    );
+    let names: Vec<&str> = Column::ALL.iter().map(|c| c.name()).collect();
+    let mut text = format!("INSERT INTO bans ({}) VALUES ", names.join(", "));
     for row in 0..rows {
         if row > 0 {
             text.push(',');
         }
         text.push('(');
-        let mut next_own = row * own;
-        for column in 0..COLUMNS {
-            if column > 0 {
+        for c in 0..Column::ALL.len() {
+            if c > 0 {
                 text.push(',');
             }
-            let parameter = match SHARED.iter().position(|&c| c == column) {
-                Some(shared) if sharing => rows * own + shared,
-                _ => {
-                    next_own += 1;
-                    next_own - 1
-                }
-            };
-            let _ = write!(text, "?{}", parameter + 1);
+            let _ = write!(text, "?{}", parameter(c, row, rows, sharing));
         }
         text.push(')');
     }
-    text.push_str(
-        " ON CONFLICT (target) DO UPDATE SET
-            expires_at = excluded.expires_at, source = excluded.source,
-            reason = excluded.reason, detail = excluded.detail, count = excluded.count,
-            first_banned_at = excluded.first_banned_at, last_banned_at = excluded.last_banned_at,
-            scope = excluded.scope",
-    );
+    text.push_str(" ON CONFLICT (target) DO UPDATE SET ");
+    let updates: Vec<String> = names[1..]
+        .iter()
+        .map(|name| format!("{name} = excluded.{name}"))
+        .collect();
+    text.push_str(&updates.join(", "));
     text
 }
 
@@ -161,48 +242,48 @@ impl<'a> Batch<'a> {
 
     /// Binds the rows at `rows` to an upsert of as many, made by
     /// [`upsert`] with `sharing` as given (then [`Batch::shares_text`]
-    /// must hold for them).
+    /// must hold for them): the shared columns from the first row only.
     pub fn bind(
         &self,
         insert: &mut CachedStatement<'_>,
         rows: &[usize],
         sharing: bool,
     ) -> rusqlite::Result<()> {
-        if !sharing {
-            for (row, &i) in rows.iter().enumerate() {
-                let ban = &self.bans[i];
-                let base = row * COLUMNS;
-                insert.raw_bind_parameter(base + 1, self.key(i))?;
-                insert.raw_bind_parameter(base + 2, ban.expires_at)?;
-                insert.raw_bind_parameter(base + 3, ban.source.as_str())?;
-                insert.raw_bind_parameter(base + 4, &ban.reason)?;
-                insert.raw_bind_parameter(base + 5, &ban.detail)?;
-                insert.raw_bind_parameter(base + 6, ban.count)?;
-                insert.raw_bind_parameter(base + 7, ban.first_banned_at)?;
-                insert.raw_bind_parameter(base + 8, ban.last_banned_at)?;
-                insert.raw_bind_parameter(base + 9, ban.scope.to_text())?;
-            }
-            return Ok(());
-        }
-        let own = COLUMNS - SHARED.len();
         for (row, &i) in rows.iter().enumerate() {
-            let ban = &self.bans[i];
-            let base = row * own;
-            insert.raw_bind_parameter(base + 1, self.key(i))?;
-            insert.raw_bind_parameter(base + 2, ban.expires_at)?;
-            insert.raw_bind_parameter(base + 3, ban.count)?;
-            insert.raw_bind_parameter(base + 4, ban.first_banned_at)?;
-            insert.raw_bind_parameter(base + 5, ban.last_banned_at)?;
-        }
-        if let Some(&first) = rows.first() {
-            let ban = &self.bans[first];
-            let base = rows.len() * own;
-            insert.raw_bind_parameter(base + 1, ban.source.as_str())?;
-            insert.raw_bind_parameter(base + 2, &ban.reason)?;
-            insert.raw_bind_parameter(base + 3, &ban.detail)?;
-            insert.raw_bind_parameter(base + 4, ban.scope.to_text())?;
+            for (c, &column) in Column::ALL.iter().enumerate() {
+                if sharing && row > 0 && column.shared() {
+                    continue;
+                }
+                let at = parameter(c, row, rows.len(), sharing);
+                insert.raw_bind_parameter(at, self.value(i, column))?;
+            }
         }
         Ok(())
+    }
+
+    /// Column `column` of row `i`.
+    fn value(&self, i: usize, column: Column) -> ToSqlOutput<'_> {
+        let ban = &self.bans[i];
+        let text = |text: &'a str| ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes()));
+        let number = |n: i64| ToSqlOutput::Owned(Value::Integer(n));
+        match column {
+            Column::Target => ToSqlOutput::Borrowed(ValueRef::Text(self.key(i).as_bytes())),
+            Column::ExpiresAt => ban
+                .expires_at
+                .map_or(ToSqlOutput::Owned(Value::Null), number),
+            Column::Source => text(ban.source.as_str()),
+            Column::Reason => text(&ban.reason),
+            Column::Detail => text(&ban.detail),
+            Column::Count => number(i64::from(ban.count)),
+            Column::FirstBannedAt => number(ban.first_banned_at),
+            Column::LastBannedAt => number(ban.last_banned_at),
+            Column::Scope => ban
+                .scope
+                .to_text()
+                .map_or(ToSqlOutput::Owned(Value::Null), |scope| {
+                    ToSqlOutput::Owned(Value::Text(scope))
+                }),
+        }
     }
 }
 
@@ -212,10 +293,14 @@ mod tests {
 
     #[test]
     fn upserts_number_their_parameters_as_bind_fills_them() {
-        let one = upsert(1, false);
-        assert!(
-            one.contains("VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9) ON"),
-            "{one}"
+        assert_eq!(
+            upsert(1, false),
+            "INSERT INTO bans (target, expires_at, source, reason, detail, count, \
+             first_banned_at, last_banned_at, scope) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9) \
+             ON CONFLICT (target) DO UPDATE SET expires_at = excluded.expires_at, \
+             source = excluded.source, reason = excluded.reason, detail = excluded.detail, \
+             count = excluded.count, first_banned_at = excluded.first_banned_at, \
+             last_banned_at = excluded.last_banned_at, scope = excluded.scope"
         );
         let sharing = upsert(2, true);
         assert!(
