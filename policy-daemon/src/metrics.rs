@@ -20,7 +20,7 @@ use tokio::{
 };
 use tracing::debug;
 
-use crate::listen::{LogLimit, WARN_INTERVAL, accept_failed};
+use crate::listen::{LogLimit, WARN_INTERVAL, next_connection};
 
 /// Policy request latency, seconds.
 pub const POLICY_LATENCY: &str = "spamwall_policy_request_duration_seconds";
@@ -107,24 +107,14 @@ pub async fn serve<F>(
     let accept_errors = LogLimit::new(WARN_INTERVAL);
     let (stop, stopped) = watch::channel(false);
     tokio::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => accepted,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(error) => {
-                let pause = accept_failed("metrics", &error, &accept_errors);
-                if !pause.is_zero() {
-                    tokio::select! {
-                        () = &mut shutdown => break,
-                        () = tokio::time::sleep(pause) => {}
-                    }
-                }
-                continue;
-            }
-        };
+    while let Some((stream, _)) = next_connection(
+        "metrics",
+        &accept_errors,
+        || listener.accept(),
+        shutdown.as_mut(),
+    )
+    .await
+    {
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
             // A fresh socket's send buffer takes the short answer; written
             // straight to the non-blocking socket, it never waits.

@@ -29,7 +29,9 @@ use super::{
     list::{Reply, write_bans},
     timed::{timed_out, write_line},
 };
-use crate::listen::{BindError, Clients, LogLimit, Slot, WARN_INTERVAL, accept_failed, bind_unix};
+use crate::listen::{
+    BindError, Clients, LogLimit, Slot, WARN_INTERVAL, bind_unix, next_connection,
+};
 
 /// Control clients served at once.
 pub const MAX_CLIENTS: usize = 64;
@@ -56,24 +58,14 @@ pub async fn serve<H>(
     let turned_away = LogLimit::new(WARN_INTERVAL);
     let (stop, stopped) = watch::channel(false);
     tokio::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => accepted,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(error) => {
-                let pause = accept_failed("control", &error, &accept_errors);
-                if !pause.is_zero() {
-                    tokio::select! {
-                        () = &mut shutdown => break,
-                        () = tokio::time::sleep(pause) => {}
-                    }
-                }
-                continue;
-            }
-        };
+    while let Some((stream, _)) = next_connection(
+        "control",
+        &accept_errors,
+        || listener.accept(),
+        shutdown.as_mut(),
+    )
+    .await
+    {
         let Some(admitted) = clients.admit() else {
             turn_away(stream);
             if let Some(held_back) = turned_away.check() {

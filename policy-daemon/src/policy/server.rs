@@ -38,7 +38,7 @@ use super::{
     service::Service,
     workers::{Job, Workers},
 };
-use crate::listen::{Slot, WaitTicket, accept_failed};
+use crate::listen::{Slot, WaitTicket, next_connection};
 
 /// A bound listener, TCP or UNIX.
 #[derive(Debug)]
@@ -95,24 +95,14 @@ pub async fn serve(listener: Listener, service: Arc<Service>, shutdown: impl Fut
             warn!(%error, "could not start the policy worker threads; serving on the shared runtime");
         })
         .ok();
-    loop {
-        let accepted = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = accept(&listener) => accepted,
-        };
-        let connection = match accepted {
-            Ok(connection) => connection,
-            Err(error) => {
-                let pause = accept_failed("policy", &error, &service.warnings.accept);
-                if !pause.is_zero() {
-                    tokio::select! {
-                        () = &mut shutdown => break,
-                        () = tokio::time::sleep(pause) => {}
-                    }
-                }
-                continue;
-            }
-        };
+    while let Some(connection) = next_connection(
+        "policy",
+        &service.warnings.accept,
+        || accept(&listener),
+        shutdown.as_mut(),
+    )
+    .await
+    {
         service.stats.connections.fetch_add(1, Ordering::Relaxed);
         let admission = match service.clients.admit() {
             Some(admitted) => {
