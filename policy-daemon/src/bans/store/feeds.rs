@@ -33,6 +33,25 @@ pub struct FeedState {
     pub last_error: Option<String>,
 }
 
+/// Writes feed `name`'s state, inserted or replaced.
+fn write_state(conn: &Connection, name: &str, state: &FeedState) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO feed_state (name, etag, last_modified, last_success, last_error)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (name) DO UPDATE SET etag = excluded.etag,
+            last_modified = excluded.last_modified,
+            last_success = excluded.last_success, last_error = excluded.last_error",
+        params![
+            name,
+            state.etag,
+            state.last_modified,
+            state.last_success,
+            state.last_error
+        ],
+    )
+    .map(drop)
+}
+
 /// Entries one insert statement carries (3 parameters each, well under
 /// `SQLite`'s limit of 32,766).
 const ENTRIES_PER_INSERT: usize = 256;
@@ -144,23 +163,7 @@ impl Store {
 
     /// Records feed `name`'s state (durable on return).
     pub fn put_feed_state(&self, name: &str, state: &FeedState) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "INSERT INTO feed_state (name, etag, last_modified, last_success, last_error)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (name) DO UPDATE SET etag = excluded.etag,
-                    last_modified = excluded.last_modified,
-                    last_success = excluded.last_success, last_error = excluded.last_error",
-                params![
-                    name,
-                    state.etag,
-                    state.last_modified,
-                    state.last_success,
-                    state.last_error
-                ],
-            )
-            .map(drop)
-            .map_err(sql(&self.path, "writing a feed's state"))
+        write_state(&self.conn(), name, state).map_err(sql(&self.path, "writing a feed's state"))
     }
 
     /// The entries feed `name` held when it last loaded, each with its
@@ -229,21 +232,7 @@ impl Store {
                     .and_then(|()| insert.raw_execute())
                     .map_err(sql(&self.path, "adding a feed entry"))?;
             }
-            tx.execute(
-                "INSERT INTO feed_state (name, etag, last_modified, last_success, last_error)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (name) DO UPDATE SET etag = excluded.etag,
-                    last_modified = excluded.last_modified,
-                    last_success = excluded.last_success, last_error = excluded.last_error",
-                params![
-                    name,
-                    state.etag,
-                    state.last_modified,
-                    state.last_success,
-                    state.last_error
-                ],
-            )
-            .map_err(sql(&self.path, "writing a feed's state"))?;
+            write_state(tx, name, state).map_err(sql(&self.path, "writing a feed's state"))?;
             Ok(())
         })
     }
