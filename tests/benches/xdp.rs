@@ -27,7 +27,7 @@ use ipnet::IpNet;
 use spamwall::dataplane::{self, Capacities, Dataplane, TestRun};
 use spamwall_tests::{
     PinDir, XDP_DROP, XDP_PASS, bench,
-    frames::{Extension, FrameBuilder},
+    frames::{BANNED_V4, BANNED_V6, CLEAN_V4, CLEAN_V6, DST_V4, DST_V6, Extension, FrameBuilder},
 };
 use xdp_common::{BanValue, SOURCE_CLI};
 
@@ -60,13 +60,6 @@ fn bulk() -> u32 {
 fn xdp_filter_entries() -> u32 {
     bench::size(10_000, 100)
 }
-
-const BANNED_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-const CLEAN_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
-const DST_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
-const BANNED_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
-const CLEAN_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
-const DST_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xff);
 
 struct Case {
     name: &'static str,

@@ -42,6 +42,19 @@ pub const ETH_P_8021AD: u16 = 0x88A8;
 /// `EtherType` reserved for local experiments (IEEE 802): never IP.
 pub const ETH_P_LOCAL_EXPERIMENTAL: u16 = 0x88B5;
 
+/// The source the kernel tests and `bench xdp` ban (IPv4).
+pub const BANNED_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+/// A source they leave clean (IPv4).
+pub const CLEAN_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+/// Where their IPv4 frames go.
+pub const DST_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+/// The source they ban (IPv6).
+pub const BANNED_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+/// A source they leave clean (IPv6).
+pub const CLEAN_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+/// Where their IPv6 frames go.
+pub const DST_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xff);
+
 /// IP protocol number of ICMP.
 pub const IPPROTO_ICMP: u8 = 1;
 /// IP protocol number of TCP.

@@ -11,12 +11,12 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 use spamwall::dataplane::Dataplane;
 use spamwall_tests::{
-    PinDir, TEST_CAPACITIES, XDP_DROP, XDP_PASS, frames::FrameBuilder, require_root,
+    PinDir, TEST_CAPACITIES, XDP_DROP, XDP_PASS,
+    frames::{DST_V4, DST_V6, FrameBuilder},
+    require_root,
 };
 use xdp_common::{BanValue, SOURCE_CLI};
 
-const DST_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
-const DST_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xff);
 const INSIDE_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 77);
 const INSIDE_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x77);
 

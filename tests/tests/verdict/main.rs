@@ -15,19 +15,13 @@ use spamwall::dataplane::{Dataplane, DataplaneError};
 use spamwall_tests::{
     PinDir, TEST_CAPACITIES, XDP_DROP, XDP_PASS,
     frames::{
-        self, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, ETH_P_LOCAL_EXPERIMENTAL, Extension, FrameBuilder,
-        IPPROTO_ESP, IPPROTO_GRE, IPV4_HLEN, IPV6_NONXT,
+        self, BANNED_V4, BANNED_V6, CLEAN_V4, CLEAN_V6, DST_V4, DST_V6, ETH_HLEN, ETH_P_IP,
+        ETH_P_IPV6, ETH_P_LOCAL_EXPERIMENTAL, Extension, FrameBuilder, IPPROTO_ESP, IPPROTO_GRE,
+        IPV4_HLEN, IPV6_NONXT,
     },
     require_root,
 };
 use xdp_common::{BanValue, Counter, SOURCE_CLI};
-
-const BANNED_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-const CLEAN_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
-const DST_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
-const BANNED_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
-const CLEAN_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
-const DST_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xff);
 
 const HOUR_NS: u64 = 3_600 * 1_000_000_000;
 
