@@ -1,6 +1,7 @@
-//! What the policy, control and metrics listeners share: the registry of
-//! live clients with its cap ([`Clients`]), the pause after a failed
-//! `accept`, warnings limited to one a second ([`LogLimit`]).
+//! What the policy, control and metrics listeners share: the accept step
+//! with its pause after a failed `accept` ([`next_connection`]), the
+//! registry of live clients with its cap ([`Clients`]), warnings limited
+//! to one a second ([`LogLimit`]).
 //!
 //! None of it ever makes an accept loop wait for a client: a loop waits
 //! only for the next connection, for the end of a pause, or for shutdown.
