@@ -148,9 +148,10 @@ fn upsert(rows: usize, sharing: bool) -> String {
         text.push(')');
     }
     text.push_str(" ON CONFLICT (target) DO UPDATE SET ");
-    let updates: Vec<String> = names[1..]
+    let updates: Vec<String> = Column::ALL
         .iter()
-        .map(|name| format!("{name} = excluded.{name}"))
+        .filter(|&&column| column != Column::Target)
+        .map(|column| format!("{name} = excluded.{name}", name = column.name()))
         .collect();
     text.push_str(&updates.join(", "));
     text
@@ -225,19 +226,34 @@ impl<'a> Batch<'a> {
         keyed.into_iter().map(|(_, i)| i).collect()
     }
 
-    /// Whether every row at `rows` has the first one's [`SHARED`] columns.
+    /// Whether every row at `rows` has the first one's
+    /// [`Column::shared`] columns.
     pub fn shares_text(&self, rows: &[usize]) -> bool {
         let Some((&first, rest)) = rows.split_first() else {
             return true;
         };
-        let first = &self.bans[first];
         rest.iter().all(|&i| {
-            let ban = &self.bans[i];
-            ban.source == first.source
-                && ban.reason == first.reason
-                && ban.detail == first.detail
-                && ban.scope == first.scope
+            Column::ALL
+                .iter()
+                .filter(|column| column.shared())
+                .all(|&column| self.same(first, i, column))
         })
+    }
+
+    /// Whether rows `a` and `b` hold the same value in `column`.
+    fn same(&self, a: usize, b: usize, column: Column) -> bool {
+        let (a, b) = (&self.bans[a], &self.bans[b]);
+        match column {
+            Column::Target => a.target == b.target,
+            Column::ExpiresAt => a.expires_at == b.expires_at,
+            Column::Source => a.source == b.source,
+            Column::Reason => a.reason == b.reason,
+            Column::Detail => a.detail == b.detail,
+            Column::Count => a.count == b.count,
+            Column::FirstBannedAt => a.first_banned_at == b.first_banned_at,
+            Column::LastBannedAt => a.last_banned_at == b.last_banned_at,
+            Column::Scope => a.scope == b.scope,
+        }
     }
 
     /// Binds the rows at `rows` to an upsert of as many, made by
