@@ -186,6 +186,20 @@ impl Clients {
     }
 
     #[cfg(any(test, feature = "test-support"))]
+    /// Admitted clients idle now: waiting for their next request.
+    pub fn idle_count(&self) -> usize {
+        self.registry()
+            .places
+            .iter()
+            .flatten()
+            .filter(|entry| {
+                let state = entry.state.load(Ordering::SeqCst);
+                state != BUSY && state != CLOSED
+            })
+            .count()
+    }
+
+    #[cfg(any(test, feature = "test-support"))]
     /// Whether no client is admitted.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

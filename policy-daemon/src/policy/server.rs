@@ -494,6 +494,17 @@ action = "reject %IP% listed (%DETAIL%)"
         }
     }
 
+    /// Waits until `count` connections wait for their next request.
+    async fn until_idle(server: &Running, count: usize) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while server.service.clients.idle_count() != count {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{count} connections idle within 5 s"));
+    }
+
     #[tokio::test]
     async fn at_the_cap_the_longest_idle_connection_makes_room() {
         let server = start("max_connections = 2").await;
@@ -501,8 +512,13 @@ action = "reject %IP% listed (%DETAIL%)"
         assert!(ask(&mut first, &rcpt("192.0.2.1")).await.is_some());
         let mut second = connect(server.addr).await;
         assert!(ask(&mut second, &rcpt("192.0.2.2")).await.is_some());
-        // `first` is answered again: now `second` has been idle longest.
+        // A connection turns idle once its answer is written, which the
+        // client may read first: wait for both, so that `first`, answered
+        // again, turns idle after `second`.
+        until_idle(&server, 2).await;
         assert!(ask(&mut first, &rcpt("192.0.2.1")).await.is_some());
+        until_idle(&server, 2).await;
+        // Now `second` has been idle longest.
         let mut third = connect(server.addr).await;
         assert_eq!(
             ask(&mut third, &rcpt("192.0.2.3")).await.as_deref(),
