@@ -21,7 +21,7 @@ pub use unix::{BindError, bind_unix};
 /// Pause after `accept` failed for want of a resource (file descriptors,
 /// memory): the pending connection keeps the listener readable, so
 /// accepting again at once would spin.
-pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// How often a warning a peer can provoke is logged at most.
 pub const WARN_INTERVAL: Duration = Duration::from_secs(1);
@@ -31,7 +31,7 @@ pub const WARN_INTERVAL: Duration = Duration::from_secs(1);
 /// and says how long to pause before accepting again: nothing when only
 /// that one connection failed (the peer gave up), [`ACCEPT_BACKOFF`]
 /// otherwise, e.g. on `EMFILE`, `ENFILE`, `ENOBUFS` or `ENOMEM`.
-pub fn accept_failed(role: &'static str, error: &io::Error, limit: &LogLimit) -> Duration {
+fn accept_failed(role: &'static str, error: &io::Error, limit: &LogLimit) -> Duration {
     if matches!(
         error.kind(),
         io::ErrorKind::ConnectionAborted
@@ -54,9 +54,10 @@ pub fn accept_failed(role: &'static str, error: &io::Error, limit: &LogLimit) ->
 }
 
 /// The next connection `accept` gives, or `None` once `shutdown` has
-/// resolved. A failed accept is logged as [`accept_failed`] says for the
-/// `role` listener (through `limit`) and followed by its pause, which
-/// shutdown cuts short; then the loop accepts again.
+/// resolved. A failed accept is logged for the `role` listener (at most
+/// once per [`WARN_INTERVAL`] through `limit`) and followed by a pause
+/// that shutdown cuts short, unless only that connection failed (the
+/// peer gave up); then the loop accepts again.
 pub async fn next_connection<T, Accepting>(
     role: &'static str,
     limit: &LogLimit,
