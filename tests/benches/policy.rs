@@ -44,6 +44,14 @@
 //! spamwall runs at its default log level (`info`): it logs a line for
 //! each rejected mail, as in production.
 //!
+//! Each row also gives the server's CPU time per answered request, user
+//! space and kernel apart: what every process of the server's process
+//! group spent during the run (`/proc/PID/stat`, a preforking server's
+//! reaped children included), divided by the requests answered. Client
+//! and server share the machine's CPUs, so throughput also depends on
+//! where the scheduler runs them; CPU time per request is the cost of
+//! the server's own work.
+//!
 //! The floor is a C program compiled with gcc at bench time
 //! (`policy/floor.c`): one accepting thread and as many epoll worker
 //! threads as spamwall's runtime has (one per CPU), non-blocking sockets,
@@ -90,7 +98,8 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 use client::{Budget, CONNECTIONS, Expect, Load};
 use spamwall_tests::{
-    PinDir, bench,
+    PinDir,
+    bench::{self, CpuTime},
     daemon::spamwall_bin,
     postfix::stop_group_leader,
     rbldnsd::{Rbldnsd, Zone},
@@ -154,6 +163,28 @@ struct Row {
     setup: &'static str,
     server: &'static str,
     load: Load,
+    /// The server's CPU time over the run (every process of its group).
+    cpu: CpuTime,
+}
+
+impl Row {
+    fn new(setup: &'static str, server: &'static str, (load, cpu): (Load, CpuTime)) -> Self {
+        Self {
+            setup,
+            server,
+            load,
+            cpu,
+        }
+    }
+
+    /// The server's CPU time per answered request.
+    fn cpu_per_request(&self) -> CpuTime {
+        let requests = u32::try_from(self.load.requests.max(1)).unwrap_or(u32::MAX);
+        CpuTime {
+            user: self.cpu.user / requests,
+            system: self.cpu.system / requests,
+        }
+    }
 }
 
 fn main() -> Result<()> {
@@ -257,7 +288,7 @@ fn measure_local(options: &Options, workload: &Workload, pin: &PinDir) -> Result
         if !rounds.is_empty() {
             let each: Vec<String> = rounds
                 .iter()
-                .map(|load| format!("{:.0}", load.throughput()))
+                .map(|(load, _)| format!("{:.0}", load.throughput()))
                 .collect();
             println!("local {name}, req/s by round: {}", each.join(", "));
         }
@@ -266,28 +297,24 @@ fn measure_local(options: &Options, workload: &Workload, pin: &PinDir) -> Result
         let shares: Vec<f64> = floor_rounds
             .iter()
             .zip(&spamwall_rounds)
-            .map(|(floor, spamwall)| 100.0 * spamwall.throughput() / floor.throughput())
+            .map(|((floor, _), (spamwall, _))| 100.0 * spamwall.throughput() / floor.throughput())
             .collect();
         let low = shares.iter().copied().fold(f64::INFINITY, f64::min);
         let high = shares.iter().copied().fold(0.0, f64::max);
         println!("local spamwall/floor by round: {low:.0}% to {high:.0}%");
     }
     for (name, rounds) in [("floor", floor_rounds), ("spamwall", spamwall_rounds)] {
-        if let Some(load) = median(rounds) {
-            rows.push(Row {
-                setup: "local",
-                server: name,
-                load,
-            });
+        if let Some(run) = median(rounds) {
+            rows.push(Row::new("local", name, run));
         }
     }
     if options.runs("mtpolicyd") && !options.local {
         let server = Server::mtpolicyd(Chain::Local)?;
-        rows.push(Row {
-            setup: "local",
-            server: "mtpolicyd 2.05",
-            load: server.measure(workload, options.budget)?,
-        });
+        rows.push(Row::new(
+            "local",
+            "mtpolicyd 2.05",
+            server.measure(workload, options.budget)?,
+        ));
     }
     Ok(rows)
 }
@@ -305,21 +332,17 @@ fn measure_dns(
     for chain in [Chain::Unbound(unbound), Chain::OwnCache(rbldnsd)] {
         if options.runs("spamwall") {
             let server = Server::spamwall(chain, pin)?;
-            let load = server.measure(workload, options.budget);
+            let run = server.measure(workload, options.budget);
             drop(server);
-            rows.push(Row {
-                setup: chain.label(),
-                server: "spamwall",
-                load: load?,
-            });
+            rows.push(Row::new(chain.label(), "spamwall", run?));
         }
         if options.runs("mtpolicyd") && matches!(chain, Chain::Unbound(_)) {
             let server = Server::mtpolicyd(chain)?;
-            rows.push(Row {
-                setup: chain.label(),
-                server: "mtpolicyd 2.05",
-                load: server.measure(workload, options.budget)?,
-            });
+            rows.push(Row::new(
+                chain.label(),
+                "mtpolicyd 2.05",
+                server.measure(workload, options.budget)?,
+            ));
         }
     }
     Ok(rows)
@@ -347,11 +370,11 @@ fn check_rows(rows: &[Row]) -> Result<()> {
 }
 
 /// The round with the median throughput.
-fn median(mut rounds: Vec<Load>) -> Option<Load> {
+fn median(mut rounds: Vec<(Load, CpuTime)>) -> Option<(Load, CpuTime)> {
     if rounds.is_empty() {
         return None;
     }
-    rounds.sort_by(|a, b| a.throughput().total_cmp(&b.throughput()));
+    rounds.sort_by(|(a, _), (b, _)| a.throughput().total_cmp(&b.throughput()));
     let middle = rounds.len() / 2;
     Some(rounds.swap_remove(middle))
 }
@@ -362,34 +385,45 @@ fn print_table(rows: &[Row]) {
         println!("smoke run: the figures mean nothing");
     }
     println!(
-        "{:<10} {:<16} {:>9} {:>11} {:>10} {:>10} {:>7}",
-        "setup", "server", "requests", "req/s", "p50", "p99", "wrong"
+        "{:<10} {:<16} {:>9} {:>11} {:>10} {:>10} {:>7} {:>12} {:>12}",
+        "setup", "server", "requests", "req/s", "p50", "p99", "wrong", "user/req", "kernel/req"
     );
     for row in rows {
+        let cpu = row.cpu_per_request();
         println!(
-            "{:<10} {:<16} {:>9} {:>11.0} {:>10} {:>10} {:>7}",
+            "{:<10} {:<16} {:>9} {:>11.0} {:>10} {:>10} {:>7} {:>12} {:>12}",
             row.setup,
             row.server,
             row.load.requests,
             row.load.throughput(),
             millis(row.load.percentile(50)),
             millis(row.load.percentile(99)),
-            row.load.wrong
+            row.load.wrong,
+            micros(cpu.user),
+            micros(cpu.system)
         );
     }
-    let find = |setup: &str, server: &str| {
+    let row = |setup: &str, server: &str| {
         rows.iter()
             .find(|row| row.setup == setup && row.server.starts_with(server))
-            .map(|row| &row.load)
     };
+    let find = |setup: &str, server: &str| row(setup, server).map(|row| &row.load);
     println!();
-    if let (Some(spamwall), Some(floor)) = (find("local", "spamwall"), find("local", "floor")) {
+    if let (Some(spamwall), Some(floor)) = (row("local", "spamwall"), row("local", "floor")) {
         println!(
             "local: spamwall/floor {:.0}% (target >= {:.0}%), spamwall p99 {} (target <= {})",
-            100.0 * spamwall.throughput() / floor.throughput(),
+            100.0 * spamwall.load.throughput() / floor.load.throughput(),
             100.0 * FLOOR_SHARE_TARGET,
-            millis(spamwall.percentile(99)),
+            millis(spamwall.load.percentile(99)),
             millis(P99_TARGET)
+        );
+        let (spamwall, floor) = (spamwall.cpu_per_request(), floor.cpu_per_request());
+        println!(
+            "local: CPU per request, user space + kernel: spamwall {} + {}, the floor {} + {}",
+            micros(spamwall.user),
+            micros(spamwall.system),
+            micros(floor.user),
+            micros(floor.system),
         );
     }
     for (setup, against) in [
@@ -732,12 +766,17 @@ impl Server {
         Ok(server)
     }
 
-    /// Runs the client against this server.
-    fn measure(&self, workload: &Workload, mut budget: Budget) -> Result<Load> {
+    /// Runs the client against this server; also returns the CPU time
+    /// the server's processes spent meanwhile.
+    fn measure(&self, workload: &Workload, mut budget: Budget) -> Result<(Load, CpuTime)> {
         eprintln!("measuring {} on {} …", self.name, self.addr);
         budget.chain_answers = self.name != "floor";
-        client::measure(self.addr, workload, budget)
-            .with_context(|| format!("{} failed; log:\n{}", self.name, self.log()))
+        // The server leads its own process group (see `spawn_logged`).
+        let group = self.child.id();
+        let before = CpuTime::of_group(group)?;
+        let load = client::measure(self.addr, workload, budget)
+            .with_context(|| format!("{} failed; log:\n{}", self.name, self.log()))?;
+        Ok((load, CpuTime::of_group(group)?.since(before)))
     }
 
     fn log(&self) -> String {
@@ -903,6 +942,11 @@ fn free_port() -> Result<SocketAddr> {
 /// A loopback address with a UDP port that was free a moment ago.
 fn free_udp_port() -> Result<SocketAddr> {
     Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// A duration in microseconds with two decimals.
+fn micros(duration: Duration) -> String {
+    format!("{:.2} µs", duration.as_secs_f64() * 1e6)
 }
 
 /// A duration in milliseconds with three decimals.

@@ -60,3 +60,131 @@ pub fn require_root(bench: &str) {
         "{bench}: needs root (CAP_BPF and CAP_NET_ADMIN) to measure anything"
     );
 }
+
+/// CPU time spent by a group of processes: user space and kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuTime {
+    pub user: std::time::Duration,
+    pub system: std::time::Duration,
+}
+
+impl CpuTime {
+    /// What the processes of process group `group` have spent so far: each
+    /// live member's own time and that of the children it has reaped (a
+    /// preforking server's recycled children). A member gone meanwhile is
+    /// skipped.
+    ///
+    /// # Errors
+    /// When `/proc` cannot be listed.
+    pub fn of_group(group: u32) -> std::io::Result<Self> {
+        // SAFETY: sysconf has no preconditions.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let ticks = u64::try_from(ticks).ok().filter(|&t| t > 0).unwrap_or(100);
+        let mut total = (0, 0);
+        for entry in std::fs::read_dir("/proc")? {
+            let Ok(entry) = entry else { continue };
+            if !entry
+                .file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+            {
+                continue;
+            }
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            if let Some(stat) = ProcStat::parse(&stat)
+                && stat.group == group
+            {
+                total.0 += stat.user;
+                total.1 += stat.system;
+            }
+        }
+        let time = |count: u64| std::time::Duration::from_nanos(count * 1_000_000_000 / ticks);
+        Ok(Self {
+            user: time(total.0),
+            system: time(total.1),
+        })
+    }
+
+    /// The time spent between `earlier` and this reading.
+    #[must_use]
+    pub fn since(self, earlier: Self) -> Self {
+        Self {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+        }
+    }
+}
+
+/// What [`CpuTime::of_group`] takes from a `/proc/PID/stat` line, in
+/// clock ticks.
+#[derive(Debug, PartialEq, Eq)]
+struct ProcStat {
+    group: u32,
+    /// Own and reaped children's time.
+    user: u64,
+    system: u64,
+}
+
+impl ProcStat {
+    /// Parses `/proc/PID/stat`. The command name (field 2) is in
+    /// parentheses and may hold spaces and parentheses itself, so the
+    /// fields are counted from the last `)`.
+    fn parse(line: &str) -> Option<Self> {
+        let (_, rest) = line.rsplit_once(')')?;
+        // From field 3 (state) on: pgrp is field 5, utime..cstime 14..17.
+        let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+        let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+        Some(Self {
+            group: u32::try_from(field(5)?).ok()?,
+            user: field(14)? + field(16)?,
+            system: field(15)? + field(17)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stat_line_is_read_from_its_last_parenthesis() {
+        let line = "4242 (policy (1) x) S 1 4242 4242 0 -1 4194560 120 0 0 0 \
+                    300 70 5 2 20 0 3 0 1000 1000 100 0";
+        assert_eq!(
+            ProcStat::parse(line),
+            Some(ProcStat {
+                group: 4242,
+                user: 305,
+                system: 72,
+            })
+        );
+    }
+
+    #[test]
+    fn a_truncated_stat_line_is_refused() {
+        assert_eq!(ProcStat::parse("4242 (x) S 1 4242 4242 0"), None);
+        assert_eq!(ProcStat::parse("no parenthesis"), None);
+    }
+
+    #[test]
+    fn this_process_group_is_seen_spending_user_time() {
+        // SAFETY: getpgrp has no preconditions and cannot fail.
+        let group = u32::try_from(unsafe { libc::getpgrp() }).expect("a process group id");
+        let before = CpuTime::of_group(group).expect("reading /proc");
+        let started = std::time::Instant::now();
+        let mut x = 1_u64;
+        while started.elapsed() < std::time::Duration::from_millis(200) {
+            x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+        }
+        let spent = CpuTime::of_group(group)
+            .expect("reading /proc")
+            .since(before);
+        assert!(
+            spent.user >= std::time::Duration::from_millis(50),
+            "200 ms of spinning counted as {spent:?}"
+        );
+    }
+}
