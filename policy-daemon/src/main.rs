@@ -1,7 +1,4 @@
-use std::{
-    io::{BufWriter, IsTerminal as _},
-    process::ExitCode,
-};
+use std::{io::BufWriter, process::ExitCode};
 
 use clap::Parser as _;
 use spamwall::cli::{Cli, Command};
@@ -34,8 +31,7 @@ fn main() -> ExitCode {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_writer(writer);
     // journald stamps every line itself.
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         builder.without_time().init();
