@@ -19,6 +19,7 @@ use std::{
 };
 
 use ipnet::IpNet;
+use smallvec::SmallVec;
 use tracing::{debug, info, warn};
 
 use super::{
@@ -39,13 +40,19 @@ mod thresholds;
 
 pub use thresholds::Thresholds;
 
+/// A mail's key in the score cache, kept in place (no allocation, no
+/// pointer to follow when keys are compared) up to this many bytes: an
+/// IPv6 client and an `instance` as Postfix writes it (four hex numbers,
+/// about 20 characters) fit; a longer one moves to the heap.
+type MailKey = SmallVec<[u8; 48]>;
+
 /// The mail a request belongs to: its `instance`, and the client, so
 /// that two clients never share a score even if instances collide. The
 /// client's family and address bytes come first, fixed in length by the
 /// family, so no two pairs make the same key; nothing is formatted.
-fn mail_key(mail: &Mail<'_>) -> Option<Vec<u8>> {
+fn mail_key(mail: &Mail<'_>) -> Option<MailKey> {
     let instance = mail.instance?;
-    let mut key = Vec::with_capacity(1 + 16 + instance.len());
+    let mut key = MailKey::with_capacity(1 + 16 + instance.len());
     match mail.client {
         None => key.push(0),
         Some(IpAddr::V4(ip)) => {
@@ -147,7 +154,7 @@ pub struct Engine {
     chain: Chain,
     thresholds: Thresholds,
     dns: Dns,
-    mails: TtlCache<Vec<u8>, MailState>,
+    mails: TtlCache<MailKey, MailState>,
     score_ttl: Duration,
     sink: Option<Arc<dyn BanSink>>,
     stats: Arc<PolicyStats>,
@@ -381,7 +388,7 @@ impl Engine {
     async fn score(
         &self,
         mail: &Mail<'_>,
-        key: Option<Vec<u8>>,
+        key: Option<MailKey>,
         known: Read,
         hits: &[(usize, Hit)],
         incomplete: bool,
