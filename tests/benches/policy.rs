@@ -13,7 +13,8 @@
 //! `--only floor|spamwall|mtpolicyd`, `--local` (the local chain only:
 //! no mtpolicyd, no DNS) and `--smoke` (one round, at most a
 //! second and 20 requests per connection per run). Without mtpolicyd,
-//! unbound or gcc, or when a server answers nothing, the benchmark fails.
+//! unbound, gcc or valgrind, or when a server answers nothing, the
+//! benchmark fails.
 //!
 //! Load ([`client`]): [`client::CONNECTIONS`] keep-alive TCP connections
 //! on loopback, each waiting for the answer before its next request,
@@ -51,6 +52,16 @@
 //! and server share the machine's CPUs, so throughput also depends on
 //! where the scheduler runs them; CPU time per request is the cost of
 //! the server's own work.
+//!
+//! Whenever spamwall runs, the bench also counts its instructions per
+//! request with callgrind on the local chain, every thread included: two
+//! daemons under valgrind answer 100 and 400 requests per connection
+//! after their start, and the difference of their totals over the
+//! difference of their requests is one request's cost (start, warm-up
+//! and stop cancel out). It does so at the default log level and without
+//! the engine's line per rejected mail. A count, unlike a time, does not
+//! move with the machine's load, so it shows a change to the request path
+//! that throughput on a small, busy machine cannot resolve.
 //!
 //! The floor is a C program compiled with gcc at bench time
 //! (`policy/floor.c`): one accepting thread and as many epoll worker
@@ -117,6 +128,11 @@ const DEFAULT_CLIENT_THREADS: usize = 2;
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a server may take to exit after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Requests per connection in the two callgrind runs of each log level.
+const INSTRUCTION_RUNS: [usize; 2] = [100, 400];
+/// How long spamwall under callgrind, many times slower, may take to
+/// start, to answer a run and to write its counts on exit.
+const CALLGRIND_TIMEOUT: Duration = Duration::from_mins(5);
 /// Targets: spamwall's share of the floor, its p99 on the local chain,
 /// its throughput against mtpolicyd's.
 const FLOOR_SHARE_TARGET: f64 = 0.80;
@@ -231,8 +247,14 @@ fn main() -> Result<()> {
 
     let pin = PinDir::new();
     let mut rows = measure_local(&options, &workload, &pin)?;
+    let instructions = if options.runs("spamwall") {
+        Some(measure_instructions(&options, &workload, &pin)?)
+    } else {
+        None
+    };
     if options.local {
         print_table(&rows);
+        print_instructions(instructions.as_ref());
         return check_rows(&rows);
     }
     rows.extend(measure_dns(
@@ -247,6 +269,7 @@ fn main() -> Result<()> {
     drop(rbldnsd);
 
     print_table(&rows);
+    print_instructions(instructions.as_ref());
     check_rows(&rows)
 }
 
@@ -346,6 +369,120 @@ fn measure_dns(
         }
     }
     Ok(rows)
+}
+
+/// spamwall's instructions per answered request on the local chain, at
+/// its default log level and without the engine's line per rejected
+/// mail ([`WITHOUT_MAIL_LINES`]).
+struct Instructions {
+    default_level: f64,
+    without_mail_lines: f64,
+}
+
+/// The default log level but for the policy engine, whose only line at
+/// `info` is the one per rejected mail.
+const WITHOUT_MAIL_LINES: &str = "info,spamwall::policy::engine=warn";
+
+/// Counts [`Instructions`] with callgrind: for each log level, two
+/// daemons under valgrind answer [`INSTRUCTION_RUNS`] requests per
+/// connection after their start, and the difference between their
+/// instruction totals, over the difference between their answered
+/// requests, is the cost of one request: the start, the warm-up and the
+/// stop cancel out. Every thread counts, the log writer's too. Unlike
+/// time, the count does not move with the machine's load.
+fn measure_instructions(
+    options: &Options,
+    workload: &Workload,
+    pin: &PinDir,
+) -> Result<Instructions> {
+    bench::require_peer(
+        "the instruction count",
+        "valgrind",
+        "apt-get install valgrind",
+    );
+    let runs = bench::size(INSTRUCTION_RUNS, [5, 15]);
+    let per_request = |level: &str| -> Result<f64> {
+        let mut counted = Vec::new();
+        for requests in runs {
+            eprintln!(
+                "counting spamwall's instructions (SPAMWALL_LOG={level}, {requests} requests per connection) …"
+            );
+            let dir = tempfile::Builder::new()
+                .prefix("spamwall-callgrind-")
+                .tempdir()?;
+            let out = dir.path().join("callgrind.out");
+            let mut server = Server::spamwall_with(Chain::Local, pin, |spamwall| {
+                let mut valgrind = Command::new("valgrind");
+                valgrind
+                    .args(["--tool=callgrind", "--quiet"])
+                    .arg(format!("--callgrind-out-file={}", out.display()))
+                    .arg(spamwall.get_program())
+                    .args(spamwall.get_args());
+                for (name, value) in spamwall.get_envs() {
+                    match value {
+                        Some(value) => valgrind.env(name, value),
+                        None => valgrind.env_remove(name),
+                    };
+                }
+                valgrind.env("SPAMWALL_LOG", level);
+                valgrind
+            })?;
+            // Both runs start alike to the end: their starts cancel out.
+            server.wait_logged("spamwall ready", CALLGRIND_TIMEOUT)?;
+            let budget = Budget {
+                duration: CALLGRIND_TIMEOUT,
+                requests,
+                ..options.budget
+            };
+            let (load, _) = server.measure(workload, budget)?;
+            ensure!(
+                load.requests == requests * CONNECTIONS,
+                "spamwall under callgrind answered {} requests, not {}",
+                load.requests,
+                requests * CONNECTIONS
+            );
+            server.stop(CALLGRIND_TIMEOUT);
+            counted.push((load.requests, callgrind_total(&out)?));
+        }
+        let [(fewer, less), (more, most)] = counted[..] else {
+            bail!("callgrind ran {} times, not twice", counted.len());
+        };
+        ensure!(
+            more > fewer,
+            "both callgrind runs answered {fewer} requests"
+        );
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "instruction and request counts are far below 2^52"
+        )]
+        Ok(most.saturating_sub(less) as f64 / (more - fewer) as f64)
+    };
+    Ok(Instructions {
+        default_level: per_request("info")?,
+        without_mail_lines: per_request(WITHOUT_MAIL_LINES)?,
+    })
+}
+
+/// The instruction total callgrind wrote into `out` (its `summary:` line).
+fn callgrind_total(out: &Path) -> Result<u64> {
+    let text = fs::read_to_string(out).with_context(|| format!("reading {}", out.display()))?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("summary:"))
+        .with_context(|| format!("no summary line in {}", out.display()))?
+        .trim()
+        .parse()
+        .with_context(|| format!("the summary line of {}", out.display()))
+}
+
+fn print_instructions(instructions: Option<&Instructions>) {
+    let Some(counted) = instructions else {
+        return;
+    };
+    println!(
+        "local: spamwall's instructions per request (callgrind, every thread): {:.0} at its \
+         default log level, {:.0} without the line per rejected mail (SPAMWALL_LOG={WITHOUT_MAIL_LINES})",
+        counted.default_level, counted.without_mail_lines
+    );
 }
 
 /// Fails unless every row measured something and every answer was right.
@@ -596,6 +733,16 @@ impl Server {
     /// `spamwall run` with only the policy server: no interface, pins in
     /// `pin`, the blocklists as `chain` says.
     fn spamwall(chain: Chain, pin: &PinDir) -> Result<Self> {
+        Self::spamwall_with(chain, pin, |command| command)
+    }
+
+    /// [`Server::spamwall`], its command first given to `launch` (which
+    /// may run it under another program).
+    fn spamwall_with(
+        chain: Chain,
+        pin: &PinDir,
+        launch: impl FnOnce(Command) -> Command,
+    ) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("spamwall-bench-")
             .tempdir()?;
@@ -657,7 +804,7 @@ impl Server {
             .arg("--config")
             .arg(&path)
             .env_remove("SPAMWALL_CONFIG");
-        Self::spawn("spamwall", command, addr, dir)
+        Self::spawn("spamwall", launch(command), addr, dir)
     }
 
     /// mtpolicyd in the foreground with the equivalent chain (see the
@@ -781,6 +928,29 @@ impl Server {
 
     fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until the server's log has `line`.
+    fn wait_logged(&mut self, line: &str, timeout: Duration) -> Result<()> {
+        let started = Instant::now();
+        while !self.log().contains(line) {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("{} exited with {status}; log:\n{}", self.name, self.log());
+            }
+            ensure!(
+                started.elapsed() < timeout,
+                "{} did not log {line:?} within {timeout:?}; log:\n{}",
+                self.name,
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// Stops the server, giving it `grace` to exit on SIGTERM.
+    fn stop(&mut self, grace: Duration) {
+        stop_group_leader(&mut self.child, grace);
     }
 }
 

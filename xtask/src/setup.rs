@@ -30,6 +30,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "geoip-database",
     // The caching resolver both servers share in the policy benchmark.
     "unbound",
+    // callgrind, which counts the policy server's instructions per request.
+    "valgrind",
     // SPF: the authoritative server its tests ask, pyspf as the reference
     // its results must equal, and policyd-spf, the server it replaces.
     "knot",
