@@ -920,10 +920,14 @@ impl Server {
         budget.chain_answers = self.name != "floor";
         // The server leads its own process group (see `spawn_logged`).
         let group = self.child.id();
-        let before = CpuTime::of_group(group)?;
+        let cpu = || {
+            CpuTime::of_group(group)
+                .with_context(|| format!("reading /proc for the CPU time of {}", self.name))
+        };
+        let before = cpu()?;
         let load = client::measure(self.addr, workload, budget)
             .with_context(|| format!("{} failed; log:\n{}", self.name, self.log()))?;
-        Ok((load, CpuTime::of_group(group)?.since(before)))
+        Ok((load, cpu()?.since(before)))
     }
 
     fn log(&self) -> String {
