@@ -174,17 +174,36 @@ mod tests {
         // SAFETY: getpgrp has no preconditions and cannot fail.
         let group = u32::try_from(unsafe { libc::getpgrp() }).expect("a process group id");
         let before = CpuTime::of_group(group).expect("reading /proc");
-        let started = std::time::Instant::now();
+        // Spins until this thread has had 200 ms of CPU, however busy the
+        // machine (bounded, should its clock never get there).
+        let thread_cpu = || {
+            // SAFETY: an all-zero timespec is valid; clock_gettime only
+            // writes into it.
+            let mut now: libc::timespec = unsafe { std::mem::zeroed() };
+            // SAFETY: `now` is a valid, writable timespec.
+            unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut now) };
+            std::time::Duration::new(
+                u64::try_from(now.tv_sec).unwrap_or(0),
+                u32::try_from(now.tv_nsec).unwrap_or(0),
+            )
+        };
+        let (spun_from, started) = (thread_cpu(), std::time::Instant::now());
         let mut x = 1_u64;
-        while started.elapsed() < std::time::Duration::from_millis(200) {
-            x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+        while thread_cpu().saturating_sub(spun_from) < std::time::Duration::from_millis(200)
+            && started.elapsed() < std::time::Duration::from_secs(30)
+        {
+            // Mostly user space: reading a thread's CPU clock is a system
+            // call, so it is read once per million rounds.
+            for _ in 0..1_000_000 {
+                x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+            }
         }
         let spent = CpuTime::of_group(group)
             .expect("reading /proc")
             .since(before);
         assert!(
             spent.user >= std::time::Duration::from_millis(50),
-            "200 ms of spinning counted as {spent:?}"
+            "200 ms of this thread's CPU counted as {spent:?}"
         );
     }
 }
