@@ -134,6 +134,37 @@ async fn scores_add_up_across_the_rcpts_of_one_mail_each_check_once() {
 }
 
 #[tokio::test]
+async fn a_long_instance_keeps_its_own_score_past_the_keys_inline_bytes() {
+    let sink = Arc::new(RecordingSink::default());
+    let (engine, _) = engine(&sink);
+    // Keys longer than the cache keeps in place move to the heap; two
+    // that differ only in their last byte are still two mails.
+    let common = "i".repeat(4000);
+    let (one, two) = (format!("{common}1"), format!("{common}2"));
+    let score = async |recipient: &str, instance: &str| {
+        engine
+            .decide(
+                &request("198.51.100.51", "desktop", recipient, instance),
+                soon(),
+            )
+            .await
+            .score
+    };
+    assert_eq!(score("a@x.test", &one).await, 7.0);
+    assert_eq!(score("trap@x.test", &one).await, 11.0);
+    assert_eq!(
+        score("b@x.test", &one).await,
+        11.0,
+        "the same long instance is the same mail"
+    );
+    assert_eq!(
+        score("b@x.test", &two).await,
+        7.0,
+        "an instance differing in its last byte is another mail"
+    );
+}
+
+#[tokio::test]
 async fn the_reject_threshold_renders_its_template_and_bans_once_per_mail() {
     let sink = Arc::new(RecordingSink::default());
     let (engine, _) = engine(&sink);
