@@ -12,6 +12,7 @@
 
 use std::{
     fs, io,
+    panic::{self, AssertUnwindSafe},
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -19,6 +20,7 @@ use std::{
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader},
     net::{UnixListener, UnixStream},
+    runtime::{Handle, RuntimeFlavor},
     sync::watch,
 };
 use tracing::{debug, warn};
@@ -42,9 +44,9 @@ pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
 }
 
 /// Serves control requests until `shutdown` resolves, then removes the
-/// socket file. `handler` runs on the blocking pool: it may touch the
-/// kernel. Neither idle clients nor a full house hold up accepting or
-/// shutdown.
+/// socket file. `handler` may block (it takes the ban manager's lock and
+/// touches the kernel and the store): see [`run_handler`]. Neither idle
+/// clients nor a full house hold up accepting or shutdown.
 pub async fn serve<H>(
     listener: UnixListener,
     path: PathBuf,
@@ -159,16 +161,7 @@ where
             match serde_json::from_slice::<Request>(&line) {
                 Ok(request) => {
                     let streamed = request.is_streamed();
-                    let handler = Arc::clone(&handler);
-                    let reply = tokio::task::spawn_blocking(move || handler(request))
-                        .await
-                        .unwrap_or_else(|e| {
-                            Response::Error {
-                                message: format!("request failed: {e}"),
-                            }
-                            .into()
-                        });
-                    (reply, streamed)
+                    (run_handler(&handler, request).await, streamed)
                 }
                 Err(error) => {
                     let response = Response::Error {
@@ -186,6 +179,36 @@ where
             return Ok(());
         }
     }
+}
+
+/// Runs `handler` for one request. On the multi-threaded runtime it runs
+/// on the thread that read the request, which hands its other tasks to
+/// another thread meanwhile (`block_in_place`): the request is read,
+/// handled and answered by one thread, with no wake-up of another on the
+/// way, each of which can cost an idle CPU's wake-up. Elsewhere (a
+/// current-thread runtime, as in tests) it runs on the blocking pool. A
+/// panicking handler is answered with an error either way.
+async fn run_handler<H>(handler: &Arc<H>, request: Request) -> Reply
+where
+    H: Fn(Request) -> Reply + Send + Sync + 'static,
+{
+    let handler = Arc::clone(handler);
+    let outcome = if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(|| {
+            panic::catch_unwind(AssertUnwindSafe(|| handler(request)))
+                .map_err(|_| "the handler panicked".to_owned())
+        })
+    } else {
+        tokio::task::spawn_blocking(move || handler(request))
+            .await
+            .map_err(|error| error.to_string())
+    };
+    outcome.unwrap_or_else(|error| {
+        Response::Error {
+            message: format!("request failed: {error}"),
+        }
+        .into()
+    })
 }
 
 #[cfg(test)]
@@ -375,6 +398,95 @@ mod tests {
             .await
             .expect("idle client closed within 5 s");
         assert_eq!(read.expect("read"), 0);
+    }
+
+    /// A server on a fresh socket in `dir` with `handler`, never stopped.
+    fn serve_with<H>(dir: &Path, handler: H) -> PathBuf
+    where
+        H: Fn(Request) -> Reply + Send + Sync + 'static,
+    {
+        let path = dir.join("control.sock");
+        let listener = bind(&path).expect("bind");
+        tokio::spawn(serve(
+            listener,
+            path.clone(),
+            Arc::new(handler),
+            std::future::pending(),
+        ));
+        path
+    }
+
+    /// One worker thread: a handler run on it must not stop it from
+    /// accepting and serving another client.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_blocked_handler_holds_up_neither_accepting_nor_other_clients() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let started = Arc::new(AtomicBool::new(false));
+        let release = Arc::new(AtomicBool::new(false));
+        let path = serve_with(dir.path(), {
+            let (started, release) = (Arc::clone(&started), Arc::clone(&release));
+            move |request| {
+                if request == Request::Status {
+                    started.store(true, Ordering::SeqCst);
+                    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                    while !release.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+                echo_status(request)
+            }
+        });
+        let blocked_path = path.clone();
+        let blocked = tokio::task::spawn_blocking(move || request(&blocked_path, &Request::Status));
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !started.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the first request reached its handler within 5 s");
+        let answer = ask_list(&path).await.expect("answer");
+        assert_eq!(answer, Response::Bans { bans: Vec::new() });
+        assert!(
+            !release.load(Ordering::SeqCst) && !blocked.is_finished(),
+            "the first request was still in its handler"
+        );
+        release.store(true, Ordering::SeqCst);
+        let first = tokio::time::timeout(Duration::from_secs(5), blocked)
+            .await
+            .expect("answered within 5 s once released")
+            .expect("join")
+            .expect("answer");
+        assert!(
+            matches!(&first, Response::Error { message } if message.contains("unexpected Status")),
+            "{first:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_handler_is_answered_with_an_error_and_the_connection_stays_usable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = serve_with(dir.path(), |request| {
+            assert!(request != Request::Status, "status is broken");
+            echo_status(request)
+        });
+        let mut stream = UnixStream::connect(&path).await.expect("connect");
+        stream
+            .write_all(b"{\"command\":\"status\"}\n{\"command\":\"list\"}\n")
+            .await
+            .expect("write");
+        stream.shutdown().await.expect("shutdown");
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut answer))
+            .await
+            .expect("answered within 5 s")
+            .expect("read");
+        let lines: Vec<&str> = answer.lines().collect();
+        assert_eq!(lines.len(), 2, "{answer}");
+        assert!(lines[0].contains("request failed"), "{}", lines[0]);
+        assert!(lines[1].contains("\"bans\""), "{}", lines[1]);
     }
 
     #[test]
