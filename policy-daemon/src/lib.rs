@@ -15,6 +15,7 @@ pub mod feeds;
 pub mod fleet;
 pub mod import;
 pub mod listen;
+pub mod log_writer;
 pub mod logwatch;
 pub mod metrics;
 pub mod policy;
