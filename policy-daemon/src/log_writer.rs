@@ -5,10 +5,11 @@
 //! Handing each line to a writer thread that sleeps between lines costs a
 //! wake-up per line, two context switches and a `write` each: more kernel
 //! time than the policy answer itself. Here the first line into an empty
-//! buffer wakes the thread; it then waits [`GATHER`] (less when the buffer
-//! fills past [`WRITE_AT`]) for the lines that follow and writes them all
-//! at once. A line reaches the log at most about [`GATHER`] after it was
-//! logged.
+//! buffer wakes the thread, which writes at most once per [`GATHER`]:
+//! a line after a quiet spell is written at once, and the lines that
+//! follow it wait until [`GATHER`] after that write (less when they fill
+//! the buffer past [`WRITE_AT`]) and are written together. A line reaches
+//! the log at most about [`GATHER`] after it was logged.
 //!
 //! Nothing is dropped: past [`MAX_PENDING`] bytes waiting, a thread that
 //! logs waits until the writer has taken them. Each line is appended
@@ -25,7 +26,7 @@ use std::{
 use parking_lot::{Condvar, Mutex};
 use tracing_subscriber::fmt::MakeWriter;
 
-/// How long the writer waits for more lines after the first.
+/// The shortest time between two writes, but past [`WRITE_AT`].
 pub const GATHER: Duration = Duration::from_millis(10);
 /// Bytes waiting past which the writer writes without waiting longer.
 pub const WRITE_AT: usize = 256 * 1024;
@@ -122,13 +123,17 @@ impl Shared {
     /// The writer thread: waits for lines, gathers, writes, until stopped.
     fn write_all_to(&self, mut out: impl Write) {
         let mut writing = Vec::new();
+        // When the last write was made: the next waits until `gather`
+        // after it, so lines that come one after another are written
+        // together and a line after a quiet spell at once.
+        let mut written: Option<Instant> = None;
         loop {
             let mut pending = self.pending.lock();
             while pending.bytes.is_empty() && !pending.stop {
                 self.lines.wait(&mut pending);
             }
-            let until = Instant::now() + self.gather;
-            while pending.bytes.len() < WRITE_AT && !pending.stop {
+            let until = written.map_or_else(Instant::now, |at| at + self.gather);
+            while pending.bytes.len() < WRITE_AT && !pending.stop && Instant::now() < until {
                 if self.lines.wait_until(&mut pending, until).timed_out() {
                     break;
                 }
@@ -140,6 +145,7 @@ impl Shared {
             // Nowhere to report a failed write to: the line is let go, as
             // a write to a closed stderr loses it anyway.
             let _ = out.write_all(&writing).and_then(|()| out.flush());
+            written = Some(Instant::now());
             writing.clear();
             // A burst's buffer is not kept for ever.
             if writing.capacity() > WRITE_AT {
@@ -244,7 +250,8 @@ mod tests {
     #[test]
     fn lines_that_follow_the_first_are_gathered_into_one_write() {
         let sink = Sink::default();
-        // Gathering for longer than the lines take to come: all in one.
+        // Gathering for longer than the lines take to come: the first
+        // line written at once, all the others in one write.
         let (writer, flush) =
             LogWriter::spawn_gathering(sink.clone(), "test-log", Duration::from_secs(30)).unwrap();
         for i in 0..100 {
@@ -252,7 +259,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         drop(flush);
-        assert_eq!(sink.writes.load(Ordering::SeqCst), 1);
+        assert_eq!(sink.writes.load(Ordering::SeqCst), 2);
         let text = String::from_utf8(sink.bytes.lock().clone()).unwrap();
         assert_eq!(text.lines().count(), 100);
     }
@@ -260,7 +267,9 @@ mod tests {
     #[test]
     fn a_lone_line_is_written_without_waiting_for_more() {
         let sink = Sink::default();
-        let (writer, _guard) = LogWriter::spawn(sink.clone(), "test-log").unwrap();
+        // Not 30 s later: at once.
+        let (writer, _flush) =
+            LogWriter::spawn_gathering(sink.clone(), "test-log", Duration::from_secs(30)).unwrap();
         log(&writer, "alone\n");
         let deadline = Instant::now() + Duration::from_secs(10);
         while sink.bytes.lock().is_empty() && Instant::now() < deadline {

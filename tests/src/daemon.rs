@@ -38,6 +38,8 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one CLI call may take.
 pub const CLI_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long [`Daemon::wait_log`] waits for a line.
+pub const LOG_WAIT: Duration = Duration::from_secs(10);
 
 /// The `spamwall` binary: `$SPAMWALL_BIN`, else the newer of the
 /// workspace's `target/release/spamwall` and `target/debug/spamwall`.
@@ -706,6 +708,24 @@ impl Daemon {
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log)
             .unwrap_or_else(|e| format!("(cannot read {}: {e})", self.log.display()))
+    }
+
+    /// The log once `found` holds for it: the daemon writes its lines
+    /// from a thread of their own, a few milliseconds after they were
+    /// logged. Panics naming `what` after [`LOG_WAIT`].
+    pub fn wait_log(&self, what: &str, found: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + LOG_WAIT;
+        loop {
+            let log = self.log();
+            if found(&log) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not logged within {LOG_WAIT:?}; log:\n{log}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

@@ -399,11 +399,9 @@ fn a_wrong_ca_or_a_wrong_password_connects_no_node() {
             detail.contains("not connected") && detail.contains(why),
             "{case}: status does not say why: {status}"
         );
-        let log = node.log();
-        assert!(
-            log.to_ascii_lowercase().contains(why),
-            "{case}: the log does not say why:\n{log}"
-        );
+        let log = node.wait_log(&format!("{case}: why"), |log| {
+            log.to_ascii_lowercase().contains(why)
+        });
         assert!(
             !log.contains(PASSWORD) && !log.contains(wrong_password),
             "{case}: a password leaks into the log:\n{log}"

@@ -185,7 +185,9 @@ fn a_request_with_a_bad_byte_attribute_is_answered() {
         "the connection stays open\n{}",
         daemon.log()
     );
-    let log = daemon.log();
+    let log = daemon.wait_log("the warning about the attribute", |log| {
+        log.contains("unusable attributes")
+    });
     let line = log
         .lines()
         .find(|line| line.contains("unusable attributes"))
@@ -266,7 +268,9 @@ fn accept_errors_pause_instead_of_spinning() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    let log = daemon.log();
+    let log = daemon.wait_log("the accept warning", |log| {
+        log.contains("accepting a connection failed")
+    });
     let warnings: Vec<&str> = log
         .lines()
         .filter(|line| line.contains("accepting a connection failed"))

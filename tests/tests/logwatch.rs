@@ -168,7 +168,9 @@ fn appended_dnsbl_line_gets_the_client_dropped_and_restart_resumes() {
         first_ban["count"], 1,
         "the first line was read twice: {first_ban}"
     );
-    let log_text = daemon.log();
+    let log_text = daemon.wait_log("the ban of the first line", |log| {
+        log.contains("logwatch ban")
+    });
     let bans_logged = log_text
         .lines()
         .filter(|l| l.contains("logwatch ban") && l.contains(&format!("host={client_v4}")))
@@ -517,11 +519,9 @@ fn a_fail_line_smuggled_past_the_line_limit_bans_nothing() {
         "the smuggled line banned {victim}: {:?}",
         daemon.list()
     );
-    let log_text = daemon.log();
-    assert!(
-        log_text.contains("over-long log lines dropped whole"),
-        "daemon log:\n{log_text}"
-    );
+    daemon.wait_log("the over-long lines dropped", |log| {
+        log.contains("over-long log lines dropped whole")
+    });
 }
 
 #[test]
