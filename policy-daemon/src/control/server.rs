@@ -268,22 +268,12 @@ mod tests {
     #[tokio::test]
     async fn malformed_request_gets_an_error_and_the_connection_stays_usable() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("control.sock");
-        let listener = bind(&path).expect("bind");
-        tokio::spawn(serve(
-            listener,
-            path.clone(),
-            Arc::new(echo_status),
-            std::future::pending(),
-        ));
-        let mut stream = UnixStream::connect(&path).await.expect("connect");
-        stream
-            .write_all(b"{\"command\":\"explode\"}\n{\"command\":\"list\"}\n")
-            .await
-            .expect("write");
-        stream.shutdown().await.expect("shutdown");
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).await.expect("read");
+        let path = serve_with(dir.path(), echo_status);
+        let answer = answers(
+            &path,
+            b"{\"command\":\"explode\"}\n{\"command\":\"list\"}\n",
+        )
+        .await;
         let lines: Vec<&str> = answer.lines().collect();
         assert_eq!(lines.len(), 2, "{answer}");
         assert!(
@@ -416,6 +406,20 @@ mod tests {
         path
     }
 
+    /// Sends `requests` on one connection, closes its sending side and
+    /// returns every answer, within 5 s.
+    async fn answers(path: &Path, requests: &[u8]) -> String {
+        let mut stream = UnixStream::connect(path).await.expect("connect");
+        stream.write_all(requests).await.expect("write");
+        stream.shutdown().await.expect("shutdown");
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut answer))
+            .await
+            .expect("answered within 5 s")
+            .expect("read");
+        answer
+    }
+
     /// One worker thread: a handler run on it must not stop it from
     /// accepting and serving another client.
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
@@ -472,17 +476,7 @@ mod tests {
             assert!(request != Request::Status, "status is broken");
             echo_status(request)
         });
-        let mut stream = UnixStream::connect(&path).await.expect("connect");
-        stream
-            .write_all(b"{\"command\":\"status\"}\n{\"command\":\"list\"}\n")
-            .await
-            .expect("write");
-        stream.shutdown().await.expect("shutdown");
-        let mut answer = String::new();
-        tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut answer))
-            .await
-            .expect("answered within 5 s")
-            .expect("read");
+        let answer = answers(&path, b"{\"command\":\"status\"}\n{\"command\":\"list\"}\n").await;
         let lines: Vec<&str> = answer.lines().collect();
         assert_eq!(lines.len(), 2, "{answer}");
         assert!(lines[0].contains("request failed"), "{}", lines[0]);
