@@ -4,11 +4,30 @@
 use std::{
     fmt::Write as _,
     fs,
-    net::SocketAddr,
+    net::{SocketAddr, TcpListener, UdpSocket},
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
+
+/// Times knotd is started, each on a fresh port, before a port taken
+/// meanwhile fails the test.
+const LAUNCH_ATTEMPTS: usize = 3;
+
+/// A loopback port free a moment ago for both TCP and UDP: knotd binds
+/// both.
+fn free_port() -> u16 {
+    for _ in 0..100 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port())
+            .expect("find a free TCP port");
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no loopback port free for both TCP and UDP in 100 tries");
+}
 
 /// One zone: its name (`spf.test`) and its records in zone-file syntax,
 /// relative to the zone (`$ORIGIN` and `$TTL` are written before them).
@@ -36,7 +55,7 @@ impl Knot {
     /// # Panics
     /// When knotd is not installed, refuses a zone, exits or never loads.
     pub fn start(zones: &[Zone<'_>], ttl: u32) -> Self {
-        Self::launch(Command::new("knotd"), zones, ttl)
+        Self::launch(|| Command::new("knotd"), zones, ttl)
     }
 
     /// Like [`Knot::start`], but inside network namespace `netns` (via
@@ -46,14 +65,27 @@ impl Knot {
     /// # Panics
     /// As [`Knot::start`].
     pub fn start_in(netns: &str, zones: &[Zone<'_>], ttl: u32) -> Self {
-        Self::launch(crate::netns::in_netns(netns, "knotd"), zones, ttl)
+        Self::launch(|| crate::netns::in_netns(netns, "knotd"), zones, ttl)
     }
 
-    fn launch(mut command: Command, zones: &[Zone<'_>], ttl: u32) -> Self {
+    /// Starts knotd with a command from `command`, again on another port
+    /// when its port was taken between being found free and being bound.
+    fn launch(command: impl Fn() -> Command, zones: &[Zone<'_>], ttl: u32) -> Self {
+        for attempt in 1..=LAUNCH_ATTEMPTS {
+            match Self::launch_once(command(), zones, ttl) {
+                Ok(server) => return server,
+                Err(log) if attempt < LAUNCH_ATTEMPTS && log.contains("already in use") => {}
+                Err(log) => panic!("knotd exited:\n{log}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// Starts knotd once; `Err` holds its log when it exited.
+    fn launch_once(mut command: Command, zones: &[Zone<'_>], ttl: u32) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("tempdir for knotd");
         let root = dir.path().display().to_string();
-        // Free for UDP a moment ago; knotd binds TCP on it too.
-        let port = crate::rbldnsd::free_udp_port();
+        let port = free_port();
         let mut config = format!(
             "server:\n    rundir: \"{root}\"\n    listen: 127.0.0.1@{port}\n    \
              udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n\
@@ -97,8 +129,8 @@ impl Knot {
             log,
             _dir: dir,
         };
-        server.wait_loaded(zones.len());
-        server
+        server.wait_loaded(zones.len())?;
+        Ok(server)
     }
 
     /// Where knotd answers.
@@ -111,11 +143,13 @@ impl Knot {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn wait_loaded(&mut self, zones: usize) {
+    /// Waits until every zone is loaded; `Err` with the log when knotd
+    /// exited.
+    fn wait_loaded(&mut self, zones: usize) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("knotd exited with {status}:\n{}", self.log());
+                return Err(format!("{status}\n{}", self.log()));
             }
             let log = self.log();
             assert!(
@@ -123,7 +157,7 @@ impl Knot {
                 "knotd refused its configuration or a zone:\n{log}"
             );
             if log.matches("] loaded, serial").count() >= zones && log.contains("server started") {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
