@@ -81,7 +81,8 @@ impl Knot {
         unreachable!("the last attempt returns or panics")
     }
 
-    /// Starts knotd once; `Err` holds its log when it exited.
+    /// Starts knotd once; `Err` holds its log when it exited or found its
+    /// port taken (it is killed when the `Err` drops it).
     fn launch_once(mut command: Command, zones: &[Zone<'_>], ttl: u32) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("tempdir for knotd");
         let root = dir.path().display().to_string();
@@ -144,7 +145,7 @@ impl Knot {
     }
 
     /// Waits until every zone is loaded; `Err` with the log when knotd
-    /// exited.
+    /// exited or found its port taken.
     fn wait_loaded(&mut self, zones: usize) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -152,6 +153,10 @@ impl Knot {
                 return Err(format!("{status}\n{}", self.log()));
             }
             let log = self.log();
+            // The port was taken meanwhile: knotd is on its way out.
+            if log.contains("already in use") {
+                return Err(log);
+            }
             assert!(
                 !log.contains("error:"),
                 "knotd refused its configuration or a zone:\n{log}"
