@@ -225,6 +225,15 @@ mod tests {
         }
     }
 
+    /// The sink's writes once there are `n`, or after 10 s.
+    fn wait_writes(sink: &Sink, n: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sink.writes.load(Ordering::SeqCst) < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        sink.writes.load(Ordering::SeqCst)
+    }
+
     fn log(writer: &LogWriter, line: &str) {
         writer.make_writer().write_all(line.as_bytes()).unwrap();
     }
@@ -254,7 +263,9 @@ mod tests {
         // line written at once, all the others in one write.
         let (writer, flush) =
             LogWriter::spawn_gathering(sink.clone(), "test-log", Duration::from_secs(30)).unwrap();
-        for i in 0..100 {
+        log(&writer, "line 0\n");
+        assert_eq!(wait_writes(&sink, 1), 1, "the first line at once");
+        for i in 1..100 {
             log(&writer, &format!("line {i}\n"));
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -271,10 +282,7 @@ mod tests {
         let (writer, _flush) =
             LogWriter::spawn_gathering(sink.clone(), "test-log", Duration::from_secs(30)).unwrap();
         log(&writer, "alone\n");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while sink.bytes.lock().is_empty() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        assert_eq!(wait_writes(&sink, 1), 1);
         assert_eq!(sink.bytes.lock().as_slice(), b"alone\n");
     }
 
