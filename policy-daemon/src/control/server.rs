@@ -192,13 +192,13 @@ async fn run_handler<H>(handler: &Arc<H>, request: Request) -> Reply
 where
     H: Fn(Request) -> Reply + Send + Sync + 'static,
 {
-    let handler = Arc::clone(handler);
     let outcome = if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
         tokio::task::block_in_place(|| {
             panic::catch_unwind(AssertUnwindSafe(|| handler(request)))
                 .map_err(|_| "the handler panicked".to_owned())
         })
     } else {
+        let handler = Arc::clone(handler);
         tokio::task::spawn_blocking(move || handler(request))
             .await
             .map_err(|error| error.to_string())
