@@ -692,11 +692,13 @@ fn sql<'a>(path: &'a Path, operation: &'static str) -> impl Fn(rusqlite::Error) 
 
 mod batch;
 mod feeds;
+mod keys;
 mod scan;
 
 use batch::{Batch, ROWS_PER_INSERT};
 
-pub use feeds::FeedState;
+pub use feeds::{Extended, FeedState, ReadBack};
+pub use keys::in_key_order;
 pub use scan::{ActiveBans, BanFilter, SCAN_CHUNK};
 
 #[cfg(test)]

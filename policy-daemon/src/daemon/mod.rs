@@ -274,8 +274,9 @@ fn open(config_path: PathBuf, config: Config) -> Result<Arc<Shared>, DaemonError
     memory::give_back(manager.store());
     let fleet = match config.fleet.clone() {
         Some(section) => {
+            let shared = section.share.clone();
             let fleet = crate::fleet::Fleet::new(section, Arc::clone(manager.store()))?;
-            manager.set_observer(fleet.observer());
+            manager.set_observer(fleet.observer(), shared);
             Some(fleet)
         }
         None => None,

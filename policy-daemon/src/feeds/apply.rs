@@ -11,7 +11,7 @@ use super::config::FeedConfig;
 use crate::{
     bans::{
         BanError, BanLength, BanManager, BanRequest, BanScope, Breadth, Source, Widest,
-        canonical_net, target_to_string,
+        canonical_net, store::in_key_order, target_to_string,
     },
     clock::{secs_i64, unix_now},
 };
@@ -96,24 +96,31 @@ pub fn apply(
     }
     // In the store's key order, each batch rewrites a run of neighbouring
     // pages instead of most of the table: a feed's list comes in no order.
-    kept.sort_by_cached_key(target_to_string);
+    let kept = in_key_order(kept, |entry| entry);
     let word = feed.source_name();
     for batch in kept.chunks(BATCH) {
         let mut extended = Ok(Vec::new());
         target.with_manager(&mut |manager| {
             extended = manager.extend_feed(batch, &word, until);
         });
-        let extended: HashSet<IpNet> = extended?.into_iter().collect();
+        let extended = extended?;
+        // As many extended as asked: every one (a ban per target).
+        let every = extended.len() == batch.len();
+        let extended: HashSet<IpNet> = if every {
+            HashSet::default()
+        } else {
+            extended.into_iter().collect()
+        };
         for &entry in batch {
             let tag = listed.get(&entry).map_or("", String::as_str);
-            if extended.contains(&canonical_net(entry.trunc())) {
+            if every || extended.contains(&canonical_net(entry.trunc())) {
                 applied.held.insert(entry, tag.to_owned());
             } else {
                 requests.push(ban_request(feed, entry, tag, until));
             }
         }
     }
-    requests.sort_by_cached_key(|request| target_to_string(&request.target));
+    let requests = in_key_order(requests, |request| &request.target);
     let mut failure = None;
     for batch in requests.chunks(BATCH) {
         let mut results = Vec::new();
@@ -408,6 +415,72 @@ mod tests {
             indexed.expires_at, extended.expires_at,
             "the index has the new expiry"
         );
+    }
+
+    /// A ban told to an observer: target, reason, end.
+    type Told = (IpNet, String, Option<i64>);
+
+    /// What an observer of `sources` is told of bans.
+    fn observe(target: &Locked, sources: Vec<Source>) -> Arc<Mutex<Vec<Told>>> {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        target.0.lock().set_observer(
+            Box::new(move |event| {
+                if let crate::bans::BanEvent::Banned(rows) = event {
+                    log.lock().extend(
+                        rows.iter()
+                            .map(|row| (row.target, row.reason.clone(), row.expires_at)),
+                    );
+                }
+            }),
+            sources,
+        );
+        seen
+    }
+
+    #[test]
+    fn a_refresh_extending_every_entry_moves_the_index_and_tells_an_observer_of_feeds() {
+        for sources in [vec![Source::Feed], vec![Source::Policy]] {
+            let (_dir, target) = target();
+            let drop = feed("drop");
+            let widest = widest_for(&drop, Widest { v4: 16, v6: 32 });
+            let list = listed(&[("192.0.2.0/24", "SBL1"), ("2001:db8::/48", "")]);
+            let held = apply(&drop, widest, &list, &HashMap::default(), &target)
+                .expect("apply")
+                .held;
+            let first = row(&target, "192.0.2.0/24").expect("banned");
+            let seen = observe(&target, sources.clone());
+            let mut longer = drop.clone();
+            longer.bantime = feed_bantime("3h");
+            let applied = apply(&longer, widest, &list, &held, &target).expect("apply");
+            assert_eq!(applied.held, list);
+            let mut told = Vec::new();
+            for (text, reason) in [
+                ("192.0.2.0/24", "feed:drop SBL1"),
+                ("2001:db8::/48", "feed:drop"),
+            ] {
+                let extended = row(&target, text).expect("extended");
+                let left = extended.expires_at.expect("expires") - unix_now();
+                assert!((10_790..=10_801).contains(&left), "{left}");
+                let indexed = target.0.lock().held(&net(text)).expect("indexed");
+                assert_eq!(
+                    (indexed.expires_at, indexed.count, indexed.first_banned_at),
+                    (extended.expires_at, first.count, first.first_banned_at),
+                    "the index has the new end and nothing else new"
+                );
+                told.push((net(text), reason.to_owned(), extended.expires_at));
+            }
+            let mut seen = seen.lock().clone();
+            seen.sort();
+            if sources.contains(&Source::Feed) {
+                assert_eq!(
+                    seen, told,
+                    "an observer of feeds is told each, with its reason"
+                );
+            } else {
+                assert!(seen.is_empty(), "{seen:?}");
+            }
+        }
     }
 
     #[test]

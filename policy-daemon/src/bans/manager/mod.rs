@@ -132,9 +132,10 @@ pub enum BanEvent<'a> {
 /// Called with every [`BanEvent`], under the manager's lock: keep it short.
 pub type BanObserver = Box<dyn Fn(&BanEvent<'_>) + Send + Sync>;
 
-/// The optional observer; `Debug` by name only.
+/// The optional observer and the sources whose bans it must be told;
+/// `Debug` by name only.
 #[derive(Default)]
-struct Observer(Option<BanObserver>);
+struct Observer(Option<(BanObserver, Vec<Source>)>);
 
 impl std::fmt::Debug for Observer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -230,16 +231,26 @@ impl BanManager {
         info!(rewritten = report.corrected, "port scopes written");
     }
 
-    /// Sets the observer told about every ban and unban after the store
-    /// committed it.
-    pub fn set_observer(&mut self, observer: BanObserver) {
-        self.observer = Observer(Some(observer));
+    /// Sets the observer told about bans and unbans after the store
+    /// committed them. Every ban of a source in `sources` is told; the
+    /// others may be left out (a feed's refresh tells the bans it extends
+    /// only when `sources` holds [`Source::Feed`]).
+    pub fn set_observer(&mut self, observer: BanObserver, sources: Vec<Source>) {
+        self.observer = Observer(Some((observer, sources)));
     }
 
     fn tell(&self, event: &BanEvent<'_>) {
-        if let Some(observer) = &self.observer.0 {
+        if let Some((observer, _)) = &self.observer.0 {
             observer(event);
         }
+    }
+
+    /// Whether the observer must be told the bans of `source`.
+    fn observes(&self, source: Source) -> bool {
+        self.observer
+            .0
+            .as_ref()
+            .is_some_and(|(_, sources)| sources.contains(&source))
     }
 
     /// The settings in force.

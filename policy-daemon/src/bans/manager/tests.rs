@@ -525,13 +525,16 @@ fn the_observer_sees_bans_and_unbans_with_their_source() {
     let (_dir, mut bans) = manager(BanPolicy::default());
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = Arc::clone(&seen);
-    bans.set_observer(Box::new(move |event| {
-        let line = match event {
-            BanEvent::Banned(rows) => format!("ban {}", rows.len()),
-            BanEvent::Unbanned { source, .. } => format!("unban {source}"),
-        };
-        log.lock().expect("lock").push(line);
-    }));
+    bans.set_observer(
+        Box::new(move |event| {
+            let line = match event {
+                BanEvent::Banned(rows) => format!("ban {}", rows.len()),
+                BanEvent::Unbanned { source, .. } => format!("unban {source}"),
+            };
+            log.lock().expect("lock").push(line);
+        }),
+        vec![Source::Cli],
+    );
     bans.ban(request("192.0.2.7/32", BanLength::Default))
         .expect("ban");
     bans.unban_from(net("192.0.2.7/32"), Source::Fleet)

@@ -13,8 +13,7 @@ use rusqlite::{
     types::{ToSqlOutput, Value, ValueRef},
 };
 
-use super::StoredBan;
-use crate::bans::push_target;
+use super::{StoredBan, keys::Keys};
 
 /// Rows one insert statement carries in a bulk write (9 parameters each,
 /// well under `SQLite`'s limit of 32,766).
@@ -161,10 +160,7 @@ fn upsert(rows: usize, sharing: bool) -> String {
 /// them in.
 pub(super) struct Batch<'a> {
     bans: &'a [StoredBan],
-    /// Every target's text, one after the other.
-    text: String,
-    /// Where each target's text ends in `text`.
-    ends: Vec<usize>,
+    keys: Keys,
     /// Positions in `bans`, in the order of the primary key; a target
     /// given twice keeps its order, so its last row is written last and
     /// stays.
@@ -173,57 +169,14 @@ pub(super) struct Batch<'a> {
 
 impl<'a> Batch<'a> {
     pub fn new(bans: &'a [StoredBan]) -> Self {
-        let mut text = String::with_capacity(bans.len() * 16);
-        let mut ends = Vec::with_capacity(bans.len());
-        for ban in bans {
-            push_target(&mut text, &ban.target);
-            ends.push(text.len());
-        }
-        let mut batch = Self {
-            bans,
-            text,
-            ends,
-            order: Vec::new(),
-        };
-        batch.order = batch.key_order();
-        batch
+        let keys = Keys::new(bans.iter().map(|ban| &ban.target));
+        let order = keys.order();
+        Self { bans, keys, order }
     }
 
     /// The text of the target of row `i`.
     pub fn key(&self, i: usize) -> &str {
-        let start = i.checked_sub(1).map_or(0, |before| self.ends[before]);
-        &self.text[start..self.ends[i]]
-    }
-
-    /// Positions sorted by target text, then position. Sorted first by the
-    /// text's first 16 bytes as one number (most IPv4 targets whole), then
-    /// each run that ties on those by the whole text: far cheaper than
-    /// comparing strings throughout.
-    fn key_order(&self) -> Vec<usize> {
-        let mut keyed: Vec<(u128, usize)> = (0..self.bans.len())
-            .map(|i| {
-                let mut head = [0_u8; 16];
-                let key = self.key(i).as_bytes();
-                let n = key.len().min(head.len());
-                head[..n].copy_from_slice(&key[..n]);
-                (u128::from_be_bytes(head), i)
-            })
-            .collect();
-        keyed.sort_unstable();
-        let mut start = 0;
-        while start < keyed.len() {
-            let head = keyed[start].0;
-            let end = keyed[start..]
-                .iter()
-                .position(|&(h, _)| h != head)
-                .map_or(keyed.len(), |n| start + n);
-            if end - start > 1 {
-                keyed[start..end]
-                    .sort_unstable_by(|a, b| self.key(a.1).cmp(self.key(b.1)).then(a.1.cmp(&b.1)));
-            }
-            start = end;
-        }
-        keyed.into_iter().map(|(_, i)| i).collect()
+        self.keys.key(i)
     }
 
     /// Whether every row at `rows` has the first one's

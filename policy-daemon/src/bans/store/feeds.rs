@@ -11,16 +11,51 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 use super::{RawBan, Source, Store, StoreError, StoredBan, sql};
 use crate::bans::{parse_target, target_to_string};
 
-/// Extends the live, expiring bans of one feed among a list of targets
-/// (`?2`, a JSON array of target texts, each found by the primary key) to
-/// `?1`, when they end before it; `?3` is the reason's first word
-/// (`feed:NAME`), `?4` the source, `?5` now.
-const EXTEND_FEED_BANS: &str = "UPDATE bans SET expires_at = ?1
-     WHERE target IN (SELECT value FROM json_each(?2))
-       AND source = ?4
-       AND (reason = ?3 OR substr(reason, 1, length(?3) + 1) = ?3 || ' ')
-       AND expires_at IS NOT NULL AND expires_at > ?5 AND expires_at < ?1
-     RETURNING target, expires_at, source, reason, detail, count, first_banned_at, last_banned_at, scope";
+/// The feed's bans among a list of targets: `?2`, a JSON array of target
+/// texts, each found by the primary key; `?3` is the reason's first word
+/// (`feed:NAME`), `?4` the source.
+macro_rules! feed_bans {
+    () => {
+        "target IN (SELECT value FROM json_each(?2))
+           AND source = ?4
+           AND (reason = ?3 OR substr(reason, 1, length(?3) + 1) = ?3 || ' ')"
+    };
+}
+
+/// Extends the feed's bans (`feed_bans!`) that are live at `?5` and end
+/// before `?1` to `?1`.
+const EXTEND_FEED_BANS: &str = concat!(
+    "UPDATE bans SET expires_at = ?1 WHERE ",
+    feed_bans!(),
+    " AND expires_at IS NOT NULL AND expires_at > ?5 AND expires_at < ?1"
+);
+
+/// The feed's bans (`feed_bans!`) that end at `?1`, as they are.
+const FEED_BANS_ENDING: &str = concat!(
+    "SELECT target, expires_at, source, reason, detail, count, first_banned_at, last_banned_at, scope
+       FROM bans WHERE ",
+    feed_bans!(),
+    " AND expires_at = ?1"
+);
+
+/// What [`Store::extend_feed_bans`] extended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Extended {
+    /// Every target, none read back.
+    Every,
+    /// The feed's bans among the targets that now end at the new end
+    /// (the ones extended, and any that already did), as they now are.
+    Rows(Vec<StoredBan>),
+}
+
+/// When [`Store::extend_feed_bans`] reads the bans back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadBack {
+    /// Only when some target was not extended.
+    WhenPartial,
+    /// Always.
+    Always,
+}
 
 /// A feed's saved state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -108,37 +143,46 @@ pub(super) fn create(conn: &Connection, store: &Store) -> Result<(), StoreError>
 impl Store {
     /// Extends to `until`, in one transaction, the bans on `targets` that
     /// are live at `now`, end before `until`, and were made by the feed
-    /// whose reasons start with `reason_word`; returns those bans as they
-    /// now are. Any other ban on a target is left alone.
+    /// whose reasons start with `reason_word`. Any other ban on a target
+    /// is left alone. When every target was extended the bans are read
+    /// back only if `read_back` says so: the update alone is a fraction
+    /// of the cost of reading each row back.
     pub fn extend_feed_bans(
         &self,
         targets: &[IpNet],
         reason_word: &str,
         until: i64,
         now: i64,
-    ) -> Result<Vec<StoredBan>, StoreError> {
+        read_back: ReadBack,
+    ) -> Result<Extended, StoreError> {
         if targets.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Extended::Rows(Vec::new()));
         }
         let texts: Vec<String> = targets.iter().map(target_to_string).collect();
         // Target texts hold digits, hex, '.', ':' and '/' only.
         let list = serde_json::to_string(&texts).unwrap_or_default();
+        let feed = Source::Feed.as_str();
         self.in_transaction("committing extended feed bans", |tx| {
-            let mut update = tx
+            let extended = tx
                 .prepare_cached(EXTEND_FEED_BANS)
-                .map_err(sql(&self.path, "preparing the feed ban extension"))?;
-            let rows = update
-                .query_map(
-                    params![until, list, reason_word, Source::Feed.as_str(), now],
-                    RawBan::read,
-                )
+                .and_then(|mut update| update.execute(params![until, list, reason_word, feed, now]))
                 .map_err(sql(&self.path, "extending feed bans"))?;
-            let mut extended = Vec::with_capacity(targets.len());
+            // A target listed twice is found once: the count falls short.
+            if extended == targets.len() && read_back == ReadBack::WhenPartial {
+                return Ok(Extended::Every);
+            }
+            let mut select = tx
+                .prepare_cached(FEED_BANS_ENDING)
+                .map_err(sql(&self.path, "preparing the read of extended feed bans"))?;
+            let rows = select
+                .query_map(params![until, list, reason_word, feed], RawBan::read)
+                .map_err(sql(&self.path, "reading extended feed bans"))?;
+            let mut bans = Vec::with_capacity(extended);
             for row in rows {
                 let raw = row.map_err(sql(&self.path, "reading an extended feed ban"))?;
-                extended.extend(raw.decode(&self.path));
+                bans.extend(raw.decode(&self.path));
             }
-            Ok(extended)
+            Ok(Extended::Rows(bans))
         })
     }
 
@@ -328,5 +372,133 @@ mod tests {
         );
         assert!(store.feed_entries("other").expect("entries").is_empty());
         assert_eq!(store.feed_entries("drop").expect("entries").len(), 2);
+    }
+
+    fn feed_ban(target: &str, expires_at: Option<i64>, source: Source, reason: &str) -> StoredBan {
+        StoredBan {
+            target: net(target),
+            expires_at,
+            source,
+            reason: reason.into(),
+            detail: String::new(),
+            count: 1,
+            scope: crate::bans::BanScope::Default,
+            first_banned_at: 900,
+            last_banned_at: 900,
+        }
+    }
+
+    #[test]
+    fn only_the_feeds_live_bans_are_extended_and_read_back_when_one_is_not() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open_in(dir.path()).expect("open");
+        let (now, until) = (1_000, 5_000);
+        store
+            .put_bans(&[
+                feed_ban("192.0.2.1", Some(2_000), Source::Feed, "feed:drop"),
+                feed_ban("192.0.2.2", Some(2_000), Source::Feed, "feed:drop SBL1"),
+                feed_ban("192.0.2.3", Some(2_000), Source::Feed, "feed:dropped"),
+                feed_ban("192.0.2.4", Some(2_000), Source::Cli, "feed:drop"),
+                feed_ban("192.0.2.5", Some(500), Source::Feed, "feed:drop"),
+                feed_ban("192.0.2.6", Some(9_000), Source::Feed, "feed:drop"),
+                feed_ban("192.0.2.7", None, Source::Feed, "feed:drop"),
+            ])
+            .expect("put");
+        let extend = |targets: &[&str], read_back| {
+            let targets: Vec<IpNet> = targets.iter().map(|t| net(t)).collect();
+            store
+                .extend_feed_bans(&targets, "feed:drop", until, now, read_back)
+                .expect("extend")
+        };
+        assert_eq!(
+            extend(&["192.0.2.1", "192.0.2.2"], ReadBack::WhenPartial),
+            Extended::Every
+        );
+        for text in ["192.0.2.1", "192.0.2.2"] {
+            let row = store.get(&net(text)).expect("get").expect("row");
+            assert_eq!(
+                (row.expires_at, row.count, row.first_banned_at),
+                (Some(until), 1, 900)
+            );
+        }
+        // Another feed's, another source's, an expired, a longer and a
+        // permanent ban: none extended, the first two read back as they
+        // now are (they already end at `until`).
+        let Extended::Rows(rows) = extend(
+            &[
+                "192.0.2.1",
+                "192.0.2.2",
+                "192.0.2.3",
+                "192.0.2.4",
+                "192.0.2.5",
+                "192.0.2.6",
+                "192.0.2.7",
+            ],
+            ReadBack::WhenPartial,
+        ) else {
+            panic!("some were not extended");
+        };
+        let mut read: Vec<(String, Option<i64>, String)> = rows
+            .iter()
+            .map(|row| {
+                (
+                    target_to_string(&row.target),
+                    row.expires_at,
+                    row.reason.clone(),
+                )
+            })
+            .collect();
+        read.sort();
+        assert_eq!(
+            read,
+            [
+                ("192.0.2.1".to_owned(), Some(until), "feed:drop".to_owned()),
+                (
+                    "192.0.2.2".to_owned(),
+                    Some(until),
+                    "feed:drop SBL1".to_owned()
+                ),
+            ]
+        );
+        for (text, left) in [
+            ("192.0.2.3", Some(2_000)),
+            ("192.0.2.4", Some(2_000)),
+            ("192.0.2.5", Some(500)),
+            ("192.0.2.6", Some(9_000)),
+            ("192.0.2.7", None),
+        ] {
+            let row = store.get(&net(text)).expect("get").expect("row");
+            assert_eq!(row.expires_at, left, "{text} left alone");
+        }
+    }
+
+    #[test]
+    fn bans_extended_are_read_back_when_asked_or_when_a_target_comes_twice() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open_in(dir.path()).expect("open");
+        store
+            .put_bans(&[
+                feed_ban("192.0.2.1", Some(2_000), Source::Feed, "feed:drop"),
+                feed_ban("2001:db8::/64", Some(2_000), Source::Feed, "feed:drop"),
+            ])
+            .expect("put");
+        let both = [net("192.0.2.1"), net("2001:db8::/64")];
+        let Extended::Rows(rows) = store
+            .extend_feed_bans(&both, "feed:drop", 3_000, 1_000, ReadBack::Always)
+            .expect("extend")
+        else {
+            panic!("asked to read back");
+        };
+        assert_eq!(rows.len(), 2);
+        assert!(rows.iter().all(|row| row.expires_at == Some(3_000)));
+        let twice = [net("192.0.2.1"), net("192.0.2.1")];
+        let extended = store
+            .extend_feed_bans(&twice, "feed:drop", 4_000, 1_000, ReadBack::WhenPartial)
+            .expect("extend");
+        let Extended::Rows(rows) = extended else {
+            panic!("one row for two targets is not every target");
+        };
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].expires_at, Some(4_000));
     }
 }
