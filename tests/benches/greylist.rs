@@ -38,7 +38,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail, ensure};
 use client::{Budget, Expect};
-use spamwall::{Spamwall, free_port};
+use spamwall::Spamwall;
 use spamwall_tests::{PinDir, bench, postfix::stop_group_leader};
 
 const RATIO_TARGET: f64 = 20.0;
@@ -213,7 +213,7 @@ impl Postgrey {
         let recipients = dir.path().join("whitelist_recipients");
         fs::write(&clients, "")?;
         fs::write(&recipients, "")?;
-        let addr = free_port()?;
+        let addr = spamwall_tests::ports::free_tcp();
         let log = fs::File::create(dir.path().join("postgrey.log"))?;
         let child = Command::new("postgrey")
             .arg(format!("--inet={addr}"))

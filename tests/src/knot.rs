@@ -4,7 +4,7 @@
 use std::{
     fmt::Write as _,
     fs,
-    net::{SocketAddr, TcpListener, UdpSocket},
+    net::SocketAddr,
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -13,21 +13,6 @@ use std::{
 /// Times knotd is started, each on a fresh port, before a port taken
 /// meanwhile fails the test.
 const LAUNCH_ATTEMPTS: usize = 3;
-
-/// A loopback port free a moment ago for both TCP and UDP: knotd binds
-/// both.
-fn free_port() -> u16 {
-    for _ in 0..100 {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map(|addr| addr.port())
-            .expect("find a free TCP port");
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no loopback port free for both TCP and UDP in 100 tries");
-}
 
 /// One zone: its name (`spf.test`) and its records in zone-file syntax,
 /// relative to the zone (`$ORIGIN` and `$TTL` are written before them).
@@ -86,7 +71,7 @@ impl Knot {
     fn launch_once(mut command: Command, zones: &[Zone<'_>], ttl: u32) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("tempdir for knotd");
         let root = dir.path().display().to_string();
-        let port = free_port();
+        let port = crate::ports::free_tcp_and_udp().port();
         let mut config = format!(
             "server:\n    rundir: \"{root}\"\n    listen: 127.0.0.1@{port}\n    \
              udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n\

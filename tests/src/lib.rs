@@ -29,6 +29,7 @@ pub mod knot;
 pub mod netns;
 pub mod pin;
 pub mod policy_server;
+pub mod ports;
 pub mod postfix;
 pub mod privilege;
 pub mod rbldnsd;

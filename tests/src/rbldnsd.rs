@@ -8,7 +8,7 @@
 
 use std::{
     fs,
-    net::{SocketAddr, UdpSocket},
+    net::SocketAddr,
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -74,7 +74,7 @@ impl Rbldnsd {
             fs::write(dir.path().join(&file), zone.data).expect("write rbldnsd dataset");
             specs.push(format!("{}:{}:{file}", zone.name, zone.kind));
         }
-        let port = free_udp_port();
+        let port = crate::ports::free_udp().port();
         let log = dir.path().join("rbldnsd.log");
         let log_file = fs::File::create(&log).expect("rbldnsd log");
         command.args(["-n", "-b", &format!("127.0.0.1/{port}"), "-t", "60"]);
@@ -182,12 +182,4 @@ impl Drop for Rbldnsd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A UDP port on loopback that was free a moment ago.
-pub(crate) fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|socket| socket.local_addr())
-        .map(|addr| addr.port())
-        .expect("find a free UDP port")
 }

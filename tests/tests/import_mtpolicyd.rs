@@ -30,7 +30,7 @@ use std::{
     fmt::Write as _,
     fs,
     io::{BufRead as _, BufReader, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpStream},
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -44,6 +44,7 @@ use spamwall_tests::{
     PinDir,
     daemon::{spamwall, spamwall_bin},
     fail2ban::{Fail2banServer, JAIL},
+    ports::free_tcp,
     postfix::stop_group_leader,
     rbldnsd::{Rbldnsd, Zone},
     require_root,
@@ -108,13 +109,6 @@ impl Drop for Process {
     fn drop(&mut self) {
         stop_group_leader(&mut self.child, Duration::from_secs(5));
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free TCP port")
 }
 
 fn local(port: u16) -> SocketAddr {
@@ -188,7 +182,7 @@ struct Memcached {
 
 impl Memcached {
     fn start(dir: &Path) -> Self {
-        let port = free_port();
+        let port = free_tcp().port();
         let mut process = Process::spawn(
             "memcached",
             Command::new("memcached").args([
@@ -300,7 +294,7 @@ impl Pair {
         let mtpolicyd_addr = local(port);
         mtpolicyd.wait_accepting(mtpolicyd_addr);
 
-        let spamwall_addr = local(free_port());
+        let spamwall_addr = local(free_tcp().port());
         let control = dir.join("control.sock");
         let mut config = format!(
             "[daemon]\ncontrol_socket = {:?}\nstate_dir = {:?}\nbpf_pin_dir = {:?}\n\n[xdp]\ninterfaces = []\n\n",
@@ -465,7 +459,7 @@ impl Setup {
     fn new() -> Self {
         Self {
             dir: tempfile::tempdir().expect("tempdir"),
-            port: free_port(),
+            port: free_tcp().port(),
             rbldnsd: Rbldnsd::start(&zones()),
             pin: PinDir::new(),
         }

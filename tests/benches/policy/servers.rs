@@ -3,7 +3,7 @@
 
 use std::{
     fs,
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpStream},
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -12,7 +12,9 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
-use spamwall_tests::{PinDir, bench::CpuTime, daemon::spamwall_bin, postfix::stop_group_leader};
+use spamwall_tests::{
+    PinDir, bench::CpuTime, daemon::spamwall_bin, ports::free_tcp, postfix::stop_group_leader,
+};
 
 use crate::{
     ALLOW, ALLOW_REGEX, BL1_NETS, BL1_REGEX, BL2_NETS, BL2_REGEX, Chain, FLOOR_SOURCE,
@@ -50,7 +52,7 @@ impl Server {
             "gcc could not compile the floor: {}",
             String::from_utf8_lossy(&compiled.stderr)
         );
-        let addr = free_port()?;
+        let addr = free_tcp();
         let threads = thread::available_parallelism().map_or(1, usize::from);
         let mut command = Command::new(&binary);
         command
@@ -75,7 +77,7 @@ impl Server {
         let dir = tempfile::Builder::new()
             .prefix("spamwall-bench-")
             .tempdir()?;
-        let addr = free_port()?;
+        let addr = free_tcp();
         let quote = |path: &Path| format!("{:?}", path.to_str().unwrap_or_default());
         let nets = |nets: &[&str]| {
             nets.iter()
@@ -142,7 +144,7 @@ impl Server {
         let dir = tempfile::Builder::new()
             .prefix("mtpolicyd-bench-")
             .tempdir()?;
-        let addr = free_port()?;
+        let addr = free_tcp();
         let port = addr.port();
         let blocklist = |name: &str, zone: &str, regex: &str| match chain {
             Chain::Local => format!(
@@ -310,9 +312,4 @@ pub(crate) fn spawn_logged(command: &mut Command, log: &Path, name: &str) -> Res
         .stderr(out)
         .spawn()
         .with_context(|| format!("starting {name} ({command:?})"))
-}
-
-/// A loopback address with a TCP port that was free a moment ago.
-pub(crate) fn free_port() -> Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }

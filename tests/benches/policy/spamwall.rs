@@ -4,7 +4,7 @@
 use std::{
     fs,
     io::{BufRead as _, BufReader, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpStream},
     os::unix::process::CommandExt as _,
     path::Path,
     process::{Child, Command, Stdio},
@@ -13,7 +13,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
-use spamwall_tests::{PinDir, daemon::spamwall_bin, postfix::stop_group_leader};
+use spamwall_tests::{PinDir, daemon::spamwall_bin, ports::free_tcp, postfix::stop_group_leader};
 
 use super::client::Load;
 
@@ -36,7 +36,7 @@ impl Spamwall {
         let dir = tempfile::Builder::new()
             .prefix("spamwall-bench-")
             .tempdir()?;
-        let addr = free_port()?;
+        let addr = free_tcp();
         let quote = |path: &Path| format!("{:?}", path.to_str().unwrap_or_default());
         let config = format!(
             "[daemon]\ncontrol_socket = {socket}\nstate_dir = {state}\nbpf_pin_dir = {pins}\n\n\
@@ -86,11 +86,6 @@ impl Drop for Spamwall {
     fn drop(&mut self) {
         stop_group_leader(&mut self.child, STOP_TIMEOUT);
     }
-}
-
-/// A loopback address with a port free right now.
-pub fn free_port() -> Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
 /// One request on a new connection; the answer's action line.

@@ -30,7 +30,8 @@ impl Unbound {
         let dir = tempfile::Builder::new()
             .prefix("unbound-bench-")
             .tempdir()?;
-        let addr = free_udp_port()?;
+        // unbound binds TCP as well as UDP.
+        let addr = spamwall_tests::ports::free_tcp_and_udp();
         let upstream = format!("{}@{}", rbldnsd.ip(), rbldnsd.port());
         let mut config = format!(
             "server:\n\
@@ -143,9 +144,4 @@ impl Drop for Unbound {
     fn drop(&mut self) {
         stop_group_leader(&mut self.child, STOP_TIMEOUT);
     }
-}
-
-/// A loopback address with a UDP port that was free a moment ago.
-pub(crate) fn free_udp_port() -> Result<SocketAddr> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
 }
