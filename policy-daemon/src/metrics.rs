@@ -24,6 +24,9 @@ use crate::listen::{LogLimit, WARN_INTERVAL, next_connection};
 
 /// Policy request latency, seconds.
 pub const POLICY_LATENCY: &str = "spamwall_policy_request_duration_seconds";
+/// How long a ban, an unban or a request's lookups waited for the ban
+/// manager, when another held it, seconds.
+pub const MANAGER_LOCK_WAIT: &str = "spamwall_manager_lock_wait_seconds";
 /// Policy requests answered.
 pub const POLICY_REQUESTS: &str = "spamwall_policy_requests_total";
 /// Bans made, by source.
@@ -51,6 +54,12 @@ pub const FEED_ERRORS: &str = "spamwall_feed_errors_total";
 const LATENCY_BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5, 2.0, 10.0,
 ];
+/// Lock wait buckets: a step of a walk over the bans (tens of
+/// microseconds) up to a bulk ban's part (a good part of a second).
+const LOCK_WAIT_BUCKETS: [f64; 12] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.025, 0.1,
+    1.0,
+];
 /// Longest a scraper may take to send its request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest a scraper may take to read the answer.
@@ -77,6 +86,11 @@ pub enum MetricsError {
 pub fn install() -> Result<PrometheusHandle, MetricsError> {
     PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(POLICY_LATENCY.to_owned()), &LATENCY_BUCKETS)
+        .map_err(|e| MetricsError::Install(e.to_string()))?
+        .set_buckets_for_metric(
+            Matcher::Full(MANAGER_LOCK_WAIT.to_owned()),
+            &LOCK_WAIT_BUCKETS,
+        )
         .map_err(|e| MetricsError::Install(e.to_string()))?
         .install_recorder()
         .map_err(|e| MetricsError::Install(e.to_string()))

@@ -17,7 +17,10 @@ use std::{
 };
 
 use serde_json::Value;
-use spamwall::bans::BanEntry;
+use spamwall::{
+    bans::{BanEntry, BanLength},
+    control::{Request, Response},
+};
 use spamwall_tests::{
     daemon::{Daemon, Settings},
     netns::{Ipv6Header, NetnsPair, Side, Subnet, connects_with_ipv6_header},
@@ -443,6 +446,81 @@ fn prometheus_endpoint_reports_bans_and_drops() {
     assert!(value("spamwall_xdp_packets_total{outcome=\"dropped_v4\"}") > 0.0);
     assert!((value("spamwall_bans_total{source=\"cli\"}") - 1.0).abs() < f64::EPSILON);
     assert!((value("spamwall_backend_up{backend=\"xdp\"}") - 1.0).abs() < f64::EPSILON);
+}
+
+/// A ban that finds the manager held by a bulk ban waits, and the wait
+/// is counted in `spamwall_manager_lock_wait_seconds`.
+#[test]
+fn waits_for_the_ban_manager_are_counted_in_the_metrics() {
+    const BULK: u32 = 200_000;
+    if !require_root("waits_for_the_ban_manager_are_counted_in_the_metrics") {
+        return;
+    }
+    let setup = Setup::new(Subnet::test_net_3(14), &[], |s| {
+        s.capacity = 1 << 18;
+        s.extra = "[metrics]\nlisten = \"127.0.0.1:9465\"\n".to_owned();
+    });
+    let scrape = || {
+        let scrape = setup.net.exec_in(
+            Side::Server,
+            &["curl", "-sf", "http://127.0.0.1:9465/metrics"],
+            Duration::from_secs(10),
+        );
+        assert!(scrape.status.success(), "curl: {}", stderr(&scrape));
+        stdout(&scrape)
+    };
+    let waits = |text: &str| -> u64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix("spamwall_manager_lock_wait_seconds_count "))
+            .map_or(0, |count| count.trim().parse().unwrap())
+    };
+    let before = waits(&scrape());
+    // 100.64.0.0 onwards: never the test's own addresses.
+    let mut list = String::new();
+    for n in 0..BULK {
+        writeln!(list, "{}", std::net::Ipv4Addr::from(0x6440_0000 + n)).unwrap();
+    }
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), list).unwrap();
+    let bulk_done = std::sync::atomic::AtomicBool::new(false);
+    let singles = std::thread::scope(|scope| {
+        let bulk = scope.spawn(|| {
+            let banned = setup
+                .daemon
+                .cli_ok(&["ban", "--file", file.path().to_str().unwrap()]);
+            bulk_done.store(true, std::sync::atomic::Ordering::SeqCst);
+            banned
+        });
+        // Single bans over the control socket while the bulk ban's parts
+        // hold the manager.
+        let mut singles = 0_u32;
+        while !bulk_done.load(std::sync::atomic::Ordering::SeqCst) && singles < 10_000 {
+            let ban = Request::Ban {
+                targets: vec![format!("198.18.0.{}", singles % 250 + 1)],
+                length: BanLength::Default,
+                reason: "single".into(),
+                force: false,
+            };
+            let answer = spamwall::control::request(setup.daemon.socket(), &ban).unwrap();
+            assert!(matches!(answer, Response::Banned { .. }), "{answer:?}");
+            singles += 1;
+        }
+        bulk.join().unwrap();
+        singles
+    });
+    let text = scrape();
+    assert!(
+        waits(&text) > before,
+        "{singles} bans during a bulk ban of {BULK}, none counted as waiting:\n{}",
+        text.lines()
+            .filter(|line| line.contains("lock_wait"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        text.contains("spamwall_manager_lock_wait_seconds_bucket{le=\"0.001\"}"),
+        "the histogram has its buckets:\n{text}"
+    );
 }
 
 #[test]

@@ -7,6 +7,10 @@
 //! the lock again right after releasing it can win it over and over
 //! against a ban whose thread is spinning or yielding on the same CPU,
 //! and the ban waits for many steps instead of at most one.
+//!
+//! How long a short hold waited, when it had to, goes to the histogram
+//! [`crate::metrics::MANAGER_LOCK_WAIT`]: what the ban path waited for
+//! walks, bulk bans and feeds.
 
 use std::{
     sync::atomic::{AtomicUsize, Ordering},
@@ -43,9 +47,12 @@ impl<T> WalkLock<T> {
         if let Some(guard) = self.mutex.try_lock() {
             return guard;
         }
+        let started = Instant::now();
         self.waiting.fetch_add(1, Ordering::SeqCst);
         let guard = self.mutex.lock();
         self.waiting.fetch_sub(1, Ordering::SeqCst);
+        metrics::histogram!(crate::metrics::MANAGER_LOCK_WAIT)
+            .record(started.elapsed().as_secs_f64());
         guard
     }
 

@@ -123,9 +123,10 @@ impl Shared {
     }
 
     /// The manager's figures, counted a few thousand bans at a time so a
-    /// ban never waits for a whole count.
+    /// ban never waits for a whole count; the head too is a step, behind
+    /// any waiting ban.
     fn ban_stats(&self) -> crate::bans::BanStats {
-        let mut stats = self.manager().stats_head();
+        let mut stats = self.step(|manager| manager.stats_head());
         let now = crate::clock::unix_now();
         let mut cursor = crate::bans::Cursor::default();
         while !cursor.is_done() {
