@@ -23,7 +23,13 @@
 //!    slowest at most twice the quiet median. Twice: with the store on
 //!    disk (every ban's commit synced, as in production), then in a third
 //!    daemon with its store on tmpfs, where no disk sync adds its own
-//!    delays and what remains is waiting inside the daemon.
+//!    delays and what remains is waiting inside the daemon. Each row also
+//!    gives, from the daemon's `spamwall_manager_lock_wait_seconds`
+//!    histogram, how many of the bans in that run had to wait for the ban
+//!    manager (`stats` and reconciliation only take steps, which are not
+//!    counted) and the bucket of the longest wait: the part of a slow ban
+//!    spent waiting behind a walk, apart from the machine's own delays (a
+//!    thread waiting for a CPU).
 //!
 //! `--smoke`: a thousand addresses, twenty fail2ban bans and a few
 //! requests. Without fail2ban the benchmark fails. `--only bulk`: the
@@ -49,10 +55,12 @@ use spamwall_tests::{
     bench,
     daemon::{Daemon, Settings},
     fail2ban::{Fail2banServer, JAIL},
-    netns::{NetnsPair, Subnet},
+    netns::{NetnsPair, Side, Subnet},
 };
 
 const MIB: f64 = 1024.0 * 1024.0;
+/// The daemons' metrics endpoint, inside the benchmark's namespace.
+const METRICS: &str = "127.0.0.1:9466";
 
 fn main() {
     bench::require_root("bench bans");
@@ -72,6 +80,7 @@ fn main() {
     let mut settings = Settings::on(net.server());
     settings.interfaces = Vec::new();
     settings.capacity = 1 << 21;
+    settings.extra = format!("[metrics]\nlisten = \"{METRICS}\"\n");
 
     // 1. Bulk, 300,000.
     let (fresh, repeat) = if only.bulk() {
@@ -115,7 +124,7 @@ fn main() {
 
     // 3. Latency with the store on disk.
     let mut address = 0x0a00_0000_u32;
-    let (on_disk, pid) = latencies(&mut daemon, &mut settings, &mut address, singles);
+    let (on_disk, pid) = latencies(&net, &mut daemon, &mut settings, &mut address, singles);
     let busy = Memory::of(pid);
     drop(daemon);
 
@@ -132,7 +141,7 @@ fn main() {
     daemon.cli_ok(&["ban", "--file", path(&file), "--reason", "bench"]);
     drop(file);
     std::thread::sleep(Duration::from_secs(1));
-    let (in_memory, _) = latencies(&mut daemon, &mut settings, &mut address, singles);
+    let (in_memory, _) = latencies(&net, &mut daemon, &mut settings, &mut address, singles);
     drop(daemon);
 
     if only.bulk() {
@@ -217,20 +226,27 @@ fn fail2ban(count: u32) -> Duration {
 /// `stats` without pause, then after a restart with reconciliation every
 /// second. Returns the runs and the restarted daemon's pid.
 fn latencies(
+    net: &NetnsPair,
     daemon: &mut Daemon,
     settings: &mut Settings,
     address: &mut u32,
     singles: u32,
 ) -> (LatencyRuns, u32) {
-    let quiet = ban_latencies(daemon.socket(), address, singles, None);
-    let under_stats = ban_latencies(daemon.socket(), address, singles, Some(&Request::Stats));
+    let quiet = ban_latencies(net, daemon.socket(), address, singles, None);
+    let under_stats = ban_latencies(
+        net,
+        daemon.socket(),
+        address,
+        singles,
+        Some(&Request::Stats),
+    );
     settings.ban_extra = "reconcile_interval = \"1s\"\n".into();
     daemon.rewrite_config(settings);
     daemon.kill_within(libc::SIGTERM, Duration::from_secs(30));
     daemon.restart();
     let pid = daemon.pid().unwrap();
     std::thread::sleep(Duration::from_millis(1_500));
-    let reconciling = ban_latencies(daemon.socket(), address, singles, None);
+    let reconciling = ban_latencies(net, daemon.socket(), address, singles, None);
     (
         LatencyRuns {
             quiet,
@@ -311,8 +327,10 @@ fn print_memory(million: u32, idle: &Memory, banned: &Memory, busy: &Memory) {
 fn print_latency(million: u32, singles: u32, on_disk: &LatencyRuns, in_memory: &LatencyRuns) {
     println!();
     println!("single `ban` over the control socket with {million} active bans ({singles} each)");
-    println!("| store | while | median | p99 | slowest | slowest / quiet median |");
-    println!("|---|---|---:|---:|---:|---:|");
+    println!(
+        "| store | while | median | p99 | slowest | slowest / quiet median | bans that waited for the manager (longest wait) |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---|");
     for (store, runs) in [("disk (synced commits)", on_disk), ("tmpfs", in_memory)] {
         let median = runs.quiet.median();
         for (label, run) in [
@@ -321,11 +339,12 @@ fn print_latency(million: u32, singles: u32, on_disk: &LatencyRuns, in_memory: &
             ("the daemon reconciles every second", &runs.reconciling),
         ] {
             println!(
-                "| {store} | {label} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} |",
+                "| {store} | {label} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} | {} |",
                 ms(run.median()),
                 ms(run.p99()),
                 ms(run.max()),
-                run.max().as_secs_f64() / median.as_secs_f64()
+                run.max().as_secs_f64() / median.as_secs_f64(),
+                run.waits
             );
         }
     }
@@ -358,9 +377,16 @@ fn path(file: &tempfile::NamedTempFile) -> &str {
 
 /// Bans `count` new addresses one request at a time; with `noise`,
 /// another client sends it without pause meanwhile.
-fn ban_latencies(socket: &Path, next: &mut u32, count: u32, noise: Option<&Request>) -> Latencies {
+fn ban_latencies(
+    net: &NetnsPair,
+    socket: &Path,
+    address: &mut u32,
+    count: u32,
+    noise: Option<&Request>,
+) -> Latencies {
     let stop = AtomicBool::new(false);
-    std::thread::scope(|scope| {
+    let waits_before = LockWaits::scrape(net);
+    let times = std::thread::scope(|scope| {
         if let Some(noise) = noise {
             scope.spawn(|| {
                 while !stop.load(Ordering::Relaxed) {
@@ -373,12 +399,12 @@ fn ban_latencies(socket: &Path, next: &mut u32, count: u32, noise: Option<&Reque
         let mut times = Vec::with_capacity(count as usize);
         for _ in 0..count {
             let request = Request::Ban {
-                targets: vec![Ipv4Addr::from(*next).to_string()],
+                targets: vec![Ipv4Addr::from(*address).to_string()],
                 length: BanLength::Default,
                 reason: "bench".into(),
                 force: false,
             };
-            *next += 1;
+            *address += 1;
             let started = Instant::now();
             let answer = spamwall::control::request(socket, &request).unwrap();
             times.push(started.elapsed());
@@ -390,24 +416,109 @@ fn ban_latencies(socket: &Path, next: &mut u32, count: u32, noise: Option<&Reque
         }
         stop.store(true, Ordering::Relaxed);
         times.sort_unstable();
-        Latencies(times)
-    })
+        times
+    });
+    Latencies {
+        times,
+        waits: LockWaits::scrape(net).since(&waits_before),
+    }
 }
 
-/// Sorted request times.
-struct Latencies(Vec<Duration>);
+/// Sorted request times, and the waits for the manager meanwhile.
+struct Latencies {
+    times: Vec<Duration>,
+    waits: LockWaitsSince,
+}
 
 impl Latencies {
     fn median(&self) -> Duration {
-        self.0[self.0.len() / 2]
+        self.times[self.times.len() / 2]
     }
 
     fn p99(&self) -> Duration {
-        self.0[(self.0.len() * 99 / 100).min(self.0.len() - 1)]
+        self.times[(self.times.len() * 99 / 100).min(self.times.len() - 1)]
     }
 
     fn max(&self) -> Duration {
-        *self.0.last().unwrap()
+        *self.times.last().unwrap()
+    }
+}
+
+/// The daemon's `spamwall_manager_lock_wait_seconds` histogram: per
+/// bucket bound (seconds), how many waits were at most that long.
+struct LockWaits(Vec<(f64, u64)>);
+
+impl LockWaits {
+    const BUCKET: &str = "spamwall_manager_lock_wait_seconds_bucket{le=\"";
+
+    fn scrape(net: &NetnsPair) -> Self {
+        let url = format!("http://{METRICS}/metrics");
+        let scrape = net.exec_in(
+            Side::Server,
+            &["curl", "-sf", &url],
+            Duration::from_secs(10),
+        );
+        assert!(scrape.status.success(), "scraping {url} failed");
+        let text = String::from_utf8_lossy(&scrape.stdout);
+        // No wait yet: no histogram, every count zero.
+        Self(
+            text.lines()
+                .filter_map(|line| line.strip_prefix(Self::BUCKET))
+                .filter_map(|rest| {
+                    let (bound, count) = rest.split_once("\"} ")?;
+                    let bound = if bound == "+Inf" {
+                        f64::INFINITY
+                    } else {
+                        bound.parse().ok()?
+                    };
+                    Some((bound, count.trim().parse().ok()?))
+                })
+                .collect(),
+        )
+    }
+
+    /// The waits since `before` (a scrape of the same daemon, its buckets
+    /// in the same order, `+Inf` last): how many, and the bucket of the
+    /// longest.
+    fn since(&self, before: &Self) -> LockWaitsSince {
+        let earlier = |at: usize| before.0.get(at).map_or(0, |&(_, count)| count);
+        let last = self.0.len().saturating_sub(1);
+        let total = self.0.last().map_or(0, |&(_, count)| count) - earlier(last);
+        let mut longest = None;
+        let mut above = 0.0;
+        for (at, &(bound, count)) in self.0.iter().enumerate() {
+            if count - earlier(at) == total {
+                longest = Some((above, bound));
+                break;
+            }
+            above = bound;
+        }
+        LockWaitsSince { total, longest }
+    }
+}
+
+/// Waits for the manager in one run: how many, and the bounds of the
+/// bucket the longest fell in (seconds).
+struct LockWaitsSince {
+    total: u64,
+    longest: Option<(f64, f64)>,
+}
+
+impl std::fmt::Display for LockWaitsSince {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.longest {
+            Some((above, at_most)) if self.total > 0 && at_most.is_finite() => write!(
+                f,
+                "{} ({:.3}-{:.3} ms)",
+                self.total,
+                above * 1000.0,
+                at_most * 1000.0
+            ),
+            Some((above, _)) if self.total > 0 => {
+                write!(f, "{} (over {:.0} ms)", self.total, above * 1000.0)
+            }
+            _ => f.write_str("0"),
+        }
     }
 }
 
