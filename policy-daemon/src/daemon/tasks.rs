@@ -241,8 +241,9 @@ fn purge(shared: &Shared) -> Result<usize, crate::bans::BanError> {
     Ok(purged)
 }
 
-/// Kernel map entries checked per hold of the manager's lock.
-const RECONCILE_PART: usize = 256;
+/// Kernel map entries checked per hold of the manager's lock: each is
+/// looked up in the index, so a part takes several times a walk's row.
+const RECONCILE_PART: usize = 64;
 
 /// [`BanManager::reconcile`] in chunks: the kernel maps are read, and
 /// their entries put in the index's order, without the lock; each part is
