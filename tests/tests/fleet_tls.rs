@@ -343,8 +343,15 @@ fn bans_are_shared_over_tls_with_a_password() {
             !fleet.to_string().contains(PASSWORD),
             "{name}: the password leaks into status: {fleet}"
         );
+        // The log is written in order: once a ban made now is in it, so is
+        // every line before it.
+        let marker = format!("192.0.2.{}", if name == "A" { 201 } else { 202 });
+        daemon.cli_ok(&["ban", &marker, "--reason", "log marker"]);
+        let log = daemon.wait_log(&format!("{name}: the marker ban"), |log| {
+            log.contains(&format!("target={marker} "))
+        });
         assert!(
-            !daemon.log().contains(PASSWORD),
+            !log.contains(PASSWORD),
             "{name}: the password leaks into the log"
         );
     }
