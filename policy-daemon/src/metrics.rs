@@ -24,8 +24,8 @@ use crate::listen::{LogLimit, WARN_INTERVAL, next_connection};
 
 /// Policy request latency, seconds.
 pub const POLICY_LATENCY: &str = "spamwall_policy_request_duration_seconds";
-/// How long a ban, an unban or a request's lookups waited for the ban
-/// manager, when another held it, seconds.
+/// How long a ban, an unban or a control request's reads waited for the
+/// ban manager, when something else held it, seconds.
 pub const MANAGER_LOCK_WAIT: &str = "spamwall_manager_lock_wait_seconds";
 /// Policy requests answered.
 pub const POLICY_REQUESTS: &str = "spamwall_policy_requests_total";
