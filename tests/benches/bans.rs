@@ -25,11 +25,13 @@
 //!    daemon with its store on tmpfs, where no disk sync adds its own
 //!    delays and what remains is waiting inside the daemon. Each row also
 //!    gives, from the daemon's `spamwall_manager_lock_wait_seconds`
-//!    histogram, how many of the bans in that run had to wait for the ban
-//!    manager (`stats` and reconciliation only take steps, which are not
-//!    counted) and the bucket of the longest wait: the part of a slow ban
-//!    spent waiting behind a walk, apart from the machine's own delays (a
-//!    thread waiting for a CPU).
+//!    histogram, how many times in that run a short hold of the ban
+//!    manager had to wait for it and the bucket of the longest wait: the
+//!    part of a slow ban spent waiting behind a walk, apart from the
+//!    machine's own delays (a thread waiting for a CPU). The short holds
+//!    are the bans, and now and then one of the daemon's own (the start and
+//!    end of a reconciliation pass, a metrics scrape); the walks of
+//!    `stats` and reconciliation take steps, which are not counted.
 //!
 //! `--smoke`: a thousand addresses, twenty fail2ban bans and a few
 //! requests. Without fail2ban the benchmark fails. `--only bulk`: the
@@ -328,7 +330,7 @@ fn print_latency(million: u32, singles: u32, on_disk: &LatencyRuns, in_memory: &
     println!();
     println!("single `ban` over the control socket with {million} active bans ({singles} each)");
     println!(
-        "| store | while | median | p99 | slowest | slowest / quiet median | bans that waited for the manager (longest wait) |"
+        "| store | while | median | p99 | slowest | slowest / quiet median | waits for the manager (longest) |"
     );
     println!("|---|---|---:|---:|---:|---:|---|");
     for (store, runs) in [("disk (synced commits)", on_disk), ("tmpfs", in_memory)] {
